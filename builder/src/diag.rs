@@ -91,14 +91,21 @@ impl fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// The closest candidate to `word`, when it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| {
             // A transposition or two in a short word is as likely a typo as a long shared prefix.
             let edits = strsim::damerau_levenshtein(word, c);
             let close_edit = edits <= 2 && edits < word.len().max(c.len());
-            let bonus = if close_edit { 1.0 + (2 - edits) as f64 } else { 0.0 };
+            let bonus = if close_edit {
+                1.0 + (2 - edits) as f64
+            } else {
+                0.0
+            };
             let score = strsim::jaro_winkler(word, c) + bonus;
             (score, c)
         })

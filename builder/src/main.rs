@@ -1,1 +1,145 @@
-fn main() {}
+//! `p6os`: build, validate and inspect P6OS images.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use p6os_builder::{fetch::Cache, image, inspect, recipe};
+
+/// Where `cargo xtask agent` puts the static agent.
+const DEFAULT_AGENT: &str = "target/x86_64-unknown-linux-gnu/release-agent/p6os-agent";
+
+#[derive(Parser)]
+#[command(
+    name = "p6os",
+    version,
+    about = "Build, validate and inspect P6OS appliance images"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a file and report every problem at once (exit 1 when there is one).
+    Validate { kind: FileKind, file: PathBuf },
+    /// Print the JSON Schema of a file format.
+    Schema { kind: SchemaKind },
+    /// Build `<name>-<version>.img` and its manifest from a recipe.
+    Build {
+        recipe: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "target/images")]
+        out: PathBuf,
+        /// The static p6os-agent binary (env P6OS_AGENT; default: where `cargo xtask agent` puts it).
+        #[arg(long, env = "P6OS_AGENT", default_value = DEFAULT_AGENT)]
+        agent: PathBuf,
+        /// Download cache (env P6OS_CACHE; default ~/.cache/p6os). Never required.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Print only errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Show an image's partitions, boot entries and slots.
+    Inspect {
+        image: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FileKind {
+    Recipe,
+    Layer,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SchemaKind {
+    Recipe,
+    Layer,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { kind, file } => {
+            let result = match kind {
+                FileKind::Recipe => recipe::load(&file).map(|_| ()),
+                FileKind::Layer => recipe::load_layer(&file).map(|_| ()),
+            };
+            match result {
+                Ok(()) => {
+                    println!("{}: ok", file.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(diags) => {
+                    eprintln!("{diags}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Schema { kind } => {
+            let schema = match kind {
+                SchemaKind::Recipe => recipe::recipe_schema(),
+                SchemaKind::Layer => recipe::layer_schema(),
+            };
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build {
+            recipe: file,
+            out,
+            agent,
+            cache,
+            quiet,
+        } => {
+            let recipe = match recipe::load(&file) {
+                Ok(r) => r,
+                Err(diags) => {
+                    eprintln!("{diags}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let progress: Box<dyn Fn(&str)> = if quiet {
+                Box::new(|_| {})
+            } else {
+                Box::new(|s| eprintln!("p6os: {s}"))
+            };
+            let opts = image::BuildOptions {
+                out_dir: out,
+                agent,
+                cache: cache
+                    .map(|root| Cache { root })
+                    .unwrap_or_else(Cache::default_location),
+                progress,
+            };
+            let built = image::build(&recipe, &opts)
+                .with_context(|| format!("building {}", file.display()))?;
+            println!("{}", built.image.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { image, json } => {
+            let info = inspect::inspect(&image)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print!("{}", info.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

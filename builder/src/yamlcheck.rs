@@ -49,7 +49,10 @@ pub struct Loaded<T> {
 }
 
 /// Parses `text` (from `file`), checks it against `T`'s JSON Schema and deserializes it.
-pub fn load<T: DeserializeOwned + JsonSchema>(file: &Path, text: &str) -> Result<Loaded<T>, Diagnostics> {
+pub fn load<T: DeserializeOwned + JsonSchema>(
+    file: &Path,
+    text: &str,
+) -> Result<Loaded<T>, Diagnostics> {
     let tree = parse(file, text)?;
     let schema = schemars::schema_for!(T);
     let schema = schema.as_value();
@@ -65,7 +68,10 @@ pub fn load<T: DeserializeOwned + JsonSchema>(file: &Path, text: &str) -> Result
     match marked_yaml::from_node::<T>(&tree) {
         Ok(value) => Ok(Loaded { value, tree }),
         Err(e) => {
-            let (line, column) = e.start_mark().map(|m| (m.line(), m.column())).unwrap_or((0, 0));
+            let (line, column) = e
+                .start_mark()
+                .map(|m| (m.line(), m.column()))
+                .unwrap_or((0, 0));
             Err(Diagnostics(vec![Diagnostic {
                 file: file.to_path_buf(),
                 line,
@@ -84,10 +90,18 @@ pub fn parse(file: &Path, text: &str) -> Result<Node, Diagnostics> {
     marked_yaml::parse_yaml_with_options(0, text, opts).map_err(|e| {
         use marked_yaml::LoadError as E;
         let (marker, message) = match &e {
-            E::TopLevelMustBeMapping(m) => (Some(*m), "the document must be a mapping of keys".to_string()),
+            E::TopLevelMustBeMapping(m) => (
+                Some(*m),
+                "the document must be a mapping of keys".to_string(),
+            ),
             E::TopLevelMustBeSequence(m) => (Some(*m), "the document must be a list".to_string()),
-            E::UnexpectedAnchor(m) => (Some(*m), "anchors and aliases are not supported".to_string()),
-            E::MappingKeyMustBeScalar(m) => (Some(*m), "mapping keys must be plain values".to_string()),
+            E::UnexpectedAnchor(m) => (
+                Some(*m),
+                "anchors and aliases are not supported".to_string(),
+            ),
+            E::MappingKeyMustBeScalar(m) => {
+                (Some(*m), "mapping keys must be plain values".to_string())
+            }
             E::UnexpectedTag(m) => (Some(*m), "YAML tags are not supported".to_string()),
             E::ScanError(m, s) => (Some(*m), format!("invalid YAML: {}", s.info())),
             E::DuplicateKey(inner) => (
@@ -130,7 +144,10 @@ fn position(span: &Span) -> (usize, usize) {
 /// Where a node starts; for a block mapping, its first key (the mapping's own span starts later).
 fn node_position(node: &Node) -> (usize, usize) {
     match node {
-        Node::Mapping(m) => m.keys().next().map_or_else(|| position(m.span()), |k| position(k.span())),
+        Node::Mapping(m) => m
+            .keys()
+            .next()
+            .map_or_else(|| position(m.span()), |k| position(k.span())),
         _ => position(node.span()),
     }
 }
@@ -205,7 +222,11 @@ impl<'a> Checker<'a> {
         if schema.as_bool() == Some(true) {
             return;
         }
-        if let Some(variants) = schema.get("oneOf").or_else(|| schema.get("anyOf")).and_then(Value::as_array) {
+        if let Some(variants) = schema
+            .get("oneOf")
+            .or_else(|| schema.get("anyOf"))
+            .and_then(Value::as_array)
+        {
             self.check_alternatives(node, variants, path);
             return;
         }
@@ -235,11 +256,14 @@ impl<'a> Checker<'a> {
                         Some(sub) => self.check(value, sub, path),
                         None => match schema.get("additionalProperties") {
                             Some(Value::Bool(false)) => {
-                                let candidates = props.into_iter().flat_map(|p| p.keys().map(String::as_str));
-                                let hint = did_you_mean(name, candidates).map(|c| format!("did you mean `{c}`?"));
+                                let candidates =
+                                    props.into_iter().flat_map(|p| p.keys().map(String::as_str));
+                                let hint = did_you_mean(name, candidates)
+                                    .map(|c| format!("did you mean `{c}`?"));
                                 let hint = hint.or_else(|| {
                                     props.map(|p| {
-                                        let names: Vec<&str> = p.keys().map(String::as_str).collect();
+                                        let names: Vec<&str> =
+                                            p.keys().map(String::as_str).collect();
                                         format!("known fields: {}", names.join(", "))
                                     })
                                 });
@@ -276,14 +300,40 @@ impl<'a> Checker<'a> {
             }
             Node::Scalar(s) => self.check_scalar(node, s.as_str(), &types, schema, path),
             _ => {
-                let expected = types.iter().map(|t| describe_type(t)).collect::<Vec<_>>().join(" or ");
-                self.error(node, path, format!("expected {expected}, found {}", kind_name(node)), None);
+                let expected = types
+                    .iter()
+                    .map(|t| describe_type(t))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                self.error(
+                    node,
+                    path,
+                    format!("expected {expected}, found {}", kind_name(node)),
+                    None,
+                );
             }
         }
     }
 
-    fn check_scalar(&mut self, node: &Node, text: &str, types: &[&str], schema: &Value, path: &[Seg]) {
+    fn check_scalar(
+        &mut self,
+        node: &Node,
+        text: &str,
+        types: &[&str],
+        schema: &Value,
+        path: &[Seg],
+    ) {
         if types.contains(&"string") {
+            if schema.get("format").and_then(Value::as_str) == Some(crate::size::FORMAT) {
+                if let Err(e) = text.parse::<crate::size::ByteSize>() {
+                    self.error(
+                        node,
+                        path,
+                        e,
+                        Some("a size such as 64MiB, 2GiB or 512KiB".into()),
+                    );
+                }
+            }
             return;
         }
         if types.contains(&"integer") {
@@ -302,7 +352,12 @@ impl<'a> Checker<'a> {
                     return;
                 }
                 Err(_) if !types.contains(&"number") && !types.contains(&"boolean") => {
-                    self.error(node, path, format!("expected an integer, found `{text}`"), None);
+                    self.error(
+                        node,
+                        path,
+                        format!("expected an integer, found `{text}`"),
+                        None,
+                    );
                     return;
                 }
                 Err(_) => {}
@@ -315,11 +370,25 @@ impl<'a> Checker<'a> {
             if matches!(text, "true" | "false" | "True" | "False" | "TRUE" | "FALSE") {
                 return;
             }
-            self.error(node, path, format!("expected true or false, found `{text}`"), None);
+            self.error(
+                node,
+                path,
+                format!("expected true or false, found `{text}`"),
+                None,
+            );
             return;
         }
-        let expected = types.iter().map(|t| describe_type(t)).collect::<Vec<_>>().join(" or ");
-        self.error(node, path, format!("expected {expected}, found `{text}`"), None);
+        let expected = types
+            .iter()
+            .map(|t| describe_type(t))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        self.error(
+            node,
+            path,
+            format!("expected {expected}, found `{text}`"),
+            None,
+        );
     }
 
     fn check_enum(&mut self, node: &Node, values: &[Value], path: &[Seg], schema: &Value) {
@@ -337,7 +406,11 @@ impl<'a> Checker<'a> {
             _ => self.error(
                 node,
                 path,
-                format!("expected one of {}, found {}", allowed.join(", "), kind_name(node)),
+                format!(
+                    "expected one of {}, found {}",
+                    allowed.join(", "),
+                    kind_name(node)
+                ),
                 None,
             ),
         }
@@ -352,7 +425,10 @@ impl<'a> Checker<'a> {
                     self.error(node, path, format!("missing field `{tag}`"), hint);
                     return;
                 };
-                let given_text = given.as_scalar().map(|s| s.as_str().to_string()).unwrap_or_default();
+                let given_text = given
+                    .as_scalar()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default();
                 match consts.iter().position(|c| *c == given_text) {
                     Some(i) => self.check(node, &variants[i], path),
                     None => {
@@ -369,7 +445,11 @@ impl<'a> Checker<'a> {
         }
         let mut best: Option<Diagnostics> = None;
         for v in variants {
-            let mut trial = Checker { file: self.file, defs: self.defs, diags: Diagnostics::default() };
+            let mut trial = Checker {
+                file: self.file,
+                defs: self.defs,
+                diags: Diagnostics::default(),
+            };
             trial.check(node, v, path);
             if trial.diags.is_empty() {
                 return;
@@ -390,7 +470,9 @@ impl<'a> Checker<'a> {
         for v in variants {
             let v = self.resolve(v);
             let props = v.get("properties")?.as_object()?;
-            let (name, c) = props.iter().find_map(|(k, p)| Some((k, p.get("const")?.as_str()?)))?;
+            let (name, c) = props
+                .iter()
+                .find_map(|(k, p)| Some((k, p.get("const")?.as_str()?)))?;
             if tag.as_ref().is_some_and(|t| t != name) {
                 return None;
             }
@@ -420,6 +502,7 @@ mod tests {
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize, JsonSchema)]
+    #[allow(dead_code)]
     #[serde(deny_unknown_fields)]
     struct Doc {
         name: String,
@@ -430,6 +513,7 @@ mod tests {
     }
 
     #[derive(Debug, Deserialize, JsonSchema)]
+    #[allow(dead_code)]
     #[serde(deny_unknown_fields)]
     struct Item {
         path: String,
@@ -438,6 +522,7 @@ mod tests {
     }
 
     #[derive(Debug, Deserialize, JsonSchema)]
+    #[allow(dead_code)]
     #[serde(rename_all = "lowercase")]
     enum Mode {
         Fast,
@@ -445,6 +530,7 @@ mod tests {
     }
 
     #[derive(Debug, Deserialize, JsonSchema)]
+    #[allow(dead_code)]
     #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
     enum Source {
         Dir { path: String },
@@ -460,9 +546,12 @@ mod tests {
 
     #[test]
     fn loads_a_valid_document() {
-        let doc = load::<Doc>(Path::new("t.yaml"), "name: x\ncount: 3\nitems:\n  - path: /a\n    enabled: true\nmode: fast\n")
-            .unwrap()
-            .value;
+        let doc = load::<Doc>(
+            Path::new("t.yaml"),
+            "name: x\ncount: 3\nitems:\n  - path: /a\n    enabled: true\nmode: fast\n",
+        )
+        .unwrap()
+        .value;
         assert_eq!(doc.name, "x");
         assert_eq!(doc.count, Some(3));
         assert!(doc.items[0].enabled);
@@ -519,6 +608,38 @@ mod tests {
     #[test]
     fn wrong_shapes_are_named() {
         let errs = errors::<Doc>("name: x\nitems: {path: a}\n");
-        assert_eq!(errs, vec!["t.yaml:2:9: items: expected a list, found a mapping"]);
+        assert_eq!(
+            errs,
+            vec!["t.yaml:2:9: items: expected a list, found a mapping"]
+        );
+    }
+}
+/// Numbers inside internally tagged enums reach serde as strings (serde buffers the content
+/// before it knows the variant); fields there use these to accept both forms.
+pub mod lenient {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrText {
+        Num(u32),
+        Text(String),
+    }
+
+    fn to_u32<E: serde::de::Error>(v: NumOrText) -> Result<u32, E> {
+        match v {
+            NumOrText::Num(n) => Ok(n),
+            NumOrText::Text(t) => t
+                .parse()
+                .map_err(|_| E::custom(format!("expected an integer, found `{t}`"))),
+        }
+    }
+
+    pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        to_u32(NumOrText::deserialize(d)?)
+    }
+
+    pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        Option::<NumOrText>::deserialize(d)?.map(to_u32).transpose()
     }
 }

@@ -1,1 +1,14 @@
+//! QEMU end-to-end tests for P6OS images. The `Vm` helper is in [`vm`]; scenarios are in `tests/`.
+
 pub mod vm;
+
+use std::path::PathBuf;
+
+/// The image under test: `$P6OS_TEST_IMAGE` (set by `cargo xtask test`), else the tiny image
+/// where `cargo xtask image` writes it.
+pub fn test_image() -> PathBuf {
+    match std::env::var_os("P6OS_TEST_IMAGE") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/images/tiny-1.0.0.img"),
+    }
+}

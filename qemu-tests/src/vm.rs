@@ -1,1 +1,286 @@
+//! A QEMU virtual machine for tests: q35 + OVMF (a per-VM copy of the variable store), TCG, one
+//! vCPU, the image on virtio-blk, the serial console captured to a log, a hard timeout, killed on
+//! drop, and the console log printed when the test thread panics.
 
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// How to start a VM.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub image: PathBuf,
+    pub memory_mib: u32,
+    /// The VM is killed after this long, whatever happens.
+    pub hard_timeout: Duration,
+}
+
+impl VmConfig {
+    pub fn new(image: impl AsRef<Path>) -> Result<VmConfig> {
+        for f in [OVMF_CODE, OVMF_VARS] {
+            if !Path::new(f).exists() {
+                bail!("{f} is missing: install the Debian package ovmf");
+            }
+        }
+        let image = image.as_ref().to_path_buf();
+        if !image.is_file() {
+            bail!(
+                "image {} not found (build it with `cargo xtask image`)",
+                image.display()
+            );
+        }
+        Ok(VmConfig {
+            image,
+            memory_mib: 512,
+            hard_timeout: Duration::from_secs(600),
+        })
+    }
+
+    fn command(&self, disk: &Path, vars: &Path) -> Command {
+        let mut c = Command::new("qemu-system-x86_64");
+        c.args([
+            "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1",
+        ]);
+        c.args([
+            "-m",
+            &self.memory_mib.to_string(),
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-user-config",
+        ]);
+        c.arg("-drive").arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+        ));
+        c.arg("-drive").arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ));
+        c.arg("-drive").arg(format!(
+            "if=none,id=disk0,format=raw,file={}",
+            disk.display()
+        ));
+        c.args(["-device", "virtio-blk-pci,drive=disk0", "-nic", "none"]);
+        c
+    }
+
+    /// Boots a writable copy of the image; the console is captured.
+    pub fn start(&self, name: &str) -> Result<Vm> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("p6os-vm-{name}-"))
+            .tempdir()?;
+        let disk = dir.path().join("disk.img");
+        let status = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&self.image)
+            .arg(&disk)
+            .status()?;
+        if !status.success() {
+            bail!("copying {} failed", self.image.display());
+        }
+        let vars = dir.path().join("OVMF_VARS.fd");
+        fs::copy(OVMF_VARS, &vars).context("copying the OVMF variable store")?;
+        let log_path = dir.path().join("console.log");
+        let mut child = self
+            .command(&disk, &vars)
+            .args(["-serial", "stdio", "-monitor", "none"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting qemu-system-x86_64 (package qemu-system-x86)")?;
+        let console = Arc::new(Console::default());
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let log = fs::File::create(&log_path)?;
+        spawn_reader(stdout, console.clone(), Some(log));
+        spawn_reader(stderr, console.clone(), None);
+        let stdin = child.stdin.take();
+        let child = Arc::new(Mutex::new(child));
+        let watchdog = child.clone();
+        let limit = self.hard_timeout;
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            if let Ok(mut c) = watchdog.lock() {
+                let _ = c.kill();
+            }
+        });
+        Ok(Vm {
+            name: name.into(),
+            child,
+            stdin,
+            console,
+            cursor: 0,
+            log_path,
+            _dir: dir,
+            started: Instant::now(),
+        })
+    }
+
+    /// Boots the image itself (not a copy) with the serial console on this terminal.
+    pub fn run_interactive(&self) -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let vars = dir.path().join("OVMF_VARS.fd");
+        fs::copy(OVMF_VARS, &vars)?;
+        eprintln!("qemu: serial console on this terminal; Ctrl-A X quits");
+        let status = self
+            .command(&self.image, &vars)
+            .args(["-serial", "mon:stdio"])
+            .status()?;
+        if !status.success() {
+            bail!("qemu exited with {status}");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Console {
+    text: Mutex<String>,
+    changed: Condvar,
+}
+
+fn spawn_reader(
+    stream: impl Read + Send + 'static,
+    console: Arc<Console>,
+    mut log: Option<fs::File>,
+) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if let Some(l) = log.as_mut() {
+                        let _ = l.write_all(&buf);
+                    }
+                    let text = String::from_utf8_lossy(&buf).replace('\r', "");
+                    console.text.lock().expect("console lock").push_str(&text);
+                    console.changed.notify_all();
+                }
+            }
+        }
+        console.changed.notify_all();
+    });
+}
+
+/// A running VM. Dropping it kills QEMU; if the test is failing, the console log is printed.
+pub struct Vm {
+    name: String,
+    child: Arc<Mutex<Child>>,
+    stdin: Option<ChildStdin>,
+    console: Arc<Console>,
+    /// Byte offset in the console text up to which lines have been consumed by waits.
+    cursor: usize,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+    started: Instant,
+}
+
+impl Vm {
+    /// Waits until a console line after the previous match contains `needle`; returns that line.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        let mut text = self.console.text.lock().expect("console lock");
+        loop {
+            if let Some(found) = text[self.cursor..].find(needle) {
+                let start = self.cursor
+                    + text[self.cursor..found + self.cursor]
+                        .rfind('\n')
+                        .map_or(0, |i| i + 1);
+                let end = text[self.cursor + found..]
+                    .find('\n')
+                    .map_or(text.len(), |i| self.cursor + found + i);
+                let line = text[start..end].to_string();
+                self.cursor = end;
+                return Ok(line);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                bail!(
+                    "vm {}: `{needle}` not seen within {:?} ({:.0?} since start)",
+                    self.name,
+                    timeout,
+                    self.started.elapsed()
+                );
+            }
+            if self.child.lock().expect("child lock").try_wait()?.is_some() {
+                // QEMU exited: give readers a moment to drain, then fail.
+                drop(text);
+                std::thread::sleep(Duration::from_millis(200));
+                text = self.console.text.lock().expect("console lock");
+                if text[self.cursor..].contains(needle) {
+                    continue;
+                }
+                bail!("vm {}: qemu exited before `{needle}` appeared", self.name);
+            }
+            text = self
+                .console
+                .changed
+                .wait_timeout(text, (deadline - now).min(Duration::from_millis(500)))
+                .expect("console lock")
+                .0;
+        }
+    }
+
+    /// Types a line on the serial console.
+    pub fn send_line(&mut self, line: &str) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("vm stdin closed")?;
+        stdin.write_all(line.as_bytes())?;
+        stdin.write_all(b"\n")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Everything the console printed so far.
+    pub fn console_log(&self) -> String {
+        self.console.text.lock().expect("console lock").clone()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Waits for QEMU to exit by itself (e.g. after poweroff).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.child.lock().expect("child lock").try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("vm {}: qemu still running after {timeout:?}", self.name)
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.child.lock() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "===== console of vm {} ({}) =====\n{}\n===== end of console =====",
+                self.name,
+                self.log_path.display(),
+                self.console_log()
+            );
+        }
+    }
+}

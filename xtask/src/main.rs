@@ -1,1 +1,55 @@
-fn main() {}
+//! `cargo xtask <command>`: the repository's workflows.
+
+mod agent;
+mod deps;
+mod image;
+mod run;
+mod test;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  agent              build the static p6os-agent
+  image [RECIPE]     build the agent, then the image (default recipes/tiny.yaml)
+  test               unit, golden and QEMU tests (installs Debian packages when root)
+  run [IMAGE]        boot an image in QEMU on this terminal (Ctrl-A X quits)
+  deps               install (as root) or list the Debian packages the workflows need";
+
+/// The recipe built when none is named.
+pub const DEFAULT_RECIPE: &str = "recipes/tiny.yaml";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    std::env::set_current_dir(root())?;
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["agent"] => agent::build().map(|_| ()),
+        ["image"] => image::run(DEFAULT_RECIPE).map(|_| ()),
+        ["image", recipe] => image::run(recipe).map(|_| ()),
+        ["test"] => test::run(),
+        ["run"] => run::run(None),
+        ["run", img] => run::run(Some(img)),
+        ["deps"] => deps::ensure(),
+        ["help" | "--help" | "-h"] | [] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => bail!("unknown command {args:?}\n\n{USAGE}"),
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}

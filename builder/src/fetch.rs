@@ -1,0 +1,518 @@
+//! Turns layer sources into trees: Debian packages through the host's apt, tarballs, directories
+//! and inline entries. Downloads land in a content-addressed cache (`<cache>/blobs/<sha256>`).
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::recipe::{InlineEntry, InlineKind, Source};
+use crate::tree::{normalize, Entry, Kind, Tree};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("debian package `{package}`: {detail}")]
+    Apt { package: String, detail: String },
+    #[error("download of {url} failed: {detail}")]
+    Download { url: String, detail: String },
+    #[error("{what}: sha256 mismatch: expected {expected}, got {actual}")]
+    Sha256Mismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{what}: {detail}")]
+    Format { what: String, detail: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FetchError + '_ {
+    move |source| FetchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where downloads are kept. Never required: an empty cache only means downloading again.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    pub root: PathBuf,
+}
+
+impl Cache {
+    /// `$P6OS_CACHE`, else `$XDG_CACHE_HOME/p6os`, else `~/.cache/p6os`.
+    pub fn default_location() -> Cache {
+        let root = std::env::var_os("P6OS_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("p6os")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/p6os")))
+            .unwrap_or_else(|| std::env::temp_dir().join("p6os-cache"));
+        Cache { root }
+    }
+
+    fn blob_path(&self, sha256: &str) -> PathBuf {
+        self.root.join("blobs").join(sha256)
+    }
+
+    /// The cached blob with this digest, if present and intact.
+    pub fn get(&self, sha256: &str) -> Option<PathBuf> {
+        let p = self.blob_path(sha256);
+        match sha256_file(&p) {
+            Ok(actual) if actual == sha256 => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Moves `file` into the cache after checking its digest; returns the cached path.
+    pub fn put(&self, file: &Path, expected: &str, what: &str) -> Result<PathBuf, FetchError> {
+        let actual = sha256_file(file).map_err(io_err(file))?;
+        if actual != expected {
+            return Err(FetchError::Sha256Mismatch {
+                what: what.into(),
+                expected: expected.into(),
+                actual,
+            });
+        }
+        let dest = self.blob_path(expected);
+        let dir = dest.parent().expect("blob paths have a parent");
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        if fs::rename(file, &dest).is_err() {
+            let tmp = dest.with_extension("tmp");
+            fs::copy(file, &tmp).map_err(io_err(&tmp))?;
+            fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        }
+        Ok(dest)
+    }
+}
+
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut f = fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+pub fn sha256_bytes(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// A Debian package resolved by apt: exact version and the archive's sha256.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ResolvedPackage {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+/// What a source resolved to: the identity that goes into digests and manifests.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Resolved {
+    Debian { packages: Vec<ResolvedPackage> },
+    Tarball { sha256: String },
+    Dir { sha256: String },
+    Inline { sha256: String },
+}
+
+/// Resolves a Debian package spec (`name` or `name=version`) with `apt-cache show`.
+pub fn resolve_debian(spec: &str) -> Result<ResolvedPackage, FetchError> {
+    let (name, _) = spec.split_once('=').unwrap_or((spec, ""));
+    let out = Command::new("apt-cache")
+        .args(["show", "--no-all-versions", spec])
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| FetchError::Apt {
+            package: spec.into(),
+            detail: format!("cannot run apt-cache: {e} (is this a Debian/Ubuntu host?)"),
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || text.trim().is_empty() {
+        return Err(FetchError::Apt {
+            package: spec.into(),
+            detail: format!(
+                "not found by apt-cache ({}); run `apt-get update`, or check the name and version",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    let field = |f: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(f)
+                .and_then(|r| r.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+        })
+    };
+    match (field("Package"), field("Version"), field("SHA256")) {
+        (Some(p), Some(version), Some(sha256)) if p == name => Ok(ResolvedPackage {
+            name: p,
+            version,
+            sha256,
+        }),
+        _ => Err(FetchError::Apt {
+            package: spec.into(),
+            detail: "apt-cache gave no Package/Version/SHA256".into(),
+        }),
+    }
+}
+
+/// The .deb for `pkg`, from the cache or downloaded with `apt-get download` and checked.
+pub fn fetch_deb(cache: &Cache, pkg: &ResolvedPackage) -> Result<PathBuf, FetchError> {
+    if let Some(p) = cache.get(&pkg.sha256) {
+        return Ok(p);
+    }
+    let tmp = tempfile::tempdir().map_err(io_err(Path::new("temporary directory")))?;
+    let spec = format!("{}={}", pkg.name, pkg.version);
+    let out = Command::new("apt-get")
+        .args(["download", "-q", &spec])
+        .current_dir(tmp.path())
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| FetchError::Apt {
+            package: spec.clone(),
+            detail: format!("cannot run apt-get: {e}"),
+        })?;
+    if !out.status.success() {
+        return Err(FetchError::Apt {
+            package: spec,
+            detail: format!(
+                "apt-get download failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    let deb = fs::read_dir(tmp.path())
+        .map_err(io_err(tmp.path()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or_else(|| FetchError::Apt {
+            package: spec.clone(),
+            detail: "apt-get download wrote no .deb".into(),
+        })?;
+    cache.put(&deb, &pkg.sha256, &spec)
+}
+
+/// Reads the `data.tar.*` member of a .deb into a tree.
+pub fn deb_tree(deb: &Path) -> Result<Tree, FetchError> {
+    let bytes = fs::read(deb).map_err(io_err(deb))?;
+    let what = deb.display().to_string();
+    let bad = |detail: &str| FetchError::Format {
+        what: what.clone(),
+        detail: detail.into(),
+    };
+    if !bytes.starts_with(b"!<arch>\n") {
+        return Err(bad("not a Debian package (ar archive)"));
+    }
+    let mut pos = 8;
+    while pos + 60 <= bytes.len() {
+        let header = &bytes[pos..pos + 60];
+        let name = String::from_utf8_lossy(&header[0..16])
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
+        let size: usize = String::from_utf8_lossy(&header[48..58])
+            .trim()
+            .parse()
+            .map_err(|_| bad("bad ar member size"))?;
+        let start = pos + 60;
+        let end = start
+            .checked_add(size)
+            .filter(|e| *e <= bytes.len())
+            .ok_or_else(|| bad("truncated ar member"))?;
+        if name.starts_with("data.tar") {
+            let reader = decompressor(&bytes[start..end]).map_err(|e| bad(&e.to_string()))?;
+            return Tree::from_tar(reader).map_err(|e| bad(&format!("data archive: {e}")));
+        }
+        pos = end + (size % 2);
+    }
+    Err(bad("no data.tar member"))
+}
+
+/// A reader that undoes gzip, xz or zstd compression, detected by magic number.
+pub fn decompressor<'a>(data: &'a [u8]) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match data {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(data)),
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Box::new(xz2::read::XzDecoder::new(data)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(zstd::stream::read::Decoder::new(data)?),
+        _ => Box::new(data),
+    })
+}
+
+/// Fetches and reads one source; `dir` is the layer file's directory.
+pub fn load_source(
+    cache: &Cache,
+    dir: &Path,
+    source: &Source,
+) -> Result<(Tree, Resolved), FetchError> {
+    match source {
+        Source::Debian { packages } => {
+            let mut tree = Tree::new();
+            let mut resolved = Vec::new();
+            for spec in packages {
+                let pkg = resolve_debian(spec)?;
+                let deb = fetch_deb(cache, &pkg)?;
+                tree.merge(&deb_tree(&deb)?);
+                resolved.push(pkg);
+            }
+            Ok((tree, Resolved::Debian { packages: resolved }))
+        }
+        Source::Tarball { path, url, sha256 } => {
+            let file = match (path, url) {
+                (Some(p), _) => dir.join(p),
+                (None, Some(u)) => download(cache, u, sha256.as_deref().unwrap_or_default())?,
+                (None, None) => unreachable!("checked recipes give a path or a url"),
+            };
+            let actual = sha256_file(&file).map_err(io_err(&file))?;
+            if let Some(expected) = sha256 {
+                if *expected != actual {
+                    return Err(FetchError::Sha256Mismatch {
+                        what: file.display().to_string(),
+                        expected: expected.clone(),
+                        actual,
+                    });
+                }
+            }
+            let bytes = fs::read(&file).map_err(io_err(&file))?;
+            let reader = decompressor(&bytes).map_err(io_err(&file))?;
+            let tree = Tree::from_tar(reader).map_err(|e| FetchError::Format {
+                what: file.display().to_string(),
+                detail: e.to_string(),
+            })?;
+            Ok((tree, Resolved::Tarball { sha256: actual }))
+        }
+        Source::Dir { path, target } => {
+            let root = dir.join(path);
+            let mut tree = Tree::new();
+            let prefix = target.as_deref().and_then(normalize);
+            read_dir_into(&root, &root, prefix.as_deref(), &mut tree)?;
+            let sha256 = tree_digest(&tree);
+            Ok((tree, Resolved::Dir { sha256 }))
+        }
+        Source::Inline { entries } => {
+            let mut tree = Tree::new();
+            for e in entries {
+                tree.insert(&e.path, inline_entry(e));
+            }
+            let sha256 = tree_digest(&tree);
+            Ok((tree, Resolved::Inline { sha256 }))
+        }
+    }
+}
+
+/// Digest of a tree's canonical tar form.
+pub fn tree_digest(tree: &Tree) -> String {
+    let mut h = HashWriter(Sha256::new());
+    tree.write_tar(&mut h).expect("hashing cannot fail");
+    hex::encode(h.0.finalize())
+}
+
+struct HashWriter(Sha256);
+impl io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn inline_entry(e: &InlineEntry) -> Entry {
+    let mode = e
+        .mode
+        .as_deref()
+        .and_then(|m| u32::from_str_radix(m, 8).ok());
+    let (kind, default_mode) = match e.kind {
+        InlineKind::Dir => (Kind::Dir, 0o755),
+        InlineKind::File => (
+            Kind::File(Arc::new(e.content.clone().unwrap_or_default().into_bytes())),
+            0o644,
+        ),
+        InlineKind::Symlink => (Kind::Symlink(e.target.clone().unwrap_or_default()), 0o777),
+        InlineKind::Char => (
+            Kind::Char {
+                major: e.major.unwrap_or(0),
+                minor: e.minor.unwrap_or(0),
+            },
+            0o600,
+        ),
+        InlineKind::Block => (
+            Kind::Block {
+                major: e.major.unwrap_or(0),
+                minor: e.minor.unwrap_or(0),
+            },
+            0o600,
+        ),
+    };
+    Entry {
+        kind,
+        mode: mode.unwrap_or(default_mode),
+        uid: e.uid,
+        gid: e.gid,
+        mtime: 0,
+        xattrs: Default::default(),
+    }
+}
+
+/// Reads a host directory: owners become root, modes 0755/0644 by the owner's exec bit (so the
+/// builder's umask does not matter), times fixed at 0, entries in sorted order.
+fn read_dir_into(
+    root: &Path,
+    dir: &Path,
+    prefix: Option<&str>,
+    tree: &mut Tree,
+) -> Result<(), FetchError> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    for path in names {
+        let rel = path
+            .strip_prefix(root)
+            .expect("walk stays under root")
+            .to_string_lossy()
+            .into_owned();
+        let dest = match prefix {
+            Some(p) => format!("{p}/{rel}"),
+            None => rel,
+        };
+        let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
+        use std::os::unix::fs::PermissionsExt;
+        let exec = meta.permissions().mode() & 0o100 != 0;
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(&path).map_err(io_err(&path))?;
+            tree.insert(&dest, Entry::symlink(&target.to_string_lossy()));
+        } else if meta.is_dir() {
+            tree.insert(&dest, Entry::dir(0o755));
+            read_dir_into(root, &path, prefix, tree)?;
+        } else if meta.is_file() {
+            let data = fs::read(&path).map_err(io_err(&path))?;
+            tree.insert(&dest, Entry::file(data, if exec { 0o755 } else { 0o644 }));
+        } else {
+            return Err(FetchError::Format {
+                what: path.display().to_string(),
+                detail: "special files are not taken from directories; use an inline entry".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Downloads `url` into the cache, checking its sha256 (mandatory for URLs).
+fn download(cache: &Cache, url: &str, sha256: &str) -> Result<PathBuf, FetchError> {
+    if let Some(p) = cache.get(sha256) {
+        return Ok(p);
+    }
+    let fail = |detail: String| FetchError::Download {
+        url: url.into(),
+        detail,
+    };
+    let tmp = tempfile::NamedTempFile::new().map_err(io_err(Path::new("temporary file")))?;
+    if let Some(local) = url.strip_prefix("file://") {
+        fs::copy(local, tmp.path()).map_err(|e| fail(e.to_string()))?;
+    } else {
+        let mut response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
+        let mut reader = response.body_mut().as_reader();
+        let mut out = fs::File::create(tmp.path()).map_err(io_err(tmp.path()))?;
+        io::copy(&mut reader, &mut out).map_err(|e| fail(e.to_string()))?;
+    }
+    cache.put(tmp.path(), sha256, url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_sources_ignore_umask_and_mtimes() {
+        use std::os::unix::fs::PermissionsExt;
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        for (d, mode) in [(&a, 0o600), (&b, 0o664)] {
+            fs::create_dir(d.path().join("etc")).unwrap();
+            fs::write(d.path().join("etc/motd"), "hi\n").unwrap();
+            fs::set_permissions(d.path().join("etc/motd"), fs::Permissions::from_mode(mode))
+                .unwrap();
+            std::os::unix::fs::symlink("motd", d.path().join("etc/issue")).unwrap();
+        }
+        let src = |p: &Path| Source::Dir {
+            path: p.display().to_string(),
+            target: Some("/opt".into()),
+        };
+        let cache = Cache {
+            root: a.path().join("cache-unused"),
+        };
+        let (ta, ra) = load_source(&cache, Path::new("/"), &src(a.path())).unwrap();
+        let (tb, rb) = load_source(&cache, Path::new("/"), &src(b.path())).unwrap();
+        assert_eq!(ta, tb);
+        assert_eq!(ra, rb);
+        assert_eq!(ta.get("opt/etc/motd").unwrap().mode, 0o644);
+        assert!(matches!(
+            ta.get("opt/etc/issue").unwrap().kind,
+            Kind::Symlink(_)
+        ));
+    }
+
+    #[test]
+    fn tarball_sha256_is_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let mut t = Tree::new();
+        t.insert("etc/x", Entry::file(b"x".to_vec(), 0o644));
+        let mut tar = Vec::new();
+        t.write_tar(&mut tar).unwrap();
+        fs::write(d.path().join("l.tar"), &tar).unwrap();
+        let cache = Cache {
+            root: d.path().join("cache"),
+        };
+        let good = Source::Tarball {
+            path: Some("l.tar".into()),
+            url: None,
+            sha256: Some(sha256_bytes(&tar)),
+        };
+        assert_eq!(load_source(&cache, d.path(), &good).unwrap().0, t);
+        let bad = Source::Tarball {
+            path: Some("l.tar".into()),
+            url: None,
+            sha256: Some("0".repeat(64)),
+        };
+        let err = load_source(&cache, d.path(), &bad).unwrap_err();
+        assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
+        // By URL (file://), the download lands in the cache under its digest.
+        let url = Source::Tarball {
+            path: None,
+            url: Some(format!("file://{}", d.path().join("l.tar").display())),
+            sha256: Some(sha256_bytes(&tar)),
+        };
+        assert_eq!(load_source(&cache, d.path(), &url).unwrap().0, t);
+        assert!(cache.get(&sha256_bytes(&tar)).is_some());
+    }
+
+    #[test]
+    fn compressed_tarballs_are_detected() {
+        let mut t = Tree::new();
+        t.insert("a", Entry::file(b"abc".to_vec(), 0o644));
+        let mut tar = Vec::new();
+        t.write_tar(&mut tar).unwrap();
+        let zst = zstd::encode_all(tar.as_slice(), 3).unwrap();
+        assert_eq!(Tree::from_tar(decompressor(&zst).unwrap()).unwrap(), t);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        io::Write::write_all(&mut gz, &tar).unwrap();
+        assert_eq!(
+            Tree::from_tar(decompressor(&gz.finish().unwrap()).unwrap()).unwrap(),
+            t
+        );
+    }
+}

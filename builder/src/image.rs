@@ -1,0 +1,453 @@
+//! `p6os build`: recipe -> layers -> slot filesystem, initramfs, ESP -> GPT disk image.
+//!
+//! Everything is computed first (trees, payloads, the partition layout and the ESP file list);
+//! the image is then written to a temporary file in the output directory and renamed into place
+//! only when complete, so a failed build leaves no image behind.
+
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::bootentry::{loader_conf, BootEntry, EntryName, Slot};
+use crate::fat::{self, FatFile, FormatOptions};
+use crate::fetch::{self, sha256_bytes, Cache, Resolved};
+use crate::gpt::{Gpt, TYPE_ESP, TYPE_ROOT_X86_64, TYPE_VAR};
+use crate::initramfs;
+use crate::kmod::{self, KernelModules};
+use crate::manifest::{
+    BuildManifest, ImageRecord, LayerRecord, PartitionRecord, Payload, SlotIdentity, SlotManifest,
+};
+use crate::recipe::{Layer, LayerRole, Recipe};
+use crate::rootfs;
+use crate::statefs;
+use crate::tree::{Entry, Kind, Tree};
+
+/// Where the agent lives in every slot.
+pub const AGENT_PATH: &str = "usr/lib/p6os/p6os-agent";
+pub const SLOT_MANIFEST_PATH: &str = "usr/lib/p6os/manifest.json";
+/// Namespace for the UUID v5 GUIDs derived from the recipe digest.
+const GUID_NAMESPACE: Uuid = uuid::uuid!("6b3f2d4e-0b9a-5c1e-9f7d-2a6e8c4b1d30");
+const BOOTLOADER_EFI: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("layer `{layer}` ({file}): {source}")]
+    Fetch {
+        layer: String,
+        file: String,
+        source: fetch::FetchError,
+    },
+    #[error("kernel layer: {0}")]
+    Kernel(#[from] kmod::KmodError),
+    #[error("boot loader layer has no {BOOTLOADER_EFI}\n  hint: the layer should install Debian's systemd-boot-efi")]
+    NoBootloader,
+    #[error("root filesystem: {0}")]
+    RootFs(#[from] rootfs::RootFsError),
+    #[error(
+        "slot too small: the root filesystem is {need} MiB but partitions.slot is {have} MiB\n  hint: raise partitions.slot in the recipe to at least {suggest}MiB"
+    )]
+    SlotTooSmall { need: u64, have: u64, suggest: u64 },
+    #[error("ESP: {0}\n  hint: raise partitions.esp in the recipe")]
+    Esp(#[from] fat::FatError),
+    #[error("state partition: {0}")]
+    State(#[from] statefs::StateFsError),
+    #[error("agent binary {path}: {source}\n  hint: build it with `cargo xtask agent`, or pass --agent PATH")]
+    Agent { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub struct BuildOptions {
+    pub out_dir: PathBuf,
+    pub agent: PathBuf,
+    pub cache: Cache,
+    /// Receives one line per step (progress for humans; silent in tests).
+    pub progress: Box<dyn Fn(&str)>,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub image: PathBuf,
+    pub manifest_file: PathBuf,
+    pub manifest: BuildManifest,
+}
+
+/// A layer read and merged from its sources.
+struct LoadedLayer<'a> {
+    layer: &'a Layer,
+    tree: Tree,
+    sources: Vec<Resolved>,
+}
+
+fn load_layer<'a>(layer: &'a Layer, cache: &Cache) -> Result<LoadedLayer<'a>, BuildError> {
+    let dir = layer.file.parent().unwrap_or(Path::new("."));
+    let mut tree = Tree::new();
+    let mut sources = Vec::new();
+    for s in &layer.def.sources {
+        let (t, r) = fetch::load_source(cache, dir, s).map_err(|source| BuildError::Fetch {
+            layer: layer.def.name.clone(),
+            file: layer.file.display().to_string(),
+            source,
+        })?;
+        tree.merge(&t);
+        sources.push(r);
+    }
+    Ok(LoadedLayer {
+        layer,
+        tree,
+        sources,
+    })
+}
+
+fn record(l: &LoadedLayer) -> LayerRecord {
+    LayerRecord {
+        role: l.layer.role,
+        name: l.layer.def.name.clone(),
+        file: l.layer.reference.clone(),
+        sources: l.sources.clone(),
+        sha256: fetch::tree_digest(&l.tree),
+    }
+}
+
+/// Digest of every input: the recipe as parsed, each layer's definition and resolved sources, the agent.
+fn recipe_digest(
+    recipe: &Recipe,
+    layers: &[LayerRecord],
+    bootloader: &LayerRecord,
+    agent_sha256: &str,
+) -> String {
+    #[derive(Serialize)]
+    struct Inputs<'a> {
+        recipe: &'a crate::recipe::RecipeFile,
+        layers: &'a [LayerRecord],
+        bootloader: &'a LayerRecord,
+        agent_sha256: &'a str,
+    }
+    let json = serde_json::to_vec(&Inputs {
+        recipe: &recipe.def,
+        layers,
+        bootloader,
+        agent_sha256,
+    })
+    .expect("serializable");
+    sha256_bytes(&json)
+}
+
+/// A GUID derived from the recipe digest (UUID v5): same inputs, same GUIDs.
+pub fn derived_guid(digest: &str, what: &str) -> Uuid {
+    Uuid::new_v5(&GUID_NAMESPACE, format!("{what}:{digest}").as_bytes())
+}
+
+fn file_data(tree: &Tree, path: &str) -> Option<Vec<u8>> {
+    match &tree.get(path)?.kind {
+        Kind::File(d) => Some(d.to_vec()),
+        _ => None,
+    }
+}
+
+fn payload(format: &str, data: &[u8]) -> Payload {
+    Payload {
+        format: format.into(),
+        size: data.len() as u64,
+        sha256: sha256_bytes(data),
+    }
+}
+
+pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> {
+    let started = Instant::now();
+    let say = |s: &str| (opts.progress)(s);
+    let def = &recipe.def;
+    let agent = fs::read(&opts.agent).map_err(|source| BuildError::Agent {
+        path: opts.agent.clone(),
+        source,
+    })?;
+    let agent_sha256 = sha256_bytes(&agent);
+
+    let mut loaded = Vec::new();
+    for layer in &recipe.layers {
+        say(&format!("layer {} ({})", layer.def.name, layer.reference));
+        loaded.push(load_layer(layer, &opts.cache)?);
+    }
+    say(&format!(
+        "layer {} ({})",
+        recipe.bootloader.def.name, recipe.bootloader.reference
+    ));
+    let boot = load_layer(&recipe.bootloader, &opts.cache)?;
+    let efi = file_data(&boot.tree, BOOTLOADER_EFI).ok_or(BuildError::NoBootloader)?;
+
+    let records: Vec<LayerRecord> = loaded.iter().map(record).collect();
+    let boot_record = record(&boot);
+    let digest = recipe_digest(recipe, &records, &boot_record, &agent_sha256);
+    let identity = SlotIdentity {
+        name: def.name.clone(),
+        version: def.version.clone(),
+        arch: "x86_64".into(),
+        recipe_digest: digest.clone(),
+    };
+
+    // Root filesystem: merged layers plus the agent and the slot's identity.
+    let mut root = Tree::new();
+    for l in &loaded {
+        root.merge(&l.tree);
+    }
+    root.insert(AGENT_PATH, Entry::file(agent.clone(), 0o755));
+    let identity_json = serde_json::to_vec_pretty(&identity).expect("serializable");
+    root.insert(SLOT_MANIFEST_PATH, Entry::file(identity_json, 0o644));
+
+    // Kernel and initramfs.
+    let kernel_layer = loaded
+        .iter()
+        .find(|l| l.layer.role == LayerRole::Kernel)
+        .expect("checked recipes have a kernel");
+    let release = kmod::kernel_release(&kernel_layer.tree)?;
+    let vmlinuz = file_data(&kernel_layer.tree, &format!("boot/vmlinuz-{release}"))
+        .ok_or(kmod::KmodError::NoKernel)?;
+    let modules = KernelModules::index(&kernel_layer.tree)?;
+    let wanted = kmod::initramfs_modules(def.rootfs.as_str());
+    let module_paths = modules.resolve(&wanted)?;
+    let mut initrd = Vec::new();
+    initramfs::write_cpio(
+        &initramfs::tree(&agent, &kernel_layer.tree, &module_paths),
+        &mut initrd,
+    )
+    .expect("writing to memory");
+    say(&format!(
+        "kernel {release}: {} initramfs modules, initramfs {} KiB",
+        module_paths.len(),
+        initrd.len() / 1024
+    ));
+
+    // Partition layout.
+    let p = &def.partitions;
+    let guid = |what: &str| derived_guid(&digest, what);
+    let gpt = Gpt::layout(
+        guid("disk"),
+        &[
+            ("p6os-esp", TYPE_ESP, guid("p6os-esp"), p.esp.bytes()),
+            (
+                "p6os-root-a",
+                TYPE_ROOT_X86_64,
+                guid("p6os-root-a"),
+                p.slot.bytes(),
+            ),
+            (
+                "p6os-root-b",
+                TYPE_ROOT_X86_64,
+                guid("p6os-root-b"),
+                p.slot.bytes(),
+            ),
+            ("p6os-state", TYPE_VAR, guid("p6os-state"), p.state.bytes()),
+        ],
+    );
+
+    fs::create_dir_all(&opts.out_dir).map_err(io_at(&opts.out_dir))?;
+    let base = format!("{}-{}", def.name, def.version);
+    let image_path = opts.out_dir.join(format!("{base}.img"));
+    let manifest_path = opts.out_dir.join(format!("{base}.manifest.json"));
+    let work = tempfile::Builder::new()
+        .prefix(&format!(".{base}."))
+        .tempdir_in(&opts.out_dir)
+        .map_err(io_at(&opts.out_dir))?;
+
+    // Slot A's filesystem.
+    say(&format!(
+        "root filesystem: {} entries, {} MiB of files, {}",
+        root.len(),
+        root.content_bytes() >> 20,
+        def.rootfs.as_str()
+    ));
+    let rootfs_path = work.path().join("rootfs.img");
+    rootfs::build(&root, def.rootfs, &rootfs_path)?;
+    let rootfs_len = fs::metadata(&rootfs_path)
+        .map_err(io_at(&rootfs_path))?
+        .len();
+    if rootfs_len > p.slot.bytes() {
+        let need = rootfs_len.div_ceil(1 << 20);
+        return Err(BuildError::SlotTooSmall {
+            need,
+            have: p.slot.bytes() >> 20,
+            suggest: need + need / 4 + 1,
+        });
+    }
+    let rootfs_sha256 = fetch::sha256_file(&rootfs_path).map_err(io_at(&rootfs_path))?;
+
+    let slot_manifest = SlotManifest {
+        identity,
+        rootfs: Payload {
+            format: def.rootfs.as_str().into(),
+            size: rootfs_len,
+            sha256: rootfs_sha256,
+        },
+        kernel: payload("vmlinuz", &vmlinuz),
+        initrd: payload("initrd.img", &initrd),
+        kernel_release: release,
+        agent_sha256: agent_sha256.clone(),
+    };
+    let slot_json = serde_json::to_vec_pretty(&slot_manifest).expect("serializable");
+    let entry = BootEntry::new(
+        &def.name,
+        &def.version,
+        Slot::A,
+        def.rootfs.as_str(),
+        &def.boot.kernel_args,
+    );
+    let entry_name = EntryName {
+        version: def.version.clone(),
+        slot: Slot::A,
+        tries: None,
+    };
+    let esp_files = vec![
+        FatFile {
+            path: "/EFI/BOOT/BOOTX64.EFI".into(),
+            data: efi,
+        },
+        FatFile {
+            path: "/loader/loader.conf".into(),
+            data: loader_conf().into_bytes(),
+        },
+        FatFile {
+            path: format!("/loader/entries/{}", entry_name.file_name()),
+            data: entry.render().into_bytes(),
+        },
+        FatFile {
+            path: "/p6os/a/vmlinuz".into(),
+            data: vmlinuz,
+        },
+        FatFile {
+            path: "/p6os/a/initrd.img".into(),
+            data: initrd,
+        },
+        FatFile {
+            path: "/p6os/a/manifest.json".into(),
+            data: slot_json,
+        },
+    ];
+
+    // Write the image: sparse file, GPT, ESP, slot A, state.
+    say(&format!(
+        "writing {} ({} MiB)",
+        image_path.display(),
+        gpt.size_bytes() >> 20
+    ));
+    let tmp_image = work.path().join("image.img");
+    let mut f = fs::File::create(&tmp_image).map_err(io_at(&tmp_image))?;
+    f.set_len(gpt.size_bytes()).map_err(io_at(&tmp_image))?;
+    gpt.write(&mut f).map_err(io_at(&tmp_image))?;
+    let esp = gpt.by_label("p6os-esp").expect("layout has an ESP");
+    let volume_id = u32::from_le_bytes(
+        derived_guid(&digest, "esp-volume-id").as_bytes()[..4]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    fat::format(
+        &mut f,
+        esp.offset(),
+        esp.size(),
+        &FormatOptions { volume_id },
+        &esp_files,
+    )?;
+    let slot_a = gpt.by_label("p6os-root-a").expect("layout has slot a");
+    copy_sparse(&rootfs_path, &mut f, slot_a.offset()).map_err(io_at(&tmp_image))?;
+    f.sync_all().map_err(io_at(&tmp_image))?;
+    drop(f);
+    let state = gpt.by_label("p6os-state").expect("layout has state");
+    statefs::format(
+        &tmp_image,
+        state.offset(),
+        state.size(),
+        derived_guid(&digest, "state-fs"),
+    )?;
+
+    let image_sha256 = fetch::sha256_file(&tmp_image).map_err(io_at(&tmp_image))?;
+    let manifest = BuildManifest {
+        name: def.name.clone(),
+        version: def.version.clone(),
+        arch: "x86_64".into(),
+        recipe_digest: digest.clone(),
+        layers: records,
+        bootloader: boot_record,
+        disk_guid: gpt.disk_guid.to_string(),
+        partitions: gpt
+            .partitions
+            .iter()
+            .map(|p| PartitionRecord {
+                number: p.number,
+                label: p.label.clone(),
+                type_guid: p.type_guid.to_string().to_uppercase(),
+                guid: p.guid.to_string(),
+                first_lba: p.first_lba,
+                last_lba: p.last_lba,
+            })
+            .collect(),
+        slot_a: slot_manifest,
+        image: ImageRecord {
+            file: image_path
+                .file_name()
+                .expect("has a name")
+                .to_string_lossy()
+                .into_owned(),
+            size: gpt.size_bytes(),
+            sha256: image_sha256,
+        },
+    };
+    let mut json = serde_json::to_vec_pretty(&manifest).expect("serializable");
+    json.push(b'\n');
+    let tmp_manifest = work.path().join("manifest.json");
+    fs::write(&tmp_manifest, json).map_err(io_at(&tmp_manifest))?;
+    fs::rename(&tmp_image, &image_path).map_err(io_at(&image_path))?;
+    fs::rename(&tmp_manifest, &manifest_path).map_err(io_at(&manifest_path))?;
+    say(&format!(
+        "done in {:.1} s: {} (sha256 {})",
+        started.elapsed().as_secs_f64(),
+        image_path.display(),
+        manifest.image.sha256
+    ));
+    Ok(Built {
+        image: image_path,
+        manifest_file: manifest_path,
+        manifest,
+    })
+}
+
+/// Copies `src` into `dst` at `offset`, skipping all-zero blocks (the target is a fresh sparse file).
+fn copy_sparse(src: &Path, dst: &mut fs::File, offset: u64) -> io::Result<()> {
+    let mut input = fs::File::open(src)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = offset;
+    loop {
+        let n = read_full(&mut input, &mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        for chunk in buf[..n].chunks(64 * 1024) {
+            if chunk.iter().any(|b| *b != 0) {
+                dst.seek(SeekFrom::Start(pos))?;
+                dst.write_all(chunk)?;
+            }
+            pos += chunk.len() as u64;
+        }
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}

@@ -1,0 +1,137 @@
+//! The initramfs: an uncompressed cpio (newc) archive whose `/init` is the P6OS agent.
+//! Reproducible: sorted entries, inode numbers by position, owners root, times zero.
+
+use std::io::{self, Write};
+
+use crate::tree::{Entry, Kind, Tree};
+
+/// Where the agent reads its module list (one path per line, dependencies first).
+pub const MODULES_LOAD: &str = "etc/p6os/modules.load";
+
+/// Builds the initramfs tree: agent, modules (paths kept), the load list and the mount points.
+pub fn tree(agent: &[u8], kernel_tree: &Tree, modules: &[String]) -> Tree {
+    let mut t = Tree::new();
+    for d in ["dev", "proc", "sys", "run", "sysroot", "etc/p6os"] {
+        t.insert(d, Entry::dir(0o755));
+    }
+    let mut console = Entry::dir(0o600);
+    console.kind = Kind::Char { major: 5, minor: 1 };
+    t.insert("dev/console", console);
+    t.insert("init", Entry::file(agent.to_vec(), 0o755));
+    let mut list = String::from("# kernel modules loaded by p6os-agent, dependencies first\n");
+    for m in modules {
+        if let Some(e) = kernel_tree.get(m) {
+            t.insert(
+                m,
+                Entry {
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    mtime: 0,
+                    ..e.clone()
+                },
+            );
+            list.push_str(m);
+            list.push('\n');
+        }
+    }
+    t.insert(MODULES_LOAD, Entry::file(list.into_bytes(), 0o644));
+    t
+}
+
+/// Writes `tree` as a cpio newc archive.
+pub fn write_cpio(tree: &Tree, out: &mut impl Write) -> io::Result<()> {
+    let mut ino = 1u32;
+    for (path, e) in tree.iter() {
+        let (ftype, data, rdev): (u32, Vec<u8>, (u32, u32)) = match &e.kind {
+            Kind::File(d) => (0o100000, d.to_vec(), (0, 0)),
+            Kind::Dir => (0o040000, Vec::new(), (0, 0)),
+            Kind::Symlink(t) => (0o120000, t.as_bytes().to_vec(), (0, 0)),
+            Kind::Char { major, minor } => (0o020000, Vec::new(), (*major, *minor)),
+            Kind::Block { major, minor } => (0o060000, Vec::new(), (*major, *minor)),
+            Kind::Fifo => (0o010000, Vec::new(), (0, 0)),
+            Kind::Hardlink(_) => continue,
+        };
+        let nlink = if matches!(e.kind, Kind::Dir) { 2 } else { 1 };
+        write_entry(out, path, ino, ftype | e.mode, nlink, &data, rdev)?;
+        ino += 1;
+    }
+    write_entry(out, "TRAILER!!!", 0, 0, 1, &[], (0, 0))
+}
+
+fn write_entry(
+    out: &mut impl Write,
+    name: &str,
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    data: &[u8],
+    rdev: (u32, u32),
+) -> io::Result<()> {
+    let namesize = name.len() + 1;
+    let header = format!(
+        "070701{ino:08X}{mode:08X}{:08X}{:08X}{nlink:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{namesize:08X}{:08X}",
+        0, 0, 0, data.len(), 0, 0, rdev.0, rdev.1, 0
+    );
+    out.write_all(header.as_bytes())?;
+    out.write_all(name.as_bytes())?;
+    out.write_all(&[0])?;
+    pad(out, 110 + namesize)?;
+    out.write_all(data)?;
+    pad(out, data.len())
+}
+
+fn pad(out: &mut impl Write, len: usize) -> io::Result<()> {
+    let n = (4 - len % 4) % 4;
+    out.write_all(&[0u8; 3][..n])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpio_lists_with_gnu_cpio() {
+        let mut k = Tree::new();
+        k.insert(
+            "lib/modules/6.1/kernel/virtio.ko",
+            Entry::file(b"ko".to_vec(), 0o600),
+        );
+        let t = tree(
+            b"\x7fELF agent",
+            &k,
+            &["lib/modules/6.1/kernel/virtio.ko".to_string()],
+        );
+        let mut buf = Vec::new();
+        write_cpio(&t, &mut buf).unwrap();
+        let mut again = Vec::new();
+        write_cpio(&t, &mut again).unwrap();
+        assert_eq!(buf, again);
+        let mut child = std::process::Command::new("cpio")
+            .args(["-t", "-v", "--quiet"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("cpio (package cpio) is needed");
+        child.stdin.take().unwrap().write_all(&buf).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains("-rwxr-xr-x") && text.contains(" init"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("crw-------") && l.ends_with("dev/console")),
+            "{text}"
+        );
+        assert!(text.contains("etc/p6os/modules.load"));
+        let modules_load = String::from_utf8_lossy(match &t.get(MODULES_LOAD).unwrap().kind {
+            Kind::File(d) => d,
+            _ => unreachable!(),
+        })
+        .into_owned();
+        assert!(modules_load.ends_with("lib/modules/6.1/kernel/virtio.ko\n"));
+    }
+}

@@ -1,0 +1,205 @@
+//! `p6os inspect`: what is on an image, read without mounting: partitions, boot entries, slots.
+
+use std::fs::File;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::bootentry::{EntryName, Slot};
+use crate::fat::FatVolume;
+use crate::gpt::Gpt;
+use crate::manifest::SlotManifest;
+
+#[derive(Debug, Serialize)]
+pub struct Inspection {
+    pub disk_guid: String,
+    pub size: u64,
+    pub partitions: Vec<PartitionInfo>,
+    pub entries: Vec<EntryInfo>,
+    pub slots: Slots,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PartitionInfo {
+    pub number: u32,
+    pub label: String,
+    pub type_guid: String,
+    pub guid: String,
+    pub first_lba: u64,
+    pub last_lba: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EntryInfo {
+    pub file: String,
+    pub slot: Slot,
+    pub version: String,
+    /// `null` for a blessed entry (no boot counter).
+    pub tries_left: Option<u32>,
+    pub tries_done: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Slots {
+    pub a: SlotInfo,
+    pub b: SlotInfo,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SlotInfo {
+    /// From `/p6os/<slot>/manifest.json` on the ESP; `null` when the slot is empty.
+    pub version: Option<String>,
+    pub name: Option<String>,
+    pub rootfs_sha256: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Gpt {
+        path: String,
+        source: crate::gpt::GptError,
+    },
+    #[error("{path}: no partition labelled p6os-esp: not a P6OS image")]
+    NoEsp { path: String },
+    #[error("{path}: ESP: {source}")]
+    Fat {
+        path: String,
+        source: crate::fat::FatError,
+    },
+    #[error("{path}: ESP file {file}: {source}")]
+    Manifest {
+        path: String,
+        file: String,
+        source: serde_json::Error,
+    },
+}
+
+pub fn inspect(image: &Path) -> Result<Inspection, InspectError> {
+    let path = image.display().to_string();
+    let mut f = File::open(image).map_err(|source| InspectError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let gpt = Gpt::read(&mut f).map_err(|source| InspectError::Gpt {
+        path: path.clone(),
+        source,
+    })?;
+    let esp = gpt
+        .by_label("p6os-esp")
+        .ok_or_else(|| InspectError::NoEsp { path: path.clone() })?;
+    let fat_err = |source| InspectError::Fat {
+        path: path.clone(),
+        source,
+    };
+    let mut vol = FatVolume::open(&mut f, esp.offset(), esp.size()).map_err(fat_err)?;
+    let mut entries = Vec::new();
+    if vol.exists("/loader/entries").map_err(fat_err)? {
+        for e in vol.read_dir("/loader/entries").map_err(fat_err)? {
+            if let Some(n) = EntryName::parse(&e.name).filter(|_| !e.is_dir) {
+                entries.push(EntryInfo {
+                    file: e.name.clone(),
+                    slot: n.slot,
+                    version: n.version,
+                    tries_left: n.tries.map(|t| t.left),
+                    tries_done: n.tries.map(|t| t.done),
+                });
+            }
+        }
+    }
+    entries.sort_by(|a, b| a.file.cmp(&b.file));
+    let mut slot = |s: Slot| -> Result<SlotInfo, InspectError> {
+        let file = format!("/p6os/{s}/manifest.json");
+        if !vol.exists(&file).map_err(fat_err)? {
+            return Ok(SlotInfo {
+                version: None,
+                name: None,
+                rootfs_sha256: None,
+            });
+        }
+        let data = vol.read_file(&file).map_err(fat_err)?;
+        let m: SlotManifest =
+            serde_json::from_slice(&data).map_err(|source| InspectError::Manifest {
+                path: path.clone(),
+                file: file.clone(),
+                source,
+            })?;
+        Ok(SlotInfo {
+            version: Some(m.identity.version),
+            name: Some(m.identity.name),
+            rootfs_sha256: Some(m.rootfs.sha256),
+        })
+    };
+    let slots = Slots {
+        a: slot(Slot::A)?,
+        b: slot(Slot::B)?,
+    };
+    Ok(Inspection {
+        disk_guid: gpt.disk_guid.to_string(),
+        size: gpt.size_bytes(),
+        partitions: gpt
+            .partitions
+            .iter()
+            .map(|p| PartitionInfo {
+                number: p.number,
+                label: p.label.clone(),
+                type_guid: p.type_guid.to_string().to_uppercase(),
+                guid: p.guid.to_string(),
+                first_lba: p.first_lba,
+                last_lba: p.last_lba,
+            })
+            .collect(),
+        entries,
+        slots,
+    })
+}
+
+impl Inspection {
+    /// Human-readable report.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "disk {}  {} MiB\n\npartitions:\n",
+            self.disk_guid,
+            self.size >> 20
+        );
+        for p in &self.partitions {
+            s += &format!(
+                "  {} {:<12} {:>6} MiB  lba {}..{}  type {}  guid {}\n",
+                p.number,
+                p.label,
+                ((p.last_lba - p.first_lba + 1) * 512) >> 20,
+                p.first_lba,
+                p.last_lba,
+                p.type_guid,
+                p.guid
+            );
+        }
+        s += "\nboot entries:\n";
+        if self.entries.is_empty() {
+            s += "  (none)\n";
+        }
+        for e in &self.entries {
+            let tries = match (e.tries_left, e.tries_done) {
+                (Some(l), Some(d)) => format!("tries left {l}, done {d}"),
+                _ => "blessed".into(),
+            };
+            s += &format!(
+                "  {:<32} slot {}  version {}  {tries}\n",
+                e.file, e.slot, e.version
+            );
+        }
+        s += "\nslots:\n";
+        for (name, slot) in [("a", &self.slots.a), ("b", &self.slots.b)] {
+            match &slot.version {
+                Some(v) => s += &format!("  {name}: {} {v}\n", slot.name.as_deref().unwrap_or("?")),
+                None => s += &format!("  {name}: empty\n"),
+            }
+        }
+        s
+    }
+}

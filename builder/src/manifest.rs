@@ -1,0 +1,79 @@
+//! What an image and a slot contain, as JSON: the build manifest beside the image and the slot
+//! manifest in the slot (`/usr/lib/p6os/manifest.json`) and on the ESP (`/p6os/<slot>/manifest.json`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::fetch::Resolved;
+
+/// Baked into the read-only root filesystem; the agent reads `version` from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotIdentity {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// sha256 of every build input (recipe, layer definitions, resolved sources, agent).
+    pub recipe_digest: String,
+}
+
+/// On the ESP beside each slot's kernel: the identity plus what was written where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotManifest {
+    #[serde(flatten)]
+    pub identity: SlotIdentity,
+    pub rootfs: Payload,
+    pub kernel: Payload,
+    pub initrd: Payload,
+    pub kernel_release: String,
+    pub agent_sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payload {
+    /// `squashfs`/`erofs` for root filesystems, else the file name.
+    pub format: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerRecord {
+    pub role: crate::recipe::LayerRole,
+    pub name: String,
+    /// The layer file as the recipe names it.
+    pub file: String,
+    pub sources: Vec<Resolved>,
+    /// Digest of the layer's merged tree.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionRecord {
+    pub number: u32,
+    pub label: String,
+    pub type_guid: String,
+    pub guid: String,
+    pub first_lba: u64,
+    pub last_lba: u64,
+}
+
+/// `<name>-<version>.manifest.json`, beside the image.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildManifest {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub recipe_digest: String,
+    pub layers: Vec<LayerRecord>,
+    pub bootloader: LayerRecord,
+    pub disk_guid: String,
+    pub partitions: Vec<PartitionRecord>,
+    pub slot_a: SlotManifest,
+    pub image: ImageRecord,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageRecord {
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}

@@ -1,0 +1,556 @@
+//! Recipes (`recipes/*.yaml`) and the layers they compose (`images/**.yaml`).
+//!
+//! User-facing types deny unknown fields and are checked into [`Recipe`] before anything runs.
+//! Layer references are paths relative to the file that names them.
+
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::diag::Diagnostics;
+use crate::size::ByteSize;
+use crate::yamlcheck::{self, diagnostic_at, lenient, Loaded, Seg};
+
+/// A recipe: what goes into one appliance image.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecipeFile {
+    /// Image name: lowercase letters, digits and dashes; used in file names.
+    pub name: String,
+    /// Image version, e.g. `1.0.0`; used in file names and as the boot entry version.
+    pub version: String,
+    /// CPU architecture; only `x86_64` for now.
+    pub arch: Arch,
+    /// Base OS layer file (path relative to this recipe).
+    pub base: String,
+    /// Kernel layer file: must contain `boot/vmlinuz-<kver>` and `lib/modules/<kver>/`.
+    pub kernel: String,
+    /// Boot loader layer file: must contain systemd-boot's `systemd-bootx64.efi`.
+    pub bootloader: String,
+    /// Kubernetes distro layer file, if any.
+    #[serde(default)]
+    pub kubernetes: Option<String>,
+    /// Extra layer files, applied in order after base, kernel and kubernetes.
+    #[serde(default)]
+    pub layers: Vec<String>,
+    pub partitions: Partitions,
+    /// Root filesystem format of the read-only slots.
+    pub rootfs: RootFsFormat,
+    #[serde(default)]
+    pub boot: BootOptions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    X86_64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RootFsFormat {
+    Squashfs,
+    Erofs,
+}
+
+impl RootFsFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RootFsFormat::Squashfs => "squashfs",
+            RootFsFormat::Erofs => "erofs",
+        }
+    }
+}
+
+/// Partition sizes, e.g. `64MiB`, `1GiB`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Partitions {
+    /// EFI system partition (FAT32, at least 34MiB): boot loader and one kernel+initrd per slot.
+    pub esp: ByteSize,
+    /// Each of the two root slots.
+    pub slot: ByteSize,
+    /// Persistent state (ext4) in the image; grows to fill the disk on first boot.
+    pub state: ByteSize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BootOptions {
+    /// Tries a new slot gets before the boot loader falls back (boot counting).
+    #[serde(default = "default_tries")]
+    pub tries: u8,
+    /// Extra kernel command line arguments.
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
+}
+
+fn default_tries() -> u8 {
+    3
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        BootOptions {
+            tries: default_tries(),
+            kernel_args: Vec::new(),
+        }
+    }
+}
+
+/// A layer file under `images/`: named sources merged in order into one tree.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LayerFile {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub sources: Vec<Source>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Source {
+    /// Debian packages fetched through the host's apt (`apt-get download`), unpacked in Rust.
+    Debian {
+        /// `name` or `name=version`.
+        packages: Vec<String>,
+    },
+    /// A tar archive (plain, gzip, xz or zstd), from a local path or a URL.
+    Tarball {
+        #[serde(default)]
+        path: Option<String>,
+        #[serde(default)]
+        url: Option<String>,
+        /// Hex sha256 of the file; mandatory with `url`.
+        #[serde(default)]
+        sha256: Option<String>,
+    },
+    /// A directory on the build host; owners become root, modes are normalised, times fixed.
+    Dir {
+        path: String,
+        /// Where the directory's contents go in the image (default `/`).
+        #[serde(default)]
+        target: Option<String>,
+    },
+    /// Entries written in the layer file itself: directories, symlinks, small files, device nodes.
+    Inline { entries: Vec<InlineEntry> },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InlineEntry {
+    /// Absolute path in the image.
+    pub path: String,
+    pub kind: InlineKind,
+    /// Symlink target (kind `symlink`).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// File content (kind `file`).
+    #[serde(default)]
+    pub content: Option<String>,
+    /// Octal permission bits, e.g. `"0755"`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default, deserialize_with = "lenient::u32")]
+    pub uid: u32,
+    #[serde(default, deserialize_with = "lenient::u32")]
+    pub gid: u32,
+    /// Device numbers (kinds `char` and `block`).
+    #[serde(default, deserialize_with = "lenient::opt_u32")]
+    pub major: Option<u32>,
+    #[serde(default, deserialize_with = "lenient::opt_u32")]
+    pub minor: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InlineKind {
+    Dir,
+    File,
+    Symlink,
+    Char,
+    Block,
+}
+
+/// Which part of the image a layer plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerRole {
+    Base,
+    Kernel,
+    Bootloader,
+    Kubernetes,
+    Extra,
+}
+
+/// A layer file, loaded and checked.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub role: LayerRole,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Its path as written in the recipe (stable across checkouts; used in digests and manifests).
+    pub reference: String,
+    pub def: LayerFile,
+}
+
+/// A checked recipe: every referenced layer exists and parsed, sizes are sane.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub file: PathBuf,
+    pub def: RecipeFile,
+    /// Base, kernel, kubernetes (if any), then extra layers: the order they are merged in.
+    pub layers: Vec<Layer>,
+    pub bootloader: Layer,
+}
+
+impl Recipe {
+    pub fn kernel(&self) -> &Layer {
+        self.layers
+            .iter()
+            .find(|l| l.role == LayerRole::Kernel)
+            .expect("checked recipes have a kernel")
+    }
+}
+
+/// The smallest ESP that still holds FAT32's minimum cluster count with 512-byte clusters.
+pub const MIN_ESP: u64 = 34 * 1024 * 1024;
+pub const MIN_SLOT: u64 = 8 * 1024 * 1024;
+pub const MIN_STATE: u64 = 16 * 1024 * 1024;
+
+/// Loads and checks a recipe and all its layer files, reporting every problem at once.
+pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Diagnostics::file_error(path, format!("cannot read recipe: {e}")))?;
+    let Loaded { value: def, tree } = yamlcheck::load::<RecipeFile>(path, &text)?;
+    let mut diags = Diagnostics::default();
+    let at = |field: &[Seg], msg: String, hint: Option<String>| {
+        diagnostic_at(path, &tree, field, msg, hint)
+    };
+    let key = |k: &str| Seg::Key(k.to_string());
+
+    if !valid_name(&def.name) {
+        diags.push(at(
+            &[key("name")],
+            format!("invalid name `{}`", def.name),
+            Some("use lowercase letters, digits and dashes, starting with a letter".into()),
+        ));
+    }
+    if !valid_version(&def.version) {
+        diags.push(at(&[key("version")], format!("invalid version `{}`", def.version), Some(
+            "use digits, letters, dots, dashes and underscores, starting with a digit, e.g. 1.0.0".into(),
+        )));
+    }
+    let sizes = [
+        ("esp", def.partitions.esp, MIN_ESP),
+        ("slot", def.partitions.slot, MIN_SLOT),
+        ("state", def.partitions.state, MIN_STATE),
+    ];
+    for (field, size, min) in sizes {
+        if size.bytes() < min {
+            diags.push(at(
+                &[key("partitions"), key(field)],
+                format!("{size} is too small"),
+                Some(format!("at least {}", ByteSize(min))),
+            ));
+        } else if size.bytes() % (1024 * 1024) != 0 {
+            diags.push(at(
+                &[key("partitions"), key(field)],
+                format!("{size} is not a whole number of MiB"),
+                Some("partitions are aligned to 1MiB".into()),
+            ));
+        }
+    }
+    if def.boot.tries == 0 {
+        diags.push(at(
+            &[key("boot"), key("tries")],
+            "must be at least 1".into(),
+            None,
+        ));
+    }
+    for (i, arg) in def.boot.kernel_args.iter().enumerate() {
+        let reserved = ["p6os.slot=", "rootfstype=", "root="];
+        if arg.is_empty() || arg.chars().any(char::is_whitespace) {
+            diags.push(at(
+                &[key("boot"), key("kernel_args"), Seg::Index(i)],
+                format!("invalid argument `{arg}`"),
+                Some("one argument per list item, without spaces".into()),
+            ));
+        } else if let Some(r) = reserved.iter().find(|r| arg.starts_with(*r)) {
+            diags.push(at(
+                &[key("boot"), key("kernel_args"), Seg::Index(i)],
+                format!("`{r}` is set by the builder"),
+                None,
+            ));
+        }
+    }
+
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut layers = Vec::new();
+    let mut refs: Vec<(LayerRole, Vec<Seg>, &String)> = vec![
+        (LayerRole::Base, vec![key("base")], &def.base),
+        (LayerRole::Kernel, vec![key("kernel")], &def.kernel),
+    ];
+    if let Some(k) = &def.kubernetes {
+        refs.push((LayerRole::Kubernetes, vec![key("kubernetes")], k));
+    }
+    for (i, l) in def.layers.iter().enumerate() {
+        refs.push((LayerRole::Extra, vec![key("layers"), Seg::Index(i)], l));
+    }
+    refs.push((
+        LayerRole::Bootloader,
+        vec![key("bootloader")],
+        &def.bootloader,
+    ));
+    let mut bootloader = None;
+    for (role, field, reference) in refs {
+        let file = dir.join(reference);
+        if !file.is_file() {
+            diags.push(at(
+                &field,
+                format!("layer file `{}` not found", file.display()),
+                Some(
+                    "layer paths are relative to the recipe file, e.g. ../images/base/busybox.yaml"
+                        .into(),
+                ),
+            ));
+            continue;
+        }
+        match load_layer(&file) {
+            Ok(def) => {
+                let layer = Layer {
+                    role,
+                    file,
+                    reference: reference.clone(),
+                    def,
+                };
+                if role == LayerRole::Bootloader {
+                    bootloader = Some(layer);
+                } else {
+                    layers.push(layer);
+                }
+            }
+            Err(e) => diags.extend(e),
+        }
+    }
+    match bootloader {
+        Some(bootloader) if diags.is_empty() => Ok(Recipe {
+            file: path.to_path_buf(),
+            def,
+            layers,
+            bootloader,
+        }),
+        _ => Err(diags),
+    }
+}
+
+/// Loads and checks one layer file.
+pub fn load_layer(path: &Path) -> Result<LayerFile, Diagnostics> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Diagnostics::file_error(path, format!("cannot read layer file: {e}")))?;
+    let Loaded { value: def, tree } = yamlcheck::load::<LayerFile>(path, &text)?;
+    let mut diags = Diagnostics::default();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for (i, source) in def.sources.iter().enumerate() {
+        let base = vec![Seg::Key("sources".into()), Seg::Index(i)];
+        let field = |k: &str| {
+            let mut f = base.clone();
+            f.push(Seg::Key(k.into()));
+            f
+        };
+        let mut err = |f: Vec<Seg>, msg: String, hint: Option<&str>| {
+            diags.push(diagnostic_at(
+                path,
+                &tree,
+                &f,
+                msg,
+                hint.map(str::to_string),
+            ))
+        };
+        match source {
+            Source::Debian { packages } => {
+                if packages.is_empty() {
+                    err(field("packages"), "needs at least one package".into(), None);
+                }
+                for (j, p) in packages.iter().enumerate() {
+                    let (name, version) = p.split_once('=').unwrap_or((p, ""));
+                    let name_ok = !name.is_empty()
+                        && name.chars().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)
+                        });
+                    let version_ok = !p.contains('=')
+                        || (!version.is_empty() && !version.contains(char::is_whitespace));
+                    if !name_ok || !version_ok {
+                        let mut f = field("packages");
+                        f.push(Seg::Index(j));
+                        err(
+                            f,
+                            format!("invalid package `{p}`"),
+                            Some("write `name` or `name=version`"),
+                        );
+                    }
+                }
+            }
+            Source::Tarball {
+                path: local,
+                url,
+                sha256,
+            } => {
+                match (local, url) {
+                    (Some(_), Some(_)) | (None, None) => err(
+                        base.clone(),
+                        "give exactly one of `path` and `url`".into(),
+                        None,
+                    ),
+                    (None, Some(u)) => {
+                        if !(u.starts_with("http://")
+                            || u.starts_with("https://")
+                            || u.starts_with("file://"))
+                        {
+                            err(
+                                field("url"),
+                                format!("unsupported URL `{u}`"),
+                                Some("use http://, https:// or file://"),
+                            );
+                        }
+                        if sha256.is_none() {
+                            err(
+                                base.clone(),
+                                "missing field `sha256`".into(),
+                                Some("a tarball fetched by URL must be pinned by its sha256"),
+                            );
+                        }
+                    }
+                    (Some(p), None) => {
+                        if !dir.join(p).is_file() {
+                            err(
+                                field("path"),
+                                format!("file `{}` not found", dir.join(p).display()),
+                                Some("paths are relative to the layer file"),
+                            );
+                        }
+                    }
+                }
+                if let Some(s) = sha256 {
+                    if s.len() != 64
+                        || !s
+                            .chars()
+                            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+                    {
+                        err(
+                            field("sha256"),
+                            format!("`{s}` is not a sha256"),
+                            Some("64 lowercase hex digits"),
+                        );
+                    }
+                }
+            }
+            Source::Dir { path: p, target } => {
+                if !dir.join(p).is_dir() {
+                    err(
+                        field("path"),
+                        format!("directory `{}` not found", dir.join(p).display()),
+                        Some("paths are relative to the layer file"),
+                    );
+                }
+                if let Some(t) = target {
+                    if !t.starts_with('/') {
+                        err(
+                            field("target"),
+                            format!("`{t}` is not an absolute path"),
+                            None,
+                        );
+                    }
+                }
+            }
+            Source::Inline { entries } => {
+                for (j, e) in entries.iter().enumerate() {
+                    let mut f = field("entries");
+                    f.push(Seg::Index(j));
+                    let sub = |k: &str| {
+                        let mut g = f.clone();
+                        g.push(Seg::Key(k.into()));
+                        g
+                    };
+                    if !e.path.starts_with('/')
+                        || e.path.split('/').any(|c| c == ".." || c == ".")
+                        || e.path == "/"
+                    {
+                        err(
+                            sub("path"),
+                            format!("`{}` is not a clean absolute path", e.path),
+                            None,
+                        );
+                    }
+                    if let Some(m) = &e.mode {
+                        if u32::from_str_radix(m, 8).map_or(true, |v| v > 0o7777) {
+                            err(
+                                sub("mode"),
+                                format!("`{m}` is not an octal mode"),
+                                Some("quote it, e.g. \"0755\""),
+                            );
+                        }
+                    }
+                    let needs = |k: InlineKind| e.kind == k;
+                    let checks: [(&str, bool, bool); 4] = [
+                        ("target", e.target.is_some(), needs(InlineKind::Symlink)),
+                        ("content", e.content.is_some(), needs(InlineKind::File)),
+                        (
+                            "major",
+                            e.major.is_some(),
+                            needs(InlineKind::Char) || needs(InlineKind::Block),
+                        ),
+                        (
+                            "minor",
+                            e.minor.is_some(),
+                            needs(InlineKind::Char) || needs(InlineKind::Block),
+                        ),
+                    ];
+                    for (name, given, needed) in checks {
+                        if needed && !given {
+                            err(
+                                f.clone(),
+                                format!("missing field `{name}` for kind `{:?}`", e.kind)
+                                    .to_lowercase(),
+                                None,
+                            );
+                        } else if given && !needed {
+                            err(
+                                sub(name),
+                                format!("`{name}` does not apply to kind `{:?}`", e.kind)
+                                    .to_lowercase(),
+                                None,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    diags.into_result(def)
+}
+
+fn valid_name(s: &str) -> bool {
+    s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn valid_version(s: &str) -> bool {
+    s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+}
+
+/// The JSON Schema users can point their editor at.
+pub fn recipe_schema() -> serde_json::Value {
+    schemars::schema_for!(RecipeFile).to_value()
+}
+
+pub fn layer_schema() -> serde_json::Value {
+    schemars::schema_for!(LayerFile).to_value()
+}

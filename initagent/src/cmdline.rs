@@ -1,0 +1,411 @@
+//! Kernel command line: tokenizing (kernel quoting rules) and the p6os parameters.
+//!
+//! Pure: takes the text of `/proc/cmdline`, never reads it.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Init to exec in the slot root when `p6os.init=` is absent.
+pub const DEFAULT_INIT: &str = "/sbin/init";
+/// Seconds to wait for the partitions when `p6os.rootwait=` is absent.
+pub const DEFAULT_ROOTWAIT_SECS: u64 = 30;
+
+/// One of the two root slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    A,
+    B,
+}
+
+impl Slot {
+    pub fn parse(value: &str) -> Option<Slot> {
+        match value {
+            "a" => Some(Slot::A),
+            "b" => Some(Slot::B),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        }
+    }
+
+    /// GPT partition label of this slot's root filesystem.
+    pub fn root_partlabel(self) -> String {
+        format!("p6os-root-{}", self.as_str())
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Filesystem of the read-only slot root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootFsType {
+    Squashfs,
+    Erofs,
+}
+
+impl RootFsType {
+    pub fn parse(value: &str) -> Option<RootFsType> {
+        match value {
+            "squashfs" => Some(RootFsType::Squashfs),
+            "erofs" => Some(RootFsType::Erofs),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RootFsType::Squashfs => "squashfs",
+            RootFsType::Erofs => "erofs",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CmdlineError {
+    #[error("missing p6os.slot= on the kernel command line")]
+    MissingSlot,
+    #[error("invalid p6os.slot={0:?} on the kernel command line: expected a or b")]
+    BadSlot(String),
+    #[error("missing rootfstype= on the kernel command line")]
+    MissingRootFsType,
+    #[error("unsupported rootfstype={0:?} on the kernel command line: expected squashfs or erofs")]
+    BadRootFsType(String),
+    #[error("invalid p6os.rootwait={0:?} on the kernel command line: expected whole seconds")]
+    BadRootwait(String),
+    #[error("invalid p6os.init={0:?} on the kernel command line: expected an absolute path")]
+    BadInit(String),
+}
+
+/// Parameters in command-line order; a parameter without `=` has no value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params(Vec<(String, Option<String>)>);
+
+impl Params {
+    /// Splits a command line the way the kernel's `next_arg` does: whitespace separates
+    /// arguments except inside double quotes; the first `=` splits name and value; quotes
+    /// around a value (`a="b c"`) or a whole argument (`"a=b c"`) are removed.
+    /// Parsing stops at `--` (what follows belongs to init).
+    pub fn parse(line: &str) -> Params {
+        let chars: Vec<char> = line.chars().collect();
+        let mut params = Vec::new();
+        let mut i = 0;
+        loop {
+            while i < chars.len() && chars[i].is_whitespace() {
+                i += 1;
+            }
+            if i >= chars.len() {
+                break;
+            }
+            let (quoted, mut in_quote) = if chars[i] == '"' {
+                i += 1;
+                (true, true)
+            } else {
+                (false, false)
+            };
+            let start = i;
+            let mut equals = None;
+            while i < chars.len() {
+                let c = chars[i];
+                if c.is_whitespace() && !in_quote {
+                    break;
+                }
+                if equals.is_none() && c == '=' {
+                    equals = Some(i);
+                }
+                if c == '"' {
+                    in_quote = !in_quote;
+                }
+                i += 1;
+            }
+            let end = i;
+            let ends_with_quote = end > start && chars[end - 1] == '"';
+            let collect = |from: usize, to: usize| chars[from..to.max(from)].iter().collect();
+            let (name, value) = match equals {
+                None => {
+                    let to = if quoted && ends_with_quote {
+                        end - 1
+                    } else {
+                        end
+                    };
+                    (collect(start, to), None)
+                }
+                Some(eq) => {
+                    let mut from = eq + 1;
+                    let mut to = end;
+                    if from < end && chars[from] == '"' {
+                        from += 1;
+                        if ends_with_quote {
+                            to = end - 1;
+                        }
+                    } else if quoted && ends_with_quote {
+                        to = end - 1;
+                    }
+                    (collect(start, eq), Some(collect(from, to)))
+                }
+            };
+            if name == "--" && value.is_none() {
+                break;
+            }
+            params.push((name, value));
+        }
+        Params(params)
+    }
+
+    /// The value of the last occurrence of `name`: `None` if absent,
+    /// `Some(None)` if present without `=`.
+    pub fn last(&self, name: &str) -> Option<Option<&str>> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_deref())
+    }
+}
+
+/// What the initramfs stage needs from the command line, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmdline {
+    pub slot: Slot,
+    pub rootfstype: RootFsType,
+    /// Absolute path of the init to exec inside the slot root.
+    pub init: String,
+    pub rootwait: Duration,
+}
+
+impl Cmdline {
+    pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
+        let params = Params::parse(line);
+        let slot = slot_from_params(&params)?;
+        let rootfstype = match params.last("rootfstype") {
+            None => return Err(CmdlineError::MissingRootFsType),
+            Some(v) => {
+                let v = v.unwrap_or("");
+                RootFsType::parse(v).ok_or_else(|| CmdlineError::BadRootFsType(v.to_string()))?
+            }
+        };
+        let init = match params.last("p6os.init") {
+            None => DEFAULT_INIT.to_string(),
+            Some(Some(v)) if v.starts_with('/') && v.len() > 1 => v.to_string(),
+            Some(v) => return Err(CmdlineError::BadInit(v.unwrap_or("").to_string())),
+        };
+        let rootwait = match params.last("p6os.rootwait") {
+            None => Duration::from_secs(DEFAULT_ROOTWAIT_SECS),
+            Some(v) => {
+                let v = v.unwrap_or("");
+                let secs = v
+                    .parse::<u64>()
+                    .map_err(|_| CmdlineError::BadRootwait(v.to_string()))?;
+                Duration::from_secs(secs)
+            }
+        };
+        Ok(Cmdline {
+            slot,
+            rootfstype,
+            init,
+            rootwait,
+        })
+    }
+}
+
+/// Only the slot (service mode needs nothing else).
+pub fn slot_from_cmdline(line: &str) -> Result<Slot, CmdlineError> {
+    slot_from_params(&Params::parse(line))
+}
+
+fn slot_from_params(params: &Params) -> Result<Slot, CmdlineError> {
+    match params.last("p6os.slot") {
+        None => Err(CmdlineError::MissingSlot),
+        Some(v) => {
+            let v = v.unwrap_or("");
+            Slot::parse(v).ok_or_else(|| CmdlineError::BadSlot(v.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(line: &str) -> Vec<(String, Option<String>)> {
+        Params::parse(line).0
+    }
+
+    fn p(name: &str, value: Option<&str>) -> (String, Option<String>) {
+        (name.to_string(), value.map(str::to_string))
+    }
+
+    const TYPICAL: &str = "BOOT_IMAGE=/p6os/a/vmlinuz console=ttyS0 p6os.slot=a \
+        rootfstype=squashfs quiet\n";
+
+    #[test]
+    fn typical_line() {
+        let c = Cmdline::parse(TYPICAL).unwrap();
+        assert_eq!(
+            c,
+            Cmdline {
+                slot: Slot::A,
+                rootfstype: RootFsType::Squashfs,
+                init: "/sbin/init".into(),
+                rootwait: Duration::from_secs(30),
+            }
+        );
+    }
+
+    #[test]
+    fn slot_b_erofs_with_options() {
+        let c = Cmdline::parse(
+            "p6os.slot=b rootfstype=erofs p6os.init=/usr/lib/p6os/p6os-agent p6os.rootwait=5",
+        )
+        .unwrap();
+        assert_eq!(c.slot, Slot::B);
+        assert_eq!(c.rootfstype, RootFsType::Erofs);
+        assert_eq!(c.init, "/usr/lib/p6os/p6os-agent");
+        assert_eq!(c.rootwait, Duration::from_secs(5));
+        assert_eq!(c.slot.root_partlabel(), "p6os-root-b");
+    }
+
+    #[test]
+    fn missing_slot() {
+        assert_eq!(
+            Cmdline::parse("rootfstype=erofs"),
+            Err(CmdlineError::MissingSlot)
+        );
+        assert_eq!(slot_from_cmdline(""), Err(CmdlineError::MissingSlot));
+    }
+
+    #[test]
+    fn bad_slot_values() {
+        for (line, value) in [
+            ("p6os.slot=c rootfstype=erofs", "c"),
+            ("p6os.slot=A rootfstype=erofs", "A"),
+            ("p6os.slot= rootfstype=erofs", ""),
+            ("p6os.slot rootfstype=erofs", ""),
+            ("p6os.slot=ab rootfstype=erofs", "ab"),
+        ] {
+            assert_eq!(
+                Cmdline::parse(line),
+                Err(CmdlineError::BadSlot(value.into())),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn rootfstype_missing_or_unsupported() {
+        assert_eq!(
+            Cmdline::parse("p6os.slot=a"),
+            Err(CmdlineError::MissingRootFsType)
+        );
+        assert_eq!(
+            Cmdline::parse("p6os.slot=a rootfstype=ext4"),
+            Err(CmdlineError::BadRootFsType("ext4".into()))
+        );
+    }
+
+    #[test]
+    fn bad_rootwait_and_init() {
+        assert_eq!(
+            Cmdline::parse("p6os.slot=a rootfstype=erofs p6os.rootwait=-1"),
+            Err(CmdlineError::BadRootwait("-1".into()))
+        );
+        assert_eq!(
+            Cmdline::parse("p6os.slot=a rootfstype=erofs p6os.rootwait=2.5"),
+            Err(CmdlineError::BadRootwait("2.5".into()))
+        );
+        assert_eq!(
+            Cmdline::parse("p6os.slot=a rootfstype=erofs p6os.init=sbin/init"),
+            Err(CmdlineError::BadInit("sbin/init".into()))
+        );
+        assert_eq!(
+            Cmdline::parse("p6os.slot=a rootfstype=erofs p6os.init"),
+            Err(CmdlineError::BadInit("".into()))
+        );
+        assert_eq!(
+            Cmdline::parse("p6os.slot=a rootfstype=erofs p6os.init=/"),
+            Err(CmdlineError::BadInit("/".into()))
+        );
+    }
+
+    #[test]
+    fn duplicates_last_wins() {
+        let c = Cmdline::parse(
+            "p6os.slot=a rootfstype=squashfs p6os.slot=b rootfstype=erofs p6os.rootwait=1 p6os.rootwait=0",
+        )
+        .unwrap();
+        assert_eq!(c.slot, Slot::B);
+        assert_eq!(c.rootfstype, RootFsType::Erofs);
+        assert_eq!(c.rootwait, Duration::ZERO);
+        // A bad earlier value is overridden by a good later one, and vice versa.
+        assert_eq!(slot_from_cmdline("p6os.slot=x p6os.slot=a"), Ok(Slot::A));
+        assert_eq!(
+            slot_from_cmdline("p6os.slot=a p6os.slot=x"),
+            Err(CmdlineError::BadSlot("x".into()))
+        );
+    }
+
+    #[test]
+    fn quoted_values() {
+        assert_eq!(
+            pairs(r#"a="b c" "d=e f" g=h"#),
+            vec![p("a", Some("b c")), p("d", Some("e f")), p("g", Some("h"))]
+        );
+        let c = Cmdline::parse(r#"p6os.slot="b" rootfstype="erofs" p6os.init="/sbin/my init""#)
+            .unwrap();
+        assert_eq!(c.slot, Slot::B);
+        assert_eq!(c.init, "/sbin/my init");
+        // A quoted flag without a value.
+        assert_eq!(pairs(r#""quiet" x"#), vec![p("quiet", None), p("x", None)]);
+    }
+
+    #[test]
+    fn odd_quoting_never_panics() {
+        for line in [
+            "\"",
+            "\"\"",
+            "a=\"",
+            "a=\"\"",
+            "=",
+            "==",
+            "\"=\"",
+            "a=\"b",
+            "x \"a=b",
+            "é=ü \"ö",
+            "\t\n",
+        ] {
+            let _ = Params::parse(line);
+            let _ = Cmdline::parse(line);
+        }
+        assert_eq!(pairs("a=\"\""), vec![p("a", Some(""))]);
+        assert_eq!(pairs("a=\""), vec![p("a", Some(""))]);
+        assert_eq!(pairs("=x"), vec![p("", Some("x"))]);
+    }
+
+    #[test]
+    fn value_may_contain_equals() {
+        assert_eq!(
+            pairs("root=PARTLABEL=p6os-root-a"),
+            vec![p("root", Some("PARTLABEL=p6os-root-a"))]
+        );
+    }
+
+    #[test]
+    fn stops_at_double_dash() {
+        assert_eq!(slot_from_cmdline("p6os.slot=a -- p6os.slot=b"), Ok(Slot::A));
+        assert_eq!(pairs("x -- y"), vec![p("x", None)]);
+    }
+
+    #[test]
+    fn whitespace_variants() {
+        let c = Cmdline::parse("  p6os.slot=b\trootfstype=squashfs  \n").unwrap();
+        assert_eq!(c.slot, Slot::B);
+    }
+}

@@ -1,0 +1,538 @@
+//! Boot steps as data. The plans are pure functions of what was read (command line,
+//! module list, init arguments, current mounts); `boot` and `service` execute them.
+//!
+//! Architecture invariant: nothing here touches the system, and the executors make no
+//! decisions a plan could make.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::cmdline::Cmdline;
+
+/// Where the slot root is mounted before switch_root.
+pub const SYSROOT: &str = "/sysroot";
+/// GPT label of the writable state partition.
+pub const STATE_PARTLABEL: &str = "p6os-state";
+/// Where the state partition is mounted (moves to the same path in the new root).
+pub const STATE_DIR: &str = "/run/p6os/state";
+/// Module list inside the initramfs.
+pub const MODULES_LOAD: &str = "/etc/p6os/modules.load";
+/// Directories of the slot root that get a writable overlay on the state partition.
+pub const OVERLAID: [&str; 2] = ["/etc", "/var"];
+/// API filesystems moved from the initramfs into the new root, in this order.
+pub const MOVED_MOUNTS: [&str; 4] = ["/dev", "/proc", "/sys", "/run"];
+
+/// What a mount is for; used in log lines (`mounted root /dev/vda2 ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Api,
+    Root,
+    State,
+    Overlay,
+}
+
+/// Mount source: a fixed name (`proc`, `overlay`) or a partition found by GPT label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Named(&'static str),
+    Partition(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    ReadOnly,
+    NoSuid,
+    NoDev,
+    NoExec,
+    NoAtime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub role: Role,
+    pub source: Source,
+    pub target: String,
+    pub fstype: &'static str,
+    pub flags: Vec<Flag>,
+    /// Filesystem-specific options (the `data` argument of mount(2)).
+    pub data: String,
+}
+
+impl Mount {
+    /// Short option summary for logs: `ro`, `rw,noatime`, `rw,nosuid,nodev,noexec`.
+    pub fn options(&self) -> String {
+        let mut parts = vec![if self.flags.contains(&Flag::ReadOnly) {
+            "ro"
+        } else {
+            "rw"
+        }];
+        for flag in &self.flags {
+            parts.push(match flag {
+                Flag::ReadOnly => continue,
+                Flag::NoSuid => "nosuid",
+                Flag::NoDev => "nodev",
+                Flag::NoExec => "noexec",
+                Flag::NoAtime => "noatime",
+            });
+        }
+        parts.join(",")
+    }
+}
+
+/// The log line for a mount done from `source`:
+/// `mounted root /dev/vda2 on /sysroot (squashfs, ro)`.
+pub fn describe_mount(m: &Mount, source: &str) -> String {
+    let what = match m.role {
+        Role::Root => format!("root {source}"),
+        Role::State => format!("state {source}"),
+        Role::Api | Role::Overlay => source.to_string(),
+    };
+    format!(
+        "mounted {what} on {} ({}, {})",
+        m.target,
+        m.fstype,
+        m.options()
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// `mkdir -p` each path with this mode.
+    MakeDirs {
+        paths: Vec<String>,
+        mode: u32,
+    },
+    Mount(Mount),
+    /// `finit_module` each file in order; failures are warnings.
+    LoadModules {
+        paths: Vec<String>,
+    },
+    /// Poll sysfs until every label has a device node, or fail after `timeout`.
+    WaitForPartitions {
+        labels: Vec<String>,
+        timeout: Duration,
+    },
+    /// Fail unless `path` exists (not following a final symlink).
+    RequireFile {
+        path: String,
+        what: &'static str,
+    },
+    /// `mount --move` each path to the same path under `into`.
+    MoveMounts {
+        paths: Vec<String>,
+        into: String,
+    },
+    /// Delete the initramfs contents without crossing mount points.
+    DeleteInitramfs,
+    /// chdir `new_root`; `mount --move . /`; chroot `.`; chdir `/`.
+    SwitchRoot {
+        new_root: String,
+    },
+    /// execv `path` with `argv`.
+    Exec {
+        path: String,
+        argv: Vec<String>,
+    },
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Named(name) => f.write_str(name),
+            Source::Partition(label) => write!(f, "PARTLABEL={label}"),
+        }
+    }
+}
+
+fn api_mount(fstype: &'static str, target: &str, flags: &[Flag], data: &str) -> Step {
+    Step::Mount(Mount {
+        role: Role::Api,
+        source: Source::Named(fstype),
+        target: target.to_string(),
+        fstype,
+        flags: flags.to_vec(),
+        data: data.to_string(),
+    })
+}
+
+fn proc_mount() -> Step {
+    api_mount(
+        "proc",
+        "/proc",
+        &[Flag::NoSuid, Flag::NoDev, Flag::NoExec],
+        "",
+    )
+}
+
+fn sys_mount() -> Step {
+    api_mount(
+        "sysfs",
+        "/sys",
+        &[Flag::NoSuid, Flag::NoDev, Flag::NoExec],
+        "",
+    )
+}
+
+fn dev_mount() -> Step {
+    api_mount("devtmpfs", "/dev", &[Flag::NoSuid], "mode=0755")
+}
+
+fn run_mount() -> Step {
+    api_mount("tmpfs", "/run", &[Flag::NoSuid, Flag::NoDev], "mode=0755")
+}
+
+fn tmp_mount() -> Step {
+    api_mount("tmpfs", "/tmp", &[Flag::NoSuid, Flag::NoDev], "mode=1777")
+}
+
+/// First steps of the initramfs stage, before anything can be read or logged to kmsg.
+pub fn plan_early() -> Vec<Step> {
+    vec![
+        Step::MakeDirs {
+            paths: ["/proc", "/sys", "/dev", "/run", SYSROOT]
+                .map(String::from)
+                .to_vec(),
+            mode: 0o755,
+        },
+        proc_mount(),
+        sys_mount(),
+        dev_mount(),
+        run_mount(),
+    ]
+}
+
+/// The rest of the initramfs stage: from loading modules to exec'ing the slot's init.
+/// `init_args` are the arguments the kernel gave `/init`; they are passed on.
+pub fn plan_boot(cmdline: &Cmdline, modules: &[String], init_args: &[String]) -> Vec<Step> {
+    let root_label = cmdline.slot.root_partlabel();
+    let mut steps = Vec::new();
+    if !modules.is_empty() {
+        steps.push(Step::LoadModules {
+            paths: modules.to_vec(),
+        });
+    }
+    steps.push(Step::WaitForPartitions {
+        labels: vec![root_label.clone(), STATE_PARTLABEL.to_string()],
+        timeout: cmdline.rootwait,
+    });
+    steps.push(Step::Mount(Mount {
+        role: Role::Root,
+        source: Source::Partition(root_label),
+        target: SYSROOT.to_string(),
+        fstype: cmdline.rootfstype.as_str(),
+        flags: vec![Flag::ReadOnly],
+        data: String::new(),
+    }));
+    steps.push(Step::RequireFile {
+        path: format!("{SYSROOT}{}", cmdline.init),
+        what: "init",
+    });
+    steps.push(Step::MakeDirs {
+        paths: vec![STATE_DIR.to_string()],
+        mode: 0o755,
+    });
+    steps.push(Step::Mount(Mount {
+        role: Role::State,
+        source: Source::Partition(STATE_PARTLABEL.to_string()),
+        target: STATE_DIR.to_string(),
+        fstype: "ext4",
+        flags: vec![Flag::NoAtime],
+        data: String::new(),
+    }));
+    steps.push(Step::MakeDirs {
+        paths: OVERLAID
+            .iter()
+            .flat_map(|dir| ["upper", "work"].map(|sub| format!("{STATE_DIR}/overlay{dir}/{sub}")))
+            .collect(),
+        mode: 0o755,
+    });
+    for dir in OVERLAID {
+        let lower = format!("{SYSROOT}{dir}");
+        let data = format!(
+            "lowerdir={lower},upperdir={STATE_DIR}/overlay{dir}/upper,\
+             workdir={STATE_DIR}/overlay{dir}/work"
+        );
+        steps.push(Step::Mount(Mount {
+            role: Role::Overlay,
+            source: Source::Named("overlay"),
+            target: lower,
+            fstype: "overlay",
+            flags: Vec::new(),
+            data,
+        }));
+    }
+    steps.push(Step::MoveMounts {
+        paths: MOVED_MOUNTS.map(String::from).to_vec(),
+        into: SYSROOT.to_string(),
+    });
+    steps.push(Step::DeleteInitramfs);
+    steps.push(Step::SwitchRoot {
+        new_root: SYSROOT.to_string(),
+    });
+    let mut argv = vec![cmdline.init.clone()];
+    argv.extend(init_args.iter().cloned());
+    steps.push(Step::Exec {
+        path: cmdline.init.clone(),
+        argv,
+    });
+    steps
+}
+
+/// Service mode (PID 1 of the minimal base): mount what is not mounted yet.
+pub fn plan_service_mounts(mount_points: &[String]) -> Vec<Step> {
+    let wanted = [
+        ("/proc", proc_mount()),
+        ("/sys", sys_mount()),
+        ("/dev", dev_mount()),
+        ("/run", run_mount()),
+        ("/tmp", tmp_mount()),
+    ];
+    wanted
+        .into_iter()
+        .filter(|(path, _)| !mount_points.iter().any(|m| m == path))
+        .map(|(_, step)| step)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmdline::{RootFsType, Slot};
+
+    fn cmdline(slot: Slot, rootfstype: RootFsType) -> Cmdline {
+        Cmdline {
+            slot,
+            rootfstype,
+            init: "/sbin/init".into(),
+            rootwait: Duration::from_secs(30),
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn expected_plan(slot: &str, fstype: &'static str, modules: &[&str]) -> Vec<Step> {
+        let root = format!("p6os-root-{slot}");
+        let mut steps = Vec::new();
+        if !modules.is_empty() {
+            steps.push(Step::LoadModules {
+                paths: strings(modules),
+            });
+        }
+        steps.extend([
+            Step::WaitForPartitions {
+                labels: vec![root.clone(), "p6os-state".into()],
+                timeout: Duration::from_secs(30),
+            },
+            Step::Mount(Mount {
+                role: Role::Root,
+                source: Source::Partition(root),
+                target: "/sysroot".into(),
+                fstype,
+                flags: vec![Flag::ReadOnly],
+                data: String::new(),
+            }),
+            Step::RequireFile {
+                path: "/sysroot/sbin/init".into(),
+                what: "init",
+            },
+            Step::MakeDirs {
+                paths: strings(&["/run/p6os/state"]),
+                mode: 0o755,
+            },
+            Step::Mount(Mount {
+                role: Role::State,
+                source: Source::Partition("p6os-state".into()),
+                target: "/run/p6os/state".into(),
+                fstype: "ext4",
+                flags: vec![Flag::NoAtime],
+                data: String::new(),
+            }),
+            Step::MakeDirs {
+                paths: strings(&[
+                    "/run/p6os/state/overlay/etc/upper",
+                    "/run/p6os/state/overlay/etc/work",
+                    "/run/p6os/state/overlay/var/upper",
+                    "/run/p6os/state/overlay/var/work",
+                ]),
+                mode: 0o755,
+            },
+            Step::Mount(Mount {
+                role: Role::Overlay,
+                source: Source::Named("overlay"),
+                target: "/sysroot/etc".into(),
+                fstype: "overlay",
+                flags: vec![],
+                data: "lowerdir=/sysroot/etc,upperdir=/run/p6os/state/overlay/etc/upper,\
+                       workdir=/run/p6os/state/overlay/etc/work"
+                    .into(),
+            }),
+            Step::Mount(Mount {
+                role: Role::Overlay,
+                source: Source::Named("overlay"),
+                target: "/sysroot/var".into(),
+                fstype: "overlay",
+                flags: vec![],
+                data: "lowerdir=/sysroot/var,upperdir=/run/p6os/state/overlay/var/upper,\
+                       workdir=/run/p6os/state/overlay/var/work"
+                    .into(),
+            }),
+            Step::MoveMounts {
+                paths: strings(&["/dev", "/proc", "/sys", "/run"]),
+                into: "/sysroot".into(),
+            },
+            Step::DeleteInitramfs,
+            Step::SwitchRoot {
+                new_root: "/sysroot".into(),
+            },
+            Step::Exec {
+                path: "/sbin/init".into(),
+                argv: strings(&["/sbin/init"]),
+            },
+        ]);
+        steps
+    }
+
+    #[test]
+    fn plan_for_slot_a_squashfs() {
+        let modules = ["/lib/modules/k/virtio.ko", "/lib/modules/k/squashfs.ko"];
+        assert_eq!(
+            plan_boot(
+                &cmdline(Slot::A, RootFsType::Squashfs),
+                &strings(&modules),
+                &[]
+            ),
+            expected_plan("a", "squashfs", &modules)
+        );
+    }
+
+    #[test]
+    fn plan_for_slot_b_erofs_without_modules() {
+        assert_eq!(
+            plan_boot(&cmdline(Slot::B, RootFsType::Erofs), &[], &[]),
+            expected_plan("b", "erofs", &[])
+        );
+    }
+
+    #[test]
+    fn custom_init_rootwait_and_arguments() {
+        let mut c = cmdline(Slot::A, RootFsType::Erofs);
+        c.init = "/usr/lib/p6os/p6os-agent".into();
+        c.rootwait = Duration::from_secs(3);
+        let plan = plan_boot(&c, &[], &strings(&["single"]));
+        assert!(plan.contains(&Step::WaitForPartitions {
+            labels: strings(&["p6os-root-a", "p6os-state"]),
+            timeout: Duration::from_secs(3),
+        }));
+        assert!(plan.contains(&Step::RequireFile {
+            path: "/sysroot/usr/lib/p6os/p6os-agent".into(),
+            what: "init",
+        }));
+        assert_eq!(
+            plan.last(),
+            Some(&Step::Exec {
+                path: "/usr/lib/p6os/p6os-agent".into(),
+                argv: strings(&["/usr/lib/p6os/p6os-agent", "single"]),
+            })
+        );
+    }
+
+    #[test]
+    fn early_plan_mounts_api_filesystems() {
+        let plan = plan_early();
+        let targets: Vec<(&str, &str, String)> = plan
+            .iter()
+            .filter_map(|s| match s {
+                Step::Mount(m) => Some((m.target.as_str(), m.fstype, m.options())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            targets,
+            vec![
+                ("/proc", "proc", "rw,nosuid,nodev,noexec".to_string()),
+                ("/sys", "sysfs", "rw,nosuid,nodev,noexec".to_string()),
+                ("/dev", "devtmpfs", "rw,nosuid".to_string()),
+                ("/run", "tmpfs", "rw,nosuid,nodev".to_string()),
+            ]
+        );
+        assert!(
+            matches!(&plan[0], Step::MakeDirs { paths, .. } if paths.contains(&"/sysroot".to_string()))
+        );
+    }
+
+    #[test]
+    fn service_mounts_only_what_is_missing() {
+        let all = strings(&["/", "/proc", "/sys", "/dev", "/run", "/tmp"]);
+        assert!(plan_service_mounts(&all).is_empty());
+        let some = strings(&["/", "/proc", "/dev", "/run/p6os/state"]);
+        let targets: Vec<String> = plan_service_mounts(&some)
+            .into_iter()
+            .filter_map(|s| match s {
+                Step::Mount(m) => Some(format!("{} {} {}", m.target, m.fstype, m.data)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            targets,
+            strings(&[
+                "/sys sysfs ",
+                "/run tmpfs mode=0755",
+                "/tmp tmpfs mode=1777"
+            ])
+        );
+        assert_eq!(plan_service_mounts(&[]).len(), 5);
+    }
+
+    #[test]
+    fn mount_log_lines() {
+        let plan = plan_boot(&cmdline(Slot::A, RootFsType::Squashfs), &[], &[]);
+        let mut devices = vec!["/dev/vda2", "/dev/vda4"].into_iter();
+        let lines: Vec<String> = plan_early()
+            .iter()
+            .chain(plan.iter())
+            .filter_map(|s| match s {
+                Step::Mount(m) => Some(match &m.source {
+                    Source::Named(name) => describe_mount(m, name),
+                    Source::Partition(_) => describe_mount(m, devices.next().unwrap()),
+                }),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            strings(&[
+                "mounted proc on /proc (proc, rw,nosuid,nodev,noexec)",
+                "mounted sysfs on /sys (sysfs, rw,nosuid,nodev,noexec)",
+                "mounted devtmpfs on /dev (devtmpfs, rw,nosuid)",
+                "mounted tmpfs on /run (tmpfs, rw,nosuid,nodev)",
+                "mounted root /dev/vda2 on /sysroot (squashfs, ro)",
+                "mounted state /dev/vda4 on /run/p6os/state (ext4, rw,noatime)",
+                "mounted overlay on /sysroot/etc (overlay, rw)",
+                "mounted overlay on /sysroot/var (overlay, rw)",
+            ])
+        );
+    }
+
+    #[test]
+    fn option_summaries() {
+        let plan = plan_boot(&cmdline(Slot::A, RootFsType::Squashfs), &[], &[]);
+        let summaries: Vec<String> = plan
+            .iter()
+            .filter_map(|s| match s {
+                Step::Mount(m) => Some(format!("{} {}", m.source, m.options())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            summaries,
+            strings(&[
+                "PARTLABEL=p6os-root-a ro",
+                "PARTLABEL=p6os-state rw,noatime",
+                "overlay rw",
+                "overlay rw",
+            ])
+        );
+    }
+}

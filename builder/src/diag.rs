@@ -51,11 +51,17 @@ impl Diagnostics {
     pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
         self.0.iter()
     }
+    /// Orders problems by file, then position (stable for problems at the same place).
+    pub fn sort(&mut self) {
+        self.0
+            .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    }
     pub fn extend(&mut self, other: Diagnostics) {
         self.0.extend(other.0);
     }
-    /// `Ok(value)` when nothing was found, else all problems.
-    pub fn into_result<T>(self, value: T) -> Result<T, Diagnostics> {
+    /// `Ok(value)` when nothing was found, else all problems in file order.
+    pub fn into_result<T>(mut self, value: T) -> Result<T, Diagnostics> {
+        self.sort();
         if self.0.is_empty() {
             Ok(value)
         } else {

@@ -165,8 +165,23 @@ fn payload(format: &str, data: &[u8]) -> Payload {
     }
 }
 
-pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> {
-    let started = Instant::now();
+/// The image's contents before anything is written to disk.
+pub struct Prepared {
+    pub digest: String,
+    pub identity: SlotIdentity,
+    pub records: Vec<LayerRecord>,
+    pub boot_record: LayerRecord,
+    /// The merged root filesystem of slot A.
+    pub root: Tree,
+    pub efi: Vec<u8>,
+    pub vmlinuz: Vec<u8>,
+    pub initrd: Vec<u8>,
+    pub release: String,
+    pub agent_sha256: String,
+}
+
+/// Fetches and merges the layers and makes the kernel payloads: everything but the disk writes.
+pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildError> {
     let say = |s: &str| (opts.progress)(s);
     let def = &recipe.def;
     let agent = fs::read(&opts.agent).map_err(|source| BuildError::Agent {
@@ -228,6 +243,47 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
         module_paths.len(),
         initrd.len() / 1024
     ));
+    Ok(Prepared {
+        digest,
+        identity,
+        records,
+        boot_record,
+        root,
+        efi,
+        vmlinuz,
+        initrd,
+        release,
+        agent_sha256,
+    })
+}
+
+/// Fetches, assembles and writes the image; on error nothing is left in the output directory.
+pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> {
+    let started = Instant::now();
+    let prepared = prepare(recipe, opts)?;
+    write(recipe, prepared, opts, started)
+}
+
+fn write(
+    recipe: &Recipe,
+    prepared: Prepared,
+    opts: &BuildOptions,
+    started: Instant,
+) -> Result<Built, BuildError> {
+    let say = |s: &str| (opts.progress)(s);
+    let def = &recipe.def;
+    let Prepared {
+        digest,
+        identity,
+        records,
+        boot_record,
+        root,
+        efi,
+        vmlinuz,
+        initrd,
+        release,
+        agent_sha256,
+    } = prepared;
 
     // Partition layout.
     let p = &def.partitions;

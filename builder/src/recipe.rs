@@ -342,7 +342,10 @@ pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
             layers,
             bootloader,
         }),
-        _ => Err(diags),
+        _ => {
+            diags.sort();
+            Err(diags)
+        }
     }
 }
 

@@ -33,18 +33,10 @@ pub fn build(tree: &Tree, format: RootFsFormat, out: &Path) -> Result<(), RootFs
                 .arg(out)
                 .args(["-tar", "-noappend", "-quiet", "-no-progress"]);
             c.args(["-comp", "zstd", "-Xcompression-level", "15", "-b", "256K"]);
-            c.args([
-                "-mkfs-time",
-                "0",
-                "-root-time",
-                "0",
-                "-root-mode",
-                "0755",
-                "-root-uid",
-                "0",
-                "-root-gid",
-                "0",
-            ]);
+            c.args(["-root-mode", "0755", "-root-uid", "0", "-root-gid", "0"]);
+            // bookworm's mksquashfs ignores -root-time in -tar mode (the root got the wall clock);
+            // SOURCE_DATE_EPOCH is honoured but sets every timestamp: use the newest input's.
+            c.env("SOURCE_DATE_EPOCH", newest_mtime(tree).to_string());
             ("mksquashfs", "squashfs-tools", c)
         }
         RootFsFormat::Erofs => {
@@ -52,12 +44,12 @@ pub fn build(tree: &Tree, format: RootFsFormat, out: &Path) -> Result<(), RootFs
                 return Err(RootFsError::ErofsTooOld);
             }
             let mut c = Command::new("mkfs.erofs");
+            c.env_remove("SOURCE_DATE_EPOCH");
             c.args(["--tar=f", "-zlz4hc", "-T0", "--quiet"]).arg(out);
             ("mkfs.erofs", "erofs-utils", c)
         }
     };
-    cmd.env_remove("SOURCE_DATE_EPOCH")
-        .stdin(Stdio::piped())
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| RootFsError::Spawn {
@@ -89,6 +81,12 @@ pub fn build(tree: &Tree, format: RootFsFormat, out: &Path) -> Result<(), RootFs
         return Err(RootFsError::Failed { tool, detail });
     }
     Ok(())
+}
+
+/// The newest modification time in the tree: the image's timestamps (reproducible, and more
+/// telling than 1970).
+fn newest_mtime(tree: &Tree) -> u64 {
+    tree.iter().map(|(_, e)| e.mtime).max().unwrap_or(0)
 }
 
 fn erofs_has_tar() -> bool {

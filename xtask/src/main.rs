@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the repository's workflows.
 
 mod agent;
+mod bench;
 mod deps;
 mod image;
 mod run;
@@ -17,6 +18,7 @@ commands:
   image [RECIPE]     build the agent, then the image (default recipes/tiny.yaml)
   test               unit, golden and QEMU tests (installs Debian packages when root)
   run [IMAGE]        boot an image in QEMU on this terminal (Ctrl-A X quits)
+  bench image        time assembling the tiny image: p6os vs a pipeline of standard tools
   deps               install (as root) or list the Debian packages the workflows need";
 
 /// The recipe built when none is named.
@@ -38,6 +40,7 @@ fn main() -> Result<()> {
         ["run"] => run::run(None),
         ["run", img] => run::run(Some(img)),
         ["deps"] => deps::ensure(),
+        ["bench", "image"] => bench::image(),
         ["help" | "--help" | "-h"] | [] => {
             println!("{USAGE}");
             Ok(())

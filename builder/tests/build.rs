@@ -1,0 +1,352 @@
+//! End-to-end builds of the tiny recipe with the real `p6os` binary: reproducibility, the on-disk
+//! layout (golden), the standard tools' verdicts, and bad recipes that must leave nothing behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const P6OS: &str = env!("CARGO_BIN_EXE_p6os");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The static agent (`cargo xtask agent` or `cargo xtask test` build it).
+fn agent() -> PathBuf {
+    let p = std::env::var_os("P6OS_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/x86_64-unknown-linux-gnu/release-agent/p6os-agent"));
+    assert!(
+        p.is_file(),
+        "agent {} missing: run `cargo xtask agent` first",
+        p.display()
+    );
+    p
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("running p6os");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// Copies recipes/, images/ and the agent under `root`, stamping every file with `mtime`.
+fn copy_inputs(root: &Path, mtime: i64) -> (PathBuf, PathBuf) {
+    copy_tree(&repo().join("recipes"), &root.join("recipes"));
+    copy_tree(&repo().join("images"), &root.join("images"));
+    let agent_copy = root.join("p6os-agent");
+    fs::copy(agent(), &agent_copy).unwrap();
+    let stamp = filetime::FileTime::from_unix_time(mtime, 0);
+    for dir in ["recipes", "images"] {
+        stamp_all(&root.join(dir), stamp);
+    }
+    filetime::set_file_mtime(&agent_copy, stamp).unwrap();
+    (root.join("recipes/tiny.yaml"), agent_copy)
+}
+
+fn stamp_all(dir: &Path, t: filetime::FileTime) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            stamp_all(&p, t);
+        }
+        filetime::set_file_mtime(&p, t).unwrap();
+    }
+}
+
+struct Builds {
+    _dir: tempfile::TempDir,
+    images: Vec<PathBuf>,
+}
+
+/// Two builds of the tiny recipe from copies of the inputs in different directories, with
+/// different umasks and input mtimes. Built once per test binary.
+fn builds() -> &'static Builds {
+    static B: OnceLock<Builds> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut images = Vec::new();
+        for (i, (sub, umask, mtime)) in [
+            ("one", "022", 1_000_000_000),
+            ("two/deeper", "077", 1_700_000_000),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let root = dir.path().join(sub);
+            let (recipe, agent) = copy_inputs(&root, *mtime);
+            let out = root.join("out");
+            let script =
+                format!("umask {umask} && exec \"$0\" build \"$1\" --out \"$2\" --agent \"$3\"");
+            let o = run(Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .arg(P6OS)
+                .arg(&recipe)
+                .arg(&out)
+                .arg(&agent));
+            assert!(o.status.success(), "build {i} failed");
+            images.push(out.join("tiny-1.0.0.img"));
+        }
+        Builds { _dir: dir, images }
+    })
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn two_builds_are_byte_identical() {
+    let b = builds();
+    assert_eq!(sha256(&b.images[0]), sha256(&b.images[1]));
+    let manifest = |img: &Path| fs::read(img.with_file_name("tiny-1.0.0.manifest.json")).unwrap();
+    assert_eq!(manifest(&b.images[0]), manifest(&b.images[1]));
+    let m: serde_json::Value = serde_json::from_slice(&manifest(&b.images[0])).unwrap();
+    assert_eq!(m["image"]["sha256"].as_str().unwrap(), sha256(&b.images[0]));
+}
+
+#[test]
+fn layout_matches_golden_and_inspect_json() {
+    let img = &builds().images[0];
+    let out = run(Command::new(P6OS).arg("inspect").arg(img).arg("--json"));
+    assert!(out.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut gpt = String::new();
+    for p in j["partitions"].as_array().unwrap() {
+        gpt += &format!(
+            "{} {} {} {}..{}\n",
+            p["number"],
+            p["label"].as_str().unwrap(),
+            p["type_guid"].as_str().unwrap(),
+            p["first_lba"],
+            p["last_lba"]
+        );
+    }
+    insta::assert_snapshot!("gpt", gpt);
+    insta::assert_snapshot!(
+        "entries",
+        serde_json::to_string_pretty(&j["entries"]).unwrap()
+    );
+    assert_eq!(j["slots"]["a"]["version"], "1.0.0");
+    assert!(j["slots"]["b"]["version"].is_null());
+
+    let mtools = |args: &[&str]| {
+        let o = Command::new(args[0])
+            .args(&args[1..])
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .output()
+            .expect("mtools (package mtools)");
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let esp = format!("{}@@{}", img.display(), 2048 * 512);
+    let mut listing: Vec<String> = mtools(&["mdir", "-/", "-b", "-i", &esp, "::/"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    listing.sort();
+    insta::assert_snapshot!("esp-listing", listing.join("\n"));
+    insta::assert_snapshot!(
+        "loader.conf",
+        mtools(&["mtype", "-i", &esp, "::/loader/loader.conf"])
+    );
+    insta::assert_snapshot!(
+        "entry",
+        mtools(&["mtype", "-i", &esp, "::/loader/entries/p6os-1.0.0-a.conf"])
+    );
+}
+
+#[test]
+fn standard_tools_find_no_problems() {
+    let img = &builds().images[0];
+    let v = Command::new("sgdisk")
+        .arg("-v")
+        .arg(img)
+        .output()
+        .expect("sgdisk (package gdisk)");
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        v.status.success() && text.contains("No problems found"),
+        "sgdisk -v: {text}"
+    );
+    // fsck.vfat has no offset option: check a copy of the ESP.
+    let dir = tempfile::tempdir().unwrap();
+    let esp = dir.path().join("esp.img");
+    let dd = Command::new("dd")
+        .arg(format!("if={}", img.display()))
+        .arg(format!("of={}", esp.display()))
+        .args(["bs=1M", "skip=1", "count=64", "status=none"])
+        .status()
+        .unwrap();
+    assert!(dd.success());
+    let f = Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(&esp)
+        .output()
+        .expect("fsck.vfat (package dosfstools)");
+    assert!(
+        f.status.success(),
+        "fsck.vfat -n: {}{}",
+        String::from_utf8_lossy(&f.stdout),
+        String::from_utf8_lossy(&f.stderr)
+    );
+    let state_offset = (2048u64 + 2 * 196608 + 131072) * 512;
+    let e = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(format!("{}?offset={state_offset}", img.display()))
+        .output()
+        .expect("e2fsck (package e2fsprogs)");
+    assert!(
+        e.status.success(),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&e.stdout)
+    );
+}
+
+/// Writes a recipe in `dir` from the tiny one with `edit` applied; layers point into the repository.
+fn recipe_with(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let images = repo().join("images");
+    let text = fs::read_to_string(repo().join("recipes/tiny.yaml"))
+        .unwrap()
+        .replace("../images", images.to_str().unwrap());
+    let path = dir.join("bad.yaml");
+    fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+fn build_fails(recipe: &Path, out: &Path) -> String {
+    let o = run(Command::new(P6OS)
+        .arg("build")
+        .arg(recipe)
+        .arg("--out")
+        .arg(out)
+        .arg("--agent")
+        .arg(agent()));
+    assert!(!o.status.success(), "build of a bad recipe succeeded");
+    let leftovers: Vec<_> = fs::read_dir(out)
+        .map(|r| r.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "a failed build left {leftovers:?} behind"
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn unknown_keys_and_missing_layers_are_all_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe_with(dir.path(), |t| {
+        t.replace("  slot: 96MiB", "  slto: 96MiB")
+            .replace("debian-cloud.yaml", "no-such-kernel.yaml")
+    });
+    let o = run(Command::new(P6OS).arg("validate").arg("recipe").arg(&r));
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "bad.yaml:11:3: partitions.slto: unknown field `slto`\n  hint: did you mean `slot`?"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("partitions: missing field `slot`"), "{err}");
+    // The missing layer is reported with the other problems once the shape is right.
+    let r = recipe_with(dir.path(), |t| {
+        t.replace("debian-cloud.yaml", "no-such-kernel.yaml")
+            .replace("boot:\n  tries: 3", "boot:\n  tries: 0")
+    });
+    let o = run(Command::new(P6OS).arg("validate").arg("recipe").arg(&r));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.yaml:7:9: kernel: layer file")
+            && err.contains("no-such-kernel.yaml` not found"),
+        "{err}"
+    );
+    assert!(err.contains("boot.tries: must be at least 1"), "{err}");
+    assert!(err.contains("2 problems found"), "{err}");
+    assert!(build_fails(&r, &dir.path().join("out")).contains("no-such-kernel.yaml"));
+}
+
+#[test]
+fn wrong_sha256_fails_and_leaves_no_image() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("extra.tar"), b"").unwrap();
+    fs::write(
+        dir.path().join("extra.yaml"),
+        format!(
+            "name: extra\nsources:\n  - type: tarball\n    path: extra.tar\n    sha256: {}\n",
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let r = recipe_with(dir.path(), |t| {
+        t.replace("rootfs: squashfs", "layers: [extra.yaml]\nrootfs: squashfs")
+    });
+    let err = build_fails(&r, &dir.path().join("out"));
+    assert!(
+        err.contains("layer `extra`") && err.contains("sha256 mismatch: expected abab"),
+        "{err}"
+    );
+}
+
+#[test]
+fn slot_too_small_fails_and_leaves_no_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe_with(dir.path(), |t| t.replace("slot: 96MiB", "slot: 16MiB"));
+    let err = build_fails(&r, &dir.path().join("out"));
+    assert!(
+        err.contains("slot too small: the root filesystem is")
+            && err.contains("raise partitions.slot"),
+        "{err}"
+    );
+}
+
+#[test]
+fn schema_is_valid_json_with_every_field() {
+    let o = run(Command::new(P6OS).args(["schema", "recipe"]));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let props = s["properties"].as_object().unwrap();
+    for k in [
+        "name",
+        "version",
+        "arch",
+        "base",
+        "kernel",
+        "bootloader",
+        "kubernetes",
+        "layers",
+        "partitions",
+        "rootfs",
+        "boot",
+    ] {
+        assert!(props.contains_key(k), "schema lacks {k}");
+    }
+    assert_eq!(s["additionalProperties"], false);
+}

@@ -28,7 +28,15 @@ pub enum RootFsError {
 pub fn build(tree: &Tree, format: RootFsFormat, out: &Path) -> Result<(), RootFsError> {
     let (tool, package, mut cmd) = match format {
         RootFsFormat::Squashfs => {
-            let mut c = Command::new("mksquashfs");
+            // bookworm's `mksquashfs -tar` ignores -root-uid/-root-gid: the root directory gets
+            // the caller's ids. An ordinary user runs it as root of a user namespace instead.
+            let mut c = if running_as_root() {
+                Command::new("mksquashfs")
+            } else {
+                let mut u = Command::new("unshare");
+                u.args(["--user", "--map-root-user", "mksquashfs"]);
+                u
+            };
             c.arg("-")
                 .arg(out)
                 .args(["-tar", "-noappend", "-quiet", "-no-progress"]);
@@ -78,9 +86,19 @@ pub fn build(tree: &Tree, format: RootFsFormat, out: &Path) -> Result<(), RootFs
         if let Err(e) = written {
             detail.push_str(&format!(" (writing the tar stream: {e})"));
         }
+        if !running_as_root() && detail.contains("unshare") {
+            detail.push_str(
+                "\n  hint: as an ordinary user, mksquashfs runs in a user namespace; enable unprivileged user namespaces or build as root",
+            );
+        }
         return Err(RootFsError::Failed { tool, detail });
     }
     Ok(())
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// The newest modification time in the tree: the image's timestamps (reproducible, and more

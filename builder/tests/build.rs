@@ -350,3 +350,52 @@ fn schema_is_valid_json_with_every_field() {
     }
     assert_eq!(s["additionalProperties"], false);
 }
+
+/// Assembly needs no root: when the suite runs as root, build again as `nobody` (with a copy of
+/// the download cache, so this proves the assembly, not apt's download as a user).
+#[test]
+fn builds_as_an_ordinary_user() {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!(
+            "skipped: the suite already runs as an ordinary user, which the other builds prove"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (recipe, agent) = copy_inputs(root, 1_000_000_000);
+    let cache = root.join("cache");
+    let home_cache = std::env::var_os("P6OS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/p6os"));
+    if home_cache.join("blobs").is_dir() {
+        copy_tree(&home_cache.join("blobs"), &cache.join("blobs"));
+    }
+    let chown = Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(root)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = root.join("out");
+    let o = run(Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(P6OS)
+        .arg("build")
+        .arg(&recipe)
+        .arg("--out")
+        .arg(&out)
+        .arg("--agent")
+        .arg(&agent)
+        .arg("--cache")
+        .arg(&cache)
+        .env("HOME", root));
+    assert!(o.status.success(), "build as nobody failed");
+    assert_eq!(
+        sha256(&out.join("tiny-1.0.0.img")),
+        sha256(&builds().images[0]),
+        "the image built as nobody differs from the one built as root"
+    );
+}

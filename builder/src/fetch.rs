@@ -373,11 +373,10 @@ fn read_dir_into(
     prefix: Option<&str>,
     tree: &mut Tree,
 ) -> Result<(), FetchError> {
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .map_err(io_err(dir))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
+    let mut names = Vec::new();
+    for e in fs::read_dir(dir).map_err(io_err(dir))? {
+        names.push(e.map_err(io_err(dir))?.path());
+    }
     names.sort();
     for path in names {
         let rel = path

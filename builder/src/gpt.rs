@@ -178,8 +178,13 @@ impl Gpt {
             return Err(GptError::Invalid("header CRC mismatch".into()));
         }
         let (array_lba, count, esize) = (u64_at(72), u32_at(80) as usize, u32_at(84) as usize);
-        if esize < 128 || count > 1024 {
-            return Err(GptError::Invalid("unsupported entry array".into()));
+        if esize != ENTRY_SIZE
+            || count > 1024
+            || array_lba.saturating_add(((count * esize) as u64).div_ceil(SECTOR)) > total / SECTOR
+        {
+            return Err(GptError::Invalid(format!(
+                "unsupported entry array ({count} entries of {esize} bytes at LBA {array_lba})"
+            )));
         }
         let mut array = vec![0u8; count * esize];
         dev.seek(SeekFrom::Start(array_lba * SECTOR))?;
@@ -195,6 +200,14 @@ impl Gpt {
             if type_guid.is_nil() {
                 continue;
             }
+            let first_lba = u64::from_le_bytes(e[32..40].try_into().expect("8 bytes"));
+            let last_lba = u64::from_le_bytes(e[40..48].try_into().expect("8 bytes"));
+            if last_lba < first_lba {
+                return Err(GptError::Invalid(format!(
+                    "partition {} ends before it starts",
+                    i + 1
+                )));
+            }
             let units: Vec<u16> = e[56..128]
                 .chunks(2)
                 .map(|c| u16::from_le_bytes([c[0], c[1]]))
@@ -205,8 +218,8 @@ impl Gpt {
                 label: String::from_utf16_lossy(&units),
                 type_guid,
                 guid: Uuid::from_bytes_le(e[16..32].try_into().expect("16 bytes")),
-                first_lba: u64::from_le_bytes(e[32..40].try_into().expect("8 bytes")),
-                last_lba: u64::from_le_bytes(e[40..48].try_into().expect("8 bytes")),
+                first_lba,
+                last_lba,
             });
         }
         Ok(Gpt {

@@ -312,6 +312,7 @@ fn write(
     let base = format!("{}-{}", def.name, def.version);
     let image_path = opts.out_dir.join(format!("{base}.img"));
     let manifest_path = opts.out_dir.join(format!("{base}.manifest.json"));
+    remove_stale_work_dirs(&opts.out_dir, &base);
     let work = tempfile::Builder::new()
         .prefix(&format!(".{base}."))
         .tempdir_in(&opts.out_dir)
@@ -462,8 +463,9 @@ fn write(
     json.push(b'\n');
     let tmp_manifest = work.path().join("manifest.json");
     fs::write(&tmp_manifest, json).map_err(io_at(&tmp_manifest))?;
-    fs::rename(&tmp_image, &image_path).map_err(io_at(&image_path))?;
+    // Manifest first: an image never stands without the manifest that describes it.
     fs::rename(&tmp_manifest, &manifest_path).map_err(io_at(&manifest_path))?;
+    fs::rename(&tmp_image, &image_path).map_err(io_at(&image_path))?;
     say(&format!(
         "done in {:.1} s: {} (sha256 {})",
         started.elapsed().as_secs_f64(),
@@ -475,6 +477,19 @@ fn write(
         manifest_file: manifest_path,
         manifest,
     })
+}
+
+/// Removes `.<name>-<version>.*` work directories left by a build that was killed.
+fn remove_stale_work_dirs(out_dir: &Path, base: &str) {
+    let prefix = format!(".{base}.");
+    let Ok(entries) = fs::read_dir(out_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) && e.path().is_dir() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Copies `src` into `dst` at `offset`, skipping all-zero blocks (the target is a fresh sparse file).

@@ -16,7 +16,14 @@ pub fn tree(agent: &[u8], kernel_tree: &Tree, modules: &[String]) -> Tree {
     }
     let mut console = Entry::dir(0o600);
     console.kind = Kind::Char { major: 5, minor: 1 };
-    t.insert("dev/console", console);
+    t.insert("dev/console", console.clone());
+    // So a fatal error before devtmpfs is mounted still reaches the kernel log.
+    console.kind = Kind::Char {
+        major: 1,
+        minor: 11,
+    };
+    console.mode = 0o644;
+    t.insert("dev/kmsg", console);
     t.insert("init", Entry::file(agent.to_vec(), 0o755));
     let mut list = String::from("# kernel modules loaded by p6os-agent, dependencies first\n");
     for m in modules {

@@ -224,7 +224,17 @@ pub const MIN_STATE: u64 = 16 * 1024 * 1024;
 pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Diagnostics::file_error(path, format!("cannot read recipe: {e}")))?;
-    let Loaded { value: def, tree } = yamlcheck::load::<RecipeFile>(path, &text)?;
+    let Loaded { value: def, tree } = match yamlcheck::load::<RecipeFile>(path, &text) {
+        Ok(loaded) => loaded,
+        Err(mut diags) => {
+            // Report missing layer files together with the shape problems.
+            if let Ok(tree) = yamlcheck::parse(path, &text) {
+                diags.extend(missing_layer_files(path, &tree));
+            }
+            diags.sort();
+            return Err(diags);
+        }
+    };
     let mut diags = Diagnostics::default();
     let at = |field: &[Seg], msg: String, hint: Option<String>| {
         diagnostic_at(path, &tree, field, msg, hint)
@@ -308,14 +318,7 @@ pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
     for (role, field, reference) in refs {
         let file = dir.join(reference);
         if !file.is_file() {
-            diags.push(at(
-                &field,
-                format!("layer file `{}` not found", file.display()),
-                Some(
-                    "layer paths are relative to the recipe file, e.g. ../images/base/busybox.yaml"
-                        .into(),
-                ),
-            ));
+            diags.push(missing_layer(path, &tree, &field, &file));
             continue;
         }
         match load_layer(&file) {
@@ -349,6 +352,52 @@ pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
     }
 }
 
+fn missing_layer(
+    recipe: &Path,
+    tree: &marked_yaml::Node,
+    field: &[Seg],
+    file: &Path,
+) -> crate::diag::Diagnostic {
+    diagnostic_at(
+        recipe,
+        tree,
+        field,
+        format!("layer file `{}` not found", file.display()),
+        Some(
+            "layer paths are relative to the recipe file, e.g. ../images/base/busybox.yaml".into(),
+        ),
+    )
+}
+
+/// Layer references that name no file, read straight from the YAML tree (for recipes whose
+/// shape is wrong, so the typed recipe does not exist).
+fn missing_layer_files(recipe: &Path, tree: &marked_yaml::Node) -> Diagnostics {
+    let dir = recipe.parent().unwrap_or(Path::new("."));
+    let mut diags = Diagnostics::default();
+    let Some(map) = tree.as_mapping() else {
+        return diags;
+    };
+    let mut check = |field: Vec<Seg>, node: &marked_yaml::Node| {
+        if let Some(s) = node.as_scalar() {
+            let file = dir.join(s.as_str());
+            if !s.as_str().is_empty() && !file.is_file() {
+                diags.push(missing_layer(recipe, tree, &field, &file));
+            }
+        }
+    };
+    for key in ["base", "kernel", "bootloader", "kubernetes"] {
+        if let Some(node) = map.get_node(key) {
+            check(vec![Seg::Key(key.into())], node);
+        }
+    }
+    if let Some(layers) = map.get_sequence("layers") {
+        for (i, node) in layers.iter().enumerate() {
+            check(vec![Seg::Key("layers".into()), Seg::Index(i)], node);
+        }
+    }
+    diags
+}
+
 /// Loads and checks one layer file.
 pub fn load_layer(path: &Path) -> Result<LayerFile, Diagnostics> {
     let text = std::fs::read_to_string(path)
@@ -379,7 +428,10 @@ pub fn load_layer(path: &Path) -> Result<LayerFile, Diagnostics> {
                 }
                 for (j, p) in packages.iter().enumerate() {
                     let (name, version) = p.split_once('=').unwrap_or((p, ""));
-                    let name_ok = !name.is_empty()
+                    // Debian names start with a letter or digit; that also keeps `-q` from
+                    // reaching apt as an option.
+                    let name_ok = name
+                        .starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
                         && name.chars().all(|c| {
                             c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)
                         });
@@ -459,10 +511,10 @@ pub fn load_layer(path: &Path) -> Result<LayerFile, Diagnostics> {
                     );
                 }
                 if let Some(t) = target {
-                    if !t.starts_with('/') {
+                    if !t.starts_with('/') || t.split('/').any(|c| c == "..") {
                         err(
                             field("target"),
-                            format!("`{t}` is not an absolute path"),
+                            format!("`{t}` is not a clean absolute path"),
                             None,
                         );
                     }

@@ -66,21 +66,22 @@ pub fn build(tree: &Tree, format: RootFsFormat, out: &Path) -> Result<(), RootFs
         source,
     })?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    let written = std::thread::scope(|s| {
+    // Feed the tar stream from a thread while this one drains stdout/stderr: a tool that writes
+    // a lot of warnings must not block on a full pipe while we block on its stdin.
+    let (written, output) = std::thread::scope(|s| {
         let writer = s.spawn(move || {
             let r = tree.write_tar(&mut stdin);
             drop(stdin);
             r
         });
-        writer.join().expect("tar writer thread")
+        let output = child.wait_with_output();
+        (writer.join().expect("tar writer thread"), output)
     });
-    let output = child
-        .wait_with_output()
-        .map_err(|source| RootFsError::Spawn {
-            tool,
-            package,
-            source,
-        })?;
+    let output = output.map_err(|source| RootFsError::Spawn {
+        tool,
+        package,
+        source,
+    })?;
     if !output.status.success() || written.is_err() {
         let mut detail = String::from_utf8_lossy(&output.stderr).trim().to_string();
         if let Err(e) = written {

@@ -209,6 +209,12 @@ impl Tree {
             let mut entry = entry?;
             let header = entry.header().clone();
             let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            if path.split('/').any(|c| c == "..") {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("entry `{path}` escapes the root with `..`"),
+                ));
+            }
             let mut xattrs = BTreeMap::new();
             if let Some(exts) = entry.pax_extensions()? {
                 for ext in exts {
@@ -223,7 +229,8 @@ impl Tree {
             use tar::EntryType as T;
             let kind = match header.entry_type() {
                 T::Regular | T::Continuous | T::GNUSparse => {
-                    let mut data = Vec::with_capacity(header.size()? as usize);
+                    // The header's size is untrusted: never pre-allocate more than a little.
+                    let mut data = Vec::with_capacity((header.size()? as usize).min(1 << 20));
                     entry.read_to_end(&mut data)?;
                     Kind::File(Arc::new(data))
                 }

@@ -39,7 +39,10 @@ fn copy_tree(from: &Path, to: &Path) {
     for e in fs::read_dir(from).unwrap() {
         let e = e.unwrap();
         let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
+        let ft = e.file_type().unwrap();
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(e.path()).unwrap(), &dest).unwrap();
+        } else if ft.is_dir() {
             copy_tree(&e.path(), &dest);
         } else {
             fs::copy(e.path(), &dest).unwrap();
@@ -47,10 +50,48 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Copies recipes/, images/ and the agent under `root`, stamping every file with `mtime`.
-fn copy_inputs(root: &Path, mtime: i64) -> (PathBuf, PathBuf) {
+/// Copies recipes/, images/ and the agent under `root`, adds a layer with a host directory and a
+/// local tarball (modes from `perm`, so umask-like differences reach the build), and stamps every
+/// input file with `mtime`. Returns the recipe and the agent.
+fn copy_inputs(root: &Path, mtime: i64, perm: u32) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
     copy_tree(&repo().join("recipes"), &root.join("recipes"));
     copy_tree(&repo().join("images"), &root.join("images"));
+    let test = root.join("images/test");
+    fs::create_dir_all(test.join("extra-dir/bin")).unwrap();
+    fs::write(test.join("extra-dir/motd"), "hello from a dir layer\n").unwrap();
+    fs::set_permissions(
+        test.join("extra-dir/motd"),
+        fs::Permissions::from_mode(perm & 0o666),
+    )
+    .unwrap();
+    fs::write(test.join("extra-dir/bin/tool"), "#!/bin/sh\necho tool\n").unwrap();
+    fs::set_permissions(
+        test.join("extra-dir/bin/tool"),
+        fs::Permissions::from_mode(perm | 0o100),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../motd", test.join("extra-dir/bin/motd")).unwrap();
+    let mut tarball = p6os_builder::tree::Tree::new();
+    let mut owned = p6os_builder::tree::Entry::file(b"owned by uid 1000\n".to_vec(), 0o640);
+    owned.uid = 1000;
+    owned.gid = 100;
+    owned.mtime = 1_600_000_000;
+    tarball.insert("home/user/owned", owned);
+    let mut tar = Vec::new();
+    tarball.write_tar(&mut tar).unwrap();
+    fs::write(test.join("extra.tar"), tar).unwrap();
+    fs::write(
+        test.join("extra.yaml"),
+        "name: extra\nsources:\n  - type: dir\n    path: extra-dir\n    target: /opt/extra\n  - type: tarball\n    path: extra.tar\n",
+    )
+    .unwrap();
+    let recipe = root.join("recipes/tiny.yaml");
+    let text = fs::read_to_string(&recipe).unwrap().replace(
+        "rootfs: squashfs",
+        "layers: [../images/test/extra.yaml]\nrootfs: squashfs",
+    );
+    fs::write(&recipe, text).unwrap();
     let agent_copy = root.join("p6os-agent");
     fs::copy(agent(), &agent_copy).unwrap();
     let stamp = filetime::FileTime::from_unix_time(mtime, 0);
@@ -58,12 +99,15 @@ fn copy_inputs(root: &Path, mtime: i64) -> (PathBuf, PathBuf) {
         stamp_all(&root.join(dir), stamp);
     }
     filetime::set_file_mtime(&agent_copy, stamp).unwrap();
-    (root.join("recipes/tiny.yaml"), agent_copy)
+    (recipe, agent_copy)
 }
 
 fn stamp_all(dir: &Path, t: filetime::FileTime) {
     for e in fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
+        if p.is_symlink() {
+            continue;
+        }
         if p.is_dir() {
             stamp_all(&p, t);
         }
@@ -83,15 +127,13 @@ fn builds() -> &'static Builds {
     B.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let mut images = Vec::new();
-        for (i, (sub, umask, mtime)) in [
-            ("one", "022", 1_000_000_000),
-            ("two/deeper", "077", 1_700_000_000),
-        ]
-        .iter()
-        .enumerate()
-        {
+        let variants = [
+            ("one", "022", 1_000_000_000, 0o644),
+            ("two/deeper", "077", 1_700_000_000, 0o600),
+        ];
+        for (i, (sub, umask, mtime, perm)) in variants.iter().enumerate() {
             let root = dir.path().join(sub);
-            let (recipe, agent) = copy_inputs(&root, *mtime);
+            let (recipe, agent) = copy_inputs(&root, *mtime, *perm);
             let out = root.join("out");
             let script =
                 format!("umask {umask} && exec \"$0\" build \"$1\" --out \"$2\" --agent \"$3\"");
@@ -146,6 +188,23 @@ fn layout_matches_golden_and_inspect_json() {
         );
     }
     insta::assert_snapshot!("gpt", gpt);
+    // GUIDs are UUID v5 of the recipe digest, not random.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(img.with_file_name("tiny-1.0.0.manifest.json")).unwrap())
+            .unwrap();
+    let digest = manifest["recipe_digest"].as_str().unwrap();
+    assert_eq!(
+        j["disk_guid"],
+        p6os_builder::image::derived_guid(digest, "disk").to_string()
+    );
+    for p in j["partitions"].as_array().unwrap() {
+        let label = p["label"].as_str().unwrap();
+        assert_eq!(
+            p["guid"],
+            p6os_builder::image::derived_guid(digest, label).to_string(),
+            "{label}"
+        );
+    }
     insta::assert_snapshot!(
         "entries",
         serde_json::to_string_pretty(&j["entries"]).unwrap()
@@ -186,6 +245,21 @@ fn layout_matches_golden_and_inspect_json() {
 #[test]
 fn standard_tools_find_no_problems() {
     let img = &builds().images[0];
+    let out = run(Command::new(P6OS).arg("inspect").arg(img).arg("--json"));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let part = |label: &str| {
+        let p = j["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["label"] == label)
+            .unwrap()
+            .clone();
+        (
+            p["first_lba"].as_u64().unwrap(),
+            p["last_lba"].as_u64().unwrap() - p["first_lba"].as_u64().unwrap() + 1,
+        )
+    };
     let v = Command::new("sgdisk")
         .arg("-v")
         .arg(img)
@@ -217,7 +291,7 @@ fn standard_tools_find_no_problems() {
         String::from_utf8_lossy(&f.stdout),
         String::from_utf8_lossy(&f.stderr)
     );
-    let state_offset = (2048u64 + 2 * 196608 + 131072) * 512;
+    let state_offset = part("p6os-state").0 * 512;
     let e = Command::new("e2fsck")
         .arg("-fn")
         .arg(format!("{}?offset={state_offset}", img.display()))
@@ -277,18 +351,20 @@ fn unknown_keys_and_missing_layers_are_all_reported() {
         "{err}"
     );
     assert!(err.contains("partitions: missing field `slot`"), "{err}");
-    // The missing layer is reported with the other problems once the shape is right.
+    assert!(
+        err.contains("bad.yaml:7:9: kernel: layer file")
+            && err.contains("no-such-kernel.yaml` not found"),
+        "{err}"
+    );
+    assert!(err.contains("3 problems found"), "{err}");
+    // Semantic problems are reported together too.
     let r = recipe_with(dir.path(), |t| {
         t.replace("debian-cloud.yaml", "no-such-kernel.yaml")
             .replace("boot:\n  tries: 3", "boot:\n  tries: 0")
     });
     let o = run(Command::new(P6OS).arg("validate").arg("recipe").arg(&r));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("bad.yaml:7:9: kernel: layer file")
-            && err.contains("no-such-kernel.yaml` not found"),
-        "{err}"
-    );
+    assert!(err.contains("bad.yaml:7:9: kernel: layer file"), "{err}");
     assert!(err.contains("boot.tries: must be at least 1"), "{err}");
     assert!(err.contains("2 problems found"), "{err}");
     assert!(build_fails(&r, &dir.path().join("out")).contains("no-such-kernel.yaml"));
@@ -364,7 +440,7 @@ fn builds_as_an_ordinary_user() {
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (recipe, agent) = copy_inputs(root, 1_000_000_000);
+    let (recipe, agent) = copy_inputs(root, 1_000_000_000, 0o664);
     let cache = root.join("cache");
     let home_cache = std::env::var_os("P6OS_CACHE")
         .map(PathBuf::from)
@@ -372,6 +448,9 @@ fn builds_as_an_ordinary_user() {
     if home_cache.join("blobs").is_dir() {
         copy_tree(&home_cache.join("blobs"), &cache.join("blobs"));
     }
+    // The checkout may sit in a directory nobody cannot enter (e.g. /root): run a copy.
+    let p6os = root.join("p6os");
+    fs::copy(P6OS, &p6os).unwrap();
     let chown = Command::new("chown")
         .args(["-R", "nobody:nogroup"])
         .arg(root)
@@ -382,7 +461,7 @@ fn builds_as_an_ordinary_user() {
     let out = root.join("out");
     let o = run(Command::new("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(P6OS)
+        .arg(&p6os)
         .arg("build")
         .arg(&recipe)
         .arg("--out")

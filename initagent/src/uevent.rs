@@ -1,4 +1,4 @@
-//! `/sys/class/block/*/uevent` parsing and lookup of partitions by GPT label.
+//! `/sys/class/block/*/uevent` parsing; what was seen of the block devices.
 //!
 //! Pure: the caller reads the files; this module only looks at their text.
 
@@ -39,6 +39,20 @@ impl Uevent {
     pub fn partname(&self) -> Option<&str> {
         self.get("PARTNAME")
     }
+
+    /// GPT partition UUID (PARTUUID), lowercase as the kernel writes it.
+    pub fn partuuid(&self) -> Option<&str> {
+        self.get("PARTUUID")
+    }
+}
+
+/// One entry of /sys/class/block.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockDevice {
+    pub uevent: Uevent,
+    /// For a partition, the kernel name of the disk holding it (its sysfs parent
+    /// directory, `!` turned back into `/`); None for whole disks.
+    pub disk: Option<String>,
 }
 
 fn is_safe_devname(name: &str) -> bool {
@@ -50,27 +64,14 @@ fn is_safe_devname(name: &str) -> bool {
             .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
-/// The device names carrying partition label `label`, sorted (the first is the one to use;
-/// more than one means the label is ambiguous, e.g. two P6OS disks attached).
-pub fn devnames_with_partname<'a>(devices: &'a [Uevent], label: &str) -> Vec<&'a str> {
-    let mut names: Vec<&str> = devices
-        .iter()
-        .filter(|d| d.partname() == Some(label))
-        .filter_map(Uevent::devname)
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    names
-}
-
 /// A one-line summary of what was seen, for the "not found" error:
 /// `vda, vda1 [p6os-esp], vda2 [p6os-root-a]`.
-pub fn describe(devices: &[Uevent]) -> String {
+pub fn describe(devices: &[BlockDevice]) -> String {
     let mut items: Vec<String> = devices
         .iter()
         .filter_map(|d| {
-            let name = d.devname()?;
-            Some(match d.partname() {
+            let name = d.uevent.devname()?;
+            Some(match d.uevent.partname() {
                 Some(label) => format!("{name} [{label}]"),
                 None => name.to_string(),
             })
@@ -89,7 +90,19 @@ pub fn describe_labels(labels: &[&str]) -> String {
     match labels {
         [] => "no partition".to_string(),
         [one] => format!("partition {one}"),
-        [init @ .., last] => format!("partitions {} and {last}", init.join(", ")),
+        _ => format!("partitions {}", join_and(labels)),
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+pub fn join_and<S: AsRef<str>>(items: &[S]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.as_ref().to_string(),
+        [init @ .., last] => {
+            let init: Vec<&str> = init.iter().map(AsRef::as_ref).collect();
+            format!("{} and {}", init.join(", "), last.as_ref())
+        }
     }
 }
 
@@ -126,10 +139,16 @@ mod tests {
     }
 
     #[test]
-    fn empty_partname_is_kept_but_matches_nothing_useful() {
+    fn empty_partname_is_kept() {
         let u = Uevent::parse("DEVNAME=sda1\nPARTNAME=\n");
         assert_eq!(u.partname(), Some(""));
-        assert!(devnames_with_partname(&[u], "p6os-state").is_empty());
+    }
+
+    #[test]
+    fn partuuid() {
+        let u = Uevent::parse(&format!("{PART}PARTUUID=5e7a3b4c-1d2e-4f60-8a9b-0c1d2e3f4a5b\n"));
+        assert_eq!(u.partuuid(), Some("5e7a3b4c-1d2e-4f60-8a9b-0c1d2e3f4a5b"));
+        assert_eq!(Uevent::parse(DISK).partuuid(), None);
     }
 
     #[test]
@@ -143,39 +162,24 @@ mod tests {
     }
 
     #[test]
-    fn finds_by_label() {
-        let devices: Vec<Uevent> = [
+    fn describes_what_was_seen() {
+        let devices: Vec<BlockDevice> = [
+            "DEVNAME=vda4\nPARTNAME=p6os-state\n",
             DISK,
             "DEVNAME=vda1\nPARTNAME=p6os-esp\n",
             PART,
             "DEVNAME=vda3\nPARTNAME=p6os-root-b\n",
-            "DEVNAME=vda4\nPARTNAME=p6os-state\n",
+            "MAJOR=1\n",
         ]
         .iter()
-        .map(|t| Uevent::parse(t))
+        .map(|t| BlockDevice {
+            uevent: Uevent::parse(t),
+            disk: None,
+        })
         .collect();
-        assert_eq!(devnames_with_partname(&devices, "p6os-root-a"), ["vda2"]);
-        assert_eq!(devnames_with_partname(&devices, "p6os-root-b"), ["vda3"]);
-        assert_eq!(devnames_with_partname(&devices, "p6os-state"), ["vda4"]);
-        assert!(devnames_with_partname(&devices, "p6os-root-c").is_empty());
         assert_eq!(
             describe(&devices),
             "vda, vda1 [p6os-esp], vda2 [p6os-root-a], vda3 [p6os-root-b], vda4 [p6os-state]"
-        );
-    }
-
-    #[test]
-    fn ambiguous_label_is_sorted() {
-        let devices: Vec<Uevent> = [
-            "DEVNAME=sdb4\nPARTNAME=p6os-state\n",
-            "DEVNAME=sda4\nPARTNAME=p6os-state\n",
-        ]
-        .iter()
-        .map(|t| Uevent::parse(t))
-        .collect();
-        assert_eq!(
-            devnames_with_partname(&devices, "p6os-state"),
-            ["sda4", "sdb4"]
         );
     }
 
@@ -188,6 +192,9 @@ mod tests {
             "partitions p6os-root-a and p6os-state"
         );
         assert_eq!(describe_labels(&["a", "b", "c"]), "partitions a, b and c");
+        assert_eq!(join_and::<&str>(&[]), "");
+        assert_eq!(join_and(&["sda"]), "sda");
+        assert_eq!(join_and(&["sda".to_string(), "sdb".to_string()]), "sda and sdb");
     }
 
     #[test]

@@ -291,20 +291,20 @@ fn report(ours: &[Sample], theirs: &[Sample]) {
     let n = ours.len();
     println!("\nassembling {RECIPE}: {n} runs each, interleaved, warm cache\n");
     println!("{:<8} {:>10} {:>14}", "run", "p6os (s)", "pipeline (s)");
-    let row = |what: &str, a: f64, b: f64| println!("{what:<8} {a:>10.3} {b:>14.3}");
+    let row = |what: &str, a: f64, b: f64, p: usize| println!("{what:<8} {a:>10.p$} {b:>14.p$}");
     for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
-        row(&(i + 1).to_string(), a.0, b.0);
+        row(&(i + 1).to_string(), a.0, b.0, 3);
     }
     let med = |f: fn(&Sample) -> Option<f64>| {
         let m = |s: &[Sample]| median(s.iter().filter_map(f).collect());
         (m(ours), m(theirs))
     };
     let (a, b) = med(|s| Some(s.0));
-    row("median", a, b);
+    row("median", a, b, 3);
     if ours[0].1.is_some() {
         let ((ca, cb), (ra, rb)) = (med(|s| Some(s.1?.0)), med(|s| Some(s.1?.1)));
-        row("CPU s", ca, cb);
-        row("RSS MiB", ra, rb);
+        row("CPU s", ca, cb, 3);
+        row("RSS MiB", ra, rb, 1);
         println!("(medians; RSS: peak of the largest single process, p6os or a tool it runs)");
     } else {
         println!("(CPU time and peak RSS not measured: install package `time` for {GNU_TIME})");

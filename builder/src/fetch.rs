@@ -129,7 +129,7 @@ pub enum Resolved {
 pub fn resolve_debian(spec: &str) -> Result<ResolvedPackage, FetchError> {
     let (name, _) = spec.split_once('=').unwrap_or((spec, ""));
     let out = Command::new("apt-cache")
-        .args(["show", "--no-all-versions", spec])
+        .args(["show", "--no-all-versions", "--", spec])
         .env("LC_ALL", "C")
         .output()
         .map_err(|e| FetchError::Apt {
@@ -166,6 +166,72 @@ pub fn resolve_debian(spec: &str) -> Result<ResolvedPackage, FetchError> {
     }
 }
 
+/// Debian package specs resolved up front, with one `apt-cache` run for all of them.
+#[derive(Debug, Clone, Default)]
+pub struct AptIndex(pub std::collections::BTreeMap<String, ResolvedPackage>);
+
+impl AptIndex {
+    /// Resolves every spec with a single `apt-cache show`; a spec it cannot match is left out
+    /// (resolving it alone later gives the precise error).
+    pub fn resolve(specs: &[&str]) -> AptIndex {
+        let mut index = AptIndex::default();
+        if specs.is_empty() {
+            return index;
+        }
+        let Ok(out) = Command::new("apt-cache")
+            .args(["show", "--no-all-versions", "--"])
+            .args(specs)
+            .env("LC_ALL", "C")
+            .output()
+        else {
+            return index;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        for para in text.split("\n\n") {
+            let field = |f: &str| {
+                para.lines()
+                    .find_map(|l| l.strip_prefix(f).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_string()))
+            };
+            let (Some(name), Some(version), Some(sha256)) = (field("Package"), field("Version"), field("SHA256")) else {
+                continue;
+            };
+            for spec in specs {
+                let matches = match spec.split_once('=') {
+                    Some((n, v)) => n == name && v == version,
+                    None => *spec == name,
+                };
+                if matches {
+                    let pkg = ResolvedPackage { name: name.clone(), version: version.clone(), sha256: sha256.clone() };
+                    index.0.insert(spec.to_string(), pkg);
+                }
+            }
+        }
+        index
+    }
+}
+
+/// The tree of a .deb, from the cache of unpacked trees (zstd, fast) or unpacked and cached.
+/// Keyed by the .deb's sha256; the cache is an accelerator, never required.
+pub fn cached_deb_tree(cache: &Cache, deb: &Path, sha256: &str) -> Result<Tree, FetchError> {
+    let cached = cache.root.join("trees").join(format!("{sha256}.tar.zst"));
+    if let Ok(bytes) = fs::read(&cached) {
+        if let Ok(tree) = zstd::stream::read::Decoder::new(bytes.as_slice()).and_then(Tree::from_tar) {
+            return Ok(tree);
+        }
+    }
+    let tree = deb_tree(deb)?;
+    let store = || -> io::Result<()> {
+        fs::create_dir_all(cached.parent().expect("has a parent"))?;
+        let tmp = cached.with_extension("tmp");
+        let mut enc = zstd::stream::write::Encoder::new(fs::File::create(&tmp)?, 3)?;
+        tree.write_tar(&mut enc)?;
+        enc.finish()?.sync_all()?;
+        fs::rename(&tmp, &cached)
+    };
+    let _ = store();
+    Ok(tree)
+}
+
 /// The .deb for `pkg`, from the cache or downloaded with `apt-get download` and checked.
 pub fn fetch_deb(cache: &Cache, pkg: &ResolvedPackage) -> Result<PathBuf, FetchError> {
     if let Some(p) = cache.get(&pkg.sha256) {
@@ -174,7 +240,7 @@ pub fn fetch_deb(cache: &Cache, pkg: &ResolvedPackage) -> Result<PathBuf, FetchE
     let tmp = tempfile::tempdir().map_err(io_err(Path::new("temporary directory")))?;
     let spec = format!("{}={}", pkg.name, pkg.version);
     let out = Command::new("apt-get")
-        .args(["download", "-q", &spec])
+        .args(["download", "-q", "--", &spec])
         .current_dir(tmp.path())
         .env("LC_ALL", "C")
         .output()
@@ -252,6 +318,7 @@ pub fn decompressor<'a>(data: &'a [u8]) -> io::Result<Box<dyn Read + 'a>> {
 /// Fetches and reads one source; `dir` is the layer file's directory.
 pub fn load_source(
     cache: &Cache,
+    apt: &AptIndex,
     dir: &Path,
     source: &Source,
 ) -> Result<(Tree, Resolved), FetchError> {
@@ -260,9 +327,12 @@ pub fn load_source(
             let mut tree = Tree::new();
             let mut resolved = Vec::new();
             for spec in packages {
-                let pkg = resolve_debian(spec)?;
+                let pkg = match apt.0.get(spec) {
+                    Some(p) => p.clone(),
+                    None => resolve_debian(spec)?,
+                };
                 let deb = fetch_deb(cache, &pkg)?;
-                tree.merge(&deb_tree(&deb)?);
+                tree.merge(&cached_deb_tree(cache, &deb, &pkg.sha256)?);
                 resolved.push(pkg);
             }
             Ok((tree, Resolved::Debian { packages: resolved }))
@@ -454,8 +524,8 @@ mod tests {
         let cache = Cache {
             root: a.path().join("cache-unused"),
         };
-        let (ta, ra) = load_source(&cache, Path::new("/"), &src(a.path())).unwrap();
-        let (tb, rb) = load_source(&cache, Path::new("/"), &src(b.path())).unwrap();
+        let (ta, ra) = load_source(&cache, &AptIndex::default(), Path::new("/"), &src(a.path())).unwrap();
+        let (tb, rb) = load_source(&cache, &AptIndex::default(), Path::new("/"), &src(b.path())).unwrap();
         assert_eq!(ta, tb);
         assert_eq!(ra, rb);
         assert_eq!(ta.get("opt/etc/motd").unwrap().mode, 0o644);
@@ -481,13 +551,13 @@ mod tests {
             url: None,
             sha256: Some(sha256_bytes(&tar)),
         };
-        assert_eq!(load_source(&cache, d.path(), &good).unwrap().0, t);
+        assert_eq!(load_source(&cache, &AptIndex::default(), d.path(), &good).unwrap().0, t);
         let bad = Source::Tarball {
             path: Some("l.tar".into()),
             url: None,
             sha256: Some("0".repeat(64)),
         };
-        let err = load_source(&cache, d.path(), &bad).unwrap_err();
+        let err = load_source(&cache, &AptIndex::default(), d.path(), &bad).unwrap_err();
         assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
         // By URL (file://), the download lands in the cache under its digest.
         let url = Source::Tarball {
@@ -495,7 +565,7 @@ mod tests {
             url: Some(format!("file://{}", d.path().join("l.tar").display())),
             sha256: Some(sha256_bytes(&tar)),
         };
-        assert_eq!(load_source(&cache, d.path(), &url).unwrap().0, t);
+        assert_eq!(load_source(&cache, &AptIndex::default(), d.path(), &url).unwrap().0, t);
         assert!(cache.get(&sha256_bytes(&tar)).is_some());
     }
 

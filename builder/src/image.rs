@@ -91,12 +91,12 @@ struct LoadedLayer<'a> {
     sources: Vec<Resolved>,
 }
 
-fn load_layer<'a>(layer: &'a Layer, cache: &Cache) -> Result<LoadedLayer<'a>, BuildError> {
+fn load_layer<'a>(layer: &'a Layer, cache: &Cache, apt: &fetch::AptIndex) -> Result<LoadedLayer<'a>, BuildError> {
     let dir = layer.file.parent().unwrap_or(Path::new("."));
     let mut tree = Tree::new();
     let mut sources = Vec::new();
     for s in &layer.def.sources {
-        let (t, r) = fetch::load_source(cache, dir, s).map_err(|source| BuildError::Fetch {
+        let (t, r) = fetch::load_source(cache, apt, dir, s).map_err(|source| BuildError::Fetch {
             layer: layer.def.name.clone(),
             file: layer.file.display().to_string(),
             source,
@@ -190,16 +190,27 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
     })?;
     let agent_sha256 = sha256_bytes(&agent);
 
+    let specs: Vec<&str> = recipe
+        .layers
+        .iter()
+        .chain(std::iter::once(&recipe.bootloader))
+        .flat_map(|l| &l.def.sources)
+        .flat_map(|s| match s {
+            crate::recipe::Source::Debian { packages } => packages.iter().map(String::as_str).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let apt = fetch::AptIndex::resolve(&specs);
     let mut loaded = Vec::new();
     for layer in &recipe.layers {
         say(&format!("layer {} ({})", layer.def.name, layer.reference));
-        loaded.push(load_layer(layer, &opts.cache)?);
+        loaded.push(load_layer(layer, &opts.cache, &apt)?);
     }
     say(&format!(
         "layer {} ({})",
         recipe.bootloader.def.name, recipe.bootloader.reference
     ));
-    let boot = load_layer(&recipe.bootloader, &opts.cache)?;
+    let boot = load_layer(&recipe.bootloader, &opts.cache, &apt)?;
     let efi = file_data(&boot.tree, BOOTLOADER_EFI).ok_or(BuildError::NoBootloader)?;
 
     let records: Vec<LayerRecord> = loaded.iter().map(record).collect();

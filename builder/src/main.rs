@@ -117,7 +117,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let progress: Box<dyn Fn(&str)> = if quiet {
                 Box::new(|_| {})
             } else {
-                Box::new(|s| eprintln!("p6os: {s}"))
+                let start = std::time::Instant::now();
+                Box::new(move |s| eprintln!("p6os: [{:5.1}s] {s}", start.elapsed().as_secs_f64()))
             };
             let opts = image::BuildOptions {
                 out_dir: out,

@@ -40,7 +40,7 @@ pub fn build(tree: &Tree, format: RootFsFormat, out: &Path) -> Result<(), RootFs
             c.arg("-")
                 .arg(out)
                 .args(["-tar", "-noappend", "-quiet", "-no-progress"]);
-            c.args(["-comp", "zstd", "-Xcompression-level", "15", "-b", "256K"]);
+            c.args(["-comp", "zstd", "-Xcompression-level", "6", "-b", "256K"]);
             c.args(["-root-mode", "0755", "-root-uid", "0", "-root-gid", "0"]);
             // bookworm's mksquashfs ignores -root-time in -tar mode (the root got the wall clock);
             // SOURCE_DATE_EPOCH is honoured but sets every timestamp: use the newest input's.

@@ -108,7 +108,7 @@ pub fn sha256_bytes(data: &[u8]) -> String {
 }
 
 /// A Debian package resolved by apt: exact version and the archive's sha256.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResolvedPackage {
     pub name: String,
     pub version: String,
@@ -178,21 +178,55 @@ impl AptIndex {
         if specs.is_empty() {
             return index;
         }
+        index.query(specs);
+        index
+    }
+
+    /// Like [`AptIndex::resolve`], remembering the answer in the cache under a key made of the
+    /// specs and the state of apt's configuration and package lists (paths, sizes, mtimes): while
+    /// apt would answer the same, it is not asked again.
+    pub fn resolve_cached(cache: &Cache, specs: &[&str]) -> AptIndex {
+        let Some(key) = apt_state_key(specs) else {
+            return AptIndex::resolve(specs);
+        };
+        let file = cache.root.join("apt").join(format!("{key}.json"));
+        if let Ok(map) = fs::read(&file)
+            .map_err(|_| ())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|_| ()))
+        {
+            return AptIndex(map);
+        }
+        let index = AptIndex::resolve(specs);
+        if index.0.len() == specs.len() {
+            let _ = fs::create_dir_all(file.parent().expect("has a parent")).and_then(|_| {
+                fs::write(&file, serde_json::to_vec(&index.0).expect("serializable"))
+            });
+        }
+        index
+    }
+
+    fn query(&mut self, specs: &[&str]) {
+        let index = self;
         let Ok(out) = Command::new("apt-cache")
             .args(["show", "--no-all-versions", "--"])
             .args(specs)
             .env("LC_ALL", "C")
             .output()
         else {
-            return index;
+            return;
         };
         let text = String::from_utf8_lossy(&out.stdout);
         for para in text.split("\n\n") {
             let field = |f: &str| {
-                para.lines()
-                    .find_map(|l| l.strip_prefix(f).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_string()))
+                para.lines().find_map(|l| {
+                    l.strip_prefix(f)
+                        .and_then(|r| r.strip_prefix(':'))
+                        .map(|v| v.trim().to_string())
+                })
             };
-            let (Some(name), Some(version), Some(sha256)) = (field("Package"), field("Version"), field("SHA256")) else {
+            let (Some(name), Some(version), Some(sha256)) =
+                (field("Package"), field("Version"), field("SHA256"))
+            else {
                 continue;
             };
             for spec in specs {
@@ -201,13 +235,61 @@ impl AptIndex {
                     None => *spec == name,
                 };
                 if matches {
-                    let pkg = ResolvedPackage { name: name.clone(), version: version.clone(), sha256: sha256.clone() };
+                    let pkg = ResolvedPackage {
+                        name: name.clone(),
+                        version: version.clone(),
+                        sha256: sha256.clone(),
+                    };
                     index.0.insert(spec.to_string(), pkg);
                 }
             }
         }
-        index
     }
+}
+
+/// A digest of what apt's answers depend on, or `None` when it cannot be read.
+fn apt_state_key(specs: &[&str]) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = Sha256::new();
+    for spec in specs {
+        h.update(spec.as_bytes());
+        h.update(b"\0");
+    }
+    let dirs = [
+        "/var/lib/apt/lists",
+        "/etc/apt/sources.list.d",
+        "/etc/apt/preferences.d",
+        "/etc/apt/apt.conf.d",
+    ];
+    let files = [
+        "/etc/apt/sources.list",
+        "/etc/apt/preferences",
+        "/var/lib/dpkg/arch",
+    ];
+    let mut paths: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
+    for d in dirs {
+        if let Ok(rd) = fs::read_dir(d) {
+            paths.extend(rd.filter_map(Result::ok).map(|e| e.path()));
+        }
+    }
+    paths.sort();
+    let mut lists = 0;
+    for p in paths {
+        if let Ok(m) = fs::metadata(&p) {
+            lists += usize::from(p.starts_with("/var/lib/apt/lists"));
+            h.update(
+                format!(
+                    "{}\0{}\0{}\0{}\n",
+                    p.display(),
+                    m.len(),
+                    m.mtime(),
+                    m.mtime_nsec()
+                )
+                .as_bytes(),
+            );
+        }
+    }
+    (lists > 0).then(|| hex::encode(h.finalize()))
 }
 
 /// The tree of a .deb, from the cache of unpacked trees (zstd, fast) or unpacked and cached.
@@ -215,7 +297,9 @@ impl AptIndex {
 pub fn cached_deb_tree(cache: &Cache, deb: &Path, sha256: &str) -> Result<Tree, FetchError> {
     let cached = cache.root.join("trees").join(format!("{sha256}.tar.zst"));
     if let Ok(bytes) = fs::read(&cached) {
-        if let Ok(tree) = zstd::stream::read::Decoder::new(bytes.as_slice()).and_then(Tree::from_tar) {
+        if let Ok(tree) =
+            zstd::stream::read::Decoder::new(bytes.as_slice()).and_then(Tree::from_tar)
+        {
             return Ok(tree);
         }
     }
@@ -524,8 +608,10 @@ mod tests {
         let cache = Cache {
             root: a.path().join("cache-unused"),
         };
-        let (ta, ra) = load_source(&cache, &AptIndex::default(), Path::new("/"), &src(a.path())).unwrap();
-        let (tb, rb) = load_source(&cache, &AptIndex::default(), Path::new("/"), &src(b.path())).unwrap();
+        let (ta, ra) =
+            load_source(&cache, &AptIndex::default(), Path::new("/"), &src(a.path())).unwrap();
+        let (tb, rb) =
+            load_source(&cache, &AptIndex::default(), Path::new("/"), &src(b.path())).unwrap();
         assert_eq!(ta, tb);
         assert_eq!(ra, rb);
         assert_eq!(ta.get("opt/etc/motd").unwrap().mode, 0o644);
@@ -551,7 +637,12 @@ mod tests {
             url: None,
             sha256: Some(sha256_bytes(&tar)),
         };
-        assert_eq!(load_source(&cache, &AptIndex::default(), d.path(), &good).unwrap().0, t);
+        assert_eq!(
+            load_source(&cache, &AptIndex::default(), d.path(), &good)
+                .unwrap()
+                .0,
+            t
+        );
         let bad = Source::Tarball {
             path: Some("l.tar".into()),
             url: None,
@@ -565,7 +656,12 @@ mod tests {
             url: Some(format!("file://{}", d.path().join("l.tar").display())),
             sha256: Some(sha256_bytes(&tar)),
         };
-        assert_eq!(load_source(&cache, &AptIndex::default(), d.path(), &url).unwrap().0, t);
+        assert_eq!(
+            load_source(&cache, &AptIndex::default(), d.path(), &url)
+                .unwrap()
+                .0,
+            t
+        );
         assert!(cache.get(&sha256_bytes(&tar)).is_some());
     }
 

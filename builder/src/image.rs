@@ -91,16 +91,21 @@ struct LoadedLayer<'a> {
     sources: Vec<Resolved>,
 }
 
-fn load_layer<'a>(layer: &'a Layer, cache: &Cache, apt: &fetch::AptIndex) -> Result<LoadedLayer<'a>, BuildError> {
+fn load_layer<'a>(
+    layer: &'a Layer,
+    cache: &Cache,
+    apt: &fetch::AptIndex,
+) -> Result<LoadedLayer<'a>, BuildError> {
     let dir = layer.file.parent().unwrap_or(Path::new("."));
     let mut tree = Tree::new();
     let mut sources = Vec::new();
     for s in &layer.def.sources {
-        let (t, r) = fetch::load_source(cache, apt, dir, s).map_err(|source| BuildError::Fetch {
-            layer: layer.def.name.clone(),
-            file: layer.file.display().to_string(),
-            source,
-        })?;
+        let (t, r) =
+            fetch::load_source(cache, apt, dir, s).map_err(|source| BuildError::Fetch {
+                layer: layer.def.name.clone(),
+                file: layer.file.display().to_string(),
+                source,
+            })?;
         tree.merge(&t);
         sources.push(r);
     }
@@ -196,11 +201,13 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
         .chain(std::iter::once(&recipe.bootloader))
         .flat_map(|l| &l.def.sources)
         .flat_map(|s| match s {
-            crate::recipe::Source::Debian { packages } => packages.iter().map(String::as_str).collect(),
+            crate::recipe::Source::Debian { packages } => {
+                packages.iter().map(String::as_str).collect()
+            }
             _ => Vec::new(),
         })
         .collect();
-    let apt = fetch::AptIndex::resolve(&specs);
+    let apt = fetch::AptIndex::resolve_cached(&opts.cache, &specs);
     let mut loaded = Vec::new();
     for layer in &recipe.layers {
         say(&format!("layer {} ({})", layer.def.name, layer.reference));

@@ -11,13 +11,16 @@ use std::io;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::bootdisk::{self, Choice, Failure, Outcome, Request};
 use crate::cli::VERSION;
 use crate::cmdline::{Cmdline, CmdlineError};
+use crate::efivar::{self, Lookup};
+use crate::loader;
 use crate::log;
 use crate::modules;
 use crate::plan::{self, Source, Step};
 use crate::sys::{self, ModuleLoad};
-use crate::uevent;
+use crate::uevent::{self, BlockDevice};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -54,6 +57,8 @@ pub enum BootError {
         waited_secs: u64,
         seen: String,
     },
+    #[error("{0}")]
+    AmbiguousBootDisk(String),
     #[error("partition {0} is mounted before it was looked up")]
     Unresolved(String),
     #[error("{what} {path} not found in the slot root")]
@@ -86,6 +91,9 @@ pub fn run(init_args: &[String]) -> Result<Infallible, BootError> {
     if !sys::is_pid1() {
         return Err(BootError::NotPid1);
     }
+    // The initramfs may bring its own /dev/kmsg node: then even the lines before devtmpfs
+    // is mounted reach the kernel log. If not, they are kept until it can be opened below.
+    let _ = log::attach_kmsg();
     info!(
         "initramfs stage, version {VERSION} (kernel uptime {} ms)",
         sys::uptime_ms()
@@ -150,6 +158,11 @@ struct Executor {
     /// Partition label -> device path, filled by WaitForPartitions.
     devices: HashMap<String, String>,
     saved_devkmsg: Option<String>,
+    /// PARTUUID of the partition the boot loader came from, filled by ReadLoaderVariables.
+    boot_part_uuid: Option<String>,
+    /// Disk -> `(partition number, PARTUUID)` from its GPT, read once per disk (empty if
+    /// it could not be read).
+    gpt_part_uuids: HashMap<String, Vec<(u32, String)>>,
 }
 
 impl Executor {
@@ -182,6 +195,7 @@ impl Executor {
                 info!("{}", plan::describe_mount(m, &device));
             }
             Step::LoadModules { paths } => load_modules(paths),
+            Step::ReadLoaderVariables => self.read_loader_variables(),
             Step::WaitForPartitions { labels, timeout } => {
                 self.wait_for_partitions(labels, *timeout)?;
             }
@@ -238,60 +252,141 @@ impl Executor {
         Ok(())
     }
 
+    fn read_loader_variables(&mut self) {
+        loader::ensure_efivarfs();
+        let vars = loader::read_all();
+        info!("{}", efivar::describe_entry(&vars.entry));
+        match &vars.device_part_uuid {
+            Lookup::Found(uuid) => self.boot_part_uuid = Some(uuid.clone()),
+            Lookup::Absent => {}
+            other => warn!(
+                "{}; choosing the boot disk without it",
+                other
+                    .problem(efivar::LOADER_DEVICE_PART_UUID)
+                    .unwrap_or_default()
+            ),
+        }
+    }
+
+    /// Polls until `bootdisk::choose` settles on a disk whose partitions have device nodes.
     fn wait_for_partitions(
         &mut self,
         labels: &[String],
         timeout: Duration,
     ) -> Result<(), BootError> {
         let start = Instant::now();
-        let mut announced = false;
+        let mut announced = String::new();
         loop {
-            let devices = sys::scan_block_devices();
-            let mut found = Vec::new();
-            let mut missing = Vec::new();
-            for label in labels {
-                let names = uevent::devnames_with_partname(&devices, label);
-                // The sysfs entry appears just before devtmpfs creates the node.
-                match names.first().map(|n| format!("/dev/{n}")) {
-                    Some(path) if sys::exists_no_follow(&path) => {
-                        found.push((label, path, names.len()))
-                    }
-                    _ => missing.push(label.as_str()),
-                }
+            let timed_out = start.elapsed() >= timeout;
+            let mut devices = sys::scan_block_devices();
+            if self.boot_part_uuid.is_some() {
+                self.add_part_uuids_from_gpt(&mut devices, labels);
             }
-            if missing.is_empty() {
-                let mut summary = Vec::new();
-                for (label, path, count) in found {
-                    if count > 1 {
-                        warn!("{count} partitions are labelled {label}; using {path}");
+            let request = Request {
+                labels,
+                boot_part_uuid: self.boot_part_uuid.as_deref(),
+                timed_out,
+            };
+            let awaited = match bootdisk::choose(&devices, &request) {
+                Outcome::Chosen(choice) => {
+                    // The sysfs entry appears just before devtmpfs creates the node.
+                    let absent: Vec<String> = choice
+                        .partitions
+                        .iter()
+                        .map(|(_, name)| format!("/dev/{name}"))
+                        .filter(|path| !sys::exists_no_follow(path))
+                        .collect();
+                    if absent.is_empty() {
+                        self.use_disk(choice, start);
+                        return Ok(());
                     }
-                    summary.push(format!("{label} at {path}"));
-                    self.devices.insert(label.clone(), path);
+                    let plural = if absent.len() == 1 { "" } else { "s" };
+                    let nodes = format!("device node{plural} {}", uevent::join_and(&absent));
+                    if timed_out {
+                        return Err(BootError::PartitionsNotFound {
+                            missing: nodes,
+                            waited_secs: timeout.as_secs(),
+                            seen: uevent::describe(&devices),
+                        });
+                    }
+                    nodes
                 }
-                info!(
-                    "found {} after {} ms",
-                    summary.join(", "),
-                    start.elapsed().as_millis()
-                );
-                return Ok(());
-            }
-            if start.elapsed() >= timeout {
+                Outcome::Wait(wait) => wait.to_string(),
+                Outcome::Failed(Failure::NotFound(missing)) => {
+                    return Err(BootError::PartitionsNotFound {
+                        missing,
+                        waited_secs: timeout.as_secs(),
+                        seen: uevent::describe(&devices),
+                    })
+                }
+                Outcome::Failed(Failure::Ambiguous(message)) => {
+                    return Err(BootError::AmbiguousBootDisk(message))
+                }
+            };
+            if timed_out {
+                // `choose` decides once timed out; this is only a safety net.
                 return Err(BootError::PartitionsNotFound {
-                    missing: uevent::describe_labels(&missing),
+                    missing: awaited,
                     waited_secs: timeout.as_secs(),
                     seen: uevent::describe(&devices),
                 });
             }
-            if !announced {
-                info!(
-                    "waiting up to {} s for {}",
-                    timeout.as_secs(),
-                    missing.join(", ")
-                );
-                announced = true;
+            if awaited != announced {
+                info!("waiting up to {} s for {awaited}", timeout.as_secs());
+                announced = awaited;
             }
             thread::sleep(POLL_INTERVAL);
         }
+    }
+
+    /// Kernels before 6.13 have no PARTUUID in uevent files: read it from the GPT of the
+    /// disks that matter (those holding a wanted label).
+    fn add_part_uuids_from_gpt(&mut self, devices: &mut [BlockDevice], labels: &[String]) {
+        for disk in bootdisk::disks_without_part_uuids(devices, labels) {
+            if !self.gpt_part_uuids.contains_key(&disk) {
+                match sys::read_gpt_part_uuids(&disk) {
+                    Ok(uuids) => {
+                        self.gpt_part_uuids.insert(disk.clone(), uuids);
+                    }
+                    // No device node yet: next time.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    // Not again: a failing disk must not be read every poll.
+                    Err(e) => {
+                        warn!("cannot read the partition table of /dev/{disk}: {e}");
+                        self.gpt_part_uuids.insert(disk.clone(), Vec::new());
+                    }
+                }
+            }
+            if let Some(uuids) = self.gpt_part_uuids.get(&disk) {
+                bootdisk::apply_gpt(devices, &disk, uuids);
+            }
+        }
+    }
+
+    fn use_disk(&mut self, choice: Choice, start: Instant) {
+        for warning in &choice.warnings {
+            warn!("{warning}");
+        }
+        info!("{}", choice.describe());
+        if !choice.ignored.is_empty() {
+            let labels: Vec<&str> = choice.partitions.iter().map(|(l, _)| l.as_str()).collect();
+            warn!(
+                "not using {} on {}",
+                uevent::join_and(&labels),
+                uevent::join_and(&choice.ignored)
+            );
+        }
+        let mut summary = Vec::new();
+        for (label, name) in choice.partitions {
+            let path = format!("/dev/{name}");
+            summary.push(format!("{label} at {path}"));
+            self.devices.insert(label, path);
+        }
+        info!(
+            "found {} after {} ms",
+            summary.join(", "),
+            start.elapsed().as_millis()
+        );
     }
 }
 

@@ -1,16 +1,21 @@
 //! `p6os-agent`: `/init` of the P6OS initramfs, then PID 1 of the minimal base.
 //!
-//! Pure core (`cli`, `cmdline`, `uevent`, `modules`, `manifest`, `mountinfo`, `plan`,
-//! `policy`), thin shell (`sys` does syscalls; `boot` and `service` run the plans;
-//! `fatal` turns errors and panics into a logged reboot).
+//! Pure core (`cli`, `cmdline`, `uevent`, `bootdisk`, `efivar`, `gpt`, `modules`,
+//! `manifest`, `mountinfo`, `plan`, `policy`), thin shell (`sys` does syscalls; `loader`
+//! reads the boot loader's EFI variables; `boot` and `service` run the plans; `fatal`
+//! turns errors and panics into a logged reboot).
 
 #[macro_use]
 mod log;
 
 mod boot;
+mod bootdisk;
 mod cli;
 mod cmdline;
+mod efivar;
 mod fatal;
+mod gpt;
+mod loader;
 mod manifest;
 mod modules;
 mod mountinfo;

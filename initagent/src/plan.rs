@@ -8,6 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::cmdline::Cmdline;
+use crate::efivar::EFIVARS_DIR;
 
 /// Where the slot root is mounted before switch_root.
 pub const SYSROOT: &str = "/sysroot";
@@ -107,7 +108,11 @@ pub enum Step {
     LoadModules {
         paths: Vec<String>,
     },
-    /// Poll sysfs until every label has a device node, or fail after `timeout`.
+    /// Mount efivarfs if needed (`plan_efivarfs`; failures are warnings), log the boot
+    /// entry the boot loader selected and keep its boot partition for `WaitForPartitions`.
+    ReadLoaderVariables,
+    /// Poll sysfs until one disk holds every label (`bootdisk::choose`, preferring the boot
+    /// disk) and the partitions have device nodes, or fail after `timeout`.
     WaitForPartitions {
         labels: Vec<String>,
         timeout: Duration,
@@ -185,6 +190,39 @@ fn tmp_mount() -> Step {
     api_mount("tmpfs", "/tmp", &[Flag::NoSuid, Flag::NoDev], "mode=1777")
 }
 
+/// efivarfs, read-only: the agent only reads the boot loader's variables (whatever
+/// needs to write them can remount it read-write).
+pub fn efivarfs_mount() -> Mount {
+    Mount {
+        role: Role::Api,
+        source: Source::Named("efivarfs"),
+        target: EFIVARS_DIR.to_string(),
+        fstype: "efivarfs",
+        flags: vec![Flag::ReadOnly, Flag::NoSuid, Flag::NoDev, Flag::NoExec],
+        data: String::new(),
+    }
+}
+
+/// What to do about efivarfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Efivarfs {
+    /// No efivars directory in sysfs: not booted through UEFI (or no runtime services).
+    NotUefi,
+    AlreadyMounted,
+    Mount(Mount),
+}
+
+/// Mount efivarfs unless it is mounted or the machine did not boot through UEFI.
+pub fn plan_efivarfs(mount_points: &[String], efivars_dir_exists: bool) -> Efivarfs {
+    if mount_points.iter().any(|m| m == EFIVARS_DIR) {
+        Efivarfs::AlreadyMounted
+    } else if !efivars_dir_exists {
+        Efivarfs::NotUefi
+    } else {
+        Efivarfs::Mount(efivarfs_mount())
+    }
+}
+
 /// First steps of the initramfs stage, before anything can be read or logged to kmsg.
 pub fn plan_early() -> Vec<Step> {
     vec![
@@ -211,6 +249,8 @@ pub fn plan_boot(cmdline: &Cmdline, modules: &[String], init_args: &[String]) ->
             paths: modules.to_vec(),
         });
     }
+    // After the modules: efivarfs may be one.
+    steps.push(Step::ReadLoaderVariables);
     steps.push(Step::WaitForPartitions {
         labels: vec![root_label.clone(), STATE_PARTLABEL.to_string()],
         timeout: cmdline.rootwait,
@@ -321,6 +361,7 @@ mod tests {
             });
         }
         steps.extend([
+            Step::ReadLoaderVariables,
             Step::WaitForPartitions {
                 labels: vec![root.clone(), "p6os-state".into()],
                 timeout: Duration::from_secs(30),
@@ -483,6 +524,36 @@ mod tests {
             ])
         );
         assert_eq!(plan_service_mounts(&[]).len(), 5);
+    }
+
+    #[test]
+    fn efivarfs_only_where_needed() {
+        let mounted = strings(&["/", "/sys", "/sys/firmware/efi/efivars"]);
+        assert_eq!(plan_efivarfs(&mounted, true), Efivarfs::AlreadyMounted);
+        assert_eq!(plan_efivarfs(&mounted, false), Efivarfs::AlreadyMounted);
+        let bare = strings(&["/", "/sys"]);
+        assert_eq!(plan_efivarfs(&bare, false), Efivarfs::NotUefi);
+        assert_eq!(plan_efivarfs(&[], false), Efivarfs::NotUefi);
+        let Efivarfs::Mount(m) = plan_efivarfs(&bare, true) else {
+            panic!("expected a mount");
+        };
+        assert_eq!(
+            describe_mount(&m, "efivarfs"),
+            "mounted efivarfs on /sys/firmware/efi/efivars (efivarfs, ro,nosuid,nodev,noexec)"
+        );
+    }
+
+    #[test]
+    fn loader_variables_are_read_after_modules_and_before_partitions() {
+        let plan = plan_boot(
+            &cmdline(Slot::A, RootFsType::Squashfs),
+            &strings(&["/lib/modules/k/efivarfs.ko"]),
+            &[],
+        );
+        let read = plan.iter().position(|s| *s == Step::ReadLoaderVariables);
+        assert_eq!(read, Some(1));
+        assert!(matches!(plan[0], Step::LoadModules { .. }));
+        assert!(matches!(plan[2], Step::WaitForPartitions { .. }));
     }
 
     #[test]

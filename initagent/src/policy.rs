@@ -1,6 +1,7 @@
-//! Decisions of the PID-1 service mode: what a signal means, when to respawn the shell.
+//! Decisions of the PID-1 service mode: what a signal means, when to respawn the shell,
+//! how the system announces it is up.
 //!
-//! Pure: signal numbers and durations in, decisions out.
+//! Pure: signal numbers, durations and values in, decisions and text out.
 
 use std::time::Duration;
 
@@ -94,9 +95,32 @@ pub fn describe_wait_status(status: i32) -> String {
     }
 }
 
+/// The line announcing that the system is up (after the `p6os-agent: ` prefix):
+/// `ready slot=a version=1.0.0 entry=p6os-1.0.0-a.conf`. Unknown values are `unknown`;
+/// the entry comes last, so a name with spaces cannot be mistaken for another field.
+pub fn ready_line(slot: &str, version: &str, entry: Option<&str>) -> String {
+    format!(
+        "ready slot={slot} version={version} entry={}",
+        entry.unwrap_or("unknown")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ready_lines() {
+        assert_eq!(
+            ready_line("a", "1.0.0", Some("p6os-1.0.0-a.conf")),
+            "ready slot=a version=1.0.0 entry=p6os-1.0.0-a.conf"
+        );
+        assert_eq!(
+            ready_line("unknown", "unknown", None),
+            "ready slot=unknown version=unknown entry=unknown"
+        );
+        assert!(ready_line("b", "2.0", None).starts_with("ready slot=b version=2.0 "));
+    }
 
     #[test]
     fn signal_mapping() {

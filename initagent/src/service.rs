@@ -1,6 +1,7 @@
 //! Service mode: PID 1 of the minimal base after switch_root (or `p6os-agent service`).
-//! Mounts what is missing, announces `ready`, keeps a shell on the serial console,
-//! reaps every child and shuts down on busybox's reboot/poweroff signals.
+//! Mounts what is missing, announces `ready` (slot, version, boot entry), keeps a shell
+//! on the serial console, reaps every child and shuts down on busybox's reboot/poweroff
+//! signals.
 //!
 //! Not PID 1 (a test run): no mounts, no kill(-1), no reboot; a shutdown signal only
 //! stops the shell and exits.
@@ -12,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use crate::cli::VERSION;
 use crate::cmdline;
+use crate::efivar::{self, Lookup};
 use crate::fatal;
+use crate::loader;
 use crate::log;
 use crate::manifest::{Manifest, MANIFEST_PATH};
 use crate::mountinfo;
@@ -51,7 +54,9 @@ pub fn run() -> i32 {
             " (not pid 1: no mounts, no reboot)"
         }
     );
-    info!("ready slot={} version={}", read_slot(), read_version());
+    let (slot, version) = (read_slot(), read_version());
+    let entry = read_entry(pid1);
+    info!("{}", policy::ready_line(&slot, &version, entry.value()));
     if pid1 {
         if let Err(e) = sys::disable_ctrl_alt_del() {
             warn!("cannot route ctrl-alt-del to pid 1: {e}");
@@ -94,6 +99,21 @@ fn read_slot() -> String {
             "unknown".to_string()
         }
     }
+}
+
+/// `LoaderEntrySelected` again (efivarfs moved here with /sys; as PID 1 it is mounted
+/// if it is not). Absence is normal (direct kernel boot); other problems are warnings.
+fn read_entry(pid1: bool) -> Lookup {
+    if pid1 {
+        loader::ensure_efivarfs();
+    }
+    let entry = loader::read_entry();
+    if matches!(entry, Lookup::Invalid | Lookup::Unreadable(_)) {
+        if let Some(problem) = entry.problem(efivar::LOADER_ENTRY_SELECTED) {
+            warn!("{problem}");
+        }
+    }
+    entry
 }
 
 fn read_version() -> String {

@@ -3,8 +3,8 @@
 
 use std::ffi::CString;
 use std::fs::{self, DirBuilder};
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
@@ -13,10 +13,11 @@ use std::time::Duration;
 use rustix::mount::{MountFlags, UnmountFlags};
 use rustix::system::RebootCommand;
 
+use crate::gpt;
 use crate::modules;
 use crate::plan::{Flag, Mount};
 use crate::policy::Shutdown;
-use crate::uevent::Uevent;
+use crate::uevent::{BlockDevice, Uevent};
 
 pub fn is_pid1() -> bool {
     std::process::id() == 1
@@ -87,16 +88,77 @@ pub fn load_module(path: &str) -> io::Result<ModuleLoad> {
     }
 }
 
-/// The uevent files of all block devices (unreadable ones are skipped).
-pub fn scan_block_devices() -> Vec<Uevent> {
+/// The block devices in /sys/class/block: uevent files (unreadable ones are skipped) and,
+/// for partitions, the disk holding them.
+pub fn scan_block_devices() -> Vec<BlockDevice> {
     let Ok(entries) = fs::read_dir("/sys/class/block") else {
         return Vec::new();
     };
     entries
         .flatten()
-        .filter_map(|e| fs::read_to_string(e.path().join("uevent")).ok())
-        .map(|text| Uevent::parse(&text))
+        .filter_map(|e| {
+            let dir = e.path();
+            let text = fs::read_to_string(dir.join("uevent")).ok()?;
+            Some(BlockDevice::new(Uevent::parse(&text), parent_disk(&dir)))
+        })
         .collect()
+}
+
+/// For a partition's /sys/class/block entry (it has a `partition` file), the name of
+/// its parent directory in /sys/devices: the disk (`cciss!c0d0` becomes `cciss/c0d0`).
+fn parent_disk(class_entry: &Path) -> Option<String> {
+    if !class_entry.join("partition").exists() {
+        return None;
+    }
+    let real = fs::canonicalize(class_entry).ok()?;
+    let name = real.parent()?.file_name()?.to_str()?;
+    Some(name.replace('!', "/"))
+}
+
+/// The PARTUUIDs in the primary GPT of /dev/`disk`: `(partition number, uuid)`.
+pub fn read_gpt_part_uuids(disk: &str) -> io::Result<Vec<(u32, String)>> {
+    read_gpt_part_uuids_from(&format!("/dev/{disk}"))
+}
+
+fn read_gpt_part_uuids_from(path: &str) -> io::Result<Vec<(u32, String)>> {
+    let file = fs::File::open(path)?;
+    let head = read_at_most(&file, 0, gpt::HEAD_LEN)?;
+    let header = gpt::parse_header(&head)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no GPT header"))?;
+    let len = usize::try_from(header.entries_len()).map_err(io::Error::other)?;
+    let entries = read_at_most(&file, header.entries_offset, len)?;
+    Ok(gpt::partition_uuids(&entries, &header))
+}
+
+/// Up to `len` bytes from `offset` (fewer at the end of the file).
+fn read_at_most(file: &fs::File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        let at = offset.saturating_add(u64::try_from(filled).unwrap_or(u64::MAX));
+        match file.read_at(&mut bytes[filled..], at) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
+}
+
+/// Reads at most `max` bytes of a file; a larger file is an error (InvalidData).
+pub fn read_capped(path: &str, max: usize) -> io::Result<Vec<u8>> {
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let mut bytes = Vec::new();
+    fs::File::open(path)?.take(limit).read_to_end(&mut bytes)?;
+    if bytes.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Whether `path` exists, not following a final symlink.
@@ -383,5 +445,56 @@ pub fn reboot(how: Shutdown) -> io::Error {
     match rustix::system::reboot(cmd) {
         Ok(()) => io::Error::other("reboot returned"),
         Err(e) => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A disk image file with 512-byte blocks, the header at LBA 1 and one used entry
+    /// (partition 2) at LBA 2; shorter than `gpt::HEAD_LEN`.
+    fn tiny_gpt_image(path: &Path) {
+        let mut disk = vec![0u8; 1024 + 4 * 128];
+        disk[512..520].copy_from_slice(b"EFI PART");
+        disk[512 + 12..512 + 16].copy_from_slice(&92u32.to_le_bytes());
+        disk[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
+        disk[512 + 80..512 + 84].copy_from_slice(&4u32.to_le_bytes());
+        disk[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
+        let entry = 1024 + 128;
+        disk[entry] = 1; // any type GUID
+        disk[entry + 16..entry + 32].copy_from_slice(&[
+            0xcb, 0x5c, 0x51, 0xc5, 0x04, 0x64, 0x2e, 0x50, 0xad, 0x6a, 0x4e, 0xb4, 0xe1, 0x00,
+            0xbc, 0x58,
+        ]);
+        fs::write(path, disk).unwrap();
+    }
+
+    #[test]
+    fn reads_partition_uuids_from_a_disk() {
+        let path = std::env::temp_dir().join(format!("p6os-agent-gpt-{}", std::process::id()));
+        tiny_gpt_image(&path);
+        let uuids = read_gpt_part_uuids_from(path.to_str().unwrap());
+        fs::write(&path, b"not a disk").unwrap();
+        let not_gpt = read_gpt_part_uuids_from(path.to_str().unwrap());
+        let _ = fs::remove_file(&path);
+        assert_eq!(
+            uuids.unwrap(),
+            vec![(2, "c5515ccb-6404-502e-ad6a-4eb4e100bc58".to_string())]
+        );
+        assert_eq!(not_gpt.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let missing = read_gpt_part_uuids("p6os-agent-test-no-such-disk");
+        assert_eq!(missing.unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn capped_reads() {
+        let path = std::env::temp_dir().join(format!("p6os-agent-cap-{}", std::process::id()));
+        fs::write(&path, [7u8; 10]).unwrap();
+        let p = path.to_str().unwrap();
+        let (exact, over) = (read_capped(p, 10), read_capped(p, 9));
+        let _ = fs::remove_file(&path);
+        assert_eq!(exact.unwrap(), vec![7u8; 10]);
+        assert_eq!(over.unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 }

@@ -53,6 +53,25 @@ pub struct BlockDevice {
     /// For a partition, the kernel name of the disk holding it (its sysfs parent
     /// directory, `!` turned back into `/`); None for whole disks.
     pub disk: Option<String>,
+    /// For a partition, its PARTUUID in lowercase: from the uevent file (kernels from
+    /// 6.13 have it there) or, filled in later, from the disk's GPT.
+    pub part_uuid: Option<String>,
+}
+
+impl BlockDevice {
+    pub fn new(uevent: Uevent, disk: Option<String>) -> BlockDevice {
+        let part_uuid = uevent.partuuid().map(str::to_ascii_lowercase);
+        BlockDevice {
+            uevent,
+            disk,
+            part_uuid,
+        }
+    }
+
+    /// Partition number (`PARTN`, from 1).
+    pub fn partn(&self) -> Option<u32> {
+        self.uevent.get("PARTN")?.trim().parse().ok()
+    }
 }
 
 fn is_safe_devname(name: &str) -> bool {
@@ -146,9 +165,24 @@ mod tests {
 
     #[test]
     fn partuuid() {
-        let u = Uevent::parse(&format!("{PART}PARTUUID=5e7a3b4c-1d2e-4f60-8a9b-0c1d2e3f4a5b\n"));
+        let u = Uevent::parse(&format!(
+            "{PART}PARTUUID=5e7a3b4c-1d2e-4f60-8a9b-0c1d2e3f4a5b\n"
+        ));
         assert_eq!(u.partuuid(), Some("5e7a3b4c-1d2e-4f60-8a9b-0c1d2e3f4a5b"));
         assert_eq!(Uevent::parse(DISK).partuuid(), None);
+        let upper =
+            Uevent::parse("DEVNAME=sda1\nPARTN=1\nPARTUUID=5E7A3B4C-1D2E-4F60-8A9B-0C1D2E3F4A5B\n");
+        let device = BlockDevice::new(upper, Some("sda".into()));
+        assert_eq!(
+            device.part_uuid.as_deref(),
+            Some("5e7a3b4c-1d2e-4f60-8a9b-0c1d2e3f4a5b")
+        );
+        assert_eq!(device.partn(), Some(1));
+        assert_eq!(BlockDevice::new(Uevent::parse(DISK), None).partn(), None);
+        assert_eq!(
+            BlockDevice::new(Uevent::parse("PARTN=x\n"), None).partn(),
+            None
+        );
     }
 
     #[test]
@@ -172,10 +206,7 @@ mod tests {
             "MAJOR=1\n",
         ]
         .iter()
-        .map(|t| BlockDevice {
-            uevent: Uevent::parse(t),
-            disk: None,
-        })
+        .map(|t| BlockDevice::new(Uevent::parse(t), None))
         .collect();
         assert_eq!(
             describe(&devices),
@@ -194,7 +225,10 @@ mod tests {
         assert_eq!(describe_labels(&["a", "b", "c"]), "partitions a, b and c");
         assert_eq!(join_and::<&str>(&[]), "");
         assert_eq!(join_and(&["sda"]), "sda");
-        assert_eq!(join_and(&["sda".to_string(), "sdb".to_string()]), "sda and sdb");
+        assert_eq!(
+            join_and(&["sda".to_string(), "sdb".to_string()]),
+            "sda and sdb"
+        );
     }
 
     #[test]

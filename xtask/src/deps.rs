@@ -16,6 +16,9 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("mkfs.ext4", "e2fsprogs"),
     ("cpio", "cpio"),
     ("zstd", "zstd"),
+    ("sfdisk", "fdisk"),
+    ("cc", "gcc"),
+    ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
 ];
 
 fn present(probe: &str) -> bool {

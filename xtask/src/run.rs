@@ -1,5 +1,5 @@
-//! `cargo xtask run [IMAGE]`: boot an image on this terminal (serial console), on a copy so the
-//! image itself stays pristine.
+//! `cargo xtask run [IMAGE]`: boot an image on this terminal (serial console). The image itself
+//! is booted, so what the machine writes to its state partition stays, as on real hardware.
 
 use anyhow::Result;
 

@@ -14,5 +14,6 @@ pub fn run(recipe: &str) -> Result<PathBuf> {
     let out = cmd!(sh, "cargo run --quiet --release -p builder --bin p6os -- build {recipe} --out {OUT} --agent {agent}")
         .read()
         .with_context(|| format!("building {recipe}"))?;
-    Ok(PathBuf::from(out.trim()))
+    // Absolute: tests run with their own crate as the working directory.
+    Ok(crate::root().join(out.trim()))
 }

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::recipe::RootFsFormat;
+
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -113,11 +115,17 @@ pub struct BootEntry {
 
 impl BootEntry {
     /// The kernel command line for `slot`: the agent finds everything from it.
-    pub fn new(name: &str, version: &str, slot: Slot, rootfs: &str, extra: &[String]) -> BootEntry {
+    pub fn new(
+        name: &str,
+        version: &str,
+        slot: Slot,
+        rootfs: RootFsFormat,
+        extra: &[String],
+    ) -> BootEntry {
         let mut options = vec![
             format!("p6os.slot={slot}"),
             format!("root=PARTLABEL={}", slot.label()),
-            format!("rootfstype={rootfs}"),
+            format!("rootfstype={}", rootfs.as_str()),
             "ro".to_string(),
             "console=ttyS0".to_string(),
         ];
@@ -172,7 +180,13 @@ mod tests {
 
     #[test]
     fn entry_text_is_stable() {
-        let e = BootEntry::new("tiny", "1.0.0", Slot::A, "squashfs", &["quiet".into()]);
+        let e = BootEntry::new(
+            "tiny",
+            "1.0.0",
+            Slot::A,
+            RootFsFormat::Squashfs,
+            &["quiet".into()],
+        );
         assert_eq!(
             e.render(),
             "title P6OS tiny 1.0.0 (slot a)\nsort-key p6os\nversion 1.0.0\nlinux /p6os/a/vmlinuz\n\

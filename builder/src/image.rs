@@ -21,7 +21,7 @@ use crate::kmod::{self, KernelModules};
 use crate::manifest::{
     BuildManifest, ImageRecord, LayerRecord, PartitionRecord, Payload, SlotIdentity, SlotManifest,
 };
-use crate::recipe::{Layer, LayerRole, Recipe};
+use crate::recipe::{Layer, Recipe};
 use crate::rootfs;
 use crate::statefs;
 use crate::tree::{Entry, Kind, Tree};
@@ -226,7 +226,7 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
     let identity = SlotIdentity {
         name: def.name.clone(),
         version: def.version.clone(),
-        arch: "x86_64".into(),
+        arch: def.arch.as_str().into(),
         recipe_digest: digest.clone(),
     };
 
@@ -242,13 +242,13 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
     // Kernel and initramfs.
     let kernel_layer = loaded
         .iter()
-        .find(|l| l.layer.role == LayerRole::Kernel)
+        .find(|l| std::ptr::eq(l.layer, recipe.kernel()))
         .expect("checked recipes have a kernel");
     let release = kmod::kernel_release(&kernel_layer.tree)?;
     let vmlinuz = file_data(&kernel_layer.tree, &format!("boot/vmlinuz-{release}"))
         .ok_or(kmod::KmodError::NoKernel)?;
     let modules = KernelModules::index(&kernel_layer.tree)?;
-    let wanted = kmod::initramfs_modules(def.rootfs.as_str());
+    let wanted = kmod::initramfs_modules(def.rootfs);
     let module_paths = modules.resolve(&wanted)?;
     let mut initrd = Vec::new();
     initramfs::write_cpio(
@@ -375,7 +375,7 @@ fn write(
         &def.name,
         &def.version,
         Slot::A,
-        def.rootfs.as_str(),
+        def.rootfs,
         &def.boot.kernel_args,
     );
     let entry_name = EntryName {
@@ -449,7 +449,7 @@ fn write(
     let manifest = BuildManifest {
         name: def.name.clone(),
         version: def.version.clone(),
-        arch: "x86_64".into(),
+        arch: def.arch.as_str().into(),
         recipe_digest: digest.clone(),
         layers: records,
         bootloader: boot_record,

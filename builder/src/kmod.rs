@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::recipe::RootFsFormat;
 use crate::tree::{Kind, Tree};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -141,10 +142,10 @@ fn modinfo(data: &[u8], key: &str) -> Option<String> {
 
 /// Modules the initramfs loads: virtio disk, the root filesystem, state (ext4), ESP (vfat with
 /// its code pages), overlay, efivarfs.
-pub fn initramfs_modules(rootfs: &str) -> Vec<&'static str> {
+pub fn initramfs_modules(rootfs: RootFsFormat) -> Vec<&'static str> {
     let fs = match rootfs {
-        "erofs" => "erofs",
-        _ => "squashfs",
+        RootFsFormat::Erofs => "erofs",
+        RootFsFormat::Squashfs => "squashfs",
     };
     vec![
         "virtio_pci",

@@ -47,6 +47,14 @@ pub enum Arch {
     X86_64,
 }
 
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RootFsFormat {
@@ -78,7 +86,8 @@ pub struct Partitions {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BootOptions {
-    /// Tries a new slot gets before the boot loader falls back (boot counting).
+    /// Tries a new slot gets before the boot loader falls back (boot counting). Used by upgrades;
+    /// the factory-installed slot A of a fresh image is blessed (no counter).
     #[serde(default = "default_tries")]
     pub tries: u8,
     /// Extra kernel command line arguments.

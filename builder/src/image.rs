@@ -454,18 +454,7 @@ fn write(
         layers: records,
         bootloader: boot_record,
         disk_guid: gpt.disk_guid.to_string(),
-        partitions: gpt
-            .partitions
-            .iter()
-            .map(|p| PartitionRecord {
-                number: p.number,
-                label: p.label.clone(),
-                type_guid: p.type_guid.to_string().to_uppercase(),
-                guid: p.guid.to_string(),
-                first_lba: p.first_lba,
-                last_lba: p.last_lba,
-            })
-            .collect(),
+        partitions: gpt.partitions.iter().map(PartitionRecord::from).collect(),
         slot_a: slot_manifest,
         image: ImageRecord {
             file: image_path

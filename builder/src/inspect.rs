@@ -8,25 +8,15 @@ use serde::Serialize;
 use crate::bootentry::{EntryName, Slot};
 use crate::fat::FatVolume;
 use crate::gpt::Gpt;
-use crate::manifest::SlotManifest;
+use crate::manifest::{PartitionRecord, SlotManifest};
 
 #[derive(Debug, Serialize)]
 pub struct Inspection {
     pub disk_guid: String,
     pub size: u64,
-    pub partitions: Vec<PartitionInfo>,
+    pub partitions: Vec<PartitionRecord>,
     pub entries: Vec<EntryInfo>,
     pub slots: Slots,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PartitionInfo {
-    pub number: u32,
-    pub label: String,
-    pub type_guid: String,
-    pub guid: String,
-    pub first_lba: u64,
-    pub last_lba: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,18 +132,7 @@ pub fn inspect(image: &Path) -> Result<Inspection, InspectError> {
     Ok(Inspection {
         disk_guid: gpt.disk_guid.to_string(),
         size: gpt.size_bytes(),
-        partitions: gpt
-            .partitions
-            .iter()
-            .map(|p| PartitionInfo {
-                number: p.number,
-                label: p.label.clone(),
-                type_guid: p.type_guid.to_string().to_uppercase(),
-                guid: p.guid.to_string(),
-                first_lba: p.first_lba,
-                last_lba: p.last_lba,
-            })
-            .collect(),
+        partitions: gpt.partitions.iter().map(PartitionRecord::from).collect(),
         entries,
         slots,
     })

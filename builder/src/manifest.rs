@@ -56,6 +56,19 @@ pub struct PartitionRecord {
     pub last_lba: u64,
 }
 
+impl From<&crate::gpt::Partition> for PartitionRecord {
+    fn from(p: &crate::gpt::Partition) -> Self {
+        PartitionRecord {
+            number: p.number,
+            label: p.label.clone(),
+            type_guid: p.type_guid.to_string().to_uppercase(),
+            guid: p.guid.to_string(),
+            first_lba: p.first_lba,
+            last_lba: p.last_lba,
+        }
+    }
+}
+
 /// `<name>-<version>.manifest.json`, beside the image.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildManifest {

@@ -37,6 +37,12 @@ pub fn format(image: &Path, offset: u64, size: u64, uuid: Uuid) -> Result<(), St
         .arg(image)
         .arg(format!("{}k", size / 1024))
         .env("E2FSPROGS_FAKE_TIME", "1")
+        // A missing config file makes mke2fs use its compiled-in defaults: the host's
+        // /etc/mke2fs.conf cannot change the features of the image.
+        .env(
+            "MKE2FS_CONFIG",
+            "/nonexistent/p6os-uses-mke2fs-builtin-defaults",
+        )
         .env("MKE2FS_DEVICE_SECTSIZE", "512")
         .output()
         .map_err(StateFsError::Spawn)?;

@@ -165,33 +165,46 @@ impl Tree {
         }
     }
 
-    /// Rewrites a path whose parent components are symlinks inside the tree.
+    /// Rewrites a path whose parent components are symlinks inside the tree, resolving `..`
+    /// lexically with chroot rules (never above the root) and following chains (at most 40 hops,
+    /// like the kernel).
     fn resolve_parents(&self, path: &str) -> String {
-        let comps: Vec<&str> = path.split('/').collect();
-        let mut resolved = String::new();
-        for (i, c) in comps.iter().enumerate() {
-            let candidate = if resolved.is_empty() {
-                c.to_string()
-            } else {
-                format!("{resolved}/{c}")
-            };
-            let last = i == comps.len() - 1;
-            resolved = match self.entries.get(&candidate) {
-                Some(Entry {
-                    kind: Kind::Symlink(target),
-                    ..
-                }) if !last => {
-                    let joined = if target.starts_with('/') {
-                        target.clone()
-                    } else {
-                        format!("{resolved}/{target}")
-                    };
-                    normalize(&joined).unwrap_or(candidate)
+        let mut comps: Vec<String> = path.split('/').map(String::from).collect();
+        let mut hops = 0;
+        let mut i = 0;
+        while i + 1 < comps.len() {
+            let prefix = comps[..=i].join("/");
+            if let Some(Entry {
+                kind: Kind::Symlink(target),
+                ..
+            }) = self.entries.get(&prefix)
+            {
+                hops += 1;
+                if hops > 40 {
+                    break;
                 }
-                _ => candidate,
-            };
+                let mut resolved: Vec<String> = if target.starts_with('/') {
+                    Vec::new()
+                } else {
+                    comps[..i].to_vec()
+                };
+                for c in target.split('/') {
+                    match c {
+                        "" | "." => {}
+                        ".." => {
+                            resolved.pop();
+                        }
+                        c => resolved.push(c.to_string()),
+                    }
+                }
+                resolved.extend(comps.drain(i + 1..));
+                comps = resolved;
+                i = 0;
+                continue;
+            }
+            i += 1;
         }
-        resolved
+        comps.join("/")
     }
 
     /// Applies `other` on top of `self`.
@@ -420,6 +433,27 @@ mod tests {
         );
         assert!(t.get("usr/lib/modules/6.1/kernel/a.ko").is_some());
         assert!(matches!(t.get("lib").unwrap().kind, Kind::Symlink(_)));
+    }
+
+    #[test]
+    fn resolves_dotdot_chains_and_root_links() {
+        let mut t = Tree::new();
+        t.insert("usr/share/doc", Entry::dir(0o755));
+        t.insert("doc", Entry::symlink("usr/share/../share/doc"));
+        t.insert("a", Entry::symlink("b"));
+        t.insert("b", Entry::symlink("/doc"));
+        t.insert("a/readme", Entry::file(b"r".to_vec(), 0o644));
+        assert!(t.get("usr/share/doc/readme").is_some());
+        assert!(
+            matches!(t.get("a").unwrap().kind, Kind::Symlink(_)),
+            "the link itself stays"
+        );
+        t.insert("up", Entry::symlink("../../.."));
+        t.insert("up/etc/x", Entry::file(b"x".to_vec(), 0o644));
+        assert!(t.get("etc/x").is_some(), "`..` stops at the root");
+        t.insert("loop1", Entry::symlink("loop2"));
+        t.insert("loop2", Entry::symlink("loop1"));
+        t.insert("loop1/f", Entry::file(Vec::new(), 0o644)); // terminates
     }
 
     #[test]

@@ -300,11 +300,7 @@ impl<'a> Checker<'a> {
             }
             Node::Scalar(s) => self.check_scalar(node, s.as_str(), &types, schema, path),
             _ => {
-                let expected = types
-                    .iter()
-                    .map(|t| describe_type(t))
-                    .collect::<Vec<_>>()
-                    .join(" or ");
+                let expected = describe_types(&types);
                 self.error(
                     node,
                     path,
@@ -378,11 +374,7 @@ impl<'a> Checker<'a> {
             );
             return;
         }
-        let expected = types
-            .iter()
-            .map(|t| describe_type(t))
-            .collect::<Vec<_>>()
-            .join(" or ");
+        let expected = describe_types(types);
         self.error(
             node,
             path,
@@ -481,6 +473,15 @@ impl<'a> Checker<'a> {
         }
         tag.map(|t| (t, consts))
     }
+}
+
+/// `a string or an integer`
+fn describe_types(types: &[&str]) -> String {
+    types
+        .iter()
+        .map(|t| describe_type(t))
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 fn describe_type(t: &str) -> &'static str {

@@ -1,7 +1,8 @@
 //! P6OS image builder: recipes to reproducible A/B disk images.
 
+pub use p6os_config::{diag, size, yamlcheck};
+
 pub mod bootentry;
-pub mod diag;
 pub mod fat;
 pub mod fetch;
 pub mod gpt;
@@ -12,7 +13,5 @@ pub mod kmod;
 pub mod manifest;
 pub mod recipe;
 pub mod rootfs;
-pub mod size;
 pub mod statefs;
 pub mod tree;
-pub mod yamlcheck;

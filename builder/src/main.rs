@@ -56,12 +56,14 @@ enum Command {
 enum FileKind {
     Recipe,
     Layer,
+    Unattended,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum SchemaKind {
     Recipe,
     Layer,
+    Unattended,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +82,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let result = match kind {
                 FileKind::Recipe => recipe::load(&file).map(|_| ()),
                 FileKind::Layer => recipe::load_layer(&file).map(|_| ()),
+                FileKind::Unattended => std::fs::read_to_string(&file)
+                    .map_err(|e| {
+                        p6os_builder::diag::Diagnostics::file_error(
+                            &file,
+                            format!("cannot read: {e}"),
+                        )
+                    })
+                    .and_then(|text| p6os_config::unattended::load(&file, &text))
+                    .map(|_| ()),
             };
             match result {
                 Ok(()) => {
@@ -96,6 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let schema = match kind {
                 SchemaKind::Recipe => recipe::recipe_schema(),
                 SchemaKind::Layer => recipe::layer_schema(),
+                SchemaKind::Unattended => p6os_config::unattended::schema(),
             };
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,132 @@
+use super::*;
+
+fn errors(text: &str) -> Vec<String> {
+    match load(Path::new("u.yaml"), text) {
+        Ok(v) => panic!("expected problems, got {v:?}"),
+        Err(d) => d.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+/// The example in docs/unattended.md is valid: the docs and the checks agree.
+#[test]
+fn documented_example_is_valid() {
+    let doc = include_str!("../../../docs/unattended.md");
+    let start = doc.find("```yaml\n").expect("example block") + 8;
+    let end = start + doc[start..].find("```").expect("end of block");
+    let u =
+        load(Path::new("docs/unattended.md"), &doc[start..end]).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(u.hostname.as_deref(), Some("store-0421"));
+    assert_eq!(u.users[0].ssh_authorized_keys.len(), 1);
+    assert_eq!(u.write_files[1].encoding, Encoding::Base64);
+}
+
+/// Every documented section is in the schema and vice versa.
+#[test]
+fn docs_table_matches_the_schema() {
+    let doc = include_str!("../../../docs/unattended.md");
+    let s = schema();
+    let props: Vec<&String> = s["properties"].as_object().unwrap().keys().collect();
+    for p in &props {
+        assert!(
+            doc.contains(&format!("| `{p}")),
+            "docs/unattended.md does not document `{p}`"
+        );
+    }
+    assert_eq!(s["additionalProperties"], false);
+}
+
+#[test]
+fn empty_and_cloud_config_documents_are_valid() {
+    assert_eq!(
+        load(Path::new("u.yaml"), "#cloud-config\n{}\n").unwrap(),
+        Unattended::default()
+    );
+    assert!(load(Path::new("u.yaml"), "#cloud-config\nhostname: a\n").is_ok());
+}
+
+#[test]
+fn reports_every_mistake_with_places() {
+    let text = "\
+hostnme: x
+users:
+  - name: ops
+    passwd: hunter2
+    ssh_authorized_keys: [ssh-ed25519 notbase64]
+  - name: ops
+network:
+  interfaces:
+    - addresses: [10.0.0.5/33]
+      gateway: 192.168.1.1
+      dhcp: true
+kubernetes:
+  pod_cidr: 10.42.0.0/16
+  service_cidr: 10.42.128.0/17
+  cluster_dns: 10.99.0.10
+proxy:
+  http_proxy: proxy:3128
+write_files:
+  - path: /usr/bin/evil
+    permissions: \"0999\"
+";
+    let errs = errors(text);
+    let expected =
+        ["u.yaml:1:1: hostnme: unknown field `hostnme`\n  hint: did you mean `hostname`?"];
+    assert_eq!(
+        errs, expected,
+        "shape errors come alone, before semantic checks"
+    );
+    let errs = errors(&text.replace("hostnme", "hostname"));
+    let want = [
+        "u.yaml:4:13: users[0].passwd: not a password hash",
+        "u.yaml:5:27: users[0].ssh_authorized_keys[0]: not an SSH public key",
+        "u.yaml:6:11: users[1].name: user `ops` is defined twice (also users[0])",
+        "u.yaml:9:7: network.interfaces[0]: an interface needs `name` or `mac`",
+        "u.yaml:9:19: network.interfaces[0].addresses[0]: `10.0.0.5/33` is not an address with prefix",
+        "u.yaml:11:13: network.interfaces[0].dhcp: both dhcp and static addresses",
+        "u.yaml:14:17: kubernetes.service_cidr: overlaps pod_cidr",
+        "u.yaml:15:16: kubernetes.cluster_dns: 10.99.0.10 is outside service_cidr",
+        "u.yaml:17:15: proxy.http_proxy: `proxy:3128` is not an http(s) URL",
+        "u.yaml:19:11: write_files[0].path: `/usr/bin/evil` is outside the writable overlays",
+        "u.yaml:20:18: write_files[0].permissions: `0999` is not an octal mode",
+    ];
+    for w in want {
+        assert!(
+            errs.iter().any(|e| e.starts_with(w)),
+            "missing `{w}` in:\n{}",
+            errs.join("\n")
+        );
+    }
+    assert_eq!(errs.len(), want.len(), "{}", errs.join("\n"));
+    assert!(!errs.join("\n").contains("hunter2"), "a secret was echoed");
+}
+
+#[test]
+fn cidr_math() {
+    let c = Cidr::parse("10.42.0.0/16").unwrap();
+    assert!(c.contains("10.42.255.1".parse().unwrap()));
+    assert!(!c.contains("10.43.0.1".parse().unwrap()));
+    assert!(c.overlaps(&Cidr::parse("10.0.0.0/8").unwrap()));
+    assert!(!c.overlaps(&Cidr::parse("10.43.0.0/16").unwrap()));
+    assert!(Cidr::parse("0.0.0.0/0")
+        .unwrap()
+        .contains("1.2.3.4".parse().unwrap()));
+    assert!(Cidr::parse("fd00::/8")
+        .unwrap()
+        .contains("fd12::1".parse().unwrap()));
+    assert!(!Cidr::parse("fd00::/8")
+        .unwrap()
+        .contains("10.0.0.1".parse().unwrap()));
+    assert_eq!(Cidr::parse("10.0.0.0/40"), None);
+}
+
+#[test]
+fn ssh_keys_are_checked_for_real() {
+    // A real ed25519 public key blob: type name inside matches the prefix.
+    let good = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn6vQzj8cJ2a1bU3m8k0a9n3F0kJm2b0o6u5rT1xYzA c";
+    assert!(valid_ssh_key(good));
+    assert!(
+        !valid_ssh_key(&good.replace("ssh-ed25519", "ssh-rsa")),
+        "blob type must match"
+    );
+    assert!(!valid_ssh_key("ssh-ed25519"));
+}

@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod gpt;
 pub mod image;
 pub mod initramfs;
+pub mod inject;
 pub mod inspect;
 pub mod kmod;
 pub mod manifest;

@@ -44,12 +44,23 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Site configuration on images.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Show an image's partitions, boot entries and slots.
     Inspect {
         image: PathBuf,
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check FILE (as the agent will) and write it to IMAGE's ESP as /p6os/unattended.yaml.
+    Inject { image: PathBuf, file: PathBuf },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -145,6 +156,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", built.image.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Config {
+            command: ConfigCommand::Inject { image, file },
+        } => match p6os_builder::inject::inject(&image, &file) {
+            Ok(()) => {
+                println!(
+                    "{}: wrote {} to {}",
+                    file.display(),
+                    p6os_builder::inject::ESP_CONFIG_PATH,
+                    image.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(p6os_builder::inject::InjectError::Invalid(diags)) => {
+                eprintln!("{diags}\nnothing was written to {}", image.display());
+                Ok(ExitCode::FAILURE)
+            }
+            Err(e) => Err(e.into()),
+        },
         Command::Inspect { image, json } => {
             let info = inspect::inspect(&image)?;
             if json {

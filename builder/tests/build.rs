@@ -478,3 +478,65 @@ fn builds_as_an_ordinary_user() {
         "the image built as nobody differs from the one built as root"
     );
 }
+
+/// `p6os config inject`: a valid file lands on the ESP (readable by mtools, fsck clean); an
+/// invalid one is refused with its problems and the image keeps every byte.
+#[test]
+fn config_inject_writes_valid_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    let cp = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&builds().images[0])
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let good = dir.path().join("good.yaml");
+    fs::write(&good, "#cloud-config\nhostname: store-0421\n").unwrap();
+    let o = run(Command::new(P6OS)
+        .args(["config", "inject"])
+        .arg(&img)
+        .arg(&good));
+    assert!(o.status.success());
+    let esp = format!("{}@@{}", img.display(), 2048 * 512);
+    let t = Command::new("mtype")
+        .args(["-i", &esp, "::/p6os/unattended.yaml"])
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&t.stdout),
+        "#cloud-config\nhostname: store-0421\n"
+    );
+    let esp_copy = dir.path().join("esp.img");
+    let dd = Command::new("dd")
+        .arg(format!("if={}", img.display()))
+        .arg(format!("of={}", esp_copy.display()))
+        .args(["bs=512", "skip=2048", "count=131072", "status=none"])
+        .status()
+        .unwrap();
+    assert!(dd.success());
+    let f = Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(&esp_copy)
+        .output()
+        .unwrap();
+    assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stdout));
+
+    let before = sha256(&img);
+    let bad = dir.path().join("bad.yaml");
+    fs::write(&bad, "hostname: store-0421\nnetwork:\n  interfaces:\n    - name: eth0\n      adresses: [10.0.0.5/24]\n").unwrap();
+    let o = run(Command::new(P6OS)
+        .args(["config", "inject"])
+        .arg(&img)
+        .arg(&bad));
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.yaml:5:7: network.interfaces[0].adresses: unknown field `adresses`"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was written"), "{err}");
+    assert_eq!(sha256(&img), before, "a refused config changed the image");
+}

@@ -130,3 +130,68 @@ fn ssh_keys_are_checked_for_real() {
     );
     assert!(!valid_ssh_key("ssh-ed25519"));
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// unattended.yaml-ish text: its keys, YAML punctuation and values that stress the checks.
+    fn yamlish() -> impl Strategy<Value = String> {
+        let atoms = prop::sample::select(vec![
+            "hostname: ",
+            "users:\n",
+            "  - name: ",
+            "    passwd: ",
+            "    ssh_authorized_keys: [",
+            "ssh-ed25519 ",
+            "AAAAC3NzaC1lZDI1NTE5",
+            "network:\n",
+            "  interfaces:\n",
+            "    - addresses: [",
+            "10.0.0.1/",
+            "33",
+            "24",
+            "]",
+            "      gateway: ",
+            "::1",
+            "kubernetes:\n",
+            "  pod_cidr: ",
+            "  service_cidr: ",
+            "0.0.0.0/0",
+            "write_files:\n",
+            "  - path: ",
+            "/etc/x",
+            "    encoding: base64\n",
+            "    content: ",
+            "====",
+            "console: {endpoint: ",
+            "http://[::1",
+            "}",
+            "\n",
+            "  ",
+            "- ",
+            ": ",
+            "\"",
+            "#cloud-config\n",
+            "é",
+            "~",
+        ]);
+        prop::collection::vec(atoms, 0..50).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+        #[test]
+        fn loader_never_panics(text in yamlish()) {
+            let _ = load(Path::new("u.yaml"), &text);
+        }
+
+        #[test]
+        fn cidr_and_names_never_panic(s in "\\PC{0,40}") {
+            let _ = Cidr::parse(&s);
+            let _ = valid_hostname(&s);
+            let _ = valid_ssh_key(&s);
+            let _ = valid_mac(&s);
+        }
+    }
+}

@@ -59,8 +59,10 @@ pub fn inject(image: &Path, config: &Path) -> Result<(), InjectError> {
         source,
     };
     let mut vol = FatVolume::open(&mut f, esp.offset(), esp.size()).map_err(fat_err)?;
-    vol.write_file(ESP_CONFIG_PATH, text.as_bytes())
-        .map_err(fat_err)?;
+    // Write beside, then rename over: a crash leaves the old file or the new one, never a mix.
+    let staged = format!("{ESP_CONFIG_PATH}.new");
+    vol.write_file(&staged, text.as_bytes()).map_err(fat_err)?;
+    vol.rename(&staged, ESP_CONFIG_PATH).map_err(fat_err)?;
     drop(vol);
     f.sync_all().map_err(io(image))
 }

@@ -72,7 +72,7 @@ pub struct User {
     pub ssh_authorized_keys: Vec<String>,
     /// A crypt(3) hash (`$y$…`, `$6$…`), never a plain password. Written 0600, never logged.
     #[serde(default)]
-    pub passwd: Option<String>,
+    pub passwd: Option<Secret>,
     /// Passwordless sudo.
     #[serde(default)]
     pub sudo: bool,
@@ -198,7 +198,7 @@ pub struct RegistryConfig {
     pub username: Option<String>,
     /// Written 0600, never logged.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// PEM CA certificate(s).
     #[serde(default)]
     pub ca: Option<String>,
@@ -210,7 +210,7 @@ pub struct Console {
     /// `https://console.example.com` (http only for tests on loopback).
     pub endpoint: String,
     /// Pairing token. Written 0600, never logged.
-    pub token: String,
+    pub token: Secret,
     /// PEM CA certificate of the console.
     #[serde(default)]
     pub ca: Option<String>,
@@ -241,6 +241,29 @@ pub enum Encoding {
     Base64,
 }
 
+/// A secret value (password hash, registry password, token): `Debug` never shows it, so it
+/// cannot reach a log through `{:?}`. Written 0600 by the agent.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(transparent)]
+#[schemars(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The value, for writing it where it belongs; never for logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// The JSON Schema `p6os schema unattended` prints.
 pub fn schema() -> serde_json::Value {
     schemars::schema_for!(Unattended).to_value()
@@ -269,6 +292,9 @@ impl Cidr {
     pub fn parse(s: &str) -> Option<Cidr> {
         let (a, p) = s.split_once('/')?;
         let addr: IpAddr = a.parse().ok()?;
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
         let prefix: u8 = p.parse().ok()?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         (prefix <= max).then_some(Cidr { addr, prefix })
@@ -323,7 +349,7 @@ impl Check<'_> {
 
     fn document(&mut self, u: &Unattended) {
         if let Some(h) = &u.hostname {
-            if !valid_hostname(h) {
+            if !valid_hostname(h) || h.len() > 64 || h.ends_with('.') {
                 self.err(vec![k("hostname")], format!("`{h}` is not a valid host name"), Some("letters, digits and dashes, labels of at most 63 characters, separated by dots"));
             }
         }
@@ -394,7 +420,7 @@ impl Check<'_> {
         }
         if let Some(c) = &u.console {
             self.url(vec![k("console"), k("endpoint")], &c.endpoint);
-            if c.token.trim().is_empty() {
+            if c.token.expose().trim().is_empty() {
                 self.err(
                     vec![k("console"), k("token")],
                     "empty pairing token",
@@ -412,16 +438,7 @@ impl Check<'_> {
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, user) in users.iter().enumerate() {
             let base = vec![k("users"), Seg::Index(i)];
-            let name_ok = !user.name.is_empty()
-                && user.name.len() <= 32
-                && user
-                    .name
-                    .starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-                && user
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c));
-            if !name_ok {
+            if !valid_account_name(&user.name) {
                 self.err(
                     at(&base, &[k("name")]),
                     format!("`{}` is not a valid user name", user.name),
@@ -438,6 +455,15 @@ impl Check<'_> {
                     None,
                 );
             }
+            for (j, g) in user.groups.iter().enumerate() {
+                if !valid_account_name(g) {
+                    self.err(
+                        at(&base, &[k("groups"), Seg::Index(j)]),
+                        format!("`{g}` is not a valid group name"),
+                        None,
+                    );
+                }
+            }
             for (j, key) in user.ssh_authorized_keys.iter().enumerate() {
                 if !valid_ssh_key(key) {
                     self.err(
@@ -447,10 +473,12 @@ impl Check<'_> {
                     );
                 }
             }
-            if let Some(p) = &user.passwd {
+            if let Some(p) = user.passwd.as_ref().map(Secret::expose) {
                 let hashed = ["$y$", "$6$", "$5$", "$2b$", "$2y$", "$7$"]
                     .iter()
                     .any(|pre| p.starts_with(pre))
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "./$=,".contains(c))
                     || p == "!"
                     || p == "*";
                 if !hashed {
@@ -649,21 +677,44 @@ impl Check<'_> {
     fn write_files(&mut self, files: &[WriteFile]) {
         for (i, f) in files.iter().enumerate() {
             let base = vec![k("write_files"), Seg::Index(i)];
-            let clean =
-                f.path.starts_with('/') && !f.path.split('/').any(|c| c == ".." || c == ".");
-            let writable = f.path.starts_with("/etc/") || f.path.starts_with("/var/");
+            let comps: Vec<&str> = f.path.split('/').skip(1).collect();
+            let clean = f.path.starts_with('/')
+                && comps.len() >= 2
+                && comps
+                    .iter()
+                    .all(|c| !c.is_empty() && *c != "." && *c != "..");
+            let writable = matches!(comps.first(), Some(&"etc") | Some(&"var"));
             if !clean || !writable {
-                self.err(at(&base, &[k("path")]), format!("`{}` is outside the writable overlays", f.path), Some("files can be written under /etc and /var only (the rest of the system is read-only)"));
+                self.err(
+                    at(&base, &[k("path")]),
+                    format!("`{}` is outside the writable overlays", f.path),
+                    Some("a file under /etc or /var (the rest of the system is read-only)"),
+                );
+            } else if f.path.starts_with("/var/lib/p6os/")
+                || ["/etc/passwd", "/etc/shadow", "/etc/group"].contains(&f.path.as_str())
+            {
+                self.err(
+                    at(&base, &[k("path")]),
+                    format!("`{}` is managed by the agent", f.path),
+                    Some("use the `users` section for accounts"),
+                );
+            } else if let Some(first) = files[..i].iter().position(|o| o.path == f.path) {
+                self.err(
+                    at(&base, &[k("path")]),
+                    format!("`{}` is written twice (also write_files[{first}])", f.path),
+                    None,
+                );
             }
             if f.encoding == Encoding::Base64
                 && base64::engine::general_purpose::STANDARD
-                    .decode(f.content.trim())
+                    .decode(strip_whitespace(&f.content))
                     .is_err()
             {
                 self.err(at(&base, &[k("content")]), "not valid base64", None);
             }
             if let Some(p) = &f.permissions {
-                if u32::from_str_radix(p, 8).map_or(true, |m| m > 0o7777) {
+                let digits = !p.is_empty() && p.bytes().all(|b| (b'0'..=b'7').contains(&b));
+                if !digits || u32::from_str_radix(p, 8).map_or(true, |m| m > 0o7777) {
                     self.err(
                         at(&base, &[k("permissions")]),
                         format!("`{p}` is not an octal mode"),
@@ -691,23 +742,11 @@ impl Check<'_> {
     }
 
     fn url(&mut self, path: Vec<Seg>, url: &str) {
-        let rest = url
-            .strip_prefix("https://")
-            .or_else(|| url.strip_prefix("http://"));
-        let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
-        let host_ok = host.is_some_and(|h| {
-            let h = h.rsplit_once('@').map_or(h, |(_, h)| h);
-            let h = if h.starts_with('[') {
-                h.split(']').next().map(|s| &s[1..]).unwrap_or("")
-            } else {
-                h.split(':').next().unwrap_or("")
-            };
-            !h.is_empty() && (valid_hostname(h) || h.parse::<IpAddr>().is_ok())
-        });
-        if !host_ok {
+        if parse_http_url(url).is_none() {
+            // Userinfo may carry a password: never echo it.
             self.err(
                 path,
-                format!("`{url}` is not an http(s) URL"),
+                format!("`{}` is not an http(s) URL", redact_userinfo(url)),
                 Some("e.g. https://host.example:8443/path"),
             );
         }
@@ -724,6 +763,73 @@ impl Check<'_> {
             );
         }
     }
+}
+
+/// Scheme, host and port of an `http(s)://[user[:pass]@]host[:port][/…]` URL; `None` if malformed.
+/// IPv6 hosts must be bracketed; ports are 1..=65535.
+pub fn parse_http_url(url: &str) -> Option<(&str, &str, Option<u16>)> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
+        let (v6, after) = inner.split_once(']')?;
+        v6.parse::<std::net::Ipv6Addr>().ok()?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (v6, port)
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() || host.contains(':') && !hostport.starts_with('[') {
+        return None;
+    }
+    if !hostport.starts_with('[')
+        && !valid_hostname(host)
+        && host.parse::<std::net::Ipv4Addr>().is_err()
+    {
+        return None;
+    }
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().ok().filter(|p| *p > 0)?)
+        }
+        Some(_) => return None,
+    };
+    Some((scheme, host, port))
+}
+
+/// `http://user:secret@host` -> `http://***@host`.
+pub fn redact_userinfo(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            return format!("{scheme}://***@{}", &rest[at + 1..]);
+        }
+    }
+    url.to_string()
+}
+
+/// base64 as `base64` wraps it: newlines and spaces are ignored.
+pub fn strip_whitespace(s: &str) -> String {
+    s.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+/// User and group names: lowercase letters, digits, `_` and `-`, starting with a letter or `_`.
+pub fn valid_account_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 32
+        && n.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c))
 }
 
 pub fn valid_hostname(h: &str) -> bool {
@@ -748,6 +854,10 @@ fn valid_mac(m: &str) -> bool {
 }
 
 fn valid_ssh_key(key: &str) -> bool {
+    // One authorized_keys line: a control character (a newline) would smuggle in another.
+    if key.chars().any(char::is_control) {
+        return false;
+    }
     let mut it = key.split_whitespace();
     let (Some(kind), Some(blob)) = (it.next(), it.next()) else {
         return false;

@@ -101,6 +101,77 @@ write_files:
 }
 
 #[test]
+fn urls_are_parsed_strictly_and_secrets_redacted() {
+    assert_eq!(
+        parse_http_url("https://console.example.com"),
+        Some(("https", "console.example.com", None))
+    );
+    assert_eq!(
+        parse_http_url("http://u:p@[::1]:8080/x"),
+        Some(("http", "::1", Some(8080)))
+    );
+    assert_eq!(
+        parse_http_url("http://10.0.2.2:3128"),
+        Some(("http", "10.0.2.2", Some(3128)))
+    );
+    for bad in [
+        "proxy:3128",
+        "http://[::1",
+        "http://[::1]junk",
+        "http://[1.2.3.4]",
+        "http://host:abc",
+        "http://host:99999",
+        "http://a:1:2",
+        "ftp://x",
+        "http://",
+        "http://host:+80",
+        "http://host:0",
+    ] {
+        assert_eq!(parse_http_url(bad), None, "{bad}");
+    }
+    assert_eq!(
+        redact_userinfo("http://user:hunter2@proxy/x"),
+        "http://***@proxy/x"
+    );
+    let errs = errors("proxy:\n  http_proxy: http://user:hunter2@[::1\n");
+    assert!(!errs.join("").contains("hunter2"), "{errs:?}");
+}
+
+#[test]
+fn secrets_never_show_in_debug() {
+    let u = load(
+        Path::new("u.yaml"),
+        "console: {endpoint: https://c.example, token: tok-123}\n",
+    )
+    .unwrap();
+    assert_eq!(u.console.as_ref().unwrap().token.expose(), "tok-123");
+    assert!(!format!("{u:?}").contains("tok-123"));
+}
+
+#[test]
+fn file_paths_hashes_groups_and_modes() {
+    let errs = errors(
+        "users:\n  - name: ops\n    groups: [Adm]\n    passwd: \"$6$x:0:0\"\nwrite_files:\n  - path: /etc/\n  - path: /var/lib/p6os/applied.json\n  - path: /etc/a\n    permissions: \"+644\"\n  - path: /etc/a\n  - path: /etc/b\n    encoding: base64\n    content: \"aGVs\\nbG8=\"\n",
+    );
+    let joined = errs.join("\n");
+    for want in [
+        "users[0].groups[0]: `Adm` is not a valid group name",
+        "users[0].passwd: not a password hash",
+        "write_files[0].path: `/etc/` is outside the writable overlays",
+        "write_files[1].path: `/var/lib/p6os/applied.json` is managed by the agent",
+        "write_files[2].permissions: `+644` is not an octal mode",
+        "write_files[3].path: `/etc/a` is written twice (also write_files[2])",
+    ] {
+        assert!(joined.contains(want), "missing `{want}` in:\n{joined}");
+    }
+    assert!(
+        !joined.contains("write_files[4]"),
+        "wrapped base64 is fine: {joined}"
+    );
+    assert_eq!(Cidr::parse("10.0.0.0/+8"), None);
+}
+
+#[test]
 fn cidr_math() {
     let c = Cidr::parse("10.42.0.0/16").unwrap();
     assert!(c.contains("10.42.255.1".parse().unwrap()));

@@ -380,6 +380,13 @@ impl Check<'_> {
             }
         }
         self.users(&u.users);
+        if u.ssh.as_ref().and_then(|s| s.port) == Some(0) {
+            self.err(
+                vec![k("ssh"), k("port")],
+                "port 0 is not a port",
+                Some("1..=65535; 22 by default"),
+            );
+        }
         if let Some(n) = &u.network {
             self.network(n);
         }
@@ -502,7 +509,13 @@ impl Check<'_> {
                 _ => {}
             }
             if let Some(name) = &iface.name {
-                if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+                if name.is_empty()
+                    || name.len() > 15
+                    || name == "."
+                    || name == ".."
+                    || name.contains(['/', ':'])
+                    || name.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
                     self.err(
                         at(&base, &[k("name")]),
                         format!("`{name}` is not an interface name"),
@@ -566,6 +579,20 @@ impl Check<'_> {
                 }
             }
             for (j, v) in iface.vlans.iter().enumerate() {
+                if iface.vlans[..j].iter().any(|o| o.id == v.id) {
+                    self.err(
+                        at(&base, &[k("vlans"), Seg::Index(j), k("id")]),
+                        format!("VLAN {} is defined twice", v.id),
+                        None,
+                    );
+                }
+                if v.dhcp && !v.addresses.is_empty() {
+                    self.err(
+                        at(&base, &[k("vlans"), Seg::Index(j), k("dhcp")]),
+                        "both dhcp and static addresses",
+                        Some("choose one"),
+                    );
+                }
                 if !(1..=4094).contains(&v.id) {
                     self.err(
                         at(&base, &[k("vlans"), Seg::Index(j), k("id")]),

@@ -172,6 +172,20 @@ fn file_paths_hashes_groups_and_modes() {
 }
 
 #[test]
+fn interfaces_vlans_and_ports() {
+    let errs = errors("ssh: {port: 0}\nnetwork:\n  interfaces:\n    - name: \"..\"\n      dhcp: true\n      vlans:\n        - {id: 7, dhcp: true, addresses: [10.7.0.2/24]}\n        - {id: 7, dhcp: true}\n");
+    let joined = errs.join("\n");
+    for want in [
+        "ssh.port: port 0 is not a port",
+        "network.interfaces[0].name: `..` is not an interface name",
+        "network.interfaces[0].vlans[0].dhcp: both dhcp and static addresses",
+        "network.interfaces[0].vlans[1].id: VLAN 7 is defined twice",
+    ] {
+        assert!(joined.contains(want), "missing `{want}` in:\n{joined}");
+    }
+}
+
+#[test]
 fn cidr_math() {
     let c = Cidr::parse("10.42.0.0/16").unwrap();
     assert!(c.contains("10.42.255.1".parse().unwrap()));

@@ -6,8 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::bootentry::{EntryName, Slot};
-use crate::fat::FatVolume;
-use crate::gpt::Gpt;
+use crate::esp::{self, EspError};
 use crate::manifest::{PartitionRecord, SlotManifest};
 
 #[derive(Debug, Serialize)]
@@ -45,23 +44,8 @@ pub struct SlotInfo {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
-    Gpt {
-        path: String,
-        source: crate::gpt::GptError,
-    },
-    #[error("{path}: no partition labelled p6os-esp: not a P6OS image")]
-    NoEsp { path: String },
-    #[error("{path}: ESP: {source}")]
-    Fat {
-        path: String,
-        source: crate::fat::FatError,
-    },
+    #[error(transparent)]
+    Esp(#[from] EspError),
     #[error("{path}: ESP file {file}: {source}")]
     Manifest {
         path: String,
@@ -72,25 +56,15 @@ pub enum InspectError {
 
 pub fn inspect(image: &Path) -> Result<Inspection, InspectError> {
     let path = image.display().to_string();
-    let mut f = File::open(image).map_err(|source| InspectError::Io {
-        path: path.clone(),
+    let f = File::open(image).map_err(|source| EspError::Io {
+        path: image.into(),
         source,
     })?;
-    let gpt = Gpt::read(&mut f).map_err(|source| InspectError::Gpt {
-        path: path.clone(),
-        source,
-    })?;
-    let esp = gpt
-        .by_label("p6os-esp")
-        .ok_or_else(|| InspectError::NoEsp { path: path.clone() })?;
-    let fat_err = |source| InspectError::Fat {
-        path: path.clone(),
-        source,
-    };
-    let mut vol = FatVolume::open(&mut f, esp.offset(), esp.size()).map_err(fat_err)?;
+    let (gpt, mut vol) = esp::open(f, image)?;
+    let fat_err = EspError::fat(image);
     let mut entries = Vec::new();
-    if vol.exists("/loader/entries").map_err(fat_err)? {
-        for e in vol.read_dir("/loader/entries").map_err(fat_err)? {
+    if vol.exists("/loader/entries").map_err(&fat_err)? {
+        for e in vol.read_dir("/loader/entries").map_err(&fat_err)? {
             if let Some(n) = EntryName::parse(&e.name).filter(|_| !e.is_dir) {
                 entries.push(EntryInfo {
                     file: e.name.clone(),
@@ -105,14 +79,14 @@ pub fn inspect(image: &Path) -> Result<Inspection, InspectError> {
     entries.sort_by(|a, b| a.file.cmp(&b.file));
     let mut slot = |s: Slot| -> Result<SlotInfo, InspectError> {
         let file = format!("/p6os/{s}/manifest.json");
-        if !vol.exists(&file).map_err(fat_err)? {
+        if !vol.exists(&file).map_err(&fat_err)? {
             return Ok(SlotInfo {
                 version: None,
                 name: None,
                 rootfs_sha256: None,
             });
         }
-        let data = vol.read_file(&file).map_err(fat_err)?;
+        let data = vol.read_file(&file).map_err(&fat_err)?;
         let m: SlotManifest =
             serde_json::from_slice(&data).map_err(|source| InspectError::Manifest {
                 path: path.clone(),

@@ -225,7 +225,7 @@ fn layout_matches_golden_and_inspect_json() {
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    let esp = format!("{}@@{}", img.display(), 2048 * 512);
+    let esp = format!("{}@@{}", img.display(), partition(img, "p6os-esp").0 * 512);
     let mut listing: Vec<String> = mtools(&["mdir", "-/", "-b", "-i", &esp, "::/"])
         .lines()
         .map(str::to_string)
@@ -245,21 +245,6 @@ fn layout_matches_golden_and_inspect_json() {
 #[test]
 fn standard_tools_find_no_problems() {
     let img = &builds().images[0];
-    let out = run(Command::new(P6OS).arg("inspect").arg(img).arg("--json"));
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let part = |label: &str| {
-        let p = j["partitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["label"] == label)
-            .unwrap()
-            .clone();
-        (
-            p["first_lba"].as_u64().unwrap(),
-            p["last_lba"].as_u64().unwrap() - p["first_lba"].as_u64().unwrap() + 1,
-        )
-    };
     let v = Command::new("sgdisk")
         .arg("-v")
         .arg(img)
@@ -270,13 +255,47 @@ fn standard_tools_find_no_problems() {
         v.status.success() && text.contains("No problems found"),
         "sgdisk -v: {text}"
     );
-    // fsck.vfat has no offset option: check a copy of the ESP.
+    fsck_esp(img);
+    let state_offset = partition(img, "p6os-state").0 * 512;
+    let e = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(format!("{}?offset={state_offset}", img.display()))
+        .output()
+        .expect("e2fsck (package e2fsprogs)");
+    assert!(
+        e.status.success(),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&e.stdout)
+    );
+}
+
+/// First LBA and length in sectors of the partition labelled `label`, as `p6os inspect` reports it.
+fn partition(img: &Path, label: &str) -> (u64, u64) {
+    let out = run(Command::new(P6OS).arg("inspect").arg(img).arg("--json"));
+    assert!(out.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = j["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["label"] == label)
+        .unwrap()
+        .clone();
+    let first = p["first_lba"].as_u64().unwrap();
+    (first, p["last_lba"].as_u64().unwrap() - first + 1)
+}
+
+/// `fsck.vfat -n` on the image's ESP (it has no offset option: a copy of the partition is checked).
+fn fsck_esp(img: &Path) {
+    let (lba, sectors) = partition(img, "p6os-esp");
     let dir = tempfile::tempdir().unwrap();
     let esp = dir.path().join("esp.img");
     let dd = Command::new("dd")
         .arg(format!("if={}", img.display()))
         .arg(format!("of={}", esp.display()))
-        .args(["bs=1M", "skip=1", "count=64", "status=none"])
+        .arg(format!("skip={lba}"))
+        .arg(format!("count={sectors}"))
+        .args(["bs=512", "status=none"])
         .status()
         .unwrap();
     assert!(dd.success());
@@ -290,17 +309,6 @@ fn standard_tools_find_no_problems() {
         "fsck.vfat -n: {}{}",
         String::from_utf8_lossy(&f.stdout),
         String::from_utf8_lossy(&f.stderr)
-    );
-    let state_offset = part("p6os-state").0 * 512;
-    let e = Command::new("e2fsck")
-        .arg("-fn")
-        .arg(format!("{}?offset={state_offset}", img.display()))
-        .output()
-        .expect("e2fsck (package e2fsprogs)");
-    assert!(
-        e.status.success(),
-        "e2fsck: {}",
-        String::from_utf8_lossy(&e.stdout)
     );
 }
 
@@ -499,7 +507,7 @@ fn config_inject_writes_valid_files_only() {
         .arg(&img)
         .arg(&good));
     assert!(o.status.success());
-    let esp = format!("{}@@{}", img.display(), 2048 * 512);
+    let esp = format!("{}@@{}", img.display(), partition(&img, "p6os-esp").0 * 512);
     let t = Command::new("mtype")
         .args(["-i", &esp, "::/p6os/unattended.yaml"])
         .env("MTOOLS_SKIP_CHECK", "1")
@@ -509,20 +517,7 @@ fn config_inject_writes_valid_files_only() {
         String::from_utf8_lossy(&t.stdout),
         "#cloud-config\nhostname: store-0421\n"
     );
-    let esp_copy = dir.path().join("esp.img");
-    let dd = Command::new("dd")
-        .arg(format!("if={}", img.display()))
-        .arg(format!("of={}", esp_copy.display()))
-        .args(["bs=512", "skip=2048", "count=131072", "status=none"])
-        .status()
-        .unwrap();
-    assert!(dd.success());
-    let f = Command::new("fsck.vfat")
-        .arg("-n")
-        .arg(&esp_copy)
-        .output()
-        .unwrap();
-    assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stdout));
+    fsck_esp(&img);
 
     let before = sha256(&img);
     let bad = dir.path().join("bad.yaml");
@@ -539,4 +534,32 @@ fn config_inject_writes_valid_files_only() {
     );
     assert!(err.contains("nothing was written"), "{err}");
     assert_eq!(sha256(&img), before, "a refused config changed the image");
+}
+
+/// Not a P6OS image: inspect and inject say so and write nothing.
+#[test]
+fn inspect_and_inject_refuse_other_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank.img");
+    fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
+    let o = run(Command::new(P6OS).arg("inspect").arg(&blank));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no GPT found"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let cfg = dir.path().join("u.yaml");
+    fs::write(&cfg, "hostname: a\n").unwrap();
+    let o = run(Command::new(P6OS)
+        .args(["config", "inject"])
+        .arg(&blank)
+        .arg(&cfg));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no GPT found"));
+    assert_eq!(
+        fs::read(&blank).unwrap(),
+        vec![0u8; 1 << 20],
+        "the file was changed"
+    );
 }

@@ -15,6 +15,7 @@ use crate::bootdisk::{self, Choice, Failure, Outcome, Request};
 use crate::cli::VERSION;
 use crate::cmdline::{Cmdline, CmdlineError};
 use crate::efivar::{self, Lookup};
+use crate::firstboot;
 use crate::loader;
 use crate::log;
 use crate::modules;
@@ -218,6 +219,12 @@ impl Executor {
                 }
                 info!("moved {} to {into}", paths.join(", "));
             }
+            Step::ApplyConfig { config_arg } => firstboot::run(&firstboot::Context {
+                state_dir: plan::STATE_DIR,
+                sysroot: plan::SYSROOT,
+                esp_device: self.devices.get(plan::ESP_PARTLABEL).map(String::as_str),
+                config_arg: config_arg.as_deref(),
+            }),
             Step::DeleteInitramfs => match sys::delete_initramfs() {
                 Ok(freed) => info!(
                     "freed initramfs: {} files, {} KiB",

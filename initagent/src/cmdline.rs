@@ -179,6 +179,9 @@ pub struct Cmdline {
     /// Absolute path of the init to exec inside the slot root.
     pub init: String,
     pub rootwait: Duration,
+    /// `p6os.config=` as given; checked by `firstboot::source` (a bad value must not stop
+    /// the boot).
+    pub config: Option<String>,
 }
 
 impl Cmdline {
@@ -207,11 +210,15 @@ impl Cmdline {
                 Duration::from_secs(secs)
             }
         };
+        let config = params
+            .last("p6os.config")
+            .map(|v| v.unwrap_or("").to_string());
         Ok(Cmdline {
             slot,
             rootfstype,
             init,
             rootwait,
+            config,
         })
     }
 }
@@ -256,6 +263,7 @@ mod tests {
                 rootfstype: RootFsType::Squashfs,
                 init: "/sbin/init".into(),
                 rootwait: Duration::from_secs(30),
+                config: None,
             }
         );
     }

@@ -14,6 +14,7 @@ mod cli;
 mod cmdline;
 mod efivar;
 mod fatal;
+mod firstboot;
 mod gpt;
 mod loader;
 mod manifest;

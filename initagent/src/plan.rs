@@ -12,6 +12,8 @@ use crate::efivar::EFIVARS_DIR;
 
 /// Where the slot root is mounted before switch_root.
 pub const SYSROOT: &str = "/sysroot";
+/// GPT label of the ESP (read for `/p6os/unattended.yaml`).
+pub const ESP_PARTLABEL: &str = "p6os-esp";
 /// GPT label of the writable state partition.
 pub const STATE_PARTLABEL: &str = "p6os-state";
 /// Where the state partition is mounted (moves to the same path in the new root).
@@ -126,6 +128,11 @@ pub enum Step {
     MoveMounts {
         paths: Vec<String>,
         into: String,
+    },
+    /// Find, check and apply `unattended.yaml` (`firstboot`) while the state partition is
+    /// mounted and the overlays are not; never fails the boot. `config_arg` is `p6os.config=`.
+    ApplyConfig {
+        config_arg: Option<String>,
     },
     /// Delete the initramfs contents without crossing mount points.
     DeleteInitramfs,
@@ -252,7 +259,11 @@ pub fn plan_boot(cmdline: &Cmdline, modules: &[String], init_args: &[String]) ->
     // After the modules: efivarfs may be one.
     steps.push(Step::ReadLoaderVariables);
     steps.push(Step::WaitForPartitions {
-        labels: vec![root_label.clone(), STATE_PARTLABEL.to_string()],
+        labels: vec![
+            root_label.clone(),
+            STATE_PARTLABEL.to_string(),
+            ESP_PARTLABEL.to_string(),
+        ],
         timeout: cmdline.rootwait,
     });
     steps.push(Step::Mount(Mount {
@@ -285,6 +296,9 @@ pub fn plan_boot(cmdline: &Cmdline, modules: &[String], init_args: &[String]) ->
             .flat_map(|dir| ["upper", "work"].map(|sub| format!("{STATE_DIR}/overlay{dir}/{sub}")))
             .collect(),
         mode: 0o755,
+    });
+    steps.push(Step::ApplyConfig {
+        config_arg: cmdline.config.clone(),
     });
     for dir in OVERLAID {
         let lower = format!("{SYSROOT}{dir}");
@@ -345,6 +359,7 @@ mod tests {
             rootfstype,
             init: "/sbin/init".into(),
             rootwait: Duration::from_secs(30),
+            config: None,
         }
     }
 
@@ -363,7 +378,7 @@ mod tests {
         steps.extend([
             Step::ReadLoaderVariables,
             Step::WaitForPartitions {
-                labels: vec![root.clone(), "p6os-state".into()],
+                labels: vec![root.clone(), "p6os-state".into(), "p6os-esp".into()],
                 timeout: Duration::from_secs(30),
             },
             Step::Mount(Mount {
@@ -399,6 +414,7 @@ mod tests {
                 ]),
                 mode: 0o755,
             },
+            Step::ApplyConfig { config_arg: None },
             Step::Mount(Mount {
                 role: Role::Overlay,
                 source: Source::Named("overlay"),
@@ -463,7 +479,7 @@ mod tests {
         c.rootwait = Duration::from_secs(3);
         let plan = plan_boot(&c, &[], &strings(&["single"]));
         assert!(plan.contains(&Step::WaitForPartitions {
-            labels: strings(&["p6os-root-a", "p6os-state"]),
+            labels: strings(&["p6os-root-a", "p6os-state", "p6os-esp"]),
             timeout: Duration::from_secs(3),
         }));
         assert!(plan.contains(&Step::RequireFile {

@@ -60,6 +60,18 @@ pub fn mount(m: &Mount, source: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Mounts a filesystem read-only, nosuid, nodev, noexec (a configuration source).
+pub fn mount_read_only(device: &str, target: &str, fstype: &str) -> io::Result<()> {
+    rustix::mount::mount(
+        device,
+        target,
+        fstype,
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    )?;
+    Ok(())
+}
+
 pub fn mount_move(from: &str, to: &str) -> io::Result<()> {
     Ok(rustix::mount::mount_move(from, to)?)
 }

@@ -1,0 +1,209 @@
+//! `/var/lib/p6os/applied.json`: what was applied last (digests, source, time, files), and
+//! the decision whether a document needs applying. Pure.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::render::{Content, Rendered};
+
+pub const APPLIED_PATH: &str = "/var/lib/p6os/applied.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// `sha256:` of the document's bytes.
+    pub digest: String,
+    /// `sha256:` of everything rendered from it (paths, owners, modes, contents): changes when
+    /// the document or the slot's account files change.
+    pub rendered_digest: String,
+    /// Where the document came from.
+    pub source: String,
+    /// UTC, RFC 3339.
+    pub applied_at: String,
+    /// Files the agent manages (removed again when a later document no longer renders them).
+    pub files: Vec<String>,
+    /// Settings this base could not apply.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+pub fn rendered_digest(r: &Rendered) -> String {
+    let mut h = Sha256::new();
+    for t in &r.targets {
+        h.update(format!("{}\0{:o}\0{}\0{}\0", t.path, t.mode, t.uid, t.gid).as_bytes());
+        match &t.content {
+            Content::File(bytes) => {
+                h.update(b"f");
+                h.update((bytes.len() as u64).to_le_bytes());
+                h.update(bytes);
+            }
+            Content::Symlink(to) => {
+                h.update(b"l");
+                h.update(to.as_bytes());
+                h.update(b"\0");
+            }
+            Content::Dir => h.update(b"d"),
+        }
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// What to do with a valid document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Same document, same rendering: touch nothing.
+    Unchanged,
+    /// Apply; `stale` are files managed before and not rendered now.
+    Apply { stale: Vec<String> },
+}
+
+pub fn decide(previous: Option<&Applied>, digest: &str, rendered: &Rendered) -> Decision {
+    let rendered_now = rendered_digest(rendered);
+    match previous {
+        Some(p) if p.digest == digest && p.rendered_digest == rendered_now => Decision::Unchanged,
+        _ => {
+            let stale = previous
+                .map(|p| {
+                    p.files
+                        .iter()
+                        .filter(|f| !rendered.targets.iter().any(|t| &t.path == *f))
+                        .filter(|f| f.as_str() != APPLIED_PATH)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            Decision::Apply { stale }
+        }
+    }
+}
+
+/// Files (not directories: those may hold user data) that the record lists.
+pub fn managed_files(r: &Rendered) -> Vec<String> {
+    r.targets
+        .iter()
+        .filter(|t| t.content != Content::Dir)
+        .map(|t| t.path.clone())
+        .collect()
+}
+
+/// `seconds` since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
+pub fn rfc3339(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let rem = seconds % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firstboot::render::Target;
+
+    fn rendered(paths: &[&str]) -> Rendered {
+        Rendered {
+            targets: paths
+                .iter()
+                .map(|p| Target {
+                    path: p.to_string(),
+                    content: Content::File(b"x\n".to_vec()),
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                })
+                .collect(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn record(digest: &str, r: &Rendered) -> Applied {
+        Applied {
+            digest: digest.into(),
+            rendered_digest: rendered_digest(r),
+            source: "test".into(),
+            applied_at: rfc3339(0),
+            files: managed_files(r),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn first_time_applies_with_nothing_stale() {
+        let r = rendered(&["/etc/hostname"]);
+        assert_eq!(
+            decide(None, "sha256:a", &r),
+            Decision::Apply { stale: vec![] }
+        );
+    }
+
+    #[test]
+    fn same_document_and_rendering_is_unchanged() {
+        let r = rendered(&["/etc/hostname"]);
+        let prev = record("sha256:a", &r);
+        assert_eq!(decide(Some(&prev), "sha256:a", &r), Decision::Unchanged);
+    }
+
+    #[test]
+    fn changed_document_or_rendering_applies_and_removes_what_is_gone() {
+        let old = rendered(&["/etc/environment", "/etc/hostname"]);
+        let prev = record("sha256:a", &old);
+        let new = rendered(&["/etc/hostname"]);
+        assert_eq!(
+            decide(Some(&prev), "sha256:b", &new),
+            Decision::Apply {
+                stale: vec!["/etc/environment".into()]
+            }
+        );
+        // Same document, but the slot changed what it renders to (e.g. its /etc/passwd).
+        let mut changed = old.clone();
+        changed.targets[1].content = Content::File(b"y\n".to_vec());
+        assert_eq!(
+            decide(Some(&prev), "sha256:a", &changed),
+            Decision::Apply { stale: vec![] }
+        );
+    }
+
+    #[test]
+    fn rendered_digest_sees_mode_owner_and_kind() {
+        let a = rendered(&["/etc/x"]);
+        let mut b = a.clone();
+        b.targets[0].mode = 0o600;
+        let mut c = a.clone();
+        c.targets[0].uid = 1000;
+        let mut d = a.clone();
+        d.targets[0].content = Content::Symlink("x\n".into());
+        let all = [&a, &b, &c, &d].map(rendered_digest);
+        for i in 0..all.len() {
+            for j in i + 1..all.len() {
+                assert_ne!(all[i], all[j], "{i} {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_307_045), "2026-11-22T00:24:05Z");
+        assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+}

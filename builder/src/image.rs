@@ -29,6 +29,8 @@ use crate::tree::{Entry, Kind, Tree};
 /// Where the agent lives in every slot.
 pub const AGENT_PATH: &str = "usr/lib/p6os/p6os-agent";
 pub const SLOT_MANIFEST_PATH: &str = "usr/lib/p6os/manifest.json";
+/// The recipe's default unattended.yaml (the agent's last resort; 0600: it may hold tokens).
+pub const BAKED_UNATTENDED_PATH: &str = "usr/lib/p6os/unattended.yaml";
 /// Namespace for the UUID v5 GUIDs derived from the recipe digest.
 const GUID_NAMESPACE: Uuid = uuid::uuid!("6b3f2d4e-0b9a-5c1e-9f7d-2a6e8c4b1d30");
 const BOOTLOADER_EFI: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
@@ -139,12 +141,14 @@ fn recipe_digest(
         layers: &'a [LayerRecord],
         bootloader: &'a LayerRecord,
         agent_sha256: &'a str,
+        unattended_sha256: Option<String>,
     }
     let json = serde_json::to_vec(&Inputs {
         recipe: &recipe.def,
         layers,
         bootloader,
         agent_sha256,
+        unattended_sha256: recipe.unattended.as_deref().map(sha256_bytes),
     })
     .expect("serializable");
     sha256_bytes(&json)
@@ -238,6 +242,9 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
     root.insert(AGENT_PATH, Entry::file(agent.clone(), 0o755));
     let identity_json = serde_json::to_vec_pretty(&identity).expect("serializable");
     root.insert(SLOT_MANIFEST_PATH, Entry::file(identity_json, 0o644));
+    if let Some(text) = &recipe.unattended {
+        root.insert(BAKED_UNATTENDED_PATH, Entry::file(text.clone(), 0o600));
+    }
 
     // Kernel and initramfs.
     let kernel_layer = loaded

@@ -141,7 +141,8 @@ fn modinfo(data: &[u8], key: &str) -> Option<String> {
 }
 
 /// Modules the initramfs loads: virtio disk, the root filesystem, state (ext4), ESP (vfat with
-/// its code pages), overlay, efivarfs.
+/// its code pages), overlay, efivarfs, ISO 9660 for NoCloud-style configuration drives, and the virtio NIC
+/// (the minimal base has no module loader after the initramfs).
 pub fn initramfs_modules(rootfs: RootFsFormat) -> Vec<&'static str> {
     let fs = match rootfs {
         RootFsFormat::Erofs => "erofs",
@@ -157,6 +158,8 @@ pub fn initramfs_modules(rootfs: RootFsFormat) -> Vec<&'static str> {
         "nls_ascii",
         "overlay",
         "efivarfs",
+        "isofs",
+        "virtio_net",
     ]
 }
 

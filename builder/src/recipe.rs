@@ -39,6 +39,11 @@ pub struct RecipeFile {
     pub rootfs: RootFsFormat,
     #[serde(default)]
     pub boot: BootOptions,
+    /// A default unattended.yaml baked into the slot (path relative to this recipe), used
+    /// when the device finds none of its own (kernel argument, configuration drive, ESP).
+    /// Checked like `p6os validate unattended`.
+    #[serde(default)]
+    pub unattended: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -213,6 +218,8 @@ pub struct Recipe {
     /// Base, kernel, kubernetes (if any), then extra layers: the order they are merged in.
     pub layers: Vec<Layer>,
     pub bootloader: Layer,
+    /// The checked default unattended.yaml, if the recipe names one.
+    pub unattended: Option<Vec<u8>>,
 }
 
 impl Recipe {
@@ -347,12 +354,28 @@ pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
             Err(e) => diags.extend(e),
         }
     }
+    let mut unattended = None;
+    if let Some(reference) = &def.unattended {
+        let file = dir.join(reference);
+        match std::fs::read_to_string(&file) {
+            Err(e) => diags.push(at(
+                &[key("unattended")],
+                format!("cannot read `{}`: {e}", file.display()),
+                Some("the path is relative to the recipe file".into()),
+            )),
+            Ok(text) => match p6os_config::unattended::load(&file, &text) {
+                Ok(_) => unattended = Some(text.into_bytes()),
+                Err(e) => diags.extend(e),
+            },
+        }
+    }
     match bootloader {
         Some(bootloader) if diags.is_empty() => Ok(Recipe {
             file: path.to_path_buf(),
             def,
             layers,
             bootloader,
+            unattended,
         }),
         _ => {
             diags.sort();

@@ -563,3 +563,52 @@ fn inspect_and_inject_refuse_other_files() {
         "the file was changed"
     );
 }
+
+#[test]
+fn recipe_default_unattended_is_checked_and_baked_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("site.yaml"),
+        "hostname: ok\nhostnme: typo\n",
+    )
+    .unwrap();
+    let r = recipe_with(dir.path(), |t| {
+        t.replace(
+            "rootfs: squashfs",
+            "unattended: site.yaml\nrootfs: squashfs",
+        )
+    });
+    let o = run(Command::new(P6OS).arg("validate").arg("recipe").arg(&r));
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("site.yaml:2:1: hostnme: unknown field `hostnme`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `hostname`?"), "{err}");
+
+    fs::write(dir.path().join("site.yaml"), "hostname: baked\n").unwrap();
+    let out = dir.path().join("out");
+    let o = run(Command::new(P6OS)
+        .arg("build")
+        .arg(&r)
+        .arg("--out")
+        .arg(&out)
+        .arg("--agent")
+        .arg(agent())
+        .arg("-q"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let img = out.join("tiny-1.0.0.img");
+    let (offset, _) = partition(&img, "p6os-root-a");
+    let list = run(Command::new("unsquashfs")
+        .arg("-o")
+        .arg((offset * 512).to_string())
+        .arg("-lln")
+        .arg(&img)
+        .arg("/usr/lib/p6os/unattended.yaml"));
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("-rw------- 0/0") && text.contains("usr/lib/p6os/unattended.yaml"),
+        "{text}"
+    );
+}

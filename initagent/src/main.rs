@@ -20,10 +20,13 @@ mod loader;
 mod manifest;
 mod modules;
 mod mountinfo;
+mod net;
+mod netconf;
 mod plan;
 mod policy;
 mod service;
 mod sys;
+mod sysconfig;
 mod uevent;
 
 use std::ffi::OsString;

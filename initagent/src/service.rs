@@ -22,6 +22,7 @@ use crate::mountinfo;
 use crate::plan::{self, Source, Step};
 use crate::policy::{self, Event, Respawn, Shutdown};
 use crate::sys::{self, Reaped};
+use crate::sysconfig;
 
 const SERIAL_TTY: &str = "/dev/ttyS0";
 const FALLBACK_TTY: &str = "/dev/console";
@@ -54,6 +55,12 @@ pub fn run() -> i32 {
             " (not pid 1: no mounts, no reboot)"
         }
     );
+    let mut environment = Vec::new();
+    if pid1 {
+        sysconfig::apply_hostname();
+        sysconfig::apply_network();
+        environment = sysconfig::environment();
+    }
     let (slot, version) = (read_slot(), read_version());
     let entry = read_entry(pid1);
     info!("{}", policy::ready_line(&slot, &version, entry.value()));
@@ -62,7 +69,7 @@ pub fn run() -> i32 {
             warn!("cannot route ctrl-alt-del to pid 1: {e}");
         }
     }
-    let mut shell = ShellState::new();
+    let mut shell = ShellState::new(environment);
     loop {
         let now = Instant::now();
         if shell.pid.is_none() && now >= shell.next_spawn {
@@ -177,16 +184,19 @@ struct ShellState {
     started: Instant,
     next_spawn: Instant,
     respawn: Respawn,
+    /// From /etc/environment.
+    environment: Vec<(String, String)>,
 }
 
 impl ShellState {
-    fn new() -> ShellState {
+    fn new(environment: Vec<(String, String)>) -> ShellState {
         let now = Instant::now();
         ShellState {
             pid: None,
             started: now,
             next_spawn: now,
             respawn: Respawn::default(),
+            environment,
         }
     }
 
@@ -197,7 +207,7 @@ impl ShellState {
             FALLBACK_TTY
         };
         self.started = Instant::now();
-        match sys::spawn_shell(tty) {
+        match sys::spawn_shell(tty, &self.environment) {
             Ok(pid) => {
                 info!("started shell on {tty} (pid {pid})");
                 self.pid = Some(pid);

@@ -293,8 +293,9 @@ pub fn exec(path: &str, argv: &[String]) -> io::Error {
 }
 
 /// Starts `/bin/sh` as a login shell in a new session with `tty` as its controlling
-/// terminal and stdin/stdout/stderr. Returns the pid.
-pub fn spawn_shell(tty: &str) -> io::Result<i32> {
+/// terminal and stdin/stdout/stderr, `environment` (from /etc/environment) added.
+/// Returns the pid.
+pub fn spawn_shell(tty: &str, environment: &[(String, String)]) -> io::Result<i32> {
     let tty_c = cstring(tty)?;
     let home = if Path::new("/root").is_dir() {
         "/root"
@@ -307,6 +308,7 @@ pub fn spawn_shell(tty: &str) -> io::Result<i32> {
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("HOME", "/root")
         .env("TERM", "vt100")
+        .envs(environment.iter().map(|(k, v)| (k, v)))
         .current_dir(home);
     let child_setup = move || -> io::Result<()> {
         reset_signals()?;

@@ -12,3 +12,11 @@ pub fn test_image() -> PathBuf {
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/images/tiny-1.0.0.img"),
     }
 }
+
+/// The `p6os` command: `$P6OS_CLI` (set by `cargo xtask test`), else the debug build.
+pub fn p6os_cli() -> PathBuf {
+    match std::env::var_os("P6OS_CLI") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/p6os"),
+    }
+}

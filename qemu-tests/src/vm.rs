@@ -21,6 +21,18 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// The VM is killed after this long, whatever happens.
     pub hard_timeout: Duration,
+    pub network: Network,
+    /// More raw disks, attached as virtio-blk after the image (`/dev/vdb`, ...).
+    pub extra_drives: Vec<PathBuf>,
+}
+
+/// The guest's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    None,
+    /// One virtio NIC on QEMU's user network with `restrict=on`: the guest sees the slirp
+    /// addresses (10.0.2.2 gateway, 10.0.2.3 DNS) but no packet leaves QEMU.
+    UserRestricted,
 }
 
 impl VmConfig {
@@ -41,6 +53,8 @@ impl VmConfig {
             image,
             memory_mib: 512,
             hard_timeout: Duration::from_secs(600),
+            network: Network::None,
+            extra_drives: Vec::new(),
         })
     }
 
@@ -68,29 +82,43 @@ impl VmConfig {
             "if=none,id=disk0,format=raw,file={}",
             disk.display()
         ));
-        c.args(["-device", "virtio-blk-pci,drive=disk0", "-nic", "none"]);
+        c.args(["-device", "virtio-blk-pci,drive=disk0"]);
+        for (i, drive) in self.extra_drives.iter().enumerate() {
+            c.arg("-drive").arg(format!(
+                "if=none,id=extra{i},format=raw,file={}",
+                drive.display()
+            ));
+            c.arg("-device")
+                .arg(format!("virtio-blk-pci,drive=extra{i}"));
+        }
+        match self.network {
+            Network::None => c.args(["-nic", "none"]),
+            Network::UserRestricted => c.args(["-nic", "user,model=virtio-net-pci,restrict=on"]),
+        };
         c
     }
 
     /// Boots a writable copy of the image; the console is captured.
     pub fn start(&self, name: &str) -> Result<Vm> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("p6os-vm-{name}-"))
-            .tempdir()?;
+        let dir = vm_dir(name)?;
         let disk = dir.path().join("disk.img");
-        let status = Command::new("cp")
-            .arg("--sparse=always")
-            .arg(&self.image)
-            .arg(&disk)
-            .status()?;
-        if !status.success() {
-            bail!("copying {} failed", self.image.display());
-        }
+        copy_image(&self.image, &disk)?;
+        self.boot(name, dir, &disk)
+    }
+
+    /// Boots the image file itself, which the test owns (e.g. a copy made with
+    /// [`copy_image`] to boot several times with different drives).
+    pub fn start_in_place(&self, name: &str) -> Result<Vm> {
+        let dir = vm_dir(name)?;
+        self.boot(name, dir, &self.image)
+    }
+
+    fn boot(&self, name: &str, dir: tempfile::TempDir, disk: &Path) -> Result<Vm> {
         let vars = dir.path().join("OVMF_VARS.fd");
         fs::copy(OVMF_VARS, &vars).context("copying the OVMF variable store")?;
         let log_path = dir.path().join("console.log");
         let mut child = self
-            .command(&disk, &vars)
+            .command(disk, &vars)
             .args(["-serial", "stdio", "-monitor", "none"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -140,6 +168,25 @@ impl VmConfig {
         }
         Ok(())
     }
+}
+
+fn vm_dir(name: &str) -> Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("p6os-vm-{name}-"))
+        .tempdir()?)
+}
+
+/// A sparse copy of an image.
+pub fn copy_image(from: &Path, to: &Path) -> Result<()> {
+    let status = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(from)
+        .arg(to)
+        .status()?;
+    if !status.success() {
+        bail!("copying {} to {} failed", from.display(), to.display());
+    }
+    Ok(())
 }
 
 #[derive(Default)]

@@ -1,0 +1,260 @@
+//! unattended.yaml end to end on the tiny image: injected with `p6os config inject`, found and
+//! applied by the agent at boot, visible from the guest's console; applied once; an invalid
+//! document on a configuration drive is reported and changes nothing.
+//!
+//! Network rule: the guest's NIC is QEMU's user network with `restrict=on`; the only
+//! addresses in the documents are QEMU's own (10.0.2.x) and `.invalid` names.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use qemu_tests::vm::{copy_image, Network, Vm, VmConfig};
+use qemu_tests::{p6os_cli, test_image};
+
+const BOOT: Duration = Duration::from_secs(180);
+const CMD: Duration = Duration::from_secs(30);
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHn6vQzj8cJ2a1bU3m8k0a9n3F0kJm2b0o6u5rT1xYzA ops@example";
+const REGISTRY_PASSWORD: &str = "s3cret-registry-password";
+const TOKEN: &str = "s3cret-pairing-token";
+const HASH: &str = "$6$saltsalt$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijkl";
+
+fn site_config() -> String {
+    format!(
+        "#cloud-config
+hostname: store-0421
+users:
+  - name: ops
+    sudo: true
+    passwd: \"{HASH}\"
+    ssh_authorized_keys:
+      - {KEY}
+network:
+  interfaces:
+    - name: eth0
+      addresses: [10.0.2.15/24]
+      gateway: 10.0.2.2
+  dns:
+    servers: [10.0.2.3]
+proxy:
+  http_proxy: http://10.0.2.2:3128
+  https_proxy: http://10.0.2.2:3128
+  no_proxy: [localhost, 127.0.0.1, .svc]
+registries:
+  configs:
+    registry.invalid:
+      username: robot
+      password: {REGISTRY_PASSWORD}
+console:
+  endpoint: https://console.invalid
+  token: {TOKEN}
+"
+    )
+}
+
+/// A copy of the test image with `config` injected by the `p6os` command.
+fn image_with_config(dir: &Path, config: &str) -> std::path::PathBuf {
+    let image = dir.join("disk.img");
+    copy_image(&test_image(), &image).unwrap();
+    let file = dir.join("unattended.yaml");
+    std::fs::write(&file, config).unwrap();
+    let out = Command::new(p6os_cli())
+        .args(["config", "inject"])
+        .arg(&image)
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", p6os_cli().display()));
+    assert!(
+        out.status.success(),
+        "p6os config inject failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    image
+}
+
+/// Runs `command` in the guest shell and returns its output up to a marker the shell computes
+/// (so the echoed command line never matches it).
+fn run(vm: &mut Vm, tag: &str, command: &str) -> String {
+    vm.send_line(&format!("{command}; echo {tag}\"\"-END"))
+        .unwrap();
+    let before = vm.console_log().len();
+    vm.wait_for_line(&format!("{tag}-END"), CMD).unwrap();
+    let log = vm.console_log();
+    let end = log.rfind(&format!("{tag}-END")).unwrap();
+    // Output starts after the echoed command line.
+    let start = log[..end]
+        .rfind(&format!("{tag}\"\"-END"))
+        .map_or(before, |i| i + tag.len() + 6);
+    log[start.min(end)..end].to_string()
+}
+
+fn config_vm(image: &Path) -> VmConfig {
+    let mut config = VmConfig::new(image).unwrap();
+    config.network = Network::UserRestricted;
+    config
+}
+
+#[test]
+fn injected_config_is_applied_at_first_boot_and_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_with_config(dir.path(), &site_config());
+    let mut vm = config_vm(&image).start_in_place("unattended").unwrap();
+    vm.wait_for_line("using unattended.yaml from the ESP", BOOT)
+        .unwrap();
+    let applied = vm
+        .wait_for_line("p6os-agent: config applied", BOOT)
+        .unwrap();
+    assert!(applied.contains("sha256:"), "{applied}");
+    vm.wait_for_line("p6os-agent: ready slot=a", BOOT).unwrap();
+
+    // Secrets never reach the console or the kernel log.
+    let boot_log = vm.console_log();
+    for secret in [REGISTRY_PASSWORD, TOKEN, HASH] {
+        assert!(!boot_log.contains(secret), "a secret was logged");
+    }
+
+    let out = run(&mut vm, "HOST", "hostname");
+    assert!(out.contains("store-0421"), "hostname: {out}");
+    let out = run(&mut vm, "USER", "grep ^ops: /etc/passwd");
+    assert!(
+        out.contains("ops:x:1000:1000::/var/home/ops:/bin/sh"),
+        "passwd: {out}"
+    );
+    let out = run(
+        &mut vm,
+        "KEY",
+        "stat -c 'mode=%a uid=%u' /var/home/ops/.ssh/authorized_keys /etc/shadow; cat /var/home/ops/.ssh/authorized_keys",
+    );
+    assert!(out.contains("mode=600 uid=1000"), "authorized_keys: {out}");
+    assert!(out.contains("mode=600 uid=0"), "shadow: {out}");
+    assert!(out.contains(KEY), "authorized_keys: {out}");
+    let out = run(&mut vm, "ADDR", "ip -4 addr show dev eth0; ip route");
+    assert!(out.contains("inet 10.0.2.15/24"), "address: {out}");
+    assert!(
+        out.contains("default via 10.0.2.2 dev eth0"),
+        "route: {out}"
+    );
+    let out = run(&mut vm, "PROXY", "echo \"https=$https_proxy no=$no_proxy\"");
+    assert!(
+        out.contains("https=http://10.0.2.2:3128 no=localhost,127.0.0.1,.svc"),
+        "proxy environment: {out}"
+    );
+    let out = run(
+        &mut vm,
+        "REG",
+        "stat -c 'mode=%a uid=%u' /etc/p6os/registries.yaml; grep -c 'password:' /etc/p6os/registries.yaml; grep -c 'username: \"robot\"' /etc/p6os/registries.yaml",
+    );
+    assert!(out.contains("mode=600 uid=0"), "registries.yaml: {out}");
+    assert_eq!(
+        out.lines().filter(|l| l.trim() == "1").count(),
+        2,
+        "registry credentials: {out}"
+    );
+    let first = run(&mut vm, "JSON", "cat /var/lib/p6os/applied.json");
+    assert!(first.contains("\"digest\": \"sha256:"), "{first}");
+    assert!(first.contains("\"source\": \"the ESP"), "{first}");
+
+    // (b) The same document at the next boot: nothing applied, nothing rewritten.
+    vm.send_line("reboot").unwrap();
+    vm.wait_for_line("p6os-agent: rebooting", CMD).unwrap();
+    let unchanged = vm.wait_for_line("p6os-agent: config", BOOT).unwrap();
+    assert!(
+        unchanged.contains("config unchanged"),
+        "second boot: {unchanged}"
+    );
+    vm.wait_for_line("p6os-agent: ready slot=a", BOOT).unwrap();
+    let second = run(&mut vm, "JSON2", "cat /var/lib/p6os/applied.json");
+    assert_eq!(
+        first.trim(),
+        second.trim(),
+        "applied.json changed on the second boot"
+    );
+    let out = run(&mut vm, "HOST2", "hostname; ip -4 addr show dev eth0");
+    assert!(
+        out.contains("store-0421") && out.contains("inet 10.0.2.15/24"),
+        "{out}"
+    );
+}
+
+/// Every file and directory of the overlays' upper layers with size, mtime and mode.
+const LIST_STATE: &str = "find /run/p6os/state/overlay/etc/upper /run/p6os/state/overlay/var/upper | sort | xargs stat -c '%n %s %Y %a %u'";
+
+fn drive_with_user_data(dir: &Path, text: &str) -> std::path::PathBuf {
+    let drive = dir.join("cidata.img");
+    let file = std::fs::File::create(&drive).unwrap();
+    file.set_len(8 << 20).unwrap();
+    drop(file);
+    let status = Command::new("mkfs.vfat")
+        .args(["-n", "CIDATA"])
+        .arg(&drive)
+        .output()
+        .expect("mkfs.vfat (package dosfstools)");
+    assert!(status.status.success(), "mkfs.vfat failed");
+    let user_data = dir.join("user-data");
+    std::fs::write(&user_data, text).unwrap();
+    let status = Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(&drive)
+        .arg(&user_data)
+        .arg("::/user-data")
+        .status()
+        .expect("mcopy (package mtools)");
+    assert!(status.success(), "mcopy failed");
+    drive
+}
+
+#[test]
+fn invalid_config_on_a_drive_is_reported_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_with_config(dir.path(), &site_config());
+    // First boot: the valid document from the ESP is applied.
+    let mut vm = config_vm(&image).start_in_place("valid").unwrap();
+    vm.wait_for_line("p6os-agent: config applied", BOOT)
+        .unwrap();
+    vm.wait_for_line("p6os-agent: ready slot=a", BOOT).unwrap();
+    let before = run(&mut vm, "LIST", LIST_STATE);
+    assert!(
+        before.contains("etc/upper/p6os/registries.yaml"),
+        "{before}"
+    );
+    vm.send_line("poweroff").unwrap();
+    vm.wait_exit(CMD).unwrap();
+    drop(vm);
+
+    // Second boot with a configuration drive: it wins over the ESP, and it is invalid.
+    let invalid = "#cloud-config\nhostname: store_9!\nnetwork:\n  interfaces:\n    - name: eth0\n      addresses: [10.0.2.300/24]\nusers:\n  - name: ops\n    passwd: hunter2\n";
+    let drive = drive_with_user_data(dir.path(), invalid);
+    let mut config = config_vm(&image);
+    config.extra_drives.push(drive);
+    let mut vm = config.start_in_place("invalid").unwrap();
+    let from = vm
+        .wait_for_line("p6os-agent: using unattended.yaml from", BOOT)
+        .unwrap();
+    assert!(
+        from.contains("configuration drive /dev/vdb (/user-data)"),
+        "{from}"
+    );
+    let verdict = vm
+        .wait_for_line("p6os-agent: warning: config invalid", BOOT)
+        .unwrap();
+    assert!(verdict.contains("3 problems; nothing applied"), "{verdict}");
+    let l1 = vm.wait_for_line("/dev/vdb:/user-data:2:11", CMD).unwrap();
+    assert!(l1.contains("hostname"), "{l1}");
+    let l2 = vm.wait_for_line("/dev/vdb:/user-data:6:", CMD).unwrap();
+    assert!(l2.contains("10.0.2.300/24"), "{l2}");
+    let l3 = vm.wait_for_line("/dev/vdb:/user-data:9:", CMD).unwrap();
+    assert!(l3.contains("not a password hash"), "{l3}");
+    // The machine still boots to a shell.
+    vm.wait_for_line("p6os-agent: ready slot=a", BOOT).unwrap();
+    assert!(
+        !vm.console_log().contains("hunter2"),
+        "the plain password was echoed"
+    );
+    let after = run(&mut vm, "LIST2", LIST_STATE);
+    assert_eq!(before.trim(), after.trim(), "the state partition changed");
+    let out = run(&mut vm, "HOST", "hostname");
+    assert!(out.contains("store-0421"), "{out}");
+}

@@ -271,7 +271,24 @@ pub fn schema() -> serde_json::Value {
 
 /// Parses and checks a whole document; every problem at once.
 pub fn load(file: &Path, text: &str) -> Result<Unattended, Diagnostics> {
-    let Loaded { value, tree } = yamlcheck::load::<Unattended>(file, text)?;
+    let Loaded { value, tree } = match yamlcheck::load::<Unattended>(file, text) {
+        Ok(loaded) => loaded,
+        Err(mut diags) => {
+            // Every problem at once: the sections whose own shape is right still get their
+            // checks (a bad CIDR is reported beside an unknown key elsewhere).
+            if let Ok(tree) = yamlcheck::parse(file, text) {
+                let mut c = Check {
+                    file,
+                    tree: &tree,
+                    diags: Diagnostics::default(),
+                };
+                c.document(&well_formed_sections(&tree));
+                diags.extend(c.diags);
+                diags.sort();
+            }
+            return Err(diags);
+        }
+    };
     let mut c = Check {
         file,
         tree: &tree,
@@ -279,6 +296,39 @@ pub fn load(file: &Path, text: &str) -> Result<Unattended, Diagnostics> {
     };
     c.document(&value);
     c.diags.into_result(value)
+}
+
+/// The top-level sections of a document that deserialize on their own; the others are left
+/// at their defaults (so they add no checks).
+fn well_formed_sections(tree: &marked_yaml::Node) -> Unattended {
+    let mut u = Unattended::default();
+    let Some(map) = tree.as_mapping() else {
+        return u;
+    };
+    macro_rules! sections {
+        ($($field:ident),*) => {$(
+            if let Some(node) = map.get_node(stringify!($field)) {
+                if let Ok(v) = marked_yaml::from_node(node) {
+                    u.$field = v;
+                }
+            }
+        )*};
+    }
+    sections!(
+        appliance,
+        hostname,
+        timezone,
+        ntp,
+        users,
+        ssh,
+        network,
+        proxy,
+        kubernetes,
+        registries,
+        console,
+        write_files
+    );
+    u
 }
 
 /// A network with prefix, parsed from `a.b.c.d/n` or `x::y/n`.

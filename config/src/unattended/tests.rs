@@ -68,14 +68,17 @@ write_files:
   - path: /usr/bin/evil
     permissions: \"0999\"
 ";
-    let errs = errors(text);
-    let expected =
-        ["u.yaml:1:1: hostnme: unknown field `hostnme`\n  hint: did you mean `hostname`?"];
+    let with_typo = errors(text);
     assert_eq!(
-        errs, expected,
-        "shape errors come alone, before semantic checks"
+        with_typo[0],
+        "u.yaml:1:1: hostnme: unknown field `hostnme`\n  hint: did you mean `hostname`?"
     );
     let errs = errors(&text.replace("hostnme", "hostname"));
+    assert_eq!(
+        with_typo[1..],
+        errs[..],
+        "a shape error elsewhere hides no other problem"
+    );
     let want = [
         "u.yaml:4:13: users[0].passwd: not a password hash",
         "u.yaml:5:27: users[0].ssh_authorized_keys[0]: not an SSH public key",
@@ -279,4 +282,29 @@ mod never_panics {
             let _ = valid_mac(&s);
         }
     }
+}
+
+#[test]
+fn shape_errors_do_not_hide_problems_in_other_sections() {
+    let errs = errors(
+        "hostnme: store-9\n\
+         network:\n  interfaces:\n    - name: eth0\n      addresses: [10.0.2.300/24]\n\
+         users:\n  - name: ops\n    passwd: hunter2\n\
+         ssh: {port: 0, colour: blue}\n",
+    );
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("u.yaml:1:1: hostnme: unknown field"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].starts_with("u.yaml:5:19: network.interfaces[0].addresses[0]"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[2].starts_with("u.yaml:8:13: users[0].passwd: not a password hash"),
+        "{errs:#?}"
+    );
+    // A section with a shape error gets no further checks (port 0 is not reported twice).
+    assert!(errs[3].contains("ssh.colour: unknown field"), "{errs:#?}");
 }

@@ -111,6 +111,9 @@ fn injected_config_is_applied_at_first_boot_and_only_then() {
 
     // Secrets never reach the console or the kernel log.
     let boot_log = vm.console_log();
+    for line in boot_log.lines().filter(|l| l.contains("configuration step took")) {
+        eprintln!("first boot: {line}");
+    }
     for secret in [REGISTRY_PASSWORD, TOKEN, HASH] {
         assert!(!boot_log.contains(secret), "a secret was logged");
     }
@@ -175,6 +178,38 @@ fn injected_config_is_applied_at_first_boot_and_only_then() {
     assert!(
         out.contains("store-0421") && out.contains("inet 10.0.2.15/24"),
         "{out}"
+    );
+
+    // A changed document is applied again; what it no longer asks for goes away.
+    run(
+        &mut vm,
+        "EDIT",
+        "mkdir -p /tmp/esp && mount -t vfat /dev/vda1 /tmp/esp && \
+         printf 'hostname: store-0422\\n' > /tmp/esp/p6os/unattended.yaml && umount /tmp/esp",
+    );
+    vm.send_line("reboot").unwrap();
+    vm.wait_for_line("p6os-agent: rebooting", CMD).unwrap();
+    let applied = vm.wait_for_line("p6os-agent: config", BOOT).unwrap();
+    assert!(applied.contains("config applied"), "third boot: {applied}");
+    vm.wait_for_line("p6os-agent: ready slot=a", BOOT).unwrap();
+    let out = run(
+        &mut vm,
+        "THIRD",
+        "hostname; grep -c ^ops: /etc/passwd; ls /etc/environment /etc/p6os/registries.yaml; ls -d /var/home/ops",
+    );
+    assert!(out.contains("store-0422"), "hostname: {out}");
+    assert!(
+        out.lines().any(|l| l.trim() == "0"),
+        "user ops still in /etc/passwd: {out}"
+    );
+    assert!(
+        out.contains("/etc/environment: No such file")
+            && out.contains("/etc/p6os/registries.yaml: No such file"),
+        "files of the old document left: {out}"
+    );
+    assert!(
+        out.contains("\n/var/home/ops"),
+        "home directory removed: {out}"
     );
 }
 

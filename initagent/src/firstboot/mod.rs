@@ -16,7 +16,7 @@ pub mod txn;
 use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use applied::{Applied, Decision, APPLIED_PATH};
 use render::{Base, Flavor};
@@ -43,6 +43,15 @@ pub struct Context<'a> {
 
 /// Runs first-boot configuration. Never fails: problems are logged.
 pub fn run(ctx: &Context) {
+    let started = Instant::now();
+    run_steps(ctx);
+    info!(
+        "configuration step took {} ms",
+        started.elapsed().as_millis()
+    );
+}
+
+fn run_steps(ctx: &Context) {
     let layout = txn::Layout {
         state: Path::new(ctx.state_dir),
         slot: Path::new(ctx.sysroot),

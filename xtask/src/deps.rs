@@ -18,6 +18,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("zstd", "zstd"),
     ("sfdisk", "fdisk"),
     ("cc", "gcc"),
+    // libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`.
+    ("c++", "g++"),
     ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
 ];
 

@@ -3,6 +3,7 @@
 mod agent;
 mod bench;
 mod deps;
+mod fuzz;
 mod image;
 mod run;
 mod test;
@@ -16,7 +17,9 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   agent              build the static p6os-agent
   image [RECIPE]     build the agent, then the image (default recipes/tiny.yaml)
-  test               unit, golden and QEMU tests (installs Debian packages when root)
+  test               unit, golden, fuzz (bounded) and QEMU tests (installs Debian packages when root)
+  fuzz [--seconds N] [TARGET...]
+                     run the parsers' fuzz targets (unattended, recipe), N seconds each (default 20)
   run [IMAGE]        boot an image in QEMU on this terminal (Ctrl-A X quits)
   bench image        time assembling the tiny image: p6os vs a pipeline of standard tools
   deps               install (as root) or list the Debian packages the workflows need";
@@ -37,6 +40,7 @@ fn main() -> Result<()> {
         ["image"] => image::run(DEFAULT_RECIPE).map(|_| ()),
         ["image", recipe] => image::run(recipe).map(|_| ()),
         ["test"] => test::run(),
+        ["fuzz", rest @ ..] => fuzz::cli(rest),
         ["run"] => run::run(None),
         ["run", img] => run::run(Some(img)),
         ["deps"] => deps::ensure(),

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: unit and golden tests, then QEMU boots of the tiny image.
+//! `cargo xtask test`: unit and golden tests, the fuzz targets for a bounded time, then QEMU boots
+//! of the tiny image.
 
 use anyhow::Result;
 use xshell::{cmd, Shell};
@@ -11,6 +12,7 @@ pub fn run() -> Result<()> {
     let _a = sh.push_env("P6OS_AGENT", &agent);
     let _i = sh.push_env("P6OS_TEST_IMAGE", &image);
     cmd!(sh, "cargo test --workspace --exclude qemu-tests").run()?;
+    crate::fuzz::run(crate::fuzz::TEST_SECONDS, crate::fuzz::TARGETS)?;
     // One VM at a time: TCG on a 2-core machine.
     cmd!(sh, "cargo test -p qemu-tests -- --test-threads=1").run()?;
     Ok(())

@@ -319,3 +319,44 @@ mod tests {
         assert!(!is_config_drive_label("P6OS-STATE"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn probe_never_panics(head in proptest::collection::vec(any::<u8>(), 0..LABEL_PROBE_BYTES + 64)) {
+            let _ = probe(&head);
+        }
+
+        #[test]
+        fn probe_never_panics_near_signatures(mut head in proptest::collection::vec(any::<u8>(), 512..4096), fat32 in any::<bool>()) {
+            head[510] = 0x55;
+            head[511] = 0xaa;
+            head[11] = 0;
+            head[12] = 2;
+            head[13] = 8;
+            if head.len() > 1082 {
+                head[1080] = 0; // not an ext4 magic by chance
+            }
+            if fat32 {
+                head[66] = 0x29;
+                head[82..87].copy_from_slice(b"FAT32");
+            } else {
+                head[38] = 0x29;
+                head[54..57].copy_from_slice(b"FAT");
+            }
+            prop_assert_eq!(probe(&head).map(|p| p.fstype), Some(FsType::Vfat));
+        }
+
+        #[test]
+        fn config_arg_parse_never_panics(value in "\\PC{0,64}") {
+            if let Ok(arg) = parse_config_arg(&value) {
+                prop_assert!(arg.path.starts_with('/'));
+                prop_assert!(!arg.path.split('/').any(|c| c == ".."));
+            }
+        }
+    }
+}

@@ -231,6 +231,9 @@ impl Recipe {
     }
 }
 
+/// The largest default unattended.yaml a recipe may bake in (the agent reads at most 1 MiB).
+const MAX_UNATTENDED: u64 = 1 << 20;
+
 /// The smallest ESP that still holds FAT32's minimum cluster count with 512-byte clusters.
 pub const MIN_ESP: u64 = 34 * 1024 * 1024;
 pub const MIN_SLOT: u64 = 8 * 1024 * 1024;
@@ -357,11 +360,20 @@ pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
     let mut unattended = None;
     if let Some(reference) = &def.unattended {
         let file = dir.join(reference);
-        match std::fs::read_to_string(&file) {
+        // A regular file of sane size only: not /dev/zero, a FIFO or a directory.
+        let text = match std::fs::metadata(&file) {
+            Ok(m) if !m.is_file() => Err("not a regular file".to_string()),
+            Ok(m) if m.len() > MAX_UNATTENDED => {
+                Err(format!("larger than {} KiB", MAX_UNATTENDED / 1024))
+            }
+            Ok(_) => std::fs::read_to_string(&file).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match text {
             Err(e) => diags.push(at(
                 &[key("unattended")],
                 format!("cannot read `{}`: {e}", file.display()),
-                Some("the path is relative to the recipe file".into()),
+                Some("a file, relative to the recipe file".into()),
             )),
             Ok(text) => match p6os_config::unattended::load(&file, &text) {
                 Ok(_) => unattended = Some(text.into_bytes()),

@@ -586,8 +586,23 @@ fn recipe_default_unattended_is_checked_and_baked_0600() {
         "{err}"
     );
     assert!(err.contains("did you mean `hostname`?"), "{err}");
+    let r_dev = recipe_with(dir.path(), |t| {
+        t.replace(
+            "rootfs: squashfs",
+            "unattended: /dev/zero\nrootfs: squashfs",
+        )
+    });
+    let o = run(Command::new(P6OS).arg("validate").arg("recipe").arg(&r_dev));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("unattended: cannot read `/dev/zero`: not a regular file"),
+        "{err}"
+    );
 
     fs::write(dir.path().join("site.yaml"), "hostname: baked\n").unwrap();
+    let r = recipe_with(dir.path(), |t| {
+        t.replace("rootfs: squashfs", "unattended: site.yaml\nrootfs: squashfs")
+    });
     let out = dir.path().join("out");
     let o = run(Command::new(P6OS)
         .arg("build")

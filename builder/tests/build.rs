@@ -601,7 +601,10 @@ fn recipe_default_unattended_is_checked_and_baked_0600() {
 
     fs::write(dir.path().join("site.yaml"), "hostname: baked\n").unwrap();
     let r = recipe_with(dir.path(), |t| {
-        t.replace("rootfs: squashfs", "unattended: site.yaml\nrootfs: squashfs")
+        t.replace(
+            "rootfs: squashfs",
+            "unattended: site.yaml\nrootfs: squashfs",
+        )
     });
     let out = dir.path().join("out");
     let o = run(Command::new(P6OS)

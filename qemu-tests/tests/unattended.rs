@@ -111,7 +111,10 @@ fn injected_config_is_applied_at_first_boot_and_only_then() {
 
     // Secrets never reach the console or the kernel log.
     let boot_log = vm.console_log();
-    for line in boot_log.lines().filter(|l| l.contains("configuration step took")) {
+    for line in boot_log
+        .lines()
+        .filter(|l| l.contains("configuration step took"))
+    {
         eprintln!("first boot: {line}");
     }
     for secret in [REGISTRY_PASSWORD, TOKEN, HASH] {

@@ -1,0 +1,217 @@
+use std::cmp::Ordering;
+use std::io::Cursor;
+
+use crate::compat::{compare_versions, problems, Device, Downgrade};
+use crate::format::*;
+use crate::keys::SecretKey;
+
+fn key() -> SecretKey {
+    SecretKey::from_seed([42; 32])
+}
+
+fn manifest() -> Manifest {
+    Manifest {
+        format: FORMAT,
+        name: "tiny".into(),
+        version: "2.0.0".into(),
+        arch: "x86_64".into(),
+        compatible: vec!["tiny".into()],
+        min_agent_version: "0.1.0".into(),
+        recipe_digest: "sha256:00".into(),
+        rootfs_type: "squashfs".into(),
+        kernel_args: vec!["quiet".into()],
+        tries: 3,
+        key_id: String::new(),
+        payloads: Vec::new(),
+    }
+}
+
+fn payloads() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let kernel: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let initrd = b"initrd".repeat(1000);
+    let rootfs: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    (kernel, initrd, rootfs)
+}
+
+fn bundle() -> Vec<u8> {
+    let (kernel, initrd, rootfs) = payloads();
+    let mut out = Vec::new();
+    write_bundle(
+        &mut out,
+        manifest(),
+        &[
+            PayloadInput {
+                kind: PayloadKind::Kernel,
+                data: &kernel,
+            },
+            PayloadInput {
+                kind: PayloadKind::Initrd,
+                data: &initrd,
+            },
+            PayloadInput {
+                kind: PayloadKind::Rootfs,
+                data: &rootfs,
+            },
+        ],
+        &key(),
+        3,
+    )
+    .unwrap();
+    out
+}
+
+/// Reads a whole bundle the way the agent does: header, signature, then every payload.
+fn read_all(bytes: &[u8]) -> Result<Vec<Vec<u8>>, BundleError> {
+    let mut r = Cursor::new(bytes);
+    let header = read_header(&mut r)?;
+    header.verify(&[key().public()])?;
+    let mut outs = Vec::new();
+    for p in &header.manifest.payloads {
+        let mut out = Vec::new();
+        copy_payload(&mut r, p, &mut out, |_| {})?;
+        outs.push(out);
+    }
+    Ok(outs)
+}
+
+#[test]
+fn round_trip() {
+    let b = bundle();
+    let (kernel, initrd, rootfs) = payloads();
+    assert_eq!(read_all(&b).unwrap(), vec![kernel, initrd, rootfs]);
+    let header = read_header(&mut Cursor::new(&b)).unwrap();
+    assert_eq!(
+        header.len + header.manifest.compressed_total(),
+        b.len() as u64
+    );
+    assert_eq!(header.manifest.key_id, key().id().to_string());
+}
+
+#[test]
+fn writing_is_deterministic() {
+    assert_eq!(bundle(), bundle());
+}
+
+#[test]
+fn every_truncation_is_refused() {
+    let b = bundle();
+    let header = read_header(&mut Cursor::new(&b)).unwrap();
+    // Every cut inside the header, and a spread of cuts through the payloads.
+    let mut cuts: Vec<usize> = (0..header.len as usize).collect();
+    cuts.extend((header.len as usize..b.len()).step_by(997));
+    cuts.push(b.len() - 1);
+    for cut in cuts {
+        assert!(
+            read_all(&b[..cut]).is_err(),
+            "a bundle cut at {cut} was accepted"
+        );
+    }
+}
+
+#[test]
+fn every_flipped_byte_is_refused() {
+    let b = bundle();
+    let header = read_header(&mut Cursor::new(&b)).unwrap();
+    let mut places: Vec<usize> = (0..header.len as usize).step_by(3).collect();
+    places.extend((header.len as usize..b.len()).step_by(1009));
+    places.push(b.len() - 1);
+    for at in places {
+        let mut bad = b.clone();
+        bad[at] ^= 0x20;
+        assert!(
+            read_all(&bad).is_err(),
+            "a bundle with byte {at} flipped was accepted"
+        );
+    }
+}
+
+#[test]
+fn unsigned_and_foreign_bundles_are_refused() {
+    let b = bundle();
+    let header = read_header(&mut Cursor::new(&b)).unwrap();
+    let other = SecretKey::from_seed([1; 32]);
+    assert!(matches!(
+        header.verify(&[other.public()]),
+        Err(BundleError::UntrustedKey { .. })
+    ));
+    assert!(matches!(
+        header.verify(&[]),
+        Err(BundleError::UntrustedKey { .. })
+    ));
+    // Same key id claimed, different key: the signature does not verify.
+    let mut unsigned = header.clone();
+    unsigned.signature = None;
+    assert!(matches!(
+        unsigned.verify(&[key().public()]),
+        Err(BundleError::Unsigned)
+    ));
+    let mut forged = header.clone();
+    forged.signature = Some(other.sign_manifest(&header.manifest_bytes));
+    assert!(matches!(
+        forged.verify(&[key().public()]),
+        Err(BundleError::BadSignature)
+    ));
+}
+
+#[test]
+fn a_resigned_manifest_cannot_swap_payloads() {
+    // A signed manifest binds sizes and hashes: the payload bytes of another bundle fail.
+    let b = bundle();
+    let header = read_header(&mut Cursor::new(&b)).unwrap();
+    let mut spliced = b[..header.len as usize].to_vec();
+    let (kernel, _, _) = payloads();
+    let mut enc = zstd::stream::encode_all(&kernel[..], 3).unwrap();
+    enc.resize(header.manifest.payloads[0].compressed_size as usize, 0);
+    spliced.extend_from_slice(&enc);
+    spliced.extend_from_slice(&b[header.len as usize + enc.len()..]);
+    assert!(read_all(&spliced).is_err());
+}
+
+fn device() -> Device<'static> {
+    Device {
+        name: "tiny",
+        arch: "x86_64",
+        version: "1.0.0",
+        agent_version: "0.1.0",
+        slot_bytes: 96 << 20,
+    }
+}
+
+#[test]
+fn compatibility_problems_are_all_reported() {
+    let mut m = manifest();
+    m.payloads.push(Payload {
+        kind: PayloadKind::Rootfs,
+        size: 200 << 20,
+        sha256: String::new(),
+        compressed_size: 0,
+    });
+    m.arch = "aarch64".into();
+    m.compatible = vec!["other".into()];
+    m.min_agent_version = "0.2.0".into();
+    m.version = "0.9".into();
+    let p = problems(&m, &device(), Downgrade::Refuse);
+    assert_eq!(p.len(), 5, "{p:#?}");
+    assert!(p[4].contains("--allow-downgrade"), "{p:#?}");
+    assert_eq!(problems(&m, &device(), Downgrade::Allow).len(), 4);
+    assert!(problems(&manifest(), &device(), Downgrade::Refuse).is_empty());
+}
+
+#[test]
+fn version_order() {
+    use Ordering::*;
+    for (a, b, o) in [
+        ("1.0.0", "1.0.0", Equal),
+        ("1.0.10", "1.0.9", Greater),
+        ("2", "1.9.9", Greater),
+        ("1.0", "1.0.1", Less),
+        ("1.0.0-rc1", "1.0.0", Less),
+        ("1.0.0+1", "1.0.0", Greater),
+        ("1.0.0-rc2", "1.0.0-rc10", Less),
+        ("2024.05", "2024.11", Less),
+        ("1.a", "1.1", Less),
+    ] {
+        assert_eq!(compare_versions(a, b), o, "{a} vs {b}");
+        assert_eq!(compare_versions(b, a), o.reverse(), "{b} vs {a}");
+    }
+}

@@ -4,6 +4,7 @@
 //! the image is then written to a temporary file in the output directory and renamed into place
 //! only when complete, so a failed build leaves no image behind.
 
+use p6os_config::health::{HEALTH_PATH, TRUSTED_KEYS_DIR};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -142,6 +143,7 @@ fn recipe_digest(
         bootloader: &'a LayerRecord,
         agent_sha256: &'a str,
         unattended_sha256: Option<String>,
+        trusted_keys: Vec<String>,
     }
     let json = serde_json::to_vec(&Inputs {
         recipe: &recipe.def,
@@ -149,6 +151,12 @@ fn recipe_digest(
         bootloader,
         agent_sha256,
         unattended_sha256: recipe.unattended.as_deref().map(sha256_bytes),
+        trusted_keys: recipe
+            .upgrades
+            .trusted_keys
+            .iter()
+            .map(|k| k.to_file())
+            .collect(),
     })
     .expect("serializable");
     sha256_bytes(&json)
@@ -244,6 +252,14 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
     root.insert(SLOT_MANIFEST_PATH, Entry::file(identity_json, 0o644));
     if let Some(text) = &recipe.unattended {
         root.insert(BAKED_UNATTENDED_PATH, Entry::file(text.clone(), 0o600));
+    }
+    let health = serde_json::to_vec_pretty(&recipe.upgrades.health).expect("serializable");
+    root.insert(&HEALTH_PATH[1..], Entry::file(health, 0o644));
+    for key in &recipe.upgrades.trusted_keys {
+        root.insert(
+            &format!("{}/{}.pub", &TRUSTED_KEYS_DIR[1..], key.id()),
+            Entry::file(key.to_file().into_bytes(), 0o644),
+        );
     }
 
     // Kernel and initramfs.
@@ -343,40 +359,19 @@ fn write(
         .tempdir_in(&opts.out_dir)
         .map_err(io_at(&opts.out_dir))?;
 
-    // Slot A's filesystem.
-    say(&format!(
-        "root filesystem: {} entries, {} MiB of files, {}",
-        root.len(),
-        root.content_bytes() >> 20,
-        def.rootfs.as_str()
-    ));
-    let rootfs_path = work.path().join("rootfs.img");
-    rootfs::build(&root, def.rootfs, &rootfs_path)?;
-    let rootfs_len = fs::metadata(&rootfs_path)
-        .map_err(io_at(&rootfs_path))?
-        .len();
-    if rootfs_len > p.slot.bytes() {
-        let need = rootfs_len.div_ceil(1 << 20);
-        return Err(BuildError::SlotTooSmall {
-            need,
-            have: p.slot.bytes() >> 20,
-            suggest: need + need / 4 + 1,
-        });
-    }
-    let rootfs_sha256 = fetch::sha256_file(&rootfs_path).map_err(io_at(&rootfs_path))?;
-
-    let slot_manifest = SlotManifest {
+    let SlotFiles {
+        rootfs_path,
+        manifest: slot_manifest,
+    } = make_slot(
+        def,
+        &root,
         identity,
-        rootfs: Payload {
-            format: def.rootfs.as_str().into(),
-            size: rootfs_len,
-            sha256: rootfs_sha256,
-        },
-        kernel: payload("vmlinuz", &vmlinuz),
-        initrd: payload("initrd.img", &initrd),
-        kernel_release: release,
-        agent_sha256: agent_sha256.clone(),
-    };
+        (&vmlinuz, &initrd),
+        release,
+        &agent_sha256,
+        work.path(),
+        &say,
+    )?;
     let slot_json = serde_json::to_vec_pretty(&slot_manifest).expect("serializable");
     let entry = BootEntry::new(
         &def.name,
@@ -535,4 +530,62 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// A slot's root filesystem (in the work directory) and the manifest describing it.
+pub struct SlotFiles {
+    pub rootfs_path: PathBuf,
+    pub manifest: SlotManifest,
+}
+
+/// Makes a slot's root filesystem from the merged tree and checks it fits the slot: shared by
+/// images (slot A) and update bundles.
+#[allow(clippy::too_many_arguments)]
+pub fn make_slot(
+    def: &crate::recipe::RecipeFile,
+    root: &Tree,
+    identity: SlotIdentity,
+    (vmlinuz, initrd): (&[u8], &[u8]),
+    kernel_release: String,
+    agent_sha256: &str,
+    work: &Path,
+    say: &dyn Fn(&str),
+) -> Result<SlotFiles, BuildError> {
+    say(&format!(
+        "root filesystem: {} entries, {} MiB of files, {}",
+        root.len(),
+        root.content_bytes() >> 20,
+        def.rootfs.as_str()
+    ));
+    let rootfs_path = work.join("rootfs.img");
+    rootfs::build(root, def.rootfs, &rootfs_path)?;
+    let rootfs_len = fs::metadata(&rootfs_path)
+        .map_err(io_at(&rootfs_path))?
+        .len();
+    let slot_bytes = def.partitions.slot.bytes();
+    if rootfs_len > slot_bytes {
+        let need = rootfs_len.div_ceil(1 << 20);
+        return Err(BuildError::SlotTooSmall {
+            need,
+            have: slot_bytes >> 20,
+            suggest: need + need / 4 + 1,
+        });
+    }
+    let rootfs_sha256 = fetch::sha256_file(&rootfs_path).map_err(io_at(&rootfs_path))?;
+    let manifest = SlotManifest {
+        identity,
+        rootfs: Payload {
+            format: def.rootfs.as_str().into(),
+            size: rootfs_len,
+            sha256: rootfs_sha256,
+        },
+        kernel: payload("vmlinuz", vmlinuz),
+        initrd: payload("initrd.img", initrd),
+        kernel_release,
+        agent_sha256: agent_sha256.to_string(),
+    };
+    Ok(SlotFiles {
+        rootfs_path,
+        manifest,
+    })
 }

@@ -3,6 +3,7 @@
 pub use p6os_config::{diag, size, yamlcheck};
 
 pub mod bootentry;
+pub mod bundle;
 pub mod esp;
 pub mod fat;
 pub mod fetch;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use p6os_builder::{fetch::Cache, image, inspect, recipe};
+use p6os_builder::{bundle, fetch::Cache, image, inspect, recipe};
 
 /// Where `cargo xtask agent` puts the static agent.
 const DEFAULT_AGENT: &str = "target/x86_64-unknown-linux-gnu/release-agent/p6os-agent";
@@ -52,6 +52,47 @@ enum Command {
     /// Show an image's partitions, boot entries and slots.
     Inspect {
         image: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an ed25519 key pair for signing bundles: DIR/p6os.key (0600) and DIR/p6os.pub.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Build a signed update bundle `<name>-<version>.p6b` from a recipe (or `bundle inspect FILE`).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Bundle {
+        #[command(subcommand)]
+        command: Option<BundleCommand>,
+        #[arg(required = true)]
+        recipe: Option<PathBuf>,
+        /// Secret key file from `p6os keygen`.
+        #[arg(long, required = true)]
+        key: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long, default_value = "target/bundles")]
+        out: PathBuf,
+        /// The static p6os-agent binary (env P6OS_AGENT).
+        #[arg(long, env = "P6OS_AGENT", default_value = DEFAULT_AGENT)]
+        agent: PathBuf,
+        /// Download cache (env P6OS_CACHE; default ~/.cache/p6os). Never required.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Print only errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Show a bundle's manifest; with --key, verify its signature and every payload.
+    Inspect {
+        file: PathBuf,
+        /// Public key file to verify against.
+        #[arg(long)]
+        key: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -137,20 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let progress: Box<dyn Fn(&str)> = if quiet {
-                Box::new(|_| {})
-            } else {
-                let start = std::time::Instant::now();
-                Box::new(move |s| eprintln!("p6os: [{:5.1}s] {s}", start.elapsed().as_secs_f64()))
-            };
-            let opts = image::BuildOptions {
-                out_dir: out,
-                agent,
-                cache: cache
-                    .map(|root| Cache { root })
-                    .unwrap_or_else(Cache::default_location),
-                progress,
-            };
+            let opts = build_options(out, agent, cache, quiet);
             let built = image::build(&recipe, &opts)
                 .with_context(|| format!("building {}", file.display()))?;
             println!("{}", built.image.display());
@@ -174,6 +202,62 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(e) => Err(e.into()),
         },
+        Command::Keygen { out } => {
+            let public = bundle::keygen(&out)?;
+            println!(
+                "key {}: {} (secret, keep it off devices) and {} (name it in the recipe's upgrades.trusted_keys)",
+                public.id(),
+                out.join(bundle::SECRET_FILE).display(),
+                out.join(bundle::PUBLIC_FILE).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle {
+            command: Some(BundleCommand::Inspect { file, key, json }),
+            ..
+        } => {
+            let key = key.map(|k| bundle::read_public_key(&k)).transpose()?;
+            let info = bundle::inspect(&file, key.as_ref())
+                .with_context(|| format!("{} is not a valid bundle", file.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print!("{}", info.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle {
+            command: None,
+            recipe,
+            key,
+            out,
+            agent,
+            cache,
+            quiet,
+        } => {
+            let (Some(file), Some(key)) = (recipe, key) else {
+                anyhow::bail!("p6os bundle needs RECIPE and --key KEY");
+            };
+            let key = bundle::read_secret_key(&key)?;
+            let recipe = match recipe::load(&file) {
+                Ok(r) => r,
+                Err(diags) => {
+                    eprintln!("{diags}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let opts = build_options(out, agent, cache, quiet);
+            let (path, manifest) = bundle::build(&recipe, &opts, &key)
+                .with_context(|| format!("bundling {}", file.display()))?;
+            if !quiet {
+                eprintln!(
+                    "p6os: bundle {} {} signed with key {}",
+                    manifest.name, manifest.version, manifest.key_id
+                );
+            }
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect { image, json } => {
             let info = inspect::inspect(&image)?;
             if json {
@@ -183,5 +267,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn build_options(
+    out: PathBuf,
+    agent: PathBuf,
+    cache: Option<PathBuf>,
+    quiet: bool,
+) -> image::BuildOptions {
+    let progress: Box<dyn Fn(&str)> = if quiet {
+        Box::new(|_| {})
+    } else {
+        let start = std::time::Instant::now();
+        Box::new(move |s| eprintln!("p6os: [{:5.1}s] {s}", start.elapsed().as_secs_f64()))
+    };
+    image::BuildOptions {
+        out_dir: out,
+        agent,
+        cache: cache
+            .map(|root| Cache { root })
+            .unwrap_or_else(Cache::default_location),
+        progress,
     }
 }

@@ -74,6 +74,9 @@ pub struct Manifest {
     pub kernel_args: Vec<String>,
     /// Boot tries of the new slot before the loader falls back.
     pub tries: u32,
+    /// What the agent writes to the ESP as `p6os/<slot>/manifest.json` (the builder's slot
+    /// manifest: identity, payload sizes and hashes, kernel release).
+    pub slot_manifest: serde_json::Value,
     /// Hex id of the key that signed it.
     pub key_id: String,
     pub payloads: Vec<Payload>,

@@ -21,6 +21,7 @@ fn manifest() -> Manifest {
         rootfs_type: "squashfs".into(),
         kernel_args: vec!["quiet".into()],
         tries: 3,
+        slot_manifest: serde_json::json!({"name": "tiny"}),
         key_id: String::new(),
         payloads: Vec::new(),
     }

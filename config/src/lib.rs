@@ -2,6 +2,7 @@
 //! and the agent (first boot): strict YAML loading with positions, and the checked types.
 
 pub mod diag;
+pub mod health;
 pub mod size;
 pub mod unattended;
 pub mod yamlcheck;

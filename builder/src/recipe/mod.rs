@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod upgrades;
+
 use crate::diag::Diagnostics;
 use crate::size::ByteSize;
 use crate::yamlcheck::{self, diagnostic_at, lenient, Loaded, Seg};
@@ -44,6 +46,9 @@ pub struct RecipeFile {
     /// Checked like `p6os validate unattended`.
     #[serde(default)]
     pub unattended: Option<String>,
+    /// Update bundles: trusted keys and the health checks that gate a new slot.
+    #[serde(default)]
+    pub upgrades: upgrades::Upgrades,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -220,6 +225,7 @@ pub struct Recipe {
     pub bootloader: Layer,
     /// The checked default unattended.yaml, if the recipe names one.
     pub unattended: Option<Vec<u8>>,
+    pub upgrades: upgrades::CheckedUpgrades,
 }
 
 impl Recipe {
@@ -381,6 +387,7 @@ pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
             },
         }
     }
+    let upgrades = upgrades::check(path, &tree, dir, &def.upgrades, &mut diags);
     match bootloader {
         Some(bootloader) if diags.is_empty() => Ok(Recipe {
             file: path.to_path_buf(),
@@ -388,6 +395,7 @@ pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
             layers,
             bootloader,
             unattended,
+            upgrades,
         }),
         _ => {
             diags.sort();

@@ -122,16 +122,9 @@ impl BootEntry {
         rootfs: RootFsFormat,
         extra: &[String],
     ) -> BootEntry {
-        let mut options = vec![
-            format!("p6os.slot={slot}"),
-            format!("root=PARTLABEL={}", slot.label()),
-            format!("rootfstype={}", rootfs.as_str()),
-            "ro".to_string(),
-            "console=ttyS0".to_string(),
-        ];
-        options.extend(extra.iter().cloned());
+        let options = p6os_bundle::entry::options(slot.as_str(), rootfs.as_str(), extra);
         BootEntry {
-            title: format!("P6OS {name} {version} (slot {slot})"),
+            title: p6os_bundle::entry::title(name, version, slot.as_str()),
             version: version.into(),
             slot,
             options,
@@ -139,12 +132,11 @@ impl BootEntry {
     }
 
     pub fn render(&self) -> String {
-        format!(
-            "title {}\nsort-key p6os\nversion {}\nlinux /p6os/{slot}/vmlinuz\ninitrd /p6os/{slot}/initrd.img\noptions {}\n",
-            self.title,
-            self.version,
-            self.options.join(" "),
-            slot = self.slot
+        p6os_bundle::entry::render(
+            &self.title,
+            &self.version,
+            self.slot.as_str(),
+            &self.options,
         )
     }
 }

@@ -13,6 +13,13 @@ it; run as init (e.g. /sbin/init, PID 1 of the minimal base) it runs service mod
 
 commands:
   service    run service mode (what PID 1 does on the minimal base)
+  upgrade SOURCE [--allow-downgrade] [--allow-retry] [--no-reboot]
+             install a signed bundle (a file or a block device) into the other slot,
+             then reboot into it for a trial
+  status [--json]
+             both slots (version, state, tries), the booted one, the last upgrade
+  rollback [--no-reboot]
+             make the other (blessed) slot the default and reboot into it
   version    print the version
   --help     print this help
 ";
@@ -23,10 +30,164 @@ pub enum Mode {
     Initramfs,
     /// PID 1 of the minimal base, or `p6os-agent service`.
     Service,
+    Upgrade(UpgradeArgs),
+    Status(Format),
+    Rollback(AfterChange),
+    /// Hidden, for tests and benchmarks: install a bundle into a file and an ESP directory.
+    InstallInto(InstallIntoArgs),
+    /// Hidden: the boot assessment, started by service mode as a child process.
+    AssessBoot,
     Version,
     Help,
     /// Bad invocation: print this and the usage on stderr, exit 2.
     Usage(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// What to do once a change is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterChange {
+    Reboot,
+    Stay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A version that rolled back before is refused.
+    Refuse,
+    Allow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeArgs {
+    pub source: String,
+    pub downgrade: p6os_bundle::compat::Downgrade,
+    pub retry: Retry,
+    pub after: AfterChange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallIntoArgs {
+    pub bundle: String,
+    pub slot_file: String,
+    pub esp_dir: String,
+    pub keys: Vec<String>,
+    pub device_name: String,
+    pub device_version: String,
+}
+
+fn flags_and_values(rest: &[String]) -> (Vec<&str>, Vec<(&str, &str)>, Vec<&str>) {
+    let (mut flags, mut values, mut positional) = (Vec::new(), Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < rest.len() {
+        let a = rest[i].as_str();
+        if let Some((k, v)) = a.split_once('=').filter(|(k, _)| k.starts_with("--")) {
+            values.push((k, v));
+        } else if a.starts_with("--") {
+            flags.push(a);
+        } else {
+            positional.push(a);
+        }
+        i += 1;
+    }
+    (flags, values, positional)
+}
+
+fn subcommand(cmd: &str, rest: &[String]) -> Option<Mode> {
+    let (flags, values, positional) = flags_and_values(rest);
+    let unknown = |allowed: &[&str]| {
+        flags
+            .iter()
+            .find(|f| !allowed.contains(f))
+            .map(|f| Mode::Usage(format!("unknown option {f} for {cmd}")))
+    };
+    let after = |flags: &[&str]| {
+        if flags.contains(&"--no-reboot") {
+            AfterChange::Stay
+        } else {
+            AfterChange::Reboot
+        }
+    };
+    Some(match cmd {
+        "upgrade" => {
+            if let Some(bad) = unknown(&["--allow-downgrade", "--allow-retry", "--no-reboot"]) {
+                return Some(bad);
+            }
+            let [source] = positional.as_slice() else {
+                return Some(Mode::Usage("upgrade needs one SOURCE".into()));
+            };
+            Mode::Upgrade(UpgradeArgs {
+                source: source.to_string(),
+                downgrade: if flags.contains(&"--allow-downgrade") {
+                    p6os_bundle::compat::Downgrade::Allow
+                } else {
+                    p6os_bundle::compat::Downgrade::Refuse
+                },
+                retry: if flags.contains(&"--allow-retry") {
+                    Retry::Allow
+                } else {
+                    Retry::Refuse
+                },
+                after: after(&flags),
+            })
+        }
+        "status" => {
+            if let Some(bad) = unknown(&["--json"]) {
+                return Some(bad);
+            }
+            if let Some(extra) = positional.first() {
+                return Some(Mode::Usage(format!(
+                    "unexpected argument {extra:?} after status"
+                )));
+            }
+            Mode::Status(if flags.contains(&"--json") {
+                Format::Json
+            } else {
+                Format::Text
+            })
+        }
+        "rollback" => {
+            if let Some(bad) = unknown(&["--no-reboot"]) {
+                return Some(bad);
+            }
+            Mode::Rollback(after(&flags))
+        }
+        "install-into" => {
+            let get = |k: &str| {
+                values
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            };
+            let args = (|| {
+                Some(InstallIntoArgs {
+                    bundle: get("--bundle")?,
+                    slot_file: get("--slot-file")?,
+                    esp_dir: get("--esp-dir")?,
+                    keys: values
+                        .iter()
+                        .filter(|(n, _)| *n == "--key")
+                        .map(|(_, v)| v.to_string())
+                        .collect(),
+                    device_name: get("--device-name")?,
+                    device_version: get("--device-version")?,
+                })
+            })();
+            match args {
+                Some(a) => Mode::InstallInto(a),
+                None => Mode::Usage(
+                    "install-into needs --bundle= --slot-file= --esp-dir= --key= --device-name= --device-version="
+                        .into(),
+                ),
+            }
+        }
+        _ => return None,
+    })
 }
 
 pub fn mode_from_args(args: &[OsString]) -> Mode {
@@ -49,6 +210,10 @@ pub fn mode_from_args(args: &[OsString]) -> Mode {
         .as_slice()
     {
         ["service"] => Mode::Service,
+        ["assess-boot"] => Mode::AssessBoot,
+        [cmd, ..] if subcommand(cmd, &rest[1..]).is_some() => {
+            subcommand(cmd, &rest[1..]).unwrap_or(Mode::Help)
+        }
         ["version"] | ["--version"] => Mode::Version,
         ["--help"] | ["-h"] | ["help"] => Mode::Help,
         [] => Mode::Usage("missing command".to_string()),
@@ -122,6 +287,52 @@ mod tests {
         );
         // "/init" only as the exact path; a relative "init" is service mode.
         assert_eq!(mode(&["./init"]), Mode::Service);
+    }
+
+    #[test]
+    fn upgrade_status_rollback() {
+        assert_eq!(
+            mode(&["p6os-agent", "upgrade", "/dev/vdb", "--no-reboot"]),
+            Mode::Upgrade(UpgradeArgs {
+                source: "/dev/vdb".into(),
+                downgrade: p6os_bundle::compat::Downgrade::Refuse,
+                retry: Retry::Refuse,
+                after: AfterChange::Stay,
+            })
+        );
+        assert!(matches!(
+            mode(&[
+                "p6os-agent",
+                "upgrade",
+                "x",
+                "--allow-retry",
+                "--allow-downgrade"
+            ]),
+            Mode::Upgrade(UpgradeArgs {
+                retry: Retry::Allow,
+                downgrade: p6os_bundle::compat::Downgrade::Allow,
+                after: AfterChange::Reboot,
+                ..
+            })
+        ));
+        assert!(matches!(mode(&["p6os-agent", "upgrade"]), Mode::Usage(_)));
+        assert!(matches!(
+            mode(&["p6os-agent", "upgrade", "x", "--force"]),
+            Mode::Usage(m) if m.contains("--force")
+        ));
+        assert_eq!(
+            mode(&["p6os-agent", "status", "--json"]),
+            Mode::Status(Format::Json)
+        );
+        assert_eq!(mode(&["p6os-agent", "status"]), Mode::Status(Format::Text));
+        assert_eq!(
+            mode(&["p6os-agent", "rollback"]),
+            Mode::Rollback(AfterChange::Reboot)
+        );
+        assert!(matches!(
+            mode(&["p6os-agent", "install-into", "--bundle=b"]),
+            Mode::Usage(_)
+        ));
     }
 
     #[test]

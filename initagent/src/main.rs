@@ -16,6 +16,7 @@ mod efivar;
 mod fatal;
 mod firstboot;
 mod gpt;
+mod health;
 mod loader;
 mod manifest;
 mod modules;
@@ -25,9 +26,11 @@ mod netconf;
 mod plan;
 mod policy;
 mod service;
+mod slots;
 mod sys;
 mod sysconfig;
 mod uevent;
+mod upgrade;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -61,6 +64,17 @@ fn run(args: &[OsString]) -> i32 {
             Ok(never) => match never {},
         },
         Mode::Service => service::run(),
+        Mode::Upgrade(a) => upgrade::upgrade(&a),
+        Mode::Status(f) => upgrade::status(f),
+        Mode::Rollback(after) => upgrade::rollback(after),
+        Mode::InstallInto(a) => upgrade::install_into(&a),
+        Mode::AssessBoot => {
+            if log::attach_kmsg().is_err() {
+                log::forget_pending();
+            }
+            upgrade::assess::at_boot();
+            0
+        }
         Mode::Version => {
             let _ = writeln!(std::io::stdout(), "p6os-agent {}", cli::VERSION);
             0

@@ -10,6 +10,18 @@ pub fn mount_points(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The source (device) of the newest mount at `point`: the field after the filesystem type,
+/// past the ` - ` separator.
+pub fn source_of(text: &str, point: &str) -> Option<String> {
+    text.lines()
+        .filter(|line| line.split(' ').nth(4).map(unescape).as_deref() == Some(point))
+        .filter_map(|line| {
+            let (_, tail) = line.split_once(" - ")?;
+            tail.split(' ').nth(1).map(unescape)
+        })
+        .next_back()
+}
+
 /// The mounts at or below any of `roots`, in the order to unmount them: newest first
 /// (mountinfo lists mounts oldest first), so submounts go before their parents.
 pub fn unmount_order(mount_points: &[String], roots: &[&str]) -> Vec<String> {
@@ -56,6 +68,19 @@ fn unescape(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_of_a_mount_point() {
+        let text = "22 1 0:5 / /run rw - tmpfs tmpfs rw\n\
+                    30 22 254:4 / /run/p6os/state rw,noatime - ext4 /dev/vda4 rw\n\
+                    31 22 254:1 / /run/p6os/state rw shared:3 - vfat /dev/vdb1 rw\n";
+        assert_eq!(
+            source_of(text, "/run/p6os/state").as_deref(),
+            Some("/dev/vdb1")
+        );
+        assert_eq!(source_of(text, "/run").as_deref(), Some("tmpfs"));
+        assert_eq!(source_of(text, "/nope"), None);
+    }
 
     const SAMPLE: &str = "\
 22 1 0:21 / / rw,relatime - rootfs rootfs rw

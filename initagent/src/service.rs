@@ -68,6 +68,18 @@ pub fn run() -> i32 {
         if let Err(e) = sys::disable_ctrl_alt_del() {
             warn!("cannot route ctrl-alt-del to pid 1: {e}");
         }
+        // Boot assessment (health checks, blessing, fallback) in a child process beside the
+        // shell: it may take the health timeout, it waits for its own check commands (pid 1
+        // reaps only its children), and a reboot it asks for arrives here as a signal.
+        match std::process::Command::new("/proc/self/exe")
+            .arg("assess-boot")
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .spawn()
+        {
+            Ok(child) => info!("boot assessment started (pid {})", child.id()),
+            Err(e) => warn!("cannot start the boot assessment: {e}"),
+        }
     }
     let mut shell = ShellState::new(environment);
     loop {

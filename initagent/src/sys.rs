@@ -72,6 +72,18 @@ pub fn mount_read_only(device: &str, target: &str, fstype: &str) -> io::Result<(
     Ok(())
 }
 
+/// Mounts a filesystem read-write, nosuid, nodev, noexec (the ESP during an upgrade).
+pub fn mount_read_write(device: &str, target: &str, fstype: &str) -> io::Result<()> {
+    rustix::mount::mount(
+        device,
+        target,
+        fstype,
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    )?;
+    Ok(())
+}
+
 pub fn mount_move(from: &str, to: &str) -> io::Result<()> {
     Ok(rustix::mount::mount_move(from, to)?)
 }

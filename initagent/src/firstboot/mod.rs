@@ -30,6 +30,9 @@ const PROBE_MOUNT: &str = "/run/p6os/config-source";
 /// Largest document read (a generous bound for YAML with certificates).
 const MAX_DOCUMENT: usize = 1 << 20;
 pub const MACHINE_ID: &str = "/etc/machine-id";
+/// This boot's configuration result for the health checks (`/run` moves into the slot):
+/// `applied`, `unchanged`, `none`, `invalid` or `failed`.
+pub const CONFIG_STATUS: &str = "/run/p6os/config-status";
 
 /// What the boot stage knows when the state partition is mounted.
 pub struct Context<'a> {
@@ -44,14 +47,17 @@ pub struct Context<'a> {
 /// Runs first-boot configuration. Never fails: problems are logged.
 pub fn run(ctx: &Context) {
     let started = Instant::now();
-    run_steps(ctx);
+    let status = run_steps(ctx);
+    if let Err(e) = fs::write(CONFIG_STATUS, status) {
+        warn!("cannot write {CONFIG_STATUS}: {e}");
+    }
     info!(
         "configuration step took {} ms",
         started.elapsed().as_millis()
     );
 }
 
-fn run_steps(ctx: &Context) {
+fn run_steps(ctx: &Context) -> &'static str {
     let layout = txn::Layout {
         state: Path::new(ctx.state_dir),
         slot: Path::new(ctx.sysroot),
@@ -75,21 +81,21 @@ fn run_steps(ctx: &Context) {
         info!(
             "no unattended.yaml found (kernel argument, configuration drive, ESP, image default)"
         );
-        return;
+        return "none";
     };
     info!("using unattended.yaml from {origin}");
     let digest = applied::sha256(&bytes);
     let doc = match std::str::from_utf8(&bytes) {
         Err(e) => {
             invalid(&origin, &[format!("not UTF-8 text ({e})")]);
-            return;
+            return "invalid";
         }
         Ok(text) => match p6os_config::unattended::load(Path::new(&origin_name(&origin)), text) {
             Ok(doc) => doc,
             Err(diags) => {
                 let lines: Vec<String> = diags.0.iter().map(|d| d.to_string()).collect();
                 invalid(&origin, &lines);
-                return;
+                return "invalid";
             }
         },
     };
@@ -98,7 +104,7 @@ fn run_steps(ctx: &Context) {
         Ok(r) => r,
         Err(errors) => {
             invalid(&origin, &errors);
-            return;
+            return "invalid";
         }
     };
     let upper_applied = layout.upper(APPLIED_PATH).ok();
@@ -109,7 +115,7 @@ fn run_steps(ctx: &Context) {
     let stale = match applied::decide(previous.as_ref(), &digest, &rendered) {
         Decision::Unchanged => {
             info!("config unchanged ({digest}): nothing applied");
-            return;
+            return "unchanged";
         }
         Decision::Apply { stale } => stale,
     };
@@ -140,15 +146,21 @@ fn run_steps(ctx: &Context) {
         gid: 0,
     });
     match txn::apply(&layout, &targets, &stale) {
-        Ok(()) => info!(
-            "config applied ({digest}): {} files written, {} removed",
-            record.files.len(),
-            stale.len()
-        ),
-        Err(e) => warn!(
-            "config not applied, the previous configuration stays: {}",
-            crate::log::error_chain(&e)
-        ),
+        Ok(()) => {
+            info!(
+                "config applied ({digest}): {} files written, {} removed",
+                record.files.len(),
+                stale.len()
+            );
+            "applied"
+        }
+        Err(e) => {
+            warn!(
+                "config not applied, the previous configuration stays: {}",
+                crate::log::error_chain(&e)
+            );
+            "failed"
+        }
     }
 }
 

@@ -1,0 +1,83 @@
+//! Boot assessment, at every boot in service mode: what the loader did (`slots::assess`),
+//! the health checks of a trial boot, then blessing, a reboot to count down the tries, or
+//! recording a fallback. Never fatal: the machine keeps running whatever happens here.
+
+use crate::health;
+use crate::log::error_chain;
+use crate::slots::{self, Assessment, HealthResult};
+
+use super::machine::{self, AfterActions, Machine};
+
+pub fn at_boot() {
+    let machine = match Machine::open() {
+        Ok(m) => m,
+        Err(e) => {
+            warn!("no boot assessment: {}", error_chain(&e));
+            return;
+        }
+    };
+    let view = match machine.view() {
+        Ok(v) => v,
+        Err(e) => {
+            warn!("no boot assessment: {}", error_chain(&e));
+            return;
+        }
+    };
+    let assessment = slots::assess(&view);
+    let actions = match &assessment {
+        Assessment::Unmanaged { slot } => {
+            info!("slot {slot} has no p6os boot entry: no boot assessment");
+            return;
+        }
+        Assessment::Good => {
+            info!("slot {} is blessed", view.booted);
+            return;
+        }
+        Assessment::FellBack {
+            bad_slot,
+            version,
+            reason,
+        } => {
+            warn!(
+                "fell back to slot {}: slot {bad_slot} (version {version}) failed its trial: {reason}; version {version} will not be retried unless asked",
+                view.booted
+            );
+            slots::settle(&view, &assessment)
+        }
+        Assessment::StaleTrial { outcome } => {
+            info!(
+                "finishing an interrupted upgrade record: {}",
+                serde_json::to_string(outcome).unwrap_or_default()
+            );
+            slots::settle(&view, &assessment)
+        }
+        Assessment::RunHealthChecks { slot, version, .. } => {
+            info!("slot {slot} (version {version}) is on trial: running health checks");
+            let result = match health::load().and_then(|h| health::run(&h)) {
+                Ok(()) => HealthResult::Passed,
+                Err(reason) => HealthResult::Failed(reason),
+            };
+            match &result {
+                HealthResult::Passed => info!("health checks passed: blessing slot {slot} (version {version})"),
+                HealthResult::Failed(reason) => warn!(
+                    "health checks failed on slot {slot} (version {version}): {reason}; rebooting so the boot loader counts the try"
+                ),
+            }
+            slots::after_health(&view, &result)
+        }
+    };
+    match machine::execute(&machine.esp, &actions, None) {
+        Ok(AfterActions::RebootRequested) => {
+            super::request_reboot();
+        }
+        Ok(AfterActions::Done) => {
+            if let Assessment::RunHealthChecks { slot, .. } = &assessment {
+                if !actions.iter().any(|a| matches!(a, slots::Action::Reboot)) {
+                    info!("slot {slot} is blessed");
+                }
+            }
+        }
+        Err(e) => warn!("boot assessment: {}", error_chain(&e)),
+    }
+    machine::check_invariant(&machine.esp);
+}

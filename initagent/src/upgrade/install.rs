@@ -1,0 +1,150 @@
+//! Installing a verified bundle into one slot: the root filesystem streamed into the slot's
+//! partition while it is hashed, then the kernel, initramfs and manifest on the ESP (temporary
+//! file, fsync, rename). The boot entry is not written here: the caller writes it last.
+//!
+//! The caller has verified the signature and the compatibility (`check`) before this writes a
+//! byte, and has removed the target slot's old entry, so no entry points at a half-written slot.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use p6os_bundle::compat::{self, Device, Downgrade};
+use p6os_bundle::format::{self, BundleError, Header, PayloadKind};
+use p6os_bundle::keys::PublicKey;
+
+use crate::cmdline::Slot;
+
+/// Writes to the slot device in pieces this large.
+const WRITE_BUFFER: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("the bundle cannot be installed here:\n  {}", .0.join("\n  "))]
+    Incompatible(Vec<String>),
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> InstallError + 'a {
+    move |source| InstallError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads the header and refuses the bundle unless a trusted key signed it and it suits this
+/// device. Nothing is written.
+pub fn check<R: Read>(
+    r: &mut R,
+    trusted: &[PublicKey],
+    device: &Device,
+    downgrade: Downgrade,
+) -> Result<Header, InstallError> {
+    let header = format::read_header(r)?;
+    header.verify(trusted)?;
+    let problems = compat::problems(&header.manifest, device, downgrade);
+    if !problems.is_empty() {
+        return Err(InstallError::Incompatible(problems));
+    }
+    Ok(header)
+}
+
+/// Where one slot's bits go.
+pub struct Target<'a> {
+    pub slot: Slot,
+    /// The slot's partition (or, in tests and benchmarks, a file).
+    pub device: &'a Path,
+    /// The mounted ESP.
+    pub esp: &'a Path,
+}
+
+/// Streams the payloads after `header` from `r` into `target`, verifying each against the
+/// signed manifest. `progress(kind, bytes done, bytes total)`.
+pub fn install<R: Read>(
+    r: &mut R,
+    header: &Header,
+    target: &Target,
+    progress: &mut dyn FnMut(PayloadKind, u64, u64),
+) -> Result<(), InstallError> {
+    let m = &header.manifest;
+    let mut kernel = Vec::new();
+    let mut initrd = Vec::new();
+    for p in &m.payloads {
+        let total = p.size;
+        let kind = p.kind;
+        match kind {
+            PayloadKind::Kernel => {
+                format::copy_payload(r, p, &mut kernel, |n| progress(kind, n, total))?
+            }
+            PayloadKind::Initrd => {
+                format::copy_payload(r, p, &mut initrd, |n| progress(kind, n, total))?
+            }
+            PayloadKind::Rootfs => {
+                write_rootfs(r, p, target.device, &mut |n| progress(kind, n, total))?
+            }
+        }
+    }
+    // Every payload matched its signed size and hash: now the ESP.
+    let slot = target.slot.as_str();
+    let dir = target.esp.join("p6os").join(slot);
+    fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+    let slot_manifest = serde_json::to_vec_pretty(&m.slot_manifest).unwrap_or_default();
+    for (name, data) in [
+        ("vmlinuz", &kernel),
+        ("initrd.img", &initrd),
+        ("manifest.json", &slot_manifest),
+    ] {
+        replace_file(&dir.join(name), data)?;
+    }
+    sync_dir(&dir)
+}
+
+fn write_rootfs<R: Read>(
+    r: &mut R,
+    p: &format::Payload,
+    device: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), InstallError> {
+    // No truncation: a partition keeps its size; a file target is cut to the payload below.
+    let file = OpenOptions::new()
+        .write(true)
+        .open(device)
+        .map_err(io_err("cannot open", device))?;
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+    out.seek(SeekFrom::Start(0))
+        .map_err(io_err("cannot seek", device))?;
+    format::copy_payload(r, p, &mut out, progress)?;
+    let file = out
+        .into_inner()
+        .map_err(|e| io_err("cannot write", device)(e.into_error()))?;
+    if file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        file.set_len(p.size)
+            .map_err(io_err("cannot truncate", device))?;
+    }
+    file.sync_all().map_err(io_err("cannot fsync", device))
+}
+
+/// `path.new`, fsync, rename over `path`.
+pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), InstallError> {
+    let tmp = path.with_extension("new");
+    let mut f = File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
+    f.write_all(data).map_err(io_err("cannot write", &tmp))?;
+    f.sync_all().map_err(io_err("cannot fsync", &tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io_err("cannot rename into", path))
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), InstallError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("cannot fsync", dir))
+}

@@ -1,0 +1,303 @@
+//! The running machine as the upgrade commands see it: the booted slot, the boot disk's
+//! partitions, the ESP (mounted on demand), the boot entries, the record, the trusted keys.
+//! And the executor of `slots::Action`s: the only code that changes boot entries.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use p6os_bundle::entry;
+use p6os_bundle::keys::PublicKey;
+use p6os_config::health::TRUSTED_KEYS_DIR;
+
+use super::install::{replace_file, sync_dir};
+use crate::cmdline::{self, Slot};
+use crate::manifest::{Manifest, MANIFEST_PATH};
+use crate::mountinfo;
+use crate::plan::{ESP_PARTLABEL, STATE_DIR};
+use crate::slots::{self, Action, Entry, Record, View};
+use crate::sys;
+
+pub const ESP_MOUNT: &str = "/run/p6os/esp";
+pub const RECORD_PATH: &str = "/var/lib/p6os/slots.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    #[error("{0}")]
+    Context(String),
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> MachineError + 'a {
+    move |source| MachineError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub struct Machine {
+    pub booted: Slot,
+    /// `/dev/...` of a partition by GPT name, on the boot disk.
+    pub partitions: Vec<(String, String)>,
+    pub esp: PathBuf,
+    pub identity: Manifest,
+    pub arch: String,
+}
+
+impl Machine {
+    /// Reads what is running; mounts the ESP at [`ESP_MOUNT`] if it is not mounted there.
+    pub fn open() -> Result<Machine, MachineError> {
+        let text = fs::read_to_string("/proc/cmdline")
+            .map_err(io_err("cannot read", Path::new("/proc/cmdline")))?;
+        let booted =
+            cmdline::slot_from_cmdline(&text).map_err(|e| MachineError::Context(e.to_string()))?;
+        let identity = fs::read_to_string(MANIFEST_PATH)
+            .map_err(|e| e.to_string())
+            .and_then(|t| Manifest::parse(&t).map_err(|e| e.to_string()))
+            .map_err(|e| MachineError::Context(format!("{MANIFEST_PATH}: {e}")))?;
+        let partitions = boot_disk_partitions()?;
+        let mut machine = Machine {
+            booted,
+            partitions,
+            esp: PathBuf::from(ESP_MOUNT),
+            identity,
+            arch: std::env::consts::ARCH.to_string(),
+        };
+        machine.mount_esp()?;
+        Ok(machine)
+    }
+
+    pub fn device(&self, label: &str) -> Result<&str, MachineError> {
+        self.partitions
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, d)| d.as_str())
+            .ok_or_else(|| MachineError::Context(format!("no partition {label} on the boot disk")))
+    }
+
+    fn mount_esp(&mut self) -> Result<(), MachineError> {
+        let mounted = fs::read_to_string("/proc/self/mountinfo")
+            .map(|t| mountinfo::mount_points(&t).iter().any(|m| m == ESP_MOUNT))
+            .unwrap_or(false);
+        if mounted {
+            return Ok(());
+        }
+        let device = self.device(ESP_PARTLABEL)?.to_string();
+        sys::mkdir_p(ESP_MOUNT, 0o700).map_err(io_err("cannot create", Path::new(ESP_MOUNT)))?;
+        sys::mount_read_write(&device, ESP_MOUNT, "vfat")
+            .map_err(io_err("cannot mount the ESP on", Path::new(ESP_MOUNT)))
+    }
+
+    /// The p6os entries on the ESP with their BLS `version`.
+    pub fn entries(&self) -> Result<Vec<Entry>, MachineError> {
+        read_entries(&self.esp)
+    }
+
+    pub fn view(&self) -> Result<View, MachineError> {
+        Ok(View {
+            booted: self.booted,
+            entries: self.entries()?,
+            record: read_record(),
+        })
+    }
+
+    /// Size in bytes of the partition `label`.
+    pub fn partition_bytes(&self, label: &str) -> Result<u64, MachineError> {
+        let dev = self.device(label)?;
+        let name = dev.trim_start_matches("/dev/");
+        let path = PathBuf::from(format!("/sys/class/block/{name}/size"));
+        let sectors: u64 = fs::read_to_string(&path)
+            .map_err(io_err("cannot read", &path))?
+            .trim()
+            .parse()
+            .map_err(|_| MachineError::Context(format!("{} is not a number", path.display())))?;
+        Ok(sectors * 512)
+    }
+}
+
+/// The partitions of the disk holding the mounted state partition (the boot disk).
+fn boot_disk_partitions() -> Result<Vec<(String, String)>, MachineError> {
+    let devices = sys::scan_block_devices();
+    let state = fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|t| mountinfo::source_of(&t, STATE_DIR))
+        .ok_or_else(|| MachineError::Context(format!("{STATE_DIR} is not mounted")))?;
+    let state_name = state.trim_start_matches("/dev/");
+    let disk = devices
+        .iter()
+        .find(|d| d.uevent.devname() == Some(state_name))
+        .and_then(|d| d.disk.clone())
+        .ok_or_else(|| MachineError::Context(format!("cannot find the disk of {state}")))?;
+    Ok(devices
+        .iter()
+        .filter(|d| d.disk.as_deref() == Some(disk.as_str()))
+        .filter_map(|d| {
+            Some((
+                d.uevent.partname()?.to_string(),
+                format!("/dev/{}", d.uevent.devname()?),
+            ))
+        })
+        .collect())
+}
+
+pub fn read_entries(esp: &Path) -> Result<Vec<Entry>, MachineError> {
+    let dir = esp.join("loader/entries");
+    let mut entries = Vec::new();
+    let list = match fs::read_dir(&dir) {
+        Ok(list) => list,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(entries),
+        Err(e) => return Err(io_err("cannot list", &dir)(e)),
+    };
+    for item in list.flatten() {
+        let name = item.file_name().to_string_lossy().into_owned();
+        let text = fs::read_to_string(item.path()).unwrap_or_default();
+        let bls_version = text
+            .lines()
+            .find_map(|l| l.strip_prefix("version "))
+            .unwrap_or("0")
+            .trim()
+            .to_string();
+        if let Some(e) = Entry::from_file(&name, &bls_version) {
+            entries.push(e);
+        }
+    }
+    entries.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    Ok(entries)
+}
+
+/// The record; a missing or unreadable one is empty (the entries still tell the truth).
+pub fn read_record() -> Record {
+    fs::read(RECORD_PATH)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+pub fn trusted_keys() -> Vec<PublicKey> {
+    let mut keys = Vec::new();
+    if let Ok(list) = fs::read_dir(TRUSTED_KEYS_DIR) {
+        let mut paths: Vec<PathBuf> = list.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            match fs::read_to_string(&p).map(|t| PublicKey::from_file(&t)) {
+                Ok(Ok(k)) => keys.push(k),
+                Ok(Err(e)) => warn!("ignoring {}: {e}", p.display()),
+                Err(e) => warn!("cannot read {}: {e}", p.display()),
+            }
+        }
+    }
+    keys
+}
+
+/// Entry text needs what the bundle knows; other actions do not.
+pub struct EntryText<'a> {
+    pub name: &'a str,
+    pub rootfs_type: &'a str,
+    pub kernel_args: &'a [String],
+}
+
+pub enum AfterActions {
+    Done,
+    RebootRequested,
+}
+
+/// Carries out `actions` in order, each atomic on disk.
+pub fn execute(
+    esp: &Path,
+    actions: &[Action],
+    text: Option<&EntryText>,
+) -> Result<AfterActions, MachineError> {
+    let dir = esp.join("loader/entries");
+    let mut after = AfterActions::Done;
+    for action in actions {
+        match action {
+            Action::RemoveEntry { file_name } => {
+                let path = dir.join(file_name);
+                match fs::remove_file(&path) {
+                    Ok(()) => info!("removed boot entry {file_name}"),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("cannot remove", &path)(e)),
+                }
+                sync(&dir)?;
+            }
+            Action::WriteEntry(e) => {
+                let t = text.ok_or_else(|| {
+                    MachineError::Context("an entry can only be written during an upgrade".into())
+                })?;
+                let slot = e.slot.as_str();
+                let body = entry::render(
+                    &entry::title(t.name, &e.image_version, slot),
+                    &e.sort_version.to_string(),
+                    slot,
+                    &entry::options(slot, t.rootfs_type, t.kernel_args),
+                );
+                replace(&dir.join(&e.file_name), body.as_bytes())?;
+                sync(&dir)?;
+                info!("wrote boot entry {}", e.file_name);
+            }
+            Action::RenameEntry { from, to } => {
+                fs::rename(dir.join(from), dir.join(to))
+                    .map_err(io_err("cannot rename", &dir.join(from)))?;
+                sync(&dir)?;
+                info!("renamed boot entry {from} to {to}");
+            }
+            Action::SetSortVersion {
+                file_name,
+                sort_version,
+            } => {
+                let path = dir.join(file_name);
+                let old = fs::read_to_string(&path).map_err(io_err("cannot read", &path))?;
+                let new: String = old
+                    .lines()
+                    .map(|l| {
+                        if l.starts_with("version ") {
+                            format!("version {sort_version}\n")
+                        } else {
+                            format!("{l}\n")
+                        }
+                    })
+                    .collect();
+                replace(&path, new.as_bytes())?;
+                sync(&dir)?;
+                info!("boot entry {file_name} now sorts first (version {sort_version})");
+            }
+            Action::SaveRecord(record) => save_record(record)?,
+            Action::Reboot => after = AfterActions::RebootRequested,
+        }
+    }
+    Ok(after)
+}
+
+fn replace(path: &Path, data: &[u8]) -> Result<(), MachineError> {
+    replace_file(path, data).map_err(|e| MachineError::Context(crate::log::error_chain(&e)))
+}
+
+fn sync(dir: &Path) -> Result<(), MachineError> {
+    sync_dir(dir).map_err(|e| MachineError::Context(crate::log::error_chain(&e)))
+}
+
+pub fn save_record(record: &Record) -> Result<(), MachineError> {
+    let path = Path::new(RECORD_PATH);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(io_err("cannot create", parent))?;
+    }
+    let text = serde_json::to_vec_pretty(record).unwrap_or_default();
+    replace(path, &text)?;
+    sync(path.parent().unwrap_or(Path::new("/")))
+}
+
+/// Whether every slot transition so far kept a blessed entry (logged, never fatal).
+pub fn check_invariant(esp: &Path) {
+    if let Ok(entries) = read_entries(esp) {
+        if !slots::invariant_holds(&entries) {
+            warn!("no blessed boot entry on the ESP: the loader has no known-good fallback");
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! `p6os-agent upgrade | status | rollback` (and the hidden `install-into` for tests and
+//! benchmarks). The decisions are `slots`' (pure); this module gathers the facts, streams the
+//! bundle (`install`) and carries out the actions (`machine::execute`).
+
+pub mod assess;
+pub mod install;
+pub mod machine;
+
+use std::fs::File;
+use std::io::{self, BufReader, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use p6os_bundle::compat::{Device, Downgrade};
+use p6os_bundle::format::PayloadKind;
+use p6os_bundle::keys::PublicKey;
+use serde_json::json;
+
+use crate::cli::{AfterChange, Format, InstallIntoArgs, Retry, UpgradeArgs, VERSION};
+use crate::cmdline::Slot;
+use crate::log::error_chain;
+use crate::slots::{self, Counter, Outcome, UpgradeRequest};
+use machine::{AfterActions, EntryText, Machine};
+
+const READ_BUFFER: usize = 4 << 20;
+
+fn say(line: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn fail(line: &str) -> i32 {
+    let _ = writeln!(io::stderr(), "p6os-agent: {line}");
+    1
+}
+
+/// Prints progress every 10% of a payload.
+fn progress_printer() -> impl FnMut(PayloadKind, u64, u64) {
+    let mut last = (PayloadKind::Kernel, u64::MAX);
+    move |kind, done, total| {
+        let tenth = (done * 10).checked_div(total).unwrap_or(10);
+        if (kind, tenth) != last {
+            last = (kind, tenth);
+            say(&format!(
+                "p6os-agent: upgrade: {} {}% ({} of {} bytes)",
+                kind.as_str(),
+                tenth * 10,
+                done,
+                total
+            ));
+        }
+    }
+}
+
+pub fn upgrade(args: &UpgradeArgs) -> i32 {
+    let machine = match Machine::open() {
+        Ok(m) => m,
+        Err(e) => return fail(&format!("upgrade impossible: {}", error_chain(&e))),
+    };
+    let view = match machine.view() {
+        Ok(v) => v,
+        Err(e) => return fail(&format!("upgrade impossible: {}", error_chain(&e))),
+    };
+    let target = slots::other(machine.booted);
+    let target_label = format!("p6os-root-{}", target.as_str());
+    let (device_path, slot_bytes) = match machine
+        .device(&target_label)
+        .map(str::to_string)
+        .and_then(|d| Ok((d, machine.partition_bytes(&target_label)?)))
+    {
+        Ok(x) => x,
+        Err(e) => return fail(&format!("upgrade impossible: {}", error_chain(&e))),
+    };
+    let file = match File::open(&args.source) {
+        Ok(f) => f,
+        Err(e) => return fail(&format!("cannot open {}: {e}", args.source)),
+    };
+    let mut r = BufReader::with_capacity(READ_BUFFER, file);
+    let device = Device {
+        name: &machine.identity.name,
+        arch: &machine.arch,
+        version: &machine.identity.version,
+        agent_version: VERSION,
+        slot_bytes,
+    };
+    let keys = machine::trusted_keys();
+    // Signature and compatibility before a byte is written.
+    let header = match install::check(&mut r, &keys, &device, args.downgrade) {
+        Ok(h) => h,
+        Err(e) => {
+            return fail(&format!(
+                "upgrade refused, nothing was changed: {}",
+                error_chain(&e)
+            ))
+        }
+    };
+    let m = &header.manifest;
+    let request = UpgradeRequest {
+        version: m.version.clone(),
+        allow_downgrade: args.downgrade == Downgrade::Allow,
+        allow_retry: args.retry == Retry::Allow,
+        tries: m.tries,
+    };
+    let plan = match slots::plan_upgrade(&view, &request) {
+        Ok(p) => p,
+        Err(refusal) => return fail(&format!("upgrade refused, nothing was changed: {refusal}")),
+    };
+    say(&format!(
+        "p6os-agent: upgrade: {} {} signed by {}, into slot {} ({device_path})",
+        m.name,
+        m.version,
+        m.key_id,
+        plan.target.as_str()
+    ));
+    if let Err(e) = machine::execute(&machine.esp, &plan.before_write(), None) {
+        return fail(&format!("upgrade failed: {}", error_chain(&e)));
+    }
+    let started = Instant::now();
+    let result = install::install(
+        &mut r,
+        &header,
+        &install::Target {
+            slot: plan.target,
+            device: Path::new(&device_path),
+            esp: &machine.esp,
+        },
+        &mut progress_printer(),
+    );
+    if let Err(e) = result {
+        let reason = error_chain(&e);
+        let mut record = view.record.clone();
+        record.last_upgrade = Some(Outcome::Failed {
+            version: m.version.clone(),
+            reason: reason.clone(),
+        });
+        let _ = machine::save_record(&record);
+        return fail(&format!(
+            "upgrade failed, slot {} keeps no boot entry and slot {} stays the default: {reason}",
+            plan.target.as_str(),
+            machine.booted.as_str()
+        ));
+    }
+    let text = EntryText {
+        name: &m.name,
+        rootfs_type: &m.rootfs_type,
+        kernel_args: &m.kernel_args,
+    };
+    let after = match machine::execute(&machine.esp, &plan.after_write(), Some(&text)) {
+        Ok(a) => a,
+        Err(e) => return fail(&format!("upgrade failed: {}", error_chain(&e))),
+    };
+    machine::check_invariant(&machine.esp);
+    say(&format!(
+        "p6os-agent: upgrade: installed {} into slot {} in {:.1} s; it gets {} boot tries",
+        m.version,
+        plan.target.as_str(),
+        started.elapsed().as_secs_f64(),
+        m.tries
+    ));
+    finish(after, args.after)
+}
+
+fn finish(after: AfterActions, when: AfterChange) -> i32 {
+    match (after, when) {
+        (AfterActions::RebootRequested, AfterChange::Reboot) => {
+            say("p6os-agent: rebooting");
+            request_reboot()
+        }
+        (AfterActions::RebootRequested, AfterChange::Stay) => {
+            say(
+                "p6os-agent: not rebooting (--no-reboot); the change takes effect at the next boot",
+            );
+            0
+        }
+        (AfterActions::Done, _) => 0,
+    }
+}
+
+/// Asks init to reboot: systemd through systemctl, the agent as PID 1 through SIGTERM (what
+/// busybox `reboot` sends).
+pub fn request_reboot() -> i32 {
+    if Path::new("/run/systemd/system").exists() {
+        return match std::process::Command::new("systemctl")
+            .arg("reboot")
+            .status()
+        {
+            Ok(s) if s.success() => 0,
+            Ok(s) => fail(&format!("systemctl reboot: {s}")),
+            Err(e) => fail(&format!("systemctl reboot: {e}")),
+        };
+    }
+    match crate::sys::kill(1, libc::SIGTERM) {
+        Ok(()) => 0,
+        Err(e) => fail(&format!("cannot ask pid 1 to reboot: {e}")),
+    }
+}
+
+pub fn rollback(after: AfterChange) -> i32 {
+    let result = Machine::open().and_then(|m| Ok((m.view()?, m)));
+    let (view, machine) = match result {
+        Ok(x) => x,
+        Err(e) => return fail(&format!("rollback impossible: {}", error_chain(&e))),
+    };
+    let actions = match slots::plan_rollback(&view) {
+        Ok(a) => a,
+        Err(refusal) => return fail(&format!("rollback refused: {refusal}")),
+    };
+    match machine::execute(&machine.esp, &actions, None) {
+        Ok(a) => {
+            say(&format!(
+                "p6os-agent: slot {} is the default now",
+                slots::other(view.booted).as_str()
+            ));
+            finish(a, after)
+        }
+        Err(e) => fail(&format!("rollback failed: {}", error_chain(&e))),
+    }
+}
+
+fn counter_json(c: Counter) -> serde_json::Value {
+    match c {
+        Counter::Blessed => json!({"state": "blessed"}),
+        Counter::Trial { left: 0, done } => {
+            json!({"state": "bad", "tries_left": 0, "tries_done": done})
+        }
+        Counter::Trial { left, done } => {
+            json!({"state": "trial", "tries_left": left, "tries_done": done})
+        }
+    }
+}
+
+pub fn status(format: Format) -> i32 {
+    let result = Machine::open().and_then(|m| Ok((m.view()?, m)));
+    let (view, _machine) = match result {
+        Ok(x) => x,
+        Err(e) => return fail(&format!("status unavailable: {}", error_chain(&e))),
+    };
+    let slots_json: Vec<serde_json::Value> = [Slot::A, Slot::B]
+        .into_iter()
+        .map(|s| match view.entry(s) {
+            None => json!({"slot": s.as_str(), "state": "empty"}),
+            Some(e) => {
+                let mut v = counter_json(e.counter);
+                v["slot"] = json!(s.as_str());
+                v["version"] = json!(e.image_version);
+                v["entry"] = json!(e.file_name);
+                v["booted"] = json!(s == view.booted);
+                v
+            }
+        })
+        .collect();
+    let value = json!({
+        "booted": view.booted.as_str(),
+        "slots": slots_json,
+        "trial": view.record.trial,
+        "last_upgrade": view.record.last_upgrade,
+        "rolled_back": view.record.rolled_back,
+    });
+    match format {
+        Format::Json => say(&serde_json::to_string_pretty(&value).unwrap_or_default()),
+        Format::Text => {
+            for s in &slots_json {
+                let mark = if s["booted"] == json!(true) { "*" } else { " " };
+                let mut line = format!(
+                    "{mark} slot {}: {}",
+                    s["slot"].as_str().unwrap_or("?"),
+                    s["state"].as_str().unwrap_or("?")
+                );
+                if let Some(v) = s["version"].as_str() {
+                    line.push_str(&format!(" {v}"));
+                }
+                if let Some(left) = s["tries_left"].as_u64() {
+                    line.push_str(&format!(" ({left} tries left)"));
+                }
+                say(&line);
+            }
+            if let Some(o) = &view.record.last_upgrade {
+                say(&format!(
+                    "last upgrade: {}",
+                    serde_json::to_string(o).unwrap_or_default()
+                ));
+            }
+            for rb in &view.record.rolled_back {
+                say(&format!("rolled back: {} ({})", rb.version, rb.reason));
+            }
+        }
+    }
+    0
+}
+
+/// Installs a bundle into a file and an ESP directory, as the upgrade does (tests and
+/// `cargo xtask bench upgrade`); no entry, no record.
+pub fn install_into(args: &InstallIntoArgs) -> i32 {
+    let mut keys: Vec<PublicKey> = Vec::new();
+    for k in &args.keys {
+        match std::fs::read_to_string(k).map(|t| PublicKey::from_file(&t)) {
+            Ok(Ok(key)) => keys.push(key),
+            Ok(Err(e)) => return fail(&format!("{k}: {e}")),
+            Err(e) => return fail(&format!("{k}: {e}")),
+        }
+    }
+    let file = match File::open(&args.bundle) {
+        Ok(f) => f,
+        Err(e) => return fail(&format!("cannot open {}: {e}", args.bundle)),
+    };
+    let mut r = BufReader::with_capacity(READ_BUFFER, file);
+    let slot_bytes = std::fs::metadata(&args.slot_file).map_or(0, |m| m.len());
+    let device = Device {
+        name: &args.device_name,
+        arch: std::env::consts::ARCH,
+        version: &args.device_version,
+        agent_version: VERSION,
+        slot_bytes: slot_bytes.max(1 << 40),
+    };
+    let started = Instant::now();
+    let header = match install::check(&mut r, &keys, &device, Downgrade::Refuse) {
+        Ok(h) => h,
+        Err(e) => return fail(&format!("refused: {}", error_chain(&e))),
+    };
+    let target = install::Target {
+        slot: Slot::B,
+        device: Path::new(&args.slot_file),
+        esp: Path::new(&args.esp_dir),
+    };
+    match install::install(&mut r, &header, &target, &mut |_, _, _| {}) {
+        Ok(()) => {
+            say(&format!(
+                "installed {} {} in {:.3} s",
+                header.manifest.name,
+                header.manifest.version,
+                started.elapsed().as_secs_f64()
+            ));
+            0
+        }
+        Err(e) => fail(&format!("failed: {}", error_chain(&e))),
+    }
+}

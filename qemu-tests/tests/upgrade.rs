@@ -1,0 +1,92 @@
+//! A/B upgrades end to end on the tiny image: bundles built by the test with its own key,
+//! attached as raw disks, installed by `p6os-agent upgrade`, then boot counting, health
+//! checks, blessing and fallback by the real systemd-boot under OVMF.
+
+use std::time::Duration;
+
+use qemu_tests::fixture::Fixture;
+use qemu_tests::vm::{Vm, VmConfig};
+
+const BOOT: Duration = Duration::from_secs(240);
+const CMD: Duration = Duration::from_secs(60);
+const AGENT: &str = "/usr/lib/p6os/p6os-agent";
+
+/// Runs `command` in the guest and returns what it printed before the marker.
+fn run(vm: &mut Vm, tag: &str, command: &str) -> String {
+    vm.send_line(&format!("{command}; echo {tag}\"\"-END"))
+        .unwrap();
+    vm.wait_for_line(&format!("{tag}-END"), CMD).unwrap();
+    let log = vm.console_log();
+    let end = log.rfind(&format!("{tag}-END")).unwrap();
+    let start = log[..end]
+        .rfind(&format!("{tag}\"\"-END"))
+        .map_or(0, |i| i + tag.len() + 6);
+    log[start.min(end)..end].to_string()
+}
+
+fn status(vm: &mut Vm, tag: &str) -> serde_json::Value {
+    let out = run(vm, tag, &format!("{AGENT} status --json"));
+    let start = out.find('{').unwrap_or_else(|| panic!("no JSON in {out}"));
+    let end = out.rfind('}').unwrap();
+    serde_json::from_str(&out[start..=end]).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn slot<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slot"] == name)
+        .unwrap()
+}
+
+#[test]
+fn upgrade_to_b_then_back_to_a_each_blessed_after_health_checks() {
+    let f = Fixture::new().unwrap();
+    let image = f.image(&f.recipe("1.0.0", "", None).unwrap()).unwrap();
+    let v2 = f
+        .bundle_disk(&f.recipe("2.0.0", "", None).unwrap())
+        .unwrap();
+    let v3 = f
+        .bundle_disk(&f.recipe("3.0.0", "", None).unwrap())
+        .unwrap();
+    let mut config = VmConfig::new(&image).unwrap();
+    config.extra_drives = vec![v2, v3];
+    let mut vm = config.start("upgrade").unwrap();
+    vm.wait_for_line("p6os-agent: ready slot=a version=1.0.0", BOOT)
+        .unwrap();
+    vm.wait_for_line("slot a is blessed", CMD).unwrap();
+
+    vm.send_line(&format!("{AGENT} upgrade /dev/vdb")).unwrap();
+    vm.wait_for_line("upgrade: installed 2.0.0 into slot b", CMD)
+        .unwrap();
+    vm.wait_for_line("p6os-agent: ready slot=b version=2.0.0", BOOT)
+        .unwrap();
+    vm.wait_for_line("health checks passed: blessing slot b", CMD)
+        .unwrap();
+    let s = status(&mut vm, "S1");
+    assert_eq!(s["booted"], "b", "{s:#}");
+    assert_eq!(slot(&s, "b")["state"], "blessed", "{s:#}");
+    assert_eq!(slot(&s, "b")["version"], "2.0.0", "{s:#}");
+    assert_eq!(
+        slot(&s, "a")["state"],
+        "blessed",
+        "A stays the fallback: {s:#}"
+    );
+    assert_eq!(slot(&s, "a")["version"], "1.0.0", "{s:#}");
+    assert_eq!(s["last_upgrade"]["outcome"], "blessed", "{s:#}");
+
+    vm.send_line(&format!("{AGENT} upgrade /dev/vdc")).unwrap();
+    vm.wait_for_line("upgrade: installed 3.0.0 into slot a", CMD)
+        .unwrap();
+    vm.wait_for_line("p6os-agent: ready slot=a version=3.0.0", BOOT)
+        .unwrap();
+    vm.wait_for_line("health checks passed: blessing slot a", CMD)
+        .unwrap();
+    let s = status(&mut vm, "S2");
+    assert_eq!(s["booted"], "a", "{s:#}");
+    assert_eq!(slot(&s, "a")["version"], "3.0.0", "{s:#}");
+    assert_eq!(slot(&s, "a")["state"], "blessed", "{s:#}");
+    assert_eq!(slot(&s, "b")["version"], "2.0.0", "{s:#}");
+    assert_eq!(slot(&s, "b")["state"], "blessed", "{s:#}");
+}

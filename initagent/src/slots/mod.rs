@@ -24,7 +24,6 @@
 #[cfg(test)]
 mod tests;
 
-use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
@@ -194,39 +193,10 @@ pub fn is_valid_version(version: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b))
 }
 
-/// Compares image versions: both are split on `.` and `-` and compared part by part. Two
-/// numeric parts compare as numbers (`10` > `9`, `01` = `1`), two other parts as strings
-/// (byte order); a numeric part sorts before a non-numeric one. When one version runs out of
-/// parts first, it is the older one (`1.0` < `1.0.0`, and also `1.0` < `1.0-rc1`: no
-/// pre-release semantics). This is a total preorder (different texts may compare equal).
-pub fn compare_versions(a: &str, b: &str) -> Ordering {
-    let mut parts_a = a.split(['.', '-']);
-    let mut parts_b = b.split(['.', '-']);
-    loop {
-        match (parts_a.next(), parts_b.next()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(x), Some(y)) => match compare_part(x, y) {
-                Ordering::Equal => {}
-                order => return order,
-            },
-        }
-    }
-}
-
-fn compare_part(x: &str, y: &str) -> Ordering {
-    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    match (numeric(x), numeric(y)) {
-        (true, true) => {
-            let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
-            x.len().cmp(&y.len()).then_with(|| x.cmp(y))
-        }
-        (true, false) => Ordering::Less,
-        (false, true) => Ordering::Greater,
-        (false, false) => x.cmp(y),
-    }
-}
+/// Compares image versions: the bundle crate's order, so that the device and the bundle's
+/// compatibility check agree (runs of digits as numbers, letters as text, a number above text;
+/// further numbers make a version newer, further text older: `1.0.0-rc1 < 1.0.0 < 1.0.0-1`).
+pub use p6os_bundle::compat::compare_versions;
 
 /// The agent's record on the state partition (JSON). Every field has a default and unknown
 /// fields are ignored: after a rollback an older agent reads what a newer one wrote.

@@ -1236,7 +1236,7 @@ fn sort_versions() {
 
 #[test]
 fn version_order() {
-    use Ordering::*;
+    use std::cmp::Ordering::*;
     for (a, b, o) in [
         ("1.0.0", "1.0.0", Equal),
         ("1.0.1", "1.0.0", Greater),

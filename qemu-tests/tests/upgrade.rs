@@ -90,3 +90,87 @@ fn upgrade_to_b_then_back_to_a_each_blessed_after_health_checks() {
     assert_eq!(slot(&s, "b")["version"], "2.0.0", "{s:#}");
     assert_eq!(slot(&s, "b")["state"], "blessed", "{s:#}");
 }
+
+/// Boots v1 with a v2 bundle attached, installs it, and waits until the machine is back on
+/// slot A by itself.
+fn upgrade_and_wait_for_fallback(name: &str, v2_upgrades: &str, v2_args: Option<&str>) -> Vm {
+    let f = Fixture::new().unwrap();
+    let image = f.image(&f.recipe("1.0.0", "", None).unwrap()).unwrap();
+    let v2 = f
+        .bundle_disk(&f.recipe("2.0.0", v2_upgrades, v2_args).unwrap())
+        .unwrap();
+    let mut config = VmConfig::new(&image).unwrap();
+    config.extra_drives = vec![v2];
+    let mut vm = config.start(name).unwrap();
+    vm.wait_for_line("p6os-agent: ready slot=a version=1.0.0", BOOT)
+        .unwrap();
+    vm.send_line(&format!("{AGENT} upgrade /dev/vdb")).unwrap();
+    vm.wait_for_line("upgrade: installed 2.0.0 into slot b", CMD)
+        .unwrap();
+    vm.wait_for_line("p6os-agent: ready slot=a version=1.0.0", BOOT * 3)
+        .unwrap();
+    vm
+}
+
+#[test]
+fn failing_health_checks_fall_back_by_themselves_and_are_not_retried() {
+    let health = "  health:\n    timeout_secs: 5\n    checks:\n      - {type: command, command: [/bin/false]}\n";
+    let mut vm = upgrade_and_wait_for_fallback("health", health, None);
+    let log = vm.console_log();
+    let trials = log
+        .matches("p6os-agent: ready slot=b version=2.0.0")
+        .count();
+    assert_eq!(trials, 3, "slot b should get exactly its 3 tries");
+    assert_eq!(
+        log.matches("health checks failed on slot b (version 2.0.0)")
+            .count(),
+        3
+    );
+    let fell = vm.wait_for_line("fell back to slot a", CMD).unwrap();
+    assert!(fell.contains("command /bin/false"), "{fell}");
+    let s = status(&mut vm, "S1");
+    assert_eq!(s["booted"], "a", "{s:#}");
+    assert_eq!(s["last_upgrade"]["outcome"], "rolled_back", "{s:#}");
+    assert!(
+        s["last_upgrade"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/bin/false"),
+        "{s:#}"
+    );
+    assert_eq!(s["rolled_back"][0]["version"], "2.0.0", "{s:#}");
+    assert_eq!(slot(&s, "a")["state"], "blessed", "{s:#}");
+    // No retry loop: the same bundle is refused now, and nothing changes.
+    let out = run(
+        &mut vm,
+        "AGAIN",
+        &format!("{AGENT} upgrade /dev/vdb; echo rc=$?"),
+    );
+    assert!(out.contains("rolled back before"), "{out}");
+    assert!(out.contains("rc=1"), "{out}");
+    let after = status(&mut vm, "S2");
+    assert_eq!(
+        after["slots"], s["slots"],
+        "a refused upgrade changed the slots"
+    );
+}
+
+#[test]
+fn a_kernel_that_cannot_boot_falls_back_as_well() {
+    // No initramfs init and no root the kernel can mount by itself: it panics, panic=5 reboots.
+    let mut vm =
+        upgrade_and_wait_for_fallback("panic", "", Some("[panic=5, quiet, rdinit=/nonexistent]"));
+    let log = vm.console_log();
+    assert!(
+        log.matches("Kernel panic").count() >= 3,
+        "expected three panicking tries of slot b"
+    );
+    let fell = vm.wait_for_line("fell back to slot a", CMD).unwrap();
+    assert!(
+        fell.contains("did not come up") || fell.contains("tries"),
+        "{fell}"
+    );
+    let s = status(&mut vm, "S1");
+    assert_eq!(s["last_upgrade"]["outcome"], "rolled_back", "{s:#}");
+    assert_eq!(s["booted"], "a", "{s:#}");
+}

@@ -89,6 +89,28 @@ fn round_trip() {
 }
 
 #[test]
+fn the_first_pass_refuses_damage_and_truncation_without_decompressing() {
+    let b = bundle();
+    let header = read_header(&mut Cursor::new(&b)).unwrap();
+    let mut r = Cursor::new(&b[header.len as usize..]);
+    verify_compressed(&mut r, &header.manifest).unwrap();
+    for at in (header.len as usize..b.len()).step_by(4099) {
+        let mut bad = b.clone();
+        bad[at] ^= 1;
+        let mut r = Cursor::new(&bad[header.len as usize..]);
+        assert!(
+            verify_compressed(&mut r, &header.manifest).is_err(),
+            "flipped byte {at} passed"
+        );
+    }
+    let mut r = Cursor::new(&b[header.len as usize..b.len() - 1]);
+    assert!(matches!(
+        verify_compressed(&mut r, &header.manifest),
+        Err(BundleError::Truncated("rootfs"))
+    ));
+}
+
+#[test]
 fn writing_is_deterministic() {
     assert_eq!(bundle(), bundle());
 }
@@ -186,6 +208,7 @@ fn compatibility_problems_are_all_reported() {
         size: 200 << 20,
         sha256: String::new(),
         compressed_size: 0,
+        compressed_sha256: String::new(),
     });
     m.arch = "aarch64".into();
     m.compatible = vec!["other".into()];

@@ -24,7 +24,6 @@
 #[cfg(test)]
 mod tests;
 
-
 use serde::{Deserialize, Serialize};
 
 use crate::cmdline::Slot;

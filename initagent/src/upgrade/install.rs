@@ -58,6 +58,16 @@ pub fn check<R: Read>(
     Ok(header)
 }
 
+/// The cheap first pass over a seekable source: every payload's bytes against the signed
+/// manifest (no decompression), then back to the first payload. A truncated or damaged bundle
+/// is refused here, before the caller removes any entry or writes the slot.
+pub fn verify_then_rewind<R: Read + Seek>(r: &mut R, header: &Header) -> Result<(), InstallError> {
+    format::verify_compressed(r, &header.manifest)?;
+    r.seek(SeekFrom::Start(header.len))
+        .map_err(BundleError::Read)?;
+    Ok(())
+}
+
 /// Where one slot's bits go.
 pub struct Target<'a> {
     pub slot: Slot,

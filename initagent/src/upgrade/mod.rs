@@ -95,6 +95,12 @@ pub fn upgrade(args: &UpgradeArgs) -> i32 {
             ))
         }
     };
+    if let Err(e) = install::verify_then_rewind(&mut r, &header) {
+        return fail(&format!(
+            "upgrade refused, nothing was changed: {}",
+            error_chain(&e)
+        ));
+    }
     let m = &header.manifest;
     let request = UpgradeRequest {
         version: m.version.clone(),
@@ -305,19 +311,26 @@ pub fn install_into(args: &InstallIntoArgs) -> i32 {
         Err(e) => return fail(&format!("cannot open {}: {e}", args.bundle)),
     };
     let mut r = BufReader::with_capacity(READ_BUFFER, file);
-    let slot_bytes = std::fs::metadata(&args.slot_file).map_or(0, |m| m.len());
+    // The target file's size stands for the partition's (an empty or new file: no limit).
+    let slot_bytes = match std::fs::metadata(&args.slot_file).map_or(0, |m| m.len()) {
+        0 => u64::MAX,
+        n => n,
+    };
     let device = Device {
         name: &args.device_name,
         arch: std::env::consts::ARCH,
         version: &args.device_version,
         agent_version: VERSION,
-        slot_bytes: slot_bytes.max(1 << 40),
+        slot_bytes,
     };
     let started = Instant::now();
     let header = match install::check(&mut r, &keys, &device, Downgrade::Refuse) {
         Ok(h) => h,
         Err(e) => return fail(&format!("refused: {}", error_chain(&e))),
     };
+    if let Err(e) = install::verify_then_rewind(&mut r, &header) {
+        return fail(&format!("refused: {}", error_chain(&e)));
+    }
     let target = install::Target {
         slot: Slot::B,
         device: Path::new(&args.slot_file),

@@ -1,0 +1,179 @@
+//! Bad bundles are refused with a clear error and a non-zero exit before a byte of the target
+//! changes: `p6os-agent install-into` runs the same checks, first pass and install as
+//! `p6os-agent upgrade`, into a file and a directory instead of a partition and the ESP.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use p6os_bundle::format::{write_bundle, Manifest, PayloadInput, PayloadKind, FORMAT};
+use p6os_bundle::keys::SecretKey;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_p6os-agent");
+const SLOT_FILL: u8 = 0xa5;
+
+struct Case {
+    dir: tempfile::TempDir,
+}
+
+fn manifest(version: &str) -> Manifest {
+    Manifest {
+        format: FORMAT,
+        name: "tiny".into(),
+        version: version.into(),
+        arch: std::env::consts::ARCH.into(),
+        compatible: vec!["tiny".into()],
+        min_agent_version: "0.1.0".into(),
+        recipe_digest: "sha256:00".into(),
+        rootfs_type: "squashfs".into(),
+        kernel_args: vec![],
+        tries: 3,
+        slot_manifest: serde_json::json!({"name": "tiny", "version": version}),
+        key_id: String::new(),
+        payloads: vec![],
+    }
+}
+
+fn rootfs() -> Vec<u8> {
+    (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
+}
+
+fn bundle_bytes(m: Manifest, key: &SecretKey) -> Vec<u8> {
+    let kernel = vec![7u8; 10_000];
+    let initrd = vec![9u8; 5_000];
+    let rootfs = rootfs();
+    let mut out = Vec::new();
+    write_bundle(
+        &mut out,
+        m,
+        &[
+            PayloadInput {
+                kind: PayloadKind::Kernel,
+                data: &kernel,
+            },
+            PayloadInput {
+                kind: PayloadKind::Initrd,
+                data: &initrd,
+            },
+            PayloadInput {
+                kind: PayloadKind::Rootfs,
+                data: &rootfs,
+            },
+        ],
+        key,
+        3,
+    )
+    .unwrap();
+    out
+}
+
+fn key() -> SecretKey {
+    SecretKey::from_seed([3; 32])
+}
+
+impl Case {
+    fn new(slot_bytes: usize) -> Case {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("slot"), vec![SLOT_FILL; slot_bytes]).unwrap();
+        fs::create_dir(dir.path().join("esp")).unwrap();
+        fs::write(dir.path().join("trusted.pub"), key().public().to_file()).unwrap();
+        Case { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn install(&self, bundle: &[u8], device_version: &str) -> Output {
+        fs::write(self.path("b.p6b"), bundle).unwrap();
+        Command::new(AGENT)
+            .arg("install-into")
+            .arg(format!("--bundle={}", self.path("b.p6b").display()))
+            .arg(format!("--slot-file={}", self.path("slot").display()))
+            .arg(format!("--esp-dir={}", self.path("esp").display()))
+            .arg(format!("--key={}", self.path("trusted.pub").display()))
+            .arg("--device-name=tiny")
+            .arg(format!("--device-version={device_version}"))
+            .output()
+            .unwrap()
+    }
+
+    /// Refused, with `message` on stderr, and the target untouched.
+    fn assert_refused(&self, bundle: &[u8], device_version: &str, message: &str) {
+        let out = self.install(bundle, device_version);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "accepted: {err}");
+        assert!(err.contains(message), "expected `{message}` in: {err}");
+        let slot = fs::read(self.path("slot")).unwrap();
+        assert!(slot.iter().all(|&b| b == SLOT_FILL), "the slot was written");
+        assert!(is_empty(&self.path("esp")), "the ESP was written");
+    }
+}
+
+fn is_empty(dir: &Path) -> bool {
+    fs::read_dir(dir).unwrap().next().is_none()
+}
+
+#[test]
+fn a_good_bundle_installs() {
+    let case = Case::new(4 << 20);
+    let out = case.install(&bundle_bytes(manifest("2.0.0"), &key()), "1.0.0");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(case.path("slot")).unwrap(), rootfs());
+    for f in ["vmlinuz", "initrd.img", "manifest.json"] {
+        assert!(case.path("esp/p6os/b").join(f).is_file(), "{f}");
+    }
+}
+
+#[test]
+fn every_kind_of_bad_bundle_is_refused_before_anything_is_written() {
+    let case = Case::new(4 << 20);
+    let good = bundle_bytes(manifest("2.0.0"), &key());
+    let header_len = {
+        let mut r = std::io::Cursor::new(&good);
+        p6os_bundle::format::read_header(&mut r).unwrap().len as usize
+    };
+    case.assert_refused(&good[..good.len() - 1000], "1.0.0", "ends early");
+    case.assert_refused(&good[..header_len - 10], "1.0.0", "ends early");
+    let mut payload_flip = good.clone();
+    payload_flip[good.len() - 5000] ^= 0x01;
+    case.assert_refused(&payload_flip, "1.0.0", "damaged");
+    let mut manifest_flip = good.clone();
+    let at = good.windows(9).position(|w| w == b"sha256:00").unwrap() + 1;
+    manifest_flip[at] ^= 0x01;
+    case.assert_refused(&manifest_flip, "1.0.0", "signature does not match");
+    let other = SecretKey::from_seed([4; 32]);
+    case.assert_refused(
+        &bundle_bytes(manifest("2.0.0"), &other),
+        "1.0.0",
+        "which this device does not trust",
+    );
+    let mut unsigned = good.clone();
+    let sig_at = header_len - 68;
+    unsigned.splice(sig_at..header_len, 0u32.to_le_bytes());
+    case.assert_refused(&unsigned, "1.0.0", "not signed");
+    let mut arch = manifest("2.0.0");
+    arch.arch = "riscv64".into();
+    case.assert_refused(
+        &bundle_bytes(arch, &key()),
+        "1.0.0",
+        "the bundle is for riscv64",
+    );
+    let mut name = manifest("2.0.0");
+    name.compatible = vec!["other".into()];
+    case.assert_refused(
+        &bundle_bytes(name, &key()),
+        "1.0.0",
+        "this device runs `tiny`",
+    );
+    case.assert_refused(&good, "3.0.0", "--allow-downgrade");
+    case.assert_refused(&good, "2.0.0", "not newer");
+    let small = Case::new(1 << 20);
+    small.assert_refused(&good, "1.0.0", "larger than the slot");
+}

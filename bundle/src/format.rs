@@ -14,6 +14,8 @@
 //! streams each payload while hashing it and refuses it at the end if anything differs.
 
 use std::io::{self, Read, Write};
+use std::sync::mpsc;
+use std::thread;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -314,28 +316,56 @@ pub fn copy_payload<R: Read, W: Write>(
     };
     let mut decoder = zstd::stream::read::Decoder::new(&mut limited)
         .map_err(|e| problem(format!("cannot start decompressing: {e}")))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut written: u64 = 0;
-    loop {
-        let n = match decoder.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(problem(format!("corrupt compressed data ({e})"))),
-        };
-        written += n as u64;
-        if written > p.size {
-            return Err(problem(format!(
-                "decompresses to more than {} bytes",
-                p.size
-            )));
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])
-            .map_err(|source| BundleError::Write { kind, source })?;
-        progress(written);
-    }
+    // Hashing runs on a second thread, overlapped with decompressing and writing (as the
+    // processes of a `zstd | dd` pipeline overlap); buffers go round between the two.
+    let (to_hasher, hasher_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(HASH_QUEUE);
+    let (to_reader, free_rx) = mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE + 1);
+    let (written, digest) = thread::scope(|scope| -> Result<(u64, String), BundleError> {
+        let hasher = scope.spawn(move || {
+            let mut h = Sha256::new();
+            for (buf, n) in hasher_rx {
+                h.update(&buf[..n]);
+                // The reader may have stopped early; a closed channel is fine.
+                let _ = to_reader.send(buf);
+            }
+            sha256_hex(&h.finalize())
+        });
+        let mut written: u64 = 0;
+        let mut spare = (0..HASH_QUEUE + 1)
+            .map(|_| vec![0u8; CHUNK])
+            .collect::<Vec<_>>();
+        let result = (|| loop {
+            let mut buf = match spare.pop() {
+                Some(b) => b,
+                None => free_rx
+                    .recv()
+                    .map_err(|_| problem("the hashing thread stopped".into()))?,
+            };
+            let n = fill(&mut decoder, &mut buf)
+                .map_err(|e| problem(format!("corrupt compressed data ({e})")))?;
+            if n == 0 {
+                return Ok(written);
+            }
+            written += n as u64;
+            if written > p.size {
+                return Err(problem(format!(
+                    "decompresses to more than {} bytes",
+                    p.size
+                )));
+            }
+            out.write_all(&buf[..n])
+                .map_err(|source| BundleError::Write { kind, source })?;
+            progress(written);
+            if to_hasher.send((buf, n)).is_err() {
+                return Err(problem("the hashing thread stopped".into()));
+            }
+        })();
+        drop(to_hasher);
+        let digest = hasher
+            .join()
+            .map_err(|_| problem("the hashing thread panicked".into()))?;
+        result.map(|w| (w, digest))
+    })?;
     drop(decoder);
     if limited.count != p.compressed_size {
         return Err(BundleError::Truncated(kind));
@@ -346,14 +376,30 @@ pub fn copy_payload<R: Read, W: Write>(
             p.size
         )));
     }
-    let actual = sha256_hex(&hasher.finalize());
-    if actual != p.sha256 {
+    if digest != p.sha256 {
         return Err(problem(format!(
-            "sha256 {actual}, the manifest says {}",
+            "sha256 {digest}, the manifest says {}",
             p.sha256
         )));
     }
     Ok(())
+}
+
+/// Buffers in flight to the hashing thread.
+const HASH_QUEUE: usize = 3;
+
+/// Reads until `buf` is full or the end; the number of bytes read.
+fn fill<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 struct CountingReader<R> {

@@ -22,6 +22,7 @@ commands:
                      run the parsers' fuzz targets (unattended, recipe), N seconds each (default 20)
   run [IMAGE]        boot an image in QEMU on this terminal (Ctrl-A X quits)
   bench image        time assembling the tiny image: p6os vs a pipeline of standard tools
+  bench upgrade      time applying a bundle to a slot: p6os-agent vs zstd -dc | dd, then sha256sum
   deps               install (as root) or list the Debian packages the workflows need";
 
 /// The recipe built when none is named.
@@ -44,7 +45,8 @@ fn main() -> Result<()> {
         ["run"] => run::run(None),
         ["run", img] => run::run(Some(img)),
         ["deps"] => deps::ensure(),
-        ["bench", "image"] => bench::image(),
+        ["bench", "image"] => bench::image::run(),
+        ["bench", "upgrade"] => bench::upgrade::run(),
         ["help" | "--help" | "-h"] | [] => {
             println!("{USAGE}");
             Ok(())

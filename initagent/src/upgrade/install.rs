@@ -6,7 +6,7 @@
 //! byte, and has removed the target slot's old entry, so no entry points at a half-written slot.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use p6os_bundle::compat::{self, Device, Downgrade};
@@ -14,9 +14,6 @@ use p6os_bundle::format::{self, BundleError, Header, PayloadKind};
 use p6os_bundle::keys::PublicKey;
 
 use crate::cmdline::Slot;
-
-/// Writes to the slot device in pieces this large.
-const WRITE_BUFFER: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -125,17 +122,14 @@ fn write_rootfs<R: Read>(
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), InstallError> {
     // No truncation: a partition keeps its size; a file target is cut to the payload below.
-    let file = OpenOptions::new()
+    // Payload chunks are 1 MiB: written as they come, no extra buffer.
+    let mut file = OpenOptions::new()
         .write(true)
         .open(device)
         .map_err(io_err("cannot open", device))?;
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-    out.seek(SeekFrom::Start(0))
+    file.seek(SeekFrom::Start(0))
         .map_err(io_err("cannot seek", device))?;
-    format::copy_payload(r, p, &mut out, progress)?;
-    let file = out
-        .into_inner()
-        .map_err(|e| io_err("cannot write", device)(e.into_error()))?;
+    format::copy_payload(r, p, &mut file, progress)?;
     if file.metadata().map(|m| m.is_file()).unwrap_or(false) {
         file.set_len(p.size)
             .map_err(io_err("cannot truncate", device))?;

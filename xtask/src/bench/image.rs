@@ -54,16 +54,15 @@ PATH="$P6OS_BENCH_PATH" exec "$n" "$@"
 const RECORDED: [&str; 2] = ["mksquashfs", "mkfs.ext4"];
 
 /// One timed run: wall seconds, then CPU seconds and peak RSS in MiB (from GNU time).
-struct Sample(f64, Option<(f64, f64)>);
+pub(super) struct Sample(pub f64, pub Option<(f64, f64)>);
 
-pub fn image() -> Result<()> {
+pub fn run() -> Result<()> {
     crate::deps::ensure()?;
     sh(SFDISK, &[])?;
     let agent = crate::agent::build()?;
     sh("cargo build --quiet --release -p builder --bin p6os", &[])?;
     let p6os = crate::root().join("target/release/p6os");
-    let runs = std::env::var("P6OS_BENCH_RUNS").map_or(Ok(5), |v| v.parse::<usize>());
-    let runs = runs.context("P6OS_BENCH_RUNS")?.max(1);
+    let runs = super::runs()?;
     let work = tempfile::Builder::new().prefix("p6os-bench.").tempdir()?;
     let w = work.path();
     let (inputs, log, warm) = (w.join("inputs"), w.join("log"), w.join("warm-p6os"));
@@ -243,7 +242,7 @@ fn verify(gpt: &Gpt, ours: &Path, theirs: &Path, files: &Path) -> Result<()> {
 }
 
 /// `program`, under GNU time (when installed) writing its CPU seconds and peak RSS to `w/usage`.
-fn measured(program: &OsStr, w: &Path) -> Command {
+pub(super) fn measured(program: &OsStr, w: &Path) -> Command {
     if !Path::new(GNU_TIME).exists() {
         return Command::new(program);
     }
@@ -254,7 +253,7 @@ fn measured(program: &OsStr, w: &Path) -> Command {
 }
 
 /// Runs `c` (made by [`measured`]), returning its wall time and what GNU time measured.
-fn timed(mut c: Command, w: &Path) -> Result<Sample> {
+pub(super) fn timed(mut c: Command, w: &Path) -> Result<Sample> {
     let _ = fs::remove_file(w.join("usage"));
     let start = Instant::now();
     let out = c.stdin(Stdio::null()).output()?;
@@ -279,7 +278,7 @@ fn sh(script: &str, args: &[&dyn Display]) -> Result<String> {
     Ok(o)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
         0 => f64::NAN,

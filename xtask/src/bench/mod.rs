@@ -1,0 +1,12 @@
+//! `cargo xtask bench image|upgrade`: P6OS next to the standard tools doing the same job, in
+//! the same run, interleaved, medians of `P6OS_BENCH_RUNS` (default 5) runs printed as a ratio.
+
+pub mod image;
+pub mod upgrade;
+
+/// Timed runs per side (after one untimed warm-up each): `P6OS_BENCH_RUNS`, default 5.
+pub fn runs() -> anyhow::Result<usize> {
+    use anyhow::Context;
+    let runs = std::env::var("P6OS_BENCH_RUNS").map_or(Ok(5), |v| v.parse::<usize>());
+    Ok(runs.context("P6OS_BENCH_RUNS")?.max(1))
+}

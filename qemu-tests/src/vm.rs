@@ -331,3 +331,10 @@ impl Drop for Vm {
         }
     }
 }
+
+impl Vm {
+    /// Pulls the plug: QEMU is killed at once (what the guest had not written is lost).
+    pub fn power_cut(self) {
+        drop(self);
+    }
+}

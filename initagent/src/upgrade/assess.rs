@@ -29,10 +29,7 @@ pub fn at_boot() {
             info!("slot {slot} has no p6os boot entry: no boot assessment");
             return;
         }
-        Assessment::Good => {
-            info!("slot {} is blessed", view.booted);
-            return;
-        }
+        Assessment::Good => Vec::new(),
         Assessment::FellBack {
             bad_slot,
             version,
@@ -69,15 +66,21 @@ pub fn at_boot() {
     match machine::execute(&machine.esp, &actions, None) {
         Ok(AfterActions::RebootRequested) => {
             super::request_reboot();
+            return;
         }
-        Ok(AfterActions::Done) => {
-            if let Assessment::RunHealthChecks { slot, .. } = &assessment {
-                if !actions.iter().any(|a| matches!(a, slots::Action::Reboot)) {
-                    info!("slot {slot} is blessed");
-                }
-            }
-        }
+        Ok(AfterActions::Done) => {}
         Err(e) => warn!("boot assessment: {}", error_chain(&e)),
     }
     machine::check_invariant(&machine.esp);
+    // The line tests and operators wait for: this boot is settled on a known-good slot.
+    let entries = machine.entries().unwrap_or_default();
+    match slots::entry_of(&entries, view.booted) {
+        Some(e) if e.counter.is_blessed() => {
+            info!(
+                "slot {} is blessed (version {})",
+                view.booted, e.image_version
+            )
+        }
+        _ => warn!("slot {} is not blessed after the assessment", view.booted),
+    }
 }

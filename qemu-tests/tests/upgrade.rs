@@ -89,6 +89,24 @@ fn upgrade_to_b_then_back_to_a_each_blessed_after_health_checks() {
     assert_eq!(slot(&s, "a")["state"], "blessed", "{s:#}");
     assert_eq!(slot(&s, "b")["version"], "2.0.0", "{s:#}");
     assert_eq!(slot(&s, "b")["state"], "blessed", "{s:#}");
+
+    // Back to 2.0.0 on request: the other blessed slot becomes the default.
+    vm.send_line(&format!("{AGENT} rollback")).unwrap();
+    vm.wait_for_line("slot b is the default now", CMD).unwrap();
+    vm.wait_for_line("p6os-agent: ready slot=b version=2.0.0", BOOT)
+        .unwrap();
+    vm.wait_for_line("slot b is blessed", CMD).unwrap();
+    let s = status(&mut vm, "S3");
+    assert_eq!(s["booted"], "b", "{s:#}");
+    assert_eq!(s["last_upgrade"]["outcome"], "rolled_back", "{s:#}");
+    assert!(
+        s["rolled_back"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["version"] == "3.0.0"),
+        "{s:#}"
+    );
 }
 
 /// Boots v1 with a v2 bundle attached, installs it, and waits until the machine is back on

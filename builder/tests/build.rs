@@ -630,3 +630,106 @@ fn recipe_default_unattended_is_checked_and_baked_0600() {
         "{text}"
     );
 }
+
+#[test]
+fn bundles_are_signed_inspected_and_verified() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let o = run(Command::new(P6OS).arg("keygen").arg("--out").arg(&keys));
+    assert!(o.status.success());
+    let mode = fs::metadata(keys.join("p6os.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the secret key must be private");
+    let again = run(Command::new(P6OS).arg("keygen").arg("--out").arg(&keys));
+    assert!(!again.status.success(), "keygen overwrote a key");
+    let r = recipe_with(dir.path(), |t| t);
+    let out = dir.path().join("bundles");
+    let o = run(Command::new(P6OS)
+        .arg("bundle")
+        .arg(&r)
+        .arg("--key")
+        .arg(keys.join("p6os.key"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--agent")
+        .arg(agent())
+        .arg("-q"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bundle = out.join("tiny-1.0.0.p6b");
+    let inspect = |key: Option<&Path>, file: &Path| {
+        let mut c = Command::new(P6OS);
+        c.args(["bundle", "inspect"]).arg(file).arg("--json");
+        if let Some(k) = key {
+            c.arg("--key").arg(k);
+        }
+        run(&mut c)
+    };
+    let o = inspect(Some(&keys.join("p6os.pub")), &bundle);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["manifest"]["name"], "tiny");
+    assert_eq!(j["manifest"]["tries"], 3);
+    assert_eq!(j["payloads_verified"], true);
+    assert!(j["signature"]
+        .as_str()
+        .unwrap()
+        .starts_with("verified with key"));
+    // The bundle's root filesystem is the image's slot A, byte for byte (same recipe).
+    let rootfs = j["manifest"]["payloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "rootfs")
+        .unwrap()
+        .clone();
+    let images = dir.path().join("images");
+    let o = run(Command::new(P6OS)
+        .arg("build")
+        .arg(&r)
+        .arg("--out")
+        .arg(&images)
+        .arg("--agent")
+        .arg(agent())
+        .arg("-q"));
+    assert!(o.status.success());
+    let image_manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(images.join("tiny-1.0.0.manifest.json")).unwrap())
+            .unwrap();
+    let image_rootfs = image_manifest["slot_a"]["rootfs"]["sha256"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        rootfs["sha256"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+        image_rootfs.trim_start_matches("sha256:"),
+        "the bundle's root filesystem differs from the image's slot A"
+    );
+    // Another key, a flipped byte: refused with a non-zero exit.
+    let other = dir.path().join("other");
+    assert!(
+        run(Command::new(P6OS).arg("keygen").arg("--out").arg(&other))
+            .status
+            .success()
+    );
+    let o = inspect(Some(&other.join("p6os.pub")), &bundle);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not trust"));
+    let mut bytes = fs::read(&bundle).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 1;
+    let damaged = dir.path().join("damaged.p6b");
+    fs::write(&damaged, &bytes).unwrap();
+    let o = inspect(Some(&keys.join("p6os.pub")), &damaged);
+    assert!(!o.status.success(), "a damaged bundle verified");
+    // Without a key: the manifest is shown, not verified.
+    let o = inspect(None, &damaged);
+    assert!(o.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["signature"], serde_json::Value::Null);
+}

@@ -1,0 +1,1067 @@
+//! `p6os-agent upgrade http://host[:port]/path/bundle.p6b`: the bundle straight from a web
+//! server, as a [`Read`] that hides broken connections.
+//!
+//! [`HttpSource::open`] sends one plain HTTP/1.1 `GET` over a std `TcpStream` (no TLS, no extra
+//! crates: the agent is a static binary inside every initramfs) and hands out the body. When the
+//! connection breaks, stays silent past the read timeout, or ends before `Content-Length` bytes,
+//! the next `read` reconnects with `Range: bytes=<offset>-` and carries on where it stopped, so a
+//! consumer in the middle of a zstd frame never notices. A server without range support answers
+//! 200 and the first `offset` bytes of that body are skipped.
+//!
+//! A bundle replaced on the server mid-download is not spliced onto the old one's beginning: the
+//! resumed request carries `If-Range` with the first response's strong `ETag` (or else its
+//! `Last-Modified`), and a different validator or size in the answer is an error, "the file
+//! changed on the server while downloading".
+//!
+//! Limitations: `http://` only (https is refused: not supported yet; the bundle's signature and
+//! hashes, not the transport, protect its content); the response must carry a `Content-Length`
+//! (chunked transfer encoding is refused); no proxies, no credentials in the URL. A server that
+//! sends neither `ETag` nor `Last-Modified` is only checked for the same size on resumption.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::log::error_chain;
+
+/// Redirects followed per request (the sixth is an error).
+const MAX_REDIRECTS: usize = 5;
+/// Largest response header accepted.
+const MAX_HEAD: u64 = 64 << 10;
+
+/// How hard [`HttpSource`] tries to finish a download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Reconnections allowed over the whole download; every attempt counts, failed ones too.
+    pub max_resumes: u32,
+    /// Wait before the first reconnection; doubles after each attempt that brought no byte.
+    pub backoff_first: Duration,
+    /// Longest wait between reconnections.
+    pub backoff_max: Duration,
+    /// Limit for establishing each TCP connection (must not be zero).
+    pub connect_timeout: Duration,
+    /// Longest silence on an open connection before it counts as broken (must not be zero).
+    pub read_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 8 reconnections, waiting 0.5 s doubling to 8 s; 10 s to connect, 30 s of silence.
+    fn default() -> Self {
+        RetryPolicy {
+            max_resumes: 8,
+            backoff_first: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(8),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before a reconnection that follows `failures` fruitless attempts.
+    fn backoff(&self, failures: u32) -> Duration {
+        self.backoff_first
+            .saturating_mul(1 << failures.min(20))
+            .min(self.backoff_max)
+    }
+}
+
+/// Why a download could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("invalid url {url:?}: {why}")]
+    BadUrl { url: String, why: &'static str },
+    #[error("{url}: https is not supported yet, only http:// (the bundle's signature protects its content)")]
+    HttpsUnsupported { url: String },
+    #[error("{url}: cannot connect to {addr}")]
+    Connect {
+        url: String,
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{url}: the connection failed")]
+    Io {
+        url: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{url}: invalid http response: {why}")]
+    Malformed { url: String, why: String },
+    #[error("{url}: the server answered {status} {reason}")]
+    Status {
+        url: String,
+        status: u16,
+        reason: String,
+    },
+    #[error("{url}: the response has no content-length (the server must send the file's size)")]
+    NoLength { url: String },
+    #[error("{url}: transfer-encoding {encoding:?} is not supported: the server must send a content-length")]
+    Chunked { url: String, encoding: String },
+    #[error("{url}: more than 5 redirects")]
+    TooManyRedirects { url: String },
+    #[error("{url}: the file changed on the server while downloading ({why})")]
+    Changed { url: String, why: String },
+    #[error("{url}: download abandoned after {resumes} reconnections: received {received} of {total} bytes; last error: {last}")]
+    GaveUp {
+        url: String,
+        received: u64,
+        total: u64,
+        resumes: u32,
+        last: String,
+    },
+}
+
+/// Splits `http://host[:port][/path][?query]` into host (IPv6 without its brackets), port
+/// (80 by default) and the request target (`/` when empty, query kept, fragment dropped).
+pub fn parse_url(url: &str) -> Result<(String, u16, String), HttpError> {
+    let bad = |why| HttpError::BadUrl {
+        url: url.to_string(),
+        why,
+    };
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err(HttpError::HttpsUnsupported {
+            url: url.to_string(),
+        });
+    }
+    if !lower.starts_with("http://") {
+        return Err(bad("expected http://host[:port]/path"));
+    }
+    let rest = &url[7..];
+    let rest = rest.split('#').next().unwrap_or_default();
+    let (authority, target) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let target = match target.chars().next() {
+        None => "/".to_string(),
+        Some('?') => format!("/{target}"),
+        Some(_) => target.to_string(),
+    };
+    if rest.chars().any(|c| c.is_ascii_control() || c == ' ') {
+        return Err(bad("spaces and control characters must be percent-encoded"));
+    }
+    if authority.contains('@') {
+        return Err(bad("credentials in the url are not supported"));
+    }
+    let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
+        let (host, after) = inner
+            .split_once(']')
+            .ok_or_else(|| bad("unclosed [ in the host"))?;
+        if !after.is_empty() && !after.starts_with(':') {
+            return Err(bad("unexpected text after the ipv6 address"));
+        }
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad("invalid ipv6 address"));
+        }
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let port = match port {
+        None | Some("") => 80,
+        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => return Err(bad("the port must be 1 to 65535")),
+        },
+        Some(_) => return Err(bad("the port must be a number")),
+    };
+    Ok((host.to_string(), port, target))
+}
+
+/// `host:port` as written in a URL and a `Host` header (`[..]` around IPv6, port 80 implied).
+fn authority(host: &str, port: u16) -> String {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    match port {
+        80 => host,
+        _ => format!("{host}:{port}"),
+    }
+}
+
+/// An HTTP response whose header has been read; `body` is positioned at the body.
+struct Response {
+    url: String,
+    status: u16,
+    reason: String,
+    /// Names in lower case.
+    headers: Vec<(String, String)>,
+    body: BufReader<TcpStream>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        let mut all = self.headers.iter().filter(|(n, _)| n == name);
+        all.next().map(|(_, v)| v.as_str())
+    }
+
+    /// The `Content-Length`, refusing chunked (or any other) transfer encoding.
+    fn content_length(&self) -> Result<Option<u64>, HttpError> {
+        if let Some(te) = self.header("transfer-encoding") {
+            if !te.eq_ignore_ascii_case("identity") {
+                return Err(HttpError::Chunked {
+                    url: self.url.clone(),
+                    encoding: te.to_string(),
+                });
+            }
+        }
+        let mut length = None;
+        let values = self.headers.iter().filter(|(n, _)| n == "content-length");
+        for value in values.flat_map(|(_, v)| v.split(',')).map(str::trim) {
+            let n = Some(value)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            match (n, length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(l)) if n == l => {}
+                _ => return Err(malformed(&self.url, format!("content-length {value:?}"))),
+            }
+        }
+        Ok(length)
+    }
+
+    fn status_error(self) -> HttpError {
+        HttpError::Status {
+            url: self.url,
+            status: self.status,
+            reason: self.reason,
+        }
+    }
+}
+
+fn malformed(url: &str, why: impl Into<String>) -> HttpError {
+    HttpError::Malformed {
+        url: url.to_string(),
+        why: why.into(),
+    }
+}
+
+/// One `GET` on a fresh connection; `from` asks for a range (with an `If-Range` validator).
+fn request(
+    url: &str,
+    from: Option<(u64, Option<&str>)>,
+    policy: &RetryPolicy,
+) -> Result<Response, HttpError> {
+    let (host, port, target) = parse_url(url)?;
+    let host_header = authority(&host, port);
+    let io_err = |source| HttpError::Io {
+        url: url.to_string(),
+        source,
+    };
+    let connect_err = |source| HttpError::Connect {
+        url: url.to_string(),
+        addr: format!("{host_header}{}", if port == 80 { ":80" } else { "" }),
+        source,
+    };
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    let mut stream = None;
+    for addr in (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(connect_err)?
+    {
+        match TcpStream::connect_timeout(&addr, policy.connect_timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    let mut stream = stream.ok_or_else(|| connect_err(last))?;
+    stream
+        .set_read_timeout(Some(policy.read_timeout))
+        .map_err(io_err)?;
+    stream
+        .set_write_timeout(Some(policy.read_timeout))
+        .map_err(io_err)?;
+    let mut head = format!(
+        "GET {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: p6os-agent\r\n\
+         Accept-Encoding: identity\r\nConnection: close\r\n"
+    );
+    if let Some((offset, validator)) = from {
+        head.push_str(&format!("Range: bytes={offset}-\r\n"));
+        if let Some(v) = validator {
+            head.push_str(&format!("If-Range: {v}\r\n"));
+        }
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).map_err(io_err)?;
+
+    let mut body = BufReader::new(stream);
+    let mut lines = Vec::new();
+    let mut budget = MAX_HEAD;
+    loop {
+        let mut line = Vec::new();
+        let n = (&mut body)
+            .take(budget)
+            .read_until(b'\n', &mut line)
+            .map_err(io_err)?;
+        budget -= n as u64;
+        if !line.ends_with(b"\n") {
+            return Err(match budget {
+                0 => malformed(url, "the header is larger than 64 KiB"),
+                _ => io_err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the connection closed before the end of the response header",
+                )),
+            });
+        }
+        let line = String::from_utf8_lossy(&line).trim_end().to_string();
+        match (line.is_empty(), lines.is_empty()) {
+            (true, true) => continue,
+            (true, false) => break,
+            _ => lines.push(line),
+        }
+    }
+    let mut status_line = lines[0].splitn(3, ' ');
+    let version = status_line.next().unwrap_or_default();
+    let code = status_line.next().unwrap_or_default();
+    let status = Some(code)
+        .filter(|c| version.starts_with("HTTP/1.") && c.len() == 3)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| malformed(url, format!("status line {:?}", lines[0])))?;
+    let mut headers = Vec::new();
+    for line in &lines[1..] {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| malformed(url, format!("header line {line:?}")))?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    Ok(Response {
+        url: url.to_string(),
+        status,
+        reason: status_line.next().unwrap_or_default().to_string(),
+        headers,
+        body,
+    })
+}
+
+/// Where a `Location` header sends a request for `base`.
+fn resolve(base: &str, location: &str) -> Result<String, HttpError> {
+    let (host, port, target) = parse_url(base)?;
+    let origin = format!("http://{}", authority(&host, port));
+    let lower = location.get(..8).unwrap_or(location).to_ascii_lowercase();
+    let url = if lower.starts_with("http://") || lower.starts_with("https://") {
+        location.to_string()
+    } else if location.starts_with("//") {
+        format!("http:{location}")
+    } else if location.starts_with('/') {
+        format!("{origin}{location}")
+    } else {
+        let dir = target.split('?').next().unwrap_or_default();
+        let dir = &dir[..dir.rfind('/').map_or(0, |i| i + 1)];
+        format!("{origin}{dir}{location}")
+    };
+    parse_url(&url)?;
+    Ok(url)
+}
+
+/// [`request`], following redirects; the response carries the URL that answered.
+fn get(
+    url: &str,
+    from: Option<(u64, Option<&str>)>,
+    policy: &RetryPolicy,
+) -> Result<Response, HttpError> {
+    let mut url = url.to_string();
+    for _ in 0..=MAX_REDIRECTS {
+        let response = request(&url, from, policy)?;
+        if !matches!(response.status, 301 | 302 | 303 | 307 | 308) {
+            return Ok(response);
+        }
+        let location = response
+            .header("location")
+            .ok_or_else(|| malformed(&url, format!("a {} without location", response.status)))?;
+        url = resolve(&url, location)?;
+    }
+    Err(HttpError::TooManyRedirects { url })
+}
+
+/// `bytes <start>-<end>/<total>`.
+fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let (range, total) = value.strip_prefix("bytes ")?.trim().split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    Some((start.parse().ok()?, end.parse().ok()?, total.parse().ok()?))
+}
+
+/// A bundle being downloaded over plain HTTP, resumed transparently (see the module's doc).
+#[derive(Debug)]
+pub struct HttpSource {
+    /// After redirects: resumptions start there.
+    url: String,
+    policy: RetryPolicy,
+    body: Option<BufReader<TcpStream>>,
+    len: u64,
+    pos: u64,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    resumes: u32,
+    /// Reconnections since the last byte received (for the backoff).
+    failures: u32,
+    /// A final error, repeated by every later `read`.
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+impl HttpSource {
+    /// Connects, sends `GET`, follows up to 5 redirects (http only) and checks for a 200 with a
+    /// `Content-Length` (chunked encoding is refused). Fails at once on any error: retries only
+    /// happen once the download has started.
+    pub fn open(url: &str, policy: RetryPolicy) -> Result<HttpSource, HttpError> {
+        let response = get(url, None, &policy)?;
+        if response.status != 200 {
+            return Err(response.status_error());
+        }
+        let len = response
+            .content_length()?
+            .ok_or_else(|| HttpError::NoLength {
+                url: response.url.clone(),
+            })?;
+        Ok(HttpSource {
+            etag: response.header("etag").map(str::to_string),
+            last_modified: response.header("last-modified").map(str::to_string),
+            url: response.url,
+            policy,
+            body: Some(response.body),
+            len,
+            pos: 0,
+            resumes: 0,
+            failures: 0,
+            failed: None,
+        })
+    }
+
+    /// The size of the file, in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// How many times the download reconnected (attempts that failed included).
+    pub fn resumes(&self) -> u32 {
+        self.resumes
+    }
+
+    /// A connection whose body starts at `self.pos` of the same file.
+    fn reconnect(&self) -> Result<BufReader<TcpStream>, HttpError> {
+        let strong_etag = self.etag.as_deref().filter(|e| !e.starts_with("W/"));
+        let validator = strong_etag.or(self.last_modified.as_deref());
+        let mut response = get(&self.url, Some((self.pos, validator)), &self.policy)?;
+        let changed = |why: String| HttpError::Changed {
+            url: response.url.clone(),
+            why,
+        };
+        let (name, ours) = match &self.etag {
+            Some(etag) => ("etag", Some(etag)),
+            None => ("last-modified", self.last_modified.as_ref()),
+        };
+        match (ours, response.header(name)) {
+            (Some(ours), Some(theirs)) if ours != theirs => {
+                return Err(changed(format!("its {name} went from {ours} to {theirs}")));
+            }
+            (Some(_), None) if response.status == 200 => {
+                return Err(changed(format!("it has no {name} any more")));
+            }
+            _ => {}
+        }
+        let length = response.content_length()?;
+        match response.status {
+            206 => {
+                let range = response.header("content-range").unwrap_or_default();
+                let (start, end, total) = parse_content_range(range).ok_or_else(|| {
+                    malformed(&response.url, format!("206 with content-range {range:?}"))
+                })?;
+                if total != self.len {
+                    return Err(changed(format!(
+                        "its size went from {} to {total} bytes",
+                        self.len
+                    )));
+                }
+                if start != self.pos
+                    || end.checked_add(1) != Some(self.len)
+                    || length.is_some_and(|l| l != self.len - self.pos)
+                {
+                    let why = format!("asked for bytes {}- and got {range:?}", self.pos);
+                    return Err(malformed(&response.url, why));
+                }
+                Ok(response.body)
+            }
+            200 => {
+                let length = length.ok_or_else(|| HttpError::NoLength {
+                    url: response.url.clone(),
+                })?;
+                if length != self.len {
+                    return Err(changed(format!(
+                        "its size went from {} to {length} bytes",
+                        self.len
+                    )));
+                }
+                let skip = &mut (&mut response.body).take(self.pos);
+                let skipped = io::copy(skip, &mut io::sink()).map_err(|source| HttpError::Io {
+                    url: response.url.clone(),
+                    source,
+                })?;
+                if skipped != self.pos {
+                    return Err(HttpError::Io {
+                        url: response.url.clone(),
+                        source: io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "the connection closed at byte {skipped}, skipping to byte {}",
+                                self.pos
+                            ),
+                        ),
+                    });
+                }
+                Ok(response.body)
+            }
+            _ => Err(response.status_error()),
+        }
+    }
+
+    /// Remembers a final error and returns it.
+    fn fail(&mut self, kind: io::ErrorKind, error: HttpError) -> io::Error {
+        self.body = None;
+        self.failed = Some((kind, error_chain(&error)));
+        io::Error::new(kind, error)
+    }
+}
+
+impl Read for HttpSource {
+    /// Reads the next bytes, reconnecting (with `Range` from the current offset) as often as the
+    /// policy allows when the connection breaks or ends early.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some((kind, message)) = &self.failed {
+            return Err(io::Error::new(*kind, message.clone()));
+        }
+        if buf.is_empty() || self.pos == self.len {
+            return Ok(0);
+        }
+        let mut last = String::new();
+        loop {
+            if let Some(body) = &mut self.body {
+                let want = (self.len - self.pos).min(buf.len() as u64) as usize;
+                match body.read(&mut buf[..want]) {
+                    Ok(0) => {
+                        last = format!("the connection closed at byte {} of {}", self.pos, self.len)
+                    }
+                    Ok(n) => {
+                        self.pos += n as u64;
+                        self.failures = 0;
+                        return Ok(n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        let silence = self.policy.read_timeout;
+                        last = format!(
+                            "no data for {silence:?} at byte {} of {}",
+                            self.pos, self.len
+                        )
+                    }
+                    Err(e) => last = format!("at byte {} of {}: {e}", self.pos, self.len),
+                }
+                self.body = None;
+            }
+            if self.resumes >= self.policy.max_resumes {
+                let error = HttpError::GaveUp {
+                    url: self.url.clone(),
+                    received: self.pos,
+                    total: self.len,
+                    resumes: self.resumes,
+                    last,
+                };
+                return Err(self.fail(io::ErrorKind::Other, error));
+            }
+            std::thread::sleep(self.policy.backoff(self.failures));
+            self.resumes += 1;
+            self.failures += 1;
+            match self.reconnect() {
+                Ok(body) => self.body = Some(body),
+                Err(e @ HttpError::Changed { .. }) => {
+                    return Err(self.fail(io::ErrorKind::InvalidData, e))
+                }
+                Err(e) => last = error_chain(&e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::thread;
+
+    const LEN: usize = 3 << 20;
+    const KIB: usize = 1024;
+
+    fn body() -> &'static [u8] {
+        static BODY: OnceLock<Vec<u8>> = OnceLock::new();
+        BODY.get_or_init(|| {
+            (0..LEN as u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 ^ (i >> 12) as u8)
+                .collect()
+        })
+    }
+
+    /// How the test server misbehaves.
+    #[derive(Clone, Default)]
+    struct Behaviour {
+        /// The i-th body response ends at this absolute offset (then the connection closes).
+        drop_at: Vec<usize>,
+        /// Stay silent (connection open) after a drop point instead of closing.
+        stall: bool,
+        /// Always 200 from the start, no `Accept-Ranges`.
+        no_ranges: bool,
+        /// Body responses after the first carry another ETag.
+        etag_changes: bool,
+        /// Serve the range even when `If-Range` does not match.
+        ignore_if_range: bool,
+        /// Close the listener after this many connections.
+        connections: Option<usize>,
+    }
+
+    struct Server {
+        base: String,
+        bodies: Arc<AtomicUsize>,
+        heads: Arc<Mutex<Vec<String>>>,
+    }
+
+    /// Serves `/bundle.p6b` (the 3 MiB body), `/missing` (404) and `/redirect/<n>` (n hops,
+    /// then the bundle) on 127.0.0.1.
+    fn serve(behaviour: Behaviour) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bodies = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (b, h) = (bodies.clone(), heads.clone());
+        thread::spawn(move || {
+            for (i, stream) in listener.incoming().enumerate() {
+                if let Ok(stream) = stream {
+                    let (behaviour, b, h) = (behaviour.clone(), b.clone(), h.clone());
+                    thread::spawn(move || handle(stream, port, &behaviour, &b, &h));
+                }
+                if behaviour.connections == Some(i + 1) {
+                    break;
+                }
+            }
+        });
+        Server {
+            base: format!("http://127.0.0.1:{port}"),
+            bodies,
+            heads,
+        }
+    }
+
+    fn handle(
+        mut s: TcpStream,
+        port: u16,
+        b: &Behaviour,
+        bodies: &AtomicUsize,
+        heads: &Mutex<Vec<String>>,
+    ) {
+        let mut reader = BufReader::new(s.try_clone().unwrap());
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        heads.lock().unwrap().push(head.clone());
+        let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix(name)
+                        .map(str::to_string)
+                })
+                .map(|v| v.trim().to_string())
+        };
+        if let Some(n) = path.strip_prefix("/redirect/") {
+            let n: usize = n.parse().unwrap();
+            let status = [301, 302, 303, 307, 308][n % 5];
+            let location = match n {
+                1 => format!("http://127.0.0.1:{port}/bundle.p6b"),
+                _ => format!("{}", n - 1),
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} Moved\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
+            );
+            return;
+        }
+        if path != "/bundle.p6b" {
+            let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+            return;
+        }
+        let k = bodies.fetch_add(1, Ordering::SeqCst);
+        let etag = if b.etag_changes && k > 0 {
+            "\"v2\""
+        } else {
+            "\"v1\""
+        };
+        let range = header("range: bytes=").and_then(|v| v.trim_end_matches('-').parse().ok());
+        let if_range_ok = b.ignore_if_range || header("if-range:").is_none_or(|v| v == etag);
+        let start = match range {
+            Some(start) if !b.no_ranges && if_range_ok => start,
+            _ => 0,
+        };
+        let mut response = match start {
+            0 => "HTTP/1.1 200 OK\r\n".to_string(),
+            _ => format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{LEN}\r\n",
+                LEN - 1
+            ),
+        };
+        response += &format!("Content-Length: {}\r\nETag: {etag}\r\n", LEN - start);
+        if !b.no_ranges {
+            response += "Accept-Ranges: bytes\r\n";
+        }
+        response += "Connection: close\r\n\r\n";
+        let end = b.drop_at.get(k).copied().unwrap_or(LEN).max(start);
+        if s.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+        for chunk in body()[start..end].chunks(64 * KIB) {
+            if s.write_all(chunk).is_err() {
+                return;
+            }
+        }
+        if b.stall && end < LEN {
+            thread::sleep(Duration::from_secs(3));
+        }
+    }
+
+    /// Answers one connection with a fixed response.
+    fn serve_once(response: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut reader = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let _ = s.write_all(response.as_bytes());
+            }
+        });
+        format!("http://127.0.0.1:{port}/bundle.p6b")
+    }
+
+    fn quick(max_resumes: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_resumes,
+            backoff_first: Duration::ZERO,
+            backoff_max: Duration::ZERO,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn download(url: &str, policy: RetryPolicy) -> (io::Result<Vec<u8>>, HttpSource) {
+        let mut source = HttpSource::open(url, policy).unwrap();
+        assert_eq!(source.len(), LEN as u64);
+        let mut data = Vec::new();
+        let result = source.read_to_end(&mut data).map(|_| data);
+        (result, source)
+    }
+
+    fn drops() -> Vec<usize> {
+        vec![100 * KIB, 1024 * KIB, 2560 * KIB]
+    }
+
+    #[test]
+    fn a_full_read_is_the_body() {
+        let server = serve(Behaviour::default());
+        let (data, source) = download(&format!("{}/bundle.p6b", server.base), quick(0));
+        assert!(data.unwrap() == body());
+        assert_eq!(source.resumes(), 0);
+        let heads = server.heads.lock().unwrap();
+        assert!(
+            heads[0].starts_with("GET /bundle.p6b HTTP/1.1\r\n"),
+            "{heads:?}"
+        );
+        assert!(!heads[0].contains("Range"), "{heads:?}");
+    }
+
+    #[test]
+    fn drops_are_resumed_with_range_and_if_range() {
+        let server = serve(Behaviour {
+            drop_at: drops(),
+            ..Behaviour::default()
+        });
+        let (data, source) = download(&format!("{}/bundle.p6b", server.base), quick(3));
+        assert!(data.unwrap() == body());
+        assert_eq!(source.resumes(), 3);
+        assert_eq!(server.bodies.load(Ordering::SeqCst), 4);
+        let heads = server.heads.lock().unwrap();
+        for (head, offset) in heads[1..].iter().zip(drops()) {
+            assert!(
+                head.contains(&format!("Range: bytes={offset}-\r\n")),
+                "{head}"
+            );
+            assert!(head.contains("If-Range: \"v1\"\r\n"), "{head}");
+        }
+    }
+
+    #[test]
+    fn a_stalled_connection_is_resumed_after_the_read_timeout() {
+        let server = serve(Behaviour {
+            drop_at: vec![500 * KIB],
+            stall: true,
+            ..Behaviour::default()
+        });
+        let policy = RetryPolicy {
+            read_timeout: Duration::from_millis(300),
+            ..quick(1)
+        };
+        let (data, source) = download(&format!("{}/bundle.p6b", server.base), policy);
+        assert!(data.unwrap() == body());
+        assert_eq!(source.resumes(), 1);
+    }
+
+    #[test]
+    fn without_range_support_the_start_is_skipped() {
+        let server = serve(Behaviour {
+            drop_at: drops(),
+            no_ranges: true,
+            ..Behaviour::default()
+        });
+        let (data, source) = download(&format!("{}/bundle.p6b", server.base), quick(3));
+        assert!(data.unwrap() == body());
+        assert_eq!(source.resumes(), 3);
+    }
+
+    #[test]
+    fn a_file_replaced_on_the_server_is_not_spliced() {
+        for ignore_if_range in [false, true] {
+            let server = serve(Behaviour {
+                drop_at: vec![1024 * KIB],
+                etag_changes: true,
+                ignore_if_range,
+                ..Behaviour::default()
+            });
+            let (data, mut source) = download(&format!("{}/bundle.p6b", server.base), quick(5));
+            let error = data.unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+            let message = error.to_string();
+            assert!(
+                message.contains("the file changed on the server while downloading")
+                    && message.contains("etag went from \"v1\" to \"v2\""),
+                "{message}"
+            );
+            let inner = error.get_ref().and_then(|e| e.downcast_ref::<HttpError>());
+            assert!(
+                matches!(inner, Some(HttpError::Changed { .. })),
+                "{inner:?}"
+            );
+            assert_eq!(source.resumes(), 1);
+            let again = source.read(&mut [0; 16]).unwrap_err().to_string();
+            assert!(again.contains("the file changed"), "{again}");
+        }
+    }
+
+    #[test]
+    fn too_many_drops_give_up_saying_how_far_it_got() {
+        let server = serve(Behaviour {
+            drop_at: vec![100 * KIB, 200 * KIB, 300 * KIB, 400 * KIB],
+            ..Behaviour::default()
+        });
+        let url = format!("{}/bundle.p6b", server.base);
+        let (data, source) = download(&url, quick(2));
+        let message = data.unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!(
+                "{url}: download abandoned after 2 reconnections: received 307200 of 3145728 \
+                 bytes; last error: the connection closed at byte 307200 of 3145728"
+            )
+        );
+        assert_eq!(source.resumes(), 2);
+    }
+
+    #[test]
+    fn a_server_gone_for_good_gives_up_with_the_connect_error() {
+        let server = serve(Behaviour {
+            drop_at: vec![100 * KIB],
+            connections: Some(1),
+            ..Behaviour::default()
+        });
+        let (data, source) = download(&format!("{}/bundle.p6b", server.base), quick(3));
+        let message = data.unwrap_err().to_string();
+        assert!(
+            message
+                .contains("after 3 reconnections: received 102400 of 3145728 bytes; last error: "),
+            "{message}"
+        );
+        assert_eq!(source.resumes(), 3);
+    }
+
+    #[test]
+    fn redirects_are_followed_up_to_five() {
+        let server = serve(Behaviour::default());
+        let (data, _) = download(&format!("{}/redirect/5", server.base), quick(0));
+        assert!(data.unwrap() == body());
+        let error = HttpSource::open(&format!("{}/redirect/6", server.base), quick(0)).unwrap_err();
+        assert!(
+            matches!(error, HttpError::TooManyRedirects { .. }),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .ends_with("/bundle.p6b: more than 5 redirects"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn resumption_starts_from_the_redirected_url() {
+        let server = serve(Behaviour {
+            drop_at: vec![100 * KIB],
+            ..Behaviour::default()
+        });
+        let (data, source) = download(&format!("{}/redirect/2", server.base), quick(1));
+        assert!(data.unwrap() == body());
+        assert_eq!(source.resumes(), 1);
+        let heads = server.heads.lock().unwrap();
+        assert_eq!(heads.len(), 4, "{heads:?}");
+        assert!(heads[3].starts_with("GET /bundle.p6b "), "{heads:?}");
+    }
+
+    #[test]
+    fn bad_responses_are_clear_errors_at_open() {
+        let server = serve(Behaviour::default());
+        let error = HttpSource::open(&format!("{}/missing", server.base), quick(0)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("{}/missing: the server answered 404 Not Found", server.base)
+        );
+
+        let url = serve_once("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc");
+        let error = HttpSource::open(&url, quick(0)).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "{url}: the response has no content-length (the server must send the file's size)"
+            )
+        );
+
+        let url = serve_once(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        );
+        let error = HttpSource::open(&url, quick(0)).unwrap_err().to_string();
+        assert!(
+            error.ends_with("transfer-encoding \"chunked\" is not supported: the server must send a content-length"),
+            "{error}"
+        );
+
+        let url = serve_once("SSH-2.0-OpenSSH_9.6\r\n\r\n");
+        let error = HttpSource::open(&url, quick(0)).unwrap_err().to_string();
+        assert!(
+            error.contains("invalid http response: status line"),
+            "{error}"
+        );
+
+        let url = serve_once("HTTP/1.1 302 Found\r\nLocation: https://127.0.0.1/x\r\n\r\n");
+        let error = HttpSource::open(&url, quick(0)).unwrap_err().to_string();
+        assert!(error.contains("https is not supported yet"), "{error}");
+    }
+
+    #[test]
+    fn https_is_refused() {
+        let error = HttpSource::open("https://127.0.0.1/bundle.p6b", quick(0)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "https://127.0.0.1/bundle.p6b: https is not supported yet, only http:// \
+             (the bundle's signature protects its content)"
+        );
+    }
+
+    #[test]
+    fn urls() {
+        let ok = |url: &str| {
+            let (host, port, target) = parse_url(url).unwrap();
+            (host, port, target)
+        };
+        let t = |h: &str, p, t: &str| (h.to_string(), p, t.to_string());
+        assert_eq!(ok("http://[::1]:8080/b/x.p6b"), t("::1", 8080, "/b/x.p6b"));
+        assert_eq!(ok("http://[fe80::1]/x"), t("fe80::1", 80, "/x"));
+        assert_eq!(
+            ok("http://example.org/a/b.p6b?sig=1#frag"),
+            t("example.org", 80, "/a/b.p6b?sig=1")
+        );
+        assert_eq!(ok("HTTP://10.0.0.1:81"), t("10.0.0.1", 81, "/"));
+        assert_eq!(ok("http://host?x=1"), t("host", 80, "/?x=1"));
+        assert_eq!(ok("http://host:/p"), t("host", 80, "/p"));
+        for bad in [
+            "http://host:0/x",
+            "http://host:65536/x",
+            "http://host:8o/x",
+            "http://[::1/x",
+            "http://[::1]x/y",
+            "http://[zz]/y",
+            "http:///x",
+            "http://user:pw@host/x",
+            "http://host/a b",
+            "ftp://host/x",
+            "host/x",
+        ] {
+            assert!(
+                matches!(parse_url(bad), Err(HttpError::BadUrl { .. })),
+                "{bad}: {:?}",
+                parse_url(bad)
+            );
+        }
+        assert!(matches!(
+            parse_url("HTTPS://h/x"),
+            Err(HttpError::HttpsUnsupported { .. })
+        ));
+        assert_eq!(authority("::1", 8080), "[::1]:8080");
+        assert_eq!(authority("h", 80), "h");
+    }
+
+    #[test]
+    fn locations_resolve_against_the_request() {
+        let base = "http://h:81/a/b.p6b?x";
+        assert_eq!(resolve(base, "c.p6b").unwrap(), "http://h:81/a/c.p6b");
+        assert_eq!(resolve(base, "/c.p6b").unwrap(), "http://h:81/c.p6b");
+        assert_eq!(resolve(base, "//m/c.p6b").unwrap(), "http://m/c.p6b");
+        assert_eq!(resolve(base, "http://m:82/c").unwrap(), "http://m:82/c");
+        assert!(matches!(
+            resolve(base, "https://m/c"),
+            Err(HttpError::HttpsUnsupported { .. })
+        ));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_maximum() {
+        let policy = RetryPolicy::default();
+        let waits: Vec<u128> = (0..7).map(|n| policy.backoff(n).as_millis()).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
+        assert_eq!(policy.backoff(u32::MAX), Duration::from_secs(8));
+        assert_eq!(parse_content_range("bytes 5-9/10"), Some((5, 9, 10)));
+        assert_eq!(parse_content_range("bytes */10"), None);
+    }
+}

@@ -164,8 +164,16 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         thread::spawn(move || {
             if let Ok((mut s, _)) = listener.accept() {
+                // Read the whole request first: closing with unread bytes resets the
+                // connection, and the client could lose the response.
+                let mut request = Vec::new();
                 let mut buf = [0u8; 512];
-                let _ = s.read(&mut buf);
+                while !request.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
                 let _ = s.write_all(response.as_bytes());
             }
         });

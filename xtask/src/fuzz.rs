@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 /// The fuzz targets, in the order they run.
-pub const TARGETS: &[&str] = &["unattended", "recipe"];
+pub const TARGETS: &[&str] = &["unattended", "recipe", "bundle"];
 /// Seconds per target for `cargo xtask fuzz`.
 pub const DEFAULT_SECONDS: u64 = 20;
 /// Seconds per target in `cargo xtask test`.
@@ -179,6 +179,50 @@ fn seeds(target: &str) -> Result<PathBuf> {
                 let name = f.to_string_lossy().replace('/', "-");
                 put(name, &std::fs::read_to_string(&f)?)?;
             }
+        }
+        "bundle" => {
+            // A small valid bundle signed with the key the target trusts.
+            use p6os_bundle::format::{write_bundle, Manifest, PayloadInput, PayloadKind, FORMAT};
+            let manifest = Manifest {
+                format: FORMAT,
+                name: "tiny".into(),
+                version: "2.0.0".into(),
+                arch: "x86_64".into(),
+                compatible: vec!["tiny".into()],
+                min_agent_version: "0.1.0".into(),
+                recipe_digest: "sha256:00".into(),
+                rootfs_type: "squashfs".into(),
+                kernel_args: vec!["quiet".into()],
+                tries: 3,
+                slot_manifest: serde_json::json!({}),
+                key_id: String::new(),
+                payloads: Vec::new(),
+            };
+            let key = p6os_bundle::keys::SecretKey::from_seed([7; 32]);
+            let data = b"p6os".repeat(64);
+            let mut out = Vec::new();
+            write_bundle(
+                &mut out,
+                manifest,
+                &[
+                    PayloadInput {
+                        kind: PayloadKind::Kernel,
+                        data: &data,
+                    },
+                    PayloadInput {
+                        kind: PayloadKind::Initrd,
+                        data: &data[..10],
+                    },
+                    PayloadInput {
+                        kind: PayloadKind::Rootfs,
+                        data: &data,
+                    },
+                ],
+                &key,
+                3,
+            )?;
+            n += 1;
+            std::fs::write(dir.join("small.p6b"), out)?;
         }
         _ => bail!("no seeds for fuzz target `{target}`"),
     }

@@ -3,6 +3,7 @@
 //! bundle (`install`) and carries out the actions (`machine::execute`).
 
 pub mod assess;
+pub mod http;
 pub mod install;
 pub mod machine;
 
@@ -72,11 +73,10 @@ pub fn upgrade(args: &UpgradeArgs) -> i32 {
         Ok(x) => x,
         Err(e) => return fail(&format!("upgrade impossible: {}", error_chain(&e))),
     };
-    let file = match File::open(&args.source) {
-        Ok(f) => f,
-        Err(e) => return fail(&format!("cannot open {}: {e}", args.source)),
+    let mut r = match Source::open(&args.source) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
     };
-    let mut r = BufReader::with_capacity(READ_BUFFER, file);
     let device = Device {
         name: &machine.identity.name,
         arch: &machine.arch,
@@ -95,11 +95,16 @@ pub fn upgrade(args: &UpgradeArgs) -> i32 {
             ))
         }
     };
-    if let Err(e) = install::verify_then_rewind(&mut r, &header) {
-        return fail(&format!(
-            "upgrade refused, nothing was changed: {}",
-            error_chain(&e)
-        ));
+    // A file or device is read twice: every payload's bytes are checked before anything is
+    // changed. A download is read once: damage shows at the end, after the other slot's entry
+    // was removed (the running slot and its entry are never touched).
+    if let Source::File(f) = &mut r {
+        if let Err(e) = install::verify_then_rewind(f, &header) {
+            return fail(&format!(
+                "upgrade refused, nothing was changed: {}",
+                error_chain(&e)
+            ));
+        }
     }
     let m = &header.manifest;
     let request = UpgradeRequest {
@@ -157,6 +162,13 @@ pub fn upgrade(args: &UpgradeArgs) -> i32 {
         Err(e) => return fail(&format!("upgrade failed: {}", error_chain(&e))),
     };
     machine::check_invariant(&machine.esp);
+    if let Source::Http(h) = &r {
+        say(&format!(
+            "p6os-agent: upgrade: downloaded {} bytes ({} reconnections)",
+            h.get_ref().len(),
+            h.get_ref().resumes()
+        ));
+    }
     say(&format!(
         "p6os-agent: upgrade: installed {} into slot {} in {:.1} s; it gets {} boot tries",
         m.version,
@@ -347,5 +359,36 @@ pub fn install_into(args: &InstallIntoArgs) -> i32 {
             0
         }
         Err(e) => fail(&format!("failed: {}", error_chain(&e))),
+    }
+}
+
+/// Where a bundle comes from: a file or block device (seekable: checked in a first pass), or a
+/// plain http URL (streamed once, resumed with ranges when the connection drops).
+enum Source {
+    File(BufReader<File>),
+    Http(Box<BufReader<http::HttpSource>>),
+}
+
+impl Source {
+    fn open(source: &str) -> Result<Source, String> {
+        if source.starts_with("http://") || source.starts_with("https://") {
+            let h = http::HttpSource::open(source, http::RetryPolicy::default())
+                .map_err(|e| format!("cannot download {source}: {}", error_chain(&e)))?;
+            return Ok(Source::Http(Box::new(BufReader::with_capacity(
+                READ_BUFFER,
+                h,
+            ))));
+        }
+        let f = File::open(source).map_err(|e| format!("cannot open {source}: {e}"))?;
+        Ok(Source::File(BufReader::with_capacity(READ_BUFFER, f)))
+    }
+}
+
+impl io::Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Source::File(f) => f.read(buf),
+            Source::Http(h) => h.read(buf),
+        }
     }
 }

@@ -33,6 +33,10 @@ pub enum Network {
     /// One virtio NIC on QEMU's user network with `restrict=on`: the guest sees the slirp
     /// addresses (10.0.2.2 gateway, 10.0.2.3 DNS) but no packet leaves QEMU.
     UserRestricted,
+    /// QEMU's user network without IPv6, where 10.0.2.2 is the host's loopback (slirp's
+    /// forwarding): for tests serving files on 127.0.0.1. The guest must be configured with
+    /// no default route (a static 10.0.2.15/24 only), so it reaches nothing else.
+    UserHostLoopback,
 }
 
 impl VmConfig {
@@ -94,6 +98,7 @@ impl VmConfig {
         match self.network {
             Network::None => c.args(["-nic", "none"]),
             Network::UserRestricted => c.args(["-nic", "user,model=virtio-net-pci,restrict=on"]),
+            Network::UserHostLoopback => c.args(["-nic", "user,model=virtio-net-pci,ipv6=off"]),
         };
         c
     }

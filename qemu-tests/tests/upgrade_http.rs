@@ -56,7 +56,11 @@ fn serve(body: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
                     format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\nETag: \"b1\"\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n")
                 };
                 let _ = out.write_all(head.as_bytes());
-                let end = if n == 0 { (start + DROP_AFTER).min(total) } else { total };
+                let end = if n == 0 {
+                    (start + DROP_AFTER).min(total)
+                } else {
+                    total
+                };
                 let _ = out.write_all(&body[start..end]);
                 // Dropping `out` closes the connection (early for the first request).
             });
@@ -69,7 +73,9 @@ fn serve(body: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
 fn upgrade_over_http_resumes_after_a_dropped_connection() {
     let f = Fixture::new().unwrap();
     let image = f.image(&f.recipe("1.0.0", "", None).unwrap()).unwrap();
-    let bundle = f.bundle_disk(&f.recipe("2.0.0", "", None).unwrap()).unwrap();
+    let bundle = f
+        .bundle_disk(&f.recipe("2.0.0", "", None).unwrap())
+        .unwrap();
     let (port, requests) = serve(fs::read(&bundle).unwrap());
     let config_file = f.dir.path().join("net.yaml");
     fs::write(
@@ -83,13 +89,18 @@ fn upgrade_over_http_resumes_after_a_dropped_connection() {
         .arg(&config_file)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut config = VmConfig::new(&image).unwrap();
     config.network = Network::UserHostLoopback;
     let mut vm = config.start("http").unwrap();
     vm.wait_for_line("p6os-agent: ready slot=a version=1.0.0", BOOT)
         .unwrap();
-    vm.wait_for_line("network eth0: address 10.0.2.15/24", BOOT).ok();
+    vm.wait_for_line("network eth0: address 10.0.2.15/24", BOOT)
+        .ok();
     vm.send_line(&format!(
         "/usr/lib/p6os/p6os-agent upgrade http://10.0.2.2:{port}/tiny-2.0.0.p6b"
     ))

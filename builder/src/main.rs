@@ -34,15 +34,8 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "target/images")]
         out: PathBuf,
-        /// The static p6os-agent binary (env P6OS_AGENT; default: where `cargo xtask agent` puts it).
-        #[arg(long, env = "P6OS_AGENT", default_value = DEFAULT_AGENT)]
-        agent: PathBuf,
-        /// Download cache (env P6OS_CACHE; default ~/.cache/p6os). Never required.
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        /// Print only errors.
-        #[arg(long, short)]
-        quiet: bool,
+        #[command(flatten)]
+        inputs: BuildInputs,
     },
     /// Site configuration on images.
     Config {
@@ -73,16 +66,23 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "target/bundles")]
         out: PathBuf,
-        /// The static p6os-agent binary (env P6OS_AGENT).
-        #[arg(long, env = "P6OS_AGENT", default_value = DEFAULT_AGENT)]
-        agent: PathBuf,
-        /// Download cache (env P6OS_CACHE; default ~/.cache/p6os). Never required.
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        /// Print only errors.
-        #[arg(long, short)]
-        quiet: bool,
+        #[command(flatten)]
+        inputs: BuildInputs,
     },
+}
+
+/// What building a slot needs besides the recipe (images and bundles alike).
+#[derive(clap::Args)]
+struct BuildInputs {
+    /// The static p6os-agent binary (env P6OS_AGENT; default: where `cargo xtask agent` puts it).
+    #[arg(long, env = "P6OS_AGENT", default_value = DEFAULT_AGENT)]
+    agent: PathBuf,
+    /// Download cache (env P6OS_CACHE; default ~/.cache/p6os). Never required.
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Print only errors.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -167,9 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Build {
             recipe: file,
             out,
-            agent,
-            cache,
-            quiet,
+            inputs,
         } => {
             let recipe = match recipe::load(&file) {
                 Ok(r) => r,
@@ -178,7 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let opts = build_options(out, agent, cache, quiet);
+            let opts = build_options(out, &inputs);
             let built = image::build(&recipe, &opts)
                 .with_context(|| format!("building {}", file.display()))?;
             println!("{}", built.image.display());
@@ -231,9 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recipe,
             key,
             out,
-            agent,
-            cache,
-            quiet,
+            inputs,
         } => {
             let (Some(file), Some(key)) = (recipe, key) else {
                 anyhow::bail!("p6os bundle needs RECIPE and --key KEY");
@@ -246,10 +242,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let opts = build_options(out, agent, cache, quiet);
+            let opts = build_options(out, &inputs);
             let (path, manifest) = bundle::build(&recipe, &opts, &key)
                 .with_context(|| format!("bundling {}", file.display()))?;
-            if !quiet {
+            if !inputs.quiet {
                 eprintln!(
                     "p6os: bundle {} {} signed with key {}",
                     manifest.name, manifest.version, manifest.key_id
@@ -270,13 +266,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn build_options(
-    out: PathBuf,
-    agent: PathBuf,
-    cache: Option<PathBuf>,
-    quiet: bool,
-) -> image::BuildOptions {
-    let progress: Box<dyn Fn(&str)> = if quiet {
+fn build_options(out: PathBuf, inputs: &BuildInputs) -> image::BuildOptions {
+    let progress: Box<dyn Fn(&str)> = if inputs.quiet {
         Box::new(|_| {})
     } else {
         let start = std::time::Instant::now();
@@ -284,8 +275,10 @@ fn build_options(
     };
     image::BuildOptions {
         out_dir: out,
-        agent,
-        cache: cache
+        agent: inputs.agent.clone(),
+        cache: inputs
+            .cache
+            .clone()
             .map(|root| Cache { root })
             .unwrap_or_else(Cache::default_location),
         progress,

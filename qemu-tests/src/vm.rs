@@ -338,6 +338,23 @@ impl Drop for Vm {
 }
 
 impl Vm {
+    /// Runs `command` in the guest shell and returns what it printed. The end is marked by
+    /// `<tag>-END`, which the shell computes (`<tag>""-END`), so the echoed command line never
+    /// matches it; `tag` must be unique within the test.
+    pub fn run(&mut self, tag: &str, command: &str, timeout: Duration) -> Result<String> {
+        self.send_line(&format!("{command}; echo {tag}\"\"-END"))?;
+        self.wait_for_line(&format!("{tag}-END"), timeout)?;
+        let log = self.console_log();
+        let end = log
+            .rfind(&format!("{tag}-END"))
+            .context("end marker vanished")?;
+        // Output starts after the echoed command line.
+        let start = log[..end]
+            .rfind(&format!("{tag}\"\"-END"))
+            .map_or(0, |i| i + tag.len() + 6);
+        Ok(log[start.min(end)..end].to_string())
+    }
+
     /// Pulls the plug: QEMU is killed at once (what the guest had not written is lost).
     pub fn power_cut(self) {
         drop(self);

@@ -74,20 +74,8 @@ fn image_with_config(dir: &Path, config: &str) -> std::path::PathBuf {
     image
 }
 
-/// Runs `command` in the guest shell and returns its output up to a marker the shell computes
-/// (so the echoed command line never matches it).
 fn run(vm: &mut Vm, tag: &str, command: &str) -> String {
-    vm.send_line(&format!("{command}; echo {tag}\"\"-END"))
-        .unwrap();
-    let before = vm.console_log().len();
-    vm.wait_for_line(&format!("{tag}-END"), CMD).unwrap();
-    let log = vm.console_log();
-    let end = log.rfind(&format!("{tag}-END")).unwrap();
-    // Output starts after the echoed command line.
-    let start = log[..end]
-        .rfind(&format!("{tag}\"\"-END"))
-        .map_or(before, |i| i + tag.len() + 6);
-    log[start.min(end)..end].to_string()
+    vm.run(tag, command, CMD).unwrap()
 }
 
 fn config_vm(image: &Path) -> VmConfig {

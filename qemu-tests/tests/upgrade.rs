@@ -11,17 +11,8 @@ const BOOT: Duration = Duration::from_secs(240);
 const CMD: Duration = Duration::from_secs(60);
 const AGENT: &str = "/usr/lib/p6os/p6os-agent";
 
-/// Runs `command` in the guest and returns what it printed before the marker.
 fn run(vm: &mut Vm, tag: &str, command: &str) -> String {
-    vm.send_line(&format!("{command}; echo {tag}\"\"-END"))
-        .unwrap();
-    vm.wait_for_line(&format!("{tag}-END"), CMD).unwrap();
-    let log = vm.console_log();
-    let end = log.rfind(&format!("{tag}-END")).unwrap();
-    let start = log[..end]
-        .rfind(&format!("{tag}\"\"-END"))
-        .map_or(0, |i| i + tag.len() + 6);
-    log[start.min(end)..end].to_string()
+    vm.run(tag, command, CMD).unwrap()
 }
 
 fn status(vm: &mut Vm, tag: &str) -> serde_json::Value {

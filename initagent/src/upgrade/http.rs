@@ -1,10 +1,11 @@
-//! `p6os-agent upgrade http://host[:port]/path/bundle.p6b`: the bundle straight from a web
+//! `p6os-agent upgrade http(s)://host[:port]/path/bundle.p6b`: the bundle straight from a web
 //! server, as a [`Read`] that hides broken connections.
 //!
-//! [`HttpSource::open`] sends one plain HTTP/1.1 `GET` over a std `TcpStream` (no TLS, no extra
-//! crates: the agent is a static binary inside every initramfs) and hands out the body. When the
-//! connection breaks, stays silent past the read timeout, or ends before `Content-Length` bytes,
-//! the next `read` reconnects with `Range: bytes=<offset>-` and carries on where it stopped, so a
+//! [`HttpSource::open`] sends one HTTP/1.1 `GET` over a std `TcpStream`, through TLS for
+//! `https://` ([`super::tls`]: rustls, Mozilla's roots, the system bundle and the CA files of
+//! [`RetryPolicy::ca_files`]), and hands out the body. When the connection breaks, stays silent
+//! past the read timeout, or ends before `Content-Length` bytes, the next `read` reconnects (a new
+//! handshake for https) with `Range: bytes=<offset>-` and carries on where it stopped, so a
 //! consumer in the middle of a zstd frame never notices. A server without range support answers
 //! 200 and the first `offset` bytes of that body are skipped.
 //!
@@ -13,15 +14,24 @@
 //! `Last-Modified`), and a different validator or size in the answer is an error, "the file
 //! changed on the server while downloading".
 //!
-//! Limitations: `http://` only (https is refused: not supported yet; the bundle's signature and
-//! hashes, not the transport, protect its content); the response must carry a `Content-Length`
-//! (chunked transfer encoding is refused); no proxies, no credentials in the URL. A server that
-//! sends neither `ETag` nor `Last-Modified` is only checked for the same size on resumption.
+//! Redirects may go from http to https and between https URLs; from https to plain http they are
+//! refused (a downgrade). TLS protects the transfer; the bundle's signature and hashes, not the
+//! transport, protect its content.
+//!
+//! Limitations: the response must carry a `Content-Length` (chunked transfer encoding is
+//! refused); no proxies, no credentials in the URL, no client certificates. A server that sends
+//! neither `ETag` nor `Last-Modified` is only checked for the same size on resumption.
 
+use std::cell::OnceCell;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::ClientConfig;
+
+use super::tls::{self, HandshakeError, TlsStream};
 use crate::log::error_chain;
 
 /// Redirects followed per request (the sixth is an error).
@@ -29,7 +39,7 @@ const MAX_REDIRECTS: usize = 5;
 /// Largest response header accepted.
 const MAX_HEAD: u64 = 64 << 10;
 
-/// How hard [`HttpSource`] tries to finish a download.
+/// How hard [`HttpSource`] tries to finish a download, and whom it trusts over https.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Reconnections allowed over the whole download; every attempt counts, failed ones too.
@@ -42,10 +52,14 @@ pub struct RetryPolicy {
     pub connect_timeout: Duration,
     /// Longest silence on an open connection before it counts as broken (must not be zero).
     pub read_timeout: Duration,
+    /// PEM files of certificate authorities trusted for https besides Mozilla's roots and
+    /// `/etc/ssl/certs/ca-certificates.crt`; each must hold at least one valid certificate.
+    pub ca_files: Vec<PathBuf>,
 }
 
 impl Default for RetryPolicy {
-    /// 8 reconnections, waiting 0.5 s doubling to 8 s; 10 s to connect, 30 s of silence.
+    /// 8 reconnections, waiting 0.5 s doubling to 8 s; 10 s to connect, 30 s of silence; no
+    /// extra CA file.
     fn default() -> Self {
         RetryPolicy {
             max_resumes: 8,
@@ -53,6 +67,7 @@ impl Default for RetryPolicy {
             backoff_max: Duration::from_secs(8),
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            ca_files: Vec::new(),
         }
     }
 }
@@ -71,14 +86,27 @@ impl RetryPolicy {
 pub enum HttpError {
     #[error("invalid url {url:?}: {why}")]
     BadUrl { url: String, why: &'static str },
-    #[error("{url}: https is not supported yet, only http:// (the bundle's signature protects its content)")]
-    HttpsUnsupported { url: String },
     #[error("{url}: cannot connect to {addr}")]
     Connect {
         url: String,
         addr: String,
         #[source]
         source: io::Error,
+    },
+    #[error("{url}: cannot load the trusted certificates")]
+    Ca {
+        url: String,
+        #[source]
+        source: tls::CaError,
+    },
+    #[error("{url}: the server's certificate is refused: {why}")]
+    Certificate { url: String, why: String },
+    #[error("{url}: no TLS session with {addr}")]
+    Tls {
+        url: String,
+        addr: String,
+        #[source]
+        source: HandshakeError,
     },
     #[error("{url}: the connection failed")]
     Io {
@@ -100,6 +128,8 @@ pub enum HttpError {
     Chunked { url: String, encoding: String },
     #[error("{url}: more than 5 redirects")]
     TooManyRedirects { url: String },
+    #[error("{url}: redirected to {location}: a redirect from https to plain http is refused")]
+    Downgrade { url: String, location: String },
     #[error("{url}: the file changed on the server while downloading ({why})")]
     Changed { url: String, why: String },
     #[error("{url}: download abandoned after {resumes} reconnections: received {received} of {total} bytes; last error: {last}")]
@@ -112,23 +142,43 @@ pub enum HttpError {
     },
 }
 
-/// Splits `http://host[:port][/path][?query]` into host (IPv6 without its brackets), port
-/// (80 by default) and the request target (`/` when empty, query kept, fragment dropped).
-pub fn parse_url(url: &str) -> Result<(String, u16, String), HttpError> {
+/// An `http(s)://host[:port][/path][?query]` URL, split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub https: bool,
+    /// A name or an address (IPv6 without its brackets).
+    pub host: String,
+    /// 80, or 443 for https, when the URL names none.
+    pub port: u16,
+    /// The request target: `/` when empty, query kept, fragment dropped.
+    pub target: String,
+}
+
+impl Url {
+    /// `http(s)://host[:port]`, the port only when it is not the scheme's.
+    fn origin(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!(
+            "{scheme}://{}",
+            authority(&self.host, self.port, self.https)
+        )
+    }
+}
+
+/// Splits an `http://` or `https://` URL (see [`Url`]).
+pub fn parse_url(url: &str) -> Result<Url, HttpError> {
     let bad = |why| HttpError::BadUrl {
         url: url.to_string(),
         why,
     };
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(HttpError::HttpsUnsupported {
-            url: url.to_string(),
-        });
-    }
-    if !lower.starts_with("http://") {
-        return Err(bad("expected http://host[:port]/path"));
-    }
-    let rest = &url[7..];
+    let (https, rest) = if lower.starts_with("https://") {
+        (true, &url[8..])
+    } else if lower.starts_with("http://") {
+        (false, &url[7..])
+    } else {
+        return Err(bad("expected http(s)://host[:port]/path"));
+    };
     let rest = rest.split('#').next().unwrap_or_default();
     let (authority, target) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -166,6 +216,7 @@ pub fn parse_url(url: &str) -> Result<(String, u16, String), HttpError> {
         return Err(bad("no host"));
     }
     let port = match port {
+        None | Some("") if https => 443,
         None | Some("") => 80,
         Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u16>() {
             Ok(port) if port > 0 => port,
@@ -173,19 +224,90 @@ pub fn parse_url(url: &str) -> Result<(String, u16, String), HttpError> {
         },
         Some(_) => return Err(bad("the port must be a number")),
     };
-    Ok((host.to_string(), port, target))
+    Ok(Url {
+        https,
+        host: host.to_string(),
+        port,
+        target,
+    })
 }
 
-/// `host:port` as written in a URL and a `Host` header (`[..]` around IPv6, port 80 implied).
-fn authority(host: &str, port: u16) -> String {
-    let host = if host.contains(':') {
+/// `host:port` as written in a URL and a `Host` header (`[..]` around IPv6, the scheme's port
+/// implied).
+fn authority(host: &str, port: u16, https: bool) -> String {
+    match (port, https) {
+        (80, false) | (443, true) => bracketed(host),
+        _ => address(host, port),
+    }
+}
+
+/// `host:port`, with `[..]` around an IPv6 address.
+fn address(host: &str, port: u16) -> String {
+    format!("{}:{port}", bracketed(host))
+}
+
+fn bracketed(host: &str) -> String {
+    if host.contains(':') {
         format!("[{host}]")
     } else {
         host.to_string()
-    };
-    match port {
-        80 => host,
-        _ => format!("{host}:{port}"),
+    }
+}
+
+/// A connection to a server, plain or through TLS.
+#[derive(Debug)]
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// The policy, and the TLS configuration once an https URL has needed it (loaded once per
+/// download: reconnections reuse it, and its session cache).
+#[derive(Debug)]
+struct Connector {
+    policy: RetryPolicy,
+    tls: OnceCell<Arc<ClientConfig>>,
+}
+
+impl Connector {
+    fn new(policy: RetryPolicy) -> Connector {
+        Connector {
+            policy,
+            tls: OnceCell::new(),
+        }
+    }
+
+    fn tls_config(&self) -> Result<Arc<ClientConfig>, tls::CaError> {
+        if let Some(config) = self.tls.get() {
+            return Ok(config.clone());
+        }
+        let config = tls::client_config(&self.policy.ca_files)?;
+        Ok(self.tls.get_or_init(|| config).clone())
     }
 }
 
@@ -196,7 +318,7 @@ struct Response {
     reason: String,
     /// Names in lower case.
     headers: Vec<(String, String)>,
-    body: BufReader<TcpStream>,
+    body: BufReader<Conn>,
 }
 
 impl Response {
@@ -250,17 +372,24 @@ fn malformed(url: &str, why: impl Into<String>) -> HttpError {
 fn request(
     url: &str,
     from: Option<(u64, Option<&str>)>,
-    policy: &RetryPolicy,
+    connector: &Connector,
 ) -> Result<Response, HttpError> {
-    let (host, port, target) = parse_url(url)?;
-    let host_header = authority(&host, port);
+    let policy = &connector.policy;
+    let Url {
+        https,
+        host,
+        port,
+        target,
+    } = parse_url(url)?;
+    let host_header = authority(&host, port, https);
+    let addr = address(&host, port);
     let io_err = |source| HttpError::Io {
         url: url.to_string(),
         source,
     };
     let connect_err = |source| HttpError::Connect {
         url: url.to_string(),
-        addr: format!("{host_header}{}", if port == 80 { ":80" } else { "" }),
+        addr: addr.clone(),
         source,
     };
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
@@ -277,13 +406,33 @@ fn request(
             Err(e) => last = e,
         }
     }
-    let mut stream = stream.ok_or_else(|| connect_err(last))?;
+    let stream = stream.ok_or_else(|| connect_err(last))?;
     stream
         .set_read_timeout(Some(policy.read_timeout))
         .map_err(io_err)?;
     stream
         .set_write_timeout(Some(policy.read_timeout))
         .map_err(io_err)?;
+    let mut stream = if https {
+        let config = connector.tls_config().map_err(|source| HttpError::Ca {
+            url: url.to_string(),
+            source,
+        })?;
+        let tls = tls::connect(config, &host, stream).map_err(|e| match e {
+            HandshakeError::Certificate(why) => HttpError::Certificate {
+                url: url.to_string(),
+                why,
+            },
+            source => HttpError::Tls {
+                url: url.to_string(),
+                addr: addr.clone(),
+                source,
+            },
+        })?;
+        Conn::Tls(Box::new(tls))
+    } else {
+        Conn::Plain(stream)
+    };
     let mut head = format!(
         "GET {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: p6os-agent\r\n\
          Accept-Encoding: identity\r\nConnection: close\r\n"
@@ -296,6 +445,7 @@ fn request(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).map_err(io_err)?;
+    stream.flush().map_err(io_err)?;
 
     let mut body = BufReader::new(stream);
     let mut lines = Vec::new();
@@ -346,23 +496,36 @@ fn request(
     })
 }
 
-/// Where a `Location` header sends a request for `base`.
+/// Where a `Location` header sends a request for `base`; https to http is refused.
 fn resolve(base: &str, location: &str) -> Result<String, HttpError> {
-    let (host, port, target) = parse_url(base)?;
-    let origin = format!("http://{}", authority(&host, port));
-    let lower = location.get(..8).unwrap_or(location).to_ascii_lowercase();
-    let url = if lower.starts_with("http://") || lower.starts_with("https://") {
+    let base_url = parse_url(base)?;
+    let origin = base_url.origin();
+    // An absolute URL starts with a scheme (RFC 3986: a letter, then letters, digits, `+-.`).
+    let scheme = location.split_once(':').map(|(scheme, _)| scheme);
+    let absolute = scheme.is_some_and(|s| {
+        s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    let url = if absolute {
         location.to_string()
     } else if location.starts_with("//") {
-        format!("http:{location}")
+        let scheme = if base_url.https { "https" } else { "http" };
+        format!("{scheme}:{location}")
     } else if location.starts_with('/') {
         format!("{origin}{location}")
     } else {
-        let dir = target.split('?').next().unwrap_or_default();
+        let dir = base_url.target.split('?').next().unwrap_or_default();
         let dir = &dir[..dir.rfind('/').map_or(0, |i| i + 1)];
         format!("{origin}{dir}{location}")
     };
-    parse_url(&url)?;
+    let to = parse_url(&url)?;
+    if base_url.https && !to.https {
+        return Err(HttpError::Downgrade {
+            url: base.to_string(),
+            location: url,
+        });
+    }
     Ok(url)
 }
 
@@ -370,11 +533,11 @@ fn resolve(base: &str, location: &str) -> Result<String, HttpError> {
 fn get(
     url: &str,
     from: Option<(u64, Option<&str>)>,
-    policy: &RetryPolicy,
+    connector: &Connector,
 ) -> Result<Response, HttpError> {
     let mut url = url.to_string();
     for _ in 0..=MAX_REDIRECTS {
-        let response = request(&url, from, policy)?;
+        let response = request(&url, from, connector)?;
         if !matches!(response.status, 301 | 302 | 303 | 307 | 308) {
             return Ok(response);
         }
@@ -393,13 +556,13 @@ fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
     Some((start.parse().ok()?, end.parse().ok()?, total.parse().ok()?))
 }
 
-/// A bundle being downloaded over plain HTTP, resumed transparently (see the module's doc).
+/// A bundle being downloaded over HTTP or HTTPS, resumed transparently (see the module's doc).
 #[derive(Debug)]
 pub struct HttpSource {
     /// After redirects: resumptions start there.
     url: String,
-    policy: RetryPolicy,
-    body: Option<BufReader<TcpStream>>,
+    connector: Connector,
+    body: Option<BufReader<Conn>>,
     len: u64,
     pos: u64,
     etag: Option<String>,
@@ -412,11 +575,13 @@ pub struct HttpSource {
 }
 
 impl HttpSource {
-    /// Connects, sends `GET`, follows up to 5 redirects (http only) and checks for a 200 with a
-    /// `Content-Length` (chunked encoding is refused). Fails at once on any error: retries only
-    /// happen once the download has started.
+    /// Connects (with a TLS handshake for https, the server's certificate checked against the
+    /// trust anchors and its name), sends `GET`, follows up to 5 redirects (never from https to
+    /// http) and checks for a 200 with a `Content-Length` (chunked encoding is refused). Fails at
+    /// once on any error: retries only happen once the download has started.
     pub fn open(url: &str, policy: RetryPolicy) -> Result<HttpSource, HttpError> {
-        let response = get(url, None, &policy)?;
+        let connector = Connector::new(policy);
+        let response = get(url, None, &connector)?;
         if response.status != 200 {
             return Err(response.status_error());
         }
@@ -429,7 +594,7 @@ impl HttpSource {
             etag: response.header("etag").map(str::to_string),
             last_modified: response.header("last-modified").map(str::to_string),
             url: response.url,
-            policy,
+            connector,
             body: Some(response.body),
             len,
             pos: 0,
@@ -450,10 +615,10 @@ impl HttpSource {
     }
 
     /// A connection whose body starts at `self.pos` of the same file.
-    fn reconnect(&self) -> Result<BufReader<TcpStream>, HttpError> {
+    fn reconnect(&self) -> Result<BufReader<Conn>, HttpError> {
         let strong_etag = self.etag.as_deref().filter(|e| !e.starts_with("W/"));
         let validator = strong_etag.or(self.last_modified.as_deref());
-        let mut response = get(&self.url, Some((self.pos, validator)), &self.policy)?;
+        let mut response = get(&self.url, Some((self.pos, validator)), &self.connector)?;
         let changed = |why: String| HttpError::Changed {
             url: response.url.clone(),
             why,
@@ -564,7 +729,7 @@ impl Read for HttpSource {
                             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                         ) =>
                     {
-                        let silence = self.policy.read_timeout;
+                        let silence = self.connector.policy.read_timeout;
                         last = format!(
                             "no data for {silence:?} at byte {} of {}",
                             self.pos, self.len
@@ -574,7 +739,7 @@ impl Read for HttpSource {
                 }
                 self.body = None;
             }
-            if self.resumes >= self.policy.max_resumes {
+            if self.resumes >= self.connector.policy.max_resumes {
                 let error = HttpError::GaveUp {
                     url: self.url.clone(),
                     received: self.pos,
@@ -584,7 +749,7 @@ impl Read for HttpSource {
                 };
                 return Err(self.fail(io::ErrorKind::Other, error));
             }
-            std::thread::sleep(self.policy.backoff(self.failures));
+            std::thread::sleep(self.connector.policy.backoff(self.failures));
             self.resumes += 1;
             self.failures += 1;
             match self.reconnect() {
@@ -601,6 +766,8 @@ impl Read for HttpSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upgrade::tls::testpki::{self, Pki};
+    use rustls::{ServerConnection, StreamOwned};
     use std::net::TcpListener;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex, OnceLock};
@@ -633,27 +800,69 @@ mod tests {
         ignore_if_range: bool,
         /// Close the listener after this many connections.
         connections: Option<usize>,
+        /// Serve https with this CA's server certificate (else plain http).
+        tls: Option<&'static Pki>,
+        /// Where `/moved` redirects to.
+        moved_to: Option<String>,
+    }
+
+    /// The schemes every behaviour is tested with: plain http, and https with the shared CA.
+    fn schemes() -> [Option<&'static Pki>; 2] {
+        [None, Some(testpki::shared())]
     }
 
     struct Server {
         base: String,
         bodies: Arc<AtomicUsize>,
         heads: Arc<Mutex<Vec<String>>>,
+        /// The CA of an https server, as a PEM file.
+        ca: Option<tempfile::NamedTempFile>,
     }
 
-    /// Serves `/bundle.p6b` (the 3 MiB body), `/missing` (404) and `/redirect/<n>` (n hops,
-    /// then the bundle) on 127.0.0.1.
+    impl Server {
+        /// [`quick`], trusting the server's CA.
+        fn quick(&self, max_resumes: u32) -> RetryPolicy {
+            RetryPolicy {
+                ca_files: self.ca.iter().map(|f| f.path().to_path_buf()).collect(),
+                ..quick(max_resumes)
+            }
+        }
+    }
+
+    /// Serves `/bundle.p6b` (the 3 MiB body), `/missing` (404), `/redirect/<n>` (n hops, then
+    /// the bundle), `/moved` (to `moved_to`) and `/downgrade` (to this server's bundle over
+    /// plain http) on 127.0.0.1, through TLS when `behaviour.tls` says so.
     fn serve(behaviour: Behaviour) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let bodies = Arc::new(AtomicUsize::new(0));
         let heads = Arc::new(Mutex::new(Vec::new()));
         let (b, h) = (bodies.clone(), heads.clone());
+        let scheme = if behaviour.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base = format!("{scheme}://127.0.0.1:{port}");
+        let ca = behaviour.tls.map(|pki| {
+            let mut file = tempfile::NamedTempFile::new().unwrap();
+            file.write_all(pki.ca_pem.as_bytes()).unwrap();
+            file
+        });
+        let server_base = base.clone();
         thread::spawn(move || {
             for (i, stream) in listener.incoming().enumerate() {
                 if let Ok(stream) = stream {
                     let (behaviour, b, h) = (behaviour.clone(), b.clone(), h.clone());
-                    thread::spawn(move || handle(stream, port, &behaviour, &b, &h));
+                    let base = server_base.clone();
+                    thread::spawn(move || match behaviour.tls {
+                        None => handle(stream, &base, &behaviour, &b, &h),
+                        Some(pki) => {
+                            let conn = ServerConnection::new(pki.server.clone()).unwrap();
+                            let stream = StreamOwned::new(conn, stream);
+                            handle(stream, &base, &behaviour, &b, &h)
+                        }
+                    });
                 }
                 if behaviour.connections == Some(i + 1) {
                     break;
@@ -661,30 +870,35 @@ mod tests {
             }
         });
         Server {
-            base: format!("http://127.0.0.1:{port}"),
+            base,
             bodies,
             heads,
+            ca,
         }
     }
 
+    /// Answers one request on `s`, plain or TLS (the handshake happens on the first read).
     fn handle(
-        mut s: TcpStream,
-        port: u16,
+        mut s: impl Read + Write,
+        base: &str,
         b: &Behaviour,
         bodies: &AtomicUsize,
         heads: &Mutex<Vec<String>>,
     ) {
-        let mut reader = BufReader::new(s.try_clone().unwrap());
         let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
+        {
+            // The client sends nothing after the header: nothing is left in this buffer.
+            let mut reader = BufReader::new(&mut s);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
             }
-            if line == "\r\n" {
-                break;
-            }
-            head.push_str(&line);
         }
         heads.lock().unwrap().push(head.clone());
         let path = head.split(' ').nth(1).unwrap_or_default().to_string();
@@ -701,13 +915,19 @@ mod tests {
             let n: usize = n.parse().unwrap();
             let status = [301, 302, 303, 307, 308][n % 5];
             let location = match n {
-                1 => format!("http://127.0.0.1:{port}/bundle.p6b"),
+                1 => format!("{base}/bundle.p6b"),
                 _ => format!("{}", n - 1),
             };
-            let _ = write!(
-                s,
-                "HTTP/1.1 {status} Moved\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
-            );
+            redirect(&mut s, status, &location);
+            return;
+        }
+        if path == "/moved" {
+            redirect(&mut s, 302, b.moved_to.as_deref().unwrap());
+            return;
+        }
+        if path == "/downgrade" {
+            let location = base.replace("https://", "http://") + "/bundle.p6b";
+            redirect(&mut s, 301, &location);
             return;
         }
         if path != "/bundle.p6b" {
@@ -747,9 +967,18 @@ mod tests {
                 return;
             }
         }
+        let _ = s.flush();
         if b.stall && end < LEN {
             thread::sleep(Duration::from_secs(3));
         }
+    }
+
+    fn redirect(s: &mut impl Write, status: u16, location: &str) {
+        let _ = write!(
+            s,
+            "HTTP/1.1 {status} Moved\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
+        );
+        let _ = s.flush();
     }
 
     /// Answers one connection with a fixed response.
@@ -776,6 +1005,7 @@ mod tests {
             backoff_max: Duration::ZERO,
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(5),
+            ca_files: Vec::new(),
         }
     }
 
@@ -793,112 +1023,141 @@ mod tests {
 
     #[test]
     fn a_full_read_is_the_body() {
-        let server = serve(Behaviour::default());
-        let (data, source) = download(&format!("{}/bundle.p6b", server.base), quick(0));
-        assert!(data.unwrap() == body());
-        assert_eq!(source.resumes(), 0);
-        let heads = server.heads.lock().unwrap();
-        assert!(
-            heads[0].starts_with("GET /bundle.p6b HTTP/1.1\r\n"),
-            "{heads:?}"
-        );
-        assert!(!heads[0].contains("Range"), "{heads:?}");
+        for tls in schemes() {
+            let server = serve(Behaviour {
+                tls,
+                ..Behaviour::default()
+            });
+            let url = format!("{}/bundle.p6b", server.base);
+            let (data, source) = download(&url, server.quick(0));
+            assert!(data.unwrap() == body(), "{url}");
+            assert_eq!(source.resumes(), 0);
+            let heads = server.heads.lock().unwrap();
+            assert!(
+                heads[0].starts_with("GET /bundle.p6b HTTP/1.1\r\n"),
+                "{heads:?}"
+            );
+            let port = server.base.rsplit(':').next().unwrap();
+            assert!(
+                heads[0].contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")),
+                "{heads:?}"
+            );
+            assert!(!heads[0].contains("Range"), "{heads:?}");
+        }
     }
 
     #[test]
     fn drops_are_resumed_with_range_and_if_range() {
-        let server = serve(Behaviour {
-            drop_at: drops(),
-            ..Behaviour::default()
-        });
-        let (data, source) = download(&format!("{}/bundle.p6b", server.base), quick(3));
-        assert!(data.unwrap() == body());
-        assert_eq!(source.resumes(), 3);
-        assert_eq!(server.bodies.load(Ordering::SeqCst), 4);
-        let heads = server.heads.lock().unwrap();
-        for (head, offset) in heads[1..].iter().zip(drops()) {
-            assert!(
-                head.contains(&format!("Range: bytes={offset}-\r\n")),
-                "{head}"
-            );
-            assert!(head.contains("If-Range: \"v1\"\r\n"), "{head}");
+        for tls in schemes() {
+            let server = serve(Behaviour {
+                drop_at: drops(),
+                tls,
+                ..Behaviour::default()
+            });
+            let url = format!("{}/bundle.p6b", server.base);
+            let (data, source) = download(&url, server.quick(3));
+            assert!(data.unwrap() == body(), "{url}");
+            assert_eq!(source.resumes(), 3);
+            assert_eq!(server.bodies.load(Ordering::SeqCst), 4);
+            let heads = server.heads.lock().unwrap();
+            for (head, offset) in heads[1..].iter().zip(drops()) {
+                assert!(
+                    head.contains(&format!("Range: bytes={offset}-\r\n")),
+                    "{head}"
+                );
+                assert!(head.contains("If-Range: \"v1\"\r\n"), "{head}");
+            }
         }
     }
 
     #[test]
     fn a_stalled_connection_is_resumed_after_the_read_timeout() {
-        let server = serve(Behaviour {
-            drop_at: vec![500 * KIB],
-            stall: true,
-            ..Behaviour::default()
-        });
-        let policy = RetryPolicy {
-            read_timeout: Duration::from_millis(300),
-            ..quick(1)
-        };
-        let (data, source) = download(&format!("{}/bundle.p6b", server.base), policy);
-        assert!(data.unwrap() == body());
-        assert_eq!(source.resumes(), 1);
+        for tls in schemes() {
+            let server = serve(Behaviour {
+                drop_at: vec![500 * KIB],
+                stall: true,
+                tls,
+                ..Behaviour::default()
+            });
+            let policy = RetryPolicy {
+                read_timeout: Duration::from_millis(300),
+                ..server.quick(1)
+            };
+            let (data, source) = download(&format!("{}/bundle.p6b", server.base), policy);
+            assert!(data.unwrap() == body());
+            assert_eq!(source.resumes(), 1);
+        }
     }
 
     #[test]
     fn without_range_support_the_start_is_skipped() {
-        let server = serve(Behaviour {
-            drop_at: drops(),
-            no_ranges: true,
-            ..Behaviour::default()
-        });
-        let (data, source) = download(&format!("{}/bundle.p6b", server.base), quick(3));
-        assert!(data.unwrap() == body());
-        assert_eq!(source.resumes(), 3);
+        for tls in schemes() {
+            let server = serve(Behaviour {
+                drop_at: drops(),
+                no_ranges: true,
+                tls,
+                ..Behaviour::default()
+            });
+            let url = format!("{}/bundle.p6b", server.base);
+            let (data, source) = download(&url, server.quick(3));
+            assert!(data.unwrap() == body());
+            assert_eq!(source.resumes(), 3);
+        }
     }
 
     #[test]
     fn a_file_replaced_on_the_server_is_not_spliced() {
-        for ignore_if_range in [false, true] {
-            let server = serve(Behaviour {
-                drop_at: vec![1024 * KIB],
-                etag_changes: true,
-                ignore_if_range,
-                ..Behaviour::default()
-            });
-            let (data, mut source) = download(&format!("{}/bundle.p6b", server.base), quick(5));
-            let error = data.unwrap_err();
-            assert_eq!(error.kind(), io::ErrorKind::InvalidData);
-            let message = error.to_string();
-            assert!(
-                message.contains("the file changed on the server while downloading")
-                    && message.contains("etag went from \"v1\" to \"v2\""),
-                "{message}"
-            );
-            let inner = error.get_ref().and_then(|e| e.downcast_ref::<HttpError>());
-            assert!(
-                matches!(inner, Some(HttpError::Changed { .. })),
-                "{inner:?}"
-            );
-            assert_eq!(source.resumes(), 1);
-            let again = source.read(&mut [0; 16]).unwrap_err().to_string();
-            assert!(again.contains("the file changed"), "{again}");
+        for tls in schemes() {
+            for ignore_if_range in [false, true] {
+                let server = serve(Behaviour {
+                    drop_at: vec![1024 * KIB],
+                    etag_changes: true,
+                    ignore_if_range,
+                    tls,
+                    ..Behaviour::default()
+                });
+                let url = format!("{}/bundle.p6b", server.base);
+                let (data, mut source) = download(&url, server.quick(5));
+                let error = data.unwrap_err();
+                assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+                let message = error.to_string();
+                assert!(
+                    message.contains("the file changed on the server while downloading")
+                        && message.contains("etag went from \"v1\" to \"v2\""),
+                    "{message}"
+                );
+                let inner = error.get_ref().and_then(|e| e.downcast_ref::<HttpError>());
+                assert!(
+                    matches!(inner, Some(HttpError::Changed { .. })),
+                    "{inner:?}"
+                );
+                assert_eq!(source.resumes(), 1);
+                let again = source.read(&mut [0; 16]).unwrap_err().to_string();
+                assert!(again.contains("the file changed"), "{again}");
+            }
         }
     }
 
     #[test]
     fn too_many_drops_give_up_saying_how_far_it_got() {
-        let server = serve(Behaviour {
-            drop_at: vec![100 * KIB, 200 * KIB, 300 * KIB, 400 * KIB],
-            ..Behaviour::default()
-        });
-        let url = format!("{}/bundle.p6b", server.base);
-        let (data, source) = download(&url, quick(2));
-        let message = data.unwrap_err().to_string();
-        assert_eq!(
-            message,
-            format!(
-                "{url}: download abandoned after 2 reconnections: received 307200 of 3145728 \
-                 bytes; last error: the connection closed at byte 307200 of 3145728"
-            )
-        );
-        assert_eq!(source.resumes(), 2);
+        for tls in schemes() {
+            let server = serve(Behaviour {
+                drop_at: vec![100 * KIB, 200 * KIB, 300 * KIB, 400 * KIB],
+                tls,
+                ..Behaviour::default()
+            });
+            let url = format!("{}/bundle.p6b", server.base);
+            let (data, source) = download(&url, server.quick(2));
+            let message = data.unwrap_err().to_string();
+            assert_eq!(
+                message,
+                format!(
+                    "{url}: download abandoned after 2 reconnections: received 307200 of \
+                     3145728 bytes; last error: the connection closed at byte 307200 of 3145728"
+                )
+            );
+            assert_eq!(source.resumes(), 2);
+        }
     }
 
     #[test]
@@ -920,34 +1179,183 @@ mod tests {
 
     #[test]
     fn redirects_are_followed_up_to_five() {
-        let server = serve(Behaviour::default());
-        let (data, _) = download(&format!("{}/redirect/5", server.base), quick(0));
-        assert!(data.unwrap() == body());
-        let error = HttpSource::open(&format!("{}/redirect/6", server.base), quick(0)).unwrap_err();
-        assert!(
-            matches!(error, HttpError::TooManyRedirects { .. }),
-            "{error}"
-        );
-        assert!(
-            error
-                .to_string()
-                .ends_with("/bundle.p6b: more than 5 redirects"),
-            "{error}"
-        );
+        for tls in schemes() {
+            let server = serve(Behaviour {
+                tls,
+                ..Behaviour::default()
+            });
+            let (data, _) = download(&format!("{}/redirect/5", server.base), server.quick(0));
+            assert!(data.unwrap() == body());
+            let url = format!("{}/redirect/6", server.base);
+            let error = HttpSource::open(&url, server.quick(0)).unwrap_err();
+            assert!(
+                matches!(error, HttpError::TooManyRedirects { .. }),
+                "{error}"
+            );
+            assert!(
+                error
+                    .to_string()
+                    .ends_with("/bundle.p6b: more than 5 redirects"),
+                "{error}"
+            );
+        }
     }
 
     #[test]
     fn resumption_starts_from_the_redirected_url() {
-        let server = serve(Behaviour {
-            drop_at: vec![100 * KIB],
+        for tls in schemes() {
+            let server = serve(Behaviour {
+                drop_at: vec![100 * KIB],
+                tls,
+                ..Behaviour::default()
+            });
+            let url = format!("{}/redirect/2", server.base);
+            let (data, source) = download(&url, server.quick(1));
+            assert!(data.unwrap() == body());
+            assert_eq!(source.resumes(), 1);
+            let heads = server.heads.lock().unwrap();
+            assert_eq!(heads.len(), 4, "{heads:?}");
+            assert!(heads[3].starts_with("GET /bundle.p6b "), "{heads:?}");
+        }
+    }
+
+    #[test]
+    fn a_redirect_from_http_to_https_is_followed_and_resumed_over_tls() {
+        let secure = serve(Behaviour {
+            drop_at: vec![700 * KIB],
+            tls: Some(testpki::shared()),
             ..Behaviour::default()
         });
-        let (data, source) = download(&format!("{}/redirect/2", server.base), quick(1));
+        let plain = serve(Behaviour {
+            moved_to: Some(format!("{}/bundle.p6b", secure.base)),
+            ..Behaviour::default()
+        });
+        let (data, source) = download(&format!("{}/moved", plain.base), secure.quick(1));
         assert!(data.unwrap() == body());
         assert_eq!(source.resumes(), 1);
-        let heads = server.heads.lock().unwrap();
-        assert_eq!(heads.len(), 4, "{heads:?}");
-        assert!(heads[3].starts_with("GET /bundle.p6b "), "{heads:?}");
+        assert_eq!(plain.heads.lock().unwrap().len(), 1);
+        let heads = secure.heads.lock().unwrap();
+        assert_eq!(heads.len(), 2, "{heads:?}");
+        assert!(heads[1].contains("Range: bytes=716800-\r\n"), "{heads:?}");
+    }
+
+    #[test]
+    fn a_redirect_from_https_to_http_is_refused() {
+        let server = serve(Behaviour {
+            tls: Some(testpki::shared()),
+            ..Behaviour::default()
+        });
+        let url = format!("{}/downgrade", server.base);
+        let error = HttpSource::open(&url, server.quick(0)).unwrap_err();
+        assert!(matches!(error, HttpError::Downgrade { .. }), "{error:?}");
+        let plain = server.base.replace("https://", "http://");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{url}: redirected to {plain}/bundle.p6b: a redirect from https to plain http \
+                 is refused"
+            )
+        );
+        // Only the https request was made.
+        assert_eq!(server.heads.lock().unwrap().len(), 1);
+        assert_eq!(server.bodies.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_certificate_from_an_untrusted_ca_is_refused_at_open() {
+        let server = serve(Behaviour {
+            tls: Some(testpki::shared()),
+            ..Behaviour::default()
+        });
+        let url = format!("{}/bundle.p6b", server.base);
+        // Without the CA file: Mozilla's roots and the system's bundle do not know this CA.
+        let error = HttpSource::open(&url, quick(0)).unwrap_err();
+        assert!(matches!(error, HttpError::Certificate { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{url}: the server's certificate is refused: it is not issued by a trusted \
+                 certificate authority (trusted: Mozilla's roots, \
+                 /etc/ssl/certs/ca-certificates.crt and the CA files given)"
+            )
+        );
+        // Another CA's file does not help either.
+        let other = Box::leak(Box::new(testpki::make("another CA", &["127.0.0.1"])));
+        let elsewhere = serve(Behaviour {
+            tls: Some(other),
+            ..Behaviour::default()
+        });
+        let policy = RetryPolicy {
+            ca_files: elsewhere.quick(0).ca_files,
+            ..quick(0)
+        };
+        let error = HttpSource::open(&url, policy).unwrap_err();
+        assert!(error.to_string().contains("certificate"), "{error}");
+        // No request went through.
+        assert!(server.heads.lock().unwrap().is_empty());
+        // With it, the same server is fine.
+        let (data, _) = download(&url, server.quick(0));
+        assert!(data.unwrap() == body());
+    }
+
+    #[test]
+    fn a_certificate_for_another_name_is_refused() {
+        let pki = Box::leak(Box::new(testpki::make("names CA", &["localhost"])));
+        let server = serve(Behaviour {
+            tls: Some(pki),
+            ..Behaviour::default()
+        });
+        let url = format!("{}/bundle.p6b", server.base);
+        let error = HttpSource::open(&url, server.quick(0)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{url}: the server's certificate is refused: certificate not valid for name \
+                 \"127.0.0.1\"; certificate is only valid for DnsName(\"localhost\")"
+            )
+        );
+    }
+
+    #[test]
+    fn a_plain_http_server_on_an_https_url_is_a_tls_error() {
+        let server = serve(Behaviour::default());
+        let url = format!("{}/bundle.p6b", server.base.replace("http://", "https://"));
+        let error = HttpSource::open(&url, quick(0)).unwrap_err();
+        assert!(matches!(error, HttpError::Tls { .. }), "{error:?}");
+        let message = error_chain(&error);
+        let addr = url.split('/').nth(2).unwrap();
+        assert!(
+            message.starts_with(&format!(
+                "{url}: no TLS session with {addr}: the TLS handshake failed: "
+            )),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_an_error_at_open() {
+        let server = serve(Behaviour {
+            tls: Some(testpki::shared()),
+            ..Behaviour::default()
+        });
+        let url = format!("{}/bundle.p6b", server.base);
+        let policy = RetryPolicy {
+            ca_files: vec!["/nonexistent/ca.pem".into()],
+            ..quick(0)
+        };
+        let error = HttpSource::open(&url, policy.clone()).unwrap_err();
+        assert!(
+            error_chain(&error).starts_with(&format!(
+                "{url}: cannot load the trusted certificates: cannot read the CA file \
+                 /nonexistent/ca.pem: "
+            )),
+            "{}",
+            error_chain(&error)
+        );
+        // Plain http does not need them.
+        let plain = serve(Behaviour::default());
+        let (data, _) = download(&format!("{}/bundle.p6b", plain.base), policy);
+        assert!(data.unwrap() == body());
     }
 
     #[test]
@@ -984,37 +1392,36 @@ mod tests {
             "{error}"
         );
 
-        let url = serve_once("HTTP/1.1 302 Found\r\nLocation: https://127.0.0.1/x\r\n\r\n");
+        let url = serve_once("HTTP/1.1 302 Found\r\nLocation: ftp://127.0.0.1/x\r\n\r\n");
         let error = HttpSource::open(&url, quick(0)).unwrap_err().to_string();
-        assert!(error.contains("https is not supported yet"), "{error}");
-    }
-
-    #[test]
-    fn https_is_refused() {
-        let error = HttpSource::open("https://127.0.0.1/bundle.p6b", quick(0)).unwrap_err();
         assert_eq!(
-            error.to_string(),
-            "https://127.0.0.1/bundle.p6b: https is not supported yet, only http:// \
-             (the bundle's signature protects its content)"
+            error,
+            "invalid url \"ftp://127.0.0.1/x\": expected http(s)://host[:port]/path"
         );
     }
 
     #[test]
     fn urls() {
         let ok = |url: &str| {
-            let (host, port, target) = parse_url(url).unwrap();
-            (host, port, target)
+            let u = parse_url(url).unwrap();
+            (u.https, u.host, u.port, u.target)
         };
-        let t = |h: &str, p, t: &str| (h.to_string(), p, t.to_string());
-        assert_eq!(ok("http://[::1]:8080/b/x.p6b"), t("::1", 8080, "/b/x.p6b"));
-        assert_eq!(ok("http://[fe80::1]/x"), t("fe80::1", 80, "/x"));
+        let t = |s, h: &str, p, t: &str| (s, h.to_string(), p, t.to_string());
+        assert_eq!(
+            ok("http://[::1]:8080/b/x.p6b"),
+            t(false, "::1", 8080, "/b/x.p6b")
+        );
+        assert_eq!(ok("http://[fe80::1]/x"), t(false, "fe80::1", 80, "/x"));
         assert_eq!(
             ok("http://example.org/a/b.p6b?sig=1#frag"),
-            t("example.org", 80, "/a/b.p6b?sig=1")
+            t(false, "example.org", 80, "/a/b.p6b?sig=1")
         );
-        assert_eq!(ok("HTTP://10.0.0.1:81"), t("10.0.0.1", 81, "/"));
-        assert_eq!(ok("http://host?x=1"), t("host", 80, "/?x=1"));
-        assert_eq!(ok("http://host:/p"), t("host", 80, "/p"));
+        assert_eq!(ok("HTTP://10.0.0.1:81"), t(false, "10.0.0.1", 81, "/"));
+        assert_eq!(ok("http://host?x=1"), t(false, "host", 80, "/?x=1"));
+        assert_eq!(ok("http://host:/p"), t(false, "host", 80, "/p"));
+        assert_eq!(ok("https://host/p"), t(true, "host", 443, "/p"));
+        assert_eq!(ok("HTTPS://[::1]:8443"), t(true, "::1", 8443, "/"));
+        assert_eq!(ok("https://h:80/x?y"), t(true, "h", 80, "/x?y"));
         for bad in [
             "http://host:0/x",
             "http://host:65536/x",
@@ -1023,9 +1430,12 @@ mod tests {
             "http://[::1]x/y",
             "http://[zz]/y",
             "http:///x",
+            "https:///x",
             "http://user:pw@host/x",
+            "https://user@host/x",
             "http://host/a b",
             "ftp://host/x",
+            "https:/host/x",
             "host/x",
         ] {
             assert!(
@@ -1034,12 +1444,12 @@ mod tests {
                 parse_url(bad)
             );
         }
-        assert!(matches!(
-            parse_url("HTTPS://h/x"),
-            Err(HttpError::HttpsUnsupported { .. })
-        ));
-        assert_eq!(authority("::1", 8080), "[::1]:8080");
-        assert_eq!(authority("h", 80), "h");
+        assert_eq!(authority("::1", 8080, false), "[::1]:8080");
+        assert_eq!(authority("h", 80, false), "h");
+        assert_eq!(authority("h", 443, false), "h:443");
+        assert_eq!(authority("h", 443, true), "h");
+        assert_eq!(authority("::1", 80, true), "[::1]:80");
+        assert_eq!(address("::1", 443), "[::1]:443");
     }
 
     #[test]
@@ -1049,10 +1459,30 @@ mod tests {
         assert_eq!(resolve(base, "/c.p6b").unwrap(), "http://h:81/c.p6b");
         assert_eq!(resolve(base, "//m/c.p6b").unwrap(), "http://m/c.p6b");
         assert_eq!(resolve(base, "http://m:82/c").unwrap(), "http://m:82/c");
-        assert!(matches!(
-            resolve(base, "https://m/c"),
-            Err(HttpError::HttpsUnsupported { .. })
-        ));
+        assert_eq!(resolve(base, "https://m/c").unwrap(), "https://m/c");
+        assert_eq!(
+            resolve(base, "c:d").unwrap_err().to_string(),
+            "invalid url \"c:d\": expected http(s)://host[:port]/path"
+        );
+        assert_eq!(resolve(base, "./c:d").unwrap(), "http://h:81/a/./c:d");
+
+        let base = "https://h/a/b.p6b";
+        assert_eq!(resolve(base, "c.p6b").unwrap(), "https://h/a/c.p6b");
+        assert_eq!(resolve(base, "/c.p6b").unwrap(), "https://h/c.p6b");
+        assert_eq!(resolve(base, "//m:8443/c").unwrap(), "https://m:8443/c");
+        assert_eq!(resolve(base, "HTTPS://m/c").unwrap(), "HTTPS://m/c");
+        assert_eq!(
+            resolve("https://h:8443/a", "b").unwrap(),
+            "https://h:8443/b"
+        );
+        for downgrade in ["http://h/a/b.p6b", "HTTP://m/c"] {
+            let error = resolve(base, downgrade).unwrap_err();
+            assert!(
+                matches!(&error, HttpError::Downgrade { url, location }
+                    if url == base && location == downgrade),
+                "{error:?}"
+            );
+        }
     }
 
     #[test]
@@ -1061,6 +1491,7 @@ mod tests {
         let waits: Vec<u128> = (0..7).map(|n| policy.backoff(n).as_millis()).collect();
         assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
         assert_eq!(policy.backoff(u32::MAX), Duration::from_secs(8));
+        assert!(policy.ca_files.is_empty());
         assert_eq!(parse_content_range("bytes 5-9/10"), Some((5, 9, 10)));
         assert_eq!(parse_content_range("bytes */10"), None);
     }

@@ -6,6 +6,7 @@ pub mod assess;
 pub mod http;
 pub mod install;
 pub mod machine;
+pub mod tls;
 
 use std::fs::File;
 use std::io::{self, BufReader, Write};

@@ -13,9 +13,9 @@ it; run as init (e.g. /sbin/init, PID 1 of the minimal base) it runs service mod
 
 commands:
   service    run service mode (what PID 1 does on the minimal base)
-  upgrade SOURCE [--allow-downgrade] [--allow-retry] [--no-reboot]
-             install a signed bundle (a file or a block device) into the other slot,
-             then reboot into it for a trial
+  upgrade SOURCE [--allow-downgrade] [--allow-retry] [--no-reboot] [--ca=PEM]...
+             install a signed bundle (a file, a block device or an http(s) URL) into
+             the other slot, then reboot into it for a trial
   status [--json]
              both slots (version, state, tries), the booted one, the last upgrade
   rollback [--no-reboot]
@@ -69,6 +69,8 @@ pub struct UpgradeArgs {
     pub downgrade: p6os_bundle::compat::Downgrade,
     pub retry: Retry,
     pub after: AfterChange,
+    /// Extra CA certificates (PEM files) for https sources.
+    pub ca_files: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +123,9 @@ fn subcommand(cmd: &str, rest: &[String]) -> Option<Mode> {
             let [source] = positional.as_slice() else {
                 return Some(Mode::Usage("upgrade needs one SOURCE".into()));
             };
+            if let Some((k, _)) = values.iter().find(|(k, _)| *k != "--ca") {
+                return Some(Mode::Usage(format!("unknown option {k}= for upgrade")));
+            }
             Mode::Upgrade(UpgradeArgs {
                 source: source.to_string(),
                 downgrade: if flags.contains(&"--allow-downgrade") {
@@ -134,6 +139,11 @@ fn subcommand(cmd: &str, rest: &[String]) -> Option<Mode> {
                     Retry::Refuse
                 },
                 after: after(&flags),
+                ca_files: values
+                    .iter()
+                    .filter(|(k, _)| *k == "--ca")
+                    .map(|(_, v)| v.to_string())
+                    .collect(),
             })
         }
         "status" => {
@@ -298,8 +308,17 @@ mod tests {
                 downgrade: p6os_bundle::compat::Downgrade::Refuse,
                 retry: Retry::Refuse,
                 after: AfterChange::Stay,
+                ca_files: vec![],
             })
         );
+        assert!(matches!(
+            mode(&["p6os-agent", "upgrade", "https://h/b.p6b", "--ca=/etc/ca.pem"]),
+            Mode::Upgrade(UpgradeArgs { ca_files, .. }) if ca_files == ["/etc/ca.pem"]
+        ));
+        assert!(matches!(
+            mode(&["p6os-agent", "upgrade", "x", "--cafile=y"]),
+            Mode::Usage(_)
+        ));
         assert!(matches!(
             mode(&[
                 "p6os-agent",

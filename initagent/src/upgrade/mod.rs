@@ -74,7 +74,7 @@ pub fn upgrade(args: &UpgradeArgs) -> i32 {
         Ok(x) => x,
         Err(e) => return fail(&format!("upgrade impossible: {}", error_chain(&e))),
     };
-    let mut r = match Source::open(&args.source) {
+    let mut r = match Source::open(&args.source, &args.ca_files) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -363,17 +363,21 @@ pub fn install_into(args: &InstallIntoArgs) -> i32 {
     }
 }
 
-/// Where a bundle comes from: a file or block device (seekable: checked in a first pass), or a
-/// plain http URL (streamed once, resumed with ranges when the connection drops).
+/// Where a bundle comes from: a file or block device (seekable: checked in a first pass), or an
+/// http(s) URL (streamed once, resumed with ranges when the connection drops).
 enum Source {
     File(BufReader<File>),
     Http(Box<BufReader<http::HttpSource>>),
 }
 
 impl Source {
-    fn open(source: &str) -> Result<Source, String> {
+    fn open(source: &str, ca_files: &[String]) -> Result<Source, String> {
         if source.starts_with("http://") || source.starts_with("https://") {
-            let h = http::HttpSource::open(source, http::RetryPolicy::default())
+            let policy = http::RetryPolicy {
+                ca_files: ca_files.iter().map(std::path::PathBuf::from).collect(),
+                ..Default::default()
+            };
+            let h = http::HttpSource::open(source, policy)
                 .map_err(|e| format!("cannot download {source}: {}", error_chain(&e)))?;
             return Ok(Source::Http(Box::new(BufReader::with_capacity(
                 READ_BUFFER,

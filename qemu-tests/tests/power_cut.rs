@@ -59,10 +59,8 @@ fn boot_settled(config: &VmConfig, name: &str) -> (Vm, String, String) {
     let (slot, version) = (field("slot="), field("version="));
     assert!(slot == "a" || slot == "b", "{ready}");
     // A trial boot blesses itself (health passes), a blessed boot says so.
-    let settled = vm
-        .wait_for_line(&format!("slot {slot} is blessed"), CMD)
+    vm.wait_for_line(&format!("slot {slot} is blessed"), CMD)
         .unwrap_or_else(|e| panic!("slot {slot} ({version}) did not settle: {e}"));
-    assert!(!settled.is_empty());
     (vm, slot, version)
 }
 

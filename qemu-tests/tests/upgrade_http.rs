@@ -97,10 +97,10 @@ fn upgrade_over_http_resumes_after_a_dropped_connection() {
     let mut config = VmConfig::new(&image).unwrap();
     config.network = Network::UserHostLoopback;
     let mut vm = config.start("http").unwrap();
+    vm.wait_for_line("network eth0: address 10.0.2.15/24", BOOT)
+        .unwrap();
     vm.wait_for_line("p6os-agent: ready slot=a version=1.0.0", BOOT)
         .unwrap();
-    vm.wait_for_line("network eth0: address 10.0.2.15/24", BOOT)
-        .ok();
     vm.send_line(&format!(
         "/usr/lib/p6os/p6os-agent upgrade http://10.0.2.2:{port}/tiny-2.0.0.p6b"
     ))

@@ -1,0 +1,432 @@
+//! The console protocol (v1): the JSON bodies that `p6os-agent` and `p6os-console` exchange,
+//! and the checks both sides apply to ids and labels. Serde types only: no I/O, no HTTP.
+//!
+//! Device endpoints (bearer: the pairing token in the body for `pair`, then the device token):
+//! - `POST /api/v1/appliances/{id}/pair` [`PairRequest`] -> 200 [`PairResponse::Ready`] or
+//!   202 [`PairResponse::Pending`] (the id is not registered yet; retry later).
+//! - `POST /api/v1/appliances/{id}/heartbeat` [`Heartbeat`] -> 200 [`HeartbeatResponse`].
+//! - `GET /api/v1/bundles/{sha256}/content` -> the bundle, with `Range` support.
+//!
+//! Operator endpoints (bearer: the admin token) are listed in the console's `/openapi.json`.
+//!
+//! Unknown fields are refused everywhere (`deny_unknown_fields`): a typo is an error, not a
+//! silently ignored setting. Version skew is handled by the path (`/api/v1`).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every API path.
+pub const API: &str = "/api/v1";
+/// Largest JSON request body the console accepts (413 above).
+pub const MAX_JSON_BODY: usize = 256 << 10;
+/// Longest appliance id.
+pub const MAX_ID_LEN: usize = 64;
+
+/// The appliance id rule: 1 to 64 characters from `A-Z a-z 0-9 . _ -`, starting with a letter
+/// or digit (machine ids, host names and serial numbers fit; nothing needs escaping in a URL).
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("the id is empty".into());
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(format!("the id is longer than {MAX_ID_LEN} characters"));
+    }
+    if !id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("the id must start with a letter or a digit".into());
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c)))
+    {
+        return Err(format!(
+            "the id contains {c:?}: only letters, digits, '.', '_' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Label keys and values: 1 to 63 characters from `A-Z a-z 0-9 . _ - /`, starting and ending
+/// with a letter or digit (Kubernetes-like, so labels can be copied to nodes).
+pub fn check_label(key: &str, value: &str) -> Result<(), String> {
+    for (what, s) in [("key", key), ("value", value)] {
+        if s.is_empty() || s.len() > 63 {
+            return Err(format!("label {what} {s:?} must be 1 to 63 characters"));
+        }
+        let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+        if !edge_ok(s.chars().next()) || !edge_ok(s.chars().last()) {
+            return Err(format!(
+                "label {what} {s:?} must start and end with a letter or a digit"
+            ));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "._-/".contains(*c)))
+        {
+            return Err(format!("label {what} {s:?} contains {c:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Versions as bundles carry them: 1 to 64 printable ASCII characters without spaces.
+pub fn check_version(version: &str) -> Result<(), String> {
+    if version.is_empty() || version.len() > 64 {
+        return Err("the version must be 1 to 64 characters".into());
+    }
+    if version.chars().any(|c| !c.is_ascii_graphic()) {
+        return Err("the version must be printable ASCII without spaces".into());
+    }
+    Ok(())
+}
+
+// ----- device side -----
+
+/// What a device says about itself when it pairs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PairRequest {
+    /// The fleet's pairing token (unattended.yaml `console.token`).
+    pub pairing_token: String,
+    pub facts: Facts,
+}
+
+/// Device facts, gathered by the agent from /proc, /sys and the slot's manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Facts {
+    pub hostname: String,
+    /// From unattended.yaml `appliance.name`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// From unattended.yaml `appliance.labels`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub cpu_model: String,
+    pub cpu_count: u32,
+    pub memory_bytes: u64,
+    #[serde(default)]
+    pub disks: Vec<Disk>,
+    #[serde(default)]
+    pub nics: Vec<Nic>,
+    /// `x86_64`, `aarch64`.
+    pub arch: String,
+    /// The base OS (`PRETTY_NAME` of os-release, or the image name).
+    pub base_os: String,
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
+    /// The image's name and version (the slot manifest).
+    pub image_name: String,
+    pub image_version: String,
+    pub agent_version: String,
+    /// Booted slot: `a` or `b`.
+    pub slot: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// Kernel name: `vda`, `nvme0n1`, `sda`.
+    pub name: String,
+    pub size_bytes: u64,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub removable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Nic {
+    pub name: String,
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Addresses with prefix length: `10.0.2.15/24`, `fe80::1/64`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+/// The console's answer to a pairing request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PairResponse {
+    /// Paired: the token authenticates this device's later requests (kept 0600, never logged).
+    Ready {
+        device_token: String,
+        heartbeat_secs: u32,
+    },
+    /// The id is not registered yet: the operator sees it as pending; ask again later.
+    Pending { retry_secs: u32, message: String },
+}
+
+/// What the device reports at every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Booted slot: `a` or `b`.
+    pub slot: String,
+    /// Version of the booted image.
+    pub version: String,
+    pub health: Health,
+    /// The last upgrade's outcome, as the device recorded it.
+    #[serde(default)]
+    pub last_upgrade: Option<UpgradeOutcome>,
+    /// An upgrade under way.
+    #[serde(default)]
+    pub progress: Option<Progress>,
+}
+
+/// The booted slot's standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Blessed: passed its health checks (or was the factory slot).
+    Good,
+    /// On trial: health checks not passed yet.
+    Assessing,
+    /// The device could not tell.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeOutcome {
+    pub version: String,
+    pub outcome: OutcomeKind,
+    #[serde(default)]
+    pub slot: Option<String>,
+    /// Why it rolled back or failed.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// Written, on trial.
+    Installed,
+    /// Passed its health checks.
+    Blessed,
+    /// Left again: failed its trial (automatic fallback) or rolled back on request.
+    RolledBack,
+    /// Never got to boot (refused, download or write failed).
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    pub version: String,
+    pub phase: Phase,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Downloading,
+    Rebooting,
+    Failed,
+}
+
+/// The console's answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatResponse {
+    /// The version the operator wants on this device (none: stay).
+    #[serde(default)]
+    pub desired_version: Option<String>,
+    /// The bundle for that version, when the console holds one for this device's image.
+    #[serde(default)]
+    pub bundle: Option<BundleRef>,
+    pub heartbeat_secs: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BundleRef {
+    pub version: String,
+    /// Path on the console (`/api/v1/bundles/<sha256>/content`), fetched with the device token.
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+// ----- operator side -----
+
+/// Register an appliance id (it becomes `unpaired`, or stays what it is if paired).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// A device asked to pair with an id no operator registered.
+    Pending,
+    /// Registered by an operator; the device has not paired yet.
+    Unpaired,
+    /// Paired: the device reports in.
+    Ready,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Unpaired => "unpaired",
+            Status::Ready => "ready",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "pending" => Some(Status::Pending),
+            "unpaired" => Some(Status::Unpaired),
+            "ready" => Some(Status::Ready),
+            _ => None,
+        }
+    }
+}
+
+/// An appliance as the operator sees it. Times are Unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Appliance {
+    pub id: String,
+    pub status: Status,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub facts: Option<Facts>,
+    #[serde(default)]
+    pub desired_version: Option<String>,
+    /// The last heartbeat.
+    #[serde(default)]
+    pub reported: Option<Heartbeat>,
+    pub created_at: u64,
+    #[serde(default)]
+    pub paired_at: Option<u64>,
+    #[serde(default)]
+    pub last_seen: Option<u64>,
+}
+
+/// Set (or with `null`, clear) one appliance's desired version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredRequest {
+    pub version: Option<String>,
+}
+
+/// Set the desired version of every appliance whose labels include all of `selector`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorDesiredRequest {
+    pub selector: BTreeMap<String, String>,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredResponse {
+    /// The ids whose desired version was set, sorted.
+    pub matched: Vec<String>,
+}
+
+/// A bundle held by the console (signature verified on upload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    pub sha256: String,
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub size: u64,
+    pub key_id: String,
+    pub uploaded_at: u64,
+}
+
+/// Something that happened to an appliance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub seq: i64,
+    pub at: u64,
+    pub kind: String,
+    pub message: String,
+}
+
+/// Every error response: what went wrong and, for a bad body, the field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default)]
+    pub field: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        for good in ["a", "0123456789abcdef0123456789abcdef", "store-12.nuc_1"] {
+            assert_eq!(check_id(good), Ok(()), "{good}");
+        }
+        for bad in ["", "-a", ".a", "a/b", "a b", "é", &"x".repeat(65), "a%2f"] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(check_label("site", "store-12"), Ok(()));
+        assert_eq!(check_label("example.com/tier", "a"), Ok(()));
+        assert!(check_label("", "a").is_err());
+        assert!(check_label("a", "").is_err());
+        assert!(check_label("a-", "b").is_err());
+        assert!(check_label("a", "b c").is_err());
+        assert!(check_label(&"k".repeat(64), "v").is_err());
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(check_version("2.0.0-rc1"), Ok(()));
+        assert!(check_version("").is_err());
+        assert!(check_version("1 0").is_err());
+    }
+
+    #[test]
+    fn pair_response_is_tagged_by_status() {
+        let ready = PairResponse::Ready {
+            device_token: "t".into(),
+            heartbeat_secs: 60,
+        };
+        let text = serde_json::to_string(&ready).unwrap();
+        assert_eq!(
+            text,
+            r#"{"status":"ready","device_token":"t","heartbeat_secs":60}"#
+        );
+        assert_eq!(serde_json::from_str::<PairResponse>(&text).unwrap(), ready);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = serde_json::from_str::<DesiredRequest>(r#"{"version":"1","verison":"2"}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field `verison`"), "{e}");
+    }
+}

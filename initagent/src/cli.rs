@@ -16,8 +16,11 @@ commands:
   upgrade SOURCE [--allow-downgrade] [--allow-retry] [--no-reboot] [--ca=PEM]...
              install a signed bundle (a file, a block device or an http(s) URL) into
              the other slot, then reboot into it for a trial
+  register   pair with the management console of /etc/p6os/console.json, then report
+             in and upgrade when it asks (service mode starts it; it never returns)
   status [--json]
-             both slots (version, state, tries), the booted one, the last upgrade
+             both slots (version, state, tries), the booted one, the last upgrade,
+             and the registration with the console (unregistered, pending, ready)
   rollback [--no-reboot]
              make the other (blessed) slot the default and reboot into it
   version    print the version
@@ -37,6 +40,8 @@ pub enum Mode {
     InstallInto(InstallIntoArgs),
     /// Hidden: the boot assessment, started by service mode as a child process.
     AssessBoot,
+    /// The registration loop (started by service mode as a child process).
+    Register,
     Version,
     Help,
     /// Bad invocation: print this and the usage on stderr, exit 2.
@@ -221,6 +226,7 @@ pub fn mode_from_args(args: &[OsString]) -> Mode {
     {
         ["service"] => Mode::Service,
         ["assess-boot"] => Mode::AssessBoot,
+        ["register"] => Mode::Register,
         [cmd, ..] if subcommand(cmd, &rest[1..]).is_some() => {
             subcommand(cmd, &rest[1..]).unwrap_or(Mode::Help)
         }

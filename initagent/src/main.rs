@@ -25,6 +25,7 @@ mod net;
 mod netconf;
 mod plan;
 mod policy;
+mod register;
 mod service;
 mod slots;
 mod sys;
@@ -74,6 +75,12 @@ fn run(args: &[OsString]) -> i32 {
             }
             upgrade::assess::at_boot();
             0
+        }
+        Mode::Register => {
+            if log::attach_kmsg().is_err() {
+                log::forget_pending();
+            }
+            register::main()
         }
         Mode::Version => {
             let _ = writeln!(std::io::stdout(), "p6os-agent {}", cli::VERSION);

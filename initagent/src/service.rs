@@ -82,20 +82,32 @@ pub fn run() -> i32 {
         }
     }
     let mut shell = ShellState::new(environment);
+    // Registration with the console beside the shell, restarted if it ever stops.
+    let mut register = Registrar {
+        pid: None,
+        next_start: pid1.then(Instant::now),
+    };
     loop {
         let now = Instant::now();
         if shell.pid.is_none() && now >= shell.next_spawn {
             shell.spawn();
         }
-        let timeout = match shell.pid {
+        register.start_if_due(now);
+        let mut timeout = match shell.pid {
             Some(_) => IDLE_WAKEUP,
             None => shell
                 .next_spawn
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(10)),
         };
+        if let Some(at) = register.next_start {
+            timeout = timeout.min(
+                at.saturating_duration_since(now)
+                    .max(Duration::from_millis(10)),
+            );
+        }
         match sys::wait_signal(&signals, timeout).map(policy::event_for_signal) {
-            None | Some(Event::ChildExited) => reap_children(&mut shell),
+            None | Some(Event::ChildExited) => reap_children(&mut shell, &mut register),
             Some(Event::Shutdown(how)) => {
                 if pid1 {
                     shutdown(how, shell.pid)
@@ -247,11 +259,61 @@ impl ShellState {
     }
 }
 
+/// The `p6os-agent register` child: started when the console is configured, restarted
+/// after a minute if it stops with an error.
+struct Registrar {
+    pid: Option<i32>,
+    next_start: Option<Instant>,
+}
+
+impl Registrar {
+    const RESTART_DELAY: Duration = Duration::from_secs(60);
+
+    fn start_if_due(&mut self, now: Instant) {
+        if self.pid.is_some() || self.next_start.is_none_or(|at| now < at) {
+            return;
+        }
+        self.next_start = None;
+        if !std::path::Path::new(crate::register::CONSOLE_CONFIG).exists() {
+            return;
+        }
+        match std::process::Command::new("/proc/self/exe")
+            .arg("register")
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .spawn()
+        {
+            Ok(child) => {
+                info!("registration started (pid {})", child.id());
+                self.pid = Some(child.id() as i32);
+            }
+            Err(e) => {
+                warn!("cannot start the registration: {e}");
+                self.next_start = Some(now + Self::RESTART_DELAY);
+            }
+        }
+    }
+
+    fn exited(&mut self, status: i32) {
+        self.pid = None;
+        if status != 0 {
+            warn!(
+                "registration stopped ({}); restarting in {} s",
+                policy::describe_wait_status(status),
+                Self::RESTART_DELAY.as_secs()
+            );
+            self.next_start = Some(Instant::now() + Self::RESTART_DELAY);
+        }
+    }
+}
+
 /// waitpid(-1, WNOHANG) until nothing is left to reap.
-fn reap_children(shell: &mut ShellState) {
+fn reap_children(shell: &mut ShellState, register: &mut Registrar) {
     while let Reaped::Child { pid, status } = sys::reap_one() {
         if shell.pid == Some(pid) {
             shell.exited(status);
+        } else if register.pid == Some(pid) {
+            register.exited(status);
         }
     }
 }

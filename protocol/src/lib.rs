@@ -425,8 +425,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused() {
-        let e = serde_json::from_str::<DesiredRequest>(r#"{"version":"1","verison":"2"}"#)
-            .unwrap_err();
+        let e =
+            serde_json::from_str::<DesiredRequest>(r#"{"version":"1","verison":"2"}"#).unwrap_err();
         assert!(e.to_string().contains("unknown field `verison`"), "{e}");
     }
 }

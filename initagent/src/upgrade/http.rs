@@ -292,6 +292,9 @@ impl Write for Conn {
 struct Connector {
     policy: RetryPolicy,
     tls: OnceCell<Arc<ClientConfig>>,
+    /// A bearer token and the origin it belongs to: sent only to that origin (a redirect to
+    /// another server does not carry it).
+    bearer: Option<(String, String)>,
 }
 
 impl Connector {
@@ -299,7 +302,19 @@ impl Connector {
         Connector {
             policy,
             tls: OnceCell::new(),
+            bearer: None,
         }
+    }
+
+    /// `Authorization: Bearer <token>` for requests to `url`'s origin.
+    fn with_bearer(mut self, url: &str, token: &str) -> Result<Connector, HttpError> {
+        self.bearer = Some((parse_url(url)?.origin(), token.to_string()));
+        Ok(self)
+    }
+
+    fn bearer_for(&self, url: &Url) -> Option<&str> {
+        let (origin, token) = self.bearer.as_ref()?;
+        (*origin == url.origin()).then_some(token.as_str())
     }
 
     fn tls_config(&self) -> Result<Arc<ClientConfig>, tls::CaError> {
@@ -368,19 +383,34 @@ fn malformed(url: &str, why: impl Into<String>) -> HttpError {
     }
 }
 
-/// One `GET` on a fresh connection; `from` asks for a range (with an `If-Range` validator).
-fn request(
-    url: &str,
-    from: Option<(u64, Option<&str>)>,
-    connector: &Connector,
-) -> Result<Response, HttpError> {
+/// What to ask: a method, a range of the body (with an `If-Range` validator), a request body
+/// with its content type.
+#[derive(Debug, Clone, Copy)]
+struct Ask<'a> {
+    method: &'a str,
+    range: Option<(u64, Option<&'a str>)>,
+    body: Option<(&'a str, &'a [u8])>,
+}
+
+impl Ask<'_> {
+    const GET: Ask<'static> = Ask {
+        method: "GET",
+        range: None,
+        body: None,
+    };
+}
+
+/// One request on a fresh connection.
+fn request(url: &str, ask: Ask, connector: &Connector) -> Result<Response, HttpError> {
     let policy = &connector.policy;
+    let parsed = parse_url(url)?;
+    let bearer = connector.bearer_for(&parsed);
     let Url {
         https,
         host,
         port,
         target,
-    } = parse_url(url)?;
+    } = parsed;
     let host_header = authority(&host, port, https);
     let addr = address(&host, port);
     let io_err = |source| HttpError::Io {
@@ -434,10 +464,21 @@ fn request(
         Conn::Plain(stream)
     };
     let mut head = format!(
-        "GET {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: p6os-agent\r\n\
-         Accept-Encoding: identity\r\nConnection: close\r\n"
+        "{} {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: p6os-agent/{}\r\n\
+         Accept-Encoding: identity\r\nConnection: close\r\n",
+        ask.method,
+        crate::cli::VERSION
     );
-    if let Some((offset, validator)) = from {
+    if let Some(token) = bearer {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    if let Some((content_type, body)) = ask.body {
+        head.push_str(&format!(
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    if let Some((offset, validator)) = ask.range {
         head.push_str(&format!("Range: bytes={offset}-\r\n"));
         if let Some(v) = validator {
             head.push_str(&format!("If-Range: {v}\r\n"));
@@ -445,6 +486,9 @@ fn request(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).map_err(io_err)?;
+    if let Some((_, body)) = ask.body {
+        stream.write_all(body).map_err(io_err)?;
+    }
     stream.flush().map_err(io_err)?;
 
     let mut body = BufReader::new(stream);
@@ -455,7 +499,13 @@ fn request(
         let n = (&mut body)
             .take(budget)
             .read_until(b'\n', &mut line)
-            .map_err(io_err)?;
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io_err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", policy.read_timeout.as_secs_f64()),
+                )),
+                _ => io_err(e),
+            })?;
         budget -= n as u64;
         if !line.ends_with(b"\n") {
             return Err(match budget {
@@ -532,12 +582,13 @@ fn resolve(base: &str, location: &str) -> Result<String, HttpError> {
 /// [`request`], following redirects; the response carries the URL that answered.
 fn get(
     url: &str,
-    from: Option<(u64, Option<&str>)>,
+    range: Option<(u64, Option<&str>)>,
     connector: &Connector,
 ) -> Result<Response, HttpError> {
     let mut url = url.to_string();
+    let ask = Ask { range, ..Ask::GET };
     for _ in 0..=MAX_REDIRECTS {
-        let response = request(&url, from, connector)?;
+        let response = request(&url, ask, connector)?;
         if !matches!(response.status, 301 | 302 | 303 | 307 | 308) {
             return Ok(response);
         }
@@ -554,6 +605,56 @@ fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
     let (range, total) = value.strip_prefix("bytes ")?.trim().split_once('/')?;
     let (start, end) = range.split_once('-')?;
     Some((start.parse().ok()?, end.parse().ok()?, total.parse().ok()?))
+}
+
+/// Largest API response body read by [`call`].
+const MAX_API_BODY: u64 = 1 << 20;
+
+/// One API request: `method url` with an optional JSON body and bearer token, no redirects,
+/// no retries (the caller's loop decides). Returns the status and the body (at most 1 MiB).
+pub fn call(
+    method: &str,
+    url: &str,
+    bearer: Option<&str>,
+    json: Option<&[u8]>,
+    policy: RetryPolicy,
+) -> Result<(u16, Vec<u8>), HttpError> {
+    let mut connector = Connector::new(policy);
+    if let Some(token) = bearer {
+        connector = connector.with_bearer(url, token)?;
+    }
+    let ask = Ask {
+        method,
+        range: None,
+        body: json.map(|b| ("application/json", b)),
+    };
+    let response = request(url, ask, &connector)?;
+    let length = response.content_length()?;
+    let status = response.status;
+    let url = response.url;
+    let mut body = Vec::new();
+    let limit = length.unwrap_or(MAX_API_BODY + 1).min(MAX_API_BODY + 1);
+    response
+        .body
+        .take(limit)
+        .read_to_end(&mut body)
+        .map_err(|source| HttpError::Io {
+            url: url.clone(),
+            source,
+        })?;
+    if body.len() as u64 > MAX_API_BODY {
+        return Err(malformed(&url, "the response body is larger than 1 MiB"));
+    }
+    if length.is_some_and(|l| l != body.len() as u64) {
+        return Err(HttpError::Io {
+            url,
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the connection closed before the end of the response body",
+            ),
+        });
+    }
+    Ok((status, body))
 }
 
 /// A bundle being downloaded over HTTP or HTTPS, resumed transparently (see the module's doc).
@@ -580,7 +681,20 @@ impl HttpSource {
     /// http) and checks for a 200 with a `Content-Length` (chunked encoding is refused). Fails at
     /// once on any error: retries only happen once the download has started.
     pub fn open(url: &str, policy: RetryPolicy) -> Result<HttpSource, HttpError> {
-        let connector = Connector::new(policy);
+        HttpSource::open_with(url, Connector::new(policy))
+    }
+
+    /// [`HttpSource::open`] sending `Authorization: Bearer <token>` to `url`'s origin (and to
+    /// no other server a redirect may lead to).
+    pub fn open_with_bearer(
+        url: &str,
+        policy: RetryPolicy,
+        token: &str,
+    ) -> Result<HttpSource, HttpError> {
+        HttpSource::open_with(url, Connector::new(policy).with_bearer(url, token)?)
+    }
+
+    fn open_with(url: &str, connector: Connector) -> Result<HttpSource, HttpError> {
         let response = get(url, None, &connector)?;
         if response.status != 200 {
             return Err(response.status_error());

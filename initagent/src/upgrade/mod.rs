@@ -56,28 +56,57 @@ fn progress_printer() -> impl FnMut(PayloadKind, u64, u64) {
 }
 
 pub fn upgrade(args: &UpgradeArgs) -> i32 {
-    let machine = match Machine::open() {
-        Ok(m) => m,
-        Err(e) => return fail(&format!("upgrade impossible: {}", error_chain(&e))),
-    };
-    let view = match machine.view() {
-        Ok(v) => v,
-        Err(e) => return fail(&format!("upgrade impossible: {}", error_chain(&e))),
-    };
-    let target = slots::other(machine.booted);
-    let target_label = format!("p6os-root-{}", target.as_str());
-    let (device_path, slot_bytes) = match machine
-        .device(&target_label)
-        .map(str::to_string)
-        .and_then(|d| Ok((d, machine.partition_bytes(&target_label)?)))
-    {
-        Ok(x) => x,
-        Err(e) => return fail(&format!("upgrade impossible: {}", error_chain(&e))),
-    };
     let mut r = match Source::open(&args.source, &args.ca_files) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
+    match install_from(&mut r, args.downgrade, args.retry, &mut progress_printer()) {
+        Ok(after) => finish(after, args.after),
+        Err(failure) => fail(&failure.to_string()),
+    }
+}
+
+/// Why [`install_from`] stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The machine cannot upgrade (no ESP, no record, no other slot).
+    Impossible(String),
+    /// The bundle was refused before anything was changed (signature, compatibility, a version
+    /// that already failed here, damage found in the first pass).
+    Refused(String),
+    /// Writing failed: the other slot has no boot entry; the running slot stays the default.
+    Failed(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Impossible(why) => write!(f, "upgrade impossible: {why}"),
+            Failure::Refused(why) => write!(f, "upgrade refused, nothing was changed: {why}"),
+            Failure::Failed(why) => write!(f, "upgrade failed: {why}"),
+        }
+    }
+}
+
+/// The upgrade proper, from an opened source: check, write the other slot, its ESP files and
+/// its entry, record. The caller reboots (or not). `progress(kind, done, total)` per payload.
+pub fn install_from(
+    r: &mut Source,
+    downgrade: Downgrade,
+    retry: Retry,
+    progress: &mut dyn FnMut(PayloadKind, u64, u64),
+) -> Result<AfterActions, Failure> {
+    let impossible = |e: &dyn std::error::Error| Failure::Impossible(error_chain(e));
+    let refused = |e: &dyn std::error::Error| Failure::Refused(error_chain(e));
+    let machine = Machine::open().map_err(|e| impossible(&e))?;
+    let view = machine.view().map_err(|e| impossible(&e))?;
+    let target = slots::other(machine.booted);
+    let target_label = format!("p6os-root-{}", target.as_str());
+    let (device_path, slot_bytes) = machine
+        .device(&target_label)
+        .map(str::to_string)
+        .and_then(|d| Ok((d, machine.partition_bytes(&target_label)?)))
+        .map_err(|e| impossible(&e))?;
     let device = Device {
         name: &machine.identity.name,
         arch: &machine.arch,
@@ -87,37 +116,22 @@ pub fn upgrade(args: &UpgradeArgs) -> i32 {
     };
     let keys = machine::trusted_keys();
     // Signature and compatibility before a byte is written.
-    let header = match install::check(&mut r, &keys, &device, args.downgrade) {
-        Ok(h) => h,
-        Err(e) => {
-            return fail(&format!(
-                "upgrade refused, nothing was changed: {}",
-                error_chain(&e)
-            ))
-        }
-    };
+    let header = install::check(r, &keys, &device, downgrade).map_err(|e| refused(&e))?;
     // A file or device is read twice: every payload's bytes are checked before anything is
     // changed. A download is read once: damage shows at the end, after the other slot's entry
     // was removed (the running slot and its entry are never touched).
-    if let Source::File(f) = &mut r {
-        if let Err(e) = install::verify_then_rewind(f, &header) {
-            return fail(&format!(
-                "upgrade refused, nothing was changed: {}",
-                error_chain(&e)
-            ));
-        }
+    if let Source::File(f) = r {
+        install::verify_then_rewind(f, &header).map_err(|e| refused(&e))?;
     }
     let m = &header.manifest;
     let request = UpgradeRequest {
         version: m.version.clone(),
-        allow_downgrade: args.downgrade == Downgrade::Allow,
-        allow_retry: args.retry == Retry::Allow,
+        allow_downgrade: downgrade == Downgrade::Allow,
+        allow_retry: retry == Retry::Allow,
         tries: m.tries,
     };
-    let plan = match slots::plan_upgrade(&view, &request) {
-        Ok(p) => p,
-        Err(refusal) => return fail(&format!("upgrade refused, nothing was changed: {refusal}")),
-    };
+    let plan = slots::plan_upgrade(&view, &request)
+        .map_err(|refusal| Failure::Refused(refusal.to_string()))?;
     say(&format!(
         "p6os-agent: upgrade: {} {} signed by {}, into slot {} ({device_path})",
         m.name,
@@ -125,19 +139,18 @@ pub fn upgrade(args: &UpgradeArgs) -> i32 {
         m.key_id,
         plan.target.as_str()
     ));
-    if let Err(e) = machine::execute(&machine.esp, &plan.before_write(), None) {
-        return fail(&format!("upgrade failed: {}", error_chain(&e)));
-    }
+    machine::execute(&machine.esp, &plan.before_write(), None)
+        .map_err(|e| Failure::Failed(error_chain(&e)))?;
     let started = Instant::now();
     let result = install::install(
-        &mut r,
+        r,
         &header,
         &install::Target {
             slot: plan.target,
             device: Path::new(&device_path),
             esp: &machine.esp,
         },
-        &mut progress_printer(),
+        progress,
     );
     if let Err(e) = result {
         let reason = error_chain(&e);
@@ -147,23 +160,21 @@ pub fn upgrade(args: &UpgradeArgs) -> i32 {
             reason: reason.clone(),
         });
         let _ = machine::save_record(&record);
-        return fail(&format!(
-            "upgrade failed, slot {} keeps no boot entry and slot {} stays the default: {reason}",
+        return Err(Failure::Failed(format!(
+            "slot {} keeps no boot entry and slot {} stays the default: {reason}",
             plan.target.as_str(),
             machine.booted.as_str()
-        ));
+        )));
     }
     let text = EntryText {
         name: &m.name,
         rootfs_type: &m.rootfs_type,
         kernel_args: &m.kernel_args,
     };
-    let after = match machine::execute(&machine.esp, &plan.after_write(), Some(&text)) {
-        Ok(a) => a,
-        Err(e) => return fail(&format!("upgrade failed: {}", error_chain(&e))),
-    };
+    let after = machine::execute(&machine.esp, &plan.after_write(), Some(&text))
+        .map_err(|e| Failure::Failed(error_chain(&e)))?;
     machine::check_invariant(&machine.esp);
-    if let Source::Http(h) = &r {
+    if let Source::Http(h) = r {
         say(&format!(
             "p6os-agent: upgrade: downloaded {} bytes ({} reconnections)",
             h.get_ref().len(),
@@ -177,10 +188,10 @@ pub fn upgrade(args: &UpgradeArgs) -> i32 {
         started.elapsed().as_secs_f64(),
         m.tries
     ));
-    finish(after, args.after)
+    Ok(after)
 }
 
-fn finish(after: AfterActions, when: AfterChange) -> i32 {
+pub fn finish(after: AfterActions, when: AfterChange) -> i32 {
     match (after, when) {
         (AfterActions::RebootRequested, AfterChange::Reboot) => {
             say("p6os-agent: rebooting");
@@ -249,6 +260,27 @@ fn counter_json(c: Counter) -> serde_json::Value {
     }
 }
 
+/// The booted slot, its version and standing, and the last upgrade's outcome (for heartbeats).
+pub fn running() -> Result<crate::register::Running, String> {
+    let machine = Machine::open().map_err(|e| error_chain(&e))?;
+    let view = machine.view().map_err(|e| error_chain(&e))?;
+    let health = match view.entry(view.booted).map(|e| e.counter) {
+        Some(Counter::Blessed) => p6os_protocol::Health::Good,
+        Some(Counter::Trial { .. }) => p6os_protocol::Health::Assessing,
+        None => p6os_protocol::Health::Unknown,
+    };
+    Ok(crate::register::Running {
+        slot: view.booted.as_str().to_string(),
+        version: machine.identity.version.clone(),
+        health,
+        last_upgrade: view
+            .record
+            .last_upgrade
+            .as_ref()
+            .map(crate::register::outcome),
+    })
+}
+
 pub fn status(format: Format) -> i32 {
     let result = Machine::open().and_then(|m| Ok((m.view()?, m)));
     let (view, _machine) = match result {
@@ -275,6 +307,7 @@ pub fn status(format: Format) -> i32 {
         "trial": view.record.trial,
         "last_upgrade": view.record.last_upgrade,
         "rolled_back": view.record.rolled_back,
+        "registration": crate::register::status_json(),
     });
     match format {
         Format::Json => say(&serde_json::to_string_pretty(&value).unwrap_or_default()),
@@ -303,6 +336,15 @@ pub fn status(format: Format) -> i32 {
             for rb in &view.record.rolled_back {
                 say(&format!("rolled back: {} ({})", rb.version, rb.reason));
             }
+            let reg = crate::register::status_json();
+            let mut line = format!("console: {}", reg["phase"].as_str().unwrap_or("?"));
+            if let (Some(id), Some(at)) = (reg["id"].as_str(), reg["endpoint"].as_str()) {
+                line.push_str(&format!(" (id {id} at {at})"));
+            }
+            if let Some(e) = reg["last_error"].as_str() {
+                line.push_str(&format!("; last error: {e}"));
+            }
+            say(&line);
         }
     }
     0
@@ -365,12 +407,30 @@ pub fn install_into(args: &InstallIntoArgs) -> i32 {
 
 /// Where a bundle comes from: a file or block device (seekable: checked in a first pass), or an
 /// http(s) URL (streamed once, resumed with ranges when the connection drops).
-enum Source {
+pub enum Source {
     File(BufReader<File>),
     Http(Box<BufReader<http::HttpSource>>),
 }
 
 impl Source {
+    /// A bundle on the management console, fetched with the device's token.
+    pub fn console(
+        url: &str,
+        ca_files: &[std::path::PathBuf],
+        token: &str,
+    ) -> Result<Source, String> {
+        let policy = http::RetryPolicy {
+            ca_files: ca_files.to_vec(),
+            ..Default::default()
+        };
+        let h = http::HttpSource::open_with_bearer(url, policy, token)
+            .map_err(|e| format!("cannot download {url}: {}", error_chain(&e)))?;
+        Ok(Source::Http(Box::new(BufReader::with_capacity(
+            READ_BUFFER,
+            h,
+        ))))
+    }
+
     fn open(source: &str, ca_files: &[String]) -> Result<Source, String> {
         if source.starts_with("http://") || source.starts_with("https://") {
             let policy = http::RetryPolicy {

@@ -1,0 +1,510 @@
+//! `p6os-agent register`: pairs the appliance with its management console and then keeps
+//! reporting in. Started by service mode (and, on systemd bases, by a unit) after the first-boot
+//! configuration; never blocks the boot: it runs beside everything else and retries for ever.
+//!
+//! Decisions are `state`'s (pure); `facts` gathers what the device is; this module talks HTTP
+//! (`upgrade::http::call`) and drives the upgrade machinery when the console wants another
+//! version. Everything the loop needs from the machine goes through [`Host`], so tests run it
+//! against a real console on loopback without a machine.
+
+pub mod facts;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use p6os_protocol::{
+    BundleRef, ErrorBody, Facts, Health, Heartbeat, HeartbeatResponse, OutcomeKind, PairRequest,
+    PairResponse, Phase as ProgressPhase, Progress, UpgradeOutcome, API,
+};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::log::error_chain;
+use crate::upgrade::{self, http, Failure};
+use state::{AfterHeartbeat, Answer, Phase, Registration};
+
+pub const CONSOLE_CONFIG: &str = "/etc/p6os/console.json";
+pub const APPLIANCE_CONFIG: &str = "/etc/p6os/appliance.json";
+/// The console's CA from unattended.yaml, as a file for the TLS setup.
+const CA_FILE: &str = "/run/p6os/console-ca.pem";
+/// Shortest time between two progress reports during a download.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// `/etc/p6os/console.json`, written 0600 by the first-boot configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsoleFile {
+    pub endpoint: String,
+    pub token: String,
+    #[serde(default)]
+    pub ca: Option<String>,
+}
+
+/// `/etc/p6os/appliance.json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ApplianceFile {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// How to reach the console.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `https://console.example.com` (no trailing slash).
+    pub endpoint: String,
+    pub pairing_token: String,
+    pub ca_files: Vec<PathBuf>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl Settings {
+    fn policy(&self) -> http::RetryPolicy {
+        http::RetryPolicy {
+            ca_files: self.ca_files.clone(),
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
+            ..Default::default()
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.endpoint.trim_end_matches('/'))
+    }
+}
+
+/// What the booted system is, for a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub slot: String,
+    pub version: String,
+    pub health: Health,
+    pub last_upgrade: Option<UpgradeOutcome>,
+}
+
+/// The machine, as the loop sees it.
+pub trait Host {
+    fn facts(&mut self) -> Facts;
+    fn running(&mut self) -> Running;
+    fn save(&mut self, reg: &Registration);
+    /// Installs the bundle at `url` into the other slot (no reboot).
+    fn install(
+        &mut self,
+        url: &str,
+        token: &str,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), Failure>;
+    fn reboot(&mut self);
+    /// Waits; false stops the loop (tests).
+    fn sleep(&mut self, wait: Duration) -> bool;
+    fn random(&mut self) -> u64;
+}
+
+/// Turns an HTTP exchange into an [`Answer`]: 2xx with a body that parses is an answer, 401 and
+/// 403 are a refusal of our credentials, everything else is worth another try later.
+fn answer<T: DeserializeOwned>(result: Result<(u16, Vec<u8>), http::HttpError>) -> Answer<T> {
+    let (status, body) = match result {
+        Ok(x) => x,
+        Err(e) => return Answer::Unavailable(error_chain(&e)),
+    };
+    let message = || match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(e) => format!("the console answered {status}: {}", e.error),
+        Err(_) => format!("the console answered {status}"),
+    };
+    match status {
+        200..=299 => match serde_json::from_slice(&body) {
+            Ok(v) => Answer::Ok(v),
+            Err(e) => Answer::Unavailable(format!("the console's answer is not understood: {e}")),
+        },
+        401 | 403 => Answer::Denied(message()),
+        _ => Answer::Unavailable(message()),
+    }
+}
+
+pub fn pair(settings: &Settings, id: &str, facts: Facts) -> Answer<PairResponse> {
+    let request = PairRequest {
+        pairing_token: settings.pairing_token.clone(),
+        facts,
+    };
+    let body = serde_json::to_vec(&request).unwrap_or_default();
+    let url = settings.url(&format!("{API}/appliances/{id}/pair"));
+    answer(http::call(
+        "POST",
+        &url,
+        None,
+        Some(&body),
+        settings.policy(),
+    ))
+}
+
+pub fn heartbeat(
+    settings: &Settings,
+    id: &str,
+    token: &str,
+    beat: &Heartbeat,
+) -> Answer<HeartbeatResponse> {
+    let body = serde_json::to_vec(beat).unwrap_or_default();
+    let url = settings.url(&format!("{API}/appliances/{id}/heartbeat"));
+    answer(http::call(
+        "POST",
+        &url,
+        Some(token),
+        Some(&body),
+        settings.policy(),
+    ))
+}
+
+fn beat(running: &Running, progress: Option<Progress>) -> Heartbeat {
+    Heartbeat {
+        slot: running.slot.clone(),
+        version: running.version.clone(),
+        health: running.health,
+        last_upgrade: running.last_upgrade.clone(),
+        progress,
+    }
+}
+
+fn announce(before: &Registration, after: &Registration) {
+    if before.phase != after.phase {
+        info!(
+            "registration: {} -> {} (id {} at {})",
+            before.phase.as_str(),
+            after.phase.as_str(),
+            after.id,
+            after.endpoint
+        );
+    }
+    if after.last_error.is_some() && after.last_error != before.last_error {
+        warn!(
+            "registration: {}; retrying",
+            after.last_error.as_deref().unwrap_or_default()
+        );
+    } else if after.last_error.is_none() && before.last_error.is_some() {
+        info!("registration: the console answers again");
+    }
+}
+
+/// The loop: pair until ready, then heartbeat at the console's interval and upgrade when it
+/// asks for another version. Returns only when `host.sleep` says stop (or after a reboot was
+/// requested).
+pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> Registration {
+    let mut failures = 0;
+    // A failed upgrade, reported with the next heartbeat.
+    let mut report: Option<Progress> = None;
+    loop {
+        let wait = match (reg.phase, reg.device_token.clone()) {
+            (Phase::Ready, Some(token)) => {
+                let running = host.running();
+                let answer = heartbeat(settings, &reg.id, &token, &beat(&running, report.take()));
+                let (next, after) = state::after_heartbeat(
+                    &reg,
+                    answer,
+                    &running.version,
+                    running.health,
+                    &mut failures,
+                    host.random(),
+                );
+                announce(&reg, &next);
+                if next != reg {
+                    host.save(&next);
+                }
+                reg = next;
+                match after {
+                    AfterHeartbeat::Wait(wait) => wait,
+                    AfterHeartbeat::Upgrade(bundle) => {
+                        match upgrade_from_console(settings, &mut reg, &token, &bundle, host) {
+                            Ok(()) => {
+                                host.reboot();
+                                return reg;
+                            }
+                            Err(progress) => {
+                                report = Some(progress);
+                                Duration::ZERO
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                let answer = pair(settings, &reg.id, host.facts());
+                let (next, wait) = state::after_pair(&reg, answer, &mut failures, host.random());
+                announce(&reg, &next);
+                if next != reg {
+                    host.save(&next);
+                }
+                reg = next;
+                wait
+            }
+        };
+        if !host.sleep(wait) {
+            return reg;
+        }
+    }
+}
+
+/// Downloads and installs `bundle`, reporting progress with heartbeats at most every 5 s. On
+/// failure returns the progress line to report; a refused bundle is remembered so it is not
+/// fetched again.
+fn upgrade_from_console(
+    settings: &Settings,
+    reg: &mut Registration,
+    token: &str,
+    bundle: &BundleRef,
+    host: &mut dyn Host,
+) -> Result<(), Progress> {
+    info!(
+        "registration: the console wants version {}; downloading {} bytes",
+        bundle.version, bundle.size
+    );
+    let running = host.running();
+    let progress = |phase, done, total, message: Option<String>| Progress {
+        version: bundle.version.clone(),
+        phase,
+        done_bytes: done,
+        total_bytes: total,
+        message,
+    };
+    let url = settings.url(&bundle.path);
+    let mut last_report: Option<Instant> = None;
+    let id = reg.id.clone();
+    let mut on_progress = |done: u64, total: u64| {
+        if last_report.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+            return;
+        }
+        last_report = Some(Instant::now());
+        let p = progress(ProgressPhase::Downloading, done, total, None);
+        // Best effort: a missed progress report changes nothing.
+        let _ = heartbeat(settings, &id, token, &beat(&running, Some(p)));
+    };
+    match host.install(&url, token, &mut on_progress) {
+        Ok(()) => {
+            info!(
+                "registration: version {} installed; rebooting",
+                bundle.version
+            );
+            let p = progress(ProgressPhase::Rebooting, bundle.size, bundle.size, None);
+            let _ = heartbeat(settings, &id, token, &beat(&host.running(), Some(p)));
+            Ok(())
+        }
+        Err(failure) => {
+            warn!("registration: {failure}");
+            if matches!(failure, Failure::Refused(_)) {
+                reg.refused_bundle = Some(bundle.sha256.clone());
+                host.save(reg);
+            }
+            Err(progress(
+                ProgressPhase::Failed,
+                0,
+                bundle.size,
+                Some(failure.to_string()),
+            ))
+        }
+    }
+}
+
+// ----- the real machine -----
+
+fn read_json<T: DeserializeOwned>(path: &str) -> Result<T, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))
+}
+
+/// Writes the record 0600 (temporary file, fsync, rename).
+pub fn save_registration(path: &Path, reg: &Registration) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("new");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    f.write_all(&serde_json::to_vec_pretty(reg).unwrap_or_default())?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)
+}
+
+pub fn load_registration(path: &Path) -> Option<Registration> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
+struct Machine {
+    appliance: ApplianceFile,
+    ca_files: Vec<PathBuf>,
+}
+
+impl Host for Machine {
+    fn facts(&mut self) -> Facts {
+        let running = self.running();
+        let name = upgrade::machine::Machine::open()
+            .map(|m| m.identity.name)
+            .unwrap_or_default();
+        facts::gather(&self.appliance, (&name, &running.version), &running.slot)
+    }
+
+    fn running(&mut self) -> Running {
+        upgrade::running().unwrap_or_else(|why| {
+            warn!("registration: cannot read the slot status: {why}");
+            Running {
+                slot: "unknown".into(),
+                version: "unknown".into(),
+                health: Health::Unknown,
+                last_upgrade: None,
+            }
+        })
+    }
+
+    fn save(&mut self, reg: &Registration) {
+        if let Err(e) = save_registration(Path::new(state::REGISTRATION_PATH), reg) {
+            warn!(
+                "registration: cannot save {}: {e}",
+                state::REGISTRATION_PATH
+            );
+        }
+    }
+
+    fn install(
+        &mut self,
+        url: &str,
+        token: &str,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), Failure> {
+        let mut source =
+            upgrade::Source::console(url, &self.ca_files, token).map_err(Failure::Failed)?;
+        // The root filesystem is nearly all of a bundle: its progress stands for the whole.
+        let mut each = |kind, done: u64, total: u64| {
+            if kind == p6os_bundle::format::PayloadKind::Rootfs {
+                progress(done, total);
+            }
+        };
+        upgrade::install_from(
+            &mut source,
+            p6os_bundle::compat::Downgrade::Allow,
+            crate::cli::Retry::Refuse,
+            &mut each,
+        )
+        .map(|_| ())
+    }
+
+    fn reboot(&mut self) {
+        upgrade::request_reboot();
+    }
+
+    fn sleep(&mut self, wait: Duration) -> bool {
+        std::thread::sleep(wait);
+        true
+    }
+
+    fn random(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        match rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()) {
+            Ok(_) => u64::from_le_bytes(b),
+            // No entropy yet: the clock still spreads a fleet.
+            Err(_) => Instant::now().elapsed().as_nanos() as u64 ^ u64::from(std::process::id()),
+        }
+    }
+}
+
+/// `p6os-agent register`: runs the loop for the configured console. Exits 0 at once when no
+/// console is configured.
+pub fn main() -> i32 {
+    let console: ConsoleFile = match read_json(CONSOLE_CONFIG) {
+        Ok(c) => c,
+        Err(_) if !Path::new(CONSOLE_CONFIG).exists() => {
+            info!("registration: no console configured ({CONSOLE_CONFIG} is absent)");
+            return 0;
+        }
+        Err(e) => {
+            warn!("registration: {e}");
+            return 1;
+        }
+    };
+    let appliance: ApplianceFile = match read_json(APPLIANCE_CONFIG) {
+        Ok(a) => a,
+        Err(e) => {
+            warn!("registration: {e}");
+            return 1;
+        }
+    };
+    if let Err(why) = p6os_protocol::check_id(&appliance.id) {
+        warn!("registration: appliance id {:?}: {why}", appliance.id);
+        return 1;
+    }
+    let mut ca_files = Vec::new();
+    if let Some(pem) = &console.ca {
+        match fs::create_dir_all("/run/p6os").and_then(|()| fs::write(CA_FILE, pem)) {
+            Ok(()) => ca_files.push(PathBuf::from(CA_FILE)),
+            Err(e) => warn!("registration: cannot write {CA_FILE}: {e}"),
+        }
+    }
+    let settings = Settings {
+        endpoint: console.endpoint.trim_end_matches('/').to_string(),
+        pairing_token: console.token,
+        ca_files: ca_files.clone(),
+        connect_timeout: Duration::from_secs(10),
+        read_timeout: Duration::from_secs(30),
+    };
+    let saved = load_registration(Path::new(state::REGISTRATION_PATH));
+    let reg = Registration::resume(saved, &appliance.id, &settings.endpoint);
+    info!(
+        "registration: {} as {} with {}",
+        reg.phase.as_str(),
+        reg.id,
+        settings.endpoint
+    );
+    let mut machine = Machine {
+        appliance,
+        ca_files,
+    };
+    run(&settings, reg, &mut machine);
+    0
+}
+
+/// For `p6os-agent status`: the registration record without its token.
+pub fn status_json() -> serde_json::Value {
+    match load_registration(Path::new(state::REGISTRATION_PATH)) {
+        None if !Path::new(CONSOLE_CONFIG).exists() => serde_json::json!({"phase": "no console"}),
+        None => serde_json::json!({"phase": "unregistered"}),
+        Some(r) => serde_json::json!({
+            "phase": r.phase.as_str(),
+            "id": r.id,
+            "endpoint": r.endpoint,
+            "last_error": r.last_error,
+        }),
+    }
+}
+
+/// [`UpgradeOutcome`] from the slot record's outcome.
+pub fn outcome(o: &crate::slots::Outcome) -> UpgradeOutcome {
+    use crate::slots::Outcome as O;
+    let (version, outcome, slot, reason) = match o {
+        O::Installed { version, slot } => (version, OutcomeKind::Installed, Some(slot), None),
+        O::Blessed { version, slot } => (version, OutcomeKind::Blessed, Some(slot), None),
+        O::RolledBack {
+            version,
+            slot,
+            reason,
+        } => (version, OutcomeKind::RolledBack, Some(slot), Some(reason)),
+        O::Failed { version, reason } => (version, OutcomeKind::Failed, None, Some(reason)),
+    };
+    UpgradeOutcome {
+        version: version.clone(),
+        outcome,
+        slot: slot.map(|s| s.as_str().to_string()),
+        reason: reason.cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,206 @@
+//! The registration state machine, pure: what the agent does next and how long it waits,
+//! given what the console answered. The record is kept on the state partition
+//! (`/var/lib/p6os/registration.json`, 0600: it holds the device token) so a reboot resumes
+//! where it was: `unregistered` -> `pending` -> `ready`.
+
+use std::time::Duration;
+
+use p6os_protocol::{BundleRef, Health, HeartbeatResponse, PairResponse};
+use serde::{Deserialize, Serialize};
+
+pub const REGISTRATION_PATH: &str = "/var/lib/p6os/registration.json";
+
+/// Longest wait between attempts when the console cannot be reached.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Never paired (or the console forgot this device).
+    Unregistered,
+    /// The console knows the id but no operator registered it yet.
+    Pending,
+    /// Paired: heartbeats with the device token.
+    Ready,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Unregistered => "unregistered",
+            Phase::Pending => "pending",
+            Phase::Ready => "ready",
+        }
+    }
+}
+
+/// What is kept across reboots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    pub phase: Phase,
+    pub id: String,
+    pub endpoint: String,
+    #[serde(default)]
+    pub device_token: Option<String>,
+    #[serde(default)]
+    pub heartbeat_secs: Option<u32>,
+    /// The last problem talking to the console (cleared by a success).
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// A bundle (sha256) the upgrade refused: not downloaded again until the console offers
+    /// another one.
+    #[serde(default)]
+    pub refused_bundle: Option<String>,
+}
+
+impl Registration {
+    /// The saved record when it is for this id and console; a fresh one otherwise (a new
+    /// unattended.yaml with another console or id starts over).
+    pub fn resume(saved: Option<Registration>, id: &str, endpoint: &str) -> Registration {
+        match saved {
+            Some(r) if r.id == id && r.endpoint == endpoint => r,
+            _ => Registration {
+                phase: Phase::Unregistered,
+                id: id.to_string(),
+                endpoint: endpoint.to_string(),
+                device_token: None,
+                heartbeat_secs: None,
+                last_error: None,
+                refused_bundle: None,
+            },
+        }
+    }
+}
+
+/// How a request to the console ended, as far as the state machine cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer<T> {
+    Ok(T),
+    /// 401 or 403: our credentials are not (or no longer) accepted.
+    Denied(String),
+    /// Unreachable, timed out, DNS failure, 5xx, 429, or a garbled answer: try again later.
+    Unavailable(String),
+}
+
+/// Exponential backoff with jitter: `first * 2^failures`, at most `max`, then a random
+/// 50..100% of it (`random` is any u64), so a fleet that lost its console does not come back in
+/// lockstep.
+pub fn backoff(failures: u32, first: Duration, max: Duration, random: u64) -> Duration {
+    let full = first.saturating_mul(1u32 << failures.min(20)).min(max);
+    let millis = full.as_millis() as u64;
+    let half = millis / 2;
+    Duration::from_millis(half + random % (millis - half + 1))
+}
+
+/// A server-given interval with +-10% jitter (at least one second).
+pub fn jittered_secs(secs: u32, random: u64) -> Duration {
+    let millis = u64::from(secs.max(1)) * 1000;
+    let spread = millis / 5;
+    Duration::from_millis(millis - spread / 2 + random % (spread + 1))
+}
+
+/// The next state and the wait after a pairing attempt. `failures` counts consecutive failed
+/// attempts (for the backoff).
+pub fn after_pair(
+    reg: &Registration,
+    answer: Answer<PairResponse>,
+    failures: &mut u32,
+    random: u64,
+) -> (Registration, Duration) {
+    let mut next = reg.clone();
+    match answer {
+        Answer::Ok(PairResponse::Ready {
+            device_token,
+            heartbeat_secs,
+        }) => {
+            *failures = 0;
+            next.phase = Phase::Ready;
+            next.device_token = Some(device_token);
+            next.heartbeat_secs = Some(heartbeat_secs);
+            next.last_error = None;
+            // Heartbeat at once: the console learns the slot and version now.
+            (next, Duration::ZERO)
+        }
+        Answer::Ok(PairResponse::Pending { retry_secs, .. }) => {
+            *failures = 0;
+            next.phase = Phase::Pending;
+            next.last_error = None;
+            (next, jittered_secs(retry_secs, random))
+        }
+        Answer::Denied(why) => {
+            // A wrong pairing token does not fix itself: try rarely, in case the console's
+            // token is changed to match.
+            next.phase = Phase::Unregistered;
+            next.last_error = Some(why);
+            (next, backoff(30, BACKOFF_FIRST, BACKOFF_MAX, random))
+        }
+        Answer::Unavailable(why) => {
+            next.last_error = Some(why);
+            let wait = backoff(*failures, BACKOFF_FIRST, BACKOFF_MAX, random);
+            *failures += 1;
+            (next, wait)
+        }
+    }
+}
+
+/// What to do after a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterHeartbeat {
+    /// Wait, then heartbeat (or pair again when the phase went back to unregistered).
+    Wait(Duration),
+    /// Install this bundle, then reboot.
+    Upgrade(BundleRef),
+}
+
+/// The next state and action after a heartbeat. `running` is the booted image's version and
+/// `health` its standing: no upgrade starts while the booted slot is still on trial.
+pub fn after_heartbeat(
+    reg: &Registration,
+    answer: Answer<HeartbeatResponse>,
+    running: &str,
+    health: Health,
+    failures: &mut u32,
+    random: u64,
+) -> (Registration, AfterHeartbeat) {
+    let mut next = reg.clone();
+    let interval = reg.heartbeat_secs.unwrap_or(60);
+    match answer {
+        Answer::Ok(r) => {
+            *failures = 0;
+            next.last_error = None;
+            next.heartbeat_secs = Some(r.heartbeat_secs);
+            let wait = AfterHeartbeat::Wait(jittered_secs(r.heartbeat_secs, random));
+            let Some(bundle) = r.bundle else {
+                return (next, wait);
+            };
+            let wanted = r.desired_version.as_deref() == Some(bundle.version.as_str());
+            let refused = reg.refused_bundle.as_deref() == Some(bundle.sha256.as_str());
+            if !wanted || bundle.version == running || refused || health != Health::Good {
+                return (next, wait);
+            }
+            (next, AfterHeartbeat::Upgrade(bundle))
+        }
+        Answer::Denied(why) => {
+            // The console forgot us (deleted, or its database was replaced): pair again.
+            *failures = 0;
+            next.phase = Phase::Unregistered;
+            next.device_token = None;
+            next.last_error = Some(why);
+            (next, AfterHeartbeat::Wait(jittered_secs(1, random)))
+        }
+        Answer::Unavailable(why) => {
+            next.last_error = Some(why);
+            let max = BACKOFF_MAX
+                .min(Duration::from_secs(interval.into()))
+                .max(BACKOFF_FIRST);
+            let wait = backoff(*failures, BACKOFF_FIRST, max, random);
+            *failures += 1;
+            (next, AfterHeartbeat::Wait(wait))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

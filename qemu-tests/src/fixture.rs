@@ -85,17 +85,22 @@ impl Fixture {
         Ok(PathBuf::from(path))
     }
 
-    /// A bundle, padded to whole 512-byte sectors so that it can be attached as a raw disk.
-    pub fn bundle_disk(&self, recipe: &Path) -> Result<PathBuf> {
+    /// A signed bundle of the recipe (`.p6b`).
+    pub fn bundle(&self, recipe: &Path) -> Result<PathBuf> {
         let out = self.dir.path().join("bundles");
-        let path = PathBuf::from(run(Command::new(p6os_cli())
+        Ok(PathBuf::from(run(Command::new(p6os_cli())
             .arg("bundle")
             .arg(recipe)
             .arg("--key")
             .arg(&self.secret_key)
             .arg("--out")
             .arg(&out)
-            .arg("-q"))?);
+            .arg("-q"))?))
+    }
+
+    /// A bundle, padded to whole 512-byte sectors so that it can be attached as a raw disk.
+    pub fn bundle_disk(&self, recipe: &Path) -> Result<PathBuf> {
+        let path = self.bundle(recipe)?;
         let disk = path.with_extension("disk");
         fs::copy(&path, &disk)?;
         let len = fs::metadata(&disk)?.len();

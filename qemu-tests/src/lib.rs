@@ -21,3 +21,12 @@ pub fn p6os_cli() -> PathBuf {
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/p6os"),
     }
 }
+
+/// The `p6os-console` command: `$P6OS_CONSOLE` (set by `cargo xtask test`), else the debug
+/// build.
+pub fn console_cli() -> PathBuf {
+    match std::env::var_os("P6OS_CONSOLE") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/p6os-console"),
+    }
+}

@@ -23,6 +23,9 @@ commands:
   run [IMAGE]        boot an image in QEMU on this terminal (Ctrl-A X quits)
   bench image        time assembling the tiny image: p6os vs a pipeline of standard tools
   bench upgrade      time applying a bundle to a slot: p6os-agent vs zstd -dc | dd, then sha256sum
+  bench console [--appliances N] [--clients C]
+                     N simulated appliances (default 10000) pair and heartbeat over loopback:
+                     throughput, p50/p99 latency, the console's peak memory
   deps               install (as root) or list the Debian packages the workflows need";
 
 /// The recipe built when none is named.
@@ -47,6 +50,7 @@ fn main() -> Result<()> {
         ["deps"] => deps::ensure(),
         ["bench", "image"] => bench::image::run(),
         ["bench", "upgrade"] => bench::upgrade::run(),
+        ["bench", "console", rest @ ..] => bench::console::run(rest),
         ["help" | "--help" | "-h"] | [] => {
             println!("{USAGE}");
             Ok(())

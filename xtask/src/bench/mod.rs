@@ -1,6 +1,9 @@
 //! `cargo xtask bench image|upgrade`: P6OS next to the standard tools doing the same job, in
 //! the same run, interleaved, medians of `P6OS_BENCH_RUNS` (default 5) runs printed as a ratio.
+//! `cargo xtask bench console`: the console under a simulated fleet (no standard tool does that
+//! job; throughput, latency percentiles and peak memory are printed).
 
+pub mod console;
 pub mod image;
 pub mod upgrade;
 

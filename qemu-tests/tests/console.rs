@@ -1,0 +1,251 @@
+//! Registration and a remote upgrade, end to end: a real `p6os-console` on the host's loopback
+//! (reached from the guest as 10.0.2.2 through QEMU's user network; the guest has no default
+//! route), the tiny image configured by unattended.yaml to register with it.
+//!
+//! The device comes up before the operator registered its id: it is `pending`. The operator
+//! registers it: the device pairs (`ready`) and its facts are visible. The operator uploads a
+//! bundle and sets the desired version by label: the device downloads it from the console,
+//! installs it, reboots into it, blesses it and reports the new version.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use qemu_tests::fixture::Fixture;
+use qemu_tests::vm::{Network, VmConfig};
+use qemu_tests::{console_cli, p6os_cli};
+use serde_json::Value;
+
+const BOOT: Duration = Duration::from_secs(240);
+const UPGRADE: Duration = Duration::from_secs(400);
+const ID: &str = "store-12-nuc";
+
+/// `p6os-console serve` on 127.0.0.1 (a free port), killed on drop.
+struct Console {
+    child: Child,
+    url: String,
+    admin_token: PathBuf,
+}
+
+impl Console {
+    fn start(dir: &Path, trusted_key: &Path) -> Console {
+        let admin_token = dir.join("admin.token");
+        let pairing_token = dir.join("pairing.token");
+        fs::write(&admin_token, "admin-secret-for-the-test\n").unwrap();
+        fs::write(&pairing_token, "pairing-secret-for-the-test\n").unwrap();
+        let mut child = Command::new(console_cli())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--db")
+            .arg(dir.join("console.db"))
+            .arg("--bundles")
+            .arg(dir.join("bundles"))
+            .arg("--admin-token-file")
+            .arg(&admin_token)
+            .arg("--pairing-token-file")
+            .arg(&pairing_token)
+            .arg("--trusted-key")
+            .arg(trusted_key)
+            .args(["--heartbeat-secs", "3", "--pending-retry-secs", "2"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("p6os-console (built by `cargo test --workspace`)");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("console: {line}");
+                if let Some(addr) = line.strip_prefix("p6os-console: listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the console did not start");
+        Console {
+            child,
+            url,
+            admin_token,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// Runs an operator command; panics with its output if it fails.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(console_cli())
+            .arg("--url")
+            .arg(&self.url)
+            .arg("--admin-token-file")
+            .arg(&self.admin_token)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "p6os-console {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn show(&self) -> Value {
+        serde_json::from_str(&self.cli(&["appliances", "show", ID, "--json"])).unwrap()
+    }
+
+    /// Polls `show` until `done` holds.
+    fn wait_for(&self, what: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.show();
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}: {v:#}"
+            );
+            thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_device_pairs_and_upgrades_when_the_operator_asks() {
+    let f = Fixture::new().unwrap();
+    let image = f.image(&f.recipe("1.0.0", "", None).unwrap()).unwrap();
+    let bundle = f.bundle(&f.recipe("2.0.0", "", None).unwrap()).unwrap();
+    let console_dir = f.dir.path().join("console");
+    fs::create_dir_all(&console_dir).unwrap();
+    let console = Console::start(&console_dir, &f.public_key);
+
+    let config_file = f.dir.path().join("unattended.yaml");
+    fs::write(
+        &config_file,
+        format!(
+            "appliance:\n  id: {ID}\n  labels: {{site: store-12}}\n\
+             network:\n  interfaces:\n    - name: eth0\n      addresses: [10.0.2.15/24]\n\
+             console:\n  endpoint: http://10.0.2.2:{}\n  token: pairing-secret-for-the-test\n",
+            console.port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(p6os_cli())
+        .args(["config", "inject"])
+        .arg(&image)
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut config = VmConfig::new(&image).unwrap();
+    config.network = Network::UserHostLoopback;
+    let mut vm = config.start("console").unwrap();
+    vm.wait_for_line("p6os-agent: ready slot=a version=1.0.0", BOOT)
+        .unwrap();
+    // Not registered by the operator yet: the console keeps it as pending.
+    vm.wait_for_line("registration: unregistered -> pending", BOOT)
+        .unwrap();
+    let listed = console.cli(&["appliances", "list", "--status", "pending", "--json"]);
+    assert!(listed.contains(ID), "{listed}");
+
+    console.cli(&["appliances", "register", ID, "--label", "site=store-12"]);
+    vm.wait_for_line("registration: pending -> ready", BOOT)
+        .unwrap();
+    let v = console.wait_for("the first heartbeat", BOOT, |v| {
+        v["reported"]["version"] == "1.0.0"
+    });
+    assert_eq!(v["status"], "ready");
+    let facts = &v["facts"];
+    assert_eq!(facts["image_name"], "tiny");
+    assert_eq!(facts["image_version"], "1.0.0");
+    assert_eq!(facts["slot"], "a");
+    assert!(facts["cpu_count"].as_u64().unwrap() >= 1, "{facts:#}");
+    assert!(
+        facts["memory_bytes"].as_u64().unwrap() > 100 << 20,
+        "{facts:#}"
+    );
+    let disks = facts["disks"].as_array().unwrap();
+    assert!(
+        disks
+            .iter()
+            .any(|d| d["name"] == "vda" && d["size_bytes"].as_u64().unwrap() > 0),
+        "{facts:#}"
+    );
+    let nic = facts["nics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "eth0")
+        .unwrap_or_else(|| panic!("no eth0 in {facts:#}"));
+    assert_eq!(nic["mac"], "52:54:00:12:34:56");
+    assert!(
+        nic["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "10.0.2.15/24"),
+        "{nic:#}"
+    );
+    assert_eq!(v["reported"]["health"], "good");
+    // The readable view shows the facts too.
+    let text = console.cli(&["appliances", "show", ID]);
+    assert!(text.contains("52:54:00:12:34:56"), "{text}");
+    // The device knows it is registered; no token on its console.
+    let status = vm
+        .run("status", "/usr/lib/p6os/p6os-agent status", BOOT)
+        .unwrap();
+    assert!(
+        status.contains("console: ready (id store-12-nuc"),
+        "{status}"
+    );
+
+    // The operator uploads 2.0.0 and wants it on the site's devices.
+    console.cli(&["bundles", "add", bundle.to_str().unwrap()]);
+    console.cli(&[
+        "desire",
+        "--version",
+        "2.0.0",
+        "--selector",
+        "site=store-12",
+    ]);
+    vm.wait_for_line("registration: the console wants version 2.0.0", BOOT)
+        .unwrap();
+    vm.wait_for_line("upgrade: installed 2.0.0 into slot b", UPGRADE)
+        .unwrap();
+    vm.wait_for_line("p6os-agent: ready slot=b version=2.0.0", BOOT)
+        .unwrap();
+    vm.wait_for_line("slot b is blessed", BOOT).unwrap();
+    let v = console.wait_for("the report of 2.0.0, blessed", BOOT, |v| {
+        v["reported"]["version"] == "2.0.0" && v["reported"]["health"] == "good"
+    });
+    assert_eq!(v["reported"]["slot"], "b");
+    assert_eq!(v["reported"]["last_upgrade"]["outcome"], "blessed", "{v:#}");
+    let events = console.cli(&["appliances", "events", ID]);
+    for needle in ["pending", "paired", "2.0.0"] {
+        assert!(events.contains(needle), "{needle} not in {events}");
+    }
+    let log = vm.console_log();
+    for secret in ["pairing-secret-for-the-test", "admin-secret-for-the-test"] {
+        assert!(!log.contains(secret), "a secret on the serial console");
+    }
+}

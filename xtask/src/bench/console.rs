@@ -1,0 +1,273 @@
+//! `cargo xtask bench console [--appliances N] [--clients C]`: the console under a fleet's
+//! load, over loopback. The release `p6os-console` serves a fresh database; the operator
+//! registers N appliances (default 10,000), then N devices pair and send two rounds of
+//! heartbeats from C client threads (default 32). Prints, per phase, the throughput and the
+//! p50/p99 latency of the requests, and the console's peak resident memory (`VmHWM`).
+//!
+//! Clients keep their connections alive (one per thread), so this measures the console rather
+//! than TCP handshakes; real devices open a connection per request every heartbeat interval,
+//! which at 10,000 devices and 60 s is ~170 requests per second.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use xshell::{cmd, Shell};
+
+const PAIRING_TOKEN: &str = "bench-pairing-token";
+const ADMIN_TOKEN: &str = "bench-admin-token";
+
+struct Options {
+    appliances: usize,
+    clients: usize,
+}
+
+fn options(args: &[&str]) -> Result<Options> {
+    let mut o = Options {
+        appliances: 10_000,
+        clients: 32,
+    };
+    for pair in args.chunks(2) {
+        let value = || -> Result<usize> {
+            let v = pair
+                .get(1)
+                .with_context(|| format!("{} needs a number", pair[0]))?;
+            v.parse().with_context(|| format!("{} {v:?}", pair[0]))
+        };
+        match pair[0] {
+            "--appliances" => o.appliances = value()?,
+            "--clients" => o.clients = value()?,
+            a => bail!("unknown argument {a:?}: expected --appliances N, --clients C"),
+        }
+    }
+    ensure!(
+        o.appliances > 0 && o.clients > 0,
+        "N and C must be positive"
+    );
+    Ok(o)
+}
+
+/// The console process, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// `VmHWM` of the process, in KiB.
+    fn peak_kib(&self) -> Result<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .context("no VmHWM in /proc/PID/status")
+    }
+}
+
+fn start(dir: &std::path::Path) -> Result<Server> {
+    fs::write(dir.join("admin.token"), ADMIN_TOKEN)?;
+    fs::write(dir.join("pairing.token"), PAIRING_TOKEN)?;
+    let mut child = Command::new("target/release/p6os-console")
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--db")
+        .arg(dir.join("console.db"))
+        .arg("--bundles")
+        .arg(dir.join("bundles"))
+        .arg("--admin-token-file")
+        .arg(dir.join("admin.token"))
+        .arg("--pairing-token-file")
+        .arg(dir.join("pairing.token"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting target/release/p6os-console")?;
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().context("no stderr")?;
+    thread::spawn(move || {
+        // Drain the request log (it would fill the pipe); keep the address line.
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("p6os-console: listening on ") {
+                let _ = tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .context("the console did not print its address")?;
+    Ok(Server { child, url })
+}
+
+fn facts(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "hostname": format!("nuc-{i}"),
+        "labels": {"site": format!("store-{}", i % 100)},
+        "cpu_model": "Intel(R) Core(TM) i5-1135G7",
+        "cpu_count": 8,
+        "memory_bytes": 17_179_869_184u64,
+        "disks": [{"name": "nvme0n1", "size_bytes": 512_110_190_592u64, "model": "Samsung SSD 980"}],
+        "nics": [{"name": "enp2s0", "mac": format!("52:54:00:{:02x}:{:02x}:{:02x}", i >> 16 & 255, i >> 8 & 255, i & 255), "addresses": [format!("10.{}.{}.2/24", i >> 8 & 255, i & 255)]}],
+        "arch": "x86_64",
+        "base_os": "Debian GNU/Linux 12 (bookworm)",
+        "kernel": "6.1.0-27-cloud-amd64",
+        "image_name": "edge",
+        "image_version": "1.0.0",
+        "agent_version": "0.1.0",
+        "slot": "a",
+    })
+}
+
+fn heartbeat() -> serde_json::Value {
+    serde_json::json!({"slot": "a", "version": "1.0.0", "health": "good"})
+}
+
+/// Latencies (µs) of one phase, and its wall time.
+struct Phase {
+    name: &'static str,
+    latencies: Vec<u64>,
+    wall: Duration,
+}
+
+impl Phase {
+    fn print(&mut self) {
+        self.latencies.sort_unstable();
+        let n = self.latencies.len();
+        let at = |q: f64| self.latencies[((n as f64 * q) as usize).min(n - 1)] as f64 / 1000.0;
+        println!(
+            "{:<12} {:>7} requests in {:>6.2} s: {:>7.0} req/s, p50 {:>6.2} ms, p99 {:>6.2} ms",
+            self.name,
+            n,
+            self.wall.as_secs_f64(),
+            n as f64 / self.wall.as_secs_f64(),
+            at(0.50),
+            at(0.99)
+        );
+    }
+}
+
+/// Runs `request(agent, i)` for i in 0..n from `clients` threads; every request must succeed.
+fn phase(
+    name: &'static str,
+    n: usize,
+    clients: usize,
+    request: impl Fn(&ureq::Agent, usize) -> Result<()> + Send + Sync + 'static,
+) -> Result<Phase> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let request = Arc::new(request);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..clients {
+        let (next, request) = (next.clone(), request.clone());
+        handles.push(thread::spawn(move || -> Result<Vec<u64>> {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok(latencies);
+                }
+                let t = Instant::now();
+                request(&agent, i)?;
+                latencies.push(t.elapsed().as_micros() as u64);
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(n);
+    for h in handles {
+        latencies.extend(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a client panicked"))??,
+        );
+    }
+    Ok(Phase {
+        name,
+        latencies,
+        wall: started.elapsed(),
+    })
+}
+
+fn expect(status: u16, want: u16, what: &str, body: &str) -> Result<()> {
+    ensure!(status == want, "{what}: {status} (wanted {want}): {body}");
+    Ok(())
+}
+
+pub fn run(args: &[&str]) -> Result<()> {
+    let o = options(args)?;
+    let sh = Shell::new()?;
+    eprintln!("bench: building the release p6os-console");
+    cmd!(sh, "cargo build --release -p console --bin p6os-console").run()?;
+    let work = tempfile::Builder::new()
+        .prefix("p6os-bench-console-")
+        .tempdir_in("target")?;
+    let server = start(work.path())?;
+    let base = Arc::new(server.url.clone());
+    println!(
+        "console bench: {} appliances, {} client threads, loopback {}",
+        o.appliances, o.clients, server.url
+    );
+
+    let url = base.clone();
+    let mut register = phase("register", o.appliances, o.clients, move |agent, i| {
+        let mut r = agent
+            .post(&format!("{url}/api/v1/appliances"))
+            .header("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+            .send_json(serde_json::json!({"id": format!("nuc-{i}"), "labels": {"site": format!("store-{}", i % 100)}}))?;
+        let status = r.status().as_u16();
+        expect(status, 201, "register", &r.body_mut().read_to_string()?)
+    })?;
+    let tokens: Arc<Vec<std::sync::OnceLock<String>>> = Arc::new(
+        (0..o.appliances)
+            .map(|_| std::sync::OnceLock::new())
+            .collect(),
+    );
+    let (url, store) = (base.clone(), tokens.clone());
+    let mut pair = phase("pair", o.appliances, o.clients, move |agent, i| {
+        let mut r = agent
+            .post(&format!("{url}/api/v1/appliances/nuc-{i}/pair"))
+            .send_json(serde_json::json!({"pairing_token": PAIRING_TOKEN, "facts": facts(i)}))?;
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_string()?;
+        expect(status, 200, "pair", &body)?;
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        let token = v["device_token"].as_str().context("no device_token")?;
+        let _ = store[i].set(token.to_string());
+        Ok(())
+    })?;
+    let (url, store) = (base.clone(), tokens.clone());
+    let mut beat = phase("heartbeat", 2 * o.appliances, o.clients, move |agent, k| {
+        let i = k % store.len();
+        let token = store[i].get().context("not paired")?;
+        let mut r = agent
+            .post(&format!("{url}/api/v1/appliances/nuc-{i}/heartbeat"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .send_json(heartbeat())?;
+        let status = r.status().as_u16();
+        expect(status, 200, "heartbeat", &r.body_mut().read_to_string()?)
+    })?;
+    let peak = server.peak_kib()?;
+    register.print();
+    pair.print();
+    beat.print();
+    let db = fs::metadata(work.path().join("console.db"))?.len();
+    println!(
+        "console peak memory (VmHWM): {:.1} MiB; database {:.1} MiB",
+        peak as f64 / 1024.0,
+        db as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}

@@ -330,3 +330,60 @@ fn the_record_is_written_0600() {
     assert_eq!(mode, 0o600);
     assert_eq!(load_registration(&path), Some(reg));
 }
+
+#[test]
+fn pairs_over_https_trusting_the_ca_from_unattended_yaml() {
+    use crate::upgrade::tls::testpki;
+    let pki = testpki::shared();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    let server = pki.server.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let conn = rustls::ServerConnection::new(server.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            let mut r = BufReader::new(&mut tls);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = r.read_exact(&mut body);
+            let text = json(
+                "200 OK",
+                r#"{"status":"ready","device_token":"over-tls","heartbeat_secs":9}"#,
+            );
+            let _ = tls.write_all(text.as_bytes());
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("console-ca.pem");
+    fs::write(&ca, &pki.ca_pem).unwrap();
+
+    // Without the CA: the certificate is refused, and that is worth retrying (not a denial).
+    let mut host = FakeHost::new(1);
+    let reg = run(&settings(endpoint.clone()), fresh(&endpoint), &mut host);
+    assert_eq!(reg.phase, Phase::Unregistered);
+    assert!(
+        reg.last_error.as_deref().unwrap().contains("certificate"),
+        "{reg:?}"
+    );
+
+    let mut trusting = settings(endpoint.clone());
+    trusting.ca_files = vec![ca];
+    let mut host = FakeHost::new(1);
+    let reg = run(&trusting, fresh(&endpoint), &mut host);
+    assert_eq!(reg.phase, Phase::Ready);
+    assert_eq!(reg.device_token.as_deref(), Some("over-tls"));
+}

@@ -88,6 +88,29 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// Held while an upgrade runs.
+const UPGRADE_LOCK: &str = "/run/p6os/upgrade.lock";
+
+/// An exclusive `flock` on `path` (created), released when the file is dropped.
+fn lock(path: &str) -> Result<File, String> {
+    if let Some(dir) = Path::new(path).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {path}: {e}"))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            Err("another upgrade is running (it holds /run/p6os/upgrade.lock)".to_string())
+        }
+        Err(e) => Err(format!("cannot lock {path}: {e}")),
+    }
+}
+
 /// The upgrade proper, from an opened source: check, write the other slot, its ESP files and
 /// its entry, record. The caller reboots (or not). `progress(kind, done, total)` per payload.
 pub fn install_from(
@@ -98,6 +121,8 @@ pub fn install_from(
 ) -> Result<AfterActions, Failure> {
     let impossible = |e: &dyn std::error::Error| Failure::Impossible(error_chain(e));
     let refused = |e: &dyn std::error::Error| Failure::Refused(error_chain(e));
+    // One upgrade at a time (the console's and an operator's `p6os-agent upgrade`, say).
+    let _lock = lock(UPGRADE_LOCK).map_err(Failure::Impossible)?;
     let machine = Machine::open().map_err(|e| impossible(&e))?;
     let view = machine.view().map_err(|e| impossible(&e))?;
     let target = slots::other(machine.booted);
@@ -455,5 +480,20 @@ impl io::Read for Source {
             Source::File(f) => f.read(buf),
             Source::Http(h) => h.read(buf),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_second_upgrade_is_refused_while_one_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upgrade.lock");
+        let path = path.to_str().unwrap();
+        let held = super::lock(path).unwrap();
+        let second = super::lock(path).unwrap_err();
+        assert!(second.contains("another upgrade is running"), "{second}");
+        drop(held);
+        assert!(super::lock(path).is_ok());
     }
 }

@@ -51,13 +51,13 @@ impl Console {
             .arg("--trusted-key")
             .arg(trusted_key)
             .args(["--heartbeat-secs", "3", "--pending-retry-secs", "2"])
-            .stderr(Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("p6os-console (built by `cargo test --workspace`)");
         let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
         thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 eprintln!("console: {line}");
                 if let Some(addr) = line.strip_prefix("p6os-console: listening on ") {
                     let _ = tx.send(addr.trim().to_string());

@@ -91,14 +91,15 @@ fn start(dir: &std::path::Path) -> Result<Server> {
         .arg(dir.join("admin.token"))
         .arg("--pairing-token-file")
         .arg(dir.join("pairing.token"))
-        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .context("starting target/release/p6os-console")?;
     let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().context("no stderr")?;
+    let stdout = child.stdout.take().context("no stdout")?;
     thread::spawn(move || {
-        // Drain the request log (it would fill the pipe); keep the address line.
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        // Keep the address line; drain the rest.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(addr) = line.strip_prefix("p6os-console: listening on ") {
                 let _ = tx.send(addr.trim().to_string());
             }
@@ -210,7 +211,11 @@ pub fn run(args: &[&str]) -> Result<()> {
     let o = options(args)?;
     let sh = Shell::new()?;
     eprintln!("bench: building the release p6os-console");
-    cmd!(sh, "cargo build --release -p console --bin p6os-console").run()?;
+    cmd!(
+        sh,
+        "cargo build --release -p p6os-console --bin p6os-console"
+    )
+    .run()?;
     let work = tempfile::Builder::new()
         .prefix("p6os-bench-console-")
         .tempdir_in("target")?;

@@ -1,0 +1,224 @@
+//! The HTTP API: state, routes, the request log, and the extractors every handler shares
+//! (bearer authentication, strict JSON bodies, path ids). Handlers live in `device`,
+//! `operator` and `bundles`; the contract they implement is `p6os_protocol`.
+
+mod bundles;
+mod device;
+mod extract;
+mod operator;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Request, State};
+use axum::handler::Handler;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter};
+use axum::{Json, Router};
+use p6os_bundle::keys::PublicKey;
+use p6os_protocol::API;
+
+use crate::auth::Secret;
+use crate::db::{self, Db};
+use crate::error::{ApiError, InternalDetail};
+use crate::{Config, Log, ServeError};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub db: Db,
+    pub bundles: PathBuf,
+    pub admin: Secret,
+    pub pairing: Secret,
+    pub trusted: Vec<PublicKey>,
+    pub heartbeat_secs: u32,
+    pub pending_retry_secs: u32,
+    pub log: Log,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Opens the database (migrating it) and creates the bundles directory.
+    pub fn open(config: Config) -> Result<AppState, ServeError> {
+        if config.admin_token.trim().is_empty() {
+            return Err(ServeError::EmptyAdminToken);
+        }
+        if config.pairing_token.trim().is_empty() {
+            return Err(ServeError::EmptyPairingToken);
+        }
+        std::fs::create_dir_all(&config.bundles).map_err(|source| ServeError::BundlesDir {
+            path: config.bundles.clone(),
+            source,
+        })?;
+        remove_stale_uploads(&config.bundles, &config.log);
+        let conn = db::open(&config.db)?;
+        Ok(AppState(Arc::new(Inner {
+            db: Db::new(conn),
+            bundles: config.bundles,
+            admin: Secret::new(config.admin_token.trim()),
+            pairing: Secret::new(config.pairing_token.trim()),
+            trusted: config.trusted_keys,
+            heartbeat_secs: config.heartbeat_secs,
+            pending_retry_secs: config.pending_retry_secs,
+            log: config.log,
+        })))
+    }
+}
+
+/// Removes `.upload-*.tmp` files that a killed console left in the bundles directory.
+fn remove_stale_uploads(dir: &std::path::Path, log: &Log) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".upload-") && name.ends_with(".tmp") {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                log.line(&format!(
+                    "p6os-console: cannot remove the stale upload {}: {e}",
+                    entry.path().display()
+                ));
+            }
+        }
+    }
+}
+
+/// Unix seconds.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The HTTP methods the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "get",
+            Method::Post => "post",
+            Method::Put => "put",
+            Method::Delete => "delete",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Method::Get => MethodFilter::GET,
+            Method::Post => MethodFilter::POST,
+            Method::Put => MethodFilter::PUT,
+            Method::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// A router that remembers what it serves, so a test can hold `/openapi.json` to it.
+struct Routes {
+    router: Router<AppState>,
+    served: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Routes
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.served.push((method, path));
+        self.router = self.router.route(path, on(method.filter(), handler));
+        self
+    }
+}
+
+fn routes() -> Routes {
+    use Method::{Delete, Get, Post, Put};
+    const A: &str = "/api/v1/appliances";
+    debug_assert!(A.starts_with(API));
+    Routes {
+        router: Router::new(),
+        served: Vec::new(),
+    }
+    .add(Get, "/openapi.json", operator::openapi)
+    .add(Post, "/api/v1/appliances/{id}/pair", device::pair)
+    .add(Post, "/api/v1/appliances/{id}/heartbeat", device::heartbeat)
+    .add(Get, "/api/v1/bundles/{sha256}/content", bundles::content)
+    .add(Post, A, operator::register)
+    .add(Get, A, operator::list)
+    .add(Get, "/api/v1/appliances/{id}", operator::get)
+    .add(Delete, "/api/v1/appliances/{id}", operator::delete)
+    .add(
+        Put,
+        "/api/v1/appliances/{id}/desired",
+        operator::set_desired,
+    )
+    .add(Get, "/api/v1/appliances/{id}/events", operator::events)
+    .add(Put, "/api/v1/desired", operator::set_desired_by_selector)
+    .add(Post, "/api/v1/bundles", bundles::upload)
+    .add(Get, "/api/v1/bundles", bundles::list)
+}
+
+/// Every (method, path) the router serves, paths in the router's (and OpenAPI's) `{param}`
+/// syntax.
+pub fn served_routes() -> Vec<(&'static str, &'static str)> {
+    routes()
+        .served
+        .into_iter()
+        .map(|(m, p)| (m.as_str(), p))
+        .collect()
+}
+
+/// The application: routes, JSON 404/405, and the request log.
+pub fn router(state: AppState) -> Router {
+    let log = state.log.clone();
+    routes()
+        .router
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
+        })
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(log, log_request))
+}
+
+/// One line per request: method, path (never the query), status, latency, and for a 500 the
+/// cause. Never headers or bodies, so never a token.
+async fn log_request(State(log): State<Log>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let start = Instant::now();
+    let response = next.run(req).await;
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    let mut line = format!("{method} {path} {} {ms:.1}ms", response.status().as_u16());
+    if let Some(InternalDetail(detail)) = response.extensions().get::<InternalDetail>() {
+        line.push_str(&format!(" ({detail})"));
+    }
+    log.line(&line);
+    response
+}
+
+/// `(status, json)` as a response.
+fn json<T: serde::Serialize>(status: StatusCode, body: T) -> Response {
+    (status, Json(body)).into_response()
+}

@@ -1,0 +1,163 @@
+//! Operator endpoints (admin token): the fleet, desired versions, events, and the API document.
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use p6os_protocol::{
+    Appliance, DesiredRequest, DesiredResponse, Event, RegisterRequest, SelectorDesiredRequest,
+};
+
+use super::extract::{Admin, JsonBody, Param};
+use super::{json, now, AppState};
+use crate::core::{check_id_field, check_labels, check_name, check_version_field, ListFilter};
+use crate::db::appliances::{self, Registered};
+use crate::error::ApiError;
+
+fn unknown(id: &str) -> ApiError {
+    ApiError::not_found(format!("no appliance {id}"))
+}
+
+/// `GET /openapi.json` (no authentication).
+pub async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document().clone())
+}
+
+/// `POST /api/v1/appliances`: 201, or 409 if the id is already registered.
+pub async fn register(
+    State(st): State<AppState>,
+    _: Admin,
+    JsonBody(req): JsonBody<RegisterRequest>,
+) -> Result<Response, ApiError> {
+    check_id_field(&req.id)?;
+    check_name(&req.name, "name")?;
+    check_labels(&req.labels, "labels")?;
+    let id = req.id.clone();
+    match st
+        .db
+        .run(move |c| appliances::register(c, &req, now()))
+        .await?
+    {
+        Registered::Created(a) => Ok(json(StatusCode::CREATED, a)),
+        Registered::Conflict(status) => Err(ApiError::conflict(format!(
+            "appliance {id} is already registered ({})",
+            status.as_str()
+        ))),
+    }
+}
+
+/// `GET /api/v1/appliances?status=&label=k=v&version=`: sorted by id.
+pub async fn list(
+    State(st): State<AppState>,
+    _: Admin,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<Appliance>>, ApiError> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
+    let filter = ListFilter::parse(&pairs)?;
+    let status = filter.status;
+    let all = st
+        .db
+        .run(move |c| appliances::list(c, status).map_err(ApiError::from))
+        .await?;
+    Ok(Json(
+        all.into_iter().filter(|a| filter.matches(a)).collect(),
+    ))
+}
+
+/// `GET /api/v1/appliances/{id}`.
+pub async fn get(
+    State(st): State<AppState>,
+    _: Admin,
+    Param(id): Param,
+) -> Result<Json<Appliance>, ApiError> {
+    check_id_field(&id)?;
+    let found = {
+        let id = id.clone();
+        st.db
+            .run(move |c| appliances::get(c, &id).map_err(ApiError::from))
+            .await?
+    };
+    found.map(Json).ok_or_else(|| unknown(&id))
+}
+
+/// `DELETE /api/v1/appliances/{id}`: 204; its device token stops working.
+pub async fn delete(
+    State(st): State<AppState>,
+    _: Admin,
+    Param(id): Param,
+) -> Result<Response, ApiError> {
+    check_id_field(&id)?;
+    let deleted = {
+        let id = id.clone();
+        st.db
+            .run(move |c| appliances::delete(c, &id).map_err(ApiError::from))
+            .await?
+    };
+    if deleted {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(unknown(&id))
+    }
+}
+
+/// `PUT /api/v1/appliances/{id}/desired`.
+pub async fn set_desired(
+    State(st): State<AppState>,
+    _: Admin,
+    Param(id): Param,
+    JsonBody(req): JsonBody<DesiredRequest>,
+) -> Result<Json<Appliance>, ApiError> {
+    check_id_field(&id)?;
+    check_version_field(&req.version, "version")?;
+    let found = {
+        let id = id.clone();
+        st.db
+            .run(move |c| {
+                appliances::set_desired(c, &id, &req.version, now()).map_err(ApiError::from)
+            })
+            .await?
+    };
+    found.map(Json).ok_or_else(|| unknown(&id))
+}
+
+/// `PUT /api/v1/desired`: every appliance whose labels include the (non-empty) selector.
+pub async fn set_desired_by_selector(
+    State(st): State<AppState>,
+    _: Admin,
+    JsonBody(req): JsonBody<SelectorDesiredRequest>,
+) -> Result<Json<DesiredResponse>, ApiError> {
+    if req.selector.is_empty() {
+        return Err(ApiError::field(
+            "selector",
+            "the selector is empty: name at least one label (set every appliance one by one)",
+        ));
+    }
+    check_labels(&req.selector, "selector")?;
+    check_version_field(&req.version, "version")?;
+    let matched = st
+        .db
+        .run(move |c| {
+            appliances::set_desired_by_selector(c, &req.selector, &req.version, now())
+                .map_err(ApiError::from)
+        })
+        .await?;
+    Ok(Json(DesiredResponse { matched }))
+}
+
+/// `GET /api/v1/appliances/{id}/events`: oldest first.
+pub async fn events(
+    State(st): State<AppState>,
+    _: Admin,
+    Param(id): Param,
+) -> Result<Json<Vec<Event>>, ApiError> {
+    check_id_field(&id)?;
+    let found = {
+        let id = id.clone();
+        st.db
+            .run(move |c| appliances::events(c, &id).map_err(ApiError::from))
+            .await?
+    };
+    found.map(Json).ok_or_else(|| unknown(&id))
+}

@@ -1,0 +1,306 @@
+//! The operator commands: a blocking HTTP client of the API (ureq), and their output
+//! (`format`: tables and readable details, pure).
+
+pub mod format;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use p6os_protocol::{
+    Appliance, Bundle, DesiredRequest, DesiredResponse, ErrorBody, Event, RegisterRequest,
+    SelectorDesiredRequest, API,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::cli::{AppliancesCommand, BundlesCommand, DesireArgs};
+use crate::core::parse_label_term;
+
+/// Why a command failed; the exit status follows from it.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// A usage mistake found after parsing (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The console refused (exit 1): its message.
+    #[error("{0}")]
+    Api(String),
+    /// Could not talk to the console, or read a file (exit 1).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Api(_) | Failure::Other(_) => 1,
+        }
+    }
+}
+
+/// The admin token: the file (trimmed), else `P6OS_CONSOLE_ADMIN_TOKEN`.
+pub fn admin_token(file: Option<&Path>) -> Result<String, Failure> {
+    crate::read_token(file, "P6OS_CONSOLE_ADMIN_TOKEN", "--admin-token-file")
+        .map_err(Failure::Usage)
+}
+
+/// A client of one console.
+pub struct Client {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(url: &str, token: String) -> Client {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .build();
+        Client {
+            base: url.trim_end_matches('/').to_string(),
+            token,
+            agent: config.into(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    /// The body of a 2xx as `T`; anything else is the console's error message.
+    fn finish<T: DeserializeOwned>(
+        &self,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, Failure> {
+        let mut response =
+            result.map_err(|e| Failure::Other(format!("cannot reach {}: {e}", self.base)))?;
+        let status = response.status();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .map_err(|e| Failure::Other(format!("cannot read the console's answer: {e}")))?;
+        if !status.is_success() {
+            let message = match serde_json::from_slice::<ErrorBody>(&body) {
+                Ok(ErrorBody {
+                    error,
+                    field: Some(field),
+                }) => format!("{field}: {error}"),
+                Ok(ErrorBody { error, field: None }) => error,
+                Err(_) => "no error message".to_string(),
+            };
+            return Err(Failure::Api(format!(
+                "the console answered {}: {message}",
+                status.as_u16()
+            )));
+        }
+        let body = if body.is_empty() {
+            b"null".to_vec()
+        } else {
+            body
+        };
+        serde_json::from_slice(&body)
+            .map_err(|e| Failure::Other(format!("the console's answer is not understood: {e}")))
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        let r = self
+            .agent
+            .get(self.url(path))
+            .header("Authorization", self.auth())
+            .call();
+        self.finish(r)
+    }
+
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Failure> {
+        let r = self
+            .agent
+            .post(self.url(path))
+            .header("Authorization", self.auth())
+            .send_json(body);
+        self.finish(r)
+    }
+
+    pub fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Failure> {
+        let r = self
+            .agent
+            .put(self.url(path))
+            .header("Authorization", self.auth())
+            .send_json(body);
+        self.finish(r)
+    }
+
+    pub fn delete(&self, path: &str) -> Result<(), Failure> {
+        let r = self
+            .agent
+            .delete(self.url(path))
+            .header("Authorization", self.auth())
+            .call();
+        self.finish::<serde_json::Value>(r).map(|_| ())
+    }
+
+    /// Uploads a bundle file (streamed, with its length).
+    pub fn upload(&self, file: &Path) -> Result<Bundle, Failure> {
+        let f = std::fs::File::open(file)
+            .map_err(|e| Failure::Other(format!("cannot open {}: {e}", file.display())))?;
+        let r = self
+            .agent
+            .post(self.url(&format!("{API}/bundles")))
+            .header("Authorization", self.auth())
+            .header("Content-Type", "application/octet-stream")
+            .send(f);
+        self.finish(r)
+    }
+}
+
+fn labels(terms: &[String]) -> Result<BTreeMap<String, String>, Failure> {
+    terms
+        .iter()
+        .flat_map(|t| t.split(','))
+        .map(|t| parse_label_term(t.trim()).map_err(|e| Failure::Usage(format!("label: {e}"))))
+        .collect()
+}
+
+fn print_json<T: Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+pub fn appliances(client: &Client, command: AppliancesCommand) -> Result<(), Failure> {
+    let now = crate::api::now();
+    match command {
+        AppliancesCommand::Register {
+            id,
+            name,
+            labels: l,
+        } => {
+            let req = RegisterRequest {
+                id,
+                name,
+                labels: labels(&l)?,
+            };
+            let a: Appliance = client.post(&format!("{API}/appliances"), &req)?;
+            println!("registered {} ({})", a.id, a.status.as_str());
+        }
+        AppliancesCommand::List {
+            status,
+            labels: l,
+            json,
+        } => {
+            let mut query = Vec::new();
+            if let Some(s) = status {
+                query.push(("status".to_string(), s));
+            }
+            for (k, v) in labels(&l)? {
+                query.push(("label".to_string(), format!("{k}={v}")));
+            }
+            let query = serde_urlencoded::to_string(&query).unwrap_or_default();
+            let path = if query.is_empty() {
+                format!("{API}/appliances")
+            } else {
+                format!("{API}/appliances?{query}")
+            };
+            let all: Vec<Appliance> = client.get(&path)?;
+            if json {
+                print_json(&all);
+            } else {
+                print!("{}", format::appliance_table(&all, now));
+            }
+        }
+        AppliancesCommand::Show { id, json } => {
+            let a: Appliance = client.get(&format!("{API}/appliances/{id}"))?;
+            if json {
+                print_json(&a);
+            } else {
+                print!("{}", format::appliance_details(&a, now));
+            }
+        }
+        AppliancesCommand::Delete { id } => {
+            client.delete(&format!("{API}/appliances/{id}"))?;
+            println!("deleted {id}");
+        }
+        AppliancesCommand::Events { id } => {
+            let events: Vec<Event> = client.get(&format!("{API}/appliances/{id}/events"))?;
+            print!("{}", format::events(&events));
+        }
+    }
+    Ok(())
+}
+
+pub fn bundles(client: &Client, command: BundlesCommand) -> Result<(), Failure> {
+    match command {
+        BundlesCommand::Add { files } => {
+            for file in files {
+                let b = client.upload(&file).map_err(|e| match e {
+                    Failure::Api(m) => Failure::Api(format!("{}: {m}", file.display())),
+                    other => other,
+                })?;
+                println!(
+                    "{}: {} {} {} sha256 {}",
+                    file.display(),
+                    b.name,
+                    b.version,
+                    b.arch,
+                    b.sha256
+                );
+            }
+        }
+        BundlesCommand::List { json } => {
+            let all: Vec<Bundle> = client.get(&format!("{API}/bundles"))?;
+            if json {
+                print_json(&all);
+            } else {
+                print!("{}", format::bundle_table(&all));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn desire(client: &Client, args: DesireArgs) -> Result<(), Failure> {
+    let version = if args.clear { None } else { args.version };
+    if let Some(v) = &version {
+        p6os_protocol::check_version(v).map_err(|e| Failure::Usage(format!("--version: {e}")))?;
+    }
+    let shown = version.as_deref().unwrap_or("(none)").to_string();
+    match (args.id, args.selector) {
+        (Some(id), _) => {
+            let a: Appliance = client.put(
+                &format!("{API}/appliances/{id}/desired"),
+                &DesiredRequest { version },
+            )?;
+            println!("{}: desired version {shown}", a.id);
+        }
+        (None, Some(selector)) => {
+            let selector = labels(&[selector])?;
+            let r: DesiredResponse = client.put(
+                &format!("{API}/desired"),
+                &SelectorDesiredRequest { selector, version },
+            )?;
+            println!("desired version {shown} for {} appliances", r.matched.len());
+            for id in r.matched {
+                println!("  {id}");
+            }
+        }
+        (None, None) => return Err(Failure::Usage("--id or --selector is required".into())),
+    }
+    Ok(())
+}

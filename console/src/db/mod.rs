@@ -1,0 +1,224 @@
+//! The console's state in one SQLite file: schema, migrations, and the connection handle the
+//! async handlers use (`Db::run`: one short transaction on a blocking thread).
+//!
+//! Durability: WAL with `synchronous=NORMAL`. A committed transaction survives a crash or
+//! `kill -9` of the process (it is in the WAL, which the OS holds); a power loss may lose the
+//! last transactions (the WAL is synced only at checkpoints) but never corrupts the database.
+
+pub mod appliances;
+pub mod bundles;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension};
+
+/// Ordered schema migrations: `user_version` is the number applied. Append, never edit.
+const MIGRATIONS: &[&str] = &[
+    // 1: appliances, their events, bundles.
+    "CREATE TABLE appliances (
+        id TEXT PRIMARY KEY NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'unpaired', 'ready')),
+        name TEXT,
+        labels_json TEXT NOT NULL DEFAULT '{}',
+        facts_json TEXT,
+        desired_version TEXT,
+        reported_json TEXT,
+        -- sha256 hex of the device token; set while paired.
+        token_hash TEXT UNIQUE,
+        -- the desired version whose missing bundle was already reported (one event, not one
+        -- per heartbeat).
+        missing_bundle TEXT,
+        created_at INTEGER NOT NULL,
+        paired_at INTEGER,
+        last_seen INTEGER
+    );
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        appliance_id TEXT NOT NULL REFERENCES appliances(id) ON DELETE CASCADE,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX events_by_appliance ON events(appliance_id, seq);
+    CREATE TABLE bundles (
+        sha256 TEXT PRIMARY KEY NOT NULL,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        arch TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        key_id TEXT NOT NULL,
+        uploaded_at INTEGER NOT NULL,
+        UNIQUE (name, version, arch)
+    );",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open the database {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the database {path} has schema version {found}, newer than this console knows ({known}): \
+         use a newer p6os-console"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
+    #[error("cannot apply schema migration {number}")]
+    Migration {
+        number: usize,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database query failed ({what})")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("stored {what} is not valid JSON")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the database thread stopped")]
+    Thread,
+}
+
+/// Adds "which query" context to rusqlite errors.
+pub(crate) trait Context<T> {
+    fn ctx(self, what: &'static str) -> Result<T, DbError>;
+}
+
+impl<T> Context<T> for Result<T, rusqlite::Error> {
+    fn ctx(self, what: &'static str) -> Result<T, DbError> {
+        self.map_err(|source| DbError::Query { what, source })
+    }
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &'static str,
+) -> Result<T, DbError> {
+    serde_json::from_str(text).map_err(|source| DbError::Json { what, source })
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Serializing the protocol's plain structs and maps cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Opens (creating if needed) and migrates the database.
+pub fn open(path: &Path) -> Result<Connection, DbError> {
+    let open_err = |source| DbError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut conn = Connection::open(path).map_err(open_err)?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(open_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .ctx("begin migration")?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .ctx("read user_version")?;
+    if version > MIGRATIONS.len() as i64 {
+        return Err(DbError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let number = i + 1;
+        tx.execute_batch(sql)
+            .and_then(|()| tx.pragma_update(None, "user_version", number as i64))
+            .map_err(|source| DbError::Migration { number, source })?;
+    }
+    tx.commit().ctx("commit migration")
+}
+
+/// The shared connection. One writer at a time is what SQLite does anyway; a request waits
+/// for its turn as a cheap async task (a fair queue), then runs one short transaction on a
+/// blocking thread, so under load the blocking pool holds one busy thread, not hundreds
+/// blocked on a lock.
+#[derive(Clone)]
+pub struct Db(Arc<tokio::sync::Mutex<Connection>>);
+
+impl Db {
+    pub fn new(conn: Connection) -> Db {
+        Db(Arc::new(tokio::sync::Mutex::new(conn)))
+    }
+
+    /// Runs `f` with the connection on tokio's blocking pool.
+    pub async fn run<T, E>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let mut guard = self.0.clone().lock_owned().await;
+        // A panic in `f` drops the guard while unwinding; rusqlite rolls back an unfinished
+        // transaction on drop, so the connection stays usable.
+        tokio::task::spawn_blocking(move || f(&mut guard))
+            .await
+            .map_err(|_| E::from(DbError::Thread))?
+    }
+}
+
+/// Whether a row exists (`SELECT 1 ...`).
+pub(crate) fn exists(conn: &Connection, sql: &str, id: &str) -> Result<bool, DbError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.query_row([id], |_| Ok(())).optional())
+        .map(|r| r.is_some())
+        .ctx("exists")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_refuses_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        drop(open(&path).unwrap());
+        let conn = open(&path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let e = open(&path).unwrap_err();
+        assert!(matches!(e, DbError::TooNew { found: 99, .. }), "{e}");
+        assert!(e.to_string().contains("newer"), "{e}");
+    }
+}

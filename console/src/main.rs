@@ -1,0 +1,137 @@
+//! `p6os-console`: the server (`serve`), its token files (`init`), and the operator client.
+//! Exit status: 0 success, 1 the console refused or could not be reached, 2 usage.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use p6os_bundle::keys::PublicKey;
+use p6os_console::cli::{Cli, Command, ServeArgs};
+use p6os_console::client::{self, Client, Failure};
+use p6os_console::{read_token, Config, Log};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let admin_file = cli.admin_token_file.clone();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args, admin_file.as_deref()),
+        Command::Init { dir } => init(&dir),
+        Command::Appliances(c) => operator(&cli.url, admin_file.as_deref(), |cl| {
+            client::appliances(cl, c)
+        }),
+        Command::Bundles(c) => {
+            operator(&cli.url, admin_file.as_deref(), |cl| client::bundles(cl, c))
+        }
+        Command::Desire(args) => operator(&cli.url, admin_file.as_deref(), |cl| {
+            client::desire(cl, args)
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Exit(code, message)) => {
+            eprintln!("p6os-console: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// A failure: exit status and message.
+struct Exit(u8, String);
+
+impl From<anyhow::Error> for Exit {
+    fn from(e: anyhow::Error) -> Exit {
+        Exit(1, format!("{e:#}"))
+    }
+}
+
+fn operator(
+    url: &str,
+    admin_file: Option<&std::path::Path>,
+    run: impl FnOnce(&Client) -> Result<(), Failure>,
+) -> Result<(), Exit> {
+    let go = || -> Result<(), Failure> {
+        let token = client::admin_token(admin_file)?;
+        run(&Client::new(url, token))
+    };
+    go().map_err(|f| Exit(f.exit_code(), f.to_string()))
+}
+
+fn init(dir: &std::path::Path) -> Result<(), Exit> {
+    let files = p6os_console::init::init(dir)
+        .with_context(|| format!("cannot initialise {}", dir.display()))?;
+    for f in files {
+        let what = if f.created {
+            "created"
+        } else {
+            "kept existing"
+        };
+        println!("{what} {}", f.path.display());
+    }
+    Ok(())
+}
+
+fn serve(args: ServeArgs, admin_file: Option<&std::path::Path>) -> Result<(), Exit> {
+    let usage = |m: String| Exit(2, m);
+    let admin_token =
+        read_token(admin_file, "P6OS_CONSOLE_ADMIN_TOKEN", "--admin-token-file").map_err(usage)?;
+    let pairing_token = read_token(
+        args.pairing_token_file.as_deref(),
+        "P6OS_CONSOLE_PAIRING_TOKEN",
+        "--pairing-token-file",
+    )
+    .map_err(usage)?;
+    let mut trusted_keys = Vec::new();
+    for path in &args.trusted_keys {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the trusted key {}", path.display()))?;
+        let key = PublicKey::from_file(&text)
+            .with_context(|| format!("{} is not a P6OS public key", path.display()))?;
+        trusted_keys.push(key);
+    }
+    let config = Config {
+        db: args.db,
+        bundles: args.bundles,
+        admin_token,
+        pairing_token,
+        trusted_keys,
+        heartbeat_secs: args.heartbeat_secs,
+        pending_retry_secs: args.pending_retry_secs,
+        log: Log::stderr(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr().context("no local address")?;
+        let log = config.log.clone();
+        let app = p6os_console::app(config)?;
+        println!("p6os-console: listening on http://{addr}");
+        p6os_console::run(app, listener, shutdown_signal(log))
+            .await
+            .context("the console stopped")?;
+        Ok::<(), anyhow::Error>(())
+    })?;
+    Ok(())
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal(log: Log) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            log.line(&format!("p6os-console: cannot catch SIGTERM: {e}"));
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    log.line("p6os-console: shutting down");
+}

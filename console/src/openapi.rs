@@ -1,0 +1,472 @@
+//! The API as an OpenAPI 3.1 document: paths written here by hand (method, authentication,
+//! status codes), schemas generated from the protocol's types with schemars, so the document
+//! cannot drift from the bodies the server parses. A test holds it to the router's routes.
+
+use std::sync::OnceLock;
+
+use p6os_protocol as p;
+use schemars::generate::SchemaSettings;
+use serde_json::{json, Map, Value};
+
+#[derive(Clone, Copy)]
+enum Auth {
+    None,
+    /// The fleet's pairing token, in the body.
+    Pairing,
+    Admin,
+    Device,
+    AdminOrDevice,
+}
+
+#[derive(Clone, Copy)]
+enum Body {
+    None,
+    Json(&'static str),
+    Octets,
+}
+
+#[derive(Clone, Copy)]
+enum Out {
+    Empty,
+    Json(&'static str),
+    JsonList(&'static str),
+    Octets,
+    Any,
+    Error,
+}
+
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    auth: Auth,
+    body: Body,
+    query: &'static [(&'static str, &'static str)],
+    responses: &'static [(u16, &'static str, Out)],
+}
+
+const BAD: (u16, &str, Out) = (400, "bad input: ErrorBody.field names it", Out::Error);
+const UNAUTH: (u16, &str, Out) = (401, "missing or invalid bearer token", Out::Error);
+const FORBIDDEN: (u16, &str, Out) = (403, "this token may not do this", Out::Error);
+const NOT_FOUND: (u16, &str, Out) = (404, "unknown id", Out::Error);
+const TOO_LARGE: (u16, &str, Out) = (413, "body over the limit", Out::Error);
+const MEDIA: (u16, &str, Out) = (415, "wrong Content-Type", Out::Error);
+
+const OPS: &[Op] = &[
+    Op {
+        method: "get",
+        path: "/openapi.json",
+        summary: "This document",
+        auth: Auth::None,
+        body: Body::None,
+        query: &[],
+        responses: &[(200, "the OpenAPI document", Out::Any)],
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/appliances/{id}/pair",
+        summary: "Pair a device (the pairing token is in the body)",
+        auth: Auth::Pairing,
+        body: Body::Json("PairRequest"),
+        query: &[],
+        responses: &[
+            (
+                200,
+                "paired: PairResponse status ready, with the device token",
+                Out::Json("PairResponse"),
+            ),
+            (
+                202,
+                "not registered yet: PairResponse status pending",
+                Out::Json("PairResponse"),
+            ),
+            BAD,
+            (403, "wrong pairing token (nothing stored)", Out::Error),
+            TOO_LARGE,
+            MEDIA,
+        ],
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/appliances/{id}/heartbeat",
+        summary: "Report the device's state; learn the desired version and its bundle",
+        auth: Auth::Device,
+        body: Body::Json("Heartbeat"),
+        query: &[],
+        responses: &[
+            (
+                200,
+                "the desired version and bundle",
+                Out::Json("HeartbeatResponse"),
+            ),
+            BAD,
+            UNAUTH,
+            (
+                403,
+                "the admin token, or another appliance's token",
+                Out::Error,
+            ),
+            TOO_LARGE,
+            MEDIA,
+        ],
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/bundles/{sha256}/content",
+        summary: "Download a bundle (Range, If-Range; always Content-Length)",
+        auth: Auth::AdminOrDevice,
+        body: Body::None,
+        query: &[],
+        responses: &[
+            (200, "the whole file", Out::Octets),
+            (206, "the requested range, with Content-Range", Out::Octets),
+            BAD,
+            UNAUTH,
+            (404, "unknown bundle", Out::Error),
+            (
+                416,
+                "range not satisfiable (Content-Range: bytes */len)",
+                Out::Error,
+            ),
+        ],
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/appliances",
+        summary: "Register an appliance id",
+        auth: Auth::Admin,
+        body: Body::Json("RegisterRequest"),
+        query: &[],
+        responses: &[
+            (
+                201,
+                "registered (a pending id keeps its facts)",
+                Out::Json("Appliance"),
+            ),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            (409, "already registered", Out::Error),
+            TOO_LARGE,
+            MEDIA,
+        ],
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/appliances",
+        summary: "List appliances, sorted by id",
+        auth: Auth::Admin,
+        body: Body::None,
+        query: &[
+            ("status", "pending, unpaired or ready"),
+            ("label", "k=v, repeatable: every label must match"),
+            ("version", "the reported (running) version"),
+        ],
+        responses: &[
+            (200, "the appliances", Out::JsonList("Appliance")),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+        ],
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/appliances/{id}",
+        summary: "One appliance",
+        auth: Auth::Admin,
+        body: Body::None,
+        query: &[],
+        responses: &[
+            (200, "the appliance", Out::Json("Appliance")),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            NOT_FOUND,
+        ],
+    },
+    Op {
+        method: "delete",
+        path: "/api/v1/appliances/{id}",
+        summary: "Forget an appliance and its events (its device token stops working)",
+        auth: Auth::Admin,
+        body: Body::None,
+        query: &[],
+        responses: &[
+            (204, "deleted", Out::Empty),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            NOT_FOUND,
+        ],
+    },
+    Op {
+        method: "put",
+        path: "/api/v1/appliances/{id}/desired",
+        summary: "Set or clear one appliance's desired version",
+        auth: Auth::Admin,
+        body: Body::Json("DesiredRequest"),
+        query: &[],
+        responses: &[
+            (200, "the appliance", Out::Json("Appliance")),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            NOT_FOUND,
+            TOO_LARGE,
+            MEDIA,
+        ],
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/appliances/{id}/events",
+        summary: "An appliance's events, oldest first",
+        auth: Auth::Admin,
+        body: Body::None,
+        query: &[],
+        responses: &[
+            (200, "the events", Out::JsonList("Event")),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            NOT_FOUND,
+        ],
+    },
+    Op {
+        method: "put",
+        path: "/api/v1/desired",
+        summary: "Set or clear the desired version of every appliance matching a label selector",
+        auth: Auth::Admin,
+        body: Body::Json("SelectorDesiredRequest"),
+        query: &[],
+        responses: &[
+            (200, "the ids set", Out::Json("DesiredResponse")),
+            (
+                400,
+                "bad input (an empty selector: field selector)",
+                Out::Error,
+            ),
+            UNAUTH,
+            FORBIDDEN,
+            TOO_LARGE,
+            MEDIA,
+        ],
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/bundles",
+        summary: "Upload a signed .p6b bundle (verified before it is kept)",
+        auth: Auth::Admin,
+        body: Body::Octets,
+        query: &[],
+        responses: &[
+            (201, "kept", Out::Json("Bundle")),
+            (200, "already held (same content)", Out::Json("Bundle")),
+            UNAUTH,
+            FORBIDDEN,
+            (
+                409,
+                "same name, version and arch with other content",
+                Out::Error,
+            ),
+            (413, "over 16 GiB", Out::Error),
+            MEDIA,
+            (
+                422,
+                "refused: not a bundle, unsigned, untrusted key, damaged",
+                Out::Error,
+            ),
+        ],
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/bundles",
+        summary: "List the bundles held",
+        auth: Auth::Admin,
+        body: Body::None,
+        query: &[],
+        responses: &[
+            (200, "the bundles", Out::JsonList("Bundle")),
+            UNAUTH,
+            FORBIDDEN,
+        ],
+    },
+];
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn operation(op: &Op) -> Value {
+    let mut o = Map::new();
+    o.insert("summary".into(), op.summary.into());
+    let security = match op.auth {
+        Auth::None | Auth::Pairing => json!([]),
+        Auth::Admin => json!([{ "adminToken": [] }]),
+        Auth::Device => json!([{ "deviceToken": [] }]),
+        Auth::AdminOrDevice => json!([{ "deviceToken": [] }, { "adminToken": [] }]),
+    };
+    o.insert("security".into(), security);
+    let mut params: Vec<Value> = op
+        .path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+        .collect();
+    for (name, description) in op.query {
+        let schema = if *name == "label" {
+            json!({ "type": "array", "items": { "type": "string" } })
+        } else {
+            json!({ "type": "string" })
+        };
+        params.push(json!({ "name": name, "in": "query", "required": false,
+                            "description": description, "schema": schema }));
+    }
+    if matches!(op.auth, Auth::AdminOrDevice) {
+        params.push(json!({ "name": "Range", "in": "header", "required": false,
+                            "schema": { "type": "string" }, "description": "bytes=a-, bytes=a-b or bytes=-n" }));
+        params.push(json!({ "name": "If-Range", "in": "header", "required": false,
+                            "schema": { "type": "string" }, "description": "the ETag: a mismatch sends the whole file" }));
+    }
+    if !params.is_empty() {
+        o.insert("parameters".into(), Value::Array(params));
+    }
+    match op.body {
+        Body::None => {}
+        Body::Json(name) => {
+            o.insert(
+                "requestBody".into(),
+                json!({ "required": true, "content": { "application/json": { "schema": schema_ref(name) } } }),
+            );
+        }
+        Body::Octets => {
+            o.insert(
+                "requestBody".into(),
+                json!({ "required": true, "content": { "application/octet-stream":
+                    { "schema": { "type": "string", "contentMediaType": "application/octet-stream" } } } }),
+            );
+        }
+    }
+    let mut responses = Map::new();
+    for (code, description, out) in op.responses {
+        let content = match out {
+            Out::Empty => None,
+            Out::Json(name) => Some(json!({ "application/json": { "schema": schema_ref(name) } })),
+            Out::JsonList(name) => Some(
+                json!({ "application/json": { "schema": { "type": "array", "items": schema_ref(name) } } }),
+            ),
+            Out::Octets => {
+                Some(json!({ "application/octet-stream": { "schema": { "type": "string" } } }))
+            }
+            Out::Any => Some(json!({ "application/json": { "schema": { "type": "object" } } })),
+            Out::Error => {
+                Some(json!({ "application/json": { "schema": schema_ref("ErrorBody") } }))
+            }
+        };
+        let mut r = json!({ "description": description });
+        if let Some(content) = content {
+            r["content"] = content;
+        }
+        responses.insert(code.to_string(), r);
+    }
+    o.insert("responses".into(), Value::Object(responses));
+    Value::Object(o)
+}
+
+fn schemas() -> Map<String, Value> {
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas".into();
+    settings.meta_schema = None;
+    let mut g = settings.into_generator();
+    // `subschema_for` registers each named type (and the types it uses) as a definition.
+    let _ = (
+        g.subschema_for::<p::PairRequest>(),
+        g.subschema_for::<p::PairResponse>(),
+        g.subschema_for::<p::Heartbeat>(),
+        g.subschema_for::<p::HeartbeatResponse>(),
+        g.subschema_for::<p::RegisterRequest>(),
+        g.subschema_for::<p::Appliance>(),
+        g.subschema_for::<p::DesiredRequest>(),
+        g.subschema_for::<p::SelectorDesiredRequest>(),
+        g.subschema_for::<p::DesiredResponse>(),
+        g.subschema_for::<p::Bundle>(),
+        g.subschema_for::<p::Event>(),
+        g.subschema_for::<p::ErrorBody>(),
+    );
+    g.take_definitions(true)
+}
+
+fn build() -> Value {
+    let mut paths = Map::new();
+    for op in OPS {
+        let entry = paths
+            .entry(op.path.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry[op.method] = operation(op);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "P6OS console",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Appliances pair (fleet pairing token in the body), then report with their \
+                device token; operators use the admin token. Every error body is an ErrorBody. \
+                JSON bodies: at most 256 KiB, unknown fields refused."
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "adminToken": { "type": "http", "scheme": "bearer", "description": "the console's admin token" },
+                "deviceToken": { "type": "http", "scheme": "bearer", "description": "the token a device got when it paired" }
+            },
+            "schemas": schemas()
+        }
+    })
+}
+
+/// The document (built once).
+pub fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(build)
+}
+
+/// Every (method, path) the document describes.
+pub fn documented_routes() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(paths) = document()["paths"].as_object() {
+        for (path, ops) in paths {
+            for method in ops.as_object().into_iter().flat_map(|o| o.keys()) {
+                out.push((method.clone(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_route_is_documented_and_back() {
+        let mut served: Vec<(String, String)> = crate::api::served_routes()
+            .into_iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        let mut documented = documented_routes();
+        served.sort();
+        documented.sort();
+        assert_eq!(served, documented);
+    }
+
+    #[test]
+    fn every_referenced_schema_exists() {
+        let doc = document();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name: String = part.chars().take_while(|c| *c != '"').collect();
+            assert!(schemas.contains_key(&name), "missing schema {name}");
+        }
+        assert!(schemas.contains_key("Facts"));
+    }
+}

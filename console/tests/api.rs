@@ -1,0 +1,458 @@
+//! The API over real HTTP on 127.0.0.1 against a real SQLite file: operators, devices,
+//! authentication, bad input, bundles, ranges, the OpenAPI document, the log, and the CLI.
+
+mod common;
+
+use common::*;
+use p6os_protocol::{
+    Appliance, Bundle, DesiredResponse, ErrorBody, Event, HeartbeatResponse, OutcomeKind,
+    PairResponse, Phase, Progress, Status, UpgradeOutcome, MAX_JSON_BODY,
+};
+
+fn appliances(s: &Server, query: &str) -> Vec<String> {
+    let r = s.admin("GET", &format!("{API}/appliances{query}"), Body::None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json::<Vec<Appliance>>()
+        .into_iter()
+        .map(|a| a.id)
+        .collect()
+}
+
+#[test]
+fn register_list_filter_show_delete() {
+    let s = Server::start();
+    assert_eq!(s.register("b-2", &[("site", "north")]).status, 201);
+    let r = s.register("a-1", &[("site", "south"), ("tier", "edge")]);
+    assert_eq!(r.status, 201);
+    let a: Appliance = r.json();
+    assert_eq!(a.status, Status::Unpaired);
+    assert_eq!(s.register("a-1", &[]).status, 409);
+    let _token = s.paired("c-3", &[("site", "south")]);
+
+    assert_eq!(appliances(&s, ""), ["a-1", "b-2", "c-3"]);
+    assert_eq!(appliances(&s, "?status=ready"), ["c-3"]);
+    assert_eq!(appliances(&s, "?status=unpaired"), ["a-1", "b-2"]);
+    assert_eq!(appliances(&s, "?label=site=south"), ["a-1", "c-3"]);
+    assert_eq!(appliances(&s, "?label=site=south&label=tier=edge"), ["a-1"]);
+    assert!(appliances(&s, "?version=9.9").is_empty());
+    let r = s.admin("GET", &format!("{API}/appliances?status=bogus"), Body::None);
+    assert_eq!((r.status, r.field().as_deref()), (400, Some("status")));
+
+    let r = s.admin("GET", &format!("{API}/appliances/c-3"), Body::None);
+    let c: Appliance = r.json();
+    assert_eq!(c.status, Status::Ready);
+    assert_eq!(c.facts.unwrap().cpu_count, 2);
+    assert!(c.paired_at.is_some());
+    assert_eq!(
+        s.admin("GET", &format!("{API}/appliances/nope"), Body::None)
+            .status,
+        404
+    );
+
+    assert_eq!(
+        s.admin("DELETE", &format!("{API}/appliances/b-2"), Body::None)
+            .status,
+        204
+    );
+    assert_eq!(
+        s.admin("DELETE", &format!("{API}/appliances/b-2"), Body::None)
+            .status,
+        404
+    );
+    assert_eq!(appliances(&s, ""), ["a-1", "c-3"]);
+}
+
+#[test]
+fn pending_then_registered_then_paired() {
+    let s = Server::start();
+    let r = s.pair("box-1", facts("box-1"));
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(matches!(
+        r.json::<PairResponse>(),
+        PairResponse::Pending { retry_secs: 30, .. }
+    ));
+    // Visible to the operator, with its facts.
+    let a: Appliance = s
+        .admin("GET", &format!("{API}/appliances/box-1"), Body::None)
+        .json();
+    assert_eq!(a.status, Status::Pending);
+    assert_eq!(a.facts.as_ref().unwrap().hostname, "box-1");
+    // Asking again: still pending.
+    assert_eq!(s.pair("box-1", facts("box-1")).status, 202);
+    // Registered: the next pairing succeeds.
+    let r = s.register("box-1", &[("site", "x")]);
+    assert_eq!(r.status, 201);
+    let a: Appliance = r.json();
+    assert_eq!(a.status, Status::Unpaired);
+    assert!(a.facts.is_some(), "a pending id keeps its facts");
+    let r = s.pair("box-1", facts("box-1"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let PairResponse::Ready {
+        device_token,
+        heartbeat_secs,
+    } = r.json()
+    else {
+        panic!("{}", r.text())
+    };
+    assert_eq!(heartbeat_secs, 60);
+    assert_eq!(
+        s.heartbeat("box-1", &device_token, &beat("1.0.0")).status,
+        200
+    );
+    // Re-pairing replaces the token.
+    let r = s.pair("box-1", facts("box-1"));
+    let PairResponse::Ready {
+        device_token: second,
+        ..
+    } = r.json()
+    else {
+        panic!()
+    };
+    assert_ne!(second, device_token);
+    assert_eq!(
+        s.heartbeat("box-1", &device_token, &beat("1.0.0")).status,
+        401
+    );
+    assert_eq!(s.heartbeat("box-1", &second, &beat("1.0.0")).status, 200);
+    let events: Vec<Event> = s
+        .admin("GET", &format!("{API}/appliances/box-1/events"), Body::None)
+        .json();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "pair-requested",
+            "registered",
+            "paired",
+            "first-heartbeat",
+            "re-paired"
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
+#[test]
+fn wrong_pairing_token_stores_nothing() {
+    let s = Server::start();
+    let mut req = serde_json::json!({ "pairing_token": "wrong", "facts": facts("x") });
+    let r = s.call(
+        "POST",
+        &format!("{API}/appliances/x/pair"),
+        None,
+        Body::json(&req),
+    );
+    assert_eq!(r.status, 403);
+    assert!(appliances(&s, "").is_empty());
+    req["pairing_token"] = s.pairing.clone().into();
+    let r = s.call(
+        "POST",
+        &format!("{API}/appliances/x%2Fy/pair"),
+        None,
+        Body::json(&req),
+    );
+    assert_eq!((r.status, r.field().as_deref()), (400, Some("id")));
+}
+
+#[test]
+fn authentication_and_authorisation() {
+    let s = Server::start();
+    let a = s.paired("dev-a", &[]);
+    let b = s.paired("dev-b", &[]);
+    let hb = |id: &str, token: Option<&str>| {
+        s.call(
+            "POST",
+            &format!("{API}/appliances/{id}/heartbeat"),
+            token,
+            Body::json(&beat("1.0.0")),
+        )
+    };
+    assert_eq!(hb("dev-a", Some(&a)).status, 200);
+    assert_eq!(hb("dev-a", Some(&b)).status, 403);
+    let r = hb("dev-a", None);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(hb("dev-a", Some("garbage")).status, 401);
+    assert_eq!(hb("dev-a", Some(&s.admin)).status, 403);
+    // A device token on an operator endpoint.
+    let r = s.call("GET", &format!("{API}/appliances"), Some(&a), Body::None);
+    assert_eq!(r.status, 403);
+    let r = s.call("GET", &format!("{API}/appliances"), None, Body::None);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    let r = s.call(
+        "GET",
+        &format!("{API}/appliances"),
+        Some("nope"),
+        Body::None,
+    );
+    assert_eq!(r.status, 401);
+    // Deleted: its token stops working.
+    assert_eq!(
+        s.admin("DELETE", &format!("{API}/appliances/dev-a"), Body::None)
+            .status,
+        204
+    );
+    assert_eq!(hb("dev-a", Some(&a)).status, 401);
+    let r = hb("dev-a", Some(&a));
+    let e: ErrorBody = r.json();
+    assert!(!e.error.is_empty());
+}
+
+#[test]
+fn bad_input() {
+    let s = Server::start();
+    let token = s.paired("dev", &[]);
+    let path = format!("{API}/appliances/dev/heartbeat");
+    let hb = |body: Body| s.call("POST", &path, Some(&token), body);
+
+    let big = format!(
+        r#"{{"slot":"a","version":"1","health":"good","x":"{}"}}"#,
+        "y".repeat(MAX_JSON_BODY)
+    );
+    assert_eq!(hb(Body::raw_json(&big)).status, 413);
+    let r = hb(Body::raw_json(r#"{"slot":"a","#));
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json::<ErrorBody>().error.contains("malformed"),
+        "{}",
+        r.text()
+    );
+    let r = hb(Body::raw_json(
+        r#"{"slot":"a","version":"1","health":"good","colour":1}"#,
+    ));
+    assert_eq!((r.status, r.field().as_deref()), (400, Some("colour")));
+    let r = hb(Body::raw_json(
+        r#"{"slot":"a","version":"1","health":"great"}"#,
+    ));
+    assert_eq!((r.status, r.field().as_deref()), (400, Some("health")));
+    let r = hb(Body::Bytes("text/plain", b"{}".to_vec()));
+    assert_eq!(r.status, 415);
+
+    // Wrong type deep in the facts.
+    let mut req = serde_json::json!({ "pairing_token": s.pairing, "facts": facts("dev") });
+    req["facts"]["cpu_count"] = "two".into();
+    let r = s.call(
+        "POST",
+        &format!("{API}/appliances/dev/pair"),
+        None,
+        Body::json(&req),
+    );
+    assert_eq!(
+        (r.status, r.field().as_deref()),
+        (400, Some("facts.cpu_count"))
+    );
+    req["facts"]["cpu_count"] = 2.into();
+    req["facts"]["cpu_countt"] = 2.into();
+    let r = s.call(
+        "POST",
+        &format!("{API}/appliances/dev/pair"),
+        None,
+        Body::json(&req),
+    );
+    assert_eq!(
+        (r.status, r.field().as_deref()),
+        (400, Some("facts.cpu_countt"))
+    );
+
+    // Ids, labels, versions.
+    let r = s.admin(
+        "POST",
+        &format!("{API}/appliances"),
+        Body::raw_json(r#"{"id":"-bad"}"#),
+    );
+    assert_eq!((r.status, r.field().as_deref()), (400, Some("id")));
+    let r = s.admin(
+        "POST",
+        &format!("{API}/appliances"),
+        Body::raw_json(r#"{"id":"ok","labels":{"site":"a b"}}"#),
+    );
+    assert_eq!((r.status, r.field().as_deref()), (400, Some("labels.site")));
+    let r = s.admin(
+        "PUT",
+        &format!("{API}/appliances/dev/desired"),
+        Body::raw_json(r#"{"version":"1 0"}"#),
+    );
+    assert_eq!((r.status, r.field().as_deref()), (400, Some("version")));
+    let r = s.admin(
+        "PUT",
+        &format!("{API}/desired"),
+        Body::raw_json(r#"{"selector":{},"version":"2"}"#),
+    );
+    assert_eq!((r.status, r.field().as_deref()), (400, Some("selector")));
+    let r = s.admin("GET", &format!("{API}/nothing"), Body::None);
+    assert_eq!(r.status, 404);
+    r.json::<ErrorBody>();
+    let r = s.admin("PATCH", &format!("{API}/appliances"), Body::None);
+    assert_eq!(r.status, 405);
+    assert!(!s.log_text().contains(" 500 "), "{}", s.log_text());
+}
+
+#[test]
+fn desired_versions_bundles_and_heartbeats() {
+    let s = Server::start();
+    let a = s.paired("a", &[("site", "north")]);
+    let b = s.paired("b", &[("site", "north")]);
+    let c = s.paired("c", &[("site", "south")]);
+
+    // Nothing desired yet.
+    let r: HeartbeatResponse = s.heartbeat("a", &a, &beat("1.0.0")).json();
+    assert_eq!((r.desired_version, r.bundle), (None, None));
+
+    // By selector, before the bundle exists: no bundle, one event however many heartbeats.
+    let r: DesiredResponse = s
+        .admin(
+            "PUT",
+            &format!("{API}/desired"),
+            Body::raw_json(r#"{"selector":{"site":"north"},"version":"2.0.0"}"#),
+        )
+        .json();
+    assert_eq!(r.matched, ["a", "b"]);
+    for _ in 0..3 {
+        let r: HeartbeatResponse = s.heartbeat("a", &a, &beat("1.0.0")).json();
+        assert_eq!(r.desired_version.as_deref(), Some("2.0.0"));
+        assert_eq!(r.bundle, None);
+    }
+    let events: Vec<Event> = s
+        .admin("GET", &format!("{API}/appliances/a/events"), Body::None)
+        .json();
+    assert_eq!(
+        events.iter().filter(|e| e.kind == "bundle-missing").count(),
+        1
+    );
+
+    // The bundle arrives.
+    let file = bundle(&trusted_key(), "tiny", "2.0.0", 1);
+    let r = s.admin(
+        "POST",
+        &format!("{API}/bundles"),
+        Body::Bytes("application/octet-stream", file.clone()),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let held: Bundle = r.json();
+    let r: HeartbeatResponse = s.heartbeat("b", &b, &beat("1.0.0")).json();
+    let bref = r.bundle.expect("a bundle");
+    assert_eq!(bref.sha256, held.sha256);
+    assert_eq!(bref.size, file.len() as u64);
+    assert_eq!(bref.version, "2.0.0");
+    assert_eq!(bref.path, format!("{API}/bundles/{}/content", held.sha256));
+    // The device can fetch it with its token.
+    let r = s.call("GET", &bref.path, Some(&b), Body::None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, file);
+
+    // By id; c was not matched by the selector.
+    let r: HeartbeatResponse = s.heartbeat("c", &c, &beat("1.0.0")).json();
+    assert_eq!(r.desired_version, None);
+    let r = s.admin(
+        "PUT",
+        &format!("{API}/appliances/c/desired"),
+        Body::raw_json(r#"{"version":"2.0.0"}"#),
+    );
+    assert_eq!(
+        r.json::<Appliance>().desired_version.as_deref(),
+        Some("2.0.0")
+    );
+    let r: HeartbeatResponse = s.heartbeat("c", &c, &beat("1.0.0")).json();
+    assert_eq!(r.bundle.map(|b| b.sha256), Some(held.sha256.clone()));
+
+    // The upgrade's story becomes events; cleared desired version.
+    let mut hb = beat("1.0.0");
+    hb.progress = Some(Progress {
+        version: "2.0.0".into(),
+        phase: Phase::Downloading,
+        done_bytes: 10,
+        total_bytes: 100,
+        message: None,
+    });
+    s.heartbeat("c", &c, &hb);
+    hb.progress = None;
+    hb.last_upgrade = Some(UpgradeOutcome {
+        version: "2.0.0".into(),
+        outcome: OutcomeKind::RolledBack,
+        slot: Some("b".into()),
+        reason: Some("health check k3s failed".into()),
+    });
+    s.heartbeat("c", &c, &hb);
+    s.heartbeat("c", &c, &hb);
+    let events: Vec<Event> = s
+        .admin("GET", &format!("{API}/appliances/c/events"), Body::None)
+        .json();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "registered",
+            "paired",
+            "first-heartbeat",
+            "desired",
+            "upgrade-progress",
+            "upgrade-outcome"
+        ]
+    );
+    assert!(events[5].message.contains("health check k3s failed"));
+    let r = s.admin(
+        "PUT",
+        &format!("{API}/appliances/c/desired"),
+        Body::raw_json(r#"{"version":null}"#),
+    );
+    assert_eq!(r.json::<Appliance>().desired_version, None);
+    let listed = appliances(&s, "?version=1.0.0");
+    assert_eq!(listed, ["a", "b", "c"]);
+}
+
+#[test]
+fn openapi_covers_every_route() {
+    let s = Server::start();
+    let r = s.call("GET", "/openapi.json", None, Body::None);
+    assert_eq!(r.status, 200);
+    let doc: serde_json::Value = r.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (method, path) in p6os_console::api::served_routes() {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is not in /openapi.json"
+        );
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "PairRequest",
+        "Facts",
+        "Heartbeat",
+        "Appliance",
+        "ErrorBody",
+        "Bundle",
+    ] {
+        assert!(schemas.contains_key(name), "{name}");
+    }
+}
+
+#[test]
+fn tokens_never_reach_the_log() {
+    let s = Server::start();
+    let token = s.paired("dev", &[]);
+    s.heartbeat("dev", &token, &beat("1.0.0"));
+    s.heartbeat("dev", "wrong-token", &beat("1.0.0"));
+    s.call(
+        "GET",
+        &format!("{API}/appliances?label=a=b"),
+        Some(&s.admin),
+        Body::None,
+    );
+    s.pair("dev", facts("dev"));
+    let log = s.log_text();
+    assert!(
+        log.contains("POST /api/v1/appliances/dev/heartbeat 200"),
+        "{log}"
+    );
+    assert!(log.contains("GET /api/v1/appliances 200"), "{log}");
+    for secret in [&s.admin, &s.pairing, &token] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a token is in the log:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("label="),
+        "the query string is logged:\n{log}"
+    );
+}

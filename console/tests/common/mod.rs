@@ -1,0 +1,333 @@
+//! Shared by the integration tests: an in-process console on 127.0.0.1:0 with its database in
+//! a temporary directory, a small HTTP helper, protocol bodies and signed test bundles.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use p6os_bundle::format::{write_bundle, Manifest, PayloadInput, PayloadKind, FORMAT};
+use p6os_bundle::keys::SecretKey;
+use p6os_console::{Config, Log};
+use p6os_protocol::{Disk, Facts, Health, Heartbeat, Nic, PairRequest, PairResponse};
+use tempfile::TempDir;
+
+pub const API: &str = p6os_protocol::API;
+
+pub fn trusted_key() -> SecretKey {
+    SecretKey::from_seed([7; 32])
+}
+
+pub fn other_key() -> SecretKey {
+    SecretKey::from_seed([9; 32])
+}
+
+/// A console running on its own runtime thread; stopped (gracefully) on drop.
+pub struct Server {
+    pub url: String,
+    pub dir: TempDir,
+    pub admin: String,
+    pub pairing: String,
+    pub log: Arc<Mutex<String>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = p6os_console::auth::new_token().unwrap();
+        let pairing = p6os_console::auth::new_token().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let config = Config {
+            db: dir.path().join("console.db"),
+            bundles: dir.path().join("bundles"),
+            admin_token: admin.clone(),
+            pairing_token: pairing.clone(),
+            trusted_keys: vec![trusted_key().public()],
+            heartbeat_secs: 60,
+            pending_retry_secs: 30,
+            log: Log::to_fn(move |line| {
+                let mut l = sink.lock().unwrap();
+                l.push_str(line);
+                l.push('\n');
+            }),
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = p6os_console::app(config).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                p6os_console::run(app, listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        Server {
+            url,
+            dir,
+            admin,
+            pairing,
+            log,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Body) -> Reply {
+        call(&self.url, method, path, token, body, &[])
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: Body) -> Reply {
+        self.call(method, path, Some(&self.admin), body)
+    }
+
+    pub fn register(&self, id: &str, labels: &[(&str, &str)]) -> Reply {
+        let labels: BTreeMap<_, _> = labels.iter().map(|(k, v)| (*k, *v)).collect();
+        self.admin(
+            "POST",
+            &format!("{API}/appliances"),
+            Body::json(&serde_json::json!({ "id": id, "labels": labels })),
+        )
+    }
+
+    pub fn pair(&self, id: &str, facts: Facts) -> Reply {
+        let req = PairRequest {
+            pairing_token: self.pairing.clone(),
+            facts,
+        };
+        self.call(
+            "POST",
+            &format!("{API}/appliances/{id}/pair"),
+            None,
+            Body::json(&req),
+        )
+    }
+
+    /// Registers and pairs `id`; its device token.
+    pub fn paired(&self, id: &str, labels: &[(&str, &str)]) -> String {
+        assert_eq!(self.register(id, labels).status, 201);
+        let r = self.pair(id, facts(id));
+        assert_eq!(r.status, 200, "{}", r.text());
+        match r.json::<PairResponse>() {
+            PairResponse::Ready { device_token, .. } => device_token,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    pub fn heartbeat(&self, id: &str, token: &str, beat: &Heartbeat) -> Reply {
+        self.call(
+            "POST",
+            &format!("{API}/appliances/{id}/heartbeat"),
+            Some(token),
+            Body::json(beat),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub enum Body {
+    None,
+    Bytes(&'static str, Vec<u8>),
+}
+
+impl Body {
+    pub fn json<T: serde::Serialize>(v: &T) -> Body {
+        Body::Bytes("application/json", serde_json::to_vec(v).unwrap())
+    }
+
+    pub fn raw_json(text: &str) -> Body {
+        Body::Bytes("application/json", text.as_bytes().to_vec())
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: ureq::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {} {}", self.status, self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The error body's field.
+    pub fn field(&self) -> Option<String> {
+        self.json::<p6os_protocol::ErrorBody>().field
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// One request to `base` (always a loopback address in these tests).
+pub fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Body,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut b = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"));
+    if let Some(t) = token {
+        b = b.header("Authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let agent = agent();
+    let result = match body {
+        Body::None => agent.run(b.body(()).unwrap()),
+        Body::Bytes(ct, bytes) => agent.run(b.header("Content-Type", ct).body(bytes).unwrap()),
+    };
+    let mut r = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .unwrap();
+    Reply {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body,
+    }
+}
+
+pub fn facts(host: &str) -> Facts {
+    Facts {
+        hostname: host.into(),
+        name: None,
+        labels: BTreeMap::new(),
+        cpu_model: "QEMU Virtual CPU version 2.5+".into(),
+        cpu_count: 2,
+        memory_bytes: 2 << 30,
+        disks: vec![Disk {
+            name: "vda".into(),
+            size_bytes: 8 << 30,
+            model: Some("QEMU HARDDISK".into()),
+            removable: false,
+        }],
+        nics: vec![Nic {
+            name: "eth0".into(),
+            mac: Some("52:54:00:12:34:56".into()),
+            addresses: vec!["10.0.2.15/24".into(), "fe80::5054:ff:fe12:3456/64".into()],
+        }],
+        arch: "x86_64".into(),
+        base_os: "P6OS minimal".into(),
+        kernel: "6.1.0-18-amd64".into(),
+        image_name: "tiny".into(),
+        image_version: "1.0.0".into(),
+        agent_version: "0.1.0".into(),
+        slot: "a".into(),
+    }
+}
+
+pub fn beat(version: &str) -> Heartbeat {
+    Heartbeat {
+        slot: "a".into(),
+        version: version.into(),
+        health: Health::Good,
+        last_upgrade: None,
+        progress: None,
+    }
+}
+
+/// A small signed bundle; `seed` varies the payload bytes.
+pub fn bundle(key: &SecretKey, name: &str, version: &str, seed: u8) -> Vec<u8> {
+    let manifest = Manifest {
+        format: FORMAT,
+        name: name.into(),
+        version: version.into(),
+        arch: "x86_64".into(),
+        compatible: vec![name.into()],
+        min_agent_version: "0.1.0".into(),
+        recipe_digest: "sha256:00".into(),
+        rootfs_type: "squashfs".into(),
+        kernel_args: Vec::new(),
+        tries: 3,
+        slot_manifest: serde_json::json!({ "name": name }),
+        key_id: String::new(),
+        payloads: Vec::new(),
+    };
+    let kernel: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 251) as u8 ^ seed).collect();
+    let initrd = b"initrd".repeat(500);
+    // Incompressible-ish, so the file is big enough for meaningful ranges.
+    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
+    let rootfs: Vec<u8> = (0..200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let mut out = Vec::new();
+    write_bundle(
+        &mut out,
+        manifest,
+        &[
+            PayloadInput {
+                kind: PayloadKind::Kernel,
+                data: &kernel,
+            },
+            PayloadInput {
+                kind: PayloadKind::Initrd,
+                data: &initrd,
+            },
+            PayloadInput {
+                kind: PayloadKind::Rootfs,
+                data: &rootfs,
+            },
+        ],
+        key,
+        1,
+    )
+    .unwrap();
+    out
+}

@@ -173,6 +173,17 @@ fn authentication_and_authorisation() {
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     assert_eq!(hb("dev-a", Some("garbage")).status, 401);
     assert_eq!(hb("dev-a", Some(&s.admin)).status, 403);
+    // The token is checked before the body: a stranger learns nothing about the schema.
+    for token in [Some("garbage"), Some(b.as_str())] {
+        let r = s.call(
+            "POST",
+            &format!("{API}/appliances/dev-a/heartbeat"),
+            token,
+            Body::raw_json("{\"slot\": 1}"),
+        );
+        assert!(matches!(r.status, 401 | 403), "{}", r.status);
+        assert_eq!(r.field(), None);
+    }
     // A device token on an operator endpoint.
     let r = s.call("GET", &format!("{API}/appliances"), Some(&a), Body::None);
     assert_eq!(r.status, 403);

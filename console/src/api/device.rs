@@ -7,7 +7,7 @@ use axum::response::Response;
 use axum::Json;
 use p6os_protocol::{Facts, Heartbeat, HeartbeatResponse, PairRequest, PairResponse};
 
-use super::extract::{DeviceToken, JsonBody, Param};
+use super::extract::{parse_json, DeviceToken, JsonBody, Param, RawJson};
 use super::{json, now, AppState};
 use crate::auth::{digest_hex, new_token};
 use crate::core::{check_id_field, check_labels, check_name};
@@ -59,12 +59,12 @@ pub async fn pair(
 }
 
 /// `POST /api/v1/appliances/{id}/heartbeat`: stores the report, answers with the desired
-/// version and its bundle.
+/// version and its bundle. The token is checked before the body is parsed.
 pub async fn heartbeat(
     State(st): State<AppState>,
     DeviceToken(hash): DeviceToken,
     Param(id): Param,
-    JsonBody(beat): JsonBody<Heartbeat>,
+    RawJson(body): RawJson,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     check_id_field(&id)?;
     let answer = st
@@ -79,6 +79,7 @@ pub async fn heartbeat(
                 }
                 Some(_) => {}
             }
+            let beat: Heartbeat = parse_json(&body)?;
             appliances::heartbeat(c, &id, &beat, now())?
                 .ok_or_else(|| ApiError::unauthorized("invalid device token"))
         })

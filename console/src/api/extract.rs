@@ -154,6 +154,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// A JSON body of at most `MAX_JSON_BODY` bytes, not parsed yet: for handlers that
+/// authenticate before they look at the body (a stranger learns nothing about its schema).
+pub struct RawJson(pub Vec<u8>);
+
+impl<S: Send + Sync> FromRequest<S> for RawJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<RawJson, ApiError> {
+        if let Err(e) = content_type_is(req.headers(), "application/json") {
+            return Err(drain(req.into_body(), e).await);
+        }
+        if content_length(req.headers()).is_some_and(|n| n > DRAIN_LIMIT as u64) {
+            return Err(too_large(MAX_JSON_BODY as u64));
+        }
+        read_limited(req.into_body(), MAX_JSON_BODY)
+            .await
+            .map(RawJson)
+    }
+}
+
 /// A body that may be over its limit is still read (and dropped) up to this many bytes before
 /// the 413 goes out: a client still sending would otherwise see a reset instead of the answer.
 const DRAIN_LIMIT: usize = 8 << 20;

@@ -507,4 +507,6 @@ pub fn outcome(o: &crate::slots::Outcome) -> UpgradeOutcome {
 }
 
 #[cfg(test)]
+mod console_tests;
+#[cfg(test)]
 mod tests;

@@ -10,9 +10,9 @@ use std::thread;
 use super::*;
 
 /// A host that records what the loop asks for and stops after `rounds` sleeps.
-struct FakeHost {
+pub(super) struct FakeHost {
     rounds: usize,
-    waits: Vec<Duration>,
+    pub(super) waits: Vec<Duration>,
     saved: Vec<Registration>,
     running: Running,
     installs: Vec<String>,
@@ -21,7 +21,7 @@ struct FakeHost {
 }
 
 impl FakeHost {
-    fn new(rounds: usize) -> FakeHost {
+    pub(super) fn new(rounds: usize) -> FakeHost {
         FakeHost {
             rounds,
             waits: Vec::new(),

@@ -1,0 +1,181 @@
+//! The registration loop against the real console (`p6os_console`, in-process on 127.0.0.1,
+//! a real SQLite file): pending until the operator registers the id, ready, heartbeats; the
+//! console stopped (backoff, the token kept) and started again on the same database (the same
+//! token works); the appliance deleted by the operator (the device pairs again).
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use p6os_console::{Config, Log};
+
+use super::tests::FakeHost;
+use super::*;
+
+const ADMIN: &str = "admin-token-for-the-agent-tests";
+const PAIRING: &str = "pairing-token-for-the-agent-tests";
+
+/// A console on `port` (0: any) over the database in `dir`; stopped on drop.
+struct Console {
+    port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Console {
+    fn start(dir: &Path, port: u16) -> Console {
+        let config = Config {
+            db: dir.join("console.db"),
+            bundles: dir.join("bundles"),
+            admin_token: ADMIN.into(),
+            pairing_token: PAIRING.into(),
+            trusted_keys: Vec::new(),
+            heartbeat_secs: 7,
+            pending_retry_secs: 3,
+            log: Log::to_fn(|_| {}),
+        };
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = p6os_console::app(config).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                p6os_console::run(app, listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        Console {
+            port,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// An operator request with the admin token; returns the status.
+    fn operator(&self, method: &str, path: &str, body: Option<&str>) -> u16 {
+        let url = format!("{}{path}", self.endpoint());
+        http::call(
+            method,
+            &url,
+            Some(ADMIN),
+            body.map(str::as_bytes),
+            http::RetryPolicy::default(),
+        )
+        .unwrap()
+        .0
+    }
+
+    fn stop(mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        let _ = self.thread.take().map(|t| t.join());
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        let _ = self.thread.take().map(|t| t.join());
+    }
+}
+
+fn settings(endpoint: &str) -> Settings {
+    Settings {
+        endpoint: endpoint.to_string(),
+        pairing_token: PAIRING.into(),
+        ca_files: Vec::new(),
+        connect_timeout: Duration::from_millis(500),
+        read_timeout: Duration::from_secs(5),
+    }
+}
+
+#[test]
+fn pending_ready_console_restarted_and_appliance_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = Console::start(dir.path(), 0);
+    let port = console.port;
+    let endpoint = console.endpoint();
+    let s = settings(&endpoint);
+    let reg = Registration::resume(None, "store-7", &endpoint);
+
+    // Unknown to the console: pending, asked again after the console's 3 s.
+    let mut host = FakeHost::new(1);
+    let reg = run(&s, reg, &mut host);
+    assert_eq!(reg.phase, Phase::Pending);
+    assert!(
+        host.waits[0] >= Duration::from_millis(2700),
+        "{:?}",
+        host.waits
+    );
+
+    // The operator registers it: paired, then a heartbeat at the console's 7 s interval.
+    let body = r#"{"id": "store-7", "labels": {"site": "store-7"}}"#;
+    assert_eq!(
+        console.operator("POST", "/api/v1/appliances", Some(body)),
+        201
+    );
+    let mut host = FakeHost::new(2);
+    let reg = run(&s, reg, &mut host);
+    assert_eq!(reg.phase, Phase::Ready);
+    assert_eq!(reg.heartbeat_secs, Some(7));
+    assert_eq!(host.waits[0], Duration::ZERO);
+    assert!(
+        host.waits[1] >= Duration::from_millis(6300),
+        "{:?}",
+        host.waits
+    );
+    let token = reg.device_token.clone().unwrap();
+
+    // The console goes away: heartbeats fail, the waits grow (capped by the interval), the
+    // device stays paired with its token.
+    console.stop();
+    let mut host = FakeHost::new(4);
+    let reg = run(&s, reg, &mut host);
+    assert_eq!(reg.phase, Phase::Ready);
+    assert_eq!(reg.device_token.as_deref(), Some(token.as_str()));
+    assert!(
+        reg.last_error
+            .as_deref()
+            .unwrap()
+            .contains("cannot connect"),
+        "{reg:?}"
+    );
+    assert!(
+        host.waits.windows(2).all(|w| w[0] <= w[1]),
+        "{:?}",
+        host.waits
+    );
+    assert!(host.waits.iter().all(|w| *w <= Duration::from_secs(7)));
+
+    // Back on the same database: the same token is accepted.
+    let console = Console::start(dir.path(), port);
+    let mut host = FakeHost::new(1);
+    let reg = run(&s, reg, &mut host);
+    assert_eq!(reg.phase, Phase::Ready);
+    assert_eq!(reg.last_error, None);
+    assert_eq!(reg.device_token.as_deref(), Some(token.as_str()));
+
+    // The operator deletes it: the token stops working, the device pairs again and is
+    // pending (its id is unknown again).
+    assert_eq!(
+        console.operator("DELETE", "/api/v1/appliances/store-7", None),
+        204
+    );
+    let mut host = FakeHost::new(2);
+    let reg = run(&s, reg, &mut host);
+    assert_eq!(reg.phase, Phase::Pending);
+    assert_eq!(reg.device_token, None);
+}

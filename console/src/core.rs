@@ -244,6 +244,7 @@ mod tests {
             health: Health::Good,
             last_upgrade: None,
             progress: None,
+            facts: None,
         }
     }
 

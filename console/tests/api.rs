@@ -467,3 +467,34 @@ fn tokens_never_reach_the_log() {
         "the query string is logged:\n{log}"
     );
 }
+
+#[test]
+fn fresh_facts_in_a_heartbeat_replace_the_paired_ones() {
+    let s = Server::start();
+    let token = s.paired("dev-f", &[]);
+    let mut newer = facts("dev-f");
+    newer.image_version = "2.0.0".into();
+    newer.slot = "b".into();
+    newer.nics[0].addresses = vec!["10.0.3.15/24".into()];
+    let mut b = beat("2.0.0");
+    b.facts = Some(newer.clone());
+    assert_eq!(s.heartbeat("dev-f", &token, &b).status, 200);
+    let a: Appliance = s
+        .admin("GET", &format!("{API}/appliances/dev-f"), Body::None)
+        .json();
+    assert_eq!(a.facts, Some(newer));
+    // The report is kept without the facts; a heartbeat without facts keeps them.
+    assert_eq!(a.reported.as_ref().unwrap().facts, None);
+    assert_eq!(s.heartbeat("dev-f", &token, &beat("2.0.0")).status, 200);
+    let a: Appliance = s
+        .admin("GET", &format!("{API}/appliances/dev-f"), Body::None)
+        .json();
+    assert_eq!(a.facts.unwrap().image_version, "2.0.0");
+    // Facts are checked like at pairing.
+    let mut bad = facts("dev-f");
+    bad.labels.insert("bad key".into(), "v".into());
+    b.facts = Some(bad);
+    let r = s.heartbeat("dev-f", &token, &b);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.field().as_deref(), Some("facts.labels.bad key"));
+}

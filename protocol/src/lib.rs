@@ -175,6 +175,10 @@ pub struct Heartbeat {
     /// An upgrade under way.
     #[serde(default)]
     pub progress: Option<Progress>,
+    /// Fresh facts: sent with the first heartbeat after each boot (addresses, disks and the
+    /// image version change), replacing the ones from pairing.
+    #[serde(default)]
+    pub facts: Option<Facts>,
 }
 
 /// The booted slot's standing.
@@ -252,6 +256,7 @@ pub struct BundleRef {
     pub version: String,
     /// Path on the console (`/api/v1/bundles/<sha256>/content`), fetched with the device token.
     pub path: String,
+    /// Of the whole `.p6b` file, lower-case hex (no `sha256:` prefix: it goes into paths).
     pub sha256: String,
     pub size: u64,
 }

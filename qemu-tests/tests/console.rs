@@ -242,6 +242,9 @@ fn a_device_pairs_and_upgrades_when_the_operator_asks() {
     });
     assert_eq!(v["reported"]["slot"], "b");
     assert_eq!(v["reported"]["last_upgrade"]["version"], "2.0.0");
+    // The first heartbeat after the reboot brought fresh facts.
+    assert_eq!(v["facts"]["image_version"], "2.0.0", "{v:#}");
+    assert_eq!(v["facts"]["slot"], "b");
     let events = console.cli(&["appliances", "events", ID]);
     for needle in ["pending", "paired", "2.0.0"] {
         assert!(events.contains(needle), "{needle} not in {events}");

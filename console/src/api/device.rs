@@ -80,6 +80,9 @@ pub async fn heartbeat(
                 Some(_) => {}
             }
             let beat: Heartbeat = parse_json(&body)?;
+            if let Some(facts) = &beat.facts {
+                check_facts(facts)?;
+            }
             appliances::heartbeat(c, &id, &beat, now())?
                 .ok_or_else(|| ApiError::unauthorized("invalid device token"))
         })

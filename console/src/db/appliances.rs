@@ -295,6 +295,19 @@ pub fn heartbeat(
         return Ok(None);
     };
     let old: Option<Heartbeat> = reported.map(|r| from_json(&r, "heartbeat")).transpose()?;
+    // Fresh facts replace the stored ones; the report is kept without them.
+    let mut beat = beat.clone();
+    let facts = match beat.facts.take() {
+        Some(fresh) => {
+            let text = to_json(&fresh);
+            tx.prepare_cached("UPDATE appliances SET facts_json = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id, text]))
+                .ctx("store facts")?;
+            Some(text)
+        }
+        None => facts,
+    };
+    let beat = &beat;
     for (kind, message) in core::heartbeat_events(old.as_ref(), beat) {
         add_event(&tx, id, now, kind, &message)?;
     }

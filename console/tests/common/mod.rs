@@ -275,6 +275,7 @@ pub fn beat(version: &str) -> Heartbeat {
         health: Health::Good,
         last_upgrade: None,
         progress: None,
+        facts: None,
     }
 }
 

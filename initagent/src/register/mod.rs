@@ -161,13 +161,14 @@ pub fn heartbeat(
     ))
 }
 
-fn beat(running: &Running, progress: Option<Progress>) -> Heartbeat {
+fn beat(running: &Running, progress: Option<Progress>, facts: Option<Facts>) -> Heartbeat {
     Heartbeat {
         slot: running.slot.clone(),
         version: running.version.clone(),
         health: running.health,
         last_upgrade: running.last_upgrade.clone(),
         progress,
+        facts,
     }
 }
 
@@ -198,11 +199,20 @@ pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> R
     let mut failures = 0;
     // A failed upgrade, reported with the next heartbeat.
     let mut report: Option<Progress> = None;
+    // Facts go with the first heartbeat after each start (they change across boots).
+    let mut facts_sent = false;
     loop {
         let wait = match (reg.phase, reg.device_token.clone()) {
             (Phase::Ready, Some(token)) => {
                 let running = host.running();
-                let answer = heartbeat(settings, &reg.id, &token, &beat(&running, report.take()));
+                let facts = (!facts_sent).then(|| host.facts());
+                let answer = heartbeat(
+                    settings,
+                    &reg.id,
+                    &token,
+                    &beat(&running, report.take(), facts),
+                );
+                facts_sent |= matches!(answer, Answer::Ok(_));
                 let (next, after) = state::after_heartbeat(
                     &reg,
                     answer,
@@ -234,6 +244,7 @@ pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> R
             }
             _ => {
                 let answer = pair(settings, &reg.id, host.facts());
+                facts_sent |= matches!(answer, Answer::Ok(PairResponse::Ready { .. }));
                 let (next, wait) = state::after_pair(&reg, answer, &mut failures, host.random());
                 announce(&reg, &next);
                 if next != reg {
@@ -281,7 +292,7 @@ fn upgrade_from_console(
         last_report = Some(Instant::now());
         let p = progress(ProgressPhase::Downloading, done, total, None);
         // Best effort: a missed progress report changes nothing.
-        let _ = heartbeat(settings, &id, token, &beat(&running, Some(p)));
+        let _ = heartbeat(settings, &id, token, &beat(&running, Some(p), None));
     };
     match host.install(&url, token, &mut on_progress) {
         Ok(()) => {
@@ -290,7 +301,7 @@ fn upgrade_from_console(
                 bundle.version
             );
             let p = progress(ProgressPhase::Rebooting, bundle.size, bundle.size, None);
-            let _ = heartbeat(settings, &id, token, &beat(&host.running(), Some(p)));
+            let _ = heartbeat(settings, &id, token, &beat(&host.running(), Some(p), None));
             Ok(())
         }
         Err(failure) => {

@@ -22,6 +22,10 @@ pub struct Cli {
     /// File holding the admin token (else the environment variable P6OS_CONSOLE_ADMIN_TOKEN).
     #[arg(long, global = true, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// PEM CA certificate to trust for an https console (instead of Mozilla's roots), e.g. the
+    /// `ca.pem` made by `init --tls-name`.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -30,10 +34,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
-    /// Create DIR/admin.token and DIR/pairing.token (random, mode 0600; never overwritten).
+    /// Create DIR/admin.token and DIR/pairing.token (random, mode 0600; never overwritten);
+    /// with --tls-name, also a private CA (DIR/ca.pem) and a certificate for those names
+    /// (DIR/tls.crt, DIR/tls.key) for `serve --tls-cert --tls-key`.
     Init {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+        /// A DNS name or IP address devices use to reach the console; repeatable.
+        #[arg(long = "tls-name", value_name = "NAME")]
+        tls_names: Vec<String>,
     },
     /// Register, list, show and delete appliances; their events.
     #[command(subcommand)]
@@ -65,6 +74,12 @@ pub struct ServeArgs {
     /// How soon a pending device asks again.
     #[arg(long, default_value_t = 30, value_name = "N")]
     pub pending_retry_secs: u32,
+    /// Serve https with this PEM certificate chain (the server's certificate first).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

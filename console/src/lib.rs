@@ -18,6 +18,7 @@ pub mod error;
 pub mod init;
 pub mod openapi;
 pub mod range;
+pub mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -123,12 +124,17 @@ pub fn app(config: Config) -> Result<axum::Router, ServeError> {
     Ok(api::router(api::AppState::open(config)?))
 }
 
-/// Serves `app` on `listener` until `shutdown` completes (in-flight requests finish first).
-pub async fn run(
+/// Serves `app` on `listener` (plain TCP, or [`tls::TlsListener`]) until `shutdown` completes
+/// (in-flight requests finish first).
+pub async fn run<L>(
     app: axum::Router,
-    listener: tokio::net::TcpListener,
+    listener: L,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
+) -> Result<(), ServeError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -8,23 +8,23 @@ use clap::Parser;
 use p6os_bundle::keys::PublicKey;
 use p6os_console::cli::{Cli, Command, ServeArgs};
 use p6os_console::client::{self, Client, Failure};
+use p6os_console::tls::TlsListener;
 use p6os_console::{read_token, Config, Log};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let admin_file = cli.admin_token_file.clone();
+    let remote = Remote {
+        url: cli.url.clone(),
+        admin_file: cli.admin_token_file.clone(),
+        ca: cli.ca.clone(),
+    };
     let result = match cli.command {
         Command::Serve(args) => serve(args, admin_file.as_deref()),
-        Command::Init { dir } => init(&dir),
-        Command::Appliances(c) => operator(&cli.url, admin_file.as_deref(), |cl| {
-            client::appliances(cl, c)
-        }),
-        Command::Bundles(c) => {
-            operator(&cli.url, admin_file.as_deref(), |cl| client::bundles(cl, c))
-        }
-        Command::Desire(args) => operator(&cli.url, admin_file.as_deref(), |cl| {
-            client::desire(cl, args)
-        }),
+        Command::Init { dir, tls_names } => init(&dir, &tls_names),
+        Command::Appliances(c) => operator(&remote, |cl| client::appliances(cl, c)),
+        Command::Bundles(c) => operator(&remote, |cl| client::bundles(cl, c)),
+        Command::Desire(args) => operator(&remote, |cl| client::desire(cl, args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,21 +44,28 @@ impl From<anyhow::Error> for Exit {
     }
 }
 
-fn operator(
-    url: &str,
-    admin_file: Option<&std::path::Path>,
-    run: impl FnOnce(&Client) -> Result<(), Failure>,
-) -> Result<(), Exit> {
+/// Where the operator commands go.
+struct Remote {
+    url: String,
+    admin_file: Option<std::path::PathBuf>,
+    ca: Option<std::path::PathBuf>,
+}
+
+fn operator(remote: &Remote, run: impl FnOnce(&Client) -> Result<(), Failure>) -> Result<(), Exit> {
     let go = || -> Result<(), Failure> {
-        let token = client::admin_token(admin_file)?;
-        run(&Client::new(url, token))
+        let token = client::admin_token(remote.admin_file.as_deref())?;
+        run(&Client::new(&remote.url, token, remote.ca.as_deref())?)
     };
     go().map_err(|f| Exit(f.exit_code(), f.to_string()))
 }
 
-fn init(dir: &std::path::Path) -> Result<(), Exit> {
-    let files = p6os_console::init::init(dir)
-        .with_context(|| format!("cannot initialise {}", dir.display()))?;
+fn init(dir: &std::path::Path, tls_names: &[String]) -> Result<(), Exit> {
+    let files = if tls_names.is_empty() {
+        p6os_console::init::init(dir)
+    } else {
+        p6os_console::init::init_with_tls(dir, tls_names)
+    };
+    let files = files.with_context(|| format!("cannot initialise {}", dir.display()))?;
     for f in files {
         let what = if f.created {
             "created"
@@ -98,6 +105,12 @@ fn serve(args: ServeArgs, admin_file: Option<&std::path::Path>) -> Result<(), Ex
         pending_retry_secs: args.pending_retry_secs,
         log: Log::stderr(),
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(p6os_console::tls::server_config(cert, key).map_err(anyhow::Error::from)?)
+        }
+        _ => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -109,10 +122,19 @@ fn serve(args: ServeArgs, admin_file: Option<&std::path::Path>) -> Result<(), Ex
         let addr = listener.local_addr().context("no local address")?;
         let log = config.log.clone();
         let app = p6os_console::app(config)?;
-        println!("p6os-console: listening on http://{addr}");
-        p6os_console::run(app, listener, shutdown_signal(log))
-            .await
-            .context("the console stopped")?;
+        match tls {
+            Some(tls) => {
+                let listener = TlsListener::new(listener, tls, log.clone())
+                    .context("cannot listen with tls")?;
+                println!("p6os-console: listening on https://{addr}");
+                p6os_console::run(app, listener, shutdown_signal(log)).await
+            }
+            None => {
+                println!("p6os-console: listening on http://{addr}");
+                p6os_console::run(app, listener, shutdown_signal(log)).await
+            }
+        }
+        .context("the console stopped")?;
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(())

@@ -1,6 +1,7 @@
-//! Registration and a remote upgrade, end to end: a real `p6os-console` on the host's loopback
-//! (reached from the guest as 10.0.2.2 through QEMU's user network; the guest has no default
-//! route), the tiny image configured by unattended.yaml to register with it.
+//! Registration and a remote upgrade, end to end: a real `p6os-console` serving https on the
+//! host's loopback (reached from the guest as 10.0.2.2 through QEMU's user network; the guest
+//! has no default route) with a certificate from `p6os-console init --tls-name 10.0.2.2`, the
+//! tiny image configured by unattended.yaml to register with it and trust that CA.
 //!
 //! The device comes up before the operator registered its id: it is `pending`. The operator
 //! registers it: the device pairs (`ready`) and its facts are visible. The operator uploads a
@@ -29,6 +30,7 @@ struct Console {
     child: Child,
     url: String,
     admin_token: PathBuf,
+    ca: PathBuf,
 }
 
 impl Console {
@@ -37,6 +39,17 @@ impl Console {
         let pairing_token = dir.join("pairing.token");
         fs::write(&admin_token, "admin-secret-for-the-test\n").unwrap();
         fs::write(&pairing_token, "pairing-secret-for-the-test\n").unwrap();
+        // Keeps the token files above, adds the CA and the certificate for the guest's view.
+        let out = Command::new(console_cli())
+            .args(["init", "--tls-name", "10.0.2.2", "--dir"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut child = Command::new(console_cli())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
@@ -51,6 +64,10 @@ impl Console {
             .arg("--trusted-key")
             .arg(trusted_key)
             .args(["--heartbeat-secs", "3", "--pending-retry-secs", "2"])
+            .arg("--tls-cert")
+            .arg(dir.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.join("tls.key"))
             .stdout(Stdio::piped())
             .spawn()
             .expect("p6os-console (built by `cargo test --workspace`)");
@@ -71,6 +88,7 @@ impl Console {
             child,
             url,
             admin_token,
+            ca: dir.join("ca.pem"),
         }
     }
 
@@ -85,6 +103,8 @@ impl Console {
             .arg(&self.url)
             .arg("--admin-token-file")
             .arg(&self.admin_token)
+            .arg("--ca")
+            .arg(&self.ca)
             .args(args)
             .output()
             .unwrap();
@@ -135,12 +155,18 @@ fn a_device_pairs_and_upgrades_when_the_operator_asks() {
     let console = Console::start(&console_dir, &f.public_key);
 
     let config_file = f.dir.path().join("unattended.yaml");
+    let ca: String = fs::read_to_string(&console.ca)
+        .unwrap()
+        .lines()
+        .map(|l| format!("    {l}\n"))
+        .collect();
     fs::write(
         &config_file,
         format!(
             "appliance:\n  id: {ID}\n  labels: {{site: store-12}}\n\
              network:\n  interfaces:\n    - name: eth0\n      addresses: [10.0.2.15/24]\n\
-             console:\n  endpoint: http://10.0.2.2:{}\n  token: pairing-secret-for-the-test\n",
+             console:\n  endpoint: https://10.0.2.2:{}\n  token: pairing-secret-for-the-test\n\
+             \x20 ca: |\n{ca}",
             console.port()
         ),
     )

@@ -54,16 +54,36 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(url: &str, token: String) -> Client {
-        let config = ureq::Agent::config_builder()
+    /// A client of the console at `url`; for https, `ca` (a PEM file) replaces Mozilla's roots.
+    pub fn new(url: &str, token: String, ca: Option<&Path>) -> Result<Client, Failure> {
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .build();
-        Client {
+            .timeout_connect(Some(Duration::from_secs(10)));
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| Failure::Usage(format!("cannot read --ca {}: {e}", ca.display())))?;
+            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(Failure::Usage(format!(
+                    "--ca {}: no PEM certificate in it",
+                    ca.display()
+                )));
+            }
+            let tls = ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                .build();
+            config = config.tls_config(tls);
+        }
+        Ok(Client {
             base: url.trim_end_matches('/').to_string(),
             token,
-            agent: config.into(),
-        }
+            agent: config.build().into(),
+        })
     }
 
     fn url(&self, path: &str) -> String {

@@ -24,6 +24,11 @@ struct Console {
 
 impl Console {
     fn start(dir: &Path, port: u16) -> Console {
+        Console::start_with(dir, port, None)
+    }
+
+    /// With `tls`: https with that certificate and key.
+    fn start_with(dir: &Path, port: u16, tls: Option<(PathBuf, PathBuf)>) -> Console {
         let config = Config {
             db: dir.join("console.db"),
             bundles: dir.join("bundles"),
@@ -47,10 +52,19 @@ impl Console {
                 .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                p6os_console::run(app, listener, async {
+                let stopped = async {
                     let _ = stopped.await;
-                })
-                .await
+                };
+                match tls {
+                    None => p6os_console::run(app, listener, stopped).await,
+                    Some((cert, key)) => {
+                        let config = p6os_console::tls::server_config(&cert, &key).unwrap();
+                        let log = Log::to_fn(|_| {});
+                        let listener =
+                            p6os_console::tls::TlsListener::new(listener, config, log).unwrap();
+                        p6os_console::run(app, listener, stopped).await
+                    }
+                }
                 .unwrap();
             });
         });
@@ -178,4 +192,31 @@ fn pending_ready_console_restarted_and_appliance_deleted() {
     let reg = run(&s, reg, &mut host);
     assert_eq!(reg.phase, Phase::Pending);
     assert_eq!(reg.device_token, None);
+}
+
+#[test]
+fn pairs_over_https_with_the_ca_made_by_the_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = p6os_console::tls::make_certificates(&["127.0.0.1".into()]).unwrap();
+    let files = ["ca.pem", "tls.crt", "tls.key"].map(|n| dir.path().join(n));
+    for (path, text) in files.iter().zip([&ca, &chain, &key]) {
+        fs::write(path, text).unwrap();
+    }
+    let console = Console::start_with(dir.path(), 0, Some((files[1].clone(), files[2].clone())));
+    let endpoint = format!("https://127.0.0.1:{}", console.port);
+    let mut s = settings(&endpoint);
+    let reg = Registration::resume(None, "store-8", &endpoint);
+    // Without the CA: refused certificate, retried later.
+    let mut host = FakeHost::new(1);
+    let reg = run(&s, reg, &mut host);
+    assert_eq!(reg.phase, Phase::Unregistered);
+    assert!(
+        reg.last_error.as_deref().unwrap().contains("certificate"),
+        "{reg:?}"
+    );
+    // With the console's CA (what unattended.yaml `console.ca` gives): pending.
+    s.ca_files = vec![files[0].clone()];
+    let mut host = FakeHost::new(1);
+    let reg = run(&s, reg, &mut host);
+    assert_eq!(reg.phase, Phase::Pending, "{reg:?}");
 }

@@ -41,7 +41,14 @@ impl Console {
         fs::write(&pairing_token, "pairing-secret-for-the-test\n").unwrap();
         // Keeps the token files above, adds the CA and the certificate for the guest's view.
         let out = Command::new(console_cli())
-            .args(["init", "--tls-name", "10.0.2.2", "--dir"])
+            .args([
+                "init",
+                "--tls-name",
+                "10.0.2.2",
+                "--tls-name",
+                "127.0.0.1",
+                "--dir",
+            ])
             .arg(dir)
             .output()
             .unwrap();

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use p6os_protocol::{
-    check_id, check_label, check_version, Appliance, Heartbeat, OutcomeKind, Phase, Status,
+    check_id, check_label, check_version, Appliance, Facts, Heartbeat, OutcomeKind, Phase, Status,
 };
 
 use crate::error::ApiError;
@@ -22,9 +22,11 @@ pub enum PairAction {
     StayPending,
     /// Registered, not paired yet: pair (new token).
     Pair,
-    /// Already paired: the device lost its token (reinstall, wiped state); a new token
-    /// replaces the old one.
-    RePair,
+    /// Already paired: refused (409), whoever asks. Anyone holding the fleet's pairing token
+    /// could otherwise take over a paired id and cut the real device off. A device that lost
+    /// its token (reinstalled, state wiped) pairs again after an operator deletes and
+    /// registers the id again.
+    RefuseRePair,
 }
 
 pub fn pair_action(status: Option<Status>) -> PairAction {
@@ -32,7 +34,7 @@ pub fn pair_action(status: Option<Status>) -> PairAction {
         None => PairAction::StorePending,
         Some(Status::Pending) => PairAction::StayPending,
         Some(Status::Unpaired) => PairAction::Pair,
-        Some(Status::Ready) => PairAction::RePair,
+        Some(Status::Ready) => PairAction::RefuseRePair,
     }
 }
 
@@ -170,6 +172,82 @@ pub fn check_version_field(version: &Option<String>, field: &str) -> Result<(), 
     Ok(())
 }
 
+/// Longest device-provided text kept (host names, models, reasons, messages), in bytes.
+pub const MAX_TEXT: usize = 1024;
+/// Most disks, NICs and addresses kept from one device.
+pub const MAX_ITEMS: usize = 64;
+
+/// Device-provided text made safe to store and to print on an operator's terminal: control
+/// characters (escape sequences) become spaces, and it is cut to [`MAX_TEXT`] bytes.
+pub fn clean_text(s: &mut String) {
+    if s.chars().any(char::is_control) {
+        *s = s
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+    }
+    if s.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+fn clean_opt(s: &mut Option<String>) {
+    if let Some(s) = s {
+        clean_text(s);
+    }
+}
+
+/// [`clean_text`] on every string of the facts; lists cut to [`MAX_ITEMS`].
+pub fn clean_facts(f: &mut Facts) {
+    for s in [
+        &mut f.hostname,
+        &mut f.cpu_model,
+        &mut f.arch,
+        &mut f.base_os,
+        &mut f.kernel,
+        &mut f.image_name,
+        &mut f.image_version,
+        &mut f.agent_version,
+        &mut f.slot,
+    ] {
+        clean_text(s);
+    }
+    f.disks.truncate(MAX_ITEMS);
+    for d in &mut f.disks {
+        clean_text(&mut d.name);
+        clean_opt(&mut d.model);
+    }
+    f.nics.truncate(MAX_ITEMS);
+    for n in &mut f.nics {
+        clean_text(&mut n.name);
+        clean_opt(&mut n.mac);
+        n.addresses.truncate(MAX_ITEMS);
+        n.addresses.iter_mut().for_each(clean_text);
+    }
+}
+
+/// [`clean_text`] on every string of a heartbeat (and its facts).
+pub fn clean_heartbeat(h: &mut Heartbeat) {
+    clean_text(&mut h.slot);
+    clean_text(&mut h.version);
+    if let Some(u) = &mut h.last_upgrade {
+        clean_text(&mut u.version);
+        clean_opt(&mut u.slot);
+        clean_opt(&mut u.reason);
+    }
+    if let Some(p) = &mut h.progress {
+        clean_text(&mut p.version);
+        clean_opt(&mut p.message);
+    }
+    if let Some(f) = &mut h.facts {
+        clean_facts(f);
+    }
+}
+
 /// `k=v` (a label selector term, a list filter).
 pub fn parse_label_term(term: &str) -> Result<(String, String), String> {
     let (k, v) = term
@@ -249,11 +327,31 @@ mod tests {
     }
 
     #[test]
+    fn device_text_is_made_safe_for_terminals() {
+        let mut s = "nuc\u{1b}[2J\u{7}\nx".to_string();
+        clean_text(&mut s);
+        assert_eq!(s, "nuc [2J  x");
+        let mut long = "é".repeat(MAX_TEXT);
+        clean_text(&mut long);
+        assert!(long.len() <= MAX_TEXT && long.len() >= MAX_TEXT - 1);
+        let mut b = beat("1.0");
+        b.progress = Some(Progress {
+            version: "2.0".into(),
+            phase: Phase::Failed,
+            done_bytes: 0,
+            total_bytes: 1,
+            message: Some("bad\u{1b}]0;title\u{7}".into()),
+        });
+        clean_heartbeat(&mut b);
+        assert_eq!(b.progress.unwrap().message.unwrap(), "bad ]0;title ");
+    }
+
+    #[test]
     fn pair_actions() {
         assert_eq!(pair_action(None), PairAction::StorePending);
         assert_eq!(pair_action(Some(Status::Pending)), PairAction::StayPending);
         assert_eq!(pair_action(Some(Status::Unpaired)), PairAction::Pair);
-        assert_eq!(pair_action(Some(Status::Ready)), PairAction::RePair);
+        assert_eq!(pair_action(Some(Status::Ready)), PairAction::RefuseRePair);
     }
 
     #[test]

@@ -9,8 +9,11 @@
 //!
 //! Operator endpoints (bearer: the admin token) are listed in the console's `/openapi.json`.
 //!
-//! Unknown fields are refused everywhere (`deny_unknown_fields`): a typo is an error, not a
-//! silently ignored setting. Version skew is handled by the path (`/api/v1`).
+//! Compatibility: operator requests refuse unknown fields (`deny_unknown_fields`: a typo is an
+//! error, not a silently ignored setting). What devices send and what the console answers is
+//! read tolerantly, so an agent and a console of different releases keep talking: new fields
+//! are optional and ignored by older readers; an incompatible change gets a new path
+//! (`/api/v2`).
 
 use std::collections::BTreeMap;
 
@@ -85,7 +88,6 @@ pub fn check_version(version: &str) -> Result<(), String> {
 
 /// What a device says about itself when it pairs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct PairRequest {
     /// The fleet's pairing token (unattended.yaml `console.token`).
     pub pairing_token: String,
@@ -94,7 +96,6 @@ pub struct PairRequest {
 
 /// Device facts, gathered by the agent from /proc, /sys and the slot's manifest.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Facts {
     pub hostname: String,
     /// From unattended.yaml `appliance.name`.
@@ -125,7 +126,6 @@ pub struct Facts {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Disk {
     /// Kernel name: `vda`, `nvme0n1`, `sda`.
     pub name: String,
@@ -137,7 +137,6 @@ pub struct Disk {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Nic {
     pub name: String,
     #[serde(default)]
@@ -149,7 +148,7 @@ pub struct Nic {
 
 /// The console's answer to a pairing request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "status", rename_all = "snake_case")]
 pub enum PairResponse {
     /// Paired: the token authenticates this device's later requests (kept 0600, never logged).
     Ready {
@@ -162,7 +161,6 @@ pub enum PairResponse {
 
 /// What the device reports at every heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// Booted slot: `a` or `b`.
     pub slot: String,
@@ -189,12 +187,12 @@ pub enum Health {
     Good,
     /// On trial: health checks not passed yet.
     Assessing,
-    /// The device could not tell.
+    /// The device could not tell (or a newer agent sent a standing this console does not know).
+    #[serde(other)]
     Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct UpgradeOutcome {
     pub version: String,
     pub outcome: OutcomeKind,
@@ -219,7 +217,6 @@ pub enum OutcomeKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Progress {
     pub version: String,
     pub phase: Phase,
@@ -239,7 +236,6 @@ pub enum Phase {
 
 /// The console's answer to a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct HeartbeatResponse {
     /// The version the operator wants on this device (none: stay).
     #[serde(default)]
@@ -251,7 +247,6 @@ pub struct HeartbeatResponse {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct BundleRef {
     pub version: String,
     /// Path on the console (`/api/v1/bundles/<sha256>/content`), fetched with the device token.
@@ -306,7 +301,6 @@ impl Status {
 
 /// An appliance as the operator sees it. Times are Unix seconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Appliance {
     pub id: String,
     pub status: Status,
@@ -344,7 +338,6 @@ pub struct SelectorDesiredRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct DesiredResponse {
     /// The ids whose desired version was set, sorted.
     pub matched: Vec<String>,
@@ -352,7 +345,6 @@ pub struct DesiredResponse {
 
 /// A bundle held by the console (signature verified on upload).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Bundle {
     pub sha256: String,
     pub name: String,
@@ -365,7 +357,6 @@ pub struct Bundle {
 
 /// Something that happened to an appliance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Event {
     pub seq: i64,
     pub at: u64,
@@ -375,7 +366,6 @@ pub struct Event {
 
 /// Every error response: what went wrong and, for a bad body, the field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     pub error: String,
     #[serde(default)]
@@ -433,5 +423,26 @@ mod tests {
         let e =
             serde_json::from_str::<DesiredRequest>(r#"{"version":"1","verison":"2"}"#).unwrap_err();
         assert!(e.to_string().contains("unknown field `verison`"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod compatibility {
+    use super::*;
+
+    #[test]
+    fn device_messages_from_newer_releases_are_read() {
+        let beat: Heartbeat =
+            serde_json::from_str(r#"{"slot":"a","version":"1","health":"degraded","future":1}"#)
+                .unwrap();
+        assert_eq!(beat.health, Health::Unknown);
+        let answer: HeartbeatResponse =
+            serde_json::from_str(r#"{"heartbeat_secs":5,"maintenance_window":"02:00"}"#).unwrap();
+        assert_eq!(answer.heartbeat_secs, 5);
+        let pair: PairResponse = serde_json::from_str(
+            r#"{"status":"ready","device_token":"t","heartbeat_secs":5,"extra":true}"#,
+        )
+        .unwrap();
+        assert!(matches!(pair, PairResponse::Ready { .. }));
     }
 }

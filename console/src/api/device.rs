@@ -10,9 +10,10 @@ use p6os_protocol::{Facts, Heartbeat, HeartbeatResponse, PairRequest, PairRespon
 use super::extract::{parse_json, DeviceToken, JsonBody, Param, RawJson};
 use super::{json, now, AppState};
 use crate::auth::{digest_hex, new_token};
-use crate::core::{check_id_field, check_labels, check_name};
+use crate::core::{check_id_field, check_labels, check_name, clean_facts, clean_heartbeat};
 use crate::db::appliances::{self, Paired};
 use crate::error::ApiError;
+use p6os_protocol::check_version;
 
 fn check_facts(facts: &Facts) -> Result<(), ApiError> {
     check_name(&facts.name, "facts.name")?;
@@ -20,7 +21,8 @@ fn check_facts(facts: &Facts) -> Result<(), ApiError> {
 }
 
 /// `POST /api/v1/appliances/{id}/pair`: 403 for a wrong pairing token (nothing stored),
-/// 202 pending for an id no operator registered, 200 with a new device token otherwise.
+/// 202 pending for an id no operator registered, 409 for an id that is paired already,
+/// 200 with a new device token otherwise.
 pub async fn pair(
     State(st): State<AppState>,
     Param(id): Param,
@@ -30,6 +32,8 @@ pub async fn pair(
         return Err(ApiError::forbidden("wrong pairing token"));
     }
     check_id_field(&id)?;
+    let mut req = req;
+    clean_facts(&mut req.facts);
     check_facts(&req.facts)?;
     let token = new_token().map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
     let hash = digest_hex(&token);
@@ -48,6 +52,12 @@ pub async fn pair(
                     .into(),
             },
         ),
+        Paired::AlreadyPaired => {
+            return Err(ApiError::conflict(
+                "this id is paired already: to pair it again (a reinstalled device), an operator \
+                 deletes it and registers it again",
+            ))
+        }
         Paired::Ready => json(
             StatusCode::OK,
             PairResponse::Ready {
@@ -79,7 +89,9 @@ pub async fn heartbeat(
                 }
                 Some(_) => {}
             }
-            let beat: Heartbeat = parse_json(&body)?;
+            let mut beat: Heartbeat = parse_json(&body)?;
+            clean_heartbeat(&mut beat);
+            check_version(&beat.version).map_err(|e| ApiError::field("version", e))?;
             if let Some(facts) = &beat.facts {
                 check_facts(facts)?;
             }

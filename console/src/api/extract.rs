@@ -263,9 +263,11 @@ mod tests {
         let e = parse_json::<PairRequest>(br#"{"pairing_token":"t","facts":{"cpu_count":"x"}}"#)
             .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("facts.cpu_count"), "{e:?}");
-        let e = parse_json::<Heartbeat>(br#"{"slot":"a","version":"1","health":"good","x":1}"#)
-            .unwrap_err();
+        // Operator requests refuse unknown fields; device messages tolerate them (newer agents).
+        let e =
+            parse_json::<p6os_protocol::DesiredRequest>(br#"{"version":"1","x":1}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("x"), "{e:?}");
+        parse_json::<Heartbeat>(br#"{"slot":"a","version":"1","health":"good","x":1}"#).unwrap();
         let e = parse_json::<Heartbeat>(br#"{"slot":"a","health":"good"}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("version"), "{e:?}");
         let e = parse_json::<Heartbeat>(br#"{"slot":"a","#).unwrap_err();

@@ -172,6 +172,8 @@ pub fn delete(conn: &mut Connection, id: &str) -> Result<bool, DbError> {
 pub enum Paired {
     Pending,
     Ready,
+    /// The id is paired already: nothing changed.
+    AlreadyPaired,
 }
 
 /// A pairing request with the right pairing token. `token_hash` is the digest of the token
@@ -220,7 +222,20 @@ pub fn pair(
                 .ctx("refresh pending")?;
             Paired::Pending
         }
-        action @ (PairAction::Pair | PairAction::RePair) => {
+        PairAction::RefuseRePair => {
+            add_event(
+                &tx,
+                id,
+                now,
+                "re-pair-refused",
+                &format!(
+                    "device {} asked to pair this id, which is paired already: refused",
+                    facts.hostname
+                ),
+            )?;
+            Paired::AlreadyPaired
+        }
+        PairAction::Pair => {
             let (name, labels) = existing.map(|a| (a.name, a.labels)).unwrap_or_default();
             let name = name.or_else(|| facts.name.clone());
             let labels = core::merge_labels(&facts.labels, &labels);
@@ -240,11 +255,7 @@ pub fn pair(
                 ])
             })
             .ctx("pair")?;
-            let (kind, message) = match action {
-                PairAction::Pair => ("paired", "paired: the device got its token"),
-                _ => ("re-paired", "re-paired: a new token replaces the old one"),
-            };
-            add_event(&tx, id, now, kind, message)?;
+            add_event(&tx, id, now, "paired", "paired: the device got its token")?;
             Paired::Ready
         }
     };

@@ -398,6 +398,9 @@ impl Check<'_> {
     }
 
     fn document(&mut self, u: &Unattended) {
+        if let Some(a) = &u.appliance {
+            self.appliance(a);
+        }
         if let Some(h) = &u.hostname {
             if !valid_hostname(h) || h.len() > 64 || h.ends_with('.') {
                 self.err(vec![k("hostname")], format!("`{h}` is not a valid host name"), Some("letters, digits and dashes, labels of at most 63 characters, separated by dots"));
@@ -489,6 +492,38 @@ impl Check<'_> {
             }
         }
         self.write_files(&u.write_files);
+    }
+
+    /// The console's rules (`p6os_protocol`), so a document the agent applies is one the
+    /// console accepts.
+    fn appliance(&mut self, a: &Appliance) {
+        if let Some(id) = &a.id {
+            if let Err(why) = p6os_protocol::check_id(id) {
+                self.err(
+                    vec![k("appliance"), k("id")],
+                    why,
+                    Some("the id the operator registers on the console, e.g. store-12-nuc"),
+                );
+            }
+        }
+        if let Some(name) = &a.name {
+            if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+                self.err(
+                    vec![k("appliance"), k("name")],
+                    "the name must be 1 to 128 characters without control characters",
+                    None,
+                );
+            }
+        }
+        for (key, value) in &a.labels {
+            if let Err(why) = p6os_protocol::check_label(key, value) {
+                self.err(
+                    vec![k("appliance"), k("labels"), k(key)],
+                    why,
+                    Some("letters, digits, '.', '_', '-' and '/', e.g. site: store-12"),
+                );
+            }
+        }
     }
 
     fn users(&mut self, users: &[User]) {

@@ -290,7 +290,10 @@ fn bad_input() {
         None,
         Body::json(&req),
     );
-    assert_eq!((r.status, r.field().as_deref()), (400, Some("facts.kernel")));
+    assert_eq!(
+        (r.status, r.field().as_deref()),
+        (400, Some("facts.kernel"))
+    );
     assert!(r.text().contains("missing field `kernel`"), "{}", r.text());
 
     // Ids, labels, versions.

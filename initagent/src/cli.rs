@@ -17,7 +17,8 @@ commands:
              install a signed bundle (a file, a block device or an http(s) URL) into
              the other slot, then reboot into it for a trial
   register   pair with the management console of /etc/p6os/console.json, then report
-             in and upgrade when it asks (service mode starts it; it never returns)
+             in and upgrade when it asks (service mode starts it, and restarts it if it
+             stops with an error)
   status [--json]
              both slots (version, state, tries), the booted one, the last upgrade,
              and the registration with the console (unregistered, pending, ready)

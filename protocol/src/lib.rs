@@ -84,6 +84,20 @@ pub fn check_version(version: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A sha256 as the console names bundles: 64 lower-case hex digits.
+pub fn check_sha256(s: &str) -> Result<(), String> {
+    if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(())
+    } else {
+        Err("expected 64 lower-case hex digits".into())
+    }
+}
+
+/// Where the console serves the bundle with this sha256.
+pub fn bundle_content_path(sha256: &str) -> String {
+    format!("{API}/bundles/{sha256}/content")
+}
+
 // ----- device side -----
 
 /// What a device says about itself when it pairs.
@@ -395,6 +409,25 @@ mod tests {
         assert!(check_label("a-", "b").is_err());
         assert!(check_label("a", "b c").is_err());
         assert!(check_label(&"k".repeat(64), "v").is_err());
+    }
+
+    #[test]
+    fn bundle_paths() {
+        let sha = "ab".repeat(32);
+        assert_eq!(check_sha256(&sha), Ok(()));
+        assert_eq!(
+            bundle_content_path(&sha),
+            format!("/api/v1/bundles/{sha}/content")
+        );
+        for bad in [
+            "",
+            "AB",
+            &"AB".repeat(32),
+            &"ab".repeat(33),
+            &"x".repeat(64),
+        ] {
+            assert!(check_sha256(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -243,7 +243,7 @@ fn a_device_pairs_and_upgrades_when_the_operator_asks() {
     // The readable view shows the facts too.
     let text = console.cli(&["appliances", "show", ID]);
     assert!(text.contains("52:54:00:12:34:56"), "{text}");
-    // The device knows it is registered; no token on its console.
+    // The device knows it is registered (the status shows no token).
     let status = vm
         .run("status", "/usr/lib/p6os/p6os-agent status", BOOT)
         .unwrap();

@@ -308,3 +308,22 @@ fn shape_errors_do_not_hide_problems_in_other_sections() {
     // A section with a shape error gets no further checks (port 0 is not reported twice).
     assert!(errs[3].contains("ssh.colour: unknown field"), "{errs:#?}");
 }
+
+#[test]
+fn appliance_ids_and_labels_follow_the_console_rules() {
+    let e = errors(
+        "appliance:\n  id: store/12\n  name: \"\"\n  labels: {site: Main Office, ok: fine}\n",
+    );
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(
+        e[0].contains("appliance.id") && e[0].contains("'/'"),
+        "{e:#?}"
+    );
+    assert!(e[1].contains("appliance.name"), "{e:#?}");
+    assert!(e[2].contains("appliance.labels.site"), "{e:#?}");
+    assert!(load(
+        Path::new("u.yaml"),
+        "appliance: {id: store-12-nuc, labels: {site: store-12}}\n"
+    )
+    .is_ok());
+}

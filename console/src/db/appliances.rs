@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use p6os_protocol::{Appliance, BundleRef, Event, Facts, Heartbeat, RegisterRequest, Status, API};
+use p6os_protocol::{Appliance, BundleRef, Event, Facts, Heartbeat, RegisterRequest, Status};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::{from_json, to_json, Context, DbError};
@@ -343,7 +343,7 @@ pub fn heartbeat(
                 missing_after = Some(version.clone());
             }
             found.map(|b| BundleRef {
-                path: format!("{API}/bundles/{}/content", b.sha256),
+                path: p6os_protocol::bundle_content_path(&b.sha256),
                 version: b.version,
                 sha256: b.sha256,
                 size: b.size,

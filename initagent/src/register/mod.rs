@@ -1,6 +1,7 @@
 //! `p6os-agent register`: pairs the appliance with its management console and then keeps
-//! reporting in. Started by service mode (and, on systemd bases, by a unit) after the first-boot
-//! configuration; never blocks the boot: it runs beside everything else and retries for ever.
+//! reporting in. Started by service mode after the first-boot configuration (systemd bases will
+//! start it from a unit: not shipped yet); never blocks the boot: it runs beside everything else
+//! and retries for ever.
 //!
 //! Decisions are `state`'s (pure); `facts` gathers what the device is; this module talks HTTP
 //! (`upgrade::http::call`) and drives the upgrade machinery when the console wants another
@@ -26,7 +27,7 @@ use serde::Deserialize;
 
 use crate::log::error_chain;
 use crate::upgrade::{self, http, Failure};
-use state::{AfterHeartbeat, Answer, Phase, Registration};
+use state::{AfterHeartbeat, Answer, Attempts, Phase, Registration, Setback};
 
 pub const CONSOLE_CONFIG: &str = "/etc/p6os/console.json";
 pub const APPLIANCE_CONFIG: &str = "/etc/p6os/appliance.json";
@@ -34,6 +35,8 @@ pub const APPLIANCE_CONFIG: &str = "/etc/p6os/appliance.json";
 const CA_FILE: &str = "/run/p6os/console-ca.pem";
 /// Shortest time between two progress reports during a download.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Limits of a progress report: it is sent from inside the download and must not stall it.
+const PROGRESS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `/etc/p6os/console.json`, written 0600 by the first-boot configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -101,14 +104,16 @@ pub trait Host {
         token: &str,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(), Failure>;
-    fn reboot(&mut self);
+    /// Asks for a reboot into the new slot.
+    fn reboot(&mut self) -> Result<(), String>;
     /// Waits; false stops the loop (tests).
     fn sleep(&mut self, wait: Duration) -> bool;
     fn random(&mut self) -> u64;
 }
 
 /// Turns an HTTP exchange into an [`Answer`]: 2xx with a body that parses is an answer, 401 and
-/// 403 are a refusal of our credentials, everything else is worth another try later.
+/// 403 are a refusal of our credentials, other 4xx (but 408 and 429) need an operator, and
+/// everything else is worth another try soon.
 fn answer<T: DeserializeOwned>(result: Result<(u16, Vec<u8>), http::HttpError>) -> Answer<T> {
     let (status, body) = match result {
         Ok(x) => x,
@@ -124,6 +129,8 @@ fn answer<T: DeserializeOwned>(result: Result<(u16, Vec<u8>), http::HttpError>) 
             Err(e) => Answer::Unavailable(format!("the console's answer is not understood: {e}")),
         },
         401 | 403 => Answer::Denied(message()),
+        408 | 429 => Answer::Unavailable(message()),
+        400..=499 => Answer::Rejected(message()),
         _ => Answer::Unavailable(message()),
     }
 }
@@ -196,7 +203,7 @@ fn announce(before: &Registration, after: &Registration) {
 /// asks for another version. Returns only when `host.sleep` says stop (or after a reboot was
 /// requested).
 pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> Registration {
-    let mut failures = 0;
+    let mut attempts = Attempts::default();
     // A failed upgrade, reported with the next heartbeat.
     let mut report: Option<Progress> = None;
     // Facts go with the first heartbeat after each start (they change across boots).
@@ -218,7 +225,7 @@ pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> R
                     answer,
                     &running.version,
                     running.health,
-                    &mut failures,
+                    &mut attempts,
                     host.random(),
                 );
                 announce(&reg, &next);
@@ -229,14 +236,15 @@ pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> R
                 match after {
                     AfterHeartbeat::Wait(wait) => wait,
                     AfterHeartbeat::Upgrade(bundle) => {
-                        match upgrade_from_console(settings, &mut reg, &token, &bundle, host) {
-                            Ok(()) => {
-                                host.reboot();
-                                return reg;
-                            }
-                            Err(progress) => {
+                        match upgrade_from_console(settings, &reg, &token, &bundle, host) {
+                            Ok(()) => return reg,
+                            Err((setback, progress)) => {
                                 report = Some(progress);
-                                Duration::ZERO
+                                let (next, wait) =
+                                    state::after_setback(&reg, &bundle, setback, host.random());
+                                host.save(&next);
+                                reg = next;
+                                wait
                             }
                         }
                     }
@@ -245,7 +253,7 @@ pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> R
             _ => {
                 let answer = pair(settings, &reg.id, host.facts());
                 facts_sent |= matches!(answer, Answer::Ok(PairResponse::Ready { .. }));
-                let (next, wait) = state::after_pair(&reg, answer, &mut failures, host.random());
+                let (next, wait) = state::after_pair(&reg, answer, &mut attempts, host.random());
                 announce(&reg, &next);
                 if next != reg {
                     host.save(&next);
@@ -260,16 +268,16 @@ pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> R
     }
 }
 
-/// Downloads and installs `bundle`, reporting progress with heartbeats at most every 5 s. On
-/// failure returns the progress line to report; a refused bundle is remembered so it is not
-/// fetched again.
+/// Downloads and installs `bundle`, reporting progress with heartbeats at most every 5 s
+/// (short timeouts; after one failed report no more are tried), then asks for the reboot. On
+/// failure returns the setback and the progress line to report.
 fn upgrade_from_console(
     settings: &Settings,
-    reg: &mut Registration,
+    reg: &Registration,
     token: &str,
     bundle: &BundleRef,
     host: &mut dyn Host,
-) -> Result<(), Progress> {
+) -> Result<(), (Setback, Progress)> {
     info!(
         "registration: the console wants version {}; downloading {} bytes",
         bundle.version, bundle.size
@@ -282,42 +290,51 @@ fn upgrade_from_console(
         total_bytes: total,
         message,
     };
+    let quick = Settings {
+        connect_timeout: PROGRESS_TIMEOUT,
+        read_timeout: PROGRESS_TIMEOUT,
+        ..settings.clone()
+    };
     let url = settings.url(&bundle.path);
     let mut last_report: Option<Instant> = None;
+    let mut reports_work = true;
     let id = reg.id.clone();
     let mut on_progress = |done: u64, total: u64| {
-        if last_report.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+        if !reports_work || last_report.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
             return;
         }
-        last_report = Some(Instant::now());
         let p = progress(ProgressPhase::Downloading, done, total, None);
         // Best effort: a missed progress report changes nothing.
-        let _ = heartbeat(settings, &id, token, &beat(&running, Some(p), None));
+        let answer = heartbeat(&quick, &id, token, &beat(&running, Some(p), None));
+        reports_work = matches!(answer, Answer::Ok(_));
+        last_report = Some(Instant::now());
     };
-    match host.install(&url, token, &mut on_progress) {
-        Ok(()) => {
-            info!(
-                "registration: version {} installed; rebooting",
-                bundle.version
-            );
-            let p = progress(ProgressPhase::Rebooting, bundle.size, bundle.size, None);
-            let _ = heartbeat(settings, &id, token, &beat(&host.running(), Some(p), None));
-            Ok(())
-        }
-        Err(failure) => {
-            warn!("registration: {failure}");
-            if matches!(failure, Failure::Refused(_)) {
-                reg.refused_bundle = Some(bundle.sha256.clone());
-                host.save(reg);
-            }
-            Err(progress(
-                ProgressPhase::Failed,
-                0,
-                bundle.size,
-                Some(failure.to_string()),
-            ))
-        }
+    let failed = |failure: &Failure| {
+        let setback = match failure {
+            Failure::Refused(_) => Setback::Refused,
+            Failure::Impossible(_) | Failure::Failed(_) => Setback::Failed,
+        };
+        let message = Some(failure.to_string());
+        (
+            setback,
+            progress(ProgressPhase::Failed, 0, bundle.size, message),
+        )
+    };
+    if let Err(failure) = host.install(&url, token, &mut on_progress) {
+        warn!("registration: {failure}");
+        return Err(failed(&failure));
     }
+    info!(
+        "registration: version {} installed; rebooting",
+        bundle.version
+    );
+    let p = progress(ProgressPhase::Rebooting, bundle.size, bundle.size, None);
+    let _ = heartbeat(&quick, &id, token, &beat(&host.running(), Some(p), None));
+    host.reboot().map_err(|why| {
+        let failure = Failure::Failed(format!("installed, but the reboot failed: {why}"));
+        warn!("registration: {failure}");
+        failed(&failure)
+    })
 }
 
 // ----- the real machine -----
@@ -408,8 +425,11 @@ impl Host for Machine {
         .map(|_| ())
     }
 
-    fn reboot(&mut self) {
-        upgrade::request_reboot();
+    fn reboot(&mut self) -> Result<(), String> {
+        match upgrade::request_reboot() {
+            0 => Ok(()),
+            _ => Err("the reboot request failed (see above)".into()),
+        }
     }
 
     fn sleep(&mut self, wait: Duration) -> bool {

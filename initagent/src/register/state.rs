@@ -35,9 +35,10 @@ impl Phase {
     }
 }
 
-/// What is kept across reboots.
+/// What is kept across reboots. Read tolerantly (unknown fields ignored): after a rollback an
+/// older agent reads what a newer one wrote, and losing the record would mean pairing again,
+/// which the console refuses for a paired id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Registration {
     pub phase: Phase,
     pub id: String,
@@ -53,7 +54,22 @@ pub struct Registration {
     /// another one.
     #[serde(default)]
     pub refused_bundle: Option<String>,
+    /// A bundle whose installation failed (download, write), and how many times in a row.
+    #[serde(default)]
+    pub failed_bundle: Option<FailedBundle>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedBundle {
+    pub sha256: String,
+    pub attempts: u32,
+}
+
+/// Installations of one bundle tried before giving up on it (until the console offers another).
+pub const MAX_INSTALL_ATTEMPTS: u32 = 5;
+/// Wait after the first failed installation; doubles with each further one.
+pub const INSTALL_BACKOFF_FIRST: Duration = Duration::from_secs(30);
+pub const INSTALL_BACKOFF_MAX: Duration = Duration::from_secs(3600);
 
 impl Registration {
     /// The saved record when it is for this id and console; a fresh one otherwise (a new
@@ -69,6 +85,7 @@ impl Registration {
                 heartbeat_secs: None,
                 last_error: None,
                 refused_bundle: None,
+                failed_bundle: None,
             },
         }
     }
@@ -80,8 +97,26 @@ pub enum Answer<T> {
     Ok(T),
     /// 401 or 403: our credentials are not (or no longer) accepted.
     Denied(String),
-    /// Unreachable, timed out, DNS failure, 5xx, 429, or a garbled answer: try again later.
+    /// Another 4xx (a paired id, an invalid label, a protocol mismatch): retrying soon will
+    /// not help; an operator has to act. Retried rarely.
+    Rejected(String),
+    /// Unreachable, timed out, DNS failure, 5xx, 408, 429, or a garbled answer: try again later.
     Unavailable(String),
+}
+
+/// Consecutive setbacks, for the backoffs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Attempts {
+    /// Requests that found no console (reset by any answer).
+    pub failures: u32,
+    /// Heartbeats denied since the last accepted one (a token that keeps failing right after
+    /// pairing must not turn into a pairing loop).
+    pub denials: u32,
+}
+
+/// The wait after a rejection: an operator has to act first.
+fn rejected_wait(random: u64) -> Duration {
+    backoff(30, BACKOFF_FIRST, BACKOFF_MAX, random)
 }
 
 /// Exponential backoff with jitter: `first * 2^failures`, at most `max`, then a random
@@ -101,12 +136,11 @@ pub fn jittered_secs(secs: u32, random: u64) -> Duration {
     Duration::from_millis(millis - spread / 2 + random % (spread + 1))
 }
 
-/// The next state and the wait after a pairing attempt. `failures` counts consecutive failed
-/// attempts (for the backoff).
+/// The next state and the wait after a pairing attempt.
 pub fn after_pair(
     reg: &Registration,
     answer: Answer<PairResponse>,
-    failures: &mut u32,
+    attempts: &mut Attempts,
     random: u64,
 ) -> (Registration, Duration) {
     let mut next = reg.clone();
@@ -115,7 +149,7 @@ pub fn after_pair(
             device_token,
             heartbeat_secs,
         }) => {
-            *failures = 0;
+            attempts.failures = 0;
             next.phase = Phase::Ready;
             next.device_token = Some(device_token);
             next.heartbeat_secs = Some(heartbeat_secs);
@@ -124,22 +158,23 @@ pub fn after_pair(
             (next, Duration::ZERO)
         }
         Answer::Ok(PairResponse::Pending { retry_secs, .. }) => {
-            *failures = 0;
+            attempts.failures = 0;
             next.phase = Phase::Pending;
             next.last_error = None;
             (next, jittered_secs(retry_secs, random))
         }
-        Answer::Denied(why) => {
-            // A wrong pairing token does not fix itself: try rarely, in case the console's
-            // token is changed to match.
+        Answer::Denied(why) | Answer::Rejected(why) => {
+            // A wrong pairing token, an id paired already, an invalid label: none fixes
+            // itself. Ask rarely, in case an operator fixes the console's side.
+            attempts.failures = 0;
             next.phase = Phase::Unregistered;
             next.last_error = Some(why);
-            (next, backoff(30, BACKOFF_FIRST, BACKOFF_MAX, random))
+            (next, rejected_wait(random))
         }
         Answer::Unavailable(why) => {
             next.last_error = Some(why);
-            let wait = backoff(*failures, BACKOFF_FIRST, BACKOFF_MAX, random);
-            *failures += 1;
+            let wait = backoff(attempts.failures, BACKOFF_FIRST, BACKOFF_MAX, random);
+            attempts.failures += 1;
             (next, wait)
         }
     }
@@ -161,43 +196,118 @@ pub fn after_heartbeat(
     answer: Answer<HeartbeatResponse>,
     running: &str,
     health: Health,
-    failures: &mut u32,
+    attempts: &mut Attempts,
     random: u64,
 ) -> (Registration, AfterHeartbeat) {
     let mut next = reg.clone();
     let interval = reg.heartbeat_secs.unwrap_or(60);
     match answer {
         Answer::Ok(r) => {
-            *failures = 0;
+            *attempts = Attempts::default();
             next.last_error = None;
             next.heartbeat_secs = Some(r.heartbeat_secs);
             let wait = AfterHeartbeat::Wait(jittered_secs(r.heartbeat_secs, random));
             let Some(bundle) = r.bundle else {
                 return (next, wait);
             };
-            let wanted = r.desired_version.as_deref() == Some(bundle.version.as_str());
-            let refused = reg.refused_bundle.as_deref() == Some(bundle.sha256.as_str());
-            if !wanted || bundle.version == running || refused || health != Health::Good {
+            if !wanted(reg, r.desired_version.as_deref(), &bundle, running, health) {
                 return (next, wait);
             }
             (next, AfterHeartbeat::Upgrade(bundle))
         }
         Answer::Denied(why) => {
-            // The console forgot us (deleted, or its database was replaced): pair again.
-            *failures = 0;
+            // The console forgot us (deleted, or its database was replaced): pair again, more
+            // slowly each time it happens without an accepted heartbeat in between.
+            let wait = backoff(attempts.denials, BACKOFF_FIRST, BACKOFF_MAX, random);
+            attempts.denials += 1;
             next.phase = Phase::Unregistered;
             next.device_token = None;
             next.last_error = Some(why);
-            (next, AfterHeartbeat::Wait(jittered_secs(1, random)))
+            (next, AfterHeartbeat::Wait(wait))
+        }
+        Answer::Rejected(why) => {
+            next.last_error = Some(why);
+            (next, AfterHeartbeat::Wait(rejected_wait(random)))
         }
         Answer::Unavailable(why) => {
             next.last_error = Some(why);
             let max = BACKOFF_MAX
                 .min(Duration::from_secs(interval.into()))
                 .max(BACKOFF_FIRST);
-            let wait = backoff(*failures, BACKOFF_FIRST, max, random);
-            *failures += 1;
+            let wait = backoff(attempts.failures, BACKOFF_FIRST, max, random);
+            attempts.failures += 1;
             (next, AfterHeartbeat::Wait(wait))
+        }
+    }
+}
+
+/// Whether to install `bundle`: it is the desired version, served from the console's bundle
+/// path (the device token goes nowhere else), not running already, the booted slot is
+/// blessed, and this bundle was neither refused nor failed too often here.
+fn wanted(
+    reg: &Registration,
+    desired: Option<&str>,
+    bundle: &BundleRef,
+    running: &str,
+    health: Health,
+) -> bool {
+    let from_console = p6os_protocol::check_sha256(&bundle.sha256).is_ok()
+        && bundle.path == p6os_protocol::bundle_content_path(&bundle.sha256);
+    let given_up = reg
+        .failed_bundle
+        .as_ref()
+        .is_some_and(|f| f.sha256 == bundle.sha256 && f.attempts >= MAX_INSTALL_ATTEMPTS);
+    desired == Some(bundle.version.as_str())
+        && from_console
+        && bundle.version != running
+        && health == Health::Good
+        && reg.refused_bundle.as_deref() != Some(bundle.sha256.as_str())
+        && !given_up
+}
+
+/// Why an installation did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setback {
+    /// The bundle was refused (signature, compatibility, a version that rolled back here):
+    /// never again.
+    Refused,
+    /// Downloading or writing failed, or the machine could not upgrade just then: again
+    /// later, with a growing wait, at most [`MAX_INSTALL_ATTEMPTS`] times.
+    Failed,
+}
+
+/// The record and the wait after an installation of `bundle` did not happen.
+pub fn after_setback(
+    reg: &Registration,
+    bundle: &BundleRef,
+    setback: Setback,
+    random: u64,
+) -> (Registration, Duration) {
+    let mut next = reg.clone();
+    match setback {
+        Setback::Refused => {
+            next.refused_bundle = Some(bundle.sha256.clone());
+            (
+                next,
+                jittered_secs(reg.heartbeat_secs.unwrap_or(60), random),
+            )
+        }
+        Setback::Failed => {
+            let attempts = match &reg.failed_bundle {
+                Some(f) if f.sha256 == bundle.sha256 => f.attempts + 1,
+                _ => 1,
+            };
+            next.failed_bundle = Some(FailedBundle {
+                sha256: bundle.sha256.clone(),
+                attempts,
+            });
+            let wait = backoff(
+                attempts - 1,
+                INSTALL_BACKOFF_FIRST,
+                INSTALL_BACKOFF_MAX,
+                random,
+            );
+            (next, wait)
         }
     }
 }

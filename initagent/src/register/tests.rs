@@ -63,8 +63,9 @@ impl Host for FakeHost {
         progress(1, 2);
         self.install_result.clone()
     }
-    fn reboot(&mut self) {
+    fn reboot(&mut self) -> Result<(), String> {
         self.reboots += 1;
+        Ok(())
     }
     fn sleep(&mut self, wait: Duration) -> bool {
         self.waits.push(wait);
@@ -276,7 +277,7 @@ fn a_desired_version_is_installed_then_the_device_reboots() {
         Some(json(
             "200 OK",
             r#"{"desired_version":"2.0","heartbeat_secs":9,
-                "bundle":{"version":"2.0","path":"/api/v1/bundles/abc/content","sha256":"abc","size":2}}"#,
+                "bundle":{"version":"2.0","path":"/api/v1/bundles/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/content","sha256":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","size":2}}"#,
         ))
     });
     let reg = Registration {
@@ -288,7 +289,10 @@ fn a_desired_version_is_installed_then_the_device_reboots() {
     run(&settings(endpoint.clone()), reg, &mut host);
     assert_eq!(
         host.installs,
-        [format!("{endpoint}/api/v1/bundles/abc/content")]
+        [format!(
+            "{endpoint}/api/v1/bundles/{}/content",
+            "a".repeat(64)
+        )]
     );
     assert_eq!(host.reboots, 1);
     // The heartbeat that asked, one progress report, one "rebooting" report.
@@ -301,7 +305,7 @@ fn a_refused_bundle_is_not_fetched_again() {
         Some(json(
             "200 OK",
             r#"{"desired_version":"2.0","heartbeat_secs":9,
-                "bundle":{"version":"2.0","path":"/api/v1/bundles/abc/content","sha256":"abc","size":2}}"#,
+                "bundle":{"version":"2.0","path":"/api/v1/bundles/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/content","sha256":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","size":2}}"#,
         ))
     });
     let reg = Registration {
@@ -314,7 +318,7 @@ fn a_refused_bundle_is_not_fetched_again() {
     let reg = run(&settings(endpoint), reg, &mut host);
     assert_eq!(host.installs.len(), 1);
     assert_eq!(host.reboots, 0);
-    assert_eq!(reg.refused_bundle.as_deref(), Some("abc"));
+    assert_eq!(reg.refused_bundle, Some("a".repeat(64)));
 }
 
 #[test]
@@ -386,4 +390,31 @@ fn pairs_over_https_trusting_the_ca_from_unattended_yaml() {
     let reg = run(&trusting, fresh(&endpoint), &mut host);
     assert_eq!(reg.phase, Phase::Ready);
     assert_eq!(reg.device_token.as_deref(), Some("over-tls"));
+}
+
+#[test]
+fn a_failed_installation_is_retried_later_not_at_once() {
+    let body = format!(
+        r#"{{"desired_version":"2.0","heartbeat_secs":9,
+            "bundle":{{"version":"2.0","path":"/api/v1/bundles/{0}/content","sha256":"{0}","size":2}}}}"#,
+        "b".repeat(64)
+    );
+    let (endpoint, _) = server(move |_, _| Some(json("200 OK", &body)));
+    let reg = Registration {
+        phase: Phase::Ready,
+        device_token: Some("tok".into()),
+        ..fresh(&endpoint)
+    };
+    let mut host = FakeHost::new(2);
+    host.install_result = Err(Failure::Failed("the connection dropped".into()));
+    let reg = run(&settings(endpoint), reg, &mut host);
+    assert_eq!(host.installs.len(), 2);
+    assert_eq!(host.reboots, 0);
+    assert_eq!(
+        host.waits,
+        [Duration::from_secs(15), Duration::from_secs(30)],
+        "half of 30 s, then of 60 s (random 0)"
+    );
+    assert_eq!(reg.failed_bundle.unwrap().attempts, 2);
+    assert_eq!(reg.refused_bundle, None);
 }

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use p6os_bundle::compat::{Device, Downgrade};
-use p6os_bundle::format::PayloadKind;
+use p6os_bundle::format::{BundleError, PayloadKind};
 use p6os_bundle::keys::PublicKey;
 use serde_json::json;
 
@@ -140,13 +140,20 @@ pub fn install_from(
         slot_bytes,
     };
     let keys = machine::trusted_keys();
-    // Signature and compatibility before a byte is written.
-    let header = install::check(r, &keys, &device, downgrade).map_err(|e| refused(&e))?;
+    // Signature and compatibility before a byte is written. A source that breaks off is a
+    // failure to try again, not a verdict on the bundle.
+    let judge = |e: install::InstallError| match &e {
+        install::InstallError::Bundle(BundleError::Read(_) | BundleError::Truncated(_)) => {
+            Failure::Failed(error_chain(&e))
+        }
+        _ => refused(&e),
+    };
+    let header = install::check(r, &keys, &device, downgrade).map_err(judge)?;
     // A file or device is read twice: every payload's bytes are checked before anything is
     // changed. A download is read once: damage shows at the end, after the other slot's entry
     // was removed (the running slot and its entry are never touched).
     if let Source::File(f) = r {
-        install::verify_then_rewind(f, &header).map_err(|e| refused(&e))?;
+        install::verify_then_rewind(f, &header).map_err(judge)?;
     }
     let m = &header.manifest;
     let request = UpgradeRequest {
@@ -155,8 +162,13 @@ pub fn install_from(
         allow_retry: retry == Retry::Allow,
         tries: m.tries,
     };
-    let plan = slots::plan_upgrade(&view, &request)
-        .map_err(|refusal| Failure::Refused(refusal.to_string()))?;
+    let plan = slots::plan_upgrade(&view, &request).map_err(|refusal| match refusal {
+        // The machine's state, not the bundle: another time it may work.
+        slots::Refusal::NoBootedEntry { .. }
+        | slots::Refusal::BootedNotBlessed { .. }
+        | slots::Refusal::SortVersionExhausted { .. } => Failure::Impossible(refusal.to_string()),
+        _ => Failure::Refused(refusal.to_string()),
+    })?;
     say(&format!(
         "p6os-agent: upgrade: {} {} signed by {}, into slot {} ({device_path})",
         m.name,

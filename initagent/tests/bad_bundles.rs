@@ -119,6 +119,11 @@ fn is_empty(dir: &Path) -> bool {
 #[test]
 fn a_good_bundle_installs() {
     let case = Case::new(4 << 20);
+    // Leftovers of an earlier, cut upgrade of this slot: removed before anything is written,
+    // so a small ESP never holds a third kernel.
+    fs::create_dir_all(case.path("esp/p6os/b")).unwrap();
+    fs::write(case.path("esp/p6os/b/vmlinuz.new"), vec![0; 1 << 20]).unwrap();
+    fs::write(case.path("esp/p6os/b/initrd.img"), b"old").unwrap();
     let out = case.install(&bundle_bytes(manifest("2.0.0"), &key()), "1.0.0");
     assert!(
         out.status.success(),
@@ -129,6 +134,16 @@ fn a_good_bundle_installs() {
     for f in ["vmlinuz", "initrd.img", "manifest.json"] {
         assert!(case.path("esp/p6os/b").join(f).is_file(), "{f}");
     }
+    let mut names: Vec<String> = fs::read_dir(case.path("esp/p6os/b"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["initrd.img", "manifest.json", "vmlinuz"]);
+    assert_ne!(
+        fs::read(case.path("esp/p6os/b/initrd.img")).unwrap(),
+        b"old"
+    );
 }
 
 #[test]

@@ -100,10 +100,13 @@ pub fn install<R: Read>(
             }
         }
     }
-    // Every payload matched its signed size and hash: now the ESP.
+    // Every payload matched its signed size and hash: now the ESP. The slot's old files go
+    // first (its entry is already gone, so nothing refers to them): a small ESP holds both
+    // slots' kernels plus one being written, not a third copy or a cut upgrade's leftovers.
     let slot = target.slot.as_str();
     let dir = target.esp.join("p6os").join(slot);
     fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+    clear_dir(&dir)?;
     let slot_manifest = serde_json::to_vec_pretty(&m.slot_manifest).unwrap_or_default();
     for (name, data) in [
         ("vmlinuz", &kernel),
@@ -145,6 +148,22 @@ pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), InstallError> {
     f.sync_all().map_err(io_err("cannot fsync", &tmp))?;
     drop(f);
     fs::rename(&tmp, path).map_err(io_err("cannot rename into", path))
+}
+
+/// Removes the files in `dir` (not below it), then fsyncs it.
+fn clear_dir(dir: &Path) -> Result<(), InstallError> {
+    for entry in fs::read_dir(dir).map_err(io_err("cannot list", dir))? {
+        let path = entry.map_err(io_err("cannot list", dir))?.path();
+        if path.is_file() {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_err("cannot remove", &path)(e))
+                }
+                _ => {}
+            }
+        }
+    }
+    sync_dir(dir)
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), InstallError> {

@@ -85,6 +85,11 @@ impl Fixture {
         Ok(PathBuf::from(path))
     }
 
+    /// Writes `config` (unattended.yaml text) into `image`'s ESP with `p6os config inject`.
+    pub fn inject(&self, image: &Path, config: &str) -> Result<()> {
+        inject(image, config, &self.dir.path().join("unattended.yaml"))
+    }
+
     /// A signed bundle of the recipe (`.p6b`).
     pub fn bundle(&self, recipe: &Path) -> Result<PathBuf> {
         let out = self.dir.path().join("bundles");
@@ -110,4 +115,14 @@ impl Fixture {
             .set_len(len.div_ceil(512) * 512)?;
         Ok(disk)
     }
+}
+
+/// Writes `config` to `file`, then into `image`'s ESP with `p6os config inject`.
+pub fn inject(image: &Path, config: &str, file: &Path) -> Result<()> {
+    fs::write(file, config)?;
+    run(Command::new(p6os_cli())
+        .args(["config", "inject"])
+        .arg(image)
+        .arg(file))?;
+    Ok(())
 }

@@ -16,9 +16,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use qemu_tests::console_cli;
 use qemu_tests::fixture::Fixture;
 use qemu_tests::vm::{Network, VmConfig};
-use qemu_tests::{console_cli, p6os_cli};
 use serde_json::Value;
 
 const BOOT: Duration = Duration::from_secs(240);
@@ -161,15 +161,14 @@ fn a_device_pairs_and_upgrades_when_the_operator_asks() {
     fs::create_dir_all(&console_dir).unwrap();
     let console = Console::start(&console_dir, &f.public_key);
 
-    let config_file = f.dir.path().join("unattended.yaml");
     let ca: String = fs::read_to_string(&console.ca)
         .unwrap()
         .lines()
         .map(|l| format!("    {l}\n"))
         .collect();
-    fs::write(
-        &config_file,
-        format!(
+    f.inject(
+        &image,
+        &format!(
             "appliance:\n  id: {ID}\n  labels: {{site: store-12}}\n\
              network:\n  interfaces:\n    - name: eth0\n      addresses: [10.0.2.15/24]\n\
              console:\n  endpoint: https://10.0.2.2:{}\n  token: pairing-secret-for-the-test\n\
@@ -178,17 +177,6 @@ fn a_device_pairs_and_upgrades_when_the_operator_asks() {
         ),
     )
     .unwrap();
-    let out = Command::new(p6os_cli())
-        .args(["config", "inject"])
-        .arg(&image)
-        .arg(&config_file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 
     let mut config = VmConfig::new(&image).unwrap();
     config.network = Network::UserHostLoopback;

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use qemu_tests::test_image;
 use qemu_tests::vm::{copy_image, Network, Vm, VmConfig};
-use qemu_tests::{p6os_cli, test_image};
 
 const BOOT: Duration = Duration::from_secs(180);
 const CMD: Duration = Duration::from_secs(30);
@@ -58,19 +58,7 @@ console:
 fn image_with_config(dir: &Path, config: &str) -> std::path::PathBuf {
     let image = dir.join("disk.img");
     copy_image(&test_image(), &image).unwrap();
-    let file = dir.join("unattended.yaml");
-    std::fs::write(&file, config).unwrap();
-    let out = Command::new(p6os_cli())
-        .args(["config", "inject"])
-        .arg(&image)
-        .arg(&file)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", p6os_cli().display()));
-    assert!(
-        out.status.success(),
-        "p6os config inject failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    qemu_tests::fixture::inject(&image, config, &dir.join("unattended.yaml")).unwrap();
     image
 }
 

@@ -5,14 +5,12 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use qemu_tests::fixture::Fixture;
-use qemu_tests::p6os_cli;
 use qemu_tests::vm::{Network, VmConfig};
 
 const BOOT: Duration = Duration::from_secs(240);
@@ -77,23 +75,11 @@ fn upgrade_over_http_resumes_after_a_dropped_connection() {
         .bundle_disk(&f.recipe("2.0.0", "", None).unwrap())
         .unwrap();
     let (port, requests) = serve(fs::read(&bundle).unwrap());
-    let config_file = f.dir.path().join("net.yaml");
-    fs::write(
-        &config_file,
+    f.inject(
+        &image,
         "network:\n  interfaces:\n    - name: eth0\n      addresses: [10.0.2.15/24]\n",
     )
     .unwrap();
-    let out = Command::new(p6os_cli())
-        .args(["config", "inject"])
-        .arg(&image)
-        .arg(&config_file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let mut config = VmConfig::new(&image).unwrap();
     config.network = Network::UserHostLoopback;
     let mut vm = config.start("http").unwrap();

@@ -216,31 +216,15 @@ pub fn appliance_details(a: &Appliance, now: u64) -> String {
 pub fn events(events: &[Event]) -> String {
     let mut out = String::new();
     for e in events {
-        let _ = writeln!(out, "{}  {:<16} {}", utc(e.at), e.kind, e.message);
+        let _ = writeln!(
+            out,
+            "{}  {:<16} {}",
+            p6os_protocol::rfc3339(e.at),
+            e.kind,
+            e.message
+        );
     }
     out
-}
-
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian calendar, UTC).
-pub fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 pub fn bundle_table(all: &[Bundle]) -> String {
@@ -263,13 +247,6 @@ pub fn bundle_table(all: &[Bundle]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(utc(1_795_324_106), "2026-11-22T05:08:26Z");
-    }
 
     #[test]
     fn units() {

@@ -5,6 +5,7 @@
 //! only when complete, so a failed build leaves no image behind.
 
 use p6os_config::health::{HEALTH_PATH, TRUSTED_KEYS_DIR};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -19,13 +20,17 @@ use crate::fetch::{self, sha256_bytes, Cache, Resolved};
 use crate::gpt::{Gpt, TYPE_ESP, TYPE_ROOT_X86_64, TYPE_VAR};
 use crate::initramfs;
 use crate::kmod::{self, KernelModules};
+use crate::lock::{self, LayerLock, LockFile, LockedSource};
 use crate::manifest::{
-    BuildManifest, ImageRecord, LayerRecord, PartitionRecord, Payload, SlotIdentity, SlotManifest,
+    BuildManifest, ImageRecord, LayerRecord, PackageRecord, PartitionRecord, Payload, SlotIdentity,
+    SlotManifest,
 };
+use crate::outputs::{self, OutputFormat};
 use crate::recipe::{Layer, Recipe};
 use crate::rootfs;
 use crate::statefs;
 use crate::tree::{Entry, Kind, Tree};
+use crate::units;
 
 /// Where the agent lives in every slot.
 pub const AGENT_PATH: &str = "usr/lib/p6os/p6os-agent";
@@ -34,6 +39,11 @@ pub const SLOT_MANIFEST_PATH: &str = "usr/lib/p6os/manifest.json";
 pub const BAKED_UNATTENDED_PATH: &str = "usr/lib/p6os/unattended.yaml";
 /// Namespace for the UUID v5 GUIDs derived from the recipe digest.
 const GUID_NAMESPACE: Uuid = uuid::uuid!("6b3f2d4e-0b9a-5c1e-9f7d-2a6e8c4b1d30");
+/// Preloaded OCI archives (`<sha256>.tar`) and their list, read by `p6os-agent import-images`.
+pub const IMAGES_DIR: &str = "usr/lib/p6os/images";
+pub const IMAGES_LIST: &str = "usr/lib/p6os/images.json";
+const K3S_BINARY: &str = "usr/local/bin/k3s";
+const K3S_IMAGES_DIR: &str = "var/lib/rancher/k3s/agent/images";
 const BOOTLOADER_EFI: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +72,16 @@ pub enum BuildError {
     Agent { path: PathBuf, source: io::Error },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error("output formats: {0}")]
+    Outputs(#[from] outputs::OutputError),
+    #[error("{file}: sha256 mismatch: the recipe pins {expected}, the file has {actual}\n  hint: update images[].sha256 in the recipe (sha256sum FILE) if the new archive is intended")]
+    OciArchive {
+        file: PathBuf,
+        expected: String,
+        actual: String,
+    },
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
@@ -77,6 +97,38 @@ pub struct BuildOptions {
     pub cache: Cache,
     /// Receives one line per step (progress for humans; silent in tests).
     pub progress: Box<dyn Fn(&str)>,
+    /// Local copies of `file` sources by name (`--layer-source NAME=PATH`).
+    pub local_sources: BTreeMap<String, PathBuf>,
+    /// What to do with the recipe's lock file.
+    pub lock: LockPolicy,
+    /// The output formats written (all by default).
+    pub formats: Vec<OutputFormat>,
+}
+
+/// How a build treats `recipes/<name>.lock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockPolicy {
+    /// Fetch exactly the locked set when the lock exists (fail naming what moved); write the
+    /// lock when it does not.
+    Respect,
+    /// Resolve afresh from the archive and rewrite the lock (`p6os lock --update`).
+    Update,
+    /// Neither read nor write a lock (tests on copies of recipes).
+    Ignore,
+}
+
+impl BuildOptions {
+    pub fn new(out_dir: PathBuf, agent: PathBuf, cache: Cache) -> BuildOptions {
+        BuildOptions {
+            out_dir,
+            agent,
+            cache,
+            progress: Box::new(|_| {}),
+            local_sources: BTreeMap::new(),
+            lock: LockPolicy::Respect,
+            formats: OutputFormat::ALL.to_vec(),
+        }
+    }
 }
 
 /// What a build produced.
@@ -96,19 +148,19 @@ struct LoadedLayer<'a> {
 
 fn load_layer<'a>(
     layer: &'a Layer,
-    cache: &Cache,
-    apt: &fetch::AptIndex,
+    ctx: &fetch::SourceContext,
+    locked: Option<&LayerLock>,
 ) -> Result<LoadedLayer<'a>, BuildError> {
     let dir = layer.file.parent().unwrap_or(Path::new("."));
     let mut tree = Tree::new();
     let mut sources = Vec::new();
-    for s in &layer.def.sources {
-        let (t, r) =
-            fetch::load_source(cache, apt, dir, s).map_err(|source| BuildError::Fetch {
-                layer: layer.def.name.clone(),
-                file: layer.file.display().to_string(),
-                source,
-            })?;
+    for (i, s) in layer.def.sources.iter().enumerate() {
+        let lock = locked.and_then(|l| l.sources.get(i));
+        let (t, r) = fetch::load_source(ctx, dir, s, lock).map_err(|source| BuildError::Fetch {
+            layer: layer.def.name.clone(),
+            file: layer.file.display().to_string(),
+            source,
+        })?;
         tree.merge(&t);
         sources.push(r);
     }
@@ -117,6 +169,53 @@ fn load_layer<'a>(
         tree,
         sources,
     })
+}
+
+fn layer_lock(l: &LoadedLayer) -> LayerLock {
+    LayerLock {
+        definition: lock::definition_digest(l.layer),
+        sources: l
+            .layer
+            .def
+            .sources
+            .iter()
+            .zip(&l.sources)
+            .map(|(s, r)| fetch::locked_form(s, r))
+            .collect(),
+    }
+}
+
+/// The lock to build against: `None` when there is none (or it is ignored); an error when a
+/// layer changed since it was written.
+fn lock_to_use(recipe: &Recipe, policy: LockPolicy) -> Result<Option<LockFile>, BuildError> {
+    if policy != LockPolicy::Respect {
+        return Ok(None);
+    }
+    let path = lock::path_for(&recipe.file);
+    let Some(file) = lock::read(&path)? else {
+        return Ok(None);
+    };
+    let mut stale = Vec::new();
+    for layer in recipe
+        .layers
+        .iter()
+        .chain(std::iter::once(&recipe.bootloader))
+    {
+        match file.layers.get(&layer.reference) {
+            Some(l) if l.definition == lock::definition_digest(layer) => {}
+            Some(_) => stale.push(format!("layer {} changed", layer.reference)),
+            None => stale.push(format!("layer {} is not in it", layer.reference)),
+        }
+    }
+    if !stale.is_empty() {
+        return Err(lock::LockError::Moved {
+            lock: path,
+            recipe: recipe.file.display().to_string(),
+            what: format!("the lock is out of date: {}", stale.join(", ")),
+        }
+        .into());
+    }
+    Ok(Some(file))
 }
 
 fn record(l: &LoadedLayer) -> LayerRecord {
@@ -195,6 +294,59 @@ pub struct Prepared {
     pub initrd: Vec<u8>,
     pub release: String,
     pub agent_sha256: String,
+    /// Every package in the slot: the SBOM of the manifest.
+    pub packages: Vec<PackageRecord>,
+}
+
+/// The packages of a root: what dpkg installed (mmdebstrap bases) and what `debian` sources
+/// unpacked, sorted by name.
+fn sbom(root: &Tree, records: &[LayerRecord]) -> Vec<PackageRecord> {
+    let mut out: BTreeMap<String, PackageRecord> = BTreeMap::new();
+    let status = crate::fetch::bootstrap::dpkg_status(root);
+    let digests: BTreeMap<(&str, &str), &str> = records
+        .iter()
+        .flat_map(|r| &r.sources)
+        .flat_map(|s| match s {
+            Resolved::Mmdebstrap { packages, .. } | Resolved::Debian { packages } => {
+                packages.as_slice()
+            }
+            _ => &[],
+        })
+        .map(|p| ((p.name.as_str(), p.version.as_str()), p.sha256.as_str()))
+        .collect();
+    for p in status {
+        let sha256 = digests
+            .get(&(p.name.as_str(), p.version.as_str()))
+            .map(|s| s.to_string());
+        out.insert(
+            p.name.clone(),
+            PackageRecord {
+                name: p.name,
+                version: p.version,
+                arch: Some(p.arch),
+                sha256,
+                layer: None,
+                installed_by: "dpkg".into(),
+            },
+        );
+    }
+    for r in records {
+        for s in &r.sources {
+            if let Resolved::Debian { packages } = s {
+                for p in packages {
+                    out.entry(p.name.clone()).or_insert_with(|| PackageRecord {
+                        name: p.name.clone(),
+                        version: p.version.clone(),
+                        arch: None,
+                        sha256: Some(p.sha256.clone()),
+                        layer: Some(r.name.clone()),
+                        installed_by: "unpacked".into(),
+                    });
+                }
+            }
+        }
+    }
+    out.into_values().collect()
 }
 
 /// Fetches and merges the layers and makes the kernel payloads: everything but the disk writes.
@@ -219,17 +371,55 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
             _ => Vec::new(),
         })
         .collect();
+    let lockfile = lock_to_use(recipe, opts.lock)?;
+    // With a lock, the exact versions are what apt is asked for.
+    let locked_specs: Vec<String> = lockfile
+        .iter()
+        .flat_map(|l| l.layers.values())
+        .flat_map(|l| &l.sources)
+        .flat_map(|s| match s {
+            LockedSource::Debian { packages } => packages
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.version))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let specs: Vec<&str> = specs
+        .into_iter()
+        .chain(locked_specs.iter().map(String::as_str))
+        .collect();
     let apt = fetch::AptIndex::resolve_cached(&opts.cache, &specs);
+    let ctx = fetch::SourceContext {
+        cache: &opts.cache,
+        apt: &apt,
+        local: &opts.local_sources,
+        say: &say,
+    };
+    let locked = |l: &Layer| lockfile.as_ref().and_then(|f| f.layers.get(&l.reference));
     let mut loaded = Vec::new();
     for layer in &recipe.layers {
         say(&format!("layer {} ({})", layer.def.name, layer.reference));
-        loaded.push(load_layer(layer, &opts.cache, &apt)?);
+        loaded.push(load_layer(layer, &ctx, locked(layer))?);
     }
     say(&format!(
         "layer {} ({})",
         recipe.bootloader.def.name, recipe.bootloader.reference
     ));
-    let boot = load_layer(&recipe.bootloader, &opts.cache, &apt)?;
+    let boot = load_layer(&recipe.bootloader, &ctx, locked(&recipe.bootloader))?;
+    if lockfile.is_none() && opts.lock != LockPolicy::Ignore {
+        let file = LockFile {
+            version: lock::LOCK_VERSION,
+            layers: loaded
+                .iter()
+                .chain(std::iter::once(&boot))
+                .map(|l| (l.layer.reference.clone(), layer_lock(l)))
+                .collect(),
+        };
+        let path = lock::path_for(&recipe.file);
+        lock::write(&path, &file)?;
+        say(&format!("wrote {}", path.display()));
+    }
     let efi = file_data(&boot.tree, BOOTLOADER_EFI).ok_or(BuildError::NoBootloader)?;
 
     let records: Vec<LayerRecord> = loaded.iter().map(record).collect();
@@ -247,6 +437,39 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
     for l in &loaded {
         root.merge(&l.tree);
     }
+    // Air-gapped content: OCI archives by digest, and the list the import unit reads.
+    let mut images = Vec::new();
+    let recipe_dir = recipe.file.parent().unwrap_or(Path::new("."));
+    for image in &def.images {
+        let file = recipe_dir.join(&image.file);
+        let data = fs::read(&file).map_err(io_at(&file))?;
+        let actual = sha256_bytes(&data);
+        if actual != image.sha256 {
+            return Err(BuildError::OciArchive {
+                file,
+                expected: image.sha256.clone(),
+                actual,
+            });
+        }
+        let name = format!("{actual}.tar");
+        images.push(serde_json::json!({ "file": name, "sha256": actual, "source": image.file }));
+        root.insert(&format!("{IMAGES_DIR}/{name}"), Entry::file(data, 0o644));
+        if root.get(K3S_BINARY).is_some() {
+            // k3s imports what lies in its images directory at every start.
+            root.insert(
+                &format!("{K3S_IMAGES_DIR}/{name}"),
+                Entry::symlink(&format!("/{IMAGES_DIR}/{name}")),
+            );
+        }
+    }
+    if !images.is_empty() {
+        let list = serde_json::to_vec_pretty(&images).expect("serializable");
+        root.insert(IMAGES_LIST, Entry::file(list, 0o644));
+    }
+    if units::is_systemd(&root) {
+        units::install(&mut root, !images.is_empty());
+    }
+    let packages = sbom(&root, &records);
     root.insert(AGENT_PATH, Entry::file(agent.clone(), 0o755));
     let identity_json = serde_json::to_vec_pretty(&identity).expect("serializable");
     root.insert(SLOT_MANIFEST_PATH, Entry::file(identity_json, 0o644));
@@ -295,6 +518,7 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
         initrd,
         release,
         agent_sha256,
+        packages,
     })
 }
 
@@ -324,6 +548,7 @@ fn write(
         initrd,
         release,
         agent_sha256,
+        packages,
     } = prepared;
 
     // Partition layout.
@@ -448,6 +673,10 @@ fn write(
     )?;
 
     let image_sha256 = fetch::sha256_file(&tmp_image).map_err(io_at(&tmp_image))?;
+    // The other formats are made from the finished raw image, in the work directory.
+    let work_image = work.path().join(format!("{base}.img"));
+    fs::rename(&tmp_image, &work_image).map_err(io_at(&work_image))?;
+    let outputs = outputs::write_outputs(&work_image, &base, &opts.formats, &say)?;
     let manifest = BuildManifest {
         name: def.name.clone(),
         version: def.version.clone(),
@@ -467,14 +696,22 @@ fn write(
             size: gpt.size_bytes(),
             sha256: image_sha256,
         },
+        outputs: outputs.clone(),
+        packages,
     };
     let mut json = serde_json::to_vec_pretty(&manifest).expect("serializable");
     json.push(b'\n');
     let tmp_manifest = work.path().join("manifest.json");
     fs::write(&tmp_manifest, json).map_err(io_at(&tmp_manifest))?;
-    // Manifest first: an image never stands without the manifest that describes it.
+    // Manifest first: an image never stands without the manifest that describes it; the
+    // checksum list last, once everything it lists is in place.
     fs::rename(&tmp_manifest, &manifest_path).map_err(io_at(&manifest_path))?;
-    fs::rename(&tmp_image, &image_path).map_err(io_at(&image_path))?;
+    for o in &outputs {
+        let to = opts.out_dir.join(&o.file);
+        fs::rename(work.path().join(&o.file), &to).map_err(io_at(&to))?;
+    }
+    let sums = opts.out_dir.join(format!("{base}.{}", outputs::SHA256SUMS));
+    fs::rename(work.path().join(outputs::SHA256SUMS), &sums).map_err(io_at(&sums))?;
     say(&format!(
         "done in {:.1} s: {} (sha256 {})",
         started.elapsed().as_secs_f64(),

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use p6os_builder::outputs::OutputFormat;
+use p6os_builder::progress::{self, ProgressMode};
 use p6os_builder::{bundle, fetch::Cache, image, inspect, recipe};
 
 /// Where `cargo xtask agent` puts the static agent.
@@ -36,6 +38,26 @@ enum Command {
         out: PathBuf,
         #[command(flatten)]
         inputs: BuildInputs,
+        /// Output formats, comma-separated: raw, zst, qcow2, bmap (default: all).
+        #[arg(long, value_delimiter = ',', default_value = "raw,zst,qcow2,bmap")]
+        format: Vec<OutputFormat>,
+    },
+    /// Resolve a recipe's packages and downloads into `<recipe>.lock` (like Cargo.lock).
+    Lock {
+        recipe: PathBuf,
+        /// Resolve afresh from the archive even when a lock exists, and rewrite it.
+        #[arg(long)]
+        update: bool,
+        #[command(flatten)]
+        inputs: BuildInputs,
+    },
+    /// The download and layer cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+        /// Cache directory (env P6OS_CACHE; default ~/.cache/p6os).
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
     },
     /// Site configuration on images.
     Config {
@@ -80,9 +102,27 @@ struct BuildInputs {
     /// Download cache (env P6OS_CACHE; default ~/.cache/p6os). Never required.
     #[arg(long)]
     cache: Option<PathBuf>,
+    /// A local copy of a layer's `file` source, by its name (checked against its sha256);
+    /// repeatable. For artifacts that cannot be downloaded here.
+    #[arg(long = "layer-source", value_name = "NAME=PATH", value_parser = parse_layer_source)]
+    layer_sources: Vec<(String, PathBuf)>,
     /// Print only errors.
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "json_progress")]
     quiet: bool,
+    /// Progress as JSON lines on stderr (for CI).
+    #[arg(long)]
+    json_progress: bool,
+}
+
+fn parse_layer_source(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=PATH"))?;
+    let path = PathBuf::from(path);
+    if !path.is_file() {
+        return Err(format!("`{}` is not a file", path.display()));
+    }
+    Ok((name.to_string(), path))
 }
 
 #[derive(Subcommand)]
@@ -95,6 +135,22 @@ enum BundleCommand {
         key: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// List cache entries: kind, size, last use.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove entries not used for DAYS days (default 30); --all empties the cache.
+    Gc {
+        #[arg(long, default_value_t = 30, conflicts_with = "all")]
+        older_than_days: u64,
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -168,6 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recipe: file,
             out,
             inputs,
+            format,
         } => {
             let recipe = match recipe::load(&file) {
                 Ok(r) => r,
@@ -176,10 +233,77 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let opts = build_options(out, &inputs);
+            let mut opts = build_options(out, &inputs);
+            opts.formats = format;
             let built = image::build(&recipe, &opts)
                 .with_context(|| format!("building {}", file.display()))?;
             println!("{}", built.image.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lock {
+            recipe: file,
+            update,
+            inputs,
+        } => {
+            let recipe = match recipe::load(&file) {
+                Ok(r) => r,
+                Err(diags) => {
+                    eprintln!("{diags}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let mut opts = build_options(PathBuf::from("unused"), &inputs);
+            opts.lock = if update {
+                image::LockPolicy::Update
+            } else {
+                image::LockPolicy::Respect
+            };
+            let path = p6os_builder::lock::path_for(&file);
+            let existed = path.exists();
+            image::prepare(&recipe, &opts)
+                .with_context(|| format!("resolving {}", file.display()))?;
+            println!(
+                "{}: {}",
+                path.display(),
+                match (existed, update) {
+                    (true, false) =>
+                        "up to date (every locked package and artifact is still there)",
+                    (true, true) => "updated",
+                    (false, _) => "written",
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cache { command, dir } => {
+            let cache = dir
+                .map(|root| Cache { root })
+                .unwrap_or_else(Cache::default_location);
+            match command {
+                CacheCommand::Ls { json } => {
+                    let entries = p6os_builder::cache::list(&cache)?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&entries)?);
+                    } else {
+                        print!("{}", p6os_builder::cache::render(&cache, &entries));
+                    }
+                }
+                CacheCommand::Gc {
+                    older_than_days,
+                    all,
+                } => {
+                    let age = if all {
+                        std::time::Duration::ZERO
+                    } else {
+                        std::time::Duration::from_secs(older_than_days * 86_400)
+                    };
+                    let (n, bytes) = p6os_builder::cache::gc(&cache, age)?;
+                    println!(
+                        "removed {n} entries ({} MiB) from {}",
+                        bytes >> 20,
+                        cache.root.display()
+                    );
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Config {
@@ -267,20 +391,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn build_options(out: PathBuf, inputs: &BuildInputs) -> image::BuildOptions {
-    let progress: Box<dyn Fn(&str)> = if inputs.quiet {
-        Box::new(|_| {})
+    let mode = if inputs.quiet {
+        ProgressMode::Quiet
+    } else if inputs.json_progress {
+        ProgressMode::Json
     } else {
-        let start = std::time::Instant::now();
-        Box::new(move |s| eprintln!("p6os: [{:5.1}s] {s}", start.elapsed().as_secs_f64()))
+        ProgressMode::Human
     };
-    image::BuildOptions {
-        out_dir: out,
-        agent: inputs.agent.clone(),
-        cache: inputs
-            .cache
-            .clone()
-            .map(|root| Cache { root })
-            .unwrap_or_else(Cache::default_location),
-        progress,
-    }
+    let cache = inputs
+        .cache
+        .clone()
+        .map(|root| Cache { root })
+        .unwrap_or_else(Cache::default_location);
+    let mut opts = image::BuildOptions::new(out, inputs.agent.clone(), cache);
+    opts.progress = progress::sink(mode);
+    opts.local_sources = inputs.layer_sources.iter().cloned().collect();
+    opts
 }

@@ -46,6 +46,24 @@ pub struct LayerRecord {
     pub sha256: String,
 }
 
+/// One package of the slot, for the SBOM in the build manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackageRecord {
+    pub name: String,
+    pub version: String,
+    /// From the dpkg status (packages dpkg installed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// The archive's sha256 of the .deb.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The layer that unpacked it (packages not installed by dpkg).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+    /// `dpkg` (maintainer scripts ran) or `unpacked` (files only, by a `debian` source).
+    pub installed_by: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionRecord {
     pub number: u32,
@@ -82,6 +100,11 @@ pub struct BuildManifest {
     pub partitions: Vec<PartitionRecord>,
     pub slot_a: SlotManifest,
     pub image: ImageRecord,
+    /// Every file written beside the manifest (raw, .img.zst, .qcow2, .bmap), as listed in
+    /// `<name>-<version>.SHA256SUMS`.
+    pub outputs: Vec<crate::outputs::OutputRecord>,
+    /// The SBOM: every package in the slot (name, version, the archive's sha256).
+    pub packages: Vec<PackageRecord>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -117,6 +117,19 @@ impl Tree {
         self.entries.iter()
     }
 
+    /// Removes the entry at `path` (not what lies under a directory); returns it.
+    pub fn remove(&mut self, path: &str) -> Option<Entry> {
+        self.entries.remove(&normalize(path)?)
+    }
+
+    /// The contents of a regular file as text (lossy), following no links.
+    pub fn file_text(&self, path: &str) -> Option<String> {
+        match &self.get(path)?.kind {
+            Kind::File(d) => Some(String::from_utf8_lossy(d).into_owned()),
+            _ => None,
+        }
+    }
+
     /// Entries whose path starts with `prefix/`.
     pub fn under<'a>(
         &'a self,
@@ -135,6 +148,11 @@ impl Tree {
     pub fn insert(&mut self, path: &str, entry: Entry) {
         let Some(path) = normalize(path) else { return };
         let path = self.resolve_parents(&path);
+        if matches!(entry.kind, Kind::Dir) && self.is_symlink_to_dir(&path) {
+            // A package's `/lib` directory on a usr-merged base (`lib -> usr/lib`): the link
+            // stays, what the package puts under it goes through it.
+            return;
+        }
         let mut parent = String::new();
         let comps: Vec<&str> = path.split('/').collect();
         for c in &comps[..comps.len() - 1] {
@@ -156,6 +174,28 @@ impl Tree {
             self.remove_subtree(&path);
         }
         self.entries.insert(path, entry);
+    }
+
+    /// Whether `path` is a symlink that resolves, inside the tree, to a directory.
+    fn is_symlink_to_dir(&self, path: &str) -> bool {
+        if !matches!(
+            self.entries.get(path),
+            Some(Entry {
+                kind: Kind::Symlink(_),
+                ..
+            })
+        ) {
+            return false;
+        }
+        let through = self.resolve_parents(&format!("{path}/\0"));
+        let target = through.strip_suffix("/\0").unwrap_or(&through);
+        matches!(
+            self.entries.get(target),
+            Some(Entry {
+                kind: Kind::Dir,
+                ..
+            })
+        )
     }
 
     fn remove_subtree(&mut self, path: &str) {
@@ -421,6 +461,26 @@ mod tests {
             t.get("etc/ssh").is_some(),
             "a directory over a directory keeps children"
         );
+    }
+
+    #[test]
+    fn a_directory_entry_keeps_a_usr_merge_link() {
+        let mut t = Tree::new();
+        t.insert(
+            "usr/lib/systemd/systemd",
+            Entry::file(b"elf".to_vec(), 0o755),
+        );
+        t.insert("lib", Entry::symlink("usr/lib"));
+        // A kernel package unpacked later ships `./lib/` and `./lib/modules/...`.
+        t.insert("lib", Entry::dir(0o755));
+        t.insert("lib/modules/6.1/x.ko", Entry::file(b"ko".to_vec(), 0o644));
+        assert!(matches!(t.get("lib").unwrap().kind, Kind::Symlink(_)));
+        assert!(t.get("usr/lib/systemd/systemd").is_some());
+        assert!(t.get("usr/lib/modules/6.1/x.ko").is_some());
+        // A dangling link is still replaced by the directory.
+        t.insert("opt", Entry::symlink("nowhere"));
+        t.insert("opt", Entry::dir(0o755));
+        assert!(matches!(t.get("opt").unwrap().kind, Kind::Dir));
     }
 
     #[test]

@@ -196,6 +196,27 @@ impl Executor {
                 info!("{}", plan::describe_mount(m, &device));
             }
             Step::LoadModules { paths } => load_modules(paths),
+            Step::BindDataDirs { dirs, root, state } => {
+                for dir in dirs {
+                    let target = format!("{root}{dir}");
+                    if !std::path::Path::new(&target).is_dir() {
+                        continue;
+                    }
+                    let source = format!("{state}/data{dir}");
+                    sys::mkdir_p(&source, 0o711).map_err(|e| BootError::MakeDir {
+                        path: source.clone(),
+                        source: e,
+                    })?;
+                    sys::bind_mount(&source, &target).map_err(|e| BootError::Mount {
+                        device: source.clone(),
+                        target: target.clone(),
+                        fstype: "bind",
+                        options: "rw".into(),
+                        source: e,
+                    })?;
+                    info!("bound {source} on {target}");
+                }
+            }
             Step::ReadLoaderVariables => self.read_loader_variables(),
             Step::WaitForPartitions { labels, timeout } => {
                 self.wait_for_partitions(labels, *timeout)?;

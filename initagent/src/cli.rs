@@ -24,6 +24,11 @@ commands:
              and the registration with the console (unregistered, pending, ready)
   rollback [--no-reboot]
              make the other (blessed) slot the default and reboot into it
+  firstboot  first-boot jobs on a systemd base: SSH host keys once per device, the
+             configuration outcome (p6os-firstboot.service runs it)
+  import-images
+             import the slot's preloaded OCI archives into containerd, once each
+             (p6os-images.service runs it)
   version    print the version
   --help     print this help
 ";
@@ -43,6 +48,10 @@ pub enum Mode {
     AssessBoot,
     /// The registration loop (started by service mode as a child process).
     Register,
+    /// First-boot jobs on a systemd base (`p6os-firstboot.service`).
+    FirstBoot,
+    /// Import the slot's preloaded OCI archives into containerd (`p6os-images.service`).
+    ImportImages,
     Version,
     Help,
     /// Bad invocation: print this and the usage on stderr, exit 2.
@@ -228,6 +237,8 @@ pub fn mode_from_args(args: &[OsString]) -> Mode {
         ["service"] => Mode::Service,
         ["assess-boot"] => Mode::AssessBoot,
         ["register"] => Mode::Register,
+        ["firstboot"] => Mode::FirstBoot,
+        ["import-images"] => Mode::ImportImages,
         [cmd, ..] if subcommand(cmd, &rest[1..]).is_some() => {
             subcommand(cmd, &rest[1..]).unwrap_or(Mode::Help)
         }

@@ -31,6 +31,7 @@ mod slots;
 mod sys;
 mod sysconfig;
 mod uevent;
+mod units;
 mod upgrade;
 
 use std::ffi::OsString;
@@ -82,6 +83,8 @@ fn run(args: &[OsString]) -> i32 {
             }
             register::main()
         }
+        Mode::FirstBoot => units::firstboot(),
+        Mode::ImportImages => units::import_images(),
         Mode::Version => {
             let _ = writeln!(std::io::stdout(), "p6os-agent {}", cli::VERSION);
             0

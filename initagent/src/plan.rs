@@ -22,6 +22,15 @@ pub const STATE_DIR: &str = "/run/p6os/state";
 pub const MODULES_LOAD: &str = "/etc/p6os/modules.load";
 /// Directories of the slot root that get a writable overlay on the state partition.
 pub const OVERLAID: [&str; 2] = ["/etc", "/var"];
+/// Directories under /var that live straight on the state partition (`data/<dir>`), not in
+/// the /var overlay, when the slot has them: container runtimes and Kubernetes keep
+/// overlayfs snapshots there, which cannot sit on an overlay upper layer.
+pub const DATA_DIRS: [&str; 4] = [
+    "/var/lib/containerd",
+    "/var/lib/rancher",
+    "/var/lib/kubelet",
+    "/var/lib/etcd",
+];
 /// API filesystems moved from the initramfs into the new root, in this order.
 pub const MOVED_MOUNTS: [&str; 4] = ["/dev", "/proc", "/sys", "/run"];
 
@@ -133,6 +142,13 @@ pub enum Step {
     /// mounted and the overlays are not; never fails the boot. `config_arg` is `p6os.config=`.
     ApplyConfig {
         config_arg: Option<String>,
+    },
+    /// For each directory of `dirs` the slot has: `mkdir -p {state}/data{dir}` and bind it on
+    /// `{root}{dir}` (after the overlays).
+    BindDataDirs {
+        dirs: Vec<String>,
+        root: String,
+        state: String,
     },
     /// Delete the initramfs contents without crossing mount points.
     DeleteInitramfs,
@@ -315,6 +331,11 @@ pub fn plan_boot(cmdline: &Cmdline, modules: &[String], init_args: &[String]) ->
             data,
         }));
     }
+    steps.push(Step::BindDataDirs {
+        dirs: DATA_DIRS.map(String::from).to_vec(),
+        root: SYSROOT.to_string(),
+        state: STATE_DIR.to_string(),
+    });
     steps.push(Step::MoveMounts {
         paths: MOVED_MOUNTS.map(String::from).to_vec(),
         into: SYSROOT.to_string(),

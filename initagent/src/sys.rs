@@ -60,6 +60,12 @@ pub fn mount(m: &Mount, source: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Bind-mounts directory `source` on `target`.
+pub fn bind_mount(source: &str, target: &str) -> io::Result<()> {
+    rustix::mount::mount_bind(source, target)?;
+    Ok(())
+}
+
 /// Mounts a filesystem read-only, nosuid, nodev, noexec (a configuration source).
 pub fn mount_read_only(device: &str, target: &str, fstype: &str) -> io::Result<()> {
     rustix::mount::mount(

@@ -16,7 +16,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   agent              build the static p6os-agent
-  image [RECIPE]     build the agent, then the image (default recipes/tiny.yaml)
+  image [RECIPE]     build the agent, then the image and its outputs (default recipes/default.yaml)
   test               unit, golden, fuzz (bounded) and QEMU tests (installs Debian packages when root)
   fuzz [--seconds N] [TARGET...]
                      run the parsers' fuzz targets (unattended, recipe), N seconds each (default 20)
@@ -28,8 +28,10 @@ commands:
                      throughput, p50/p99 latency, the console's peak memory
   deps               install (as root) or list the Debian packages the workflows need";
 
-/// The recipe built when none is named.
-pub const DEFAULT_RECIPE: &str = "recipes/tiny.yaml";
+/// The recipe built when none is named: Debian with systemd and containerd.
+pub const DEFAULT_RECIPE: &str = "recipes/default.yaml";
+/// The busybox recipe most QEMU scenarios boot (seconds per boot under TCG).
+pub const TINY_RECIPE: &str = "recipes/tiny.yaml";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -6,7 +6,7 @@ use xshell::{cmd, Shell};
 
 pub fn run() -> Result<()> {
     crate::deps::ensure()?;
-    let image = crate::image::run(crate::DEFAULT_RECIPE)?;
+    let image = crate::image::run(crate::TINY_RECIPE)?;
     let agent = crate::agent::path();
     let sh = Shell::new()?;
     let _a = sh.push_env("P6OS_AGENT", &agent);

@@ -49,6 +49,19 @@ pub struct RecipeFile {
     /// Update bundles: trusted keys and the health checks that gate a new slot.
     #[serde(default)]
     pub upgrades: upgrades::Upgrades,
+    /// OCI image archives (`docker save` / `skopeo copy oci-archive:` tar files) placed in the
+    /// image and imported into the container runtime on first boot, once: air-gapped sites.
+    #[serde(default)]
+    pub images: Vec<OciArchive>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OciArchive {
+    /// Path relative to the recipe file.
+    pub file: String,
+    /// Hex sha256 of the archive; the build stops when the file does not match.
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -155,6 +168,58 @@ pub enum Source {
     },
     /// Entries written in the layer file itself: directories, symlinks, small files, device nodes.
     Inline { entries: Vec<InlineEntry> },
+    /// A Debian system bootstrapped with `mmdebstrap` from the host's apt sources for `suite`
+    /// (maintainer scripts run, so users, groups and units are set up as Debian does). Needs
+    /// root (or unprivileged user namespaces). The result is cached, keyed by its inputs.
+    Mmdebstrap {
+        /// Debian suite, e.g. `bookworm`; the host's apt sources for it are used.
+        suite: String,
+        /// mmdebstrap variant (default `minbase`).
+        #[serde(default)]
+        variant: Variant,
+        /// Packages installed on top of the variant (`name` or `name=version`).
+        #[serde(default)]
+        packages: Vec<String>,
+    },
+    /// One file fetched by URL (pinned by sha256) and placed at `dest`. `name` lets a build
+    /// take a local copy instead: `p6os build --layer-source NAME=PATH`.
+    File {
+        name: String,
+        url: String,
+        /// Hex sha256 of the file (mandatory).
+        sha256: String,
+        /// Absolute path in the image.
+        dest: String,
+        /// Octal permission bits (default `"0644"`).
+        #[serde(default)]
+        mode: Option<String>,
+    },
+}
+
+/// mmdebstrap's package selection before `packages` are added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    Essential,
+    Required,
+    #[default]
+    Minbase,
+    Apt,
+    Important,
+    Standard,
+}
+
+impl Variant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Essential => "essential",
+            Variant::Required => "required",
+            Variant::Minbase => "minbase",
+            Variant::Apt => "apt",
+            Variant::Important => "important",
+            Variant::Standard => "standard",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -388,6 +453,23 @@ pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
         }
     }
     let upgrades = upgrades::check(path, &tree, dir, &def.upgrades, &mut diags);
+    for (i, image) in def.images.iter().enumerate() {
+        let field = |k: &str| [key("images"), Seg::Index(i), key(k)];
+        if !dir.join(&image.file).is_file() {
+            diags.push(at(
+                &field("file"),
+                format!("file `{}` not found", dir.join(&image.file).display()),
+                Some("paths are relative to the recipe file".into()),
+            ));
+        }
+        if !is_sha256(&image.sha256) {
+            diags.push(at(
+                &field("sha256"),
+                format!("`{}` is not a sha256", image.sha256),
+                Some("64 lowercase hex digits (sha256sum FILE)".into()),
+            ));
+        }
+    }
     match bootloader {
         Some(bootloader) if diags.is_empty() => Ok(Recipe {
             file: path.to_path_buf(),
@@ -478,24 +560,84 @@ pub fn load_layer(path: &Path) -> Result<LayerFile, Diagnostics> {
                 if packages.is_empty() {
                     err(field("packages"), "needs at least one package".into(), None);
                 }
-                for (j, p) in packages.iter().enumerate() {
-                    let (name, version) = p.split_once('=').unwrap_or((p, ""));
-                    // Debian names start with a letter or digit; that also keeps `-q` from
-                    // reaching apt as an option.
-                    let name_ok = name
-                        .starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                        && name.chars().all(|c| {
-                            c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)
-                        });
-                    let version_ok = !p.contains('=')
-                        || (!version.is_empty() && !version.contains(char::is_whitespace));
-                    if !name_ok || !version_ok {
-                        let mut f = field("packages");
-                        f.push(Seg::Index(j));
+                for j in invalid_packages(packages) {
+                    let mut f = field("packages");
+                    f.push(Seg::Index(j));
+                    err(
+                        f,
+                        format!("invalid package `{}`", packages[j]),
+                        Some("write `name` or `name=version`"),
+                    );
+                }
+            }
+            Source::Mmdebstrap {
+                suite, packages, ..
+            } => {
+                let suite_ok = !suite.is_empty()
+                    && suite
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                if !suite_ok {
+                    err(
+                        field("suite"),
+                        format!("invalid suite `{suite}`"),
+                        Some("a Debian code name such as `bookworm`"),
+                    );
+                }
+                for j in invalid_packages(packages) {
+                    let mut f = field("packages");
+                    f.push(Seg::Index(j));
+                    err(
+                        f,
+                        format!("invalid package `{}`", packages[j]),
+                        Some("write `name` or `name=version`"),
+                    );
+                }
+            }
+            Source::File {
+                name,
+                url,
+                sha256,
+                dest,
+                mode,
+            } => {
+                if !valid_name(name) {
+                    err(
+                        field("name"),
+                        format!("invalid name `{name}`"),
+                        Some("lowercase letters, digits and dashes; used as --layer-source NAME=PATH"),
+                    );
+                }
+                if !(url.starts_with("http://")
+                    || url.starts_with("https://")
+                    || url.starts_with("file://"))
+                {
+                    err(
+                        field("url"),
+                        format!("unsupported URL `{url}`"),
+                        Some("use http://, https:// or file://"),
+                    );
+                }
+                if !is_sha256(sha256) {
+                    err(
+                        field("sha256"),
+                        format!("`{sha256}` is not a sha256"),
+                        Some("64 lowercase hex digits"),
+                    );
+                }
+                if !clean_absolute(dest) {
+                    err(
+                        field("dest"),
+                        format!("`{dest}` is not a clean absolute path"),
+                        None,
+                    );
+                }
+                if let Some(m) = mode {
+                    if u32::from_str_radix(m, 8).map_or(true, |v| v > 0o7777) {
                         err(
-                            f,
-                            format!("invalid package `{p}`"),
-                            Some("write `name` or `name=version`"),
+                            field("mode"),
+                            format!("`{m}` is not an octal mode"),
+                            Some("quote it, e.g. \"0755\""),
                         );
                     }
                 }
@@ -637,6 +779,36 @@ pub fn load_layer(path: &Path) -> Result<LayerFile, Diagnostics> {
         }
     }
     diags.into_result(def)
+}
+
+/// Indexes of package specs that are not `name` or `name=version`.
+fn invalid_packages(packages: &[String]) -> Vec<usize> {
+    let mut bad = Vec::new();
+    for (j, p) in packages.iter().enumerate() {
+        let (name, version) = p.split_once('=').unwrap_or((p, ""));
+        // Debian names start with a letter or digit; that also keeps `-q` from
+        // reaching apt as an option.
+        let name_ok = name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+        let version_ok =
+            !p.contains('=') || (!version.is_empty() && !version.contains(char::is_whitespace));
+        if !name_ok || !version_ok {
+            bad.push(j);
+        }
+    }
+    bad
+}
+
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64
+        && s.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+}
+
+fn clean_absolute(p: &str) -> bool {
+    p.starts_with('/') && p != "/" && !p.split('/').any(|c| c == ".." || c == ".")
 }
 
 fn valid_name(s: &str) -> bool {

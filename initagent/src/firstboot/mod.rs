@@ -342,15 +342,26 @@ fn read_capped(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The slot's pristine account files and flavour.
+/// The slot's pristine account files, flavour and Kubernetes distro. The distro is k3s when
+/// the slot has `/usr/local/bin/k3s` (k3s bundles its own containerd), else containerd alone
+/// when it has `/usr/bin/containerd`, else none. A symlink counts even when it points outside
+/// the slot's tree as mounted here (absolute targets resolve only once the slot is root).
 fn read_base(layout: &txn::Layout, machine_id: String) -> Base {
     let slot = |p: &str| layout.slot.join(p);
     let text = |p: &str| fs::read_to_string(slot(p)).unwrap_or_default();
+    let present = |p: &str| fs::symlink_metadata(slot(p)).is_ok();
     let flavor = if slot("usr/lib/systemd/systemd").exists() || slot("lib/systemd/systemd").exists()
     {
         Flavor::Systemd
     } else {
         Flavor::Minimal
+    };
+    let kubernetes = if present("usr/local/bin/k3s") {
+        render::Distro::K3s
+    } else if present("usr/bin/containerd") {
+        render::Distro::Containerd
+    } else {
+        render::Distro::None
     };
     Base {
         flavor,
@@ -364,6 +375,7 @@ fn read_base(layout: &txn::Layout, machine_id: String) -> Base {
         },
         has_sshd: slot("usr/sbin/sshd").exists(),
         machine_id,
+        kubernetes,
     }
 }
 

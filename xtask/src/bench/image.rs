@@ -37,7 +37,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 use p6os_builder::gpt::{Gpt, Partition};
 use p6os_builder::{fetch::Cache, image, recipe};
 
-const RECIPE: &str = crate::DEFAULT_RECIPE;
+const RECIPE: &str = crate::TINY_RECIPE;
 const IMAGE: &str = "tiny-1.0.0.img";
 const GNU_TIME: &str = "/usr/bin/time";
 /// sfdisk is util-linux's (Debian package fdisk), installed here when missing, as `deps` does.
@@ -88,12 +88,7 @@ pub fn run() -> Result<()> {
     let [squash, ext4] = RECORDED.map(|t| recorded(&log, t, &warm));
     let gpt = Gpt::read(&mut File::open(warm.join(IMAGE))?)?;
     let recipe = recipe::load(Path::new(RECIPE)).map_err(|d| anyhow!("{d}"))?;
-    let opts = image::BuildOptions {
-        out_dir: inputs.clone(),
-        agent: agent.clone(),
-        cache: Cache::default_location(),
-        progress: Box::new(|_| {}),
-    };
+    let opts = image::BuildOptions::new(inputs.clone(), agent.clone(), Cache::default_location());
     let prepared = image::prepare(&recipe, &opts).map_err(|e| anyhow!("{RECIPE}: {e}"))?;
     let guid = |what| image::derived_guid(&prepared.digest, what);
     ensure!(

@@ -38,15 +38,10 @@ pub fn run() -> Result<()> {
     let keys = w.join("keys");
     bundle::keygen(&keys)?;
     let key = bundle::read_secret_key(&keys.join(bundle::SECRET_FILE))?;
-    let recipe =
-        recipe::load(Path::new(crate::DEFAULT_RECIPE)).map_err(|d| anyhow::anyhow!("{d}"))?;
-    eprintln!("bench: building the bundle of {}", crate::DEFAULT_RECIPE);
-    let opts = image::BuildOptions {
-        out_dir: w.join("bundles"),
-        agent: agent.clone(),
-        cache: Cache::default_location(),
-        progress: Box::new(|_| {}),
-    };
+    let recipe = recipe::load(Path::new(crate::TINY_RECIPE)).map_err(|d| anyhow::anyhow!("{d}"))?;
+    eprintln!("bench: building the bundle of {}", crate::TINY_RECIPE);
+    let opts =
+        image::BuildOptions::new(w.join("bundles"), agent.clone(), Cache::default_location());
     let (bundle_path, manifest) = bundle::build(&recipe, &opts, &key)?;
     let rootfs = manifest
         .payload(PayloadKind::Rootfs)

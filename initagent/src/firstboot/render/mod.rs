@@ -1,12 +1,13 @@
 //! Renders a checked `unattended.yaml` into the files it stands for: a pure function from the
-//! document and what the slot holds (its pristine account files, its flavour) to a list of
-//! files, symlinks and directories under /etc and /var. Nothing here touches the disk; the
-//! transaction (`txn`) writes the result.
+//! document and what the slot holds (its pristine account files, its flavour, its Kubernetes
+//! distro) to a list of files, symlinks and directories under /etc and /var. Nothing here
+//! touches the disk; the transaction (`txn`) writes the result.
 //!
 //! Architecture invariant: the same inputs give the same bytes (no clock, no randomness, sorted
 //! maps), so a second boot can tell that nothing changed.
 
 mod accounts;
+mod kubernetes;
 mod network;
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,20 @@ pub enum Flavor {
     Systemd,
 }
 
+/// The Kubernetes distro layer of the slot, which decides where `kubernetes` and `registries`
+/// go. Found by `read_base` from the slot's files: `/usr/local/bin/k3s` means k3s (which
+/// bundles its own containerd), else `/usr/bin/containerd` means containerd alone, else none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distro {
+    /// No container runtime: the settings are kept under /etc/p6os for a later layer.
+    None,
+    /// Debian's containerd (1.6) and runc, no kubelet: `/etc/containerd/config.toml` and
+    /// `/etc/containerd/certs.d/HOST/hosts.toml`.
+    Containerd,
+    /// k3s (`k3s.service`): `/etc/rancher/k3s/config.yaml` and `registries.yaml`.
+    K3s,
+}
+
 /// What the renderer needs to know about the slot.
 #[derive(Debug, Clone)]
 pub struct Base {
@@ -40,6 +55,8 @@ pub struct Base {
     pub has_sshd: bool,
     /// The machine id: the default appliance id.
     pub machine_id: String,
+    /// The Kubernetes distro the slot carries.
+    pub kubernetes: Distro,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,13 +207,7 @@ pub fn render(doc: &Unattended, base: &Base) -> Result<Rendered, Vec<String>> {
     if let Some(proxy) = &doc.proxy {
         proxy_files(proxy, base.flavor, &mut out);
     }
-    if let Some(kube) = &doc.kubernetes {
-        let text = serde_json::to_string_pretty(kube).unwrap_or_default() + "\n";
-        out.file("/etc/p6os/kubernetes.json", text, 0o644);
-    }
-    if let Some(reg) = &doc.registries {
-        registries(reg, &mut out);
-    }
+    kubernetes::render(doc, base.kubernetes, &mut out);
     if let Some(console) = &doc.console {
         let value = json!({
             "endpoint": console.endpoint,
@@ -292,49 +303,31 @@ fn proxy_files(p: &p6os_config::unattended::Proxy, flavor: Flavor, out: &mut Out
     }
 }
 
-/// `/etc/p6os/registries.yaml` in the format k3s and rke2 read (`mirrors`, `configs` with
-/// `auth` and `tls`), CA certificates beside it. 0600: it holds passwords.
-fn registries(r: &p6os_config::unattended::Registries, out: &mut Out) {
-    let mut text = String::from(HEADER);
-    text.push_str("mirrors:\n");
-    if r.mirrors.is_empty() {
-        text.truncate(text.len() - 1);
-        text.push_str(" {}\n");
-    }
-    for (host, urls) in &r.mirrors {
-        text.push_str(&format!("  {}:\n    endpoint:\n", yaml_str(host)));
-        for u in urls {
-            text.push_str(&format!("      - {}\n", yaml_str(u)));
-        }
-    }
-    text.push_str("configs:\n");
-    if r.configs.is_empty() {
-        text.truncate(text.len() - 1);
-        text.push_str(" {}\n");
-    }
-    for (host, c) in &r.configs {
-        text.push_str(&format!("  {}:\n", yaml_str(host)));
-        if c.username.is_some() || c.password.is_some() {
-            text.push_str("    auth:\n");
-            if let Some(u) = &c.username {
-                text.push_str(&format!("      username: {}\n", yaml_str(u)));
-            }
-            if let Some(p) = &c.password {
-                text.push_str(&format!("      password: {}\n", yaml_str(p.expose())));
-            }
-        }
-        if let Some(ca) = &c.ca {
-            let path = format!("/etc/p6os/registries.d/{host}/ca.crt");
-            text.push_str(&format!("    tls:\n      ca_file: {}\n", yaml_str(&path)));
-            out.file(&path, ensure_newline(ca), 0o644);
-        }
-    }
-    out.file("/etc/p6os/registries.yaml", text, 0o600);
-}
-
-/// A YAML double-quoted scalar (JSON strings are valid YAML).
+/// A YAML double-quoted scalar that YAML 1.1 and 1.2 parsers read back as `s`: `\"`, `\\`,
+/// `\n`, `\t`, `\r`, and `\uXXXX` for every other character YAML does not allow raw (C0 and
+/// C1 controls, DEL, U+FEFF, U+FFFE, U+FFFF) or reads as a line break (U+0085, U+2028, U+2029).
+/// The same as a JSON string for printable text.
 fn yaml_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_default()
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{20}'..='\u{7e}' => out.push(c),
+            '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..
+                if !matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') =>
+            {
+                out.push(c)
+            }
+            _ => out.push_str(&format!("\\u{:04x}", c as u32)),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn ensure_newline(s: &str) -> String {

@@ -1,6 +1,7 @@
 //! Turns layer sources into trees: Debian packages through the host's apt, tarballs, directories
 //! and inline entries. Downloads land in a content-addressed cache (`<cache>/blobs/<sha256>`).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -9,6 +10,9 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+pub mod bootstrap;
+
+use crate::lock::{self, LockedSource};
 use crate::recipe::{InlineEntry, InlineKind, Source};
 use crate::tree::{normalize, Entry, Kind, Tree};
 
@@ -28,6 +32,21 @@ pub enum FetchError {
     Io { path: PathBuf, source: io::Error },
     #[error("{what}: {detail}")]
     Format { what: String, detail: String },
+    #[error("the locked set moved: {what}\n  hint: run `p6os lock RECIPE --update` to take the new set (and review the diff)")]
+    Moved { what: String },
+    #[error("mmdebstrap: {detail}\n  hint: {hint}")]
+    Bootstrap { detail: String, hint: String },
+    #[error("download of {url} failed: {detail}\n  hint: supply a local copy with `--layer-source {name}=PATH` (checked against the pinned sha256)")]
+    Unreachable {
+        name: String,
+        url: String,
+        detail: String,
+    },
+}
+
+/// Threads for multithreaded compression: the machine's cores.
+pub fn threads() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FetchError + '_ {
@@ -54,6 +73,14 @@ impl Cache {
         Cache { root }
     }
 
+    /// Marks a cache entry as used now (`p6os cache gc` removes entries unused for long).
+    pub fn touch(&self, path: &Path) {
+        let _ = fs::File::options()
+            .append(true)
+            .open(path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    }
+
     fn blob_path(&self, sha256: &str) -> PathBuf {
         self.root.join("blobs").join(sha256)
     }
@@ -62,7 +89,10 @@ impl Cache {
     pub fn get(&self, sha256: &str) -> Option<PathBuf> {
         let p = self.blob_path(sha256);
         match sha256_file(&p) {
-            Ok(actual) if actual == sha256 => Some(p),
+            Ok(actual) if actual == sha256 => {
+                self.touch(&p);
+                Some(p)
+            }
             _ => None,
         }
     }
@@ -119,10 +149,26 @@ pub struct ResolvedPackage {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Resolved {
-    Debian { packages: Vec<ResolvedPackage> },
-    Tarball { sha256: String },
-    Dir { sha256: String },
-    Inline { sha256: String },
+    Debian {
+        packages: Vec<ResolvedPackage>,
+    },
+    Tarball {
+        sha256: String,
+    },
+    Dir {
+        sha256: String,
+    },
+    Inline {
+        sha256: String,
+    },
+    Mmdebstrap {
+        suite: String,
+        packages: Vec<ResolvedPackage>,
+    },
+    File {
+        name: String,
+        sha256: String,
+    },
 }
 
 /// Resolves a Debian package spec (`name` or `name=version`) with `apt-cache show`.
@@ -300,6 +346,7 @@ pub fn cached_deb_tree(cache: &Cache, deb: &Path, sha256: &str) -> Result<Tree, 
         if let Ok(tree) =
             zstd::stream::read::Decoder::new(bytes.as_slice()).and_then(Tree::from_tar)
         {
+            cache.touch(&cached);
             return Ok(tree);
         }
     }
@@ -399,27 +446,163 @@ pub fn decompressor<'a>(data: &'a [u8]) -> io::Result<Box<dyn Read + 'a>> {
     })
 }
 
-/// Fetches and reads one source; `dir` is the layer file's directory.
+/// What fetching a source needs besides the source: the cache, apt's answers, local copies
+/// given with `--layer-source NAME=PATH`, and a progress sink.
+pub struct SourceContext<'a> {
+    pub cache: &'a Cache,
+    pub apt: &'a AptIndex,
+    pub local: &'a BTreeMap<String, PathBuf>,
+    pub say: &'a dyn Fn(&str),
+}
+
+/// Fetches and reads one source; `dir` is the layer file's directory. With `locked`, the
+/// lock's exact packages are fetched, or the error names what moved.
 pub fn load_source(
-    cache: &Cache,
-    apt: &AptIndex,
+    ctx: &SourceContext,
     dir: &Path,
     source: &Source,
+    locked: Option<&LockedSource>,
 ) -> Result<(Tree, Resolved), FetchError> {
+    let cache = ctx.cache;
     match source {
         Source::Debian { packages } => {
+            let pins = match locked {
+                Some(LockedSource::Debian { packages: p }) if p.len() == packages.len() => Some(p),
+                _ => None,
+            };
             let mut tree = Tree::new();
             let mut resolved = Vec::new();
-            for spec in packages {
-                let pkg = match apt.0.get(spec) {
-                    Some(p) => p.clone(),
-                    None => resolve_debian(spec)?,
+            for (i, spec) in packages.iter().enumerate() {
+                let pkg = match pins.map(|p| &p[i]) {
+                    Some(want) => {
+                        let exact = format!("{}={}", want.name, want.version);
+                        let got = match ctx.apt.0.get(&exact) {
+                            Some(p) => p.clone(),
+                            None => resolve_debian(&exact).map_err(|_| FetchError::Moved {
+                                what: format!(
+                                    "{} {} (locked) is no longer in the host's apt sources",
+                                    want.name, want.version
+                                ),
+                            })?,
+                        };
+                        if got.sha256 != want.sha256 {
+                            return Err(FetchError::Moved {
+                                what: lock::package_changes(
+                                    std::slice::from_ref(want),
+                                    std::slice::from_ref(&got),
+                                )
+                                .join("; "),
+                            });
+                        }
+                        got
+                    }
+                    None => match ctx.apt.0.get(spec) {
+                        Some(p) => p.clone(),
+                        None => resolve_debian(spec)?,
+                    },
                 };
                 let deb = fetch_deb(cache, &pkg)?;
                 tree.merge(&cached_deb_tree(cache, &deb, &pkg.sha256)?);
                 resolved.push(pkg);
             }
             Ok((tree, Resolved::Debian { packages: resolved }))
+        }
+        Source::Mmdebstrap {
+            suite,
+            variant,
+            packages,
+        } => {
+            let pins = match locked {
+                Some(LockedSource::Mmdebstrap { packages }) => Some(packages.as_slice()),
+                _ => None,
+            };
+            if let Some(pins) = pins {
+                // Every locked version must still be in the archive, or apt would quietly
+                // take another one.
+                let specs: Vec<String> = pins
+                    .iter()
+                    .map(|p| format!("{}={}", p.name, p.version))
+                    .collect();
+                let refs: Vec<&str> = specs.iter().map(String::as_str).collect();
+                let index = AptIndex::resolve_cached(cache, &refs);
+                let gone: Vec<&str> = refs
+                    .iter()
+                    .copied()
+                    .filter(|s| !index.0.contains_key(*s))
+                    .collect();
+                if !gone.is_empty() {
+                    return Err(FetchError::Moved {
+                        what: format!(
+                            "{} locked package(s) no longer in the host's apt sources: {}",
+                            gone.len(),
+                            gone.join(", ")
+                        ),
+                    });
+                }
+            }
+            let req = bootstrap::Request {
+                suite,
+                variant: *variant,
+                packages,
+                pins,
+            };
+            let built = bootstrap::bootstrap(cache, &req, ctx.say)?;
+            if let Some(pins) = pins {
+                let changes = lock::package_changes(pins, &built.packages);
+                if !changes.is_empty() {
+                    return Err(FetchError::Moved {
+                        what: changes.join("; "),
+                    });
+                }
+            }
+            Ok((
+                built.tree,
+                Resolved::Mmdebstrap {
+                    suite: suite.clone(),
+                    packages: built.packages,
+                },
+            ))
+        }
+        Source::File {
+            name,
+            url,
+            sha256,
+            dest,
+            mode,
+        } => {
+            let file = match ctx.local.get(name) {
+                Some(p) => p.clone(),
+                None => download(cache, url, sha256).map_err(|e| match e {
+                    FetchError::Download { url, detail } => FetchError::Unreachable {
+                        name: name.clone(),
+                        url,
+                        detail,
+                    },
+                    other => other,
+                })?,
+            };
+            let actual = sha256_file(&file).map_err(io_err(&file))?;
+            if actual != *sha256 {
+                return Err(FetchError::Sha256Mismatch {
+                    what: file.display().to_string(),
+                    expected: sha256.clone(),
+                    actual,
+                });
+            }
+            let data = fs::read(&file).map_err(io_err(&file))?;
+            let mode = mode
+                .as_deref()
+                .and_then(|m| u32::from_str_radix(m, 8).ok())
+                .unwrap_or(0o644);
+            let mut tree = Tree::new();
+            tree.insert(dest, Entry::file(data, mode));
+            Ok((
+                tree,
+                Resolved::File {
+                    name: name.clone(),
+                    sha256: actual,
+                },
+            ))
         }
         Source::Tarball { path, url, sha256 } => {
             let file = match (path, url) {
@@ -461,6 +644,26 @@ pub fn load_source(
             let sha256 = tree_digest(&tree);
             Ok((tree, Resolved::Inline { sha256 }))
         }
+    }
+}
+
+/// What the lock records for a source and how it resolved.
+pub fn locked_form(source: &Source, resolved: &Resolved) -> LockedSource {
+    match (source, resolved) {
+        (_, Resolved::Debian { packages }) => LockedSource::Debian {
+            packages: packages.clone(),
+        },
+        (_, Resolved::Mmdebstrap { packages, .. }) => LockedSource::Mmdebstrap {
+            packages: packages.clone(),
+        },
+        (Source::File { url, .. }, Resolved::File { sha256, .. })
+        | (Source::Tarball { url: Some(url), .. }, Resolved::Tarball { sha256 }) => {
+            LockedSource::Download {
+                url: url.clone(),
+                sha256: sha256.clone(),
+            }
+        }
+        _ => LockedSource::Local,
     }
 }
 
@@ -589,6 +792,58 @@ fn download(cache: &Cache, url: &str, sha256: &str) -> Result<PathBuf, FetchErro
 mod tests {
     use super::*;
 
+    fn ctx<'a>(
+        cache: &'a Cache,
+        apt: &'a AptIndex,
+        local: &'a BTreeMap<String, PathBuf>,
+    ) -> SourceContext<'a> {
+        SourceContext {
+            cache,
+            apt,
+            local,
+            say: &|_| {},
+        }
+    }
+
+    #[test]
+    fn file_sources_take_local_copies_and_name_the_flag_when_unreachable() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            root: d.path().join("cache"),
+        };
+        fs::write(d.path().join("k3s"), b"#!/bin/sh\n").unwrap();
+        let sha = sha256_bytes(b"#!/bin/sh\n");
+        let source = Source::File {
+            name: "k3s".into(),
+            // Nothing listens on port 9 of loopback: the download fails at once.
+            url: "http://127.0.0.1:9/k3s".into(),
+            sha256: sha.clone(),
+            dest: "/usr/local/bin/k3s".into(),
+            mode: Some("0755".into()),
+        };
+        let apt = AptIndex::default();
+        let none = BTreeMap::new();
+        let err = load_source(&ctx(&cache, &apt, &none), d.path(), &source, None).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("http://127.0.0.1:9/k3s"), "{text}");
+        assert!(text.contains("--layer-source k3s=PATH"), "{text}");
+        let local = BTreeMap::from([("k3s".to_string(), d.path().join("k3s"))]);
+        let (tree, resolved) =
+            load_source(&ctx(&cache, &apt, &local), d.path(), &source, None).unwrap();
+        assert_eq!(tree.get("usr/local/bin/k3s").unwrap().mode, 0o755);
+        assert_eq!(
+            resolved,
+            Resolved::File {
+                name: "k3s".into(),
+                sha256: sha
+            }
+        );
+        // A local copy with other bytes is refused.
+        fs::write(d.path().join("k3s"), b"other").unwrap();
+        let err = load_source(&ctx(&cache, &apt, &local), d.path(), &source, None).unwrap_err();
+        assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
+    }
+
     #[test]
     fn dir_sources_ignore_umask_and_mtimes() {
         use std::os::unix::fs::PermissionsExt;
@@ -608,10 +863,10 @@ mod tests {
         let cache = Cache {
             root: a.path().join("cache-unused"),
         };
-        let (ta, ra) =
-            load_source(&cache, &AptIndex::default(), Path::new("/"), &src(a.path())).unwrap();
-        let (tb, rb) =
-            load_source(&cache, &AptIndex::default(), Path::new("/"), &src(b.path())).unwrap();
+        let (apt, local) = (AptIndex::default(), BTreeMap::new());
+        let ctx = ctx(&cache, &apt, &local);
+        let (ta, ra) = load_source(&ctx, Path::new("/"), &src(a.path()), None).unwrap();
+        let (tb, rb) = load_source(&ctx, Path::new("/"), &src(b.path()), None).unwrap();
         assert_eq!(ta, tb);
         assert_eq!(ra, rb);
         assert_eq!(ta.get("opt/etc/motd").unwrap().mode, 0o644);
@@ -632,23 +887,20 @@ mod tests {
         let cache = Cache {
             root: d.path().join("cache"),
         };
+        let (apt, local) = (AptIndex::default(), BTreeMap::new());
+        let ctx = ctx(&cache, &apt, &local);
         let good = Source::Tarball {
             path: Some("l.tar".into()),
             url: None,
             sha256: Some(sha256_bytes(&tar)),
         };
-        assert_eq!(
-            load_source(&cache, &AptIndex::default(), d.path(), &good)
-                .unwrap()
-                .0,
-            t
-        );
+        assert_eq!(load_source(&ctx, d.path(), &good, None).unwrap().0, t);
         let bad = Source::Tarball {
             path: Some("l.tar".into()),
             url: None,
             sha256: Some("0".repeat(64)),
         };
-        let err = load_source(&cache, &AptIndex::default(), d.path(), &bad).unwrap_err();
+        let err = load_source(&ctx, d.path(), &bad, None).unwrap_err();
         assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
         // By URL (file://), the download lands in the cache under its digest.
         let url = Source::Tarball {
@@ -656,12 +908,7 @@ mod tests {
             url: Some(format!("file://{}", d.path().join("l.tar").display())),
             sha256: Some(sha256_bytes(&tar)),
         };
-        assert_eq!(
-            load_source(&cache, &AptIndex::default(), d.path(), &url)
-                .unwrap()
-                .0,
-            t
-        );
+        assert_eq!(load_source(&ctx, d.path(), &url, None).unwrap().0, t);
         assert!(cache.get(&sha256_bytes(&tar)).is_some());
     }
 

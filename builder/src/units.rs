@@ -30,6 +30,8 @@ Conflicts=shutdown.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
+StandardOutput=journal+console
+StandardError=journal+console
 ExecStart=/usr/lib/p6os/p6os-agent firstboot
 
 [Install]
@@ -46,6 +48,8 @@ ConditionPathExists=/usr/lib/p6os/images.json
 [Service]
 Type=oneshot
 RemainAfterExit=yes
+StandardOutput=journal+console
+StandardError=journal+console
 ExecStart=/usr/lib/p6os/p6os-agent import-images
 
 [Install]
@@ -75,6 +79,8 @@ After=multi-user.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
+StandardOutput=journal+console
+StandardError=journal+console
 ExecStart=/usr/lib/p6os/p6os-agent assess-boot
 
 [Install]

@@ -25,11 +25,10 @@ pub const OVERLAID: [&str; 2] = ["/etc", "/var"];
 /// Directories under /var that live straight on the state partition (`data/<dir>`), not in
 /// the /var overlay, when the slot has them: container runtimes and Kubernetes keep
 /// overlayfs snapshots there, which cannot sit on an overlay upper layer.
-pub const DATA_DIRS: [&str; 4] = [
+pub const DATA_DIRS: [&str; 3] = [
     "/var/lib/containerd",
-    "/var/lib/rancher",
+    "/var/lib/rancher/k3s/agent/containerd",
     "/var/lib/kubelet",
-    "/var/lib/etcd",
 ];
 /// API filesystems moved from the initramfs into the new root, in this order.
 pub const MOVED_MOUNTS: [&str; 4] = ["/dev", "/proc", "/sys", "/run"];

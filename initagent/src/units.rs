@@ -77,10 +77,17 @@ fn ssh_host_keys() {
     if have {
         return;
     }
-    match Command::new("/usr/bin/ssh-keygen").arg("-A").status() {
-        Ok(s) if s.success() => info!("made this device's SSH host keys"),
-        Ok(s) => warn!("ssh-keygen -A failed ({s})"),
-        Err(e) => warn!("cannot run ssh-keygen: {e}"),
+    // ed25519 and ECDSA only: an RSA key takes long on small CPUs and adds nothing here.
+    for kind in ["ed25519", "ecdsa"] {
+        let file = format!("/etc/ssh/ssh_host_{kind}_key");
+        match Command::new("/usr/bin/ssh-keygen")
+            .args(["-q", "-t", kind, "-N", "", "-C", "", "-f", &file])
+            .status()
+        {
+            Ok(s) if s.success() => info!("made this device's SSH host key {file}"),
+            Ok(s) => warn!("ssh-keygen -t {kind} failed ({s})"),
+            Err(e) => warn!("cannot run ssh-keygen: {e}"),
+        }
     }
 }
 

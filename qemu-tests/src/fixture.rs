@@ -74,6 +74,30 @@ impl Fixture {
         Ok(path)
     }
 
+    /// `recipes/<name>.yaml` at `version`, trusting this fixture's key, with `extra` YAML
+    /// appended at the top level (e.g. `images:`). The copy keeps the recipe's lock: the
+    /// test builds exactly the locked package set.
+    pub fn recipe_of(&self, name: &str, version: &str, extra: &str) -> Result<PathBuf> {
+        let images = repo().join("images");
+        let mut text = fs::read_to_string(repo().join(format!("recipes/{name}.yaml")))?
+            .replace("../images", images.to_str().unwrap_or_default())
+            .replace("version: 1.0.0", &format!("version: {version}"));
+        text.push_str(&format!(
+            "upgrades:\n  trusted_keys: [{}]\n{extra}",
+            self.public_key.display()
+        ));
+        let path = self.dir.path().join(format!("{name}-{version}.yaml"));
+        fs::write(&path, text)?;
+        let lock = repo().join(format!("recipes/{name}.lock"));
+        if lock.exists() {
+            // Layer references are the recipe's own text: absolute paths in the copy.
+            let locked = fs::read_to_string(&lock)?
+                .replace("\"../images", &format!("\"{}", images.display()));
+            fs::write(path.with_extension("lock"), locked)?;
+        }
+        Ok(path)
+    }
+
     pub fn image(&self, recipe: &Path) -> Result<PathBuf> {
         let out = self.dir.path().join("images");
         let path = run(Command::new(p6os_cli())
@@ -81,7 +105,7 @@ impl Fixture {
             .arg(recipe)
             .arg("--out")
             .arg(&out)
-            .arg("-q"))?;
+            .args(["--format", "raw", "-q"]))?;
         Ok(PathBuf::from(path))
     }
 

@@ -37,6 +37,11 @@ pub enum Network {
     /// forwarding): for tests serving files on 127.0.0.1. The guest must be configured with
     /// no default route (a static 10.0.2.15/24 only), so it reaches nothing else.
     UserHostLoopback,
+    /// Like `UserRestricted`, with the guest's SSH port forwarded from `127.0.0.1:<port>`
+    /// on the host (forwarding rules are the one way in that `restrict=on` keeps).
+    UserRestrictedSsh {
+        port: u16,
+    },
 }
 
 impl VmConfig {
@@ -99,6 +104,9 @@ impl VmConfig {
             Network::None => c.args(["-nic", "none"]),
             Network::UserRestricted => c.args(["-nic", "user,model=virtio-net-pci,restrict=on"]),
             Network::UserHostLoopback => c.args(["-nic", "user,model=virtio-net-pci,ipv6=off"]),
+            Network::UserRestrictedSsh { port } => c.arg("-nic").arg(format!(
+                "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22"
+            )),
         };
         c
     }

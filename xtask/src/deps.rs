@@ -17,6 +17,13 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("cpio", "cpio"),
     ("zstd", "zstd"),
     ("sfdisk", "fdisk"),
+    // The Debian base layer (images/base/debian-bookworm.yaml).
+    ("mmdebstrap", "mmdebstrap"),
+    // Output formats: .qcow2, and `bmaptool copy` checks the .bmap in tests.
+    ("qemu-img", "qemu-utils"),
+    ("bmaptool", "bmap-tools"),
+    // The default image's QEMU scenario logs in over SSH.
+    ("ssh", "openssh-client"),
     ("cc", "gcc"),
     // libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`.
     ("c++", "g++"),

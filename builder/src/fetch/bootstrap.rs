@@ -301,7 +301,19 @@ pub fn bootstrap(
         }
     }
     let built = run_mmdebstrap(req, &sources, say)?;
-    let store = || -> std::io::Result<()> {
+    // Also under the key the lock written from this result will give: the next build, pinned
+    // to exactly these packages, reuses it.
+    let pinned_key = cache_key(
+        &Request {
+            pins: Some(&built.packages),
+            ..req.clone()
+        },
+        &sources,
+        &version,
+    );
+    let store = |key: &str| -> std::io::Result<()> {
+        let tree_file = dir.join(format!("{key}.tar.zst"));
+        let packages_file = dir.join(format!("{key}.packages.json"));
         fs::create_dir_all(&dir)?;
         let tmp = tree_file.with_extension("tmp");
         let mut enc = zstd::stream::write::Encoder::new(fs::File::create(&tmp)?, 3)?;
@@ -317,8 +329,14 @@ pub fn bootstrap(
         )?;
         fs::rename(&tmp, &tree_file)
     };
-    if let Err(e) = store() {
-        say(&format!("warning: cannot cache the bootstrapped tree: {e}"));
+    let mut keys = vec![key.as_str()];
+    if req.pins.is_none() {
+        keys.push(&pinned_key);
+    }
+    for k in keys {
+        if let Err(e) = store(k) {
+            say(&format!("warning: cannot cache the bootstrapped tree: {e}"));
+        }
     }
     Ok(built)
 }

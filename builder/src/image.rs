@@ -52,7 +52,7 @@ pub enum BuildError {
     Fetch {
         layer: String,
         file: String,
-        source: fetch::FetchError,
+        source: Box<fetch::FetchError>,
     },
     #[error("kernel layer: {0}")]
     Kernel(#[from] kmod::KmodError),
@@ -159,7 +159,7 @@ fn load_layer<'a>(
         let (t, r) = fetch::load_source(ctx, dir, s, lock).map_err(|source| BuildError::Fetch {
             layer: layer.def.name.clone(),
             file: layer.file.display().to_string(),
-            source,
+            source: Box::new(source),
         })?;
         tree.merge(&t);
         sources.push(r);

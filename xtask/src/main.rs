@@ -22,6 +22,8 @@ commands:
                      run the parsers' fuzz targets (unattended, recipe), N seconds each (default 20)
   run [IMAGE]        boot an image in QEMU on this terminal (Ctrl-A X quits)
   bench image        time assembling the tiny image: p6os vs a pipeline of standard tools
+  bench build        the default recipe: cold build, warm rebuild after a one-file change,
+                     image and bundle sizes, squashfs zstd vs erofs lz4 on the slot's tree
   bench upgrade      time applying a bundle to a slot: p6os-agent vs zstd -dc | dd, then sha256sum
   bench console [--appliances N] [--clients C]
                      N simulated appliances (default 10000) pair and heartbeat over loopback:
@@ -51,6 +53,7 @@ fn main() -> Result<()> {
         ["run", img] => run::run(Some(img)),
         ["deps"] => deps::ensure(),
         ["bench", "image"] => bench::image::run(),
+        ["bench", "build"] => bench::build::run(),
         ["bench", "upgrade"] => bench::upgrade::run(),
         ["bench", "console", rest @ ..] => bench::console::run(rest),
         ["help" | "--help" | "-h"] | [] => {

@@ -3,6 +3,7 @@
 //! `cargo xtask bench console`: the console under a simulated fleet (no standard tool does that
 //! job; throughput, latency percentiles and peak memory are printed).
 
+pub mod build;
 pub mod console;
 pub mod image;
 pub mod upgrade;

@@ -86,7 +86,7 @@ pub fn build(
     opts: &BuildOptions,
     key: &SecretKey,
 ) -> Result<(PathBuf, Manifest), BundleBuildError> {
-    let say = |s: &str| (opts.progress)(s);
+    let say = |s: &str| opts.progress.say(s);
     let def = &recipe.def;
     let prepared = image::prepare(recipe, opts)?;
     fs::create_dir_all(&opts.out_dir).map_err(io_at(&opts.out_dir))?;
@@ -156,6 +156,7 @@ pub fn build(
     let file = out.into_inner().map_err(|e| io_at(&tmp)(e.into_error()))?;
     file.sync_all().map_err(io_at(&tmp))?;
     fs::rename(&tmp, &path).map_err(io_at(&path))?;
+    image::save_lock(recipe, prepared.new_lock.as_ref(), &say);
     Ok((path, manifest))
 }
 

@@ -116,7 +116,9 @@ fn age(secs: u64) -> String {
 pub fn gc(cache: &Cache, older_than: Duration) -> std::io::Result<(usize, u64)> {
     let mut removed = (0, 0);
     for e in list(cache)? {
-        let stale = e.unused_secs >= older_than.as_secs() || e.path.ends_with(".tmp");
+        // Temporary files of writes that died; a day old, so a build running now keeps its own.
+        let abandoned = e.path.ends_with(".tmp") && e.unused_secs >= 86_400;
+        let stale = e.unused_secs >= older_than.as_secs() || abandoned;
         if stale {
             fs::remove_file(cache.root.join(&e.path))?;
             removed.0 += 1;

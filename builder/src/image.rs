@@ -20,12 +20,14 @@ use crate::fetch::{self, sha256_bytes, Cache, Resolved};
 use crate::gpt::{Gpt, TYPE_ESP, TYPE_ROOT_X86_64, TYPE_VAR};
 use crate::initramfs;
 use crate::kmod::{self, KernelModules};
+pub use crate::lock::LockPolicy;
 use crate::lock::{self, LayerLock, LockFile, LockedSource};
 use crate::manifest::{
     BuildManifest, ImageRecord, LayerRecord, PackageRecord, PartitionRecord, Payload, SlotIdentity,
     SlotManifest,
 };
 use crate::outputs::{self, OutputFormat};
+use crate::progress::Progress;
 use crate::recipe::{Layer, Recipe};
 use crate::rootfs;
 use crate::statefs;
@@ -43,6 +45,7 @@ const GUID_NAMESPACE: Uuid = uuid::uuid!("6b3f2d4e-0b9a-5c1e-9f7d-2a6e8c4b1d30")
 pub const IMAGES_DIR: &str = "usr/lib/p6os/images";
 pub const IMAGES_LIST: &str = "usr/lib/p6os/images.json";
 const K3S_BINARY: &str = "usr/local/bin/k3s";
+const CONTAINERD_BINARY: &str = "usr/bin/containerd";
 const K3S_IMAGES_DIR: &str = "var/lib/rancher/k3s/agent/images";
 const BOOTLOADER_EFI: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 
@@ -74,6 +77,8 @@ pub enum BuildError {
     Io { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Lock(#[from] lock::LockError),
+    #[error("the recipe lists `images:` but its layers have no container runtime\n  hint: add a Kubernetes layer (../images/kubernetes/containerd.yaml or k3s.yaml)")]
+    NoRuntime,
     #[error("output formats: {0}")]
     Outputs(#[from] outputs::OutputError),
     #[error("{file}: sha256 mismatch: the recipe pins {expected}, the file has {actual}\n  hint: update images[].sha256 in the recipe (sha256sum FILE) if the new archive is intended")]
@@ -95,8 +100,8 @@ pub struct BuildOptions {
     pub out_dir: PathBuf,
     pub agent: PathBuf,
     pub cache: Cache,
-    /// Receives one line per step (progress for humans; silent in tests).
-    pub progress: Box<dyn Fn(&str)>,
+    /// Receives one line per step and the progress of long tasks (silent in tests).
+    pub progress: Progress,
     /// Local copies of `file` sources by name (`--layer-source NAME=PATH`).
     pub local_sources: BTreeMap<String, PathBuf>,
     /// What to do with the recipe's lock file.
@@ -105,25 +110,13 @@ pub struct BuildOptions {
     pub formats: Vec<OutputFormat>,
 }
 
-/// How a build treats `recipes/<name>.lock`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockPolicy {
-    /// Fetch exactly the locked set when the lock exists (fail naming what moved); write the
-    /// lock when it does not.
-    Respect,
-    /// Resolve afresh from the archive and rewrite the lock (`p6os lock --update`).
-    Update,
-    /// Neither read nor write a lock (tests on copies of recipes).
-    Ignore,
-}
-
 impl BuildOptions {
     pub fn new(out_dir: PathBuf, agent: PathBuf, cache: Cache) -> BuildOptions {
         BuildOptions {
             out_dir,
             agent,
             cache,
-            progress: Box::new(|_| {}),
+            progress: Progress::silent(),
             local_sources: BTreeMap::new(),
             lock: LockPolicy::Respect,
             formats: OutputFormat::ALL.to_vec(),
@@ -183,39 +176,6 @@ fn layer_lock(l: &LoadedLayer) -> LayerLock {
             .map(|(s, r)| fetch::locked_form(s, r))
             .collect(),
     }
-}
-
-/// The lock to build against: `None` when there is none (or it is ignored); an error when a
-/// layer changed since it was written.
-fn lock_to_use(recipe: &Recipe, policy: LockPolicy) -> Result<Option<LockFile>, BuildError> {
-    if policy != LockPolicy::Respect {
-        return Ok(None);
-    }
-    let path = lock::path_for(&recipe.file);
-    let Some(file) = lock::read(&path)? else {
-        return Ok(None);
-    };
-    let mut stale = Vec::new();
-    for layer in recipe
-        .layers
-        .iter()
-        .chain(std::iter::once(&recipe.bootloader))
-    {
-        match file.layers.get(&layer.reference) {
-            Some(l) if l.definition == lock::definition_digest(layer) => {}
-            Some(_) => stale.push(format!("layer {} changed", layer.reference)),
-            None => stale.push(format!("layer {} is not in it", layer.reference)),
-        }
-    }
-    if !stale.is_empty() {
-        return Err(lock::LockError::Moved {
-            lock: path,
-            recipe: recipe.file.display().to_string(),
-            what: format!("the lock is out of date: {}", stale.join(", ")),
-        }
-        .into());
-    }
-    Ok(Some(file))
 }
 
 fn record(l: &LoadedLayer) -> LayerRecord {
@@ -283,6 +243,9 @@ fn payload(format: &str, data: &[u8]) -> Payload {
 
 /// The image's contents before anything is written to disk.
 pub struct Prepared {
+    /// The lock to write beside the recipe when the build succeeds (none was there, or
+    /// `--update`).
+    pub new_lock: Option<LockFile>,
     pub digest: String,
     pub identity: SlotIdentity,
     pub records: Vec<LayerRecord>,
@@ -298,60 +261,9 @@ pub struct Prepared {
     pub packages: Vec<PackageRecord>,
 }
 
-/// The packages of a root: what dpkg installed (mmdebstrap bases) and what `debian` sources
-/// unpacked, sorted by name.
-fn sbom(root: &Tree, records: &[LayerRecord]) -> Vec<PackageRecord> {
-    let mut out: BTreeMap<String, PackageRecord> = BTreeMap::new();
-    let status = crate::fetch::bootstrap::dpkg_status(root);
-    let digests: BTreeMap<(&str, &str), &str> = records
-        .iter()
-        .flat_map(|r| &r.sources)
-        .flat_map(|s| match s {
-            Resolved::Mmdebstrap { packages, .. } | Resolved::Debian { packages } => {
-                packages.as_slice()
-            }
-            _ => &[],
-        })
-        .map(|p| ((p.name.as_str(), p.version.as_str()), p.sha256.as_str()))
-        .collect();
-    for p in status {
-        let sha256 = digests
-            .get(&(p.name.as_str(), p.version.as_str()))
-            .map(|s| s.to_string());
-        out.insert(
-            p.name.clone(),
-            PackageRecord {
-                name: p.name,
-                version: p.version,
-                arch: Some(p.arch),
-                sha256,
-                layer: None,
-                installed_by: "dpkg".into(),
-            },
-        );
-    }
-    for r in records {
-        for s in &r.sources {
-            if let Resolved::Debian { packages } = s {
-                for p in packages {
-                    out.entry(p.name.clone()).or_insert_with(|| PackageRecord {
-                        name: p.name.clone(),
-                        version: p.version.clone(),
-                        arch: None,
-                        sha256: Some(p.sha256.clone()),
-                        layer: Some(r.name.clone()),
-                        installed_by: "unpacked".into(),
-                    });
-                }
-            }
-        }
-    }
-    out.into_values().collect()
-}
-
 /// Fetches and merges the layers and makes the kernel payloads: everything but the disk writes.
 pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildError> {
-    let say = |s: &str| (opts.progress)(s);
+    let say = |s: &str| opts.progress.say(s);
     let def = &recipe.def;
     let agent = fs::read(&opts.agent).map_err(|source| BuildError::Agent {
         path: opts.agent.clone(),
@@ -371,7 +283,7 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
             _ => Vec::new(),
         })
         .collect();
-    let lockfile = lock_to_use(recipe, opts.lock)?;
+    let lockfile = lock::to_use(recipe, opts.lock)?;
     // With a lock, the exact versions are what apt is asked for.
     let locked_specs: Vec<String> = lockfile
         .iter()
@@ -395,6 +307,7 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
         apt: &apt,
         local: &opts.local_sources,
         say: &say,
+        meter: &|task, done, total| opts.progress.meter(task, done, total),
     };
     let locked = |l: &Layer| lockfile.as_ref().and_then(|f| f.layers.get(&l.reference));
     let mut loaded = Vec::new();
@@ -407,19 +320,15 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
         recipe.bootloader.def.name, recipe.bootloader.reference
     ));
     let boot = load_layer(&recipe.bootloader, &ctx, locked(&recipe.bootloader))?;
-    if lockfile.is_none() && opts.lock != LockPolicy::Ignore {
-        let file = LockFile {
-            version: lock::LOCK_VERSION,
-            layers: loaded
-                .iter()
-                .chain(std::iter::once(&boot))
-                .map(|l| (l.layer.reference.clone(), layer_lock(l)))
-                .collect(),
-        };
-        let path = lock::path_for(&recipe.file);
-        lock::write(&path, &file)?;
-        say(&format!("wrote {}", path.display()));
-    }
+    // Written by the caller once the build succeeded: a failed build leaves no lock behind.
+    let new_lock = (lockfile.is_none() && opts.lock != LockPolicy::Ignore).then(|| LockFile {
+        version: lock::LOCK_VERSION,
+        layers: loaded
+            .iter()
+            .chain(std::iter::once(&boot))
+            .map(|l| (l.layer.reference.clone(), layer_lock(l)))
+            .collect(),
+    });
     let efi = file_data(&boot.tree, BOOTLOADER_EFI).ok_or(BuildError::NoBootloader)?;
 
     let records: Vec<LayerRecord> = loaded.iter().map(record).collect();
@@ -462,14 +371,19 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
             );
         }
     }
+    let containerd = root.get(CONTAINERD_BINARY).is_some();
     if !images.is_empty() {
+        if !containerd && root.get(K3S_BINARY).is_none() {
+            return Err(BuildError::NoRuntime);
+        }
         let list = serde_json::to_vec_pretty(&images).expect("serializable");
         root.insert(IMAGES_LIST, Entry::file(list, 0o644));
     }
     if units::is_systemd(&root) {
-        units::install(&mut root, !images.is_empty());
+        // k3s imports its images directory itself; the unit is for a plain containerd.
+        units::install(&mut root, !images.is_empty() && containerd);
     }
-    let packages = sbom(&root, &records);
+    let packages = crate::manifest::sbom(&root, &records);
     root.insert(AGENT_PATH, Entry::file(agent.clone(), 0o755));
     let identity_json = serde_json::to_vec_pretty(&identity).expect("serializable");
     root.insert(SLOT_MANIFEST_PATH, Entry::file(identity_json, 0o644));
@@ -508,6 +422,7 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
         initrd.len() / 1024
     ));
     Ok(Prepared {
+        new_lock,
         digest,
         identity,
         records,
@@ -529,15 +444,27 @@ pub fn build(recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> 
     write(recipe, prepared, opts, started)
 }
 
+/// Writes the lock a successful build resolved (a warning, not a failure, when the recipe's
+/// directory is read-only).
+pub fn save_lock(recipe: &Recipe, lock: Option<&LockFile>, say: &dyn Fn(&str)) {
+    let Some(lock) = lock else { return };
+    let path = lock::path_for(&recipe.file);
+    match lock::write(&path, lock) {
+        Ok(()) => say(&format!("wrote {}", path.display())),
+        Err(e) => say(&format!("warning: {e}")),
+    }
+}
+
 fn write(
     recipe: &Recipe,
     prepared: Prepared,
     opts: &BuildOptions,
     started: Instant,
 ) -> Result<Built, BuildError> {
-    let say = |s: &str| (opts.progress)(s);
+    let say = |s: &str| opts.progress.say(s);
     let def = &recipe.def;
     let Prepared {
+        new_lock,
         digest,
         identity,
         records,
@@ -661,7 +588,10 @@ fn write(
         &esp_files,
     )?;
     let slot_a = gpt.by_label("p6os-root-a").expect("layout has slot a");
-    copy_sparse(&rootfs_path, &mut f, slot_a.offset()).map_err(io_at(&tmp_image))?;
+    copy_sparse(&rootfs_path, &mut f, slot_a.offset(), &|done, total| {
+        opts.progress.meter("writing slot a", done, total)
+    })
+    .map_err(io_at(&tmp_image))?;
     f.sync_all().map_err(io_at(&tmp_image))?;
     drop(f);
     let state = gpt.by_label("p6os-state").expect("layout has state");
@@ -712,6 +642,14 @@ fn write(
     }
     let sums = opts.out_dir.join(format!("{base}.{}", outputs::SHA256SUMS));
     fs::rename(work.path().join(outputs::SHA256SUMS), &sums).map_err(io_at(&sums))?;
+    // Outputs of formats not chosen this time would be older than the manifest: removed.
+    for format in OutputFormat::ALL {
+        if !opts.formats.contains(&format) {
+            let stale = opts.out_dir.join(format!("{base}.{}", format.extension()));
+            let _ = fs::remove_file(stale);
+        }
+    }
+    save_lock(recipe, new_lock.as_ref(), &say);
     say(&format!(
         "done in {:.1} s: {} (sha256 {})",
         started.elapsed().as_secs_f64(),
@@ -739,12 +677,19 @@ fn remove_stale_work_dirs(out_dir: &Path, base: &str) {
 }
 
 /// Copies `src` into `dst` at `offset`, skipping all-zero blocks (the target is a fresh sparse file).
-fn copy_sparse(src: &Path, dst: &mut fs::File, offset: u64) -> io::Result<()> {
+fn copy_sparse(
+    src: &Path,
+    dst: &mut fs::File,
+    offset: u64,
+    meter: &dyn Fn(u64, u64),
+) -> io::Result<()> {
     let mut input = fs::File::open(src)?;
+    let total = input.metadata()?.len();
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = offset;
     loop {
         let n = read_full(&mut input, &mut buf)?;
+        meter(pos - offset + n as u64, total);
         if n == 0 {
             return Ok(());
         }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fetch::{sha256_bytes, ResolvedPackage};
-use crate::recipe::{Layer, Source};
+use crate::recipe::{Layer, Recipe, Source};
 
 pub const LOCK_VERSION: u32 = 1;
 
@@ -172,6 +172,19 @@ pub fn render(lock: &LockFile) -> String {
     out
 }
 
+/// Whether a layer takes anything from outside (packages, downloads): only those are locked.
+pub fn has_lockable_sources(layer: &Layer) -> bool {
+    layer.def.sources.iter().any(|s| {
+        matches!(
+            s,
+            Source::Debian { .. }
+                | Source::Mmdebstrap { .. }
+                | Source::File { .. }
+                | Source::Tarball { url: Some(_), .. }
+        )
+    })
+}
+
 /// The digest of what a layer asks for from outside (package specs, suites, URLs).
 pub fn definition_digest(layer: &Layer) -> String {
     let parts: Vec<serde_json::Value> = layer
@@ -227,6 +240,54 @@ pub fn package_changes(locked: &[ResolvedPackage], now: &[ResolvedPackage]) -> V
         }
     }
     out
+}
+
+/// How a build treats `recipes/<name>.lock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockPolicy {
+    /// Fetch exactly the locked set when the lock exists (fail naming what moved); write the
+    /// lock when it does not.
+    Respect,
+    /// Resolve afresh from the archive and rewrite the lock (`p6os lock --update`).
+    Update,
+    /// Neither read nor write a lock (tests on copies of recipes).
+    Ignore,
+}
+
+/// The lock to build against: `None` when there is none (or it is ignored); an error when a
+/// layer changed since it was written.
+pub fn to_use(recipe: &Recipe, policy: LockPolicy) -> Result<Option<LockFile>, LockError> {
+    if policy != LockPolicy::Respect {
+        return Ok(None);
+    }
+    let path = path_for(&recipe.file);
+    let Some(file) = read(&path)? else {
+        return Ok(None);
+    };
+    let mut stale = Vec::new();
+    for layer in recipe
+        .layers
+        .iter()
+        .chain(std::iter::once(&recipe.bootloader))
+    {
+        if !has_lockable_sources(layer) {
+            // The recipe's own files only: nothing from outside to pin.
+            continue;
+        }
+        match file.layers.get(&layer.reference) {
+            Some(l) if l.definition == definition_digest(layer) => {}
+            Some(_) => stale.push(format!("layer {} changed", layer.reference)),
+            None => stale.push(format!("layer {} is not in it", layer.reference)),
+        }
+    }
+    if !stale.is_empty() {
+        return Err(LockError::Moved {
+            lock: path,
+            recipe: recipe.file.display().to_string(),
+            what: format!("the lock is out of date: {}", stale.join(", ")),
+        });
+    }
+    Ok(Some(file))
 }
 
 #[cfg(test)]

@@ -260,8 +260,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let path = p6os_builder::lock::path_for(&file);
             let existed = path.exists();
-            image::prepare(&recipe, &opts)
+            let prepared = image::prepare(&recipe, &opts)
                 .with_context(|| format!("resolving {}", file.display()))?;
+            image::save_lock(&recipe, prepared.new_lock.as_ref(), &|s| {
+                opts.progress.say(s)
+            });
             println!(
                 "{}: {}",
                 path.display(),
@@ -404,7 +407,7 @@ fn build_options(out: PathBuf, inputs: &BuildInputs) -> image::BuildOptions {
         .map(|root| Cache { root })
         .unwrap_or_else(Cache::default_location);
     let mut opts = image::BuildOptions::new(out, inputs.agent.clone(), cache);
-    opts.progress = progress::sink(mode);
+    opts.progress = progress::new(mode);
     opts.local_sources = inputs.layer_sources.iter().cloned().collect();
     opts
 }

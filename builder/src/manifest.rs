@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::fetch::Resolved;
+use crate::tree::Tree;
 
 /// Baked into the read-only root filesystem; the agent reads `version` from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,4 +115,55 @@ pub struct ImageRecord {
     pub file: String,
     pub size: u64,
     pub sha256: String,
+}
+
+/// The packages of a root: what dpkg installed (mmdebstrap bases) and what `debian` sources
+/// unpacked, sorted by name.
+pub fn sbom(root: &Tree, records: &[LayerRecord]) -> Vec<PackageRecord> {
+    let mut out: BTreeMap<String, PackageRecord> = BTreeMap::new();
+    let status = crate::fetch::bootstrap::dpkg_status(root);
+    let digests: BTreeMap<(&str, &str), &str> = records
+        .iter()
+        .flat_map(|r| &r.sources)
+        .flat_map(|s| match s {
+            Resolved::Mmdebstrap { packages, .. } | Resolved::Debian { packages } => {
+                packages.as_slice()
+            }
+            _ => &[],
+        })
+        .map(|p| ((p.name.as_str(), p.version.as_str()), p.sha256.as_str()))
+        .collect();
+    for p in status {
+        let sha256 = digests
+            .get(&(p.name.as_str(), p.version.as_str()))
+            .map(|s| s.to_string());
+        out.insert(
+            p.name.clone(),
+            PackageRecord {
+                name: p.name,
+                version: p.version,
+                arch: Some(p.arch),
+                sha256,
+                layer: None,
+                installed_by: "dpkg".into(),
+            },
+        );
+    }
+    for r in records {
+        for s in &r.sources {
+            if let Resolved::Debian { packages } = s {
+                for p in packages {
+                    out.entry(p.name.clone()).or_insert_with(|| PackageRecord {
+                        name: p.name.clone(),
+                        version: p.version.clone(),
+                        arch: None,
+                        sha256: Some(p.sha256.clone()),
+                        layer: Some(r.name.clone()),
+                        installed_by: "unpacked".into(),
+                    });
+                }
+            }
+        }
+    }
+    out.into_values().collect()
 }

@@ -733,3 +733,58 @@ fn bundles_are_signed_inspected_and_verified() {
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["signature"], serde_json::Value::Null);
 }
+
+#[test]
+fn a_build_writes_the_lock_then_fetches_exactly_it_or_names_what_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe_with(dir.path(), |t| t);
+    let out = dir.path().join("out");
+    let o = run(Command::new(P6OS)
+        .args(["build", "--format", "raw", "-q"])
+        .arg(&r)
+        .arg("--out")
+        .arg(&out)
+        .arg("--agent")
+        .arg(agent()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lock_path = r.with_extension("lock");
+    let lock = fs::read_to_string(&lock_path).unwrap();
+    assert!(lock.contains("\"name\": \"busybox-static\""), "{lock}");
+    // `p6os lock` agrees with what the build wrote.
+    let o = run(Command::new(P6OS)
+        .arg("lock")
+        .arg(&r)
+        .arg("--agent")
+        .arg(agent()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("up to date"));
+    assert_eq!(fs::read_to_string(&lock_path).unwrap(), lock);
+    // A locked version the archive no longer has: the build stops and names it.
+    let start = lock
+        .find("\"name\": \"busybox-static\", \"version\": \"")
+        .unwrap();
+    let version_at = start + "\"name\": \"busybox-static\", \"version\": \"".len();
+    let end = version_at + lock[version_at..].find('"').unwrap();
+    let moved = format!("{}0.0-gone{}", &lock[..version_at], &lock[end..]);
+    fs::write(&lock_path, &moved).unwrap();
+    fs::remove_dir_all(&out).unwrap();
+    let err = build_fails(&r, &out);
+    assert!(
+        err.contains("the locked set moved: busybox-static 0.0-gone (locked) is no longer")
+            && err.contains("p6os lock RECIPE --update"),
+        "{err}"
+    );
+    // A layer whose definition differs from the one the lock was written for: out of date.
+    let stale = lock.replacen("\"definition\": \"", "\"definition\": \"0", 1);
+    fs::write(&lock_path, stale).unwrap();
+    let err = build_fails(&r, &out);
+    assert!(err.contains("the lock is out of date: layer"), "{err}");
+    // --update resolves afresh and rewrites it.
+    let o = run(Command::new(P6OS)
+        .args(["lock", "--update"])
+        .arg(&r)
+        .arg("--agent")
+        .arg(agent()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fs::read_to_string(&lock_path).unwrap(), lock);
+}

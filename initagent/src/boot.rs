@@ -164,6 +164,8 @@ struct Executor {
     /// Disk -> `(partition number, PARTUUID)` from its GPT, read once per disk (empty if
     /// it could not be read).
     gpt_part_uuids: HashMap<String, Vec<(u32, String)>>,
+    /// Data directories the slot has, filled by FindDataDirs.
+    data_dirs: Vec<String>,
 }
 
 impl Executor {
@@ -196,12 +198,19 @@ impl Executor {
                 info!("{}", plan::describe_mount(m, &device));
             }
             Step::LoadModules { paths } => load_modules(paths),
+            Step::FindDataDirs { dirs, root } => {
+                // The slot's own directories (not followed through symlinks).
+                self.data_dirs = dirs
+                    .iter()
+                    .filter(|d| {
+                        fs::symlink_metadata(format!("{root}{d}")).is_ok_and(|m| m.is_dir())
+                    })
+                    .cloned()
+                    .collect();
+            }
             Step::BindDataDirs { dirs, root, state } => {
-                for dir in dirs {
+                for dir in dirs.iter().filter(|d| self.data_dirs.contains(d)) {
                     let target = format!("{root}{dir}");
-                    if !std::path::Path::new(&target).is_dir() {
-                        continue;
-                    }
                     let source = format!("{state}/data{dir}");
                     sys::mkdir_p(&source, 0o711).map_err(|e| BootError::MakeDir {
                         path: source.clone(),

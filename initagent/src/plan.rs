@@ -142,7 +142,12 @@ pub enum Step {
     ApplyConfig {
         config_arg: Option<String>,
     },
-    /// For each directory of `dirs` the slot has: `mkdir -p {state}/data{dir}` and bind it on
+    /// Note which of `dirs` the slot itself has (before the overlays hide its /var).
+    FindDataDirs {
+        dirs: Vec<String>,
+        root: String,
+    },
+    /// For each directory `FindDataDirs` found: `mkdir -p {state}/data{dir}` and bind it on
     /// `{root}{dir}` (after the overlays).
     BindDataDirs {
         dirs: Vec<String>,
@@ -315,6 +320,10 @@ pub fn plan_boot(cmdline: &Cmdline, modules: &[String], init_args: &[String]) ->
     steps.push(Step::ApplyConfig {
         config_arg: cmdline.config.clone(),
     });
+    steps.push(Step::FindDataDirs {
+        dirs: DATA_DIRS.map(String::from).to_vec(),
+        root: SYSROOT.to_string(),
+    });
     for dir in OVERLAID {
         let lower = format!("{SYSROOT}{dir}");
         let data = format!(
@@ -435,6 +444,14 @@ mod tests {
                 mode: 0o755,
             },
             Step::ApplyConfig { config_arg: None },
+            Step::FindDataDirs {
+                dirs: strings(&[
+                    "/var/lib/containerd",
+                    "/var/lib/rancher/k3s/agent/containerd",
+                    "/var/lib/kubelet",
+                ]),
+                root: "/sysroot".into(),
+            },
             Step::Mount(Mount {
                 role: Role::Overlay,
                 source: Source::Named("overlay"),
@@ -455,6 +472,15 @@ mod tests {
                        workdir=/run/p6os/state/overlay/var/work"
                     .into(),
             }),
+            Step::BindDataDirs {
+                dirs: strings(&[
+                    "/var/lib/containerd",
+                    "/var/lib/rancher/k3s/agent/containerd",
+                    "/var/lib/kubelet",
+                ]),
+                root: "/sysroot".into(),
+                state: "/run/p6os/state".into(),
+            },
             Step::MoveMounts {
                 paths: strings(&["/dev", "/proc", "/sys", "/run"]),
                 into: "/sysroot".into(),

@@ -1,7 +1,8 @@
 //! The jobs the agent's systemd units run on a systemd base (the builder ships the units):
 //! `p6os-agent firstboot` (SSH host keys once per device, the configuration outcome in the
 //! journal) and `p6os-agent import-images` (the slot's preloaded OCI archives into containerd,
-//! once each). On the minimal base, service mode does the same work itself.
+//! once each). The minimal base has neither an SSH daemon nor a container runtime, so these
+//! jobs exist only for systemd bases.
 //!
 //! The decision which archives still need importing is pure ([`pending`]); running `ctr` and
 //! `ssh-keygen` is the thin shell around it.

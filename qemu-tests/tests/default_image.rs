@@ -179,9 +179,13 @@ fn default_image_boots_systemd_applies_config_runs_containerd_and_upgrades() {
         "sudo journalctl -b -u p6os-images.service --no-pager -o cat",
     );
     assert!(journal.contains("imported"), "{journal}");
-    // SSH host keys were made on the device (the image has none).
-    let keys = ssh.run(&vm, "ls /etc/ssh/");
+    // SSH host keys were made on the device: they are in the /etc overlay's upper layer on
+    // the state partition, not in the image.
+    let keys = ssh.run(&vm, "sudo ls /run/p6os/state/overlay/etc/upper/ssh/");
     assert!(keys.contains("ssh_host_ed25519_key"), "{keys}");
+    // Name resolution goes through systemd-resolved, not the build host's resolv.conf.
+    let resolv = ssh.run(&vm, "readlink /etc/resolv.conf");
+    assert_eq!(resolv.trim(), "../run/systemd/resolve/stub-resolv.conf");
 
     // Upgrade to 2.0.0 from the attached bundle; the new slot is blessed after its checks.
     let out = ssh

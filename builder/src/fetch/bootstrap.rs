@@ -17,7 +17,7 @@ use crate::tree::Tree;
 
 /// Bumped whenever the cleanup or the mmdebstrap invocation changes: old cache entries are
 /// then not reused.
-const RECIPE_VERSION: u32 = 1;
+const RECIPE_VERSION: u32 = 2;
 
 /// What a bootstrap is asked for.
 #[derive(Debug, Clone, Serialize)]
@@ -126,6 +126,11 @@ pub fn pin_preferences(pins: &[ResolvedPackage]) -> String {
 /// machine id), what apt and dpkg keep for a mutable system (lists, caches, backups), and logs.
 const REMOVED: &[&str] = &[
     "etc/machine-id",
+    // Copied from the build host by mmdebstrap: its DNS servers and apt sources (which may
+    // name internal mirrors or carry credentials) do not belong in an image.
+    "etc/resolv.conf",
+    "etc/hostname",
+    "etc/apt/sources.list",
     "var/lib/dbus/machine-id",
     "etc/apt/preferences.d/p6os-lock.pref",
     "var/cache/ldconfig/aux-cache",
@@ -146,6 +151,7 @@ const REMOVED: &[&str] = &[
 
 /// Directories whose contents are removed (the directory itself stays).
 const EMPTIED: &[&str] = &[
+    "etc/apt/sources.list.d",
     "var/lib/apt/lists",
     "var/cache/apt",
     "var/log/apt",
@@ -294,9 +300,34 @@ pub fn bootstrap(
                 list.packages.len()
             ));
             cache.touch(&tree_file);
+            cache.touch(&packages_file);
             return Ok(Bootstrapped {
                 tree,
                 packages: list.packages,
+            });
+        }
+    }
+    if let Some(pins) = req.pins {
+        // Not cached: every locked version must still be in the archive, or apt would
+        // quietly take another one.
+        let specs: Vec<String> = pins
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.version))
+            .collect();
+        let refs: Vec<&str> = specs.iter().map(String::as_str).collect();
+        let index = AptIndex::resolve_cached(cache, &refs);
+        let gone: Vec<&str> = refs
+            .iter()
+            .copied()
+            .filter(|s| !index.0.contains_key(*s))
+            .collect();
+        if !gone.is_empty() {
+            return Err(FetchError::Moved {
+                what: format!(
+                    "{} locked package(s) no longer in the host's apt sources: {}",
+                    gone.len(),
+                    gone.join(", ")
+                ),
             });
         }
     }
@@ -315,8 +346,8 @@ pub fn bootstrap(
         let tree_file = dir.join(format!("{key}.tar.zst"));
         let packages_file = dir.join(format!("{key}.packages.json"));
         fs::create_dir_all(&dir)?;
-        let tmp = tree_file.with_extension("tmp");
-        let mut enc = zstd::stream::write::Encoder::new(fs::File::create(&tmp)?, 3)?;
+        let tmp = tempfile::NamedTempFile::with_suffix_in(".tmp", &dir)?;
+        let mut enc = zstd::stream::write::Encoder::new(tmp.as_file(), 3)?;
         enc.multithread(crate::fetch::threads())?;
         built.tree.write_tar(&mut enc)?;
         enc.finish()?.sync_all()?;
@@ -327,7 +358,7 @@ pub fn bootstrap(
             })
             .expect("serializable"),
         )?;
-        fs::rename(&tmp, &tree_file)
+        tmp.persist(&tree_file).map(|_| ()).map_err(|e| e.error)
     };
     let mut keys = vec![key.as_str()];
     if req.pins.is_none() {

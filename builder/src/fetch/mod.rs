@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 pub mod bootstrap;
+mod debian;
+
+use debian::apt_state_key;
+pub use debian::{cached_deb_tree, deb_tree, decompressor, fetch_deb, resolve_debian, AptIndex};
 
 use crate::lock::{self, LockedSource};
 use crate::recipe::{InlineEntry, InlineKind, Source};
@@ -111,9 +114,10 @@ impl Cache {
         let dir = dest.parent().expect("blob paths have a parent");
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         if fs::rename(file, &dest).is_err() {
-            let tmp = dest.with_extension("tmp");
-            fs::copy(file, &tmp).map_err(io_err(&tmp))?;
-            fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+            // A name of its own: two builds may fill the cache at once.
+            let tmp = tempfile::NamedTempFile::with_suffix_in(".tmp", dir).map_err(io_err(dir))?;
+            fs::copy(file, tmp.path()).map_err(io_err(tmp.path()))?;
+            tmp.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
         }
         Ok(dest)
     }
@@ -171,281 +175,6 @@ pub enum Resolved {
     },
 }
 
-/// Resolves a Debian package spec (`name` or `name=version`) with `apt-cache show`.
-pub fn resolve_debian(spec: &str) -> Result<ResolvedPackage, FetchError> {
-    let (name, _) = spec.split_once('=').unwrap_or((spec, ""));
-    let out = Command::new("apt-cache")
-        .args(["show", "--no-all-versions", "--", spec])
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| FetchError::Apt {
-            package: spec.into(),
-            detail: format!("cannot run apt-cache: {e} (is this a Debian/Ubuntu host?)"),
-        })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() || text.trim().is_empty() {
-        return Err(FetchError::Apt {
-            package: spec.into(),
-            detail: format!(
-                "not found by apt-cache ({}); run `apt-get update`, or check the name and version",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        });
-    }
-    let field = |f: &str| {
-        text.lines().find_map(|l| {
-            l.strip_prefix(f)
-                .and_then(|r| r.strip_prefix(':'))
-                .map(|v| v.trim().to_string())
-        })
-    };
-    match (field("Package"), field("Version"), field("SHA256")) {
-        (Some(p), Some(version), Some(sha256)) if p == name => Ok(ResolvedPackage {
-            name: p,
-            version,
-            sha256,
-        }),
-        _ => Err(FetchError::Apt {
-            package: spec.into(),
-            detail: "apt-cache gave no Package/Version/SHA256".into(),
-        }),
-    }
-}
-
-/// Debian package specs resolved up front, with one `apt-cache` run for all of them.
-#[derive(Debug, Clone, Default)]
-pub struct AptIndex(pub std::collections::BTreeMap<String, ResolvedPackage>);
-
-impl AptIndex {
-    /// Resolves every spec with a single `apt-cache show`; a spec it cannot match is left out
-    /// (resolving it alone later gives the precise error).
-    pub fn resolve(specs: &[&str]) -> AptIndex {
-        let mut index = AptIndex::default();
-        if specs.is_empty() {
-            return index;
-        }
-        index.query(specs);
-        index
-    }
-
-    /// Like [`AptIndex::resolve`], remembering the answer in the cache under a key made of the
-    /// specs and the state of apt's configuration and package lists (paths, sizes, mtimes): while
-    /// apt would answer the same, it is not asked again.
-    pub fn resolve_cached(cache: &Cache, specs: &[&str]) -> AptIndex {
-        let Some(key) = apt_state_key(specs) else {
-            return AptIndex::resolve(specs);
-        };
-        let file = cache.root.join("apt").join(format!("{key}.json"));
-        if let Ok(map) = fs::read(&file)
-            .map_err(|_| ())
-            .and_then(|b| serde_json::from_slice(&b).map_err(|_| ()))
-        {
-            return AptIndex(map);
-        }
-        let index = AptIndex::resolve(specs);
-        if index.0.len() == specs.len() {
-            let _ = fs::create_dir_all(file.parent().expect("has a parent")).and_then(|_| {
-                fs::write(&file, serde_json::to_vec(&index.0).expect("serializable"))
-            });
-        }
-        index
-    }
-
-    fn query(&mut self, specs: &[&str]) {
-        let index = self;
-        let Ok(out) = Command::new("apt-cache")
-            .args(["show", "--no-all-versions", "--"])
-            .args(specs)
-            .env("LC_ALL", "C")
-            .output()
-        else {
-            return;
-        };
-        let text = String::from_utf8_lossy(&out.stdout);
-        for para in text.split("\n\n") {
-            let field = |f: &str| {
-                para.lines().find_map(|l| {
-                    l.strip_prefix(f)
-                        .and_then(|r| r.strip_prefix(':'))
-                        .map(|v| v.trim().to_string())
-                })
-            };
-            let (Some(name), Some(version), Some(sha256)) =
-                (field("Package"), field("Version"), field("SHA256"))
-            else {
-                continue;
-            };
-            for spec in specs {
-                let matches = match spec.split_once('=') {
-                    Some((n, v)) => n == name && v == version,
-                    None => *spec == name,
-                };
-                if matches {
-                    let pkg = ResolvedPackage {
-                        name: name.clone(),
-                        version: version.clone(),
-                        sha256: sha256.clone(),
-                    };
-                    index.0.insert(spec.to_string(), pkg);
-                }
-            }
-        }
-    }
-}
-
-/// A digest of what apt's answers depend on, or `None` when it cannot be read.
-fn apt_state_key(specs: &[&str]) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let mut h = Sha256::new();
-    for spec in specs {
-        h.update(spec.as_bytes());
-        h.update(b"\0");
-    }
-    let dirs = [
-        "/var/lib/apt/lists",
-        "/etc/apt/sources.list.d",
-        "/etc/apt/preferences.d",
-        "/etc/apt/apt.conf.d",
-    ];
-    let files = [
-        "/etc/apt/sources.list",
-        "/etc/apt/preferences",
-        "/var/lib/dpkg/arch",
-    ];
-    let mut paths: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
-    for d in dirs {
-        if let Ok(rd) = fs::read_dir(d) {
-            paths.extend(rd.filter_map(Result::ok).map(|e| e.path()));
-        }
-    }
-    paths.sort();
-    let mut lists = 0;
-    for p in paths {
-        if let Ok(m) = fs::metadata(&p) {
-            lists += usize::from(p.starts_with("/var/lib/apt/lists"));
-            h.update(
-                format!(
-                    "{}\0{}\0{}\0{}\n",
-                    p.display(),
-                    m.len(),
-                    m.mtime(),
-                    m.mtime_nsec()
-                )
-                .as_bytes(),
-            );
-        }
-    }
-    (lists > 0).then(|| hex::encode(h.finalize()))
-}
-
-/// The tree of a .deb, from the cache of unpacked trees (zstd, fast) or unpacked and cached.
-/// Keyed by the .deb's sha256; the cache is an accelerator, never required.
-pub fn cached_deb_tree(cache: &Cache, deb: &Path, sha256: &str) -> Result<Tree, FetchError> {
-    let cached = cache.root.join("trees").join(format!("{sha256}.tar.zst"));
-    if let Ok(bytes) = fs::read(&cached) {
-        if let Ok(tree) =
-            zstd::stream::read::Decoder::new(bytes.as_slice()).and_then(Tree::from_tar)
-        {
-            cache.touch(&cached);
-            return Ok(tree);
-        }
-    }
-    let tree = deb_tree(deb)?;
-    let store = || -> io::Result<()> {
-        fs::create_dir_all(cached.parent().expect("has a parent"))?;
-        let tmp = cached.with_extension("tmp");
-        let mut enc = zstd::stream::write::Encoder::new(fs::File::create(&tmp)?, 3)?;
-        tree.write_tar(&mut enc)?;
-        enc.finish()?.sync_all()?;
-        fs::rename(&tmp, &cached)
-    };
-    let _ = store();
-    Ok(tree)
-}
-
-/// The .deb for `pkg`, from the cache or downloaded with `apt-get download` and checked.
-pub fn fetch_deb(cache: &Cache, pkg: &ResolvedPackage) -> Result<PathBuf, FetchError> {
-    if let Some(p) = cache.get(&pkg.sha256) {
-        return Ok(p);
-    }
-    let tmp = tempfile::tempdir().map_err(io_err(Path::new("temporary directory")))?;
-    let spec = format!("{}={}", pkg.name, pkg.version);
-    let out = Command::new("apt-get")
-        .args(["download", "-q", "--", &spec])
-        .current_dir(tmp.path())
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| FetchError::Apt {
-            package: spec.clone(),
-            detail: format!("cannot run apt-get: {e}"),
-        })?;
-    if !out.status.success() {
-        return Err(FetchError::Apt {
-            package: spec,
-            detail: format!(
-                "apt-get download failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        });
-    }
-    let deb = fs::read_dir(tmp.path())
-        .map_err(io_err(tmp.path()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| FetchError::Apt {
-            package: spec.clone(),
-            detail: "apt-get download wrote no .deb".into(),
-        })?;
-    cache.put(&deb, &pkg.sha256, &spec)
-}
-
-/// Reads the `data.tar.*` member of a .deb into a tree.
-pub fn deb_tree(deb: &Path) -> Result<Tree, FetchError> {
-    let bytes = fs::read(deb).map_err(io_err(deb))?;
-    let what = deb.display().to_string();
-    let bad = |detail: &str| FetchError::Format {
-        what: what.clone(),
-        detail: detail.into(),
-    };
-    if !bytes.starts_with(b"!<arch>\n") {
-        return Err(bad("not a Debian package (ar archive)"));
-    }
-    let mut pos = 8;
-    while pos + 60 <= bytes.len() {
-        let header = &bytes[pos..pos + 60];
-        let name = String::from_utf8_lossy(&header[0..16])
-            .trim()
-            .trim_end_matches('/')
-            .to_string();
-        let size: usize = String::from_utf8_lossy(&header[48..58])
-            .trim()
-            .parse()
-            .map_err(|_| bad("bad ar member size"))?;
-        let start = pos + 60;
-        let end = start
-            .checked_add(size)
-            .filter(|e| *e <= bytes.len())
-            .ok_or_else(|| bad("truncated ar member"))?;
-        if name.starts_with("data.tar") {
-            let reader = decompressor(&bytes[start..end]).map_err(|e| bad(&e.to_string()))?;
-            return Tree::from_tar(reader).map_err(|e| bad(&format!("data archive: {e}")));
-        }
-        pos = end + (size % 2);
-    }
-    Err(bad("no data.tar member"))
-}
-
-/// A reader that undoes gzip, xz or zstd compression, detected by magic number.
-pub fn decompressor<'a>(data: &'a [u8]) -> io::Result<Box<dyn Read + 'a>> {
-    Ok(match data {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(data)),
-        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Box::new(xz2::read::XzDecoder::new(data)),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(zstd::stream::read::Decoder::new(data)?),
-        _ => Box::new(data),
-    })
-}
-
 /// What fetching a source needs besides the source: the cache, apt's answers, local copies
 /// given with `--layer-source NAME=PATH`, and a progress sink.
 pub struct SourceContext<'a> {
@@ -453,6 +182,8 @@ pub struct SourceContext<'a> {
     pub apt: &'a AptIndex,
     pub local: &'a BTreeMap<String, PathBuf>,
     pub say: &'a dyn Fn(&str),
+    /// `(task, done, total)` for work of known size: packages fetched, bytes downloaded.
+    pub meter: &'a dyn Fn(&str, u64, u64),
 }
 
 /// Fetches and reads one source; `dir` is the layer file's directory. With `locked`, the
@@ -467,12 +198,21 @@ pub fn load_source(
     match source {
         Source::Debian { packages } => {
             let pins = match locked {
-                Some(LockedSource::Debian { packages: p }) if p.len() == packages.len() => Some(p),
-                _ => None,
+                None => None,
+                Some(LockedSource::Debian { packages: p })
+                    if p.len() == packages.len()
+                        && p.iter().zip(packages).all(|(l, spec)| {
+                            spec.split_once('=').map_or(spec.as_str(), |(n, _)| n) == l.name
+                        }) =>
+                {
+                    Some(p)
+                }
+                Some(_) => return Err(lock_mismatch()),
             };
             let mut tree = Tree::new();
             let mut resolved = Vec::new();
             for (i, spec) in packages.iter().enumerate() {
+                (ctx.meter)("debian packages", i as u64, packages.len() as u64);
                 let pkg = match pins.map(|p| &p[i]) {
                     Some(want) => {
                         let exact = format!("{}={}", want.name, want.version);
@@ -505,6 +245,11 @@ pub fn load_source(
                 tree.merge(&cached_deb_tree(cache, &deb, &pkg.sha256)?);
                 resolved.push(pkg);
             }
+            (ctx.meter)(
+                "debian packages",
+                packages.len() as u64,
+                packages.len() as u64,
+            );
             Ok((tree, Resolved::Debian { packages: resolved }))
         }
         Source::Mmdebstrap {
@@ -513,33 +258,10 @@ pub fn load_source(
             packages,
         } => {
             let pins = match locked {
+                None => None,
                 Some(LockedSource::Mmdebstrap { packages }) => Some(packages.as_slice()),
-                _ => None,
+                Some(_) => return Err(lock_mismatch()),
             };
-            if let Some(pins) = pins {
-                // Every locked version must still be in the archive, or apt would quietly
-                // take another one.
-                let specs: Vec<String> = pins
-                    .iter()
-                    .map(|p| format!("{}={}", p.name, p.version))
-                    .collect();
-                let refs: Vec<&str> = specs.iter().map(String::as_str).collect();
-                let index = AptIndex::resolve_cached(cache, &refs);
-                let gone: Vec<&str> = refs
-                    .iter()
-                    .copied()
-                    .filter(|s| !index.0.contains_key(*s))
-                    .collect();
-                if !gone.is_empty() {
-                    return Err(FetchError::Moved {
-                        what: format!(
-                            "{} locked package(s) no longer in the host's apt sources: {}",
-                            gone.len(),
-                            gone.join(", ")
-                        ),
-                    });
-                }
-            }
             let req = bootstrap::Request {
                 suite,
                 variant: *variant,
@@ -572,7 +294,7 @@ pub fn load_source(
         } => {
             let file = match ctx.local.get(name) {
                 Some(p) => p.clone(),
-                None => download(cache, url, sha256).map_err(|e| match e {
+                None => download(cache, url, sha256, ctx.meter).map_err(|e| match e {
                     FetchError::Download { url, detail } => FetchError::Unreachable {
                         name: name.clone(),
                         url,
@@ -607,7 +329,9 @@ pub fn load_source(
         Source::Tarball { path, url, sha256 } => {
             let file = match (path, url) {
                 (Some(p), _) => dir.join(p),
-                (None, Some(u)) => download(cache, u, sha256.as_deref().unwrap_or_default())?,
+                (None, Some(u)) => {
+                    download(cache, u, sha256.as_deref().unwrap_or_default(), ctx.meter)?
+                }
                 (None, None) => unreachable!("checked recipes give a path or a url"),
             };
             let actual = sha256_file(&file).map_err(io_err(&file))?;
@@ -644,6 +368,14 @@ pub fn load_source(
             let sha256 = tree_digest(&tree);
             Ok((tree, Resolved::Inline { sha256 }))
         }
+    }
+}
+
+fn lock_mismatch() -> FetchError {
+    FetchError::Moved {
+        what: "the lock's entry for this source does not match the layer (another kind of \
+               source, or other packages): the lock was edited or merged by hand"
+            .into(),
     }
 }
 
@@ -768,7 +500,12 @@ fn read_dir_into(
 }
 
 /// Downloads `url` into the cache, checking its sha256 (mandatory for URLs).
-fn download(cache: &Cache, url: &str, sha256: &str) -> Result<PathBuf, FetchError> {
+fn download(
+    cache: &Cache,
+    url: &str,
+    sha256: &str,
+    meter: &dyn Fn(&str, u64, u64),
+) -> Result<PathBuf, FetchError> {
     if let Some(p) = cache.get(sha256) {
         return Ok(p);
     }
@@ -781,150 +518,26 @@ fn download(cache: &Cache, url: &str, sha256: &str) -> Result<PathBuf, FetchErro
         fs::copy(local, tmp.path()).map_err(|e| fail(e.to_string()))?;
     } else {
         let mut response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
+        let total = response.body().content_length().unwrap_or(0);
         let mut reader = response.body_mut().as_reader();
         let mut out = fs::File::create(tmp.path()).map_err(io_err(tmp.path()))?;
-        io::copy(&mut reader, &mut out).map_err(|e| fail(e.to_string()))?;
+        let name = url.rsplit('/').next().unwrap_or(url);
+        let task = format!("downloading {name}");
+        let mut buf = vec![0u8; 1 << 16];
+        let mut done = 0u64;
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| fail(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            io::Write::write_all(&mut out, &buf[..n]).map_err(io_err(tmp.path()))?;
+            done += n as u64;
+            // Without a Content-Length the total is unknown (0).
+            meter(&task, done, total);
+        }
     }
     cache.put(tmp.path(), sha256, url)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ctx<'a>(
-        cache: &'a Cache,
-        apt: &'a AptIndex,
-        local: &'a BTreeMap<String, PathBuf>,
-    ) -> SourceContext<'a> {
-        SourceContext {
-            cache,
-            apt,
-            local,
-            say: &|_| {},
-        }
-    }
-
-    #[test]
-    fn file_sources_take_local_copies_and_name_the_flag_when_unreachable() {
-        let d = tempfile::tempdir().unwrap();
-        let cache = Cache {
-            root: d.path().join("cache"),
-        };
-        fs::write(d.path().join("k3s"), b"#!/bin/sh\n").unwrap();
-        let sha = sha256_bytes(b"#!/bin/sh\n");
-        let source = Source::File {
-            name: "k3s".into(),
-            // Nothing listens on port 9 of loopback: the download fails at once.
-            url: "http://127.0.0.1:9/k3s".into(),
-            sha256: sha.clone(),
-            dest: "/usr/local/bin/k3s".into(),
-            mode: Some("0755".into()),
-        };
-        let apt = AptIndex::default();
-        let none = BTreeMap::new();
-        let err = load_source(&ctx(&cache, &apt, &none), d.path(), &source, None).unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains("http://127.0.0.1:9/k3s"), "{text}");
-        assert!(text.contains("--layer-source k3s=PATH"), "{text}");
-        let local = BTreeMap::from([("k3s".to_string(), d.path().join("k3s"))]);
-        let (tree, resolved) =
-            load_source(&ctx(&cache, &apt, &local), d.path(), &source, None).unwrap();
-        assert_eq!(tree.get("usr/local/bin/k3s").unwrap().mode, 0o755);
-        assert_eq!(
-            resolved,
-            Resolved::File {
-                name: "k3s".into(),
-                sha256: sha
-            }
-        );
-        // A local copy with other bytes is refused.
-        fs::write(d.path().join("k3s"), b"other").unwrap();
-        let err = load_source(&ctx(&cache, &apt, &local), d.path(), &source, None).unwrap_err();
-        assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
-    }
-
-    #[test]
-    fn dir_sources_ignore_umask_and_mtimes() {
-        use std::os::unix::fs::PermissionsExt;
-        let a = tempfile::tempdir().unwrap();
-        let b = tempfile::tempdir().unwrap();
-        for (d, mode) in [(&a, 0o600), (&b, 0o664)] {
-            fs::create_dir(d.path().join("etc")).unwrap();
-            fs::write(d.path().join("etc/motd"), "hi\n").unwrap();
-            fs::set_permissions(d.path().join("etc/motd"), fs::Permissions::from_mode(mode))
-                .unwrap();
-            std::os::unix::fs::symlink("motd", d.path().join("etc/issue")).unwrap();
-        }
-        let src = |p: &Path| Source::Dir {
-            path: p.display().to_string(),
-            target: Some("/opt".into()),
-        };
-        let cache = Cache {
-            root: a.path().join("cache-unused"),
-        };
-        let (apt, local) = (AptIndex::default(), BTreeMap::new());
-        let ctx = ctx(&cache, &apt, &local);
-        let (ta, ra) = load_source(&ctx, Path::new("/"), &src(a.path()), None).unwrap();
-        let (tb, rb) = load_source(&ctx, Path::new("/"), &src(b.path()), None).unwrap();
-        assert_eq!(ta, tb);
-        assert_eq!(ra, rb);
-        assert_eq!(ta.get("opt/etc/motd").unwrap().mode, 0o644);
-        assert!(matches!(
-            ta.get("opt/etc/issue").unwrap().kind,
-            Kind::Symlink(_)
-        ));
-    }
-
-    #[test]
-    fn tarball_sha256_is_checked() {
-        let d = tempfile::tempdir().unwrap();
-        let mut t = Tree::new();
-        t.insert("etc/x", Entry::file(b"x".to_vec(), 0o644));
-        let mut tar = Vec::new();
-        t.write_tar(&mut tar).unwrap();
-        fs::write(d.path().join("l.tar"), &tar).unwrap();
-        let cache = Cache {
-            root: d.path().join("cache"),
-        };
-        let (apt, local) = (AptIndex::default(), BTreeMap::new());
-        let ctx = ctx(&cache, &apt, &local);
-        let good = Source::Tarball {
-            path: Some("l.tar".into()),
-            url: None,
-            sha256: Some(sha256_bytes(&tar)),
-        };
-        assert_eq!(load_source(&ctx, d.path(), &good, None).unwrap().0, t);
-        let bad = Source::Tarball {
-            path: Some("l.tar".into()),
-            url: None,
-            sha256: Some("0".repeat(64)),
-        };
-        let err = load_source(&ctx, d.path(), &bad, None).unwrap_err();
-        assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
-        // By URL (file://), the download lands in the cache under its digest.
-        let url = Source::Tarball {
-            path: None,
-            url: Some(format!("file://{}", d.path().join("l.tar").display())),
-            sha256: Some(sha256_bytes(&tar)),
-        };
-        assert_eq!(load_source(&ctx, d.path(), &url, None).unwrap().0, t);
-        assert!(cache.get(&sha256_bytes(&tar)).is_some());
-    }
-
-    #[test]
-    fn compressed_tarballs_are_detected() {
-        let mut t = Tree::new();
-        t.insert("a", Entry::file(b"abc".to_vec(), 0o644));
-        let mut tar = Vec::new();
-        t.write_tar(&mut tar).unwrap();
-        let zst = zstd::encode_all(tar.as_slice(), 3).unwrap();
-        assert_eq!(Tree::from_tar(decompressor(&zst).unwrap()).unwrap(), t);
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        io::Write::write_all(&mut gz, &tar).unwrap();
-        assert_eq!(
-            Tree::from_tar(decompressor(&gz.finish().unwrap()).unwrap()).unwrap(),
-            t
-        );
-    }
-}
+mod tests;

@@ -63,7 +63,7 @@ fn mib(bytes: u64) -> String {
 pub fn run() -> Result<()> {
     crate::deps::ensure()?;
     let agent = crate::agent::build()?;
-    // Build the CLI once, untimed.
+    // Build the CLI once, untimed; the runs call the binary itself.
     let built = Command::new("cargo")
         .args([
             "build",

@@ -224,6 +224,18 @@ pub fn render(doc: &Unattended, base: &Base) -> Result<Rendered, Vec<String>> {
     });
     out.file("/etc/p6os/appliance.json", pretty(&value), 0o644);
     for (i, f) in doc.write_files.iter().enumerate() {
+        if let Some(dir) = crate::plan::DATA_DIRS
+            .iter()
+            .find(|d| f.path == **d || f.path.starts_with(&format!("{d}/")))
+        {
+            // Those directories are bound from the state partition over the /var overlay:
+            // a file written into the overlay there would never be seen.
+            out.errors.push(format!(
+                "write_files[{i}] ({}): {dir} belongs to the container runtime and lives outside the /var overlay; it cannot be written by unattended.yaml",
+                f.path
+            ));
+            continue;
+        }
         let bytes = match f.encoding {
             Encoding::Plain => f.content.clone().into_bytes(),
             Encoding::Base64 => base64::engine::general_purpose::STANDARD

@@ -961,3 +961,15 @@ mod toml {
         Err("unterminated string".into())
     }
 }
+
+#[test]
+fn write_files_cannot_reach_the_runtime_data_dirs() {
+    let doc = p6os_config::unattended::load(
+        std::path::Path::new("u.yaml"),
+        "write_files:\n  - path: /var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db\n    content: x\n  - path: /var/lib/p6os-ok\n    content: y\n",
+    )
+    .unwrap();
+    let errors = render(&doc, &containerd_base()).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("write_files[0]") && errors[0].contains("/var/lib/containerd"));
+}

@@ -31,3 +31,18 @@ pub fn console_cli() -> PathBuf {
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/p6os-console"),
     }
 }
+
+/// The JSON object in the output of `p6os-agent status --json` (a console may echo more).
+pub fn parse_status(out: &str) -> serde_json::Value {
+    let start = out.find('{').unwrap_or_else(|| panic!("no JSON in {out}"));
+    let end = out.rfind('}').unwrap_or(start);
+    serde_json::from_str(&out[start..=end]).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// One slot (`a` or `b`) of a parsed status.
+pub fn slot<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["slots"]
+        .as_array()
+        .and_then(|slots| slots.iter().find(|s| s["slot"] == name))
+        .unwrap_or_else(|| panic!("no slot {name} in {status:#}"))
+}

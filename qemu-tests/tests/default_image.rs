@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use qemu_tests::fixture::Fixture;
 use qemu_tests::oci;
+use qemu_tests::slot;
 use qemu_tests::vm::{Network, Vm, VmConfig};
 
 const BOOT: Duration = Duration::from_secs(420);
@@ -87,20 +88,8 @@ impl Ssh<'_> {
     }
 
     fn status(&self, vm: &Vm) -> serde_json::Value {
-        let out = self.run(vm, &format!("sudo {AGENT} status --json"));
-        let start = out.find('{').unwrap_or_else(|| panic!("no JSON in {out}"));
-        let end = out.rfind('}').unwrap();
-        serde_json::from_str(&out[start..=end]).unwrap_or_else(|e| panic!("{e}: {out}"))
+        qemu_tests::parse_status(&self.run(vm, &format!("sudo {AGENT} status --json")))
     }
-}
-
-fn slot<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    status["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["slot"] == name)
-        .unwrap()
 }
 
 #[test]

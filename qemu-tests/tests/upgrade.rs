@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use qemu_tests::fixture::Fixture;
+use qemu_tests::slot;
 use qemu_tests::vm::{Vm, VmConfig};
 
 const BOOT: Duration = Duration::from_secs(240);
@@ -16,19 +17,7 @@ fn run(vm: &mut Vm, tag: &str, command: &str) -> String {
 }
 
 fn status(vm: &mut Vm, tag: &str) -> serde_json::Value {
-    let out = run(vm, tag, &format!("{AGENT} status --json"));
-    let start = out.find('{').unwrap_or_else(|| panic!("no JSON in {out}"));
-    let end = out.rfind('}').unwrap();
-    serde_json::from_str(&out[start..=end]).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-fn slot<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    status["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["slot"] == name)
-        .unwrap()
+    qemu_tests::parse_status(&run(vm, tag, &format!("{AGENT} status --json")))
 }
 
 #[test]

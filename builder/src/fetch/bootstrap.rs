@@ -195,13 +195,7 @@ pub fn dpkg_status(tree: &Tree) -> Vec<InstalledPackage> {
 pub fn parse_dpkg_status(text: &str) -> Vec<InstalledPackage> {
     let mut out = Vec::new();
     for para in text.split("\n\n") {
-        let field = |f: &str| {
-            para.lines().find_map(|l| {
-                l.strip_prefix(f)
-                    .and_then(|r| r.strip_prefix(':'))
-                    .map(|v| v.trim().to_string())
-            })
-        };
+        let field = |f: &str| super::debian::control_field(para, f);
         let installed = field("Status").is_some_and(|s| s.ends_with(" installed"));
         if let (true, Some(name), Some(version)) = (installed, field("Package"), field("Version")) {
             out.push(InstalledPackage {

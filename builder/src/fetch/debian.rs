@@ -12,6 +12,16 @@ use sha2::{Digest, Sha256};
 use super::{io_err, Cache, FetchError, ResolvedPackage};
 use crate::tree::Tree;
 
+/// The value of field `name` in one paragraph of a Debian control file (`Packages`, the dpkg
+/// status, `apt-cache show`); single-line fields only.
+pub fn control_field(para: &str, name: &str) -> Option<String> {
+    para.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    })
+}
+
 /// Resolves a Debian package spec (`name` or `name=version`) with `apt-cache show`.
 pub fn resolve_debian(spec: &str) -> Result<ResolvedPackage, FetchError> {
     let (name, _) = spec.split_once('=').unwrap_or((spec, ""));
@@ -33,13 +43,7 @@ pub fn resolve_debian(spec: &str) -> Result<ResolvedPackage, FetchError> {
             ),
         });
     }
-    let field = |f: &str| {
-        text.lines().find_map(|l| {
-            l.strip_prefix(f)
-                .and_then(|r| r.strip_prefix(':'))
-                .map(|v| v.trim().to_string())
-        })
-    };
+    let field = |f: &str| control_field(&text, f);
     match (field("Package"), field("Version"), field("SHA256")) {
         (Some(p), Some(version), Some(sha256)) if p == name => Ok(ResolvedPackage {
             name: p,
@@ -104,13 +108,7 @@ impl AptIndex {
         };
         let text = String::from_utf8_lossy(&out.stdout);
         for para in text.split("\n\n") {
-            let field = |f: &str| {
-                para.lines().find_map(|l| {
-                    l.strip_prefix(f)
-                        .and_then(|r| r.strip_prefix(':'))
-                        .map(|v| v.trim().to_string())
-                })
-            };
+            let field = |f: &str| control_field(para, f);
             let (Some(name), Some(version), Some(sha256)) =
                 (field("Package"), field("Version"), field("SHA256"))
             else {

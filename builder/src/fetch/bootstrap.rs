@@ -578,4 +578,39 @@ mod tests {
             "Package: libc6\nPin: version 2.36-9+deb12u10\nPin-Priority: 1001\n\n"
         );
     }
+
+    /// A lock whose versions the archive no longer has stops the build before mmdebstrap
+    /// runs, naming them (on a Debian host with mmdebstrap; skipped elsewhere).
+    #[test]
+    fn locked_versions_gone_from_the_archive_are_named() {
+        if mmdebstrap_version().is_err()
+            || sources_for_suite(&host_source_files(), "bookworm").is_empty()
+        {
+            eprintln!("skipping: needs mmdebstrap and the host's apt sources for bookworm");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            root: d.path().to_path_buf(),
+        };
+        let pins = [ResolvedPackage {
+            name: "base-files".into(),
+            version: "0.0-gone".into(),
+            sha256: "0".repeat(64),
+        }];
+        let req = Request {
+            suite: "bookworm",
+            variant: Variant::Minbase,
+            packages: &[],
+            pins: Some(&pins),
+        };
+        let err = bootstrap(&cache, &req, &|_| {}).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "1 locked package(s) no longer in the host's apt sources: base-files=0.0-gone"
+            ),
+            "{err}"
+        );
+        assert!(!d.path().join("layers").exists(), "nothing cached");
+    }
 }

@@ -47,8 +47,15 @@ struct Open {
 
 impl BlockMap {
     /// Maps the first `size` bytes of `file`: holes are skipped without reading, and within data
-    /// an all-zero block is unmapped.
+    /// an all-zero block is unmapped, except in the regions a disk image needs in full
+    /// ([`structural_regions`]): there zeros mean something (an unused GPT entry, a free FAT
+    /// cluster) and must overwrite whatever a reused disk held.
     pub fn from_image(file: &File, size: u64) -> Result<BlockMap, ScanError> {
+        let forced = structural_regions(file, size);
+        let is_forced = |index: u64| {
+            let (start, end) = (index * BLOCK, (index + 1) * BLOCK);
+            forced.iter().any(|(s, e)| start < *e && end > *s)
+        };
         let mut ranges = Vec::new();
         let mut open: Option<Open> = None;
         let close = |open: &mut Option<Open>, ranges: &mut Vec<MappedRange>| {
@@ -60,33 +67,52 @@ impl BlockMap {
                 });
             }
         };
+        let push = |open: &mut Option<Open>, ranges: &mut Vec<MappedRange>, index, block: &[u8]| {
+            match open {
+                Some(o) if o.last + 1 == index => {
+                    o.last = index;
+                    o.hasher.update(block);
+                }
+                _ => {
+                    close(open, ranges);
+                    let mut hasher = Sha256::new();
+                    hasher.update(block);
+                    *open = Some(Open {
+                        first: index,
+                        last: index,
+                        hasher,
+                    });
+                }
+            }
+        };
+        let mut next = 0u64;
         scan(file, size, |segment| {
             match segment {
-                Segment::Hole { .. } => close(&mut open, &mut ranges),
+                Segment::Hole { len } => {
+                    let (start, end) = (next, (next + len).min(size));
+                    next += len;
+                    let mut pos = start;
+                    while pos < end {
+                        let index = pos / BLOCK;
+                        let block_len = (end - pos).min(BLOCK) as usize;
+                        if is_forced(index) {
+                            push(&mut open, &mut ranges, index, &ZEROS[..block_len]);
+                        } else {
+                            close(&mut open, &mut ranges);
+                        }
+                        pos += block_len as u64;
+                    }
+                }
                 Segment::Data { offset, bytes } => {
+                    next = offset + bytes.len() as u64;
                     let base = offset / BLOCK;
                     for (i, block) in bytes.chunks(BLOCK as usize).enumerate() {
                         let index = base + i as u64;
-                        if block == &ZEROS[..block.len()] {
+                        if block == &ZEROS[..block.len()] && !is_forced(index) {
                             close(&mut open, &mut ranges);
                             continue;
                         }
-                        match &mut open {
-                            Some(o) if o.last + 1 == index => {
-                                o.last = index;
-                                o.hasher.update(block);
-                            }
-                            _ => {
-                                close(&mut open, &mut ranges);
-                                let mut hasher = Sha256::new();
-                                hasher.update(block);
-                                open = Some(Open {
-                                    first: index,
-                                    last: index,
-                                    hasher,
-                                });
-                            }
-                        }
+                        push(&mut open, &mut ranges, index, block);
                     }
                 }
             }
@@ -221,4 +247,37 @@ pub(super) fn human_size(size: u64) -> String {
         }
     }
     format!("{value:.1} EiB")
+}
+
+/// Byte ranges of a GPT disk image that a copy must write in full, zeros included: both
+/// partition tables (everything before the first partition and after the last) and the EFI
+/// system partition (its FAT and directories). Elsewhere unmapped blocks may keep what the
+/// target held: free space of the slot and state filesystems, the empty second slot. An image
+/// without a readable GPT has none.
+pub(super) fn structural_regions(file: &File, size: u64) -> Vec<(u64, u64)> {
+    let mut f = file;
+    let Ok(gpt) = crate::gpt::Gpt::read(&mut f) else {
+        return Vec::new();
+    };
+    let sector = 512;
+    let first = gpt
+        .partitions
+        .iter()
+        .map(|p| p.first_lba)
+        .min()
+        .unwrap_or(0)
+        * sector;
+    let last_end = gpt
+        .partitions
+        .iter()
+        .map(|p| (p.last_lba + 1) * sector)
+        .max()
+        .unwrap_or(size);
+    let mut out = vec![(0, first.min(size)), (last_end.min(size), size)];
+    for p in &gpt.partitions {
+        if p.type_guid == crate::gpt::TYPE_ESP {
+            out.push((p.first_lba * sector, (p.last_lba + 1) * sector));
+        }
+    }
+    out
 }

@@ -225,3 +225,71 @@ fn bmaptool_copy_rejects_corruption() {
         "{stderr}"
     );
 }
+
+/// A GPT disk image: its partition tables and ESP are mapped zeros and all, so that a copy
+/// onto a reused disk leaves no old partition entries or FAT clusters behind; the zeros of the
+/// other partitions stay unmapped.
+#[test]
+fn gpt_tables_and_the_esp_are_mapped_in_full() {
+    use crate::gpt::{Gpt, TYPE_ESP, TYPE_ROOT_X86_64};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.img");
+    let id = |n: u8| uuid::Uuid::from_bytes([n; 16]);
+    let gpt = Gpt::layout(
+        id(1),
+        &[
+            ("esp", TYPE_ESP, id(2), 2 * MIB),
+            ("root", TYPE_ROOT_X86_64, id(3), 4 * MIB),
+        ],
+    );
+    let mut f = fs::File::create(&path).unwrap();
+    f.set_len(gpt.size_bytes()).unwrap();
+    gpt.write(&mut f).unwrap();
+    let root = gpt.by_label("root").unwrap().offset();
+    f.write_all_at(b"data", root + MIB).unwrap();
+    drop(f);
+    let size = fs::metadata(&path).unwrap().len();
+    let map = BlockMap::from_image(&fs::File::open(&path).unwrap(), size).unwrap();
+    let esp = gpt.by_label("esp").unwrap();
+    let blocks = |from: u64, to: u64| (from / BLOCK, to / BLOCK - 1);
+    let expected = vec![
+        // GPT, the gap before the ESP and the ESP itself: one run.
+        blocks(0, esp.offset() + esp.size()),
+        blocks(root + MIB, root + MIB + BLOCK),
+        blocks(root + 4 * MIB, size),
+    ];
+    let got: Vec<(u64, u64)> = map.ranges.iter().map(|r| (r.first, r.last)).collect();
+    assert_eq!(got, expected);
+
+    if !bmaptool_present() {
+        eprintln!("skipping the bmaptool part: bmaptool not installed");
+        return;
+    }
+    // Onto a "used" disk full of 0xff: the tables and the ESP come out as in the image.
+    let bmap = dir.path().join("d.bmap");
+    fs::write(&bmap, map.to_xml()).unwrap();
+    let target = dir.path().join("used.img");
+    fs::write(&target, vec![0xffu8; size as usize]).unwrap();
+    let out = Command::new("bmaptool")
+        .arg("-q")
+        .arg("copy")
+        .arg("--bmap")
+        .arg(&bmap)
+        .arg(&path)
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (image, copied) = (fs::read(&path).unwrap(), fs::read(&target).unwrap());
+    let end = (esp.offset() + esp.size()) as usize;
+    assert!(
+        image[..end] == copied[..end],
+        "GPT and ESP differ after the copy"
+    );
+    let backup = (root + 4 * MIB) as usize;
+    assert!(image[backup..] == copied[backup..], "backup GPT differs");
+}

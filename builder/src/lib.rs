@@ -8,6 +8,7 @@ pub mod cache;
 pub mod esp;
 pub mod fat;
 pub mod fetch;
+pub mod flash;
 pub mod gpt;
 pub mod image;
 pub mod initramfs;

@@ -182,6 +182,23 @@ struct Pending {
     temp: Option<NamedTempFile>,
 }
 
+/// The ranges the `.bmap` of this raw image lists: `(offset, len, sha256 hex)` in order
+/// (non-zero blocks, plus the GPT tables and the ESP in full).
+pub(crate) fn mapped_ranges(image: &File, size: u64) -> io::Result<Vec<(u64, u64, String)>> {
+    let map = bmap::BlockMap::from_image(image, size).map_err(|e| match e {
+        sparse::ScanError::Read(e) | sparse::ScanError::Sink(e) => e,
+    })?;
+    Ok(map
+        .ranges
+        .iter()
+        .map(|r| {
+            let offset = r.first * sparse::BLOCK;
+            let end = ((r.last + 1) * sparse::BLOCK).min(size);
+            (offset, end - offset, hex::encode(r.sha256))
+        })
+        .collect())
+}
+
 /// Writes the selected formats of the finished raw image `image` (a sparse file `<base>.img`)
 /// next to it, in its directory, as `<base>.img.zst`, `<base>.qcow2`, `<base>.bmap`, and always a
 /// [`SHA256SUMS`] file listing every output file written (`sha256sum` format: `<hex>  <name>\n`,

@@ -1,0 +1,449 @@
+//! `p6os flash IMAGE TARGET`: writes only the image's mapped ranges (from its `.bmap`, or found
+//! by content for a raw image) with large aligned writes (`O_DIRECT` on block devices where it
+//! works), `fsync`s, then reads every written range back and checks its sha256. A target
+//! larger than the image gets its backup GPT moved to its end (the state partition can grow);
+//! `--config` writes a checked unattended.yaml into the target's ESP last.
+//!
+//! Nothing is written before the image, its bmap, the configuration and the target passed
+//! their checks ([`target::refusals`]).
+
+pub mod plan;
+#[cfg(test)]
+mod tests;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::progress::Progress;
+use plan::{Plan, Range};
+
+/// Bytes moved per read and write: large, and a multiple of every logical block size.
+const CHUNK: usize = 8 << 20;
+/// O_DIRECT buffers and offsets are aligned to this.
+const ALIGN: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlashError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    Bmap {
+        path: PathBuf,
+        source: plan::BmapError,
+    },
+    #[error("{bmap} describes an image of {bmap_size} bytes, but {image} has {image_size}\n  hint: the bmap belongs to another build; pass the image it was made with")]
+    BmapSize {
+        bmap: PathBuf,
+        bmap_size: u64,
+        image: PathBuf,
+        image_size: u64,
+    },
+    #[error("{image}: the bytes at {offset}..{end} do not match the bmap's checksum: the image is damaged (nothing after them was written)")]
+    ImageDamaged {
+        image: PathBuf,
+        offset: u64,
+        end: u64,
+    },
+    #[error("verification failed: {target} at {offset}..{end} reads back other bytes than were written\n  hint: the medium may be failing; try another one")]
+    Verify {
+        target: PathBuf,
+        offset: u64,
+        end: u64,
+    },
+    #[error("{0}")]
+    Config(p6os_config::diag::Diagnostics),
+    #[error("{0}")]
+    Inject(#[from] crate::inject::InjectError),
+    #[error("{path}: the size of a .zst image must be in its frame header or its .bmap\n  hint: flash the raw .img, or make the .img.zst with `p6os build`")]
+    UnknownSize { path: PathBuf },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FlashError + '_ {
+    move |source| FlashError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a flash did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Report {
+    pub image_size: u64,
+    pub written: u64,
+    pub ranges: usize,
+    pub bmap: Option<PathBuf>,
+    pub write_secs: f64,
+    pub verify_secs: f64,
+    /// The backup GPT was moved to the end of a larger target.
+    pub gpt_moved: bool,
+    pub config_written: bool,
+}
+
+/// The image's format, by name.
+fn is_zst(image: &Path) -> bool {
+    image.extension().is_some_and(|e| e == "zst")
+}
+
+/// `X.img` and `X.img.zst` both look for `X.bmap` beside them.
+pub fn bmap_beside(image: &Path) -> PathBuf {
+    let name = image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name
+        .strip_suffix(".img.zst")
+        .or_else(|| name.strip_suffix(".zst"))
+        .or_else(|| name.strip_suffix(".img"))
+        .unwrap_or(&name);
+    image.with_file_name(format!("{stem}.bmap"))
+}
+
+/// The size of the image the file holds (a `.zst`: from its frame header).
+fn image_size(image: &Path) -> Result<Option<u64>, FlashError> {
+    if !is_zst(image) {
+        return Ok(Some(fs::metadata(image).map_err(io_at(image))?.len()));
+    }
+    let mut head = vec![0u8; 18];
+    let n = File::open(image)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(io_at(image))?;
+    Ok(zstd::zstd_safe::get_frame_content_size(&head[..n])
+        .ok()
+        .flatten())
+}
+
+/// The ranges to write: the bmap's, else found by content (raw), else everything (zst).
+pub fn plan_for(image: &Path, bmap: Option<&Path>) -> Result<(Plan, Option<PathBuf>), FlashError> {
+    let size = image_size(image)?;
+    let beside = bmap_beside(image);
+    let bmap = bmap
+        .map(Path::to_path_buf)
+        .or_else(|| beside.is_file().then_some(beside));
+    if let Some(b) = &bmap {
+        let text = fs::read_to_string(b).map_err(io_at(b))?;
+        let plan = plan::parse_bmap(&text).map_err(|source| FlashError::Bmap {
+            path: b.clone(),
+            source,
+        })?;
+        if let Some(size) = size.filter(|s| *s != plan.image_size) {
+            return Err(FlashError::BmapSize {
+                bmap: b.clone(),
+                bmap_size: plan.image_size,
+                image: image.to_path_buf(),
+                image_size: size,
+            });
+        }
+        return Ok((plan, bmap));
+    }
+    let size = size.ok_or_else(|| FlashError::UnknownSize {
+        path: image.to_path_buf(),
+    })?;
+    if is_zst(image) {
+        return Ok((Plan::whole(size), None));
+    }
+    let file = File::open(image).map_err(io_at(image))?;
+    let ranges = crate::outputs::mapped_ranges(&file, size)
+        .map_err(io_at(image))?
+        .into_iter()
+        .map(|(offset, len, sha256)| Range {
+            offset,
+            len,
+            sha256: Some(sha256),
+        })
+        .collect();
+    Ok((
+        Plan {
+            image_size: size,
+            ranges,
+        },
+        None,
+    ))
+}
+
+/// A buffer whose start is [`ALIGN`]ed, for O_DIRECT.
+struct Aligned {
+    raw: Vec<u8>,
+    start: usize,
+}
+
+impl Aligned {
+    fn new(len: usize) -> Aligned {
+        let raw = vec![0u8; len + ALIGN];
+        let start = (ALIGN - raw.as_ptr() as usize % ALIGN) % ALIGN;
+        Aligned { raw, start }
+    }
+    fn get(&mut self, len: usize) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + len]
+    }
+}
+
+/// Reads the image in order: raw files by offset, `.zst` streams by skipping forward.
+enum ImageReader {
+    Raw(File),
+    Zst {
+        decoder: zstd::stream::read::Decoder<'static, io::BufReader<File>>,
+        pos: u64,
+    },
+}
+
+impl ImageReader {
+    fn open(image: &Path) -> io::Result<ImageReader> {
+        let file = File::open(image)?;
+        Ok(if is_zst(image) {
+            ImageReader::Zst {
+                decoder: zstd::stream::read::Decoder::new(file)?,
+                pos: 0,
+            }
+        } else {
+            ImageReader::Raw(file)
+        })
+    }
+
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match self {
+            ImageReader::Raw(f) => f.read_exact_at(buf, offset),
+            ImageReader::Zst { decoder, pos } => {
+                if offset < *pos {
+                    return Err(io::Error::other("ranges out of order"));
+                }
+                io::copy(&mut decoder.by_ref().take(offset - *pos), &mut io::sink())?;
+                decoder.read_exact(buf)?;
+                *pos = offset + buf.len() as u64;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Opens the target for writing: O_DIRECT (and O_EXCL, which a mounted block device refuses)
+/// on block devices when the kernel allows it; a regular file is made the image's size.
+fn open_target(target: &Path, image_size: u64) -> io::Result<(File, bool)> {
+    let block = fs::metadata(target).is_ok_and(|m| m.file_type().is_block_device());
+    if block {
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_EXCL)
+            .open(target);
+        return match direct {
+            Ok(f) => Ok((f, true)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((
+                OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_EXCL)
+                    .open(target)?,
+                false,
+            )),
+            Err(e) => Err(e),
+        };
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(target)?;
+    // A new file is made the image's size; a larger one (a disk image file) keeps its size.
+    if f.metadata()?.len() < image_size {
+        f.set_len(image_size)?;
+    }
+    Ok((f, false))
+}
+
+/// Writes the plan's ranges of `image` to `target`; returns each range's sha256 as written.
+fn write_ranges(
+    image: &Path,
+    target: &Path,
+    plan: &Plan,
+    progress: &Progress,
+) -> Result<Vec<[u8; 32]>, FlashError> {
+    let mut reader = ImageReader::open(image).map_err(io_at(image))?;
+    let (out, direct) = open_target(target, plan.image_size).map_err(io_at(target))?;
+    let mut buf = Aligned::new(CHUNK);
+    let total = plan.mapped_bytes();
+    let mut done = 0;
+    let mut sums = Vec::with_capacity(plan.ranges.len());
+    for r in &plan.ranges {
+        let mut h = Sha256::new();
+        let mut pos = r.offset;
+        let end = r.offset + r.len;
+        while pos < end {
+            let n = ((end - pos) as usize).min(CHUNK);
+            let chunk = buf.get(n);
+            reader.read_at(chunk, pos).map_err(io_at(image))?;
+            h.update(&*chunk);
+            let aligned = n.is_multiple_of(ALIGN) && pos.is_multiple_of(ALIGN as u64);
+            if direct && !aligned {
+                // The image's last partial block: through the page cache.
+                let plain = OpenOptions::new()
+                    .write(true)
+                    .open(target)
+                    .map_err(io_at(target))?;
+                plain.write_all_at(chunk, pos).map_err(io_at(target))?;
+                plain.sync_all().map_err(io_at(target))?;
+            } else {
+                out.write_all_at(chunk, pos).map_err(io_at(target))?;
+            }
+            pos += n as u64;
+            done += n as u64;
+            progress.meter("writing", done, total);
+        }
+        let sum: [u8; 32] = h.finalize().into();
+        if let Some(want) = &r.sha256 {
+            if hex::encode(sum) != *want {
+                return Err(FlashError::ImageDamaged {
+                    image: image.to_path_buf(),
+                    offset: r.offset,
+                    end,
+                });
+            }
+        }
+        sums.push(sum);
+    }
+    out.sync_all().map_err(io_at(target))?;
+    Ok(sums)
+}
+
+/// Reads every written range back from the medium (caches dropped, O_DIRECT where it works)
+/// and compares it with what was written.
+fn verify_ranges(
+    target: &Path,
+    plan: &Plan,
+    sums: &[[u8; 32]],
+    progress: &Progress,
+) -> Result<(), FlashError> {
+    let plain = File::open(target).map_err(io_at(target))?;
+    drop_caches(&plain);
+    let direct = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(target)
+        .ok();
+    let mut buf = Aligned::new(CHUNK);
+    let total = plan.mapped_bytes();
+    let mut done = 0;
+    for (r, want) in plan.ranges.iter().zip(sums) {
+        let mut h = Sha256::new();
+        let mut pos = r.offset;
+        let end = r.offset + r.len;
+        while pos < end {
+            let n = ((end - pos) as usize).min(CHUNK);
+            let chunk = buf.get(n);
+            let aligned = n.is_multiple_of(ALIGN) && pos.is_multiple_of(ALIGN as u64);
+            match (&direct, aligned) {
+                (Some(d), true) => d.read_exact_at(chunk, pos),
+                _ => plain.read_exact_at(chunk, pos),
+            }
+            .map_err(io_at(target))?;
+            h.update(&*chunk);
+            pos += n as u64;
+            done += n as u64;
+            progress.meter("verifying", done, total);
+        }
+        if <[u8; 32]>::from(h.finalize()) != *want {
+            return Err(FlashError::Verify {
+                target: target.to_path_buf(),
+                offset: r.offset,
+                end,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Asks the kernel to forget cached pages of `f` (and a block device's buffer cache), so that
+/// reads come from the medium.
+fn drop_caches(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: advisory calls on a descriptor we own; no memory is passed.
+    unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        // BLKFLSBUF: flush and drop a block device's buffers (ENOTTY on files: ignored).
+        libc::ioctl(f.as_raw_fd(), 0x1261);
+    }
+}
+
+/// On a target larger than the image: the backup GPT goes to the target's last sectors and
+/// the old backup header is cleared. Returns whether anything moved.
+fn move_backup_gpt(target: &Path, image_size: u64) -> Result<bool, FlashError> {
+    let mut dev = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(target)
+        .map_err(io_at(target))?;
+    let size = io::Seek::seek(&mut dev, io::SeekFrom::End(0)).map_err(io_at(target))?;
+    if size <= image_size {
+        return Ok(false);
+    }
+    let gpt = crate::gpt::Gpt::read(&mut dev).map_err(|e| FlashError::Io {
+        path: target.to_path_buf(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    gpt.write(&mut dev).map_err(io_at(target))?;
+    dev.write_all_at(&[0u8; 512], image_size - 512)
+        .map_err(io_at(target))?;
+    dev.sync_all().map_err(io_at(target))?;
+    Ok(true)
+}
+
+/// Writes `image` to `target` (checks already done by the caller), then verifies, moves the
+/// backup GPT, and writes the configuration.
+pub fn write_image(
+    image: &Path,
+    target: &Path,
+    bmap: Option<&Path>,
+    config: Option<&Path>,
+    progress: &Progress,
+) -> Result<Report, FlashError> {
+    if let Some(c) = config {
+        let text = fs::read_to_string(c).map_err(io_at(c))?;
+        p6os_config::unattended::load(c, &text).map_err(FlashError::Config)?;
+    }
+    let (plan, bmap) = plan_for(image, bmap)?;
+    progress.say(&format!(
+        "writing {} MiB in {} ranges of {} ({} MiB image{})",
+        plan.mapped_bytes() >> 20,
+        plan.ranges.len(),
+        image.display(),
+        plan.image_size >> 20,
+        bmap.as_ref()
+            .map(|b| format!(", map from {}", b.display()))
+            .unwrap_or_default()
+    ));
+    let start = Instant::now();
+    let sums = write_ranges(image, target, &plan, progress)?;
+    let write_secs = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    verify_ranges(target, &plan, &sums, progress)?;
+    let verify_secs = start.elapsed().as_secs_f64();
+    progress.say(&format!(
+        "wrote and verified {} MiB ({:.0} MiB/s write, {:.0} MiB/s read back)",
+        plan.mapped_bytes() >> 20,
+        (plan.mapped_bytes() >> 20) as f64 / write_secs.max(1e-3),
+        (plan.mapped_bytes() >> 20) as f64 / verify_secs.max(1e-3),
+    ));
+    let gpt_moved = move_backup_gpt(target, plan.image_size)?;
+    if gpt_moved {
+        progress.say("moved the backup GPT to the end of the target");
+    }
+    if let Some(c) = config {
+        crate::inject::inject(target, c)?;
+        progress.say(&format!(
+            "wrote {} to the target's ESP",
+            crate::inject::ESP_CONFIG_PATH
+        ));
+    }
+    Ok(Report {
+        image_size: plan.image_size,
+        written: plan.mapped_bytes(),
+        ranges: plan.ranges.len(),
+        bmap,
+        write_secs,
+        verify_secs,
+        gpt_moved,
+        config_written: config.is_some(),
+    })
+}

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use p6os_builder::flash::target::Force;
 use p6os_builder::outputs::OutputFormat;
 use p6os_builder::progress::{self, ProgressMode};
 use p6os_builder::{bundle, fetch::Cache, image, inspect, recipe};
@@ -58,6 +59,38 @@ enum Command {
         /// Cache directory (env P6OS_CACHE; default ~/.cache/p6os).
         #[arg(long, global = true)]
         dir: Option<PathBuf>,
+    },
+    /// Write an image (.img or .img.zst) to a disk or a file: mapped ranges only, verified.
+    Flash {
+        image: PathBuf,
+        /// A whole block device (/dev/sdX, /dev/disk/by-id/...) or a regular file.
+        target: PathBuf,
+        /// A site unattended.yaml to check and write to the target's ESP afterwards.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The block map (default: `<name>.bmap` beside the image, if there).
+        #[arg(long)]
+        bmap: Option<PathBuf>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Also write to a disk that is not removable (a fixed disk).
+        #[arg(long)]
+        force: bool,
+        /// Progress as JSON lines on stderr (for CI).
+        #[arg(long)]
+        json_progress: bool,
+        /// Print only errors.
+        #[arg(long, short, conflicts_with = "json_progress")]
+        quiet: bool,
+    },
+    /// List candidate disks for `p6os flash` (removable or USB): model, size, transport.
+    Devices {
+        /// Every whole disk, fixed ones too.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Site configuration on images.
     Config {
@@ -277,6 +310,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Flash {
+            image,
+            target,
+            config,
+            bmap,
+            yes,
+            force,
+            json_progress,
+            quiet,
+        } => flash(FlashArgs {
+            image,
+            target,
+            config,
+            bmap,
+            confirm: if yes { Confirm::Yes } else { Confirm::Ask },
+            force: if force { Force::Yes } else { Force::No },
+            mode: if quiet {
+                ProgressMode::Quiet
+            } else if json_progress {
+                ProgressMode::Json
+            } else {
+                ProgressMode::Human
+            },
+        }),
+        Command::Devices { all, json } => {
+            let devices = p6os_builder::flash::target::list_devices(all)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&devices)?);
+            } else if devices.is_empty() {
+                println!(
+                    "no removable disks found{}",
+                    if all {
+                        ""
+                    } else {
+                        " (--all lists fixed ones too)"
+                    }
+                );
+            } else {
+                for d in &devices {
+                    println!("{}", p6os_builder::flash::target::describe(d));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cache { command, dir } => {
             let cache = dir
                 .map(|root| Cache { root })
@@ -391,6 +468,84 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Confirm {
+    Ask,
+    Yes,
+}
+
+struct FlashArgs {
+    image: PathBuf,
+    target: PathBuf,
+    config: Option<PathBuf>,
+    bmap: Option<PathBuf>,
+    confirm: Confirm,
+    force: Force,
+    mode: ProgressMode,
+}
+
+/// `p6os flash`: every refusal at once, the confirmation, then the write.
+fn flash(a: FlashArgs) -> anyhow::Result<ExitCode> {
+    use p6os_builder::flash::{self, target};
+    use std::io::{BufRead, IsTerminal, Write};
+    let (plan, _) = flash::plan_for(&a.image, a.bmap.as_deref())
+        .with_context(|| format!("reading {}", a.image.display()))?;
+    let info =
+        target::inspect(&a.target).with_context(|| format!("inspecting {}", a.target.display()))?;
+    let refusals = target::refusals(&info, plan.image_size, a.force);
+    if !refusals.is_empty() {
+        for r in &refusals {
+            // Messages that start with "it" are about the target: name it first.
+            let text = r.to_string();
+            if text.starts_with("it ") {
+                eprintln!("error: {}: {text}", a.target.display());
+            } else {
+                eprintln!("error: {text}");
+            }
+        }
+        eprintln!("nothing was written");
+        return Ok(ExitCode::FAILURE);
+    }
+    if a.confirm == Confirm::Ask && info.kind != target::TargetKind::RegularFile {
+        if !std::io::stdin().is_terminal() {
+            eprintln!(
+                "error: no terminal to confirm on: pass --yes to write to {}
+nothing was written",
+                a.target.display()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        eprint!(
+            "{}
+write {} onto it? everything on it is lost. type yes: ",
+            target::describe(&info),
+            a.image.display()
+        );
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            eprintln!("nothing was written");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let progress = progress::new(a.mode);
+    let report = flash::write_image(
+        &a.image,
+        &a.target,
+        a.bmap.as_deref(),
+        a.config.as_deref(),
+        &progress,
+    )
+    .with_context(|| format!("flashing {} to {}", a.image.display(), a.target.display()))?;
+    progress.say(&format!(
+        "done: {} MiB written and verified on {}",
+        report.written >> 20,
+        a.target.display()
+    ));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn build_options(out: PathBuf, inputs: &BuildInputs) -> image::BuildOptions {

@@ -52,7 +52,11 @@ impl VmConfig {
             }
         }
         let image = image.as_ref().to_path_buf();
-        if !image.is_file() {
+        let block_device = {
+            use std::os::unix::fs::FileTypeExt;
+            fs::metadata(&image).is_ok_and(|m| m.file_type().is_block_device())
+        };
+        if !image.is_file() && !block_device {
             bail!(
                 "image {} not found (build it with `cargo xtask image`)",
                 image.display()
@@ -120,7 +124,8 @@ impl VmConfig {
     }
 
     /// Boots the image file itself, which the test owns (e.g. a copy made with
-    /// [`copy_image`] to boot several times with different drives).
+    /// [`copy_image`] to boot several times with different drives), or a block device the
+    /// test flashed.
     pub fn start_in_place(&self, name: &str) -> Result<Vm> {
         let dir = vm_dir(name)?;
         self.boot(name, dir, &self.image)

@@ -24,6 +24,8 @@ commands:
   bench image        time assembling the tiny image: p6os vs a pipeline of standard tools
   bench build        the default recipe: cold build, warm rebuild after a one-file change,
                      image and bundle sizes, squashfs zstd vs erofs lz4 on the slot's tree
+  bench flash        a 2 GiB image (~300 MB data) to a file and a loop device: p6os flash vs
+                     bmaptool copy vs dd bs=4M conv=fsync, medians and ratios
   bench upgrade      time applying a bundle to a slot: p6os-agent vs zstd -dc | dd, then sha256sum
   bench console [--appliances N] [--clients C]
                      N simulated appliances (default 10000) pair and heartbeat over loopback:
@@ -54,6 +56,7 @@ fn main() -> Result<()> {
         ["deps"] => deps::ensure(),
         ["bench", "image"] => bench::image::run(),
         ["bench", "build"] => bench::build::run(),
+        ["bench", "flash"] => bench::flash::run_bench(),
         ["bench", "upgrade"] => bench::upgrade::run(),
         ["bench", "console", rest @ ..] => bench::console::run(rest),
         ["help" | "--help" | "-h"] | [] => {

@@ -8,6 +8,7 @@
 //! their checks ([`target::refusals`]).
 
 pub mod plan;
+pub mod target;
 #[cfg(test)]
 mod tests;
 
@@ -253,7 +254,18 @@ fn open_target(target: &Path, image_size: u64) -> io::Result<(File, bool)> {
     Ok((f, false))
 }
 
+/// Buffers in flight between the reading and the writing thread.
+const IN_FLIGHT: usize = 4;
+
+/// A chunk read, on its way to be written or hashed.
+struct Chunk {
+    buf: Aligned,
+    len: usize,
+    pos: u64,
+}
+
 /// Writes the plan's ranges of `image` to `target`; returns each range's sha256 as written.
+/// One thread reads and hashes the image while this one writes: the two overlap.
 fn write_ranges(
     image: &Path,
     target: &Path,
@@ -262,53 +274,84 @@ fn write_ranges(
 ) -> Result<Vec<[u8; 32]>, FlashError> {
     let mut reader = ImageReader::open(image).map_err(io_at(image))?;
     let (out, direct) = open_target(target, plan.image_size).map_err(io_at(target))?;
-    let mut buf = Aligned::new(CHUNK);
     let total = plan.mapped_bytes();
-    let mut done = 0;
-    let mut sums = Vec::with_capacity(plan.ranges.len());
-    for r in &plan.ranges {
-        let mut h = Sha256::new();
-        let mut pos = r.offset;
-        let end = r.offset + r.len;
-        while pos < end {
-            let n = ((end - pos) as usize).min(CHUNK);
-            let chunk = buf.get(n);
-            reader.read_at(chunk, pos).map_err(io_at(image))?;
-            h.update(&*chunk);
-            let aligned = n.is_multiple_of(ALIGN) && pos.is_multiple_of(ALIGN as u64);
-            if direct && !aligned {
-                // The image's last partial block: through the page cache.
-                let plain = OpenOptions::new()
-                    .write(true)
-                    .open(target)
-                    .map_err(io_at(target))?;
-                plain.write_all_at(chunk, pos).map_err(io_at(target))?;
-                plain.sync_all().map_err(io_at(target))?;
-            } else {
-                out.write_all_at(chunk, pos).map_err(io_at(target))?;
-            }
-            pos += n as u64;
-            done += n as u64;
-            progress.meter("writing", done, total);
-        }
-        let sum: [u8; 32] = h.finalize().into();
-        if let Some(want) = &r.sha256 {
-            if hex::encode(sum) != *want {
-                return Err(FlashError::ImageDamaged {
-                    image: image.to_path_buf(),
-                    offset: r.offset,
-                    end,
-                });
-            }
-        }
-        sums.push(sum);
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Chunk>(IN_FLIGHT);
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Aligned>(IN_FLIGHT);
+    for _ in 0..IN_FLIGHT {
+        free_tx
+            .send(Aligned::new(CHUNK))
+            .expect("room for every buffer");
     }
-    out.sync_all().map_err(io_at(target))?;
-    Ok(sums)
+    std::thread::scope(|scope| {
+        let read = scope.spawn(move || -> Result<Vec<[u8; 32]>, FlashError> {
+            let mut sums = Vec::with_capacity(plan.ranges.len());
+            for r in &plan.ranges {
+                let mut h = Sha256::new();
+                let end = r.offset + r.len;
+                let mut pos = r.offset;
+                while pos < end {
+                    let Ok(mut buf) = free_rx.recv() else {
+                        return Ok(sums); // the writer stopped: its error is reported
+                    };
+                    let len = ((end - pos) as usize).min(CHUNK);
+                    reader.read_at(buf.get(len), pos).map_err(io_at(image))?;
+                    h.update(&*buf.get(len));
+                    if full_tx.send(Chunk { buf, len, pos }).is_err() {
+                        return Ok(sums);
+                    }
+                    pos += len as u64;
+                }
+                let sum: [u8; 32] = h.finalize().into();
+                if r.sha256
+                    .as_ref()
+                    .is_some_and(|want| hex::encode(sum) != *want)
+                {
+                    return Err(FlashError::ImageDamaged {
+                        image: image.to_path_buf(),
+                        offset: r.offset,
+                        end,
+                    });
+                }
+                sums.push(sum);
+            }
+            Ok(sums)
+        });
+        let mut done = 0;
+        let written = (|| -> Result<(), FlashError> {
+            for mut c in full_rx.iter() {
+                let chunk = c.buf.get(c.len);
+                let aligned = c.len.is_multiple_of(ALIGN) && c.pos.is_multiple_of(ALIGN as u64);
+                if aligned && chunk.iter().all(|b| *b == 0) && zero_range(&out, c.pos, c.len) {
+                    // Zeros (the ESP's free space, unused GPT entries): told to the device
+                    // or the filesystem instead of written; read back like the rest.
+                } else if direct && !aligned {
+                    // The image's last partial block: through the page cache.
+                    let plain = OpenOptions::new()
+                        .write(true)
+                        .open(target)
+                        .map_err(io_at(target))?;
+                    plain.write_all_at(chunk, c.pos).map_err(io_at(target))?;
+                    plain.sync_all().map_err(io_at(target))?;
+                } else {
+                    out.write_all_at(chunk, c.pos).map_err(io_at(target))?;
+                }
+                done += c.len as u64;
+                progress.meter("writing", done, total);
+                let _ = free_tx.send(c.buf);
+            }
+            Ok(())
+        })();
+        drop(full_rx);
+        drop(free_tx);
+        let sums = read.join().expect("the reading thread does not panic")?;
+        written?;
+        out.sync_all().map_err(io_at(target))?;
+        Ok(sums)
+    })
 }
 
 /// Reads every written range back from the medium (caches dropped, O_DIRECT where it works)
-/// and compares it with what was written.
+/// and compares it with what was written. One thread reads while this one hashes.
 fn verify_ranges(
     target: &Path,
     plan: &Plan,
@@ -322,36 +365,97 @@ fn verify_ranges(
         .custom_flags(libc::O_DIRECT)
         .open(target)
         .ok();
-    let mut buf = Aligned::new(CHUNK);
     let total = plan.mapped_bytes();
-    let mut done = 0;
-    for (r, want) in plan.ranges.iter().zip(sums) {
-        let mut h = Sha256::new();
-        let mut pos = r.offset;
-        let end = r.offset + r.len;
-        while pos < end {
-            let n = ((end - pos) as usize).min(CHUNK);
-            let chunk = buf.get(n);
-            let aligned = n.is_multiple_of(ALIGN) && pos.is_multiple_of(ALIGN as u64);
-            match (&direct, aligned) {
-                (Some(d), true) => d.read_exact_at(chunk, pos),
-                _ => plain.read_exact_at(chunk, pos),
-            }
-            .map_err(io_at(target))?;
-            h.update(&*chunk);
-            pos += n as u64;
-            done += n as u64;
-            progress.meter("verifying", done, total);
-        }
-        if <[u8; 32]>::from(h.finalize()) != *want {
-            return Err(FlashError::Verify {
-                target: target.to_path_buf(),
-                offset: r.offset,
-                end,
-            });
-        }
+    // `None` marks the end of a range.
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Option<Chunk>>(IN_FLIGHT);
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Aligned>(IN_FLIGHT);
+    for _ in 0..IN_FLIGHT {
+        free_tx
+            .send(Aligned::new(CHUNK))
+            .expect("room for every buffer");
     }
-    Ok(())
+    std::thread::scope(|scope| {
+        let plain = &plain;
+        let direct = &direct;
+        let read = scope.spawn(move || -> Result<(), FlashError> {
+            for r in &plan.ranges {
+                let end = r.offset + r.len;
+                let mut pos = r.offset;
+                while pos < end {
+                    let Ok(mut buf) = free_rx.recv() else {
+                        return Ok(());
+                    };
+                    let len = ((end - pos) as usize).min(CHUNK);
+                    let aligned = len.is_multiple_of(ALIGN) && pos.is_multiple_of(ALIGN as u64);
+                    match (direct, aligned) {
+                        (Some(d), true) => d.read_exact_at(buf.get(len), pos),
+                        _ => plain.read_exact_at(buf.get(len), pos),
+                    }
+                    .map_err(io_at(target))?;
+                    if full_tx.send(Some(Chunk { buf, len, pos })).is_err() {
+                        return Ok(());
+                    }
+                    pos += len as u64;
+                }
+                if full_tx.send(None).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        });
+        let mut done = 0;
+        let checked = (|| -> Result<(), FlashError> {
+            let mut h = Sha256::new();
+            let mut ranges = plan.ranges.iter().zip(sums);
+            for item in full_rx.iter() {
+                match item {
+                    Some(mut c) => {
+                        h.update(&*c.buf.get(c.len));
+                        done += c.len as u64;
+                        progress.meter("verifying", done, total);
+                        let _ = free_tx.send(c.buf);
+                    }
+                    None => {
+                        let (r, want) = ranges.next().expect("one end per range");
+                        let got: [u8; 32] = std::mem::take(&mut h).finalize().into();
+                        if got != *want {
+                            return Err(FlashError::Verify {
+                                target: target.to_path_buf(),
+                                offset: r.offset,
+                                end: r.offset + r.len,
+                            });
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })();
+        drop(full_rx);
+        drop(free_tx);
+        read.join().expect("the reading thread does not panic")?;
+        checked
+    })
+}
+
+/// Zeroes `len` bytes at `pos` without sending them: `BLKZEROOUT` on a block device (the
+/// device's write-zeroes, or the kernel writing them), `FALLOC_FL_ZERO_RANGE` on a file.
+/// `false` when neither works (then the zeros are written like any data).
+fn zero_range(f: &File, pos: u64, len: usize) -> bool {
+    use std::os::fd::AsRawFd;
+    const BLKZEROOUT: libc::c_ulong = 0x127f;
+    let fd = f.as_raw_fd();
+    let is_block = f.metadata().is_ok_and(|m| m.file_type().is_block_device());
+    if is_block {
+        let range: [u64; 2] = [pos, len as u64];
+        // SAFETY: BLKZEROOUT reads two u64s from the pointer, which points at `range`.
+        unsafe { libc::ioctl(fd, BLKZEROOUT, range.as_ptr()) == 0 }
+    } else {
+        let (Ok(off), Ok(n)) = (libc::off_t::try_from(pos), libc::off_t::try_from(len)) else {
+            return false;
+        };
+        // SAFETY: fallocate on a descriptor we own; no memory is passed.
+        unsafe { libc::fallocate(fd, libc::FALLOC_FL_ZERO_RANGE, off, n) == 0 }
+    }
 }
 
 /// Asks the kernel to forget cached pages of `f` (and a block device's buffer cache), so that

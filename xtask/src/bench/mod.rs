@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod console;
+pub mod flash;
 pub mod image;
 pub mod upgrade;
 

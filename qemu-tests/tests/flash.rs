@@ -1,0 +1,79 @@
+//! `p6os flash` onto a real block device (a loop device over a sparse file, larger than the
+//! image) with a site unattended.yaml, then that device booted by QEMU/OVMF: the image's
+//! mapped ranges, the moved backup GPT and the configuration on the ESP all work. Needs root
+//! (losetup); skipped with a reason otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use qemu_tests::vm::VmConfig;
+use qemu_tests::{p6os_cli, test_image};
+
+/// A loop device, detached on drop (also when the test fails).
+struct Loop(PathBuf);
+
+impl Loop {
+    fn attach(file: &Path) -> Option<Loop> {
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| Loop(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn flashed_loop_device_boots_with_its_site_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("disk");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let Some(dev) = Loop::attach(&backing) else {
+        eprintln!("skipping: cannot attach a loop device (needs root and losetup)");
+        return;
+    };
+    let config = dir.path().join("site.yaml");
+    std::fs::write(&config, "hostname: flashed-nuc\n").unwrap();
+    let out = Command::new(p6os_cli())
+        .arg("flash")
+        .arg(test_image())
+        .arg(&dev.0)
+        .arg("--config")
+        .arg(&config)
+        // A loop device is not removable: --force; no terminal: --yes.
+        .args(["--yes", "--force", "--json-progress"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("moved the backup GPT"), "{said}");
+    assert!(said.contains("\"task\":\"verifying\""), "{said}");
+    let verify = Command::new("sgdisk")
+        .arg("-v")
+        .arg(&dev.0)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert!(text.contains("No problems found"), "{text}");
+
+    let mut vm = VmConfig::new(&dev.0)
+        .unwrap()
+        .start_in_place("flashed")
+        .unwrap();
+    vm.wait_for_line("p6os-agent: ready slot=a", Duration::from_secs(240))
+        .unwrap();
+    let name = vm.run("H", "hostname", Duration::from_secs(60)).unwrap();
+    assert!(name.contains("flashed-nuc"), "{name}");
+}

@@ -44,7 +44,7 @@ pub enum FlashError {
         image: PathBuf,
         image_size: u64,
     },
-    #[error("{image}: the bytes at {offset}..{end} do not match the bmap's checksum: the image is damaged (nothing after them was written)")]
+    #[error("{image}: the bytes at {offset}..{end} do not match the bmap's checksum: the image is damaged\n  hint: build or download it again; the target holds a partial copy")]
     ImageDamaged {
         image: PathBuf,
         offset: u64,
@@ -286,7 +286,11 @@ fn write_ranges(
         let read = scope.spawn(move || -> Result<Vec<[u8; 32]>, FlashError> {
             let mut sums = Vec::with_capacity(plan.ranges.len());
             for r in &plan.ranges {
-                let mut h = Sha256::new();
+                // With the bmap's checksum, the read-back is checked against it (a mismatch
+                // then tells image from medium by hashing the image range again); without one,
+                // the image's bytes are hashed here.
+                let known = r.sha256.as_deref().and_then(decode_sha256);
+                let mut h = known.is_none().then(Sha256::new);
                 let end = r.offset + r.len;
                 let mut pos = r.offset;
                 while pos < end {
@@ -295,24 +299,19 @@ fn write_ranges(
                     };
                     let len = ((end - pos) as usize).min(CHUNK);
                     reader.read_at(buf.get(len), pos).map_err(io_at(image))?;
-                    h.update(&*buf.get(len));
+                    if let Some(h) = &mut h {
+                        h.update(&*buf.get(len));
+                    }
                     if full_tx.send(Chunk { buf, len, pos }).is_err() {
                         return Ok(sums);
                     }
                     pos += len as u64;
                 }
-                let sum: [u8; 32] = h.finalize().into();
-                if r.sha256
-                    .as_ref()
-                    .is_some_and(|want| hex::encode(sum) != *want)
-                {
-                    return Err(FlashError::ImageDamaged {
-                        image: image.to_path_buf(),
-                        offset: r.offset,
-                        end,
-                    });
-                }
-                sums.push(sum);
+                sums.push(match (known, h) {
+                    (Some(sum), _) => sum,
+                    (None, Some(h)) => h.finalize().into(),
+                    (None, None) => unreachable!("a hasher when no checksum is known"),
+                });
             }
             Ok(sums)
         });
@@ -353,6 +352,7 @@ fn write_ranges(
 /// Reads every written range back from the medium (caches dropped, O_DIRECT where it works)
 /// and compares it with what was written. One thread reads while this one hashes.
 fn verify_ranges(
+    image: &Path,
     target: &Path,
     plan: &Plan,
     sums: &[[u8; 32]],
@@ -419,10 +419,20 @@ fn verify_ranges(
                         let (r, want) = ranges.next().expect("one end per range");
                         let got: [u8; 32] = std::mem::take(&mut h).finalize().into();
                         if got != *want {
-                            return Err(FlashError::Verify {
-                                target: target.to_path_buf(),
-                                offset: r.offset,
-                                end: r.offset + r.len,
+                            let end = r.offset + r.len;
+                            let image_ok = image_range_sha256(image, r)? == *want;
+                            return Err(if image_ok {
+                                FlashError::Verify {
+                                    target: target.to_path_buf(),
+                                    offset: r.offset,
+                                    end,
+                                }
+                            } else {
+                                FlashError::ImageDamaged {
+                                    image: image.to_path_buf(),
+                                    offset: r.offset,
+                                    end,
+                                }
                             });
                         }
                     }
@@ -435,6 +445,25 @@ fn verify_ranges(
         read.join().expect("the reading thread does not panic")?;
         checked
     })
+}
+
+fn decode_sha256(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text).ok()?.try_into().ok()
+}
+
+/// The sha256 of an image range, read again (to tell a damaged image from a bad medium).
+fn image_range_sha256(image: &Path, r: &Range) -> Result<[u8; 32], FlashError> {
+    let mut reader = ImageReader::open(image).map_err(io_at(image))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut pos = r.offset;
+    while pos < r.offset + r.len {
+        let len = ((r.offset + r.len - pos) as usize).min(CHUNK);
+        reader.read_at(&mut buf[..len], pos).map_err(io_at(image))?;
+        h.update(&buf[..len]);
+        pos += len as u64;
+    }
+    Ok(h.finalize().into())
 }
 
 /// Zeroes `len` bytes at `pos` without sending them: `BLKZEROOUT` on a block device (the
@@ -521,7 +550,7 @@ pub fn write_image(
     let sums = write_ranges(image, target, &plan, progress)?;
     let write_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    verify_ranges(target, &plan, &sums, progress)?;
+    verify_ranges(image, target, &plan, &sums, progress)?;
     let verify_secs = start.elapsed().as_secs_f64();
     progress.say(&format!(
         "wrote and verified {} MiB ({:.0} MiB/s write, {:.0} MiB/s read back)",

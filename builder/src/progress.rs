@@ -83,8 +83,14 @@ pub fn new(mode: ProgressMode) -> Progress {
             );
             bar.enable_steady_tick(Duration::from_millis(120));
             let spinner = bar.clone();
-            let meter_style = indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {msg} [{bar:30}] {percent}% ({eta})",
+            // Bytes (downloads, writing, verifying) with rate and ETA; counts for packages.
+            let bytes_style = indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> ");
+            let count_style = indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {msg} [{bar:30}] {pos}/{len}",
             )
             .expect("valid template")
             .progress_chars("=> ");
@@ -113,7 +119,11 @@ pub fn new(mode: ProgressMode) -> Progress {
                         bar.set_message(format!("{task}: {} KiB", done / 1024));
                         return;
                     }
-                    bar.set_style(meter_style.clone());
+                    bar.set_style(if task.contains("packages") {
+                        count_style.clone()
+                    } else {
+                        bytes_style.clone()
+                    });
                     bar.set_message(task.to_string());
                     bar.set_length(total);
                     bar.set_position(done);

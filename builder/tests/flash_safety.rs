@@ -2,6 +2,7 @@
 //! (root only), and the disk holding `/`. A test that cannot set up its device says why on
 //! stderr and passes; every loop device, mount and swap is undone in `Drop`, even on failure.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -369,4 +370,55 @@ fn devices_lists_an_attached_loop_only_with_all() {
     assert!(names.windows(2).all(|w| w[0] <= w[1]), "{names:?}");
     let candidates = list_devices(false).unwrap();
     assert!(candidates.iter().all(|d| d.removable), "{candidates:?}");
+}
+
+/// The command line: every refusal printed at once and nothing written; without a terminal
+/// and without `--yes` it asks for `--yes`; with `--yes --force` it writes.
+#[test]
+fn the_cli_refuses_without_confirmation_and_writes_with_it() {
+    let Some(lo) = Loop::new("cli", 16 * MIB, false) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("x.img");
+    std::fs::write(&image, vec![0x5a; 4 * MIB as usize]).unwrap();
+    let p6os = env!("CARGO_BIN_EXE_p6os");
+    let flash = |extra: &[&str]| {
+        std::process::Command::new(p6os)
+            .arg("flash")
+            .arg(&image)
+            .arg(&lo.dev)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let head = || {
+        let mut b = vec![0u8; 4096];
+        std::fs::File::open(&lo.dev)
+            .unwrap()
+            .read_exact(&mut b)
+            .unwrap();
+        b
+    };
+    let blank = head();
+    // Not removable: refused, with the hint, nothing written.
+    let out = flash(&["--yes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--force") && err.contains("nothing was written"),
+        "{err}"
+    );
+    // No terminal to confirm on.
+    let out = flash(&["--force"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("pass --yes"), "{err}");
+    assert_eq!(head(), blank);
+    let out = flash(&["--force", "--yes", "-q"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(head(), vec![0x5a; 4096]);
 }

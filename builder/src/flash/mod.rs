@@ -27,6 +27,8 @@ use plan::{Plan, Range};
 const CHUNK: usize = 8 << 20;
 /// O_DIRECT buffers and offsets are aligned to this.
 const ALIGN: usize = 4096;
+/// Compared with each chunk (a memcmp, much faster than a loop over bytes).
+static ZEROS: [u8; CHUNK] = [0; CHUNK];
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlashError {
@@ -320,7 +322,7 @@ fn write_ranges(
             for mut c in full_rx.iter() {
                 let chunk = c.buf.get(c.len);
                 let aligned = c.len.is_multiple_of(ALIGN) && c.pos.is_multiple_of(ALIGN as u64);
-                if aligned && chunk.iter().all(|b| *b == 0) && zero_range(&out, c.pos, c.len) {
+                if aligned && *chunk == ZEROS[..c.len] && zero_range(&out, c.pos, c.len) {
                     // Zeros (the ESP's free space, unused GPT entries): told to the device
                     // or the filesystem instead of written; read back like the rest.
                 } else if direct && !aligned {
@@ -511,10 +513,10 @@ fn move_backup_gpt(target: &Path, image_size: u64) -> Result<bool, FlashError> {
     if size <= image_size {
         return Ok(false);
     }
-    let gpt = crate::gpt::Gpt::read(&mut dev).map_err(|e| FlashError::Io {
-        path: target.to_path_buf(),
-        source: io::Error::other(e.to_string()),
-    })?;
+    let Ok(gpt) = crate::gpt::Gpt::read(&mut dev) else {
+        // Not a GPT disk image: nothing to move.
+        return Ok(false);
+    };
     gpt.write(&mut dev).map_err(io_at(target))?;
     dev.write_all_at(&[0u8; 512], image_size - 512)
         .map_err(io_at(target))?;

@@ -788,3 +788,25 @@ fn a_build_writes_the_lock_then_fetches_exactly_it_or_names_what_moved() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(fs::read_to_string(&lock_path).unwrap(), lock);
 }
+
+#[test]
+fn preloaded_images_need_a_container_runtime_and_their_pinned_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("app.tar");
+    fs::write(&archive, b"not really an oci archive").unwrap();
+    let sha = sha256(&archive);
+    let images = |digest: &str| {
+        format!(
+            "images:\n  - file: {}\n    sha256: {digest}\n",
+            archive.display()
+        )
+    };
+    // The tiny recipe has no runtime.
+    let r = recipe_with(dir.path(), |t| t + &images(&sha));
+    let err = build_fails(&r, &dir.path().join("out"));
+    assert!(err.contains("no container runtime"), "{err}");
+    // Another file under the pinned name is refused before anything else.
+    let r = recipe_with(dir.path(), |t| t + &images(&"0".repeat(64)));
+    let err = build_fails(&r, &dir.path().join("out"));
+    assert!(err.contains("sha256 mismatch: the recipe pins"), "{err}");
+}

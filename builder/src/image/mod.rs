@@ -606,11 +606,24 @@ fn write(
         derived_guid(&digest, "state-fs"),
     )?;
 
-    let image_sha256 = fetch::sha256_file(&tmp_image).map_err(io_at(&tmp_image))?;
-    // The other formats are made from the finished raw image, in the work directory.
+    // The other formats are made from the finished raw image, in the work directory. The raw
+    // output's record carries its sha256; only when it is not kept is the image hashed here.
+    let kept_raw = opts.formats.contains(&OutputFormat::Raw);
+    let unkept_sha256 = match kept_raw {
+        true => None,
+        false => Some(fetch::sha256_file(&tmp_image).map_err(io_at(&tmp_image))?),
+    };
     let work_image = work.path().join(format!("{base}.img"));
     fs::rename(&tmp_image, &work_image).map_err(io_at(&work_image))?;
     let outputs = outputs::write_outputs(&work_image, &base, &opts.formats, &say)?;
+    let image_sha256 = unkept_sha256
+        .or_else(|| {
+            outputs
+                .iter()
+                .find(|o| o.format == OutputFormat::Raw)
+                .map(|o| o.sha256.clone())
+        })
+        .expect("the raw output is listed when kept");
     let manifest = BuildManifest {
         name: def.name.clone(),
         version: def.version.clone(),

@@ -6,6 +6,8 @@ use super::{clean_absolute, is_sha256, valid_name, InlineKind, LayerFile, Source
 use crate::diag::Diagnostics;
 use crate::yamlcheck::{self, diagnostic_at, Loaded, Seg};
 
+const PACKAGE_HINT: Option<&str> = Some("write `name` or `name=version`");
+
 /// Loads and checks one layer file.
 pub fn load_layer(path: &Path) -> Result<LayerFile, Diagnostics> {
     let text = std::fs::read_to_string(path)
@@ -40,7 +42,7 @@ pub fn load_layer(path: &Path) -> Result<LayerFile, Diagnostics> {
                     err(
                         f,
                         format!("invalid package `{}`", packages[j]),
-                        Some("write `name` or `name=version`"),
+                        PACKAGE_HINT,
                     );
                 }
             }
@@ -64,7 +66,7 @@ pub fn load_layer(path: &Path) -> Result<LayerFile, Diagnostics> {
                     err(
                         f,
                         format!("invalid package `{}`", packages[j]),
-                        Some("write `name` or `name=version`"),
+                        PACKAGE_HINT,
                     );
                 }
             }
@@ -157,11 +159,7 @@ pub fn load_layer(path: &Path) -> Result<LayerFile, Diagnostics> {
                     }
                 }
                 if let Some(s) = sha256 {
-                    if s.len() != 64
-                        || !s
-                            .chars()
-                            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-                    {
+                    if !is_sha256(s) {
                         err(
                             field("sha256"),
                             format!("`{s}` is not a sha256"),

@@ -45,17 +45,6 @@ fn p6os(args: &[&str], agent: &Path, cache: &Path) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-fn timed(cmd: &mut Command) -> Result<f64> {
-    let start = Instant::now();
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(start.elapsed().as_secs_f64())
-}
-
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
@@ -170,7 +159,7 @@ pub fn run() -> Result<()> {
         fs::File::create(&sqfs)?.write_all(&data)?;
     }
     let tree = w.join("tree");
-    timed(
+    super::wall_seconds(
         Command::new("unsquashfs")
             .arg("-q")
             .arg("-d")
@@ -181,7 +170,7 @@ pub fn run() -> Result<()> {
     let mut erofs_t = Vec::new();
     let (sq_out, er_out) = (w.join("again.squashfs"), w.join("again.erofs"));
     for _ in 0..3 {
-        squash_t.push(timed(
+        squash_t.push(super::wall_seconds(
             Command::new("mksquashfs").arg(&tree).arg(&sq_out).args([
                 "-noappend",
                 "-quiet",
@@ -193,7 +182,7 @@ pub fn run() -> Result<()> {
             ]),
         )?);
         let _ = fs::remove_file(&er_out);
-        erofs_t.push(timed(
+        erofs_t.push(super::wall_seconds(
             Command::new("mkfs.erofs")
                 .args(["-zlz4", "-T0", "--quiet"])
                 .arg(&er_out)

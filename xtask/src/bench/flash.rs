@@ -8,7 +8,6 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use p6os_builder::gpt::{Gpt, TYPE_ESP, TYPE_ROOT_X86_64, TYPE_VAR};
@@ -51,17 +50,6 @@ fn make_image(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn run(cmd: &mut Command) -> Result<f64> {
-    let start = Instant::now();
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(start.elapsed().as_secs_f64())
-}
-
 fn sides(p6os: &Path, image: &Path, bmap: &Path, target: &Path) -> Vec<(&'static str, Command)> {
     let mut flash = Command::new(p6os);
     flash
@@ -91,7 +79,7 @@ fn bench_target(p6os: &Path, image: &Path, bmap: &Path, target: &Path, label: &s
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); 3];
     for round in 0..=runs {
         for (i, (_, mut cmd)) in sides(p6os, image, bmap, target).into_iter().enumerate() {
-            let t = run(&mut cmd)?;
+            let t = super::wall_seconds(&mut cmd)?;
             if round > 0 {
                 times[i].push(t);
             }

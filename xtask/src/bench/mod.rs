@@ -15,3 +15,15 @@ pub fn runs() -> anyhow::Result<usize> {
     let runs = std::env::var("P6OS_BENCH_RUNS").map_or(Ok(5), |v| v.parse::<usize>());
     Ok(runs.context("P6OS_BENCH_RUNS")?.max(1))
 }
+
+/// Runs `cmd` to completion and returns its wall seconds; fails with its stderr.
+pub fn wall_seconds(cmd: &mut std::process::Command) -> anyhow::Result<f64> {
+    let start = std::time::Instant::now();
+    let out = anyhow::Context::with_context(cmd.output(), || format!("running {cmd:?}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(start.elapsed().as_secs_f64())
+}

@@ -211,7 +211,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", p6os_config::diag::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

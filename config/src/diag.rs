@@ -96,6 +96,23 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+/// An error and its causes on one line, `a: b: c`, each cause printed once: a cause whose text
+/// its outer message already shows (`#[error("{path}: {source}")]`, `#[error("...: {0}")]` over
+/// a `#[from]`) is not repeated. Every binary of the workspace prints errors through this.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !line.is_empty() && !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The closest candidate to `word`, when it is close enough to be a likely typo.
 pub fn did_you_mean<'a>(
     word: &str,
@@ -123,6 +140,48 @@ pub fn did_you_mean<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error whose message may show its cause, as `#[error("{0}")]` with `#[from]` does.
+    #[derive(Debug)]
+    struct Layer {
+        text: String,
+        cause: Option<Box<Layer>>,
+    }
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.text)
+        }
+    }
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.cause.as_deref().map(|c| c as _)
+        }
+    }
+    fn layer(text: &str, cause: Option<Layer>) -> Layer {
+        Layer {
+            text: text.into(),
+            cause: cause.map(Box::new),
+        }
+    }
+
+    /// The chain that printed "No such file or directory" three times after a fresh machine's
+    /// set-up lost qemu-img: each level's message already held its cause.
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = layer("No such file or directory (os error 2)", None);
+        let spawn = layer(
+            "cannot run qemu-img to write x.qcow2: No such file or directory (os error 2) (install qemu-utils)",
+            Some(io),
+        );
+        let outputs = layer(&format!("output formats: {spawn}"), Some(spawn));
+        assert_eq!(
+            error_chain(&outputs),
+            "output formats: cannot run qemu-img to write x.qcow2: No such file or directory \
+             (os error 2) (install qemu-utils)"
+        );
+        let plain = layer("mount /sysroot", Some(layer("No such device", None)));
+        assert_eq!(error_chain(&plain), "mount /sysroot: No such device");
+    }
 
     #[test]
     fn suggests_close_names_only() {

@@ -64,17 +64,8 @@ impl From<crate::db::DbError> for ApiError {
     }
 }
 
-/// An error and its causes on one line: `a: b: c`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+/// An error and its causes on one line: `a: b: c`, each once.
+pub use p6os_config::diag::error_chain;
 
 /// The cause of a 500, for the request log (the client only learns that it failed).
 #[derive(Debug, Clone)]

@@ -40,7 +40,7 @@ struct Exit(u8, String);
 
 impl From<anyhow::Error> for Exit {
     fn from(e: anyhow::Error) -> Exit {
-        Exit(1, format!("{e:#}"))
+        Exit(1, p6os_console::error::error_chain(e.as_ref()))
     }
 }
 

@@ -139,17 +139,8 @@ macro_rules! warn {
     };
 }
 
-/// Formats an error with its sources: `mount /dev/vda2 on /sysroot: No such device`.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+/// Formats an error with its sources, each once: `mount /dev/vda2 on /sysroot: No such device`.
+pub use p6os_config::diag::error_chain;
 
 #[cfg(test)]
 mod tests {

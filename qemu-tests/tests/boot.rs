@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use qemu_tests::{test_image, vm::VmConfig};
+use p6os_qemu_tests::{test_image, vm::VmConfig};
 
 const BOOT: Duration = Duration::from_secs(180);
 const CMD: Duration = Duration::from_secs(30);

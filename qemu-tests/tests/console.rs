@@ -16,9 +16,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use qemu_tests::console_cli;
-use qemu_tests::fixture::Fixture;
-use qemu_tests::vm::{Network, VmConfig};
+use p6os_qemu_tests::console_cli;
+use p6os_qemu_tests::fixture::Fixture;
+use p6os_qemu_tests::vm::{Network, VmConfig};
 use serde_json::Value;
 
 const BOOT: Duration = Duration::from_secs(240);

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use qemu_tests::fixture::Fixture;
-use qemu_tests::oci;
-use qemu_tests::slot;
-use qemu_tests::vm::{Network, Vm, VmConfig};
+use p6os_qemu_tests::fixture::Fixture;
+use p6os_qemu_tests::oci;
+use p6os_qemu_tests::slot;
+use p6os_qemu_tests::vm::{Network, Vm, VmConfig};
 
 const BOOT: Duration = Duration::from_secs(420);
 const AGENT: &str = "/usr/lib/p6os/p6os-agent";
@@ -88,7 +88,7 @@ impl Ssh<'_> {
     }
 
     fn status(&self, vm: &Vm) -> serde_json::Value {
-        qemu_tests::parse_status(&self.run(vm, &format!("sudo {AGENT} status --json")))
+        p6os_qemu_tests::parse_status(&self.run(vm, &format!("sudo {AGENT} status --json")))
     }
 }
 

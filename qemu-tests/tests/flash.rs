@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use qemu_tests::vm::VmConfig;
-use qemu_tests::{p6os_cli, test_image};
+use p6os_qemu_tests::vm::VmConfig;
+use p6os_qemu_tests::{p6os_cli, test_image};
 
 /// A loop device, detached on drop (also when the test fails).
 struct Loop(PathBuf);

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use qemu_tests::fixture::Fixture;
-use qemu_tests::vm::{copy_image, Vm, VmConfig};
+use p6os_qemu_tests::fixture::Fixture;
+use p6os_qemu_tests::vm::{copy_image, Vm, VmConfig};
 
 const BOOT: Duration = Duration::from_secs(240);
 const CMD: Duration = Duration::from_secs(120);

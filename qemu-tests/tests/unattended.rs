@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use qemu_tests::test_image;
-use qemu_tests::vm::{copy_image, Network, Vm, VmConfig};
+use p6os_qemu_tests::test_image;
+use p6os_qemu_tests::vm::{copy_image, Network, Vm, VmConfig};
 
 const BOOT: Duration = Duration::from_secs(180);
 const CMD: Duration = Duration::from_secs(30);
@@ -58,7 +58,7 @@ console:
 fn image_with_config(dir: &Path, config: &str) -> std::path::PathBuf {
     let image = dir.join("disk.img");
     copy_image(&test_image(), &image).unwrap();
-    qemu_tests::fixture::inject(&image, config, &dir.join("unattended.yaml")).unwrap();
+    p6os_qemu_tests::fixture::inject(&image, config, &dir.join("unattended.yaml")).unwrap();
     image
 }
 

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use qemu_tests::fixture::Fixture;
-use qemu_tests::slot;
-use qemu_tests::vm::{Vm, VmConfig};
+use p6os_qemu_tests::fixture::Fixture;
+use p6os_qemu_tests::slot;
+use p6os_qemu_tests::vm::{Vm, VmConfig};
 
 const BOOT: Duration = Duration::from_secs(240);
 const CMD: Duration = Duration::from_secs(60);
@@ -17,7 +17,7 @@ fn run(vm: &mut Vm, tag: &str, command: &str) -> String {
 }
 
 fn status(vm: &mut Vm, tag: &str) -> serde_json::Value {
-    qemu_tests::parse_status(&run(vm, tag, &format!("{AGENT} status --json")))
+    p6os_qemu_tests::parse_status(&run(vm, tag, &format!("{AGENT} status --json")))
 }
 
 #[test]

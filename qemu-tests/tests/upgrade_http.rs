@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use qemu_tests::fixture::Fixture;
-use qemu_tests::vm::{Network, VmConfig};
+use p6os_qemu_tests::fixture::Fixture;
+use p6os_qemu_tests::vm::{Network, VmConfig};
 
 const BOOT: Duration = Duration::from_secs(240);
 const CMD: Duration = Duration::from_secs(300);

@@ -19,7 +19,7 @@ pub fn build() -> Result<PathBuf> {
     let _flags = sh.push_env("RUSTFLAGS", "-C target-feature=+crt-static");
     cmd!(
         sh,
-        "cargo build --quiet -p initagent --profile release-agent --target {TARGET}"
+        "cargo build --quiet -p p6os-agent --profile release-agent --target {TARGET}"
     )
     .run()?;
     let p = path();

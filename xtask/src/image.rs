@@ -11,7 +11,7 @@ pub fn run(recipe: &str) -> Result<PathBuf> {
     crate::deps::ensure()?;
     let agent = crate::agent::build()?;
     let sh = Shell::new()?;
-    let out = cmd!(sh, "cargo run --quiet --release -p builder --bin p6os -- build {recipe} --out {OUT} --agent {agent}")
+    let out = cmd!(sh, "cargo run --quiet --release -p p6os-builder --bin p6os -- build {recipe} --out {OUT} --agent {agent}")
         .read()
         .with_context(|| format!("building {recipe}"))?;
     // Absolute: tests run with their own crate as the working directory.

@@ -37,7 +37,17 @@ pub const DEFAULT_RECIPE: &str = "recipes/default.yaml";
 /// The busybox recipe most QEMU scenarios boot (seconds per boot under TCG).
 pub const TINY_RECIPE: &str = "recipes/tiny.yaml";
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", p6os_builder::diag::error_chain(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     std::env::set_current_dir(root())?;
     match args

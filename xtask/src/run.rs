@@ -8,6 +8,6 @@ pub fn run(image: Option<&str>) -> Result<()> {
         Some(i) => i.into(),
         None => crate::image::run(crate::DEFAULT_RECIPE)?,
     };
-    let vm = qemu_tests::vm::VmConfig::new(&image)?;
+    let vm = p6os_qemu_tests::vm::VmConfig::new(&image)?;
     vm.run_interactive()
 }

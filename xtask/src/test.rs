@@ -14,10 +14,10 @@ pub fn run() -> Result<()> {
     let sh = Shell::new()?;
     let _a = sh.push_env("P6OS_AGENT", &agent);
     let _i = sh.push_env("P6OS_TEST_IMAGE", &image);
-    cmd!(sh, "cargo test --workspace --exclude qemu-tests").run()?;
+    cmd!(sh, "cargo test --workspace --exclude p6os-qemu-tests").run()?;
     crate::fuzz::run(crate::fuzz::TEST_SECONDS, crate::fuzz::TARGETS)?;
     // One VM at a time: TCG on a 2-core machine.
-    cmd!(sh, "cargo test -p qemu-tests -- --test-threads=1").run()?;
+    cmd!(sh, "cargo test -p p6os-qemu-tests -- --test-threads=1").run()?;
     Ok(())
 }
 

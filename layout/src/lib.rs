@@ -1,0 +1,1 @@
+//! P6OS on-disk contract.

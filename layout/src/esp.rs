@@ -1,0 +1,101 @@
+//! The ESP: systemd-boot, its configuration, one kernel, initramfs and manifest per slot, and
+//! the site configuration; plus the boot entry text and the kernel command line of a slot.
+//!
+//! ```text
+//! /EFI/BOOT/BOOTX64.EFI                              systemd-boot
+//! /loader/loader.conf                                timeout 0, editor no, default p6os-*
+//! /loader/entries/p6os-<ver>-<slot>[+L[-D]].conf     Boot Loader Specification type #1
+//! /p6os/<slot>/vmlinuz, initrd.img, manifest.json    per slot
+//! /p6os/unattended.yaml                              optional site configuration
+//! ```
+//! Paths are absolute and `/`-separated; callers join them to a mount point or hand them to the
+//! FAT writer.
+
+use crate::slot::{RootFs, Slot};
+
+/// The removable-media boot path that firmware tries without a boot variable.
+pub const BOOTLOADER: &str = "/EFI/BOOT/BOOTX64.EFI";
+pub const LOADER_CONF: &str = "/loader/loader.conf";
+/// The directory of boot entries.
+pub const ENTRIES_DIR: &str = "/loader/entries";
+/// The site configuration `p6os config inject` and `p6os flash --config` write.
+pub const UNATTENDED: &str = "/p6os/unattended.yaml";
+/// File names of a slot's directory, in the order upgrades write them (the manifest last).
+pub const KERNEL_FILE: &str = "vmlinuz";
+pub const INITRD_FILE: &str = "initrd.img";
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The kernel command line's console (the serial port QEMU and most appliances expose).
+const CONSOLE: &str = "console=ttyS0";
+
+/// `/p6os/<slot>`: the slot's kernel, initramfs and manifest.
+pub fn slot_dir(slot: Slot) -> String {
+    format!("/p6os/{slot}")
+}
+
+/// `/p6os/<slot>/<file>`.
+pub fn slot_file(slot: Slot, file: &str) -> String {
+    format!("/p6os/{slot}/{file}")
+}
+
+/// `/loader/entries/<file name>`.
+pub fn entry_path(file_name: &str) -> String {
+    format!("{ENTRIES_DIR}/{file_name}")
+}
+
+/// The loader configuration: no menu, no editor, newest p6os entry first.
+pub fn loader_conf() -> String {
+    "timeout 0\neditor no\ndefault p6os-*\nauto-entries no\nauto-firmware no\n".to_string()
+}
+
+/// The kernel command line of a slot: the agent finds everything from it.
+pub fn options(slot: Slot, rootfs: RootFs, extra: &[String]) -> Vec<String> {
+    let mut options = vec![
+        format!("p6os.slot={slot}"),
+        format!("root=PARTLABEL={}", slot.partlabel()),
+        format!("rootfstype={rootfs}"),
+        "ro".to_string(),
+        CONSOLE.to_string(),
+    ];
+    options.extend(extra.iter().cloned());
+    options
+}
+
+/// `P6OS tiny 1.0.0 (slot a)`.
+pub fn title(name: &str, version: &str, slot: Slot) -> String {
+    format!("P6OS {name} {version} (slot {slot})")
+}
+
+/// A Boot Loader Specification entry: the text the builder writes for a fresh image and the
+/// agent writes for an upgraded slot. `sort_version` orders entries (highest boots first;
+/// `sort-key p6os` on all).
+pub fn entry_text(title: &str, sort_version: &str, slot: Slot, options: &[String]) -> String {
+    format!(
+        "title {title}\nsort-key p6os\nversion {sort_version}\nlinux {}\ninitrd {}\noptions {}\n",
+        slot_file(slot, KERNEL_FILE),
+        slot_file(slot, INITRD_FILE),
+        options.join(" "),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_text_is_stable() {
+        let text = entry_text(
+            &title("tiny", "1.0.0", Slot::A),
+            "1.0.0",
+            Slot::A,
+            &options(Slot::A, RootFs::Squashfs, &["quiet".into()]),
+        );
+        assert_eq!(
+            text,
+            "title P6OS tiny 1.0.0 (slot a)\nsort-key p6os\nversion 1.0.0\nlinux /p6os/a/vmlinuz\n\
+             initrd /p6os/a/initrd.img\noptions p6os.slot=a root=PARTLABEL=p6os-root-a \
+             rootfstype=squashfs ro console=ttyS0 quiet\n"
+        );
+        assert_eq!(slot_dir(Slot::B), "/p6os/b");
+        assert_eq!(entry_path("p6os-1-a.conf"), "/loader/entries/p6os-1-a.conf");
+    }
+}

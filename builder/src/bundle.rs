@@ -114,7 +114,7 @@ pub fn build(
         compatible: vec![def.name.clone()],
         min_agent_version: env!("CARGO_PKG_VERSION").into(),
         recipe_digest: prepared.digest.clone(),
-        rootfs_type: def.rootfs.as_str().into(),
+        rootfs_type: def.rootfs.layout(),
         kernel_args: def.boot.kernel_args.clone(),
         tries: u32::from(def.boot.tries),
         slot_manifest: serde_json::to_value(&slot.manifest).expect("serializable"),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::fat::{FatError, FatVolume};
 use crate::gpt::{Gpt, GptError};
 
-pub const ESP_LABEL: &str = "p6os-esp";
+pub use p6os_layout::partition::ESP_LABEL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EspError {
@@ -35,7 +35,7 @@ impl EspError {
 
 /// The image's partition table and its ESP as a FAT volume over `dev`.
 pub fn open<D: Read + Seek>(mut dev: D, path: &Path) -> Result<(Gpt, FatVolume<D>), EspError> {
-    let gpt = Gpt::read(&mut dev).map_err(|source| EspError::Gpt {
+    let gpt = crate::gpt::read(&mut dev).map_err(|source| EspError::Gpt {
         path: path.to_path_buf(),
         source,
     })?;

@@ -7,7 +7,7 @@ use crate::diag::Diagnostics;
 use crate::esp::{self, EspError};
 
 /// Where the agent looks for the site configuration on the ESP.
-pub const ESP_CONFIG_PATH: &str = "/p6os/unattended.yaml";
+pub const ESP_CONFIG_PATH: &str = p6os_layout::esp::UNATTENDED;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::bootentry::{EntryName, Slot};
+use p6os_layout::esp as contract;
+
+use crate::bootentry::{Counter, EntryName, Slot};
 use crate::esp::{self, EspError};
 use crate::manifest::{PartitionRecord, SlotManifest};
 
@@ -63,22 +65,28 @@ pub fn inspect(image: &Path) -> Result<Inspection, InspectError> {
     let (gpt, mut vol) = esp::open(f, image)?;
     let fat_err = EspError::fat(image);
     let mut entries = Vec::new();
-    if vol.exists("/loader/entries").map_err(&fat_err)? {
-        for e in vol.read_dir("/loader/entries").map_err(&fat_err)? {
+    if vol.exists(contract::ENTRIES_DIR).map_err(&fat_err)? {
+        for e in vol.read_dir(contract::ENTRIES_DIR).map_err(&fat_err)? {
             if let Some(n) = EntryName::parse(&e.name).filter(|_| !e.is_dir) {
                 entries.push(EntryInfo {
                     file: e.name.clone(),
                     slot: n.slot,
                     version: n.version,
-                    tries_left: n.tries.map(|t| t.left),
-                    tries_done: n.tries.map(|t| t.done),
+                    tries_left: match n.counter {
+                        Counter::Trial { left, .. } => Some(left),
+                        Counter::Blessed => None,
+                    },
+                    tries_done: match n.counter {
+                        Counter::Trial { done, .. } => Some(done),
+                        Counter::Blessed => None,
+                    },
                 });
             }
         }
     }
     entries.sort_by(|a, b| a.file.cmp(&b.file));
     let mut slot = |s: Slot| -> Result<SlotInfo, InspectError> {
-        let file = format!("/p6os/{s}/manifest.json");
+        let file = contract::slot_file(s, contract::MANIFEST_FILE);
         if !vol.exists(&file).map_err(&fat_err)? {
             return Ok(SlotInfo {
                 version: None,

@@ -1,42 +1,15 @@
 //! What an image and a slot contain, as JSON: the build manifest beside the image and the slot
 //! manifest in the slot (`/usr/lib/p6os/manifest.json`) and on the ESP (`/p6os/<slot>/manifest.json`).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use std::collections::BTreeMap;
 
 use crate::fetch::Resolved;
 use crate::tree::Tree;
 
-/// Baked into the read-only root filesystem; the agent reads `version` from it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SlotIdentity {
-    pub name: String,
-    pub version: String,
-    pub arch: String,
-    /// sha256 of every build input (recipe, layer definitions, resolved sources, agent).
-    pub recipe_digest: String,
-}
-
-/// On the ESP beside each slot's kernel: the identity plus what was written where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SlotManifest {
-    #[serde(flatten)]
-    pub identity: SlotIdentity,
-    pub rootfs: Payload,
-    pub kernel: Payload,
-    pub initrd: Payload,
-    pub kernel_release: String,
-    pub agent_sha256: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Payload {
-    /// `squashfs`/`erofs` for root filesystems, else the file name.
-    pub format: String,
-    pub size: u64,
-    pub sha256: String,
-}
+/// The slot manifest is the on-disk contract's.
+pub use p6os_layout::manifest::{Payload, SlotIdentity, SlotManifest};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerRecord {

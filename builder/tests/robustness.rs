@@ -6,7 +6,6 @@ use std::path::Path;
 
 use p6os_builder::bootentry::EntryName;
 use p6os_builder::fat::FatVolume;
-use p6os_builder::gpt::Gpt;
 use p6os_builder::recipe::{LayerFile, RecipeFile};
 use p6os_builder::tree::Tree;
 use p6os_builder::yamlcheck;
@@ -81,7 +80,7 @@ proptest! {
         if sig && bytes.len() >= 1024 {
             bytes[512..520].copy_from_slice(b"EFI PART");
         }
-        let _ = Gpt::read(&mut Cursor::new(bytes));
+        let _ = p6os_builder::gpt::read(&mut Cursor::new(bytes));
     }
 }
 

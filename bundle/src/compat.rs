@@ -69,54 +69,5 @@ pub fn problems(m: &Manifest, device: &Device, downgrade: Downgrade) -> Vec<Stri
     out
 }
 
-/// Compares versions part by part: runs of digits as numbers, runs of letters as text (other
-/// characters only separate), a number above text. When one runs out, a further number makes
-/// the other newer (`1.0.1 > 1.0`) and further text older (`1.0.0-rc1 < 1.0.0`).
-pub fn compare_versions(a: &str, b: &str) -> Ordering {
-    let (pa, pb) = (tokens(a), tokens(b));
-    for i in 0..pa.len().max(pb.len()) {
-        let ord = match (pa.get(i), pb.get(i)) {
-            (Some(Token::Num(x)), Some(Token::Num(y))) => x.cmp(y),
-            (Some(Token::Num(_)), Some(Token::Text(_))) => Ordering::Greater,
-            (Some(Token::Text(_)), Some(Token::Num(_))) => Ordering::Less,
-            (Some(Token::Text(x)), Some(Token::Text(y))) => x.cmp(y),
-            (Some(Token::Num(_)), None) | (None, Some(Token::Text(_))) => Ordering::Greater,
-            (Some(Token::Text(_)), None) | (None, Some(Token::Num(_))) => Ordering::Less,
-            (None, None) => Ordering::Equal,
-        };
-        if ord != Ordering::Equal {
-            return ord;
-        }
-    }
-    Ordering::Equal
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Token<'a> {
-    Num(u128),
-    Text(&'a str),
-}
-
-fn tokens(s: &str) -> Vec<Token<'_>> {
-    let mut out = Vec::new();
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let start = i;
-        if bytes[i].is_ascii_digit() {
-            while i < bytes.len() && bytes[i].is_ascii_digit() {
-                i += 1;
-            }
-            // Absurdly long numbers saturate rather than fail.
-            out.push(Token::Num(s[start..i].parse().unwrap_or(u128::MAX)));
-        } else if bytes[i].is_ascii_alphabetic() {
-            while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
-                i += 1;
-            }
-            out.push(Token::Text(&s[start..i]));
-        } else {
-            i += 1;
-        }
-    }
-    out
-}
+/// The order of image versions: the on-disk contract's ([`p6os_layout::version::compare`]).
+pub use p6os_layout::version::compare as compare_versions;

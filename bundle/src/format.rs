@@ -74,7 +74,7 @@ pub struct Manifest {
     pub min_agent_version: String,
     pub recipe_digest: String,
     /// Root filesystem type of the `rootfs` payload (`squashfs`).
-    pub rootfs_type: String,
+    pub rootfs_type: p6os_layout::RootFs,
     /// Extra kernel arguments for the boot entry (the recipe's `boot.kernel_args`).
     pub kernel_args: Vec<String>,
     /// Boot tries of the new slot before the loader falls back.

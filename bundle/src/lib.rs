@@ -7,7 +7,6 @@
 //! are `Read`/`Write`.
 
 pub mod compat;
-pub mod entry;
 pub mod format;
 pub mod keys;
 

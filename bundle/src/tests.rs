@@ -18,7 +18,7 @@ fn manifest() -> Manifest {
         compatible: vec!["tiny".into()],
         min_agent_version: "0.1.0".into(),
         recipe_digest: "sha256:00".into(),
-        rootfs_type: "squashfs".into(),
+        rootfs_type: p6os_layout::RootFs::Squashfs,
         kernel_args: vec!["quiet".into()],
         tries: 3,
         slot_manifest: serde_json::json!({"name": "tiny"}),

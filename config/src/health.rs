@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Where the builder puts the health checks in the slot (and where the agent reads them).
-pub const HEALTH_PATH: &str = "/usr/lib/p6os/health.json";
+pub const HEALTH_PATH: &str = p6os_layout::slot::HEALTH_PATH;
 /// Directory of the public keys the slot trusts for update bundles (`<key id>.pub`).
 pub const TRUSTED_KEYS_DIR: &str = "/usr/lib/p6os/trusted-keys";
 

@@ -2,7 +2,6 @@
 //!
 //! Pure: takes the text of `/proc/cmdline`, never reads it.
 
-use std::fmt;
 use std::time::Duration;
 
 /// Init to exec in the slot root when `p6os.init=` is absent.
@@ -10,64 +9,7 @@ pub const DEFAULT_INIT: &str = "/sbin/init";
 /// Seconds to wait for the partitions when `p6os.rootwait=` is absent.
 pub const DEFAULT_ROOTWAIT_SECS: u64 = 30;
 
-/// One of the two root slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    A,
-    B,
-}
-
-impl Slot {
-    pub fn parse(value: &str) -> Option<Slot> {
-        match value {
-            "a" => Some(Slot::A),
-            "b" => Some(Slot::B),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Slot::A => "a",
-            Slot::B => "b",
-        }
-    }
-
-    /// GPT partition label of this slot's root filesystem.
-    pub fn root_partlabel(self) -> String {
-        format!("p6os-root-{}", self.as_str())
-    }
-}
-
-impl fmt::Display for Slot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Filesystem of the read-only slot root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RootFsType {
-    Squashfs,
-    Erofs,
-}
-
-impl RootFsType {
-    pub fn parse(value: &str) -> Option<RootFsType> {
-        match value {
-            "squashfs" => Some(RootFsType::Squashfs),
-            "erofs" => Some(RootFsType::Erofs),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RootFsType::Squashfs => "squashfs",
-            RootFsType::Erofs => "erofs",
-        }
-    }
-}
+pub use p6os_layout::{RootFs, Slot};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CmdlineError {
@@ -76,9 +18,9 @@ pub enum CmdlineError {
     #[error("invalid p6os.slot={0:?} on the kernel command line: expected a or b")]
     BadSlot(String),
     #[error("missing rootfstype= on the kernel command line")]
-    MissingRootFsType,
+    MissingRootFs,
     #[error("unsupported rootfstype={0:?} on the kernel command line: expected squashfs or erofs")]
-    BadRootFsType(String),
+    BadRootFs(String),
     #[error("invalid p6os.rootwait={0:?} on the kernel command line: expected whole seconds")]
     BadRootwait(String),
     #[error("invalid p6os.init={0:?} on the kernel command line: expected an absolute path")]
@@ -175,7 +117,7 @@ impl Params {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cmdline {
     pub slot: Slot,
-    pub rootfstype: RootFsType,
+    pub rootfstype: RootFs,
     /// Absolute path of the init to exec inside the slot root.
     pub init: String,
     pub rootwait: Duration,
@@ -189,10 +131,10 @@ impl Cmdline {
         let params = Params::parse(line);
         let slot = slot_from_params(&params)?;
         let rootfstype = match params.last("rootfstype") {
-            None => return Err(CmdlineError::MissingRootFsType),
+            None => return Err(CmdlineError::MissingRootFs),
             Some(v) => {
                 let v = v.unwrap_or("");
-                RootFsType::parse(v).ok_or_else(|| CmdlineError::BadRootFsType(v.to_string()))?
+                RootFs::parse(v).ok_or_else(|| CmdlineError::BadRootFs(v.to_string()))?
             }
         };
         let init = match params.last("p6os.init") {
@@ -260,7 +202,7 @@ mod tests {
             c,
             Cmdline {
                 slot: Slot::A,
-                rootfstype: RootFsType::Squashfs,
+                rootfstype: RootFs::Squashfs,
                 init: "/sbin/init".into(),
                 rootwait: Duration::from_secs(30),
                 config: None,
@@ -275,10 +217,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.slot, Slot::B);
-        assert_eq!(c.rootfstype, RootFsType::Erofs);
+        assert_eq!(c.rootfstype, RootFs::Erofs);
         assert_eq!(c.init, "/usr/lib/p6os/p6os-agent");
         assert_eq!(c.rootwait, Duration::from_secs(5));
-        assert_eq!(c.slot.root_partlabel(), "p6os-root-b");
+        assert_eq!(c.slot.partlabel().to_string(), "p6os-root-b");
     }
 
     #[test]
@@ -311,11 +253,11 @@ mod tests {
     fn rootfstype_missing_or_unsupported() {
         assert_eq!(
             Cmdline::parse("p6os.slot=a"),
-            Err(CmdlineError::MissingRootFsType)
+            Err(CmdlineError::MissingRootFs)
         );
         assert_eq!(
             Cmdline::parse("p6os.slot=a rootfstype=ext4"),
-            Err(CmdlineError::BadRootFsType("ext4".into()))
+            Err(CmdlineError::BadRootFs("ext4".into()))
         );
     }
 
@@ -350,7 +292,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.slot, Slot::B);
-        assert_eq!(c.rootfstype, RootFsType::Erofs);
+        assert_eq!(c.rootfstype, RootFs::Erofs);
         assert_eq!(c.rootwait, Duration::ZERO);
         // A bad earlier value is overridden by a good later one, and vice versa.
         assert_eq!(slot_from_cmdline("p6os.slot=x p6os.slot=a"), Ok(Slot::A));

@@ -13,9 +13,9 @@ use crate::efivar::EFIVARS_DIR;
 /// Where the slot root is mounted before switch_root.
 pub const SYSROOT: &str = "/sysroot";
 /// GPT label of the ESP (read for `/p6os/unattended.yaml`).
-pub const ESP_PARTLABEL: &str = "p6os-esp";
+pub const ESP_PARTLABEL: &str = p6os_layout::partition::ESP_LABEL;
 /// GPT label of the writable state partition.
-pub const STATE_PARTLABEL: &str = "p6os-state";
+pub const STATE_PARTLABEL: &str = p6os_layout::partition::STATE_LABEL;
 /// Where the state partition is mounted (moves to the same path in the new root).
 pub const STATE_DIR: &str = "/run/p6os/state";
 /// Module list inside the initramfs.
@@ -269,7 +269,7 @@ pub fn plan_early() -> Vec<Step> {
 /// The rest of the initramfs stage: from loading modules to exec'ing the slot's init.
 /// `init_args` are the arguments the kernel gave `/init`; they are passed on.
 pub fn plan_boot(cmdline: &Cmdline, modules: &[String], init_args: &[String]) -> Vec<Step> {
-    let root_label = cmdline.slot.root_partlabel();
+    let root_label = cmdline.slot.partlabel().to_string();
     let mut steps = Vec::new();
     if !modules.is_empty() {
         steps.push(Step::LoadModules {
@@ -380,9 +380,9 @@ pub fn plan_service_mounts(mount_points: &[String]) -> Vec<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmdline::{RootFsType, Slot};
+    use crate::cmdline::{RootFs, Slot};
 
-    fn cmdline(slot: Slot, rootfstype: RootFsType) -> Cmdline {
+    fn cmdline(slot: Slot, rootfstype: RootFs) -> Cmdline {
         Cmdline {
             slot,
             rootfstype,
@@ -501,11 +501,7 @@ mod tests {
     fn plan_for_slot_a_squashfs() {
         let modules = ["/lib/modules/k/virtio.ko", "/lib/modules/k/squashfs.ko"];
         assert_eq!(
-            plan_boot(
-                &cmdline(Slot::A, RootFsType::Squashfs),
-                &strings(&modules),
-                &[]
-            ),
+            plan_boot(&cmdline(Slot::A, RootFs::Squashfs), &strings(&modules), &[]),
             expected_plan("a", "squashfs", &modules)
         );
     }
@@ -513,14 +509,14 @@ mod tests {
     #[test]
     fn plan_for_slot_b_erofs_without_modules() {
         assert_eq!(
-            plan_boot(&cmdline(Slot::B, RootFsType::Erofs), &[], &[]),
+            plan_boot(&cmdline(Slot::B, RootFs::Erofs), &[], &[]),
             expected_plan("b", "erofs", &[])
         );
     }
 
     #[test]
     fn custom_init_rootwait_and_arguments() {
-        let mut c = cmdline(Slot::A, RootFsType::Erofs);
+        let mut c = cmdline(Slot::A, RootFs::Erofs);
         c.init = "/usr/lib/p6os/p6os-agent".into();
         c.rootwait = Duration::from_secs(3);
         let plan = plan_boot(&c, &[], &strings(&["single"]));
@@ -608,7 +604,7 @@ mod tests {
     #[test]
     fn loader_variables_are_read_after_modules_and_before_partitions() {
         let plan = plan_boot(
-            &cmdline(Slot::A, RootFsType::Squashfs),
+            &cmdline(Slot::A, RootFs::Squashfs),
             &strings(&["/lib/modules/k/efivarfs.ko"]),
             &[],
         );
@@ -620,7 +616,7 @@ mod tests {
 
     #[test]
     fn mount_log_lines() {
-        let plan = plan_boot(&cmdline(Slot::A, RootFsType::Squashfs), &[], &[]);
+        let plan = plan_boot(&cmdline(Slot::A, RootFs::Squashfs), &[], &[]);
         let mut devices = vec!["/dev/vda2", "/dev/vda4"].into_iter();
         let lines: Vec<String> = plan_early()
             .iter()
@@ -650,7 +646,7 @@ mod tests {
 
     #[test]
     fn option_summaries() {
-        let plan = plan_boot(&cmdline(Slot::A, RootFsType::Squashfs), &[], &[]);
+        let plan = plan_boot(&cmdline(Slot::A, RootFs::Squashfs), &[], &[]);
         let summaries: Vec<String> = plan
             .iter()
             .filter_map(|s| match s {

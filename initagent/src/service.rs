@@ -17,12 +17,13 @@ use crate::efivar::{self, Lookup};
 use crate::fatal;
 use crate::loader;
 use crate::log;
-use crate::manifest::{Manifest, MANIFEST_PATH};
 use crate::mountinfo;
 use crate::plan::{self, Source, Step};
 use crate::policy::{self, Event, Respawn, Shutdown};
 use crate::sys::{self, Reaped};
 use crate::sysconfig;
+use p6os_layout::manifest::SlotIdentity as Manifest;
+use p6os_layout::slot::MANIFEST_PATH;
 
 const SERIAL_TTY: &str = "/dev/ttyS0";
 const FALLBACK_TTY: &str = "/dev/console";

@@ -13,11 +13,11 @@ use std::time::Duration;
 use rustix::mount::{MountFlags, UnmountFlags};
 use rustix::system::RebootCommand;
 
-use crate::gpt;
 use crate::modules;
 use crate::plan::{Flag, Mount};
 use crate::policy::Shutdown;
 use crate::uevent::{BlockDevice, Uevent};
+use p6os_layout::gpt;
 
 pub fn is_pid1() -> bool {
     std::process::id() == 1
@@ -153,11 +153,15 @@ pub fn read_gpt_part_uuids(disk: &str) -> io::Result<Vec<(u32, String)>> {
 fn read_gpt_part_uuids_from(path: &str) -> io::Result<Vec<(u32, String)>> {
     let file = fs::File::open(path)?;
     let head = read_at_most(&file, 0, gpt::HEAD_LEN)?;
-    let header = gpt::parse_header(&head)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no GPT header"))?;
+    let invalid = |e: gpt::GptError| io::Error::new(io::ErrorKind::InvalidData, e);
+    let header = gpt::parse_header(&head).map_err(invalid)?;
     let len = usize::try_from(header.entries_len()).map_err(io::Error::other)?;
     let entries = read_at_most(&file, header.entries_offset, len)?;
-    Ok(gpt::partition_uuids(&entries, &header))
+    let partitions = gpt::parse_entries(&entries, &header).map_err(invalid)?;
+    Ok(partitions
+        .into_iter()
+        .map(|p| (p.number, p.guid.to_string()))
+        .collect())
 }
 
 /// Up to `len` bytes from `offset` (fewer at the end of the file).
@@ -484,22 +488,24 @@ pub fn reboot(how: Shutdown) -> io::Error {
 mod tests {
     use super::*;
 
-    /// A disk image file with 512-byte blocks, the header at LBA 1 and one used entry
-    /// (partition 2) at LBA 2; shorter than `gpt::HEAD_LEN`.
+    /// The start of a disk image (MBR, primary header, entry array) with two partitions, the
+    /// second one's unique GUID c5515ccb-6404-502e-ad6a-4eb4e100bc58.
     fn tiny_gpt_image(path: &Path) {
-        let mut disk = vec![0u8; 1024 + 4 * 128];
-        disk[512..520].copy_from_slice(b"EFI PART");
-        disk[512 + 12..512 + 16].copy_from_slice(&92u32.to_le_bytes());
-        disk[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
-        disk[512 + 80..512 + 84].copy_from_slice(&4u32.to_le_bytes());
-        disk[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
-        let entry = 1024 + 128;
-        disk[entry] = 1; // any type GUID
-        disk[entry + 16..entry + 32].copy_from_slice(&[
-            0xcb, 0x5c, 0x51, 0xc5, 0x04, 0x64, 0x2e, 0x50, 0xad, 0x6a, 0x4e, 0xb4, 0xe1, 0x00,
-            0xbc, 0x58,
-        ]);
-        fs::write(path, disk).unwrap();
+        let g = |n: u128| gpt::Guid::from_u128(n);
+        let table = gpt::Gpt::layout(
+            g(1),
+            &[
+                ("p6os-esp", g(2), g(3), 1 << 20),
+                (
+                    "p6os-root-a",
+                    g(2),
+                    g(0xc5515ccb_6404_502e_ad6a_4eb4e100bc58),
+                    1 << 20,
+                ),
+            ],
+        );
+        let [(_, head), _] = table.encode();
+        fs::write(path, head).unwrap();
     }
 
     #[test]
@@ -512,7 +518,10 @@ mod tests {
         let _ = fs::remove_file(&path);
         assert_eq!(
             uuids.unwrap(),
-            vec![(2, "c5515ccb-6404-502e-ad6a-4eb4e100bc58".to_string())]
+            vec![
+                (1, "00000000-0000-0000-0000-000000000003".to_string()),
+                (2, "c5515ccb-6404-502e-ad6a-4eb4e100bc58".to_string())
+            ]
         );
         assert_eq!(not_gpt.unwrap_err().kind(), io::ErrorKind::InvalidData);
         let missing = read_gpt_part_uuids("p6os-agent-test-no-such-disk");

@@ -15,8 +15,8 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 /// What the builder writes beside the archives (`/usr/lib/p6os/images/<sha256>.tar`).
-pub const IMAGES_LIST: &str = "/usr/lib/p6os/images.json";
-pub const IMAGES_DIR: &str = "/usr/lib/p6os/images";
+pub const IMAGES_LIST: &str = p6os_layout::slot::IMAGES_LIST;
+pub const IMAGES_DIR: &str = p6os_layout::slot::IMAGES_DIR;
 /// The archives already imported on this device (on the state partition, through /var).
 pub const IMPORTED: &str = "/var/lib/p6os/images-imported.json";
 const APPLIED: &str = "/var/lib/p6os/applied.json";

@@ -25,7 +25,7 @@ fn manifest(version: &str) -> Manifest {
         compatible: vec!["tiny".into()],
         min_agent_version: "0.1.0".into(),
         recipe_digest: "sha256:00".into(),
-        rootfs_type: "squashfs".into(),
+        rootfs_type: p6os_layout::RootFs::Squashfs,
         kernel_args: vec![],
         tries: 3,
         slot_manifest: serde_json::json!({"name": "tiny", "version": version}),

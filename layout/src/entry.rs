@@ -76,9 +76,7 @@ impl EntryName {
     /// The file name: the inverse of [`EntryName::parse`]. A trial is written `+L` while
     /// `done` is 0, else `+L-D` (as the loader renames it).
     pub fn file_name(&self) -> String {
-        let EntryName {
-            version, slot, ..
-        } = self;
+        let EntryName { version, slot, .. } = self;
         match self.counter {
             Counter::Blessed => format!("{ENTRY_PREFIX}{version}-{slot}{ENTRY_SUFFIX}"),
             Counter::Trial { left, done: 0 } => {

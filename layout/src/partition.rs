@@ -27,10 +27,7 @@ mod tests {
 
     #[test]
     fn type_guids_print_as_the_specification_writes_them() {
-        assert_eq!(
-            TYPE_ESP.to_string(),
-            "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
-        );
+        assert_eq!(TYPE_ESP.to_string(), "c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
         assert_eq!(
             TYPE_ROOT_X86_64.to_string(),
             "4f68bce3-e8cd-4db1-96e7-fbcaf984b709"

@@ -110,10 +110,7 @@ mod tests {
             assert_eq!(Slot::parse(slot.as_str()), Some(slot));
             assert_eq!(slot.other().other(), slot);
             assert_ne!(slot.other(), slot);
-            assert_eq!(
-                serde_json::to_string(&slot).unwrap(),
-                format!("\"{slot}\"")
-            );
+            assert_eq!(serde_json::to_string(&slot).unwrap(), format!("\"{slot}\""));
         }
         assert_eq!(Slot::A.partlabel(), "p6os-root-a");
         for bad in ["", "A", "c", " a", "ab"] {

@@ -105,7 +105,16 @@ mod tests {
 
     #[test]
     fn the_rule() {
-        for ok in ["1", "1.0.0", "2.0.0-rc1", "1.0+b5", "1.0~beta", "v2", "unknown", "1_2"] {
+        for ok in [
+            "1",
+            "1.0.0",
+            "2.0.0-rc1",
+            "1.0+b5",
+            "1.0~beta",
+            "v2",
+            "unknown",
+            "1_2",
+        ] {
             assert_eq!(check(ok), Ok(()), "{ok}");
         }
         assert_eq!(check(""), Err(VersionError::Empty));

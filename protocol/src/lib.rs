@@ -73,15 +73,10 @@ pub fn check_label(key: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Versions as bundles carry them: 1 to 64 printable ASCII characters without spaces.
+/// Versions as images, bundles and heartbeats carry them: the on-disk contract's one rule
+/// ([`p6os_layout::version::check`]).
 pub fn check_version(version: &str) -> Result<(), String> {
-    if version.is_empty() || version.len() > 64 {
-        return Err("the version must be 1 to 64 characters".into());
-    }
-    if version.chars().any(|c| !c.is_ascii_graphic()) {
-        return Err("the version must be printable ASCII without spaces".into());
-    }
-    Ok(())
+    p6os_layout::version::check(version).map_err(|e| e.to_string())
 }
 
 /// A sha256 as the console names bundles: 64 lower-case hex digits.

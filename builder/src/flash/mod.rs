@@ -513,11 +513,11 @@ fn move_backup_gpt(target: &Path, image_size: u64) -> Result<bool, FlashError> {
     if size <= image_size {
         return Ok(false);
     }
-    let Ok(gpt) = crate::gpt::Gpt::read(&mut dev) else {
+    let Ok(gpt) = crate::gpt::read(&mut dev) else {
         // Not a GPT disk image: nothing to move.
         return Ok(false);
     };
-    gpt.write(&mut dev).map_err(io_at(target))?;
+    crate::gpt::write(&gpt, &mut dev).map_err(io_at(target))?;
     dev.write_all_at(&[0u8; 512], image_size - 512)
         .map_err(io_at(target))?;
     dev.sync_all().map_err(io_at(target))?;

@@ -24,7 +24,7 @@ fn gpt_image(dir: &Path) -> (PathBuf, Gpt) {
     );
     let mut f = fs::File::create(&path).unwrap();
     f.set_len(gpt.size_bytes()).unwrap();
-    gpt.write(&mut f).unwrap();
+    crate::gpt::write(&gpt, &mut f).unwrap();
     let root = gpt.by_label("p6os-root-a").unwrap().offset();
     f.write_all_at(&vec![0xa5; 3 * 4096 + 100], root + MIB)
         .unwrap();
@@ -62,7 +62,7 @@ fn a_raw_image_lands_on_a_larger_used_disk_with_its_backup_gpt_at_the_end() {
     );
     // The target's table is valid for its own size, backup at its last sector.
     let mut f = fs::File::open(&target).unwrap();
-    let read = Gpt::read(&mut f).unwrap();
+    let read = crate::gpt::read(&mut f).unwrap();
     assert_eq!(read.sectors, size / 512);
     assert_eq!(read.partitions, gpt.partitions);
     let header = &out[512..1024];

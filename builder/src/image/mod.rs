@@ -14,7 +14,9 @@ use std::time::Instant;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::bootentry::{loader_conf, BootEntry, EntryName, Slot};
+use p6os_layout::{esp, partition};
+
+use crate::bootentry::{loader_conf, BootEntry, Counter, EntryName, Slot};
 use crate::fat::{self, FatFile, FormatOptions};
 use crate::fetch::{self, sha256_bytes, Cache, Resolved};
 use crate::gpt::{Gpt, TYPE_ESP, TYPE_ROOT_X86_64, TYPE_VAR};
@@ -38,16 +40,27 @@ mod slot;
 use slot::{copy_sparse, remove_stale_work_dirs};
 pub use slot::{make_slot, SlotFiles};
 
-/// Where the agent lives in every slot.
-pub const AGENT_PATH: &str = "usr/lib/p6os/p6os-agent";
-pub const SLOT_MANIFEST_PATH: &str = "usr/lib/p6os/manifest.json";
+/// Where the agent lives in every slot (tree paths are relative to the slot's root).
+pub const AGENT_PATH: &str = in_tree(p6os_layout::slot::AGENT_PATH);
+pub const SLOT_MANIFEST_PATH: &str = in_tree(p6os_layout::slot::MANIFEST_PATH);
 /// The recipe's default unattended.yaml (the agent's last resort; 0600: it may hold tokens).
-pub const BAKED_UNATTENDED_PATH: &str = "usr/lib/p6os/unattended.yaml";
+pub const BAKED_UNATTENDED_PATH: &str = in_tree(p6os_layout::slot::BAKED_UNATTENDED_PATH);
+/// A contract path inside a slot (`/usr/lib/p6os/...`) as a tree path (`usr/lib/p6os/...`).
+const fn in_tree(path: &'static str) -> &'static str {
+    match path.as_bytes() {
+        [b'/', rest @ ..] => match std::str::from_utf8(rest) {
+            Ok(p) => p,
+            Err(_) => panic!("contract paths are ASCII"),
+        },
+        _ => panic!("contract paths are absolute"),
+    }
+}
+
 /// Namespace for the UUID v5 GUIDs derived from the recipe digest.
 const GUID_NAMESPACE: Uuid = uuid::uuid!("6b3f2d4e-0b9a-5c1e-9f7d-2a6e8c4b1d30");
 /// Preloaded OCI archives (`<sha256>.tar`) and their list, read by `p6os-agent import-images`.
-pub const IMAGES_DIR: &str = "usr/lib/p6os/images";
-pub const IMAGES_LIST: &str = "usr/lib/p6os/images.json";
+pub const IMAGES_DIR: &str = in_tree(p6os_layout::slot::IMAGES_DIR);
+pub const IMAGES_LIST: &str = in_tree(p6os_layout::slot::IMAGES_LIST);
 const K3S_BINARY: &str = "usr/local/bin/k3s";
 const CONTAINERD_BINARY: &str = "usr/bin/containerd";
 const K3S_IMAGES_DIR: &str = "var/lib/rancher/k3s/agent/images";
@@ -488,20 +501,30 @@ fn write(
     let gpt = Gpt::layout(
         guid("disk"),
         &[
-            ("p6os-esp", TYPE_ESP, guid("p6os-esp"), p.esp.bytes()),
             (
-                "p6os-root-a",
+                partition::ESP_LABEL,
+                TYPE_ESP,
+                guid(partition::ESP_LABEL),
+                p.esp.bytes(),
+            ),
+            (
+                partition::ROOT_A_LABEL,
                 TYPE_ROOT_X86_64,
-                guid("p6os-root-a"),
+                guid(partition::ROOT_A_LABEL),
                 p.slot.bytes(),
             ),
             (
-                "p6os-root-b",
+                partition::ROOT_B_LABEL,
                 TYPE_ROOT_X86_64,
-                guid("p6os-root-b"),
+                guid(partition::ROOT_B_LABEL),
                 p.slot.bytes(),
             ),
-            ("p6os-state", TYPE_VAR, guid("p6os-state"), p.state.bytes()),
+            (
+                partition::STATE_LABEL,
+                TYPE_VAR,
+                guid(partition::STATE_LABEL),
+                p.state.bytes(),
+            ),
         ],
     );
 
@@ -536,34 +559,30 @@ fn write(
         def.rootfs,
         &def.boot.kernel_args,
     );
-    let entry_name = EntryName {
-        version: def.version.clone(),
-        slot: Slot::A,
-        tries: None,
-    };
+    let entry_name = EntryName::new(&def.version, Slot::A, Counter::Blessed);
     let esp_files = vec![
         FatFile {
-            path: "/EFI/BOOT/BOOTX64.EFI".into(),
+            path: esp::BOOTLOADER.into(),
             data: efi,
         },
         FatFile {
-            path: "/loader/loader.conf".into(),
+            path: esp::LOADER_CONF.into(),
             data: loader_conf().into_bytes(),
         },
         FatFile {
-            path: format!("/loader/entries/{}", entry_name.file_name()),
+            path: esp::entry_path(&entry_name.file_name()),
             data: entry.render().into_bytes(),
         },
         FatFile {
-            path: "/p6os/a/vmlinuz".into(),
+            path: esp::slot_file(Slot::A, esp::KERNEL_FILE),
             data: vmlinuz,
         },
         FatFile {
-            path: "/p6os/a/initrd.img".into(),
+            path: esp::slot_file(Slot::A, esp::INITRD_FILE),
             data: initrd,
         },
         FatFile {
-            path: "/p6os/a/manifest.json".into(),
+            path: esp::slot_file(Slot::A, esp::MANIFEST_FILE),
             data: slot_json,
         },
     ];
@@ -577,8 +596,10 @@ fn write(
     let tmp_image = work.path().join("image.img");
     let mut f = fs::File::create(&tmp_image).map_err(io_at(&tmp_image))?;
     f.set_len(gpt.size_bytes()).map_err(io_at(&tmp_image))?;
-    gpt.write(&mut f).map_err(io_at(&tmp_image))?;
-    let esp = gpt.by_label("p6os-esp").expect("layout has an ESP");
+    crate::gpt::write(&gpt, &mut f).map_err(io_at(&tmp_image))?;
+    let esp = gpt
+        .by_label(partition::ESP_LABEL)
+        .expect("layout has an ESP");
     let volume_id = u32::from_le_bytes(
         derived_guid(&digest, "esp-volume-id").as_bytes()[..4]
             .try_into()
@@ -591,14 +612,18 @@ fn write(
         &FormatOptions { volume_id },
         &esp_files,
     )?;
-    let slot_a = gpt.by_label("p6os-root-a").expect("layout has slot a");
+    let slot_a = gpt
+        .by_label(Slot::A.partlabel())
+        .expect("layout has slot a");
     copy_sparse(&rootfs_path, &mut f, slot_a.offset(), &|done, total| {
         opts.progress.meter("writing slot a", done, total)
     })
     .map_err(io_at(&tmp_image))?;
     f.sync_all().map_err(io_at(&tmp_image))?;
     drop(f);
-    let state = gpt.by_label("p6os-state").expect("layout has state");
+    let state = gpt
+        .by_label(partition::STATE_LABEL)
+        .expect("layout has state");
     statefs::format(
         &tmp_image,
         state.offset(),

@@ -256,7 +256,7 @@ pub(super) fn human_size(size: u64) -> String {
 /// without a readable GPT has none.
 pub(super) fn structural_regions(file: &File, size: u64) -> Vec<(u64, u64)> {
     let mut f = file;
-    let Ok(gpt) = crate::gpt::Gpt::read(&mut f) else {
+    let Ok(gpt) = crate::gpt::read(&mut f) else {
         return Vec::new();
     };
     let sector = 512;

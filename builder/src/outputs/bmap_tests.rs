@@ -244,7 +244,7 @@ fn gpt_tables_and_the_esp_are_mapped_in_full() {
     );
     let mut f = fs::File::create(&path).unwrap();
     f.set_len(gpt.size_bytes()).unwrap();
-    gpt.write(&mut f).unwrap();
+    crate::gpt::write(&gpt, &mut f).unwrap();
     let root = gpt.by_label("root").unwrap().offset();
     f.write_all_at(b"data", root + MIB).unwrap();
     drop(f);

@@ -90,9 +90,14 @@ pub enum RootFsFormat {
 
 impl RootFsFormat {
     pub fn as_str(self) -> &'static str {
+        self.layout().as_str()
+    }
+
+    /// The on-disk contract's name for it.
+    pub fn layout(self) -> p6os_layout::RootFs {
         match self {
-            RootFsFormat::Squashfs => "squashfs",
-            RootFsFormat::Erofs => "erofs",
+            RootFsFormat::Squashfs => p6os_layout::RootFs::Squashfs,
+            RootFsFormat::Erofs => p6os_layout::RootFs::Erofs,
         }
     }
 }
@@ -341,10 +346,15 @@ pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
             Some("use lowercase letters, digits and dashes, starting with a letter".into()),
         ));
     }
-    if !valid_version(&def.version) {
-        diags.push(at(&[key("version")], format!("invalid version `{}`", def.version), Some(
-            "use digits, letters, dots, dashes and underscores, starting with a digit, e.g. 1.0.0".into(),
-        )));
+    if let Err(e) = p6os_layout::version::check(&def.version) {
+        diags.push(at(
+            &[key("version")],
+            format!("invalid version `{}`: {e}", def.version),
+            Some(
+                "use letters, digits and . _ + ~ -, starting with a letter or a digit, e.g. 1.0.0"
+                    .into(),
+            ),
+        ));
     }
     let sizes = [
         ("esp", def.partitions.esp, MIN_ESP),
@@ -550,13 +560,6 @@ pub(crate) fn valid_name(s: &str) -> bool {
         && s.starts_with(|c: char| c.is_ascii_lowercase())
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
-fn valid_version(s: &str) -> bool {
-    s.len() <= 64
-        && s.starts_with(|c: char| c.is_ascii_digit())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
 }
 
 /// The JSON Schema users can point their editor at.

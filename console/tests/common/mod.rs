@@ -289,7 +289,7 @@ pub fn bundle(key: &SecretKey, name: &str, version: &str, seed: u8) -> Vec<u8> {
         compatible: vec![name.into()],
         min_agent_version: "0.1.0".into(),
         recipe_digest: "sha256:00".into(),
-        rootfs_type: "squashfs".into(),
+        rootfs_type: p6os_layout::RootFs::Squashfs,
         kernel_args: Vec::new(),
         tries: 3,
         slot_manifest: serde_json::json!({ "name": name }),

@@ -11,9 +11,9 @@
 
 use std::fmt;
 
-pub const ESP_CONFIG_PATH: &str = "/p6os/unattended.yaml";
+pub const ESP_CONFIG_PATH: &str = p6os_layout::esp::UNATTENDED;
 /// Where the builder puts a recipe's default, inside the slot.
-pub const BAKED_CONFIG_PATH: &str = "/usr/lib/p6os/unattended.yaml";
+pub const BAKED_CONFIG_PATH: &str = p6os_layout::slot::BAKED_UNATTENDED_PATH;
 /// Filesystem labels of configuration drives (compared without case).
 pub const DRIVE_LABELS: [&str; 2] = ["P6OS-CONFIG", "CIDATA"];
 /// File names looked up on a configuration drive, in order.

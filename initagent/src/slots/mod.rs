@@ -28,10 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cmdline::Slot;
 
-/// Boot entry file names start with this.
-pub const ENTRY_PREFIX: &str = "p6os-";
-/// Boot entry file names end with this.
-pub const ENTRY_SUFFIX: &str = ".conf";
+pub use p6os_layout::entry::{sort_version_of, Counter};
+pub use p6os_layout::version::is_valid as is_valid_version;
 /// Tries a new slot gets unless the request says otherwise.
 pub const DEFAULT_TRIES: u32 = 3;
 /// The fallback reason when the failed slot never reported one (it did not reach the agent,
@@ -41,39 +39,6 @@ pub const DEFAULT_FALLBACK_REASON: &str = "the new slot did not come up (boot tr
 pub const REQUESTED_ROLLBACK_REASON: &str = "rolled back on request";
 /// The record keeps at most this many rolled-back versions (the oldest are dropped).
 pub const MAX_ROLLED_BACK: usize = 32;
-/// Longest accepted image version (it becomes part of a FAT file name).
-pub const MAX_VERSION_LEN: usize = 64;
-
-/// The other slot of the pair.
-pub fn other(slot: Slot) -> Slot {
-    match slot {
-        Slot::A => Slot::B,
-        Slot::B => Slot::A,
-    }
-}
-
-/// Boot counting state carried in an entry's file name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
-    /// No counter: a factory or blessed entry. The loader never renames it.
-    Blessed,
-    /// `+LEFT-DONE`: on trial. The loader decrements `left` (and increments `done`) before
-    /// each boot of the entry.
-    Trial { left: u32, done: u32 },
-}
-
-impl Counter {
-    /// `+0-D`: no tries left. The loader sorts it last (it still boots it if nothing else is
-    /// there). Note that the entry the loader just started for its last try is already `+0-D`
-    /// when the agent sees it.
-    pub fn is_bad(&self) -> bool {
-        matches!(self, Counter::Trial { left: 0, .. })
-    }
-
-    pub fn is_blessed(&self) -> bool {
-        matches!(self, Counter::Blessed)
-    }
-}
 
 /// One p6os boot entry on the ESP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,98 +69,22 @@ impl Entry {
     }
 }
 
-/// Parses `p6os-<version>-<a|b>[+LEFT[-DONE]].conf`.
-///
-/// Like systemd-boot, a `+...` tail that is not `digits[-digits]` is no counter (it is then
-/// part of the version and the slot, and the slot does not parse). The slot is split off at the
-/// last `-` before the counter, so the version may contain dashes (and `+`). `None` for an
-/// empty version, a slot other than `a`/`b`, a non-numeric or overflowing counter, or a name
-/// that is not a p6os entry.
+/// Parses `p6os-<version>-<a|b>[+LEFT[-DONE]].conf` with the on-disk contract's reader
+/// ([`p6os_layout::EntryName::parse`]).
 pub fn parse_entry_name(file: &str) -> Option<(String, Slot, Counter)> {
-    let stem = file
-        .strip_prefix(ENTRY_PREFIX)?
-        .strip_suffix(ENTRY_SUFFIX)?;
-    let (body, counter) = match stem.rsplit_once('+') {
-        Some((body, tail)) => match parse_counter(tail) {
-            Some(counter) => (body, counter),
-            None => (stem, Counter::Blessed),
-        },
-        None => (stem, Counter::Blessed),
-    };
-    let (version, slot) = body.rsplit_once('-')?;
-    let slot = Slot::parse(slot)?;
-    if version.is_empty() {
-        return None;
-    }
-    Some((version.to_string(), slot, counter))
+    let name = p6os_layout::EntryName::parse(file)?;
+    Some((name.version, name.slot, name.counter))
 }
 
-fn parse_counter(tail: &str) -> Option<Counter> {
-    let (left, done) = match tail.split_once('-') {
-        Some((left, done)) => (left, parse_digits(done)?),
-        None => (tail, 0),
-    };
-    Some(Counter::Trial {
-        left: parse_digits(left)?,
-        done,
-    })
-}
-
-fn parse_digits(text: &str) -> Option<u32> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
-}
-
-/// The entry file name for `version` on `slot`: the inverse of [`parse_entry_name`]. A trial
-/// is written `+L` while `done` is 0, else `+L-D` (as the loader renames it).
+/// The entry file name for `version` on `slot`: the inverse of [`parse_entry_name`].
 pub fn entry_file_name(version: &str, slot: Slot, counter: Counter) -> String {
-    match counter {
-        Counter::Blessed => format!("{ENTRY_PREFIX}{version}-{slot}{ENTRY_SUFFIX}"),
-        Counter::Trial { left, done: 0 } => {
-            format!("{ENTRY_PREFIX}{version}-{slot}+{left}{ENTRY_SUFFIX}")
-        }
-        Counter::Trial { left, done } => {
-            format!("{ENTRY_PREFIX}{version}-{slot}+{left}-{done}{ENTRY_SUFFIX}")
-        }
-    }
+    p6os_layout::EntryName::new(version, slot, counter).file_name()
 }
 
-/// The sort position of a BLS `version` field: its leading decimal integer (`1.0.0` -> 1,
-/// `7` -> 7); 0 without leading digits, `u64::MAX` when the digits overflow. New entries get
-/// a plain integer higher than every existing one, so systemd-boot's own comparison
-/// (`strverscmp`) and this one agree on which boots first.
-pub fn sort_version_of(bls_version: &str) -> u64 {
-    let digits: &str = {
-        let text = bls_version.trim_start();
-        let end = text
-            .bytes()
-            .position(|b| !b.is_ascii_digit())
-            .unwrap_or(text.len());
-        &text[..end]
-    };
-    if digits.is_empty() {
-        0
-    } else {
-        digits.parse().unwrap_or(u64::MAX)
-    }
-}
-
-/// Whether `version` may name an image: 1 to [`MAX_VERSION_LEN`] ASCII letters, digits, `.`,
-/// `_`, `+`, `~` or `-` (it becomes part of an entry file name).
-pub fn is_valid_version(version: &str) -> bool {
-    !version.is_empty()
-        && version.len() <= MAX_VERSION_LEN
-        && version
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b))
-}
-
-/// Compares image versions: the bundle crate's order, so that the device and the bundle's
-/// compatibility check agree (runs of digits as numbers, letters as text, a number above text;
+/// Compares image versions: the on-disk contract's order, the same as the bundle's
+/// compatibility check (runs of digits as numbers, letters as text, a number above text;
 /// further numbers make a version newer, further text older: `1.0.0-rc1 < 1.0.0 < 1.0.0-1`).
-pub use p6os_bundle::compat::compare_versions;
+pub use p6os_layout::version::compare as compare_versions;
 
 /// The agent's record on the state partition (JSON). Every field has a default and unknown
 /// fields are ignored: after a rollback an older agent reads what a newer one wrote.
@@ -213,7 +102,6 @@ pub struct Record {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trial {
-    #[serde(with = "slot_serde")]
     pub slot: Slot,
     pub version: String,
     /// Why the last health check of this trial failed, if one did.
@@ -232,44 +120,17 @@ pub struct RolledBack {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// Written into `slot`, on trial.
-    Installed {
-        version: String,
-        #[serde(with = "slot_serde")]
-        slot: Slot,
-    },
+    Installed { version: String, slot: Slot },
     /// Passed its health checks: blessed.
-    Blessed {
-        version: String,
-        #[serde(with = "slot_serde")]
-        slot: Slot,
-    },
+    Blessed { version: String, slot: Slot },
     /// Left: failed its trial, or rolled back on request.
     RolledBack {
         version: String,
-        #[serde(with = "slot_serde")]
         slot: Slot,
         reason: String,
     },
     /// Never got to run (interrupted before its boot entry was written).
     Failed { version: String, reason: String },
-}
-
-/// `Slot` as `"a"`/`"b"` in the record (cmdline's `Slot` has no serde).
-mod slot_serde {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    use super::Slot;
-
-    pub fn serialize<S: Serializer>(slot: &Slot, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(slot.as_str())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Slot, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Slot::parse(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!("invalid slot {text:?}: expected a or b"))
-        })
-    }
 }
 
 impl Record {
@@ -413,7 +274,7 @@ pub fn assess(view: &View) -> Assessment {
         };
     }
     if let Some(theirs) = view
-        .entry(other(booted))
+        .entry(booted.other())
         .filter(|e| !e.counter.is_blessed())
     {
         let recorded = trial.filter(|t| t.slot == theirs.slot);
@@ -558,7 +419,7 @@ pub fn after_health(view: &View, result: &HealthResult) -> Vec<Action> {
                 last_failure: Some(reason.clone()),
             });
             let fallback = view
-                .entry(other(booted))
+                .entry(booted.other())
                 .is_some_and(|e| e.counter.is_blessed());
             let mut actions = vec![Action::SaveRecord(record)];
             if left > 0 || fallback {
@@ -702,7 +563,7 @@ pub fn plan_upgrade(view: &View, request: &UpgradeRequest) -> Result<UpgradePlan
             booted: mine.image_version.clone(),
         });
     }
-    let target = other(booted);
+    let target = booted.other();
     let sort_version = next_sort_version(&view.entries)?;
     let counter = Counter::Trial {
         left: request.tries,
@@ -749,7 +610,7 @@ pub fn plan_upgrade(view: &View, request: &UpgradeRequest) -> Result<UpgradePlan
 /// the blessed one until the next upgrade removes it.
 pub fn plan_rollback(view: &View) -> Result<Vec<Action>, Refusal> {
     let booted = view.booted;
-    let target = other(booted);
+    let target = booted.other();
     let theirs = view
         .entry(target)
         .ok_or(Refusal::NoRollbackTarget { slot: target })?;

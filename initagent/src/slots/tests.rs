@@ -337,7 +337,7 @@ fn upgrade_requests() -> Vec<UpgradeRequest> {
 fn check_assess(m: &Machine) {
     let view = m.view();
     let mine = view.entry(m.booted);
-    let theirs = view.entry(other(m.booted));
+    let theirs = view.entry(m.booted.other());
     let assessment = assess(&view);
     match &assessment {
         Assessment::Unmanaged { slot } => {
@@ -439,7 +439,7 @@ fn check_health(m: &Machine) {
             (m.booted, mine.image_version.as_str(), Some("boom"))
         );
         let fallback = view
-            .entry(other(m.booted))
+            .entry(m.booted.other())
             .is_some_and(|e| e.counter.is_blessed());
         assert_eq!(rebooted, !mine.counter.is_bad() || fallback);
         // After the reboot the loader either tries again or falls back to a blessed slot.
@@ -514,7 +514,7 @@ fn check_upgrade(m: &Machine, r: &UpgradeRequest) {
         ),
         Ok(plan) => {
             assert_eq!(expected_refusal(m, r), None, "{m:?} {r:?}");
-            let target = other(m.booted);
+            let target = m.booted.other();
             assert_eq!(plan.target, target);
             assert_eq!(plan.new_entry.counter, trial(r.tries, 0));
             assert!(m
@@ -550,7 +550,7 @@ fn check_upgrade(m: &Machine, r: &UpgradeRequest) {
 
 fn check_rollback(m: &Machine) {
     let view = m.view();
-    let target = other(m.booted);
+    let target = m.booted.other();
     let theirs = view.entry(target).cloned();
     match plan_rollback(&view) {
         Err(refusal) => {
@@ -1320,7 +1320,7 @@ fn rolled_back_is_bounded_and_unique() {
 proptest! {
     #[test]
     fn entry_names_round_trip(
-        version in "[A-Za-z0-9._+~-]{1,20}",
+        version in "[A-Za-z0-9][A-Za-z0-9._+~-]{0,19}",
         slot in prop_oneof![Just(Slot::A), Just(Slot::B)],
         counter in prop_oneof![
             Just(Counter::Blessed),
@@ -1349,6 +1349,25 @@ proptest! {
         prop_assert_eq!(compare_versions(&a, &b), compare_versions(&b, &a).reverse());
         if compare_versions(&a, &b).is_le() && compare_versions(&b, &c).is_le() {
             prop_assert!(compare_versions(&a, &c).is_le());
+        }
+    }
+}
+
+/// The agent reads entry names as the shared table says (`layout/tests/entry-names.txt`),
+/// the same table the builder's tests read.
+#[test]
+fn entry_names_follow_the_shared_table() {
+    for line in include_str!("../../../layout/tests/entry-names.txt").lines() {
+        let Some((file, expect)) = line.split_once('|').filter(|_| !line.starts_with('#')) else {
+            continue;
+        };
+        let entry = Entry::from_file(file.trim(), "1");
+        assert_eq!(entry.is_some(), expect.trim() != "-", "{file}");
+        if let Some(e) = entry {
+            let fields: Vec<&str> = expect.split_whitespace().collect();
+            assert_eq!(e.image_version, fields[0], "{file}");
+            assert_eq!(e.slot.as_str(), fields[1], "{file}");
+            assert_eq!(e.counter.is_blessed(), fields[2] == "blessed", "{file}");
         }
     }
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use p6os_bundle::compat::{self, Device, Downgrade};
 use p6os_bundle::format::{self, BundleError, Header, PayloadKind};
 use p6os_bundle::keys::PublicKey;
+use p6os_layout::esp;
 
 use crate::cmdline::Slot;
 
@@ -103,15 +104,16 @@ pub fn install<R: Read>(
     // Every payload matched its signed size and hash: now the ESP. The slot's old files go
     // first (its entry is already gone, so nothing refers to them): a small ESP holds both
     // slots' kernels plus one being written, not a third copy or a cut upgrade's leftovers.
-    let slot = target.slot.as_str();
-    let dir = target.esp.join("p6os").join(slot);
+    let dir = target
+        .esp
+        .join(esp::slot_dir(target.slot).trim_start_matches('/'));
     fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
     clear_dir(&dir)?;
     let slot_manifest = serde_json::to_vec_pretty(&m.slot_manifest).unwrap_or_default();
     for (name, data) in [
-        ("vmlinuz", &kernel),
-        ("initrd.img", &initrd),
-        ("manifest.json", &slot_manifest),
+        (esp::KERNEL_FILE, &kernel),
+        (esp::INITRD_FILE, &initrd),
+        (esp::MANIFEST_FILE, &slot_manifest),
     ] {
         replace_file(&dir.join(name), data)?;
     }

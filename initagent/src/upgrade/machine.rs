@@ -6,17 +6,18 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use p6os_bundle::entry;
 use p6os_bundle::keys::PublicKey;
 use p6os_config::health::TRUSTED_KEYS_DIR;
+use p6os_layout::esp;
 
 use super::install::{replace_file, sync_dir};
 use crate::cmdline::{self, Slot};
-use crate::manifest::{Manifest, MANIFEST_PATH};
 use crate::mountinfo;
 use crate::plan::{ESP_PARTLABEL, STATE_DIR};
 use crate::slots::{self, Action, Entry, Record, View};
 use crate::sys;
+use p6os_layout::manifest::SlotIdentity as Manifest;
+use p6os_layout::slot::MANIFEST_PATH;
 
 pub const ESP_MOUNT: &str = "/run/p6os/esp";
 pub const RECORD_PATH: &str = "/var/lib/p6os/slots.json";
@@ -147,8 +148,13 @@ fn boot_disk_partitions() -> Result<Vec<(String, String)>, MachineError> {
         .collect())
 }
 
+/// `/loader/entries` under the ESP's mount point.
+fn entries_dir(esp: &Path) -> PathBuf {
+    esp.join(esp::ENTRIES_DIR.trim_start_matches('/'))
+}
+
 pub fn read_entries(esp: &Path) -> Result<Vec<Entry>, MachineError> {
-    let dir = esp.join("loader/entries");
+    let dir = entries_dir(esp);
     let mut entries = Vec::new();
     let list = match fs::read_dir(&dir) {
         Ok(list) => list,
@@ -199,7 +205,7 @@ pub fn trusted_keys() -> Vec<PublicKey> {
 /// Entry text needs what the bundle knows; other actions do not.
 pub struct EntryText<'a> {
     pub name: &'a str,
-    pub rootfs_type: &'a str,
+    pub rootfs_type: p6os_layout::RootFs,
     pub kernel_args: &'a [String],
 }
 
@@ -214,7 +220,7 @@ pub fn execute(
     actions: &[Action],
     text: Option<&EntryText>,
 ) -> Result<AfterActions, MachineError> {
-    let dir = esp.join("loader/entries");
+    let dir = entries_dir(esp);
     let mut after = AfterActions::Done;
     for action in actions {
         match action {
@@ -231,12 +237,11 @@ pub fn execute(
                 let t = text.ok_or_else(|| {
                     MachineError::Context("an entry can only be written during an upgrade".into())
                 })?;
-                let slot = e.slot.as_str();
-                let body = entry::render(
-                    &entry::title(t.name, &e.image_version, slot),
+                let body = esp::entry_text(
+                    &esp::title(t.name, &e.image_version, e.slot),
                     &e.sort_version.to_string(),
-                    slot,
-                    &entry::options(slot, t.rootfs_type, t.kernel_args),
+                    e.slot,
+                    &esp::options(e.slot, t.rootfs_type, t.kernel_args),
                 );
                 replace(&dir.join(&e.file_name), body.as_bytes())?;
                 sync(&dir)?;

@@ -125,7 +125,7 @@ pub fn install_from(
     let _lock = lock(UPGRADE_LOCK).map_err(Failure::Impossible)?;
     let machine = Machine::open().map_err(|e| impossible(&e))?;
     let view = machine.view().map_err(|e| impossible(&e))?;
-    let target = slots::other(machine.booted);
+    let target = machine.booted.other();
     let target_label = format!("p6os-root-{}", target.as_str());
     let (device_path, slot_bytes) = machine
         .device(&target_label)
@@ -205,7 +205,7 @@ pub fn install_from(
     }
     let text = EntryText {
         name: &m.name,
-        rootfs_type: &m.rootfs_type,
+        rootfs_type: m.rootfs_type,
         kernel_args: &m.kernel_args,
     };
     let after = machine::execute(&machine.esp, &plan.after_write(), Some(&text))
@@ -277,7 +277,7 @@ pub fn rollback(after: AfterChange) -> i32 {
         Ok(a) => {
             say(&format!(
                 "p6os-agent: slot {} is the default now",
-                slots::other(view.booted).as_str()
+                view.booted.other().as_str()
             ));
             finish(a, after)
         }

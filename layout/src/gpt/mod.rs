@@ -110,7 +110,9 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
 }
 
 fn guid_at(bytes: &[u8], at: usize) -> Option<Guid> {
-    Some(Uuid::from_bytes_le(bytes.get(at..at + 16)?.try_into().ok()?))
+    Some(Uuid::from_bytes_le(
+        bytes.get(at..at + 16)?.try_into().ok()?,
+    ))
 }
 
 /// Finds and checks the primary header in the first [`HEAD_LEN`] bytes of a disk (LBA 1 with

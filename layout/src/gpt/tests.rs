@@ -24,7 +24,10 @@ fn disk(gpt: &Gpt) -> Vec<u8> {
 fn encode_then_parse_round_trips() {
     let gpt = sample();
     let bytes = disk(&gpt);
-    assert_eq!(parse(&bytes[..TABLE_HEAD_LEN], bytes.len() as u64), Ok(gpt.clone()));
+    assert_eq!(
+        parse(&bytes[..TABLE_HEAD_LEN], bytes.len() as u64),
+        Ok(gpt.clone())
+    );
     // The backup header at the last LBA describes the backup array.
     let last = bytes.len() - 512;
     assert_eq!(&bytes[last..last + 8], SIGNATURE);
@@ -114,7 +117,10 @@ fn larger_entries_and_short_arrays() {
     let parts = parse_entries(&array, &header).unwrap();
     assert_eq!(parts.len(), 1);
     assert_eq!(parts[0].number, 2);
-    assert_eq!(parts[0].guid.to_string(), "5e7a3b4c-1d2e-4f60-8a9b-0c1d2e3f4a01");
+    assert_eq!(
+        parts[0].guid.to_string(),
+        "5e7a3b4c-1d2e-4f60-8a9b-0c1d2e3f4a01"
+    );
     assert!(matches!(
         parse_entries(&array[..300], &header),
         Err(GptError::ShortArray { .. })
@@ -124,7 +130,10 @@ fn larger_entries_and_short_arrays() {
 #[test]
 fn rejects_implausible_headers() {
     assert_eq!(parse_header(&[]), Err(GptError::NoSignature));
-    assert_eq!(parse_header(&vec![0u8; HEAD_LEN]), Err(GptError::NoSignature));
+    assert_eq!(
+        parse_header(&vec![0u8; HEAD_LEN]),
+        Err(GptError::NoSignature)
+    );
     for bad in [
         head(512, 2, 128, 100, 0),
         head(512, 2, 128, 192, 0),
@@ -132,7 +141,10 @@ fn rejects_implausible_headers() {
         head(512, 2, 1 << 20, 128, 0),
         head(512, u64::MAX, 128, 128, 0),
     ] {
-        assert!(matches!(parse_header(&bad), Err(GptError::EntryArray { .. })));
+        assert!(matches!(
+            parse_header(&bad),
+            Err(GptError::EntryArray { .. })
+        ));
     }
     let mut small = head(512, 2, 128, 128, 0);
     small[512 + 12] = 60;

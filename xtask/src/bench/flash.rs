@@ -32,7 +32,7 @@ fn make_image(path: &Path) -> Result<()> {
     );
     let mut f = fs::File::create(path)?;
     f.set_len(gpt.size_bytes())?;
-    gpt.write(&mut f)?;
+    p6os_builder::gpt::write(&gpt, &mut f)?;
     let slot = gpt.by_label("p6os-root-a").context("slot a")?.offset();
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut piece = vec![0u8; (4 * MIB) as usize];

@@ -89,7 +89,7 @@ pub fn run() -> Result<()> {
     c.env("P6OS_BENCH_PATH", &path).env("P6OS_BENCH_LOG", &log);
     timed(c, w)?;
     let [squash, ext4] = RECORDED.map(|t| recorded(&log, t, &warm));
-    let gpt = Gpt::read(&mut File::open(warm.join(IMAGE))?)?;
+    let gpt = p6os_builder::gpt::read(&mut File::open(warm.join(IMAGE))?)?;
     let recipe = recipe::load(Path::new(RECIPE)).map_err(|d| anyhow!("{d}"))?;
     let opts = image::BuildOptions::new(inputs.clone(), agent.clone(), Cache::default_location());
     let prepared = image::prepare(&recipe, &opts).map_err(|e| anyhow!("{RECIPE}: {e}"))?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use p6os_builder::flash::target::Force;
 use p6os_builder::outputs::OutputFormat;
@@ -50,7 +50,7 @@ enum Command {
         #[arg(long)]
         update: bool,
         #[command(flatten)]
-        inputs: BuildInputs,
+        inputs: FetchInputs,
     },
     /// The download and layer cache.
     Cache {
@@ -132,6 +132,13 @@ struct BuildInputs {
     /// The static p6os-agent binary (env P6OS_AGENT; default: where `cargo xtask agent` puts it).
     #[arg(long, env = "P6OS_AGENT", default_value = DEFAULT_AGENT)]
     agent: PathBuf,
+    #[command(flatten)]
+    fetch: FetchInputs,
+}
+
+/// What resolving layers needs (`p6os lock`: no agent).
+#[derive(Args)]
+struct FetchInputs {
     /// Download cache (env P6OS_CACHE; default ~/.cache/p6os). Never required.
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -285,7 +292,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let mut opts = build_options(PathBuf::from("unused"), &inputs);
+            // No image, no agent: only the layers are resolved.
+            let mut opts = fetch_options(PathBuf::new(), &inputs, PathBuf::new());
             opts.lock = if update {
                 image::LockPolicy::Update
             } else {
@@ -293,11 +301,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let path = p6os_builder::lock::path_for(&file);
             let existed = path.exists();
-            let prepared = image::prepare(&recipe, &opts)
+            let new_lock = image::resolve_lock(&recipe, &opts)
                 .with_context(|| format!("resolving {}", file.display()))?;
-            image::save_lock(&recipe, prepared.new_lock.as_ref(), &|s| {
-                opts.progress.say(s)
-            });
+            image::save_lock(&recipe, new_lock.as_ref(), &|s| opts.progress.say(s));
             println!(
                 "{}: {}",
                 path.display(),
@@ -449,7 +455,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = build_options(out, &inputs);
             let (path, manifest) = bundle::build(&recipe, &opts, &key)
                 .with_context(|| format!("bundling {}", file.display()))?;
-            if !inputs.quiet {
+            if !inputs.fetch.quiet {
                 eprintln!(
                     "p6os: bundle {} {} signed with key {}",
                     manifest.name, manifest.version, manifest.key_id
@@ -549,6 +555,11 @@ write {} onto it? everything on it is lost. type yes: ",
 }
 
 fn build_options(out: PathBuf, inputs: &BuildInputs) -> image::BuildOptions {
+    fetch_options(out, &inputs.fetch, inputs.agent.clone())
+}
+
+/// Options for resolving layers; `agent` is not read unless an image or bundle is made.
+fn fetch_options(out: PathBuf, inputs: &FetchInputs, agent: PathBuf) -> image::BuildOptions {
     let mode = if inputs.quiet {
         ProgressMode::Quiet
     } else if inputs.json_progress {
@@ -561,7 +572,7 @@ fn build_options(out: PathBuf, inputs: &BuildInputs) -> image::BuildOptions {
         .clone()
         .map(|root| Cache { root })
         .unwrap_or_else(Cache::default_location);
-    let mut opts = image::BuildOptions::new(out, inputs.agent.clone(), cache);
+    let mut opts = image::BuildOptions::new(out, agent, cache);
     opts.progress = progress::new(mode);
     opts.local_sources = inputs.layer_sources.iter().cloned().collect();
     opts

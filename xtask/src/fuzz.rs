@@ -14,11 +14,18 @@ use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 /// The fuzz targets, in the order they run.
-pub const TARGETS: &[&str] = &["unattended", "recipe", "bundle"];
+pub const TARGETS: &[&str] = &[
+    "unattended",
+    "recipe",
+    "bundle",
+    "gpt",
+    "boot_text",
+    "boot_bytes",
+];
 /// Seconds per target for `cargo xtask fuzz`.
 pub const DEFAULT_SECONDS: u64 = 20;
 /// Seconds per target in `cargo xtask test`.
-pub const TEST_SECONDS: u64 = 25;
+pub const TEST_SECONDS: u64 = 15;
 /// Installed when `cargo fuzz` is missing; builds on stable Rust.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const FUZZ_DIR: &str = "fuzz";
@@ -223,6 +230,75 @@ fn seeds(target: &str) -> Result<PathBuf> {
             )?;
             n += 1;
             std::fs::write(dir.join("small.p6b"), out)?;
+        }
+        "gpt" => {
+            // The table of a real layout, as the builder writes it.
+            use p6os_layout::{gpt, partition};
+            let g = |n: u128| gpt::Guid::from_u128(n);
+            let table = gpt::Gpt::layout(
+                g(1),
+                &[
+                    (partition::ESP_LABEL, partition::TYPE_ESP, g(2), 1 << 20),
+                    (
+                        partition::ROOT_A_LABEL,
+                        partition::TYPE_ROOT_X86_64,
+                        g(3),
+                        1 << 20,
+                    ),
+                    (partition::STATE_LABEL, partition::TYPE_VAR, g(4), 1 << 20),
+                ],
+            );
+            let [(_, head), _] = table.encode();
+            n += 1;
+            std::fs::write(dir.join("layout.bin"), head)?;
+        }
+        "boot_text" => {
+            put(
+                "cmdline".into(),
+                "BOOT_IMAGE=/p6os/a/vmlinuz p6os.slot=a root=PARTLABEL=p6os-root-a \
+                 rootfstype=squashfs ro console=ttyS0 p6os.config=LABEL=CIDATA:/user-data \
+                 p6os.rootwait=5 \"quoted value\"",
+            )?;
+            put(
+                "uevent".into(),
+                "MAJOR=259\nMINOR=1\nDEVNAME=nvme0n1p2\nDEVTYPE=partition\nPARTN=2\n\
+                 PARTNAME=p6os-root-a\n",
+            )?;
+            put(
+                "modules.load".into(),
+                "# virtio\nkernel/drivers/virtio/virtio.ko\nkernel/fs/erofs/erofs.ko.xz\n",
+            )?;
+            put(
+                "mountinfo".into(),
+                "22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
+                 30 1 259:2 / / ro,relatime - squashfs /dev/nvme0n1p2 ro\n",
+            )?;
+            put(
+                "entries".into(),
+                &std::fs::read_to_string("layout/tests/entry-names.txt")?,
+            )?;
+        }
+        "boot_bytes" => {
+            // A FAT32 boot sector labelled CIDATA, an ext4 superblock labelled P6OS-CONFIG,
+            // and a UTF-16 EFI variable with its 4 attribute bytes.
+            let mut fat = vec![0u8; 512];
+            fat[11..13].copy_from_slice(&512u16.to_le_bytes());
+            fat[13] = 1;
+            fat[66] = 0x29;
+            fat[71..82].copy_from_slice(b"CIDATA     ");
+            fat[82..87].copy_from_slice(b"FAT32");
+            fat[510..512].copy_from_slice(&[0x55, 0xaa]);
+            let mut ext4 = vec![0u8; 2048];
+            ext4[1024 + 56..1024 + 58].copy_from_slice(&[0x53, 0xef]);
+            ext4[1024 + 120..1024 + 131].copy_from_slice(b"P6OS-CONFIG");
+            let mut var = vec![7, 0, 0, 0];
+            for u in "0e4b0f6c-1111-4a2b-8c3d-aaaaaaaaaaaa\0".encode_utf16() {
+                var.extend_from_slice(&u.to_le_bytes());
+            }
+            for (name, bytes) in [("fat", fat), ("ext4", ext4), ("efivar", var)] {
+                n += 1;
+                std::fs::write(dir.join(name), bytes)?;
+            }
         }
         _ => bail!("no seeds for fuzz target `{target}`"),
     }

@@ -19,8 +19,6 @@
 //! action (a power cut can stop the list anywhere), given that each action is atomic on disk
 //! (entry files are written as a temporary file, synced and renamed).
 
-#![cfg_attr(not(test), allow(dead_code))]
-
 #[cfg(test)]
 mod tests;
 

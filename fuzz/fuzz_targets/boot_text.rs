@@ -1,0 +1,34 @@
+//! The texts the agent reads at boot, from arbitrary bytes: the kernel command line
+//! (`p6os.config=` included), uevent files, `modules.load`, `/proc/self/mountinfo`, and boot
+//! entry file names. Errors or empty values, never a panic.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use p6os_agent::{cmdline, firstboot::source, modules, mountinfo, uevent::Uevent};
+use p6os_layout::EntryName;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(c) = cmdline::Cmdline::parse(&text) {
+        assert!(!c.init.is_empty());
+    }
+    let params = cmdline::Params::parse(&text);
+    if let Some(Some(value)) = params.last("p6os.config") {
+        let _ = source::parse_config_arg(value);
+    }
+    let u = Uevent::parse(&text);
+    if let Some(name) = u.devname() {
+        assert!(!name.is_empty() && !name.starts_with('/') && !name.split('/').any(|c| c == ".."));
+    }
+    let _ = u.partname();
+    let _ = modules::parse(&text);
+    let points = mountinfo::mount_points(&text);
+    let _ = mountinfo::unmount_order(&points, &["/run"]);
+    let _ = mountinfo::source_of(&text, "/");
+    for line in text.lines() {
+        if let Some(name) = EntryName::parse(line) {
+            assert_eq!(EntryName::parse(&name.file_name()), Some(name));
+        }
+    }
+});

@@ -9,6 +9,8 @@
 pub mod compat;
 pub mod format;
 pub mod keys;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 #[cfg(test)]
 mod tests;

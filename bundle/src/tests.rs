@@ -4,27 +4,17 @@ use std::io::Cursor;
 use crate::compat::{compare_versions, problems, Device, Downgrade};
 use crate::format::*;
 use crate::keys::SecretKey;
+use crate::testing::{self, TestBundle};
 
 fn key() -> SecretKey {
     SecretKey::from_seed([42; 32])
 }
 
 fn manifest() -> Manifest {
-    Manifest {
-        format: FORMAT,
-        name: "tiny".into(),
-        version: "2.0.0".into(),
-        arch: "x86_64".into(),
-        compatible: vec!["tiny".into()],
-        min_agent_version: "0.1.0".into(),
-        recipe_digest: "sha256:00".into(),
-        rootfs_type: p6os_layout::RootFs::Squashfs,
-        kernel_args: vec!["quiet".into()],
-        tries: 3,
-        slot_manifest: serde_json::json!({"name": "tiny"}),
-        key_id: String::new(),
-        payloads: Vec::new(),
-    }
+    let mut m = testing::manifest("tiny", "2.0.0");
+    m.kernel_args = vec!["quiet".into()];
+    m.slot_manifest = serde_json::json!({"name": "tiny"});
+    m
 }
 
 fn payloads() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
@@ -36,29 +26,14 @@ fn payloads() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 
 fn bundle() -> Vec<u8> {
     let (kernel, initrd, rootfs) = payloads();
-    let mut out = Vec::new();
-    write_bundle(
-        &mut out,
-        manifest(),
-        &[
-            PayloadInput {
-                kind: PayloadKind::Kernel,
-                data: &kernel,
-            },
-            PayloadInput {
-                kind: PayloadKind::Initrd,
-                data: &initrd,
-            },
-            PayloadInput {
-                kind: PayloadKind::Rootfs,
-                data: &rootfs,
-            },
-        ],
-        &key(),
-        3,
-    )
-    .unwrap();
-    out
+    TestBundle {
+        manifest: manifest(),
+        kernel,
+        initrd,
+        rootfs,
+        level: 3,
+    }
+    .sign(&key())
 }
 
 /// Reads a whole bundle the way the agent does: header, signature, then every payload.

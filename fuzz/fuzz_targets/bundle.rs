@@ -8,14 +8,13 @@ use std::io::{self, Cursor, Seek, SeekFrom};
 
 use libfuzzer_sys::fuzz_target;
 use p6os_bundle::format;
-use p6os_bundle::keys::SecretKey;
 
 fuzz_target!(|data: &[u8]| {
     let mut r = Cursor::new(data);
     let Ok(header) = format::read_header(&mut r) else {
         return;
     };
-    let trusted = [SecretKey::from_seed([7; 32]).public()];
+    let trusted = [p6os_bundle::testing::trusted_key().public()];
     let _ = header.verify(&trusted);
     if format::verify_compressed(&mut r, &header.manifest).is_err() {
         return;

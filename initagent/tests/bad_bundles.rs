@@ -6,8 +6,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use p6os_bundle::format::{write_bundle, Manifest, PayloadInput, PayloadKind, FORMAT};
+use p6os_bundle::format::Manifest;
 use p6os_bundle::keys::SecretKey;
+use p6os_bundle::testing::{self, TestBundle};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_p6os-agent");
 const SLOT_FILL: u8 = 0xa5;
@@ -17,56 +18,25 @@ struct Case {
 }
 
 fn manifest(version: &str) -> Manifest {
-    Manifest {
-        format: FORMAT,
-        name: "tiny".into(),
-        version: version.into(),
-        arch: std::env::consts::ARCH.into(),
-        compatible: vec!["tiny".into()],
-        min_agent_version: "0.1.0".into(),
-        recipe_digest: "sha256:00".into(),
-        rootfs_type: p6os_layout::RootFs::Squashfs,
-        kernel_args: vec![],
-        tries: 3,
-        slot_manifest: serde_json::json!({"name": "tiny", "version": version}),
-        key_id: String::new(),
-        payloads: vec![],
-    }
+    let mut m = testing::manifest("tiny", version);
+    m.arch = std::env::consts::ARCH.into();
+    m
 }
 
+/// The slot's bytes: 2 MB, so that a refusal after the first pass would show in the slot.
 fn rootfs() -> Vec<u8> {
-    (0..2_000_000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect()
+    testing::noise(2_000_000, 1)
 }
 
 fn bundle_bytes(m: Manifest, key: &SecretKey) -> Vec<u8> {
-    let kernel = vec![7u8; 10_000];
-    let initrd = vec![9u8; 5_000];
-    let rootfs = rootfs();
-    let mut out = Vec::new();
-    write_bundle(
-        &mut out,
-        m,
-        &[
-            PayloadInput {
-                kind: PayloadKind::Kernel,
-                data: &kernel,
-            },
-            PayloadInput {
-                kind: PayloadKind::Initrd,
-                data: &initrd,
-            },
-            PayloadInput {
-                kind: PayloadKind::Rootfs,
-                data: &rootfs,
-            },
-        ],
-        key,
-        3,
-    )
-    .unwrap();
-    out
+    TestBundle {
+        manifest: m,
+        kernel: vec![7u8; 10_000],
+        initrd: vec![9u8; 5_000],
+        rootfs: rootfs(),
+        level: 3,
+    }
+    .sign(key)
 }
 
 fn key() -> SecretKey {

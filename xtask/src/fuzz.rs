@@ -189,45 +189,12 @@ fn seeds(target: &str) -> Result<PathBuf> {
         }
         "bundle" => {
             // A small valid bundle signed with the key the target trusts.
-            use p6os_bundle::format::{write_bundle, Manifest, PayloadInput, PayloadKind, FORMAT};
-            let manifest = Manifest {
-                format: FORMAT,
-                name: "tiny".into(),
-                version: "2.0.0".into(),
-                arch: "x86_64".into(),
-                compatible: vec!["tiny".into()],
-                min_agent_version: "0.1.0".into(),
-                recipe_digest: "sha256:00".into(),
-                rootfs_type: p6os_layout::RootFs::Squashfs,
-                kernel_args: vec!["quiet".into()],
-                tries: 3,
-                slot_manifest: serde_json::json!({}),
-                key_id: String::new(),
-                payloads: Vec::new(),
-            };
-            let key = p6os_bundle::keys::SecretKey::from_seed([7; 32]);
-            let data = b"p6os".repeat(64);
-            let mut out = Vec::new();
-            write_bundle(
-                &mut out,
-                manifest,
-                &[
-                    PayloadInput {
-                        kind: PayloadKind::Kernel,
-                        data: &data,
-                    },
-                    PayloadInput {
-                        kind: PayloadKind::Initrd,
-                        data: &data[..10],
-                    },
-                    PayloadInput {
-                        kind: PayloadKind::Rootfs,
-                        data: &data,
-                    },
-                ],
-                &key,
-                3,
-            )?;
+            use p6os_bundle::testing::{trusted_key, TestBundle};
+            let mut bundle = TestBundle::new("tiny", "2.0.0").rootfs_len(256);
+            bundle.kernel.truncate(256);
+            bundle.initrd.truncate(10);
+            bundle.level = 3;
+            let out = bundle.sign(&trusted_key());
             n += 1;
             std::fs::write(dir.join("small.p6b"), out)?;
         }

@@ -7,21 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use p6os_bundle::format::{write_bundle, Manifest, PayloadInput, PayloadKind, FORMAT};
 use p6os_bundle::keys::SecretKey;
+use p6os_bundle::testing::TestBundle;
 use p6os_console::{Config, Log};
 use p6os_protocol::{Disk, Facts, Health, Heartbeat, Nic, PairRequest, PairResponse};
 use tempfile::TempDir;
 
 pub const API: &str = p6os_protocol::API;
 
-pub fn trusted_key() -> SecretKey {
-    SecretKey::from_seed([7; 32])
-}
-
-pub fn other_key() -> SecretKey {
-    SecretKey::from_seed([9; 32])
-}
+pub use p6os_bundle::testing::{other_key, trusted_key};
 
 /// A console running on its own runtime thread; stopped (gracefully) on drop.
 pub struct Server {
@@ -281,54 +275,5 @@ pub fn beat(version: &str) -> Heartbeat {
 
 /// A small signed bundle; `seed` varies the payload bytes.
 pub fn bundle(key: &SecretKey, name: &str, version: &str, seed: u8) -> Vec<u8> {
-    let manifest = Manifest {
-        format: FORMAT,
-        name: name.into(),
-        version: version.into(),
-        arch: "x86_64".into(),
-        compatible: vec![name.into()],
-        min_agent_version: "0.1.0".into(),
-        recipe_digest: "sha256:00".into(),
-        rootfs_type: p6os_layout::RootFs::Squashfs,
-        kernel_args: Vec::new(),
-        tries: 3,
-        slot_manifest: serde_json::json!({ "name": name }),
-        key_id: String::new(),
-        payloads: Vec::new(),
-    };
-    let kernel: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 251) as u8 ^ seed).collect();
-    let initrd = b"initrd".repeat(500);
-    // Incompressible-ish, so the file is big enough for meaningful ranges.
-    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
-    let rootfs: Vec<u8> = (0..200_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
-    let mut out = Vec::new();
-    write_bundle(
-        &mut out,
-        manifest,
-        &[
-            PayloadInput {
-                kind: PayloadKind::Kernel,
-                data: &kernel,
-            },
-            PayloadInput {
-                kind: PayloadKind::Initrd,
-                data: &initrd,
-            },
-            PayloadInput {
-                kind: PayloadKind::Rootfs,
-                data: &rootfs,
-            },
-        ],
-        key,
-        1,
-    )
-    .unwrap();
-    out
+    TestBundle::new(name, version).seed(seed).sign(key)
 }

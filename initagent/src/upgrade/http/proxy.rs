@@ -21,6 +21,26 @@ use std::net::IpAddr;
 
 use super::url::{parse_port, split_host_port, Url};
 
+/// The variables read, in each case.
+pub const VARIABLES: [&str; 6] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
+/// The proxy variables among `environment`'s (`/etc/environment`, for a child started with an
+/// otherwise clean environment).
+pub fn variables_of(environment: &[(String, String)]) -> Vec<(String, String)> {
+    environment
+        .iter()
+        .filter(|(name, _)| VARIABLES.contains(&name.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// One proxy variable as found in the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyVariable {
@@ -224,7 +244,7 @@ pub fn bypasses(no_proxy: &str, host: &str) -> bool {
     let address = host.parse::<IpAddr>().ok();
     let name = host.strip_suffix('.').unwrap_or(host);
     no_proxy
-        .split(|c: char| c == ',' || c == ' ' || c == '\t')
+        .split([',', ' ', '\t'])
         .filter(|entry| !entry.is_empty())
         .any(|entry| match address {
             _ if entry == "*" => true,
@@ -470,6 +490,37 @@ mod tests {
             route("http://localhost:8080/x", &e),
             "Http://127.0.0.1:3128 http_proxy"
         );
+    }
+
+    #[test]
+    fn the_proxy_variables_of_an_environment() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let environment = [
+            pair("LANG", "C"),
+            pair("https_proxy", "http://p:3128"),
+            pair("NO_PROXY", "localhost"),
+            pair("ALL_PROXY", "socks5://p"),
+            pair("HTTP_PROXY", "http://p:3128"),
+        ];
+        assert_eq!(
+            variables_of(&environment),
+            [
+                pair("https_proxy", "http://p:3128"),
+                pair("NO_PROXY", "localhost"),
+                pair("HTTP_PROXY", "http://p:3128"),
+            ]
+        );
+        // What from_lookup reads is what variables_of keeps.
+        let seen = std::cell::RefCell::new(Vec::new());
+        ProxyEnv::from_lookup(|name| {
+            seen.borrow_mut().push(name.to_string());
+            None
+        });
+        let mut seen = seen.into_inner();
+        seen.sort();
+        let mut all = VARIABLES.map(str::to_string).to_vec();
+        all.sort();
+        assert_eq!(seen, all);
     }
 
     #[test]

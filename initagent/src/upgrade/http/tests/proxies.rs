@@ -102,7 +102,8 @@ fn env(vars: &[(&str, &str)]) -> ProxyEnv {
 
 #[test]
 fn plain_http_goes_through_the_proxy_and_resumes_there() {
-    let Some(proxy) = Tinyproxy::start("plain_http_goes_through_the_proxy", "") else {
+    let Some(proxy) = Tinyproxy::start("plain_http_goes_through_the_proxy_and_resumes_there", "")
+    else {
         return;
     };
     let server = serve(Behaviour {
@@ -185,8 +186,10 @@ fn no_proxy_bypasses_a_running_proxy() {
 #[test]
 fn a_proxy_that_refuses_the_tunnel_is_a_clear_error() {
     // Squid's default: tunnels to port 443 only.
-    let Some(proxy) = Tinyproxy::start("a_proxy_that_refuses_the_tunnel", "ConnectPort 443\n")
-    else {
+    let Some(proxy) = Tinyproxy::start(
+        "a_proxy_that_refuses_the_tunnel_is_a_clear_error",
+        "ConnectPort 443\n",
+    ) else {
         return;
     };
     let server = serve(Behaviour::default());

@@ -82,11 +82,15 @@ pub fn run() -> i32 {
             Err(e) => warn!("cannot start the boot assessment: {e}"),
         }
     }
+    // The registration reaches the console through the site's proxy, when /etc/environment
+    // names one (it gets no other variable from there).
+    let proxies = crate::upgrade::http::proxy::variables_of(&environment);
     let mut shell = ShellState::new(environment);
     // Registration with the console beside the shell, restarted if it ever stops.
     let mut register = Registrar {
         pid: None,
         next_start: pid1.then(Instant::now),
+        proxies,
     };
     loop {
         let now = Instant::now();
@@ -265,6 +269,8 @@ impl ShellState {
 struct Registrar {
     pid: Option<i32>,
     next_start: Option<Instant>,
+    /// The proxy variables of /etc/environment, passed on.
+    proxies: Vec<(String, String)>,
 }
 
 impl Registrar {
@@ -282,6 +288,7 @@ impl Registrar {
             .arg("register")
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(self.proxies.iter().map(|(k, v)| (k, v)))
             .spawn()
         {
             Ok(child) => {

@@ -42,6 +42,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     // libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`.
     ("c++", "g++"),
     ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
+    // The agent's HTTP tests go through a real proxy (they skip, saying so, without it).
+    ("tinyproxy", "tinyproxy"),
 ];
 
 /// What one probe found.

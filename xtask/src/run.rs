@@ -81,7 +81,10 @@ mod tests {
         let text = dir.path().join("notes.txt");
         std::fs::write(&text, "hello").unwrap();
         let err = format!("{:#}", classify(&text).unwrap_err());
-        assert!(err.contains("neither a recipe") && err.contains("EFI PART"), "{err}");
+        assert!(
+            err.contains("neither a recipe") && err.contains("EFI PART"),
+            "{err}"
+        );
         let layer = root.join("images/base/busybox.yaml");
         if layer.exists() {
             let err = format!("{:#}", classify(&layer).unwrap_err());

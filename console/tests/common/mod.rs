@@ -15,6 +15,7 @@ use tempfile::TempDir;
 
 pub const API: &str = p6os_protocol::API;
 
+#[allow(unused_imports)] // each test file uses what it needs
 pub use p6os_bundle::testing::{other_key, trusted_key};
 
 /// A console running on its own runtime thread; stopped (gracefully) on drop.

@@ -214,7 +214,7 @@ pub fn install_from(
     if let Source::Http(h) = r {
         say(&format!(
             "p6os-agent: upgrade: downloaded {} bytes ({} reconnections)",
-            h.get_ref().len(),
+            h.get_ref().received(),
             h.get_ref().resumes()
         ));
     }

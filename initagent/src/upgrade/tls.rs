@@ -1,20 +1,19 @@
-//! TLS for `https://` bundle downloads ([`super::http`]): rustls with the ring provider (it
-//! builds for the agent's static glibc target), TLS 1.2 and 1.3, the server's certificate checked
-//! against its name (a DNS name, or an IP address for an IP host) as usual.
+//! Trust for `https://` ([`super::http`]): which certificate authorities the agent trusts, loaded
+//! here and handed to ureq, whose rustls (ring provider, TLS 1.2 and 1.3) runs the handshake
+//! and checks the server's certificate against its name (a DNS name, or an IP address for an IP
+//! host) as usual.
 //!
-//! Trust anchors: Mozilla's roots (compiled in, from `webpki-roots`), every certificate of the
-//! system bundle [`SYSTEM_BUNDLE`] when the file exists (unparsable entries there are skipped),
-//! and every certificate of the CA files given (which must all be valid).
+//! Trust anchors: Mozilla's roots (compiled in, from `webpki-root-certs`), every certificate of
+//! the system bundle [`SYSTEM_BUNDLE`] when the file exists (unparsable entries there are
+//! skipped), and every certificate of the CA files given (which must all be valid).
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::pki_types::CertificateDer;
+use rustls::{CertificateError, RootCertStore};
 
 /// The distribution's CA bundle (Debian's `ca-certificates`), used when it exists.
 pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -39,42 +38,27 @@ pub enum CaError {
     },
 }
 
-/// Why a TLS session could not be established.
+/// A TLS handshake that failed for another reason than the server's certificate (which is
+/// [`certificate_problem`]'s); the source says how.
 #[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
-    #[error("{host:?} is not a valid server name for TLS")]
-    Name { host: String },
-    /// The server's certificate chain was refused; the text says why.
-    #[error("{0}")]
-    Certificate(String),
-    #[error("the TLS handshake failed")]
-    Io(#[source] io::Error),
-}
+#[error("the TLS handshake failed")]
+pub struct HandshakeFailed(#[source] pub io::Error);
 
-/// A client configuration trusting Mozilla's roots, [`SYSTEM_BUNDLE`] and `ca_files`.
-pub fn client_config(ca_files: &[PathBuf]) -> Result<Arc<ClientConfig>, CaError> {
-    config_with(Path::new(SYSTEM_BUNDLE), ca_files)
-}
-
-fn config_with(system: &Path, ca_files: &[PathBuf]) -> Result<Arc<ClientConfig>, CaError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots(system, ca_files)?)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+/// The certificates trusted for https: Mozilla's roots, [`SYSTEM_BUNDLE`]'s and `ca_files`'.
+pub fn trust_anchors(ca_files: &[PathBuf]) -> Result<Vec<CertificateDer<'static>>, CaError> {
+    anchors_with(Path::new(SYSTEM_BUNDLE), ca_files)
 }
 
 /// Mozilla's roots, the certificates of `system` when it exists, and those of `ca_files`.
-fn roots(system: &Path, ca_files: &[PathBuf]) -> Result<RootCertStore, CaError> {
-    let mut store = RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
+fn anchors_with(
+    system: &Path,
+    ca_files: &[PathBuf],
+) -> Result<Vec<CertificateDer<'static>>, CaError> {
+    let mut anchors = webpki_root_certs::TLS_SERVER_ROOT_CERTS.to_vec();
     match std::fs::read(system) {
         Ok(pem) => {
             let certs = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok);
-            store.add_parsable_certificates(certs);
+            anchors.extend(certs.filter(|cert| as_anchor(cert).is_ok()));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(source) => {
@@ -97,50 +81,25 @@ fn roots(system: &Path, ca_files: &[PathBuf]) -> Result<RootCertStore, CaError> 
                 why: why.to_string(),
             };
             let cert = cert.map_err(|e| invalid(&e))?;
-            store.add(cert).map_err(|e| invalid(&e))?;
+            as_anchor(&cert).map_err(|e| invalid(&e))?;
+            anchors.push(cert);
             count += 1;
         }
         if count == 0 {
             return Err(CaError::Empty { path: path.clone() });
         }
     }
-    Ok(store)
+    Ok(anchors)
 }
 
-/// A TLS session over a TCP connection, established (handshake done, certificate checked).
-#[derive(Debug)]
-pub struct TlsStream(StreamOwned<ClientConnection, TcpStream>);
-
-/// Runs the handshake with `host` (a DNS name or an IP address, without brackets) over `tcp`;
-/// the socket's timeouts bound each step.
-pub fn connect(
-    config: Arc<ClientConfig>,
-    host: &str,
-    mut tcp: TcpStream,
-) -> Result<TlsStream, HandshakeError> {
-    let name = ServerName::try_from(host)
-        .map_err(|_| HandshakeError::Name {
-            host: host.to_string(),
-        })?
-        .to_owned();
-    let mut conn =
-        ClientConnection::new(config, name).map_err(|e| HandshakeError::Io(io::Error::other(e)))?;
-    while conn.is_handshaking() {
-        if let Err(e) = conn.complete_io(&mut tcp) {
-            let rustls_error = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
-            return Err(match rustls_error {
-                Some(rustls::Error::InvalidCertificate(why)) => {
-                    HandshakeError::Certificate(certificate_problem(why))
-                }
-                _ => HandshakeError::Io(e),
-            });
-        }
-    }
-    Ok(TlsStream(StreamOwned::new(conn, tcp)))
+/// Whether rustls can use `cert` as a trust anchor (ureq skips those it cannot, silently: a CA
+/// file given must be refused here instead).
+fn as_anchor(cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+    RootCertStore::empty().add(cert.clone().into_owned())
 }
 
 /// Why the server's certificate was refused, in words.
-fn certificate_problem(why: &CertificateError) -> String {
+pub fn certificate_problem(why: &CertificateError) -> String {
     match why {
         CertificateError::UnknownIssuer => format!(
             "it is not issued by a trusted certificate authority (trusted: Mozilla's roots, \
@@ -153,27 +112,6 @@ fn certificate_problem(why: &CertificateError) -> String {
             format!("{why} (is this machine's clock right?)")
         }
         other => other.to_string(),
-    }
-}
-
-impl Read for TlsStream {
-    /// Plaintext; a connection closed without TLS `close_notify` reads as an end of stream (the
-    /// HTTP layer requires a `Content-Length` and resumes a short body, so a truncation is seen).
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.0.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-            other => other,
-        }
-    }
-}
-
-impl Write for TlsStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
     }
 }
 
@@ -242,6 +180,8 @@ pub(crate) mod testpki {
 mod tests {
     use super::*;
 
+    use std::io::Write;
+
     fn pem_file(text: &str) -> tempfile::NamedTempFile {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(text.as_bytes()).unwrap();
@@ -250,9 +190,10 @@ mod tests {
 
     #[test]
     fn trust_anchors_are_mozillas_the_systems_and_the_files_given() {
-        let mozilla = webpki_roots::TLS_SERVER_ROOTS.len();
+        let mozilla = webpki_root_certs::TLS_SERVER_ROOT_CERTS.len();
+        assert!(mozilla > 100, "{mozilla}");
         let nowhere = Path::new("/nonexistent/ca-certificates.crt");
-        assert_eq!(roots(nowhere, &[]).unwrap().len(), mozilla);
+        assert_eq!(anchors_with(nowhere, &[]).unwrap().len(), mozilla);
 
         let (a, b, c) = (
             testpki::make("CA a", &["127.0.0.1"]),
@@ -265,7 +206,7 @@ mod tests {
             a.ca_pem, b.ca_pem
         ));
         let given = pem_file(&c.ca_pem);
-        let store = roots(system.path(), &[given.path().to_path_buf()]).unwrap();
+        let store = anchors_with(system.path(), &[given.path().to_path_buf()]).unwrap();
         assert_eq!(store.len(), mozilla + 3);
     }
 
@@ -291,7 +232,7 @@ mod tests {
     fn a_ca_file_given_must_hold_valid_certificates() {
         let nowhere = Path::new("/nonexistent/ca-certificates.crt");
         let missing = PathBuf::from("/nonexistent/ca.pem");
-        let error = roots(nowhere, &[missing]).unwrap_err();
+        let error = anchors_with(nowhere, &[missing]).unwrap_err();
         assert!(
             crate::log::error_chain(&error)
                 .starts_with("cannot read the CA file /nonexistent/ca.pem: "),
@@ -299,7 +240,7 @@ mod tests {
         );
 
         let empty = pem_file("not a certificate\n");
-        let error = roots(nowhere, &[empty.path().to_path_buf()]).unwrap_err();
+        let error = anchors_with(nowhere, &[empty.path().to_path_buf()]).unwrap_err();
         assert_eq!(
             error.to_string(),
             format!(
@@ -312,7 +253,7 @@ mod tests {
         let damaged = pem_file(&format!(
             "{good}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
         ));
-        let error = roots(nowhere, &[damaged.path().to_path_buf()]).unwrap_err();
+        let error = anchors_with(nowhere, &[damaged.path().to_path_buf()]).unwrap_err();
         assert!(
             error.to_string().starts_with(&format!(
                 "the CA file {}: certificate 2 is invalid: ",

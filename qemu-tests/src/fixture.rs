@@ -1,5 +1,11 @@
 //! Images and update bundles made by a test with the `p6os` command: the tiny recipe with a
 //! version, trusted keys and health checks of the test's choosing.
+//!
+//! Under `cargo xtask test` (`$P6OS_FIXTURES` set) every scenario signs with one key made once
+//! per run, and images and bundles are cached in that directory by the text of their recipe
+//! (and lock): the same recipe is built once per run however many scenarios boot it, even when
+//! scenarios run in parallel (a file lock per entry). Without it, each fixture has its own key
+//! and builds everything in its own temporary directory.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,9 +16,51 @@ use anyhow::{bail, Context, Result};
 use crate::p6os_cli;
 
 pub struct Fixture {
+    /// The scenario's own scratch directory (always private).
     pub dir: tempfile::TempDir,
     pub public_key: PathBuf,
     pub secret_key: PathBuf,
+    /// Where images and bundles are built: `$P6OS_FIXTURES` (shared by the run) or `dir`.
+    cache: PathBuf,
+}
+
+/// Runs `make` into `dir` once: the first caller builds (holding `<dir>.lock`), the others wait
+/// and reuse. A directory is complete when it exists (built under a temporary name, renamed).
+fn once(dir: &Path, make: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let parent = dir.parent().context("cache entry has a parent")?;
+    fs::create_dir_all(parent)?;
+    let lock = fs::File::create(dir.with_extension("lock"))?;
+    lock.lock()?;
+    if !dir.exists() {
+        let tmp = dir.with_extension("tmp");
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp)?;
+        make(&tmp)?;
+        fs::rename(&tmp, dir)?;
+    }
+    Ok(())
+}
+
+/// A cache key for a recipe: its text and its lock's.
+fn recipe_key(recipe: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(fs::read(recipe)?);
+    if let Ok(lock) = fs::read(recipe.with_extension("lock")) {
+        h.update(lock);
+    }
+    Ok(hex::encode(&h.finalize()[..12]))
+}
+
+/// The one file in `dir` with extension `ext`.
+fn only_file(dir: &Path, ext: &str) -> Result<PathBuf> {
+    for e in fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == ext) {
+            return Ok(p);
+        }
+    }
+    bail!("no .{ext} in {}", dir.display())
 }
 
 fn repo() -> PathBuf {
@@ -32,18 +80,23 @@ fn run(cmd: &mut Command) -> Result<String> {
 }
 
 impl Fixture {
-    /// A temporary directory with a fresh signing key.
+    /// A scratch directory, and the run's signing key (`$P6OS_FIXTURES`) or a fresh one.
     pub fn new() -> Result<Fixture> {
         let dir = tempfile::Builder::new().prefix("p6os-upgrade-").tempdir()?;
-        let keys = dir.path().join("keys");
-        run(Command::new(p6os_cli())
-            .arg("keygen")
-            .arg("--out")
-            .arg(&keys))?;
+        let cache = match std::env::var_os("P6OS_FIXTURES") {
+            Some(shared) => PathBuf::from(shared),
+            None => dir.path().to_path_buf(),
+        };
+        let keys = cache.join("keys");
+        once(&keys, |tmp| {
+            run(Command::new(p6os_cli()).arg("keygen").arg("--out").arg(tmp))?;
+            Ok(())
+        })?;
         Ok(Fixture {
             public_key: keys.join("p6os.pub"),
             secret_key: keys.join("p6os.key"),
             dir,
+            cache,
         })
     }
 
@@ -98,15 +151,20 @@ impl Fixture {
         Ok(path)
     }
 
+    /// The image of `recipe` (raw), built once per run. Boot a copy ([`crate::vm::VmConfig`]
+    /// does) or copy it before changing it.
     pub fn image(&self, recipe: &Path) -> Result<PathBuf> {
-        let out = self.dir.path().join("images");
-        let path = run(Command::new(p6os_cli())
-            .arg("build")
-            .arg(recipe)
-            .arg("--out")
-            .arg(&out)
-            .args(["--format", "raw", "-q"]))?;
-        Ok(PathBuf::from(path))
+        let out = self.cache.join("images").join(recipe_key(recipe)?);
+        once(&out, |tmp| {
+            run(Command::new(p6os_cli())
+                .arg("build")
+                .arg(recipe)
+                .arg("--out")
+                .arg(tmp)
+                .args(["--format", "raw", "-q"]))?;
+            Ok(())
+        })?;
+        only_file(&out, "img")
     }
 
     /// Writes `config` (unattended.yaml text) into `image`'s ESP with `p6os config inject`.
@@ -114,23 +172,29 @@ impl Fixture {
         inject(image, config, &self.dir.path().join("unattended.yaml"))
     }
 
-    /// A signed bundle of the recipe (`.p6b`).
+    /// A signed bundle of the recipe (`.p6b`), built once per run.
     pub fn bundle(&self, recipe: &Path) -> Result<PathBuf> {
-        let out = self.dir.path().join("bundles");
-        Ok(PathBuf::from(run(Command::new(p6os_cli())
-            .arg("bundle")
-            .arg(recipe)
-            .arg("--key")
-            .arg(&self.secret_key)
-            .arg("--out")
-            .arg(&out)
-            .arg("-q"))?))
+        let out = self.cache.join("bundles").join(recipe_key(recipe)?);
+        once(&out, |tmp| {
+            run(Command::new(p6os_cli())
+                .arg("bundle")
+                .arg(recipe)
+                .arg("--key")
+                .arg(&self.secret_key)
+                .arg("--out")
+                .arg(tmp)
+                .arg("-q"))?;
+            Ok(())
+        })?;
+        only_file(&out, "p6b")
     }
 
-    /// A bundle, padded to whole 512-byte sectors so that it can be attached as a raw disk.
+    /// A bundle, padded to whole 512-byte sectors so that it can be attached as a raw disk: a
+    /// copy of the scenario's own (QEMU locks the files of writable drives).
     pub fn bundle_disk(&self, recipe: &Path) -> Result<PathBuf> {
         let path = self.bundle(recipe)?;
-        let disk = path.with_extension("disk");
+        let name = path.file_name().context("bundle has a name")?;
+        let disk = self.dir.path().join(name).with_extension("disk");
         fs::copy(&path, &disk)?;
         let len = fs::metadata(&disk)?.len();
         fs::OpenOptions::new()

@@ -6,6 +6,7 @@ mod deps;
 mod fuzz;
 mod image;
 mod run;
+mod scenarios;
 mod test;
 
 use std::path::PathBuf;

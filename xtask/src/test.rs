@@ -1,23 +1,129 @@
-//! `cargo xtask test`: unit and golden tests, the fuzz targets for a bounded time, the default
-//! image and its output formats, then QEMU boots of the tiny image and of the default image.
+//! `cargo xtask test`: the default image and its output formats, the tiny image, unit, golden
+//! and integration tests, the fuzz targets for a bounded time, then the QEMU scenarios two at a
+//! time with every binary and image path given to them. Ends with a table of each tier's and
+//! each scenario's time.
 
-use anyhow::{ensure, Context, Result};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
 use xshell::{cmd, Shell};
 
+use crate::scenarios;
+
+/// Where the QEMU scenarios share their key, images and bundles (fresh each run).
+const FIXTURES: &str = "target/qemu-fixtures";
+
+/// Each tier's wall time, printed as a table at the end (also after a failure).
+#[derive(Default)]
+struct Times(Vec<(String, Duration)>);
+
+impl Times {
+    fn tier<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let started = Instant::now();
+        eprintln!("xtask: == {name}");
+        let result = f();
+        self.0.push((name.to_string(), started.elapsed()));
+        result
+    }
+
+    fn print(&self, scenarios: &[scenarios::Outcome]) {
+        let fmt = |d: Duration| format!("{:>3}:{:02}", d.as_secs() / 60, d.as_secs() % 60);
+        eprintln!("\nxtask: test times (wall clock, m:ss)");
+        for (name, took) in &self.0 {
+            eprintln!("  {name:<58} {}", fmt(*took));
+        }
+        for o in scenarios {
+            let name = format!("{}::{}", o.scenario.file, o.scenario.test);
+            let name: String = name.chars().take(52).collect();
+            eprintln!(
+                "    {name:<52} {} {}",
+                fmt(o.took),
+                if o.passed { "" } else { "FAILED" }
+            );
+        }
+        let total: Duration = self.0.iter().map(|(_, d)| *d).sum();
+        eprintln!("  {:<58} {}", "total", fmt(total));
+    }
+}
+
 pub fn run() -> Result<()> {
-    crate::deps::ensure()?;
+    let mut times = Times::default();
+    let mut outcomes = Vec::new();
+    let result = run_tiers(&mut times, &mut outcomes);
+    times.print(&outcomes);
+    result
+}
+
+fn run_tiers(times: &mut Times, outcomes: &mut Vec<scenarios::Outcome>) -> Result<()> {
+    times.tier("set-up: Debian packages", crate::deps::ensure)?;
     // The README's main job: the default image and every output format, each checked.
-    let default = crate::image::run(crate::DEFAULT_RECIPE)?;
-    check_outputs(&default)?;
-    let image = crate::image::run(crate::TINY_RECIPE)?;
+    times.tier("default image, its output formats checked", || {
+        let default = crate::image::run(crate::DEFAULT_RECIPE)?;
+        check_outputs(&default)
+    })?;
+    let image = times.tier("tiny image", || crate::image::run(crate::TINY_RECIPE))?;
+    let root = crate::root();
     let agent = crate::agent::path();
+    let cli = root.join("target/release/p6os");
+    let console = root.join("target/debug/p6os-console");
     let sh = Shell::new()?;
-    let _a = sh.push_env("P6OS_AGENT", &agent);
-    let _i = sh.push_env("P6OS_TEST_IMAGE", &image);
-    cmd!(sh, "cargo test --workspace --exclude p6os-qemu-tests").run()?;
-    crate::fuzz::run(crate::fuzz::TEST_SECONDS, crate::fuzz::TARGETS)?;
-    // One VM at a time: TCG on a 2-core machine.
-    cmd!(sh, "cargo test -p p6os-qemu-tests -- --test-threads=1").run()?;
+    times.tier("unit, golden and integration tests", || {
+        let _a = sh.push_env("P6OS_AGENT", &agent);
+        let _i = sh.push_env("P6OS_TEST_IMAGE", &image);
+        cmd!(sh, "cargo test --workspace --exclude p6os-qemu-tests").run()?;
+        Ok(())
+    })?;
+    times.tier(
+        &format!(
+            "fuzz: {} targets x {} s",
+            crate::fuzz::TARGETS.len(),
+            crate::fuzz::TEST_SECONDS
+        ),
+        || crate::fuzz::run(crate::fuzz::TEST_SECONDS, crate::fuzz::TARGETS),
+    )?;
+    let found = times.tier("QEMU scenarios: build the binaries", || {
+        cmd!(sh, "cargo build --quiet -p p6os-console --bin p6os-console").run()?;
+        scenarios::discover()
+    })?;
+    let fixtures = root.join(FIXTURES);
+    let _ = std::fs::remove_dir_all(&fixtures);
+    std::fs::create_dir_all(&fixtures)?;
+    // Every path the scenarios use, given explicitly.
+    let env: Vec<(&str, PathBuf)> = vec![
+        ("P6OS_AGENT", agent),
+        ("P6OS_TEST_IMAGE", image),
+        ("P6OS_CLI", cli),
+        ("P6OS_CONSOLE", console),
+        ("P6OS_FIXTURES", fixtures),
+    ];
+    for (name, path) in &env {
+        ensure!(path.exists(), "{name}: {} is missing", path.display());
+    }
+    let count = found.len();
+    *outcomes = times.tier(
+        &format!("QEMU scenarios: {count}, {} at a time", scenarios::PARALLEL),
+        || Ok(scenarios::run_all(found, env)),
+    )?;
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.passed)
+        .map(|o| {
+            format!(
+                "{}::{} ({})",
+                o.scenario.file,
+                o.scenario.test,
+                o.log.display()
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} of {count} QEMU scenarios failed:\n  {}",
+            failed.len(),
+            failed.join("\n  ")
+        );
+    }
     Ok(())
 }
 

@@ -35,7 +35,7 @@ pub(super) fn payloads(
     let module_paths = modules.resolve(&wanted)?;
     let mut initrd = Vec::new();
     initramfs::write_cpio(
-        &initramfs::tree(&agent, &kernel_layer.tree, &module_paths),
+        &initramfs::tree(agent, &kernel_layer.tree, &module_paths),
         &mut initrd,
     )
     .expect("writing to memory");

@@ -91,7 +91,7 @@ pub(super) fn assemble(
         // k3s imports its images directory itself; the unit is for a plain containerd.
         units::install(&mut root, !images.is_empty() && containerd);
     }
-    let packages = crate::manifest::sbom(&root, &records);
+    let packages = crate::manifest::sbom(&root, records);
     root.insert(AGENT_PATH, Entry::file(agent.to_vec(), 0o755));
     let identity_json = serde_json::to_vec_pretty(&identity).expect("serializable");
     root.insert(SLOT_MANIFEST_PATH, Entry::file(identity_json, 0o644));

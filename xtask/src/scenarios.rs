@@ -187,7 +187,7 @@ pub fn run_all(scenarios: Vec<Scenario>, env: Vec<(&'static str, PathBuf)>) -> V
         let _ = w.join();
     }
     let mut r = results.lock().expect("results").clone();
-    r.sort_by(|a, b| b.took.cmp(&a.took));
+    r.sort_by_key(|o| std::cmp::Reverse(o.took));
     r
 }
 

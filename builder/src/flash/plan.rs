@@ -398,6 +398,18 @@ mod tests {
         assert!(parse_bmap(&with_checksum(&BMAP.replace("\"2.0\"", "\"2.1\""))).is_ok());
     }
 
+    /// The fuzz target's committed seeds are bmaps the parser accepts.
+    #[test]
+    fn the_fuzz_seeds_are_valid_bmaps() {
+        let v14 = parse_bmap(include_str!("../../../fuzz/seeds/bmap/bmap-1.4.bmap")).unwrap();
+        assert_eq!(v14.ranges.len(), 2);
+        let v20 = parse_bmap(include_str!(
+            "../../../fuzz/seeds/bmap/bmap-2.0-ranges.bmap"
+        ))
+        .unwrap();
+        assert_eq!(v20.mapped_bytes(), 4 * 4096 + 100);
+    }
+
     #[test]
     fn whole_plans_cover_the_image() {
         let plan = Plan::whole((64 << 20) * 2 + 5);

@@ -6,7 +6,11 @@
 //! handlers; `client`: the operator CLI over HTTP). The wire types live in `p6os_protocol`.
 //!
 //! Secrets: the admin and pairing tokens are kept only as sha256 digests in memory, device
-//! tokens only as sha256 hex in the database; no token is ever logged.
+//! tokens only as sha256 hex in the database; no token is ever logged (the request log has the
+//! method and path of a request, never its query, headers or body).
+//!
+//! Logging goes through `tracing` ([`init_logging`] for the binary); tests install their own
+//! subscriber.
 
 pub mod api;
 pub mod auth;
@@ -22,34 +26,28 @@ pub mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use p6os_bundle::keys::PublicKey;
 
-/// Where the request log and server messages go (stderr in production; tests capture it).
-#[derive(Clone)]
-pub struct Log(Arc<dyn Fn(&str) + Send + Sync>);
-
-impl Log {
-    /// Lines to standard error.
-    pub fn stderr() -> Log {
-        Log(Arc::new(|line| eprintln!("{line}")))
-    }
-
-    /// Lines to a function (tests collect them).
-    pub fn to_fn(f: impl Fn(&str) + Send + Sync + 'static) -> Log {
-        Log(Arc::new(f))
-    }
-
-    pub fn line(&self, line: &str) {
-        (self.0)(line)
-    }
+/// The console's log: `tracing` events as lines on standard error (the request log, one event
+/// per request, and server messages), filtered by `RUST_LOG` in `EnvFilter` syntax
+/// (`RUST_LOG=debug`, `RUST_LOG=p6os_console=debug,tower_http=trace`), `info` by default. Does
+/// nothing if a subscriber is already set (a test's).
+pub fn init_logging() {
+    use std::io::IsTerminal as _;
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
-impl std::fmt::Debug for Log {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Log")
-    }
+/// The filter of [`init_logging`]: `rust_log`'s directives (invalid ones are ignored), else `info`.
+pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing::level_filters::LevelFilter::INFO.into())
+        .parse_lossy(rust_log.unwrap_or(""))
 }
 
 /// Everything the server needs; built by the CLI from flags and files, or by tests.
@@ -66,7 +64,6 @@ pub struct Config {
     pub heartbeat_secs: u32,
     /// Returned to pending devices: how soon they ask again.
     pub pending_retry_secs: u32,
-    pub log: Log,
 }
 
 impl std::fmt::Debug for Config {
@@ -148,4 +145,33 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     run(app(config)?, listener, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::level_filters::LevelFilter;
+
+    use super::log_filter;
+
+    #[test]
+    fn the_log_filter_is_info_unless_rust_log_says_otherwise() {
+        assert_eq!(log_filter(None).max_level_hint(), Some(LevelFilter::INFO));
+        assert_eq!(
+            log_filter(Some("")).max_level_hint(),
+            Some(LevelFilter::INFO)
+        );
+        assert_eq!(
+            log_filter(Some("debug")).max_level_hint(),
+            Some(LevelFilter::DEBUG)
+        );
+        assert_eq!(
+            log_filter(Some("warn,tower_http=trace")).max_level_hint(),
+            Some(LevelFilter::TRACE)
+        );
+        // A directive that does not parse is dropped; the default stays.
+        assert_eq!(
+            log_filter(Some("p6os_console=loud")).max_level_hint(),
+            Some(LevelFilter::INFO)
+        );
+    }
 }

@@ -9,7 +9,7 @@ use p6os_bundle::keys::PublicKey;
 use p6os_console::cli::{Cli, Command, ServeArgs};
 use p6os_console::client::{self, Client, Failure};
 use p6os_console::tls::TlsListener;
-use p6os_console::{read_token, Config, Log};
+use p6os_console::{read_token, Config};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -78,6 +78,7 @@ fn init(dir: &std::path::Path, tls_names: &[String]) -> Result<(), Exit> {
 }
 
 fn serve(args: ServeArgs, admin_file: Option<&std::path::Path>) -> Result<(), Exit> {
+    p6os_console::init_logging();
     let usage = |m: String| Exit(2, m);
     let admin_token =
         read_token(admin_file, "P6OS_CONSOLE_ADMIN_TOKEN", "--admin-token-file").map_err(usage)?;
@@ -103,7 +104,6 @@ fn serve(args: ServeArgs, admin_file: Option<&std::path::Path>) -> Result<(), Ex
         trusted_keys,
         heartbeat_secs: args.heartbeat_secs,
         pending_retry_secs: args.pending_retry_secs,
-        log: Log::stderr(),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
@@ -120,18 +120,16 @@ fn serve(args: ServeArgs, admin_file: Option<&std::path::Path>) -> Result<(), Ex
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr().context("no local address")?;
-        let log = config.log.clone();
         let app = p6os_console::app(config)?;
         match tls {
             Some(tls) => {
-                let listener = TlsListener::new(listener, tls, log.clone())
-                    .context("cannot listen with tls")?;
+                let listener = TlsListener::new(listener, tls).context("cannot listen with tls")?;
                 println!("p6os-console: listening on https://{addr}");
-                p6os_console::run(app, listener, shutdown_signal(log)).await
+                p6os_console::run(app, listener, shutdown_signal()).await
             }
             None => {
                 println!("p6os-console: listening on http://{addr}");
-                p6os_console::run(app, listener, shutdown_signal(log)).await
+                p6os_console::run(app, listener, shutdown_signal()).await
             }
         }
         .context("the console stopped")?;
@@ -141,12 +139,12 @@ fn serve(args: ServeArgs, admin_file: Option<&std::path::Path>) -> Result<(), Ex
 }
 
 /// SIGTERM or SIGINT.
-async fn shutdown_signal(log: Log) {
+async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
-            log.line(&format!("p6os-console: cannot catch SIGTERM: {e}"));
+            tracing::warn!(error = %e, "cannot catch SIGTERM; stopping on SIGINT only");
             let _ = tokio::signal::ctrl_c().await;
             return;
         }
@@ -155,5 +153,5 @@ async fn shutdown_signal(log: Log) {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    log.line("p6os-console: shutting down");
+    tracing::info!("shutting down");
 }

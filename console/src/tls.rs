@@ -16,8 +16,6 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::Log;
-
 /// Longest TLS handshake before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -70,11 +68,7 @@ pub struct TlsListener {
 impl TlsListener {
     /// Starts accepting on `listener` (inside a tokio runtime). Failed handshakes are logged
     /// with the peer's address only.
-    pub fn new(
-        listener: TcpListener,
-        config: Arc<ServerConfig>,
-        log: Log,
-    ) -> io::Result<TlsListener> {
+    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> io::Result<TlsListener> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(config);
@@ -84,19 +78,19 @@ impl TlsListener {
                     Ok(x) => x,
                     Err(e) => {
                         // Out of file descriptors and the like: wait instead of spinning.
-                        log.line(&format!("p6os-console: accept failed: {e}"));
+                        tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 };
-                let (acceptor, tx, log) = (acceptor.clone(), tx.clone(), log.clone());
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
-                        Ok(Err(e)) => log.line(&format!("tls handshake with {peer} failed: {e}")),
-                        Err(_) => log.line(&format!("tls handshake with {peer} timed out")),
+                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "tls handshake failed"),
+                        Err(_) => tracing::info!(%peer, "tls handshake timed out"),
                     }
                 });
             }

@@ -326,7 +326,13 @@ fn bad_input() {
     r.json::<ErrorBody>();
     let r = s.admin("PATCH", &format!("{API}/appliances"), Body::None);
     assert_eq!(r.status, 405);
-    assert!(!s.log_text().contains(" 500 "), "{}", s.log_text());
+    assert!(!s.log_text().contains("status=500"), "{}", s.log_text());
+    // Client mistakes are logged like any request, at info.
+    assert!(
+        s.logged("PATCH", "/api/v1/appliances", 405).is_some(),
+        "{}",
+        s.log_text()
+    );
 }
 
 #[test]
@@ -468,9 +474,11 @@ fn openapi_covers_every_route() {
     }
 }
 
+/// Not even at `trace`, with every crate's events (axum, tower-http, hyper, the console):
+/// the request log has method and path only, and no crate logs headers or bodies.
 #[test]
 fn tokens_never_reach_the_log() {
-    let s = Server::start();
+    let s = Server::start_logging("trace");
     let token = s.paired("dev", &[]);
     s.heartbeat("dev", &token, &beat("1.0.0"));
     s.heartbeat("dev", "wrong-token", &beat("1.0.0"));
@@ -482,11 +490,20 @@ fn tokens_never_reach_the_log() {
     );
     s.pair("dev", facts("dev"));
     let log = s.log_text();
+    let line = s
+        .logged("POST", "/api/v1/appliances/dev/heartbeat", 200)
+        .unwrap_or_else(|| panic!("no heartbeat line in:\n{log}"));
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(line.contains(" latency="), "{line}");
     assert!(
-        log.contains("POST /api/v1/appliances/dev/heartbeat 200"),
+        s.logged("POST", "/api/v1/appliances/dev/heartbeat", 401)
+            .is_some(),
         "{log}"
     );
-    assert!(log.contains("GET /api/v1/appliances 200"), "{log}");
+    assert!(
+        s.logged("GET", "/api/v1/appliances", 200).is_some(),
+        "{log}"
+    );
     for secret in [&s.admin, &s.pairing, &token] {
         assert!(
             !log.contains(secret.as_str()),
@@ -528,4 +545,27 @@ fn fresh_facts_in_a_heartbeat_replace_the_paired_ones() {
     let r = s.heartbeat("dev-f", &token, &b);
     assert_eq!(r.status, 400);
     assert_eq!(r.field().as_deref(), Some("facts.labels.bad key"));
+}
+
+/// A 500: the client gets a generic message, the log the cause, at error.
+#[test]
+fn the_cause_of_a_500_is_logged_not_returned() {
+    let s = Server::start();
+    std::fs::remove_dir_all(s.dir.path().join("bundles")).unwrap();
+    let r = s.admin(
+        "POST",
+        &format!("{API}/bundles"),
+        Body::Bytes("application/octet-stream", b"not a bundle".to_vec()),
+    );
+    assert_eq!(r.status, 500);
+    let error = r.json::<ErrorBody>().error;
+    assert!(!error.contains("temporary"), "{error}");
+    let line = s
+        .logged("POST", "/api/v1/bundles", 500)
+        .unwrap_or_else(|| panic!("no 500 line in:\n{}", s.log_text()));
+    assert!(line.contains(" ERROR "), "{line}");
+    assert!(
+        line.contains("cause=cannot create a temporary file: No such file or directory"),
+        "{line}"
+    );
 }

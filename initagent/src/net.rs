@@ -9,7 +9,7 @@ use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use p6os_config::unattended::Cidr;
+use p6os_config::unattended::IpNet;
 
 use crate::netconf::{Link, NetStep};
 
@@ -49,21 +49,21 @@ pub fn run(step: &NetStep) -> io::Result<()> {
             unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
             ioctl(&sock, libc::SIOCSIFFLAGS, &mut req)
         }
-        NetStep::AddAddress { dev, label, cidr } => match cidr.addr {
-            IpAddr::V4(addr) => {
+        NetStep::AddAddress { dev, label, cidr } => match cidr {
+            IpNet::V4(net) => {
                 let sock = socket(libc::AF_INET)?;
                 let mut req = ifreq(label)?;
-                req.ifr_ifru.ifru_addr = sockaddr_v4(addr);
+                req.ifr_ifru.ifru_addr = sockaddr_v4(net.addr());
                 ioctl(&sock, libc::SIOCSIFADDR, &mut req)?;
                 let mut req = ifreq(label)?;
-                req.ifr_ifru.ifru_netmask = sockaddr_v4(mask_v4(cidr.prefix));
+                req.ifr_ifru.ifru_netmask = sockaddr_v4(net.netmask());
                 ioctl(&sock, libc::SIOCSIFNETMASK, &mut req)
             }
-            IpAddr::V6(addr) => {
+            IpNet::V6(net) => {
                 let sock = socket(libc::AF_INET6)?;
                 let mut req = libc::in6_ifreq {
-                    ifr6_addr: in6(addr),
-                    ifr6_prefixlen: u32::from(cidr.prefix),
+                    ifr6_addr: in6(net.addr()),
+                    ifr6_prefixlen: u32::from(net.prefix_len()),
                     ifr6_ifindex: ifindex(dev)?,
                 };
                 ioctl(&sock, libc::SIOCSIFADDR, &mut req)
@@ -73,28 +73,28 @@ pub fn run(step: &NetStep) -> io::Result<()> {
     }
 }
 
-fn add_route(dev: &str, to: &Cidr, via: IpAddr) -> io::Result<()> {
-    match (to.addr, via) {
-        (IpAddr::V4(dst), IpAddr::V4(gw)) => {
+fn add_route(dev: &str, to: &IpNet, via: IpAddr) -> io::Result<()> {
+    match (to, via) {
+        (IpNet::V4(dst), IpAddr::V4(gw)) => {
             let sock = socket(libc::AF_INET)?;
             let name = CString::new(dev)?;
             // SAFETY: rtentry is plain data; all-zero is its empty value.
             let mut rt: libc::rtentry = unsafe { mem::zeroed() };
-            rt.rt_dst = sockaddr_v4(dst);
+            rt.rt_dst = sockaddr_v4(dst.network());
             rt.rt_gateway = sockaddr_v4(gw);
-            rt.rt_genmask = sockaddr_v4(mask_v4(to.prefix));
+            rt.rt_genmask = sockaddr_v4(dst.netmask());
             rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
             rt.rt_dev = name.as_ptr() as *mut libc::c_char;
             ioctl(&sock, libc::SIOCADDRT, &mut rt)
         }
-        (IpAddr::V6(dst), IpAddr::V6(gw)) => {
+        (IpNet::V6(dst), IpAddr::V6(gw)) => {
             let sock = socket(libc::AF_INET6)?;
             let mut rt = In6Rtmsg {
-                dst: in6(dst),
+                dst: in6(dst.network()),
                 src: in6(Ipv6Addr::UNSPECIFIED),
                 gateway: in6(gw),
                 kind: 0,
-                dst_len: u16::from(to.prefix),
+                dst_len: u16::from(dst.prefix_len()),
                 src_len: 0,
                 metric: 1,
                 info: 0,
@@ -185,26 +185,9 @@ fn in6(addr: Ipv6Addr) -> libc::in6_addr {
     }
 }
 
-pub fn mask_v4(prefix: u8) -> Ipv4Addr {
-    let bits = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix.min(32)))
-    };
-    Ipv4Addr::from(bits)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn masks() {
-        assert_eq!(mask_v4(0), Ipv4Addr::new(0, 0, 0, 0));
-        assert_eq!(mask_v4(24), Ipv4Addr::new(255, 255, 255, 0));
-        assert_eq!(mask_v4(12), Ipv4Addr::new(255, 240, 0, 0));
-        assert_eq!(mask_v4(32), Ipv4Addr::new(255, 255, 255, 255));
-    }
 
     #[test]
     fn interface_names_are_bounded() {

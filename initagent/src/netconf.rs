@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use p6os_config::unattended::{Cidr, Network};
+use p6os_config::unattended::{parse_cidr, IpNet, Network};
 
 /// An interface as the kernel shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,15 +25,17 @@ pub enum NetStep {
     Up {
         dev: String,
     },
-    /// `label` is the ioctl name (`eth0`, `eth0:1` for a second IPv4 address).
+    /// `label` is the ioctl name (`eth0`, `eth0:1` for a second IPv4 address); `cidr` is the
+    /// address with its prefix (host bits set).
     AddAddress {
         dev: String,
         label: String,
-        cidr: Cidr,
+        cidr: IpNet,
     },
+    /// `to` is a network (no host bits: the kernel refuses an IPv4 route with them).
     AddRoute {
         dev: String,
-        to: Cidr,
+        to: IpNet,
         via: IpAddr,
     },
 }
@@ -43,12 +45,8 @@ impl std::fmt::Display for NetStep {
         match self {
             NetStep::SetMtu { dev, mtu } => write!(f, "{dev}: mtu {mtu}"),
             NetStep::Up { dev } => write!(f, "{dev}: up"),
-            NetStep::AddAddress { dev, cidr, .. } => {
-                write!(f, "{dev}: address {}/{}", cidr.addr, cidr.prefix)
-            }
-            NetStep::AddRoute { dev, to, via } => {
-                write!(f, "{dev}: route {}/{} via {via}", to.addr, to.prefix)
-            }
+            NetStep::AddAddress { dev, cidr, .. } => write!(f, "{dev}: address {cidr}"),
+            NetStep::AddRoute { dev, to, via } => write!(f, "{dev}: route {to} via {via}"),
         }
     }
 }
@@ -89,8 +87,8 @@ pub fn plan(net: &Network, links: &[Link]) -> (Vec<NetStep>, Vec<String>) {
         steps.push(NetStep::Up { dev: dev.clone() });
         let mut v4 = 0;
         for a in &iface.addresses {
-            let Some(cidr) = Cidr::parse(a) else { continue };
-            let label = if cidr.addr.is_ipv4() {
+            let Some(cidr) = parse_cidr(a) else { continue };
+            let label = if cidr.addr().is_ipv4() {
                 v4 += 1;
                 if v4 == 1 {
                     dev.clone()
@@ -112,7 +110,7 @@ pub fn plan(net: &Network, links: &[Link]) -> (Vec<NetStep>, Vec<String>) {
             .and_then(|g| g.parse::<IpAddr>().ok())
         {
             let any = if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
-            if let Some(to) = Cidr::parse(any) {
+            if let Some(to) = parse_cidr(any) {
                 steps.push(NetStep::AddRoute {
                     dev: dev.clone(),
                     to,
@@ -121,10 +119,10 @@ pub fn plan(net: &Network, links: &[Link]) -> (Vec<NetStep>, Vec<String>) {
             }
         }
         for r in &iface.routes {
-            if let (Some(to), Ok(via)) = (Cidr::parse(&r.to), r.via.parse::<IpAddr>()) {
+            if let (Some(to), Ok(via)) = (parse_cidr(&r.to), r.via.parse::<IpAddr>()) {
                 steps.push(NetStep::AddRoute {
                     dev: dev.clone(),
-                    to,
+                    to: to.trunc(),
                     via,
                 });
             }
@@ -166,10 +164,17 @@ mod tests {
                     "fd00::5/64".into(),
                 ],
                 gateway: Some("10.0.2.2".into()),
-                routes: vec![Route {
-                    to: "172.16.0.0/12".into(),
-                    via: "10.0.2.1".into(),
-                }],
+                routes: vec![
+                    Route {
+                        to: "172.16.0.0/12".into(),
+                        via: "10.0.2.1".into(),
+                    },
+                    // Host bits in a destination: the route is to its network.
+                    Route {
+                        to: "192.168.7.9/16".into(),
+                        via: "10.0.2.1".into(),
+                    },
+                ],
                 mtu: Some(1400),
                 ..Interface::default()
             }],
@@ -188,6 +193,7 @@ mod tests {
                 "eth0: address fd00::5/64",
                 "eth0: route 0.0.0.0/0 via 10.0.2.2",
                 "eth0: route 172.16.0.0/12 via 10.0.2.1",
+                "eth0: route 192.168.0.0/16 via 10.0.2.1",
             ]
         );
         let labels: Vec<&str> = steps

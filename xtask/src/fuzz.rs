@@ -21,6 +21,7 @@ pub const TARGETS: &[&str] = &[
     "gpt",
     "boot_text",
     "boot_bytes",
+    "bmap",
 ];
 /// Seconds per target for `cargo xtask fuzz`.
 pub const DEFAULT_SECONDS: u64 = 20;
@@ -158,7 +159,8 @@ fn has_cxx() -> bool {
 }
 
 /// Seeds from the repository's own files, copied afresh into `target/fuzz/seeds/<target>`:
-/// the YAML examples in `docs/unattended.md`; recipes and layer files.
+/// the YAML examples in `docs/unattended.md`; recipes and layer files; a small signed bundle;
+/// the builder's golden bmap.
 fn seeds(target: &str) -> Result<PathBuf> {
     let dir = PathBuf::from(OUT).join("seeds").join(target);
     if dir.exists() {
@@ -267,12 +269,28 @@ fn seeds(target: &str) -> Result<PathBuf> {
                 std::fs::write(dir.join(name), bytes)?;
             }
         }
+        "bmap" => {
+            let snap = std::fs::read_to_string(GOLDEN_BMAP)
+                .with_context(|| format!("reading {GOLDEN_BMAP}"))?;
+            put("golden.bmap".into(), &insta_body(&snap))?;
+        }
         _ => bail!("no seeds for fuzz target `{target}`"),
     }
     if n == 0 {
         bail!("no seeds found for fuzz target `{target}`");
     }
     Ok(dir)
+}
+
+/// The builder's golden bmap (an insta snapshot): a bmap that `bmaptool copy` accepts.
+const GOLDEN_BMAP: &str =
+    "builder/src/outputs/snapshots/p6os_builder__outputs__bmap_tests__golden_bmap_of_a_tiny_image.snap";
+
+/// The text an insta snapshot holds, as the code produced it: after the `---` header, with the
+/// final newline insta trims (the bmap's own checksum covers it).
+fn insta_body(snap: &str) -> String {
+    let body = snap.splitn(3, "---\n").nth(2).unwrap_or(snap);
+    format!("{}\n", body.trim_end())
 }
 
 /// The bodies of the ```yaml blocks of a Markdown document.
@@ -338,5 +356,18 @@ fn report_artifacts(target: &str, since: SystemTime) {
             "xtask:   replay: cargo fuzz run -s none --fuzz-dir {FUZZ_DIR} --target-dir {OUT} {target} {}",
             f.display()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed is a bmap the flash accepts, its own checksum included.
+    #[test]
+    fn the_golden_bmap_seed_is_a_valid_bmap() {
+        let snap = std::fs::read_to_string(crate::root().join(GOLDEN_BMAP)).unwrap();
+        let plan = p6os_builder::flash::plan::parse_bmap(&insta_body(&snap)).unwrap();
+        assert_eq!(plan.ranges.len(), 3);
     }
 }

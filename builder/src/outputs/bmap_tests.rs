@@ -61,6 +61,47 @@ fn golden_bmap_of_a_tiny_image() {
     insta::assert_snapshot!(map.to_xml());
 }
 
+/// What the writer writes, the flash's reader reads: the file checks itself, and the ranges
+/// come back in bytes with their checksums. The golden text too (as saved, with its newline).
+#[test]
+fn the_flash_reads_what_the_builder_writes() {
+    use crate::flash::plan::parse_bmap;
+    let dir = tempfile::tempdir().unwrap();
+    let map = map_of(&tiny(&dir.path().join("tiny.img")));
+    let plan = parse_bmap(&map.to_xml()).unwrap();
+    assert_eq!(plan.image_size, map.image_size);
+    let got: Vec<(u64, u64, Option<String>)> = plan
+        .ranges
+        .iter()
+        .map(|r| (r.offset, r.len, r.sha256.clone()))
+        .collect();
+    let want: Vec<(u64, u64, Option<String>)> = map
+        .ranges
+        .iter()
+        .map(|r| {
+            let end = ((r.last + 1) * BLOCK).min(map.image_size);
+            (
+                r.first * BLOCK,
+                end - r.first * BLOCK,
+                Some(hex::encode(r.sha256)),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    let snap = include_str!(
+        "snapshots/p6os_builder__outputs__bmap_tests__golden_bmap_of_a_tiny_image.snap"
+    );
+    let golden = format!("{}\n", snap.splitn(3, "---\n").nth(2).unwrap().trim_end());
+    assert_eq!(golden, map.to_xml());
+    assert_eq!(parse_bmap(&golden), Ok(plan));
+    let edited = golden.replacen("20.1 KiB", "20.2 KiB", 1);
+    assert_eq!(
+        parse_bmap(&edited),
+        Err(crate::flash::plan::BmapError::Checksum)
+    );
+}
+
 /// Mapping is by content: written zero blocks are unmapped, adjacent data blocks written
 /// separately form one range, and a fully written copy maps exactly like the sparse original.
 /// Range checksums are the sha256 of the range's bytes.

@@ -171,7 +171,7 @@ fn file_paths_hashes_groups_and_modes() {
         !joined.contains("write_files[4]"),
         "wrapped base64 is fine: {joined}"
     );
-    assert_eq!(Cidr::parse("10.0.0.0/+8"), None);
+    assert_eq!(parse_cidr("10.0.0.0/+8"), None);
 }
 
 #[test]
@@ -188,23 +188,96 @@ fn interfaces_vlans_and_ports() {
     }
 }
 
+fn ip(s: &str) -> std::net::IpAddr {
+    s.parse().unwrap()
+}
+
+fn net(s: &str) -> IpNet {
+    parse_cidr(s).unwrap_or_else(|| panic!("`{s}` should parse"))
+}
+
 #[test]
 fn cidr_math() {
-    let c = Cidr::parse("10.42.0.0/16").unwrap();
-    assert!(c.contains("10.42.255.1".parse().unwrap()));
-    assert!(!c.contains("10.43.0.1".parse().unwrap()));
-    assert!(c.overlaps(&Cidr::parse("10.0.0.0/8").unwrap()));
-    assert!(!c.overlaps(&Cidr::parse("10.43.0.0/16").unwrap()));
-    assert!(Cidr::parse("0.0.0.0/0")
-        .unwrap()
-        .contains("1.2.3.4".parse().unwrap()));
-    assert!(Cidr::parse("fd00::/8")
-        .unwrap()
-        .contains("fd12::1".parse().unwrap()));
-    assert!(!Cidr::parse("fd00::/8")
-        .unwrap()
-        .contains("10.0.0.1".parse().unwrap()));
-    assert_eq!(Cidr::parse("10.0.0.0/40"), None);
+    let c = net("10.42.0.0/16");
+    assert!(c.contains(&ip("10.42.255.1")));
+    assert!(!c.contains(&ip("10.43.0.1")));
+    assert!(overlaps(&c, &net("10.0.0.0/8")));
+    assert!(!overlaps(&c, &net("10.43.0.0/16")));
+    assert!(net("0.0.0.0/0").contains(&ip("1.2.3.4")));
+    assert!(net("fd00::/8").contains(&ip("fd12::1")));
+    assert!(!net("fd00::/8").contains(&ip("10.0.0.1")));
+    assert_eq!(parse_cidr("10.0.0.0/40"), None);
+}
+
+/// An address with prefix keeps its host bits (it is an interface's address); its network is
+/// what `contains` and `overlaps` compare, whichever side has the longer prefix.
+#[test]
+fn cidrs_are_addresses_with_a_network() {
+    let a = net("192.168.1.10/24");
+    assert_eq!(a.addr(), ip("192.168.1.10"));
+    assert_eq!(a.prefix_len(), 24);
+    assert_eq!(a.network(), ip("192.168.1.0"));
+    assert_eq!(a.trunc(), net("192.168.1.0/24"));
+    assert!(a.contains(&ip("192.168.1.1")));
+    assert!(!a.contains(&ip("192.168.2.1")));
+    assert!(overlaps(&net("10.42.7.9/16"), &net("10.42.200.1/24")));
+    assert!(overlaps(&net("10.42.200.1/24"), &net("10.42.7.9/16")));
+    assert!(!overlaps(&net("10.42.7.9/24"), &net("10.42.8.1/24")));
+    assert!(
+        !overlaps(&net("::/0"), &net("0.0.0.0/0")),
+        "IP versions never overlap"
+    );
+    assert!(net("::/0").contains(&ip("2001:db8::1")));
+    assert_eq!(net("fe80::1/128").network(), ip("fe80::1"));
+}
+
+/// The syntax is the rest of the document's: addresses by the standard library's rules (the
+/// gateway's and DNS servers' too), prefixes as plain decimal digits.
+#[test]
+fn cidr_syntax_is_strict() {
+    for bad in [
+        "10.0.0.1",
+        "10.0.0.1/",
+        "/24",
+        "010.0.0.1/8",
+        "10.0.0.1/ 8",
+        "10.0.0.1/-1",
+        "10.0.0.1/33",
+        "::1/129",
+        "10.0.0.1/24/1",
+        "fe80::1%eth0/64",
+        "host.example/24",
+    ] {
+        assert_eq!(parse_cidr(bad), None, "{bad}");
+    }
+    assert_eq!(parse_cidr("10.0.0.1/08"), Some(net("10.0.0.1/8")));
+    assert_eq!(net("::ffff:10.0.0.1/120").prefix_len(), 120);
+    let errs =
+        errors("network:\n  interfaces:\n    - name: eth0\n      addresses: [010.0.0.1/8]\n");
+    assert_eq!(
+        errs,
+        ["u.yaml:4:19: network.interfaces[0].addresses[0]: `010.0.0.1/8` is not an address with prefix\n  hint: e.g. 192.168.1.10/24"],
+    );
+}
+
+/// A gateway must lie in an address's network; a route's destination may have host bits set
+/// (the agent takes its network).
+#[test]
+fn gateways_and_routes() {
+    let ok = "network:\n  interfaces:\n    - name: eth0\n      addresses: [192.168.1.10/24, fd00::10/64]\n      gateway: 192.168.1.1\n      routes:\n        - {to: 10.1.2.3/8, via: 192.168.1.254}\n";
+    assert!(load(Path::new("u.yaml"), ok).is_ok());
+    let errs = errors(
+        &ok.replace("gateway: 192.168.1.1", "gateway: 192.168.2.1")
+            .replace("10.1.2.3/8", "10.1.2.3"),
+    );
+    let joined = errs.join("\n");
+    for want in [
+        "network.interfaces[0].gateway: gateway 192.168.2.1 is outside every address's network",
+        "network.interfaces[0].routes[0].to: `10.1.2.3` is not an address with prefix",
+    ] {
+        assert!(joined.contains(want), "missing `{want}` in:\n{joined}");
+    }
+    assert_eq!(errs.len(), 2, "{joined}");
 }
 
 #[test]
@@ -276,7 +349,7 @@ mod never_panics {
 
         #[test]
         fn cidr_and_names_never_panic(s in "\\PC{0,40}") {
-            let _ = Cidr::parse(&s);
+            let _ = parse_cidr(&s);
             let _ = valid_hostname(&s);
             let _ = valid_ssh_key(&s);
             let _ = valid_mac(&s);

@@ -1,4 +1,5 @@
-//! The HTTP API: state, routes, the request log, and the extractors every handler shares
+//! The HTTP API: state, routes, the request log (tower-http's `TraceLayer`: a `tracing` span
+//! per request and one event when it is answered), and the extractors every handler shares
 //! (bearer authentication, strict JSON bodies, path ids). Handlers live in `device`,
 //! `operator` and `bundles`; the contract they implement is `p6os_protocol`.
 
@@ -9,22 +10,22 @@ mod operator;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Request, State};
 use axum::handler::Handler;
-use axum::http::StatusCode;
-use axum::middleware::{self, Next};
+use axum::http::{self, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
 use p6os_bundle::keys::PublicKey;
 use p6os_protocol::API;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
 
 use crate::auth::Secret;
 use crate::db::{self, Db};
 use crate::error::{ApiError, InternalDetail};
-use crate::{Config, Log, ServeError};
+use crate::{Config, ServeError};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -38,7 +39,6 @@ pub struct Inner {
     pub trusted: Vec<PublicKey>,
     pub heartbeat_secs: u32,
     pub pending_retry_secs: u32,
-    pub log: Log,
 }
 
 impl std::ops::Deref for AppState {
@@ -61,7 +61,7 @@ impl AppState {
             path: config.bundles.clone(),
             source,
         })?;
-        remove_stale_uploads(&config.bundles, &config.log);
+        remove_stale_uploads(&config.bundles);
         let conn = db::open(&config.db)?;
         Ok(AppState(Arc::new(Inner {
             db: Db::new(conn),
@@ -71,13 +71,12 @@ impl AppState {
             trusted: config.trusted_keys,
             heartbeat_secs: config.heartbeat_secs,
             pending_retry_secs: config.pending_retry_secs,
-            log: config.log,
         })))
     }
 }
 
 /// Removes `.upload-*.tmp` files that a killed console left in the bundles directory.
-fn remove_stale_uploads(dir: &std::path::Path, log: &Log) {
+fn remove_stale_uploads(dir: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -86,10 +85,11 @@ fn remove_stale_uploads(dir: &std::path::Path, log: &Log) {
         let name = name.to_string_lossy();
         if name.starts_with(".upload-") && name.ends_with(".tmp") {
             if let Err(e) = std::fs::remove_file(entry.path()) {
-                log.line(&format!(
-                    "p6os-console: cannot remove the stale upload {}: {e}",
-                    entry.path().display()
-                ));
+                tracing::warn!(
+                    path = %entry.path().display(),
+                    error = %e,
+                    "cannot remove a stale upload"
+                );
             }
         }
     }
@@ -188,7 +188,6 @@ pub fn served_routes() -> Vec<(&'static str, &'static str)> {
 
 /// The application: routes, JSON 404/405, and the request log.
 pub fn router(state: AppState) -> Router {
-    let log = state.log.clone();
     routes()
         .router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -199,23 +198,38 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .with_state(state)
-        .layer(middleware::from_fn_with_state(log, log_request))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(log_response)
+                .on_body_chunk(())
+                .on_eos(())
+                // A 5xx is logged by `log_response`, with its cause, once.
+                .on_failure(()),
+        )
 }
 
-/// One line per request: method, path (never the query), status, latency, and for a 500 the
-/// cause. Never headers or bodies, so never a token.
-async fn log_request(State(log): State<Log>, req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let start = Instant::now();
-    let response = next.run(req).await;
-    let ms = start.elapsed().as_secs_f64() * 1000.0;
-    let mut line = format!("{method} {path} {} {ms:.1}ms", response.status().as_u16());
-    if let Some(InternalDetail(detail)) = response.extensions().get::<InternalDetail>() {
-        line.push_str(&format!(" ({detail})"));
+/// The span of a request: its method and path. Never the query, headers or body, so never a
+/// token (tokens travel in `Authorization` and in JSON bodies).
+fn request_span<B>(req: &http::Request<B>) -> Span {
+    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+}
+
+/// One event per request, in its span: the status, the latency and, for a 500, the cause
+/// (the client only learns that it failed).
+fn log_response<B>(response: &http::Response<B>, latency: Duration, _span: &Span) {
+    let status = response.status().as_u16();
+    let latency = format!("{:.1}ms", latency.as_secs_f64() * 1000.0);
+    match response.extensions().get::<InternalDetail>() {
+        Some(InternalDetail(cause)) => {
+            tracing::error!(status, %latency, %cause, "failed");
+        }
+        None if response.status().is_server_error() => {
+            tracing::error!(status, %latency, "failed");
+        }
+        None => tracing::info!(status, %latency, "answered"),
     }
-    log.line(&line);
-    response
 }
 
 /// `(status, json)` as a response.

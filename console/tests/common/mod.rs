@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use p6os_bundle::keys::SecretKey;
 use p6os_bundle::testing::TestBundle;
-use p6os_console::{Config, Log};
+use p6os_console::Config;
 use p6os_protocol::{Disk, Facts, Health, Heartbeat, Nic, PairRequest, PairResponse};
 use tempfile::TempDir;
 
@@ -18,7 +18,8 @@ pub const API: &str = p6os_protocol::API;
 #[allow(unused_imports)] // each test file uses what it needs
 pub use p6os_bundle::testing::{other_key, trusted_key};
 
-/// A console running on its own runtime thread; stopped (gracefully) on drop.
+/// A console running on its own runtime thread; stopped (gracefully) on drop. What it logs
+/// through `tracing` is in `log` (see [`capture`]).
 pub struct Server {
     pub url: String,
     pub dir: TempDir,
@@ -30,12 +31,18 @@ pub struct Server {
 }
 
 impl Server {
+    /// With the production log level (`info`).
     pub fn start() -> Server {
+        Server::start_logging("info")
+    }
+
+    /// With the log filtered by `filter` (`EnvFilter` syntax, e.g. `trace`).
+    pub fn start_logging(filter: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let admin = p6os_console::auth::new_token().unwrap();
         let pairing = p6os_console::auth::new_token().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
+        let dispatch = capture(filter, log.clone());
         let config = Config {
             db: dir.path().join("console.db"),
             bundles: dir.path().join("bundles"),
@@ -44,11 +51,6 @@ impl Server {
             trusted_keys: vec![trusted_key().public()],
             heartbeat_secs: 60,
             pending_retry_secs: 30,
-            log: Log::to_fn(move |line| {
-                let mut l = sink.lock().unwrap();
-                l.push_str(line);
-                l.push('\n');
-            }),
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -56,9 +58,17 @@ impl Server {
         let app = p6os_console::app(config).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
+            let _log = tracing::dispatcher::set_default(&dispatch);
+            let on_start = dispatch.clone();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
+                .on_thread_start(move || {
+                    LOG_GUARD.with(|g| {
+                        *g.borrow_mut() = Some(tracing::dispatcher::set_default(&on_start))
+                    })
+                })
+                .on_thread_stop(|| LOG_GUARD.with(|g| drop(g.borrow_mut().take())))
                 .build()
                 .unwrap();
             rt.block_on(async move {
@@ -83,6 +93,16 @@ impl Server {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The request log's line for `method path` answered with `status`, if there is one.
+    pub fn logged(&self, method: &str, path: &str, status: u16) -> Option<String> {
+        let span = format!("request{{method={method} path={path}}}:");
+        let status = format!(" status={status} ");
+        self.log_text()
+            .lines()
+            .find(|l| l.contains(&span) && l.contains(&status))
+            .map(str::to_string)
     }
 
     pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Body) -> Reply {
@@ -144,6 +164,40 @@ impl Drop for Server {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+thread_local! {
+    /// A runtime thread's subscriber, set when it starts and dropped when it stops.
+    static LOG_GUARD: std::cell::RefCell<Option<tracing::dispatcher::DefaultGuard>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A `tracing` subscriber like the binary's (`fmt`, no colours) whose lines go to `buf`.
+/// Set per thread (on the server's runtime threads), so parallel tests each see their own
+/// server's log only.
+pub fn capture(filter: &str, buf: Arc<Mutex<String>>) -> tracing::Dispatch {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(false)
+        .with_writer(move || LogWriter(buf.clone()))
+        .finish()
+        .into()
+}
+
+struct LogWriter(Arc<Mutex<String>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap()
+            .push_str(&String::from_utf8_lossy(bytes));
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::thread::JoinHandle;
 
-use p6os_console::{Config, Log};
+use p6os_console::Config;
 
 use super::tests::FakeHost;
 use super::*;
@@ -37,7 +37,6 @@ impl Console {
             trusted_keys: Vec::new(),
             heartbeat_secs: 7,
             pending_retry_secs: 3,
-            log: Log::to_fn(|_| {}),
         };
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -59,9 +58,8 @@ impl Console {
                     None => p6os_console::run(app, listener, stopped).await,
                     Some((cert, key)) => {
                         let config = p6os_console::tls::server_config(&cert, &key).unwrap();
-                        let log = Log::to_fn(|_| {});
                         let listener =
-                            p6os_console::tls::TlsListener::new(listener, config, log).unwrap();
+                            p6os_console::tls::TlsListener::new(listener, config).unwrap();
                         p6os_console::run(app, listener, stopped).await
                     }
                 }

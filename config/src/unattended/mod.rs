@@ -1,0 +1,85 @@
+//! `unattended.yaml`: the site operator's only input, cloud-init style (a leading `#cloud-config`
+//! line is a comment and accepted). Typed with `deny_unknown_fields`, checked as a whole: every
+//! problem is reported at once with its place, and nothing is applied from a file with one.
+//!
+//! Layout: `types` (the serde types and so the schema), `checks/` (the semantic checks, one
+//! file per section), `syntax` (the shared syntax rules: host names, URLs, CIDRs, PEM, paths,
+//! SSH keys, password hashes), this file (the entry point). No I/O beyond the text given, and
+//! no secret value is ever echoed in a diagnostic.
+
+mod checks;
+mod syntax;
+mod types;
+
+use std::path::Path;
+
+use crate::diag::Diagnostics;
+use crate::yamlcheck::{self, Loaded};
+
+pub use ipnet::IpNet;
+pub use syntax::{
+    overlaps, parse_cidr, parse_http_url, redact_userinfo, strip_whitespace, valid_account_name,
+    valid_hostname,
+};
+pub use types::*;
+
+#[cfg(test)]
+use syntax::{valid_mac, valid_ssh_key};
+
+/// The JSON Schema `p6os schema unattended` prints.
+pub fn schema() -> serde_json::Value {
+    schemars::schema_for!(Unattended).to_value()
+}
+
+/// Parses and checks a whole document; every problem at once.
+pub fn load(file: &Path, text: &str) -> Result<Unattended, Diagnostics> {
+    let Loaded { value, tree } = match yamlcheck::load::<Unattended>(file, text) {
+        Ok(loaded) => loaded,
+        Err(mut diags) => {
+            // Every problem at once: the sections whose own shape is right still get their
+            // checks (a bad CIDR is reported beside an unknown key elsewhere).
+            if let Ok(tree) = yamlcheck::parse(file, text) {
+                diags.extend(checks::check(file, &tree, &well_formed_sections(&tree)));
+                diags.sort();
+            }
+            return Err(diags);
+        }
+    };
+    checks::check(file, &tree, &value).into_result(value)
+}
+
+/// The top-level sections of a document that deserialize on their own; the others are left
+/// at their defaults (so they add no checks).
+fn well_formed_sections(tree: &marked_yaml::Node) -> Unattended {
+    let mut u = Unattended::default();
+    let Some(map) = tree.as_mapping() else {
+        return u;
+    };
+    macro_rules! sections {
+        ($($field:ident),*) => {$(
+            if let Some(node) = map.get_node(stringify!($field)) {
+                if let Ok(v) = marked_yaml::from_node(node) {
+                    u.$field = v;
+                }
+            }
+        )*};
+    }
+    sections!(
+        appliance,
+        hostname,
+        timezone,
+        ntp,
+        users,
+        ssh,
+        network,
+        proxy,
+        kubernetes,
+        registries,
+        console,
+        write_files
+    );
+    u
+}
+
+#[cfg(test)]
+mod tests;

@@ -19,6 +19,7 @@ commands:
   agent              build the static p6os-agent
   image [RECIPE]     build the agent, then the image and its outputs (default recipes/default.yaml)
   test               unit, golden, fuzz (bounded) and QEMU tests (installs Debian packages when root)
+  qemu               the tiny image, then the QEMU scenarios only (two at a time)
   fuzz [--seconds N] [TARGET...]
                      run the parsers' fuzz targets (unattended, recipe), N seconds each (default 20)
   run [IMAGE]        boot an image in QEMU on this terminal (Ctrl-A X quits)
@@ -61,6 +62,7 @@ fn run() -> Result<()> {
         ["image"] => image::run(DEFAULT_RECIPE).map(|_| ()),
         ["image", recipe] => image::run(recipe).map(|_| ()),
         ["test"] => test::run(),
+        ["qemu"] => test::qemu_only(),
         ["fuzz", rest @ ..] => fuzz::cli(rest),
         ["run"] => run::run(None),
         ["run", img] => run::run(Some(img)),

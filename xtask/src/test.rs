@@ -63,10 +63,7 @@ fn run_tiers(times: &mut Times, outcomes: &mut Vec<scenarios::Outcome>) -> Resul
         check_outputs(&default)
     })?;
     let image = times.tier("tiny image", || crate::image::run(crate::TINY_RECIPE))?;
-    let root = crate::root();
     let agent = crate::agent::path();
-    let cli = root.join("target/release/p6os");
-    let console = root.join("target/debug/p6os-console");
     let sh = Shell::new()?;
     times.tier("unit, golden and integration tests", || {
         let _a = sh.push_env("P6OS_AGENT", &agent);
@@ -82,6 +79,43 @@ fn run_tiers(times: &mut Times, outcomes: &mut Vec<scenarios::Outcome>) -> Resul
         ),
         || crate::fuzz::run(crate::fuzz::TEST_SECONDS, crate::fuzz::TARGETS),
     )?;
+    let root = crate::root();
+    let (cli, console) = (root.join("target/release/p6os"), root.join("target/debug/p6os-console"));
+    qemu_tier(times, image, agent, cli, console, outcomes)
+}
+
+/// `cargo xtask qemu`: the tiny image, then the QEMU scenarios only.
+pub fn qemu_only() -> Result<()> {
+    let mut times = Times::default();
+    let mut outcomes = Vec::new();
+    let result = (|| {
+        times.tier("set-up: Debian packages", crate::deps::ensure)?;
+        let image = times.tier("tiny image", || crate::image::run(crate::TINY_RECIPE))?;
+        let root = crate::root();
+        qemu_tier(
+            &mut times,
+            image,
+            crate::agent::path(),
+            root.join("target/release/p6os"),
+            root.join("target/debug/p6os-console"),
+            &mut outcomes,
+        )
+    })();
+    times.print(&outcomes);
+    result
+}
+
+/// Builds the scenarios and the console, then runs every scenario; an error names the failures.
+fn qemu_tier(
+    times: &mut Times,
+    image: PathBuf,
+    agent: PathBuf,
+    cli: PathBuf,
+    console: PathBuf,
+    outcomes: &mut Vec<scenarios::Outcome>,
+) -> Result<()> {
+    let sh = Shell::new()?;
+    let root = crate::root();
     let found = times.tier("QEMU scenarios: build the binaries", || {
         cmd!(sh, "cargo build --quiet -p p6os-console --bin p6os-console").run()?;
         scenarios::discover()

@@ -22,6 +22,8 @@ pub mod error;
 pub mod init;
 pub mod openapi;
 pub mod range;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 
 use std::future::Future;

@@ -80,7 +80,10 @@ fn run_tiers(times: &mut Times, outcomes: &mut Vec<scenarios::Outcome>) -> Resul
         || crate::fuzz::run(crate::fuzz::TEST_SECONDS, crate::fuzz::TARGETS),
     )?;
     let root = crate::root();
-    let (cli, console) = (root.join("target/release/p6os"), root.join("target/debug/p6os-console"));
+    let (cli, console) = (
+        root.join("target/release/p6os"),
+        root.join("target/debug/p6os-console"),
+    );
     qemu_tier(times, image, agent, cli, console, outcomes)
 }
 

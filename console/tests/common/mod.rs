@@ -3,12 +3,11 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use p6os_bundle::keys::SecretKey;
 use p6os_bundle::testing::TestBundle;
+use p6os_console::testing::{Listen, TestConsole};
 use p6os_console::Config;
 use p6os_protocol::{Disk, Facts, Health, Heartbeat, Nic, PairRequest, PairResponse};
 use tempfile::TempDir;
@@ -18,16 +17,13 @@ pub const API: &str = p6os_protocol::API;
 #[allow(unused_imports)] // each test file uses what it needs
 pub use p6os_bundle::testing::{other_key, trusted_key};
 
-/// A console running on its own runtime thread; stopped (gracefully) on drop. What it logs
-/// through `tracing` is in `log` (see [`capture`]).
+/// The shared in-process console ([`TestConsole`]) with its tokens and database directory.
 pub struct Server {
     pub url: String,
     pub dir: TempDir,
     pub admin: String,
     pub pairing: String,
-    pub log: Arc<Mutex<String>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    pub console: TestConsole,
 }
 
 impl Server {
@@ -41,8 +37,6 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let admin = p6os_console::auth::new_token().unwrap();
         let pairing = p6os_console::auth::new_token().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let dispatch = capture(filter, log.clone());
         let config = Config {
             db: dir.path().join("console.db"),
             bundles: dir.path().join("bundles"),
@@ -52,47 +46,24 @@ impl Server {
             heartbeat_secs: 60,
             pending_retry_secs: 30,
         };
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = p6os_console::app(config).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let _log = tracing::dispatcher::set_default(&dispatch);
-            let on_start = dispatch.clone();
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .on_thread_start(move || {
-                    LOG_GUARD.with(|g| {
-                        *g.borrow_mut() = Some(tracing::dispatcher::set_default(&on_start))
-                    })
-                })
-                .on_thread_stop(|| LOG_GUARD.with(|g| drop(g.borrow_mut().take())))
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                p6os_console::run(app, listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
+        let console = TestConsole::start(
+            config,
+            Listen {
+                log_filter: filter.into(),
+                ..Listen::default()
+            },
+        );
         Server {
-            url,
+            url: console.url(),
             dir,
             admin,
             pairing,
-            log,
-            stop: Some(stop),
-            thread: Some(thread),
+            console,
         }
     }
 
     pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.console.log_text()
     }
 
     /// The request log's line for `method path` answered with `status`, if there is one.
@@ -153,51 +124,6 @@ impl Server {
             Some(token),
             Body::json(beat),
         )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-thread_local! {
-    /// A runtime thread's subscriber, set when it starts and dropped when it stops.
-    static LOG_GUARD: std::cell::RefCell<Option<tracing::dispatcher::DefaultGuard>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// A `tracing` subscriber like the binary's (`fmt`, no colours) whose lines go to `buf`.
-/// Set per thread (on the server's runtime threads), so parallel tests each see their own
-/// server's log only.
-pub fn capture(filter: &str, buf: Arc<Mutex<String>>) -> tracing::Dispatch {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_ansi(false)
-        .with_writer(move || LogWriter(buf.clone()))
-        .finish()
-        .into()
-}
-
-struct LogWriter(Arc<Mutex<String>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap()
-            .push_str(&String::from_utf8_lossy(bytes));
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

@@ -3,10 +3,9 @@
 //! console stopped (backoff, the token kept) and started again on the same database (the same
 //! token works); the appliance deleted by the operator (the device pairs again).
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::thread::JoinHandle;
 
+use p6os_console::testing::{Listen, TestConsole};
 use p6os_console::Config;
 
 use super::tests::FakeHost;
@@ -15,11 +14,10 @@ use super::*;
 const ADMIN: &str = "admin-token-for-the-agent-tests";
 const PAIRING: &str = "pairing-token-for-the-agent-tests";
 
-/// A console on `port` (0: any) over the database in `dir`; stopped on drop.
+/// The shared in-process console on `port` (0: any) over the database in `dir`; stopped on
+/// drop.
 struct Console {
-    port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    console: TestConsole,
 }
 
 impl Console {
@@ -38,43 +36,24 @@ impl Console {
             heartbeat_secs: 7,
             pending_retry_secs: 3,
         };
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let app = p6os_console::app(config).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let stopped = async {
-                    let _ = stopped.await;
-                };
-                match tls {
-                    None => p6os_console::run(app, listener, stopped).await,
-                    Some((cert, key)) => {
-                        let config = p6os_console::tls::server_config(&cert, &key).unwrap();
-                        let listener =
-                            p6os_console::tls::TlsListener::new(listener, config).unwrap();
-                        p6os_console::run(app, listener, stopped).await
-                    }
-                }
-                .unwrap();
-            });
-        });
         Console {
-            port,
-            stop: Some(stop),
-            thread: Some(thread),
+            console: TestConsole::start(
+                config,
+                Listen {
+                    port,
+                    tls,
+                    ..Listen::default()
+                },
+            ),
         }
     }
 
+    fn port(&self) -> u16 {
+        self.console.addr.port()
+    }
+
     fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.port())
     }
 
     /// An operator request with the admin token; returns the status.
@@ -91,16 +70,8 @@ impl Console {
         .0
     }
 
-    fn stop(mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        let _ = self.thread.take().map(|t| t.join());
-    }
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        let _ = self.thread.take().map(|t| t.join());
+    fn stop(self) {
+        self.console.stop();
     }
 }
 
@@ -118,7 +89,7 @@ fn settings(endpoint: &str) -> Settings {
 fn pending_ready_console_restarted_and_appliance_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let console = Console::start(dir.path(), 0);
-    let port = console.port;
+    let port = console.port();
     let endpoint = console.endpoint();
     let s = settings(&endpoint);
     let reg = Registration::resume(None, "store-7", &endpoint);
@@ -201,7 +172,7 @@ fn pairs_over_https_with_the_ca_made_by_the_console() {
         fs::write(path, text).unwrap();
     }
     let console = Console::start_with(dir.path(), 0, Some((files[1].clone(), files[2].clone())));
-    let endpoint = format!("https://127.0.0.1:{}", console.port);
+    let endpoint = format!("https://127.0.0.1:{}", console.port());
     let mut s = settings(&endpoint);
     let reg = Registration::resume(None, "store-8", &endpoint);
     // Without the CA: refused certificate, retried later.

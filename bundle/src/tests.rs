@@ -1,7 +1,6 @@
-use std::cmp::Ordering;
 use std::io::Cursor;
 
-use crate::compat::{compare_versions, problems, Device, Downgrade};
+use crate::compat::{problems, Device, Downgrade};
 use crate::format::*;
 use crate::keys::SecretKey;
 use crate::testing::{self, TestBundle};
@@ -194,23 +193,4 @@ fn compatibility_problems_are_all_reported() {
     assert!(p[4].contains("--allow-downgrade"), "{p:#?}");
     assert_eq!(problems(&m, &device(), Downgrade::Allow).len(), 4);
     assert!(problems(&manifest(), &device(), Downgrade::Refuse).is_empty());
-}
-
-#[test]
-fn version_order() {
-    use Ordering::*;
-    for (a, b, o) in [
-        ("1.0.0", "1.0.0", Equal),
-        ("1.0.10", "1.0.9", Greater),
-        ("2", "1.9.9", Greater),
-        ("1.0", "1.0.1", Less),
-        ("1.0.0-rc1", "1.0.0", Less),
-        ("1.0.0+1", "1.0.0", Greater),
-        ("1.0.0-rc2", "1.0.0-rc10", Less),
-        ("2024.05", "2024.11", Less),
-        ("1.a", "1.1", Less),
-    ] {
-        assert_eq!(compare_versions(a, b), o, "{a} vs {b}");
-        assert_eq!(compare_versions(b, a), o.reverse(), "{b} vs {a}");
-    }
 }

@@ -138,6 +138,15 @@ mod tests {
             ("1.10", "1.9", Greater),
             ("1.0", "1.0", Equal),
             ("1.a", "1.1", Less),
+            ("1.0.10", "1.0.9", Greater),
+            ("2", "1.9.9", Greater),
+            ("1.0.0+1", "1.0.0", Greater),
+            ("1.0.0-rc2", "1.0.0-rc10", Less),
+            ("2024.05", "2024.11", Less),
+            ("1.01", "1.1", Equal),
+            ("1.0-2", "1.0-rc", Greater),
+            ("99999999999999999999999", "9", Greater),
+            ("b", "a", Greater),
         ] {
             assert_eq!(compare(a, b), o, "{a} vs {b}");
             assert_eq!(compare(b, a), o.reverse(), "{b} vs {a}");

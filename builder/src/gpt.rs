@@ -12,6 +12,15 @@ pub enum GptError {
     Io(#[from] io::Error),
     #[error("no GPT found")]
     Invalid(#[from] InvalidGpt),
+    #[error(
+        "unsupported GPT: {block_size}-byte sectors, {count} entries of {size} bytes \
+         (P6OS images use 512-byte sectors and at most 128 entries of 128 bytes)"
+    )]
+    Unsupported {
+        block_size: u64,
+        count: u32,
+        size: u32,
+    },
 }
 
 /// Writes MBR, primary and backup tables into a device of exactly `gpt.sectors` sectors.
@@ -32,6 +41,18 @@ pub fn read(dev: &mut (impl Read + Seek)) -> Result<Gpt, GptError> {
         dev.take(p6os_layout::gpt::HEAD_LEN as u64 + p6os_layout::gpt::MAX_ENTRIES_LEN)
             .read_to_end(&mut head)?;
         let header = p6os_layout::gpt::parse_header(&head)?;
+        // What the builder's `Gpt` can describe and write back: 512-byte sectors and 128
+        // entries of 128 bytes (a 4Kn table or a longer array would be rewritten wrongly).
+        if header.block_size != SECTOR
+            || header.entry_size as usize != p6os_layout::gpt::ENTRY_SIZE
+            || header.entry_count as usize > p6os_layout::gpt::ENTRIES
+        {
+            return Err(GptError::Unsupported {
+                block_size: header.block_size,
+                count: header.entry_count,
+                size: header.entry_size,
+            });
+        }
         let start = header.entries_offset;
         let len = header.entries_len();
         if start.saturating_add(len) > total {
@@ -90,6 +111,23 @@ mod tests {
             out.status.success() && text.contains("No problems found"),
             "sgdisk -v: {text}"
         );
+    }
+
+    #[test]
+    fn refuses_tables_it_could_not_write_back() {
+        let gpt = sample();
+        let mut bytes = vec![0u8; gpt.size_bytes() as usize];
+        // The same table with 4096-byte sectors: the header at byte 4096.
+        let [(_, head), _] = gpt.encode();
+        let mut header = head[512..1024].to_vec();
+        header[72..80].copy_from_slice(&2u64.to_le_bytes());
+        header[16..20].fill(0);
+        let crc = crc32fast::hash(&header[..92]);
+        header[16..20].copy_from_slice(&crc.to_le_bytes());
+        bytes[4096..4608].copy_from_slice(&header);
+        bytes[8192..8192 + 16384].copy_from_slice(&head[1024..1024 + 16384]);
+        let err = read(&mut io::Cursor::new(bytes)).unwrap_err();
+        assert!(err.to_string().contains("4096-byte sectors"), "{err}");
     }
 
     #[test]

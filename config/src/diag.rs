@@ -97,17 +97,21 @@ impl fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// An error and its causes on one line, `a: b: c`, each cause printed once: a cause whose text
-/// its outer message already shows (`#[error("{path}: {source}")]`, `#[error("...: {0}")]` over
-/// a `#[from]`) is not repeated. Every binary of the workspace prints errors through this.
+/// the level just above it already shows (`#[error("{path}: {source}")]`, `#[error("...: {0}")]`
+/// over a `#[from]`) is not repeated. Only the level just above counts, so a short cause is never
+/// hidden because its words happen to appear further up. Every binary of the workspace prints
+/// errors through this.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
+    let mut above = text.clone();
     let mut source = err.source();
     while let Some(cause) = source {
         let line = cause.to_string();
-        if !line.is_empty() && !text.contains(&line) {
+        if !line.is_empty() && !above.contains(&line) {
             text.push_str(": ");
             text.push_str(&line);
         }
+        above = line;
         source = cause.source();
     }
     text
@@ -181,6 +185,15 @@ mod tests {
         );
         let plain = layer("mount /sysroot", Some(layer("No such device", None)));
         assert_eq!(error_chain(&plain), "mount /sysroot: No such device");
+        // A cause is compared with the level above it only, not with the whole line.
+        let coincidence = layer(
+            "download of https://x/timed out/bundle failed",
+            Some(layer("read", Some(layer("timed out", None)))),
+        );
+        assert_eq!(
+            error_chain(&coincidence),
+            "download of https://x/timed out/bundle failed: read: timed out"
+        );
     }
 
     #[test]

@@ -151,9 +151,18 @@ impl Fixture {
         Ok(path)
     }
 
-    /// The image of `recipe` (raw), built once per run. Boot a copy ([`crate::vm::VmConfig`]
-    /// does) or copy it before changing it.
+    /// The image of `recipe` (raw), built once per run; the scenario gets its own sparse copy
+    /// (scenarios inject configurations into their images, and run in parallel).
     pub fn image(&self, recipe: &Path) -> Result<PathBuf> {
+        let shared = self.shared_image(recipe)?;
+        let name = shared.file_name().context("image has a name")?;
+        let own = self.dir.path().join(name);
+        crate::vm::copy_image(&shared, &own)?;
+        Ok(own)
+    }
+
+    /// The run's one build of `recipe`: never to be changed.
+    fn shared_image(&self, recipe: &Path) -> Result<PathBuf> {
         let out = self.cache.join("images").join(recipe_key(recipe)?);
         once(&out, |tmp| {
             run(Command::new(p6os_cli())

@@ -36,14 +36,12 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("bmaptool", "bmap-tools"),
     // The default image's QEMU scenario logs in over SSH.
     ("ssh", "openssh-client"),
-    // The agent's proxy tests go through a real proxy.
+    // The agent's HTTP tests go through a real proxy (they skip, saying so, without it).
     ("tinyproxy", "tinyproxy"),
     ("cc", "gcc"),
     // libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`.
     ("c++", "g++"),
     ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
-    // The agent's HTTP tests go through a real proxy (they skip, saying so, without it).
-    ("tinyproxy", "tinyproxy"),
 ];
 
 /// What one probe found.
@@ -61,10 +59,11 @@ pub struct Policy {
     /// `None` when not installed.
     pub installed: Option<String>,
     /// The release (`bookworm`, `bookworm-security`) of the highest version that a configured
-    /// archive offers. A release, not a version: versions move with `apt-get update`.
+    /// archive of default priority (500 or more) offers. A release, not a version: versions
+    /// move with `apt-get update`.
     pub archive: Option<String>,
-    /// The installed version came from outside every configured archive (a local or
-    /// backports build): its only source is `/var/lib/dpkg/status`.
+    /// The installed version comes from no archive of default priority: a local build, or
+    /// one from backports (priority 100, whether or not backports is configured).
     pub installed_elsewhere: bool,
 }
 
@@ -151,13 +150,13 @@ pub fn install_command(probes: &[Probe], policies: &[Policy]) -> String {
 pub fn parse_policy(text: &str) -> Vec<Policy> {
     let mut out: Vec<Policy> = Vec::new();
     let mut version: Option<String> = None;
-    // Whether the installed version has been seen with an archive source.
-    let mut installed_in_archive = false;
+    // Whether the installed version has been seen with a source of default priority.
+    let mut installed_in_default = false;
     for line in text.lines() {
         if !line.starts_with(' ') {
             if let Some(name) = line.strip_suffix(':') {
-                finish(out.last_mut(), installed_in_archive);
-                installed_in_archive = false;
+                finish(out.last_mut(), installed_in_default);
+                installed_in_default = false;
                 out.push(Policy {
                     package: name.to_string(),
                     ..Policy::default()
@@ -186,8 +185,9 @@ pub fn parse_policy(text: &str) -> Vec<Policy> {
                 ["***", v, _prio] | [v, _prio] => Some(v.to_string()),
                 _ => None,
             };
-        } else if let (Some(v), [_prio, source, rest @ ..]) = (&version, fields.as_slice()) {
-            if *source != "/var/lib/dpkg/status" {
+        } else if let (Some(v), [prio, source, rest @ ..]) = (&version, fields.as_slice()) {
+            let default_priority = prio.parse::<i32>().is_ok_and(|p| p >= DEFAULT_PRIORITY);
+            if *source != "/var/lib/dpkg/status" && default_priority {
                 if current.archive.is_none() {
                     // `500 http://deb.debian.org/debian bookworm/main amd64 Packages`
                     current.archive = rest
@@ -196,18 +196,21 @@ pub fn parse_policy(text: &str) -> Vec<Policy> {
                         .map(str::to_string);
                 }
                 if current.installed.as_ref() == Some(v) {
-                    installed_in_archive = true;
+                    installed_in_default = true;
                 }
             }
         }
     }
-    finish(out.last_mut(), installed_in_archive);
+    finish(out.last_mut(), installed_in_default);
     out
 }
 
-fn finish(policy: Option<&mut Policy>, installed_in_archive: bool) {
+/// apt's priority of the releases it installs from by default (backports get 100).
+const DEFAULT_PRIORITY: i32 = 500;
+
+fn finish(policy: Option<&mut Policy>, installed_in_default: bool) {
     if let Some(p) = policy {
-        p.installed_elsewhere = p.installed.is_some() && !installed_in_archive;
+        p.installed_elsewhere = p.installed.is_some() && !installed_in_default;
     }
 }
 
@@ -254,8 +257,12 @@ fn apt_lists_ready() -> bool {
 }
 
 fn policies() -> Vec<Policy> {
-    let mut packages: Vec<&str> = TOOLS.iter().map(|(_, p)| *p).collect();
-    packages.dedup();
+    let mut packages: Vec<&str> = Vec::new();
+    for (_, p) in TOOLS {
+        if !packages.contains(p) {
+            packages.push(p);
+        }
+    }
     Command::new("apt-cache")
         .arg("policy")
         .args(&packages)
@@ -488,6 +495,31 @@ zstd:
         assert_eq!(
             install_command(&probes, &[]),
             "apt-get update && apt-get install -y --no-install-recommends p"
+        );
+    }
+
+    /// With bookworm-backports configured, its qemu-utils (priority 100) is still pinned to
+    /// the default release: apt would not pick it for qemu-system-x86 either.
+    #[test]
+    fn configured_backports_are_still_foreign() {
+        let policies = parse_policy(
+            "qemu-utils:
+  Installed: 1:10.0.2+ds-2~bpo12+1
+  Candidate: 1:10.0.2+ds-2~bpo12+1
+  Version table:
+ *** 1:10.0.2+ds-2~bpo12+1 100
+        100 http://deb.debian.org/debian bookworm-backports/main amd64 Packages
+        100 /var/lib/dpkg/status
+     1:7.2+dfsg-7+deb12u18+b2 500
+        500 http://deb.debian.org/debian bookworm/main amd64 Packages
+",
+        );
+        assert!(policies[0].installed_elsewhere);
+        assert_eq!(policies[0].archive.as_deref(), Some("bookworm"));
+        assert_eq!(
+            install_command(&[probe("qemu-img", "qemu-utils", true)], &policies),
+            "apt-get update && apt-get install -y --no-install-recommends --allow-downgrades \
+             qemu-utils/bookworm"
         );
     }
 

@@ -100,6 +100,14 @@ pub fn discover() -> Result<Vec<Scenario>> {
             .args(["--list", "--format", "terse"])
             .output()
             .with_context(|| format!("listing {}", exe.display()))?;
+        if !list.status.success() {
+            bail!(
+                "{} --list failed ({}): {}",
+                exe.display(),
+                list.status,
+                String::from_utf8_lossy(&list.stderr)
+            );
+        }
         for test in tests_in_list(&String::from_utf8_lossy(&list.stdout)) {
             scenarios.push(Scenario {
                 file: file.clone(),

@@ -142,6 +142,12 @@ fn qemu_tier(
         &format!("QEMU scenarios: {count}, {} at a time", scenarios::PARALLEL),
         || Ok(scenarios::run_all(found, env)),
     )?;
+    if outcomes.len() != count {
+        bail!(
+            "only {} of {count} QEMU scenarios reported (a runner thread died)",
+            outcomes.len()
+        );
+    }
     let failed: Vec<String> = outcomes
         .iter()
         .filter(|o| !o.passed)

@@ -43,13 +43,15 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// Byte offset on a disk with [`SECTOR`]-byte blocks.
+    /// Byte offset on a disk with [`SECTOR`]-byte blocks (saturating: LBAs come from disks).
     pub fn offset(&self) -> u64 {
-        self.first_lba * SECTOR
+        self.first_lba.saturating_mul(SECTOR)
     }
-    /// Size in bytes on a disk with [`SECTOR`]-byte blocks.
+    /// Size in bytes on a disk with [`SECTOR`]-byte blocks (saturating).
     pub fn size(&self) -> u64 {
-        (self.last_lba - self.first_lba + 1) * SECTOR
+        (self.last_lba.saturating_sub(self.first_lba))
+            .saturating_add(1)
+            .saturating_mul(SECTOR)
     }
 }
 
@@ -77,8 +79,6 @@ pub enum GptError {
     ArrayCrc,
     #[error("the entry array is cut short ({have} of {need} bytes)")]
     ShortArray { have: usize, need: u64 },
-    #[error("partition {0} ends before it starts")]
-    Backwards(u32),
 }
 
 /// Where the entry array is, from a checked primary header.
@@ -173,7 +173,8 @@ fn header_at(head: &[u8], block_size: u64) -> Result<Header, GptError> {
 }
 
 /// The used entries of an entry array read at `header.entries_offset` (at least
-/// `header.entries_len()` bytes), after checking its CRC.
+/// `header.entries_len()` bytes), after checking its CRC. An entry that ends before it starts
+/// is skipped, as the kernel skips it.
 pub fn parse_entries(array: &[u8], header: &Header) -> Result<Vec<Partition>, GptError> {
     let need = header.entries_len();
     let array = array.get(..need as usize).ok_or(GptError::ShortArray {
@@ -192,7 +193,8 @@ pub fn parse_entries(array: &[u8], header: &Header) -> Result<Vec<Partition>, Gp
         let first_lba = u64_at(entry, 32).unwrap_or_default();
         let last_lba = u64_at(entry, 40).unwrap_or_default();
         if last_lba < first_lba {
-            return Err(GptError::Backwards(number));
+            // As the kernel does: a broken entry is skipped, the others still count.
+            continue;
         }
         let units: Vec<u16> = entry[56..128]
             .chunks_exact(2)

@@ -9,148 +9,15 @@
 //! installs it, reboots into it, blesses it and reports the new version.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use p6os_qemu_tests::console_cli;
+use p6os_qemu_tests::console::Console;
 use p6os_qemu_tests::fixture::Fixture;
 use p6os_qemu_tests::vm::{Network, VmConfig};
-use serde_json::Value;
 
 const BOOT: Duration = Duration::from_secs(240);
 const UPGRADE: Duration = Duration::from_secs(400);
 const ID: &str = "store-12-nuc";
-
-/// `p6os-console serve` on 127.0.0.1 (a free port), killed on drop.
-struct Console {
-    child: Child,
-    url: String,
-    admin_token: PathBuf,
-    ca: PathBuf,
-}
-
-impl Console {
-    fn start(dir: &Path, trusted_key: &Path) -> Console {
-        let admin_token = dir.join("admin.token");
-        let pairing_token = dir.join("pairing.token");
-        fs::write(&admin_token, "admin-secret-for-the-test\n").unwrap();
-        fs::write(&pairing_token, "pairing-secret-for-the-test\n").unwrap();
-        // Keeps the token files above, adds the CA and the certificate for the guest's view.
-        let out = Command::new(console_cli())
-            .args([
-                "init",
-                "--tls-name",
-                "10.0.2.2",
-                "--tls-name",
-                "127.0.0.1",
-                "--dir",
-            ])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut child = Command::new(console_cli())
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--db")
-            .arg(dir.join("console.db"))
-            .arg("--bundles")
-            .arg(dir.join("bundles"))
-            .arg("--admin-token-file")
-            .arg(&admin_token)
-            .arg("--pairing-token-file")
-            .arg(&pairing_token)
-            .arg("--trusted-key")
-            .arg(trusted_key)
-            .args(["--heartbeat-secs", "3", "--pending-retry-secs", "2"])
-            .arg("--tls-cert")
-            .arg(dir.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(dir.join("tls.key"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("p6os-console (built by `cargo test --workspace`)");
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                eprintln!("console: {line}");
-                if let Some(addr) = line.strip_prefix("p6os-console: listening on ") {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the console did not start");
-        Console {
-            child,
-            url,
-            admin_token,
-            ca: dir.join("ca.pem"),
-        }
-    }
-
-    fn port(&self) -> u16 {
-        self.url.rsplit(':').next().unwrap().parse().unwrap()
-    }
-
-    /// Runs an operator command; panics with its output if it fails.
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(console_cli())
-            .arg("--url")
-            .arg(&self.url)
-            .arg("--admin-token-file")
-            .arg(&self.admin_token)
-            .arg("--ca")
-            .arg(&self.ca)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "p6os-console {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn show(&self) -> Value {
-        serde_json::from_str(&self.cli(&["appliances", "show", ID, "--json"])).unwrap()
-    }
-
-    /// Polls `show` until `done` holds.
-    fn wait_for(&self, what: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let v = self.show();
-            if done(&v) {
-                return v;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "timed out waiting for {what}: {v:#}"
-            );
-            thread::sleep(Duration::from_secs(1));
-        }
-    }
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn a_device_pairs_and_upgrades_when_the_operator_asks() {
@@ -192,7 +59,7 @@ fn a_device_pairs_and_upgrades_when_the_operator_asks() {
     console.cli(&["appliances", "register", ID, "--label", "site=store-12"]);
     vm.wait_for_line("registration: pending -> ready", BOOT)
         .unwrap();
-    let v = console.wait_for("the first heartbeat", BOOT, |v| {
+    let v = console.wait_for(ID, "the first heartbeat", BOOT, |v| {
         v["reported"]["version"] == "1.0.0"
     });
     assert_eq!(v["status"], "ready");
@@ -256,7 +123,7 @@ fn a_device_pairs_and_upgrades_when_the_operator_asks() {
     vm.wait_for_line("p6os-agent: ready slot=b version=2.0.0", BOOT)
         .unwrap();
     vm.wait_for_line("slot b is blessed", BOOT).unwrap();
-    let v = console.wait_for("the report of 2.0.0, blessed", BOOT, |v| {
+    let v = console.wait_for(ID, "the report of 2.0.0, blessed", BOOT, |v| {
         v["reported"]["version"] == "2.0.0"
             && v["reported"]["health"] == "good"
             && v["reported"]["last_upgrade"]["outcome"] == "blessed"

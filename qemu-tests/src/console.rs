@@ -1,0 +1,148 @@
+//! A real `p6os-console` process for the scenarios: `init` (tokens, a private CA, a certificate
+//! for 10.0.2.2 and 127.0.0.1), `serve` with https on 127.0.0.1, and the operator CLI.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::console_cli;
+
+pub struct Console {
+    child: Child,
+    pub url: String,
+    pub admin_token: PathBuf,
+    /// The CA `p6os-console init` made (its certificate names 10.0.2.2 and 127.0.0.1).
+    pub ca: PathBuf,
+}
+
+impl Console {
+    /// Tokens, CA and certificate made in `dir`; bundles signed by `trusted_key` accepted.
+    pub fn start(dir: &Path, trusted_key: &Path) -> Console {
+        let admin_token = dir.join("admin.token");
+        let pairing_token = dir.join("pairing.token");
+        fs::write(&admin_token, "admin-secret-for-the-test\n").unwrap();
+        fs::write(&pairing_token, "pairing-secret-for-the-test\n").unwrap();
+        // Keeps the token files above, adds the CA and the certificate for the guest's view.
+        let out = Command::new(console_cli())
+            .args([
+                "init",
+                "--tls-name",
+                "10.0.2.2",
+                "--tls-name",
+                "127.0.0.1",
+                "--dir",
+            ])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut child = Command::new(console_cli())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--db")
+            .arg(dir.join("console.db"))
+            .arg("--bundles")
+            .arg(dir.join("bundles"))
+            .arg("--admin-token-file")
+            .arg(&admin_token)
+            .arg("--pairing-token-file")
+            .arg(&pairing_token)
+            .arg("--trusted-key")
+            .arg(trusted_key)
+            .args(["--heartbeat-secs", "3", "--pending-retry-secs", "2"])
+            .arg("--tls-cert")
+            .arg(dir.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.join("tls.key"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("p6os-console (built by `cargo test --workspace`)");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                eprintln!("console: {line}");
+                if let Some(addr) = line.strip_prefix("p6os-console: listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the console did not start");
+        Console {
+            child,
+            url,
+            admin_token,
+            ca: dir.join("ca.pem"),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// Runs an operator command; panics with its output if it fails.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(console_cli())
+            .arg("--url")
+            .arg(&self.url)
+            .arg("--admin-token-file")
+            .arg(&self.admin_token)
+            .arg("--ca")
+            .arg(&self.ca)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "p6os-console {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn show(&self, id: &str) -> Value {
+        serde_json::from_str(&self.cli(&["appliances", "show", id, "--json"])).unwrap()
+    }
+
+    /// Polls `show` until `done` holds.
+    pub fn wait_for(
+        &self,
+        id: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.show(id);
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}: {v:#}"
+            );
+            thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

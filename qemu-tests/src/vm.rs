@@ -24,6 +24,36 @@ pub struct VmConfig {
     pub network: Network,
     /// More raw disks, attached as virtio-blk after the image (`/dev/vdb`, ...).
     pub extra_drives: Vec<PathBuf>,
+    /// The bus the boot disk is on.
+    pub boot_bus: Bus,
+}
+
+/// The bus of the boot disk, as QEMU models the controllers of real machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bus {
+    /// virtio-blk (`/dev/vda`): the paravirtual disk of clouds.
+    Virtio,
+    /// An NVMe controller (`/dev/nvme0n1`): an Intel NUC's M.2 disk.
+    Nvme,
+    /// SATA on q35's built-in AHCI controller (`/dev/sda`).
+    Sata,
+    /// A USB mass-storage stick on an xHCI controller (`/dev/sda`).
+    Usb,
+}
+
+impl Bus {
+    /// QEMU `-device` arguments for the drive `disk0`.
+    fn devices(self) -> Vec<String> {
+        match self {
+            Bus::Virtio => vec!["virtio-blk-pci,drive=disk0".into()],
+            Bus::Nvme => vec!["nvme,serial=P6OSTEST0001,drive=disk0".into()],
+            Bus::Sata => vec!["ide-hd,drive=disk0,bus=ide.0".into()],
+            Bus::Usb => vec![
+                "qemu-xhci,id=xhci".into(),
+                "usb-storage,bus=xhci.0,drive=disk0,removable=on".into(),
+            ],
+        }
+    }
 }
 
 /// The guest's network.
@@ -68,6 +98,7 @@ impl VmConfig {
             hard_timeout: Duration::from_secs(600),
             network: Network::None,
             extra_drives: Vec::new(),
+            boot_bus: Bus::Virtio,
         })
     }
 
@@ -95,7 +126,9 @@ impl VmConfig {
             "if=none,id=disk0,format=raw,file={}",
             disk.display()
         ));
-        c.args(["-device", "virtio-blk-pci,drive=disk0"]);
+        for device in self.boot_bus.devices() {
+            c.arg("-device").arg(device);
+        }
         for (i, drive) in self.extra_drives.iter().enumerate() {
             c.arg("-drive").arg(format!(
                 "if=none,id=extra{i},format=raw,file={}",

@@ -13,6 +13,8 @@ use anyhow::{bail, Context, Result};
 
 /// VMs at a time.
 pub const PARALLEL: usize = 2;
+/// A scenario still running after this long is killed and counts as failed.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 const LOGS: &str = "target/qemu-logs";
 /// Scenarios known to take longest (minutes under TCG) start first, so the two workers end
 /// together; the rest follow in file order.
@@ -141,13 +143,32 @@ fn run_one(s: &Scenario, env: &[(&str, PathBuf)]) -> Result<Outcome> {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let status = cmd
-        .status()
+    let mut child = cmd
+        .spawn()
         .with_context(|| format!("running {}", s.exe.display()))?;
+    // Each VM has its own hard timeout; this bounds what runs around them (builds, servers).
+    let passed = loop {
+        if let Some(status) = child.try_wait()? {
+            break status.success();
+        }
+        if started.elapsed() > SCENARIO_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut f = std::fs::OpenOptions::new().append(true).open(&log)?;
+            use std::io::Write as _;
+            writeln!(
+                f,
+                "xtask: killed after {} s (SCENARIO_TIMEOUT)",
+                SCENARIO_TIMEOUT.as_secs()
+            )?;
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     Ok(Outcome {
         scenario: s.clone(),
         took: started.elapsed(),
-        passed: status.success(),
+        passed,
         log,
     })
 }

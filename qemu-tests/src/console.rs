@@ -13,6 +13,11 @@ use serde_json::Value;
 
 use crate::console_cli;
 
+/// The pairing token every scenario's console accepts.
+pub const PAIRING_TOKEN: &str = "pairing-secret-for-the-test";
+/// The operator's token of every scenario's console.
+pub const ADMIN_TOKEN: &str = "admin-secret-for-the-test";
+
 pub struct Console {
     child: Child,
     pub url: String,
@@ -26,8 +31,8 @@ impl Console {
     pub fn start(dir: &Path, trusted_key: &Path) -> Console {
         let admin_token = dir.join("admin.token");
         let pairing_token = dir.join("pairing.token");
-        fs::write(&admin_token, "admin-secret-for-the-test\n").unwrap();
-        fs::write(&pairing_token, "pairing-secret-for-the-test\n").unwrap();
+        fs::write(&admin_token, format!("{ADMIN_TOKEN}\n")).unwrap();
+        fs::write(&pairing_token, format!("{PAIRING_TOKEN}\n")).unwrap();
         // Keeps the token files above, adds the CA and the certificate for the guest's view.
         let out = Command::new(console_cli())
             .args([
@@ -90,6 +95,20 @@ impl Console {
 
     pub fn port(&self) -> u16 {
         self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// The `console:` section of unattended.yaml for a device that reaches this console as
+    /// `https://<host>:<port>`: endpoint, pairing token and the CA to trust.
+    pub fn unattended_section(&self, host: &str) -> String {
+        let ca: String = fs::read_to_string(&self.ca)
+            .unwrap()
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect();
+        format!(
+            "console:\n  endpoint: https://{host}:{}\n  token: {PAIRING_TOKEN}\n  ca: |\n{ca}",
+            self.port()
+        )
     }
 
     /// Runs an operator command; panics with its output if it fails.

@@ -11,7 +11,7 @@
 use std::fs;
 use std::time::Duration;
 
-use p6os_qemu_tests::console::Console;
+use p6os_qemu_tests::console::{Console, ADMIN_TOKEN, PAIRING_TOKEN};
 use p6os_qemu_tests::fixture::Fixture;
 use p6os_qemu_tests::vm::{Network, VmConfig};
 
@@ -28,19 +28,13 @@ fn a_device_pairs_and_upgrades_when_the_operator_asks() {
     fs::create_dir_all(&console_dir).unwrap();
     let console = Console::start(&console_dir, &f.public_key);
 
-    let ca: String = fs::read_to_string(&console.ca)
-        .unwrap()
-        .lines()
-        .map(|l| format!("    {l}\n"))
-        .collect();
     f.inject(
         &image,
         &format!(
             "appliance:\n  id: {ID}\n  labels: {{site: store-12}}\n\
              network:\n  interfaces:\n    - name: eth0\n      addresses: [10.0.2.15/24]\n\
-             console:\n  endpoint: https://10.0.2.2:{}\n  token: pairing-secret-for-the-test\n\
-             \x20 ca: |\n{ca}",
-            console.port()
+             {}",
+            console.unattended_section("10.0.2.2")
         ),
     )
     .unwrap();
@@ -138,7 +132,7 @@ fn a_device_pairs_and_upgrades_when_the_operator_asks() {
         assert!(events.contains(needle), "{needle} not in {events}");
     }
     let log = vm.console_log();
-    for secret in ["pairing-secret-for-the-test", "admin-secret-for-the-test"] {
+    for secret in [PAIRING_TOKEN, ADMIN_TOKEN] {
         assert!(!log.contains(secret), "a secret on the serial console");
     }
 }

@@ -92,11 +92,6 @@ fn a_device_behind_a_proxy_pairs_and_upgrades_through_it() {
     let console = Console::start(&console_dir, &f.public_key);
     let proxy = Tinyproxy::start(f.dir.path());
 
-    let ca: String = fs::read_to_string(&console.ca)
-        .unwrap()
-        .lines()
-        .map(|l| format!("    {l}\n"))
-        .collect();
     let proxy_url = format!(
         "http://{PROXY_USER}:{PROXY_PASSWORD}@10.0.2.2:{}",
         proxy.port
@@ -107,9 +102,8 @@ fn a_device_behind_a_proxy_pairs_and_upgrades_through_it() {
             "appliance:\n  id: {ID}\n  labels: {{site: store-7}}\n\
              network:\n  interfaces:\n    - name: eth0\n      addresses: [10.0.2.15/24]\n\
              proxy:\n  http_proxy: {proxy_url}\n  https_proxy: {proxy_url}\n\
-             console:\n  endpoint: https://127.0.0.1:{}\n  token: pairing-secret-for-the-test\n\
-             \x20 ca: |\n{ca}",
-            console.port()
+             {}",
+            console.unattended_section("127.0.0.1")
         ),
     )
     .unwrap();

@@ -251,7 +251,7 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
         vmlinuz,
         initrd,
         release,
-    } = boot::payloads(recipe, &loaded, &agent, &say)?;
+    } = boot::payloads(recipe, &loaded, &root, &agent, &say)?;
     Ok(Prepared {
         new_lock,
         digest,

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::fetch::sha256_bytes;
 use crate::manifest::{LayerRecord, PackageRecord, SlotIdentity};
-use crate::recipe::Recipe;
+use crate::recipe::{KernelModulesIn, Recipe};
 use crate::tree::{Entry, Tree};
 use crate::units;
 
@@ -63,6 +63,9 @@ pub(super) fn assemble(
     for l in loaded {
         root.merge(&l.tree);
     }
+    if recipe.def.kernel_modules == KernelModulesIn::Initramfs {
+        remove_kernel_modules(&mut root);
+    }
     // Air-gapped content: OCI archives by digest, and the list the import unit reads.
     let mut listed = Vec::new();
     for OciArchive { source, data } in images {
@@ -108,4 +111,19 @@ pub(super) fn assemble(
     }
 
     Ok((root, packages))
+}
+
+/// Removes `lib/modules/*` and `usr/lib/modules/*` (the directories stay, empty).
+fn remove_kernel_modules(root: &mut Tree) {
+    let doomed: Vec<String> = ["lib/modules/", "usr/lib/modules/"]
+        .iter()
+        .flat_map(|dir| {
+            root.iter()
+                .filter(move |(p, _)| p.starts_with(dir))
+                .map(|(p, _)| p.clone())
+        })
+        .collect();
+    for path in doomed {
+        root.remove(&path);
+    }
 }

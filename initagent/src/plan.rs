@@ -132,6 +132,12 @@ pub enum Step {
         path: String,
         what: &'static str,
     },
+    /// Move the clock up to the image's build epoch or the time saved in state when it is
+    /// behind both (`clock::apply_floor`); never fails the boot.
+    ClockFloor {
+        root: String,
+        state: String,
+    },
     /// `mount --move` each path to the same path under `into`.
     MoveMounts {
         paths: Vec<String>,
@@ -310,6 +316,10 @@ pub fn plan_boot(cmdline: &Cmdline, modules: &[String], init_args: &[String]) ->
         flags: vec![Flag::NoAtime],
         data: String::new(),
     }));
+    steps.push(Step::ClockFloor {
+        root: SYSROOT.to_string(),
+        state: STATE_DIR.to_string(),
+    });
     steps.push(Step::MakeDirs {
         paths: OVERLAID
             .iter()
@@ -434,6 +444,10 @@ mod tests {
                 flags: vec![Flag::NoAtime],
                 data: String::new(),
             }),
+            Step::ClockFloor {
+                root: "/sysroot".into(),
+                state: "/run/p6os/state".into(),
+            },
             Step::MakeDirs {
                 paths: strings(&[
                     "/run/p6os/state/overlay/etc/upper",

@@ -28,6 +28,9 @@ pub struct VmConfig {
     pub boot_bus: Bus,
     /// The model of the guest's NIC (when `network` has one).
     pub nic: Nic,
+    /// What the guest's hardware clock reads at start (`2001-01-01T00:00:00`: a dead CMOS
+    /// battery); the host's time (UTC) when `None`.
+    pub rtc_base: Option<String>,
 }
 
 /// The guest's network card, as QEMU models them.
@@ -120,6 +123,7 @@ impl VmConfig {
             extra_drives: Vec::new(),
             boot_bus: Bus::Virtio,
             nic: Nic::Virtio,
+            rtc_base: None,
         })
     }
 
@@ -157,6 +161,9 @@ impl VmConfig {
             ));
             c.arg("-device")
                 .arg(format!("virtio-blk-pci,drive=extra{i}"));
+        }
+        if let Some(base) = &self.rtc_base {
+            c.arg("-rtc").arg(format!("base={base}"));
         }
         let model = self.nic.model();
         match self.network {

@@ -10,8 +10,8 @@ use p6os_config::health::{HEALTH_PATH, TRUSTED_KEYS_DIR};
 
 use super::layers::LoadedLayer;
 use super::{
-    io_at, BuildError, AGENT_PATH, BAKED_UNATTENDED_PATH, CONTAINERD_BINARY, IMAGES_DIR,
-    IMAGES_LIST, K3S_BINARY, K3S_IMAGES_DIR, SLOT_MANIFEST_PATH,
+    io_at, BuildError, AGENT_PATH, BAKED_UNATTENDED_PATH, CLOCK_EPOCH_PATH, CONTAINERD_BINARY,
+    IMAGES_DIR, IMAGES_LIST, K3S_BINARY, K3S_IMAGES_DIR, SLOT_MANIFEST_PATH,
 };
 use crate::fetch::sha256_bytes;
 use crate::manifest::{LayerRecord, PackageRecord, SlotIdentity};
@@ -108,6 +108,19 @@ pub(super) fn assemble(
             &format!("{}/{}.pub", &TRUSTED_KEYS_DIR[1..], key.id()),
             Entry::file(key.to_file().into_bytes(), 0o644),
         );
+    }
+    // The clock's floor on a machine whose RTC lost its time: the newest file of the image
+    // (reproducible, and no earlier than any package in it). The agent reads the text; systemd
+    // reads the mtime of its own file.
+    let epoch = root.iter().map(|(_, e)| e.mtime).max().unwrap_or(0);
+    root.insert(
+        CLOCK_EPOCH_PATH,
+        Entry::file(format!("{epoch}\n").into_bytes(), 0o644),
+    );
+    if units::is_systemd(&root) {
+        let mut systemd_epoch = Entry::file(Vec::new(), 0o644);
+        systemd_epoch.mtime = epoch;
+        root.insert("usr/lib/clock-epoch", systemd_epoch);
     }
 
     Ok((root, packages))

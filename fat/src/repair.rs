@@ -93,18 +93,18 @@ impl Repair {
         let mut parts = Vec::new();
         if !self.remove.is_empty() {
             let paths: Vec<&str> = self.remove.iter().map(|r| r.path.as_str()).collect();
-            parts.push(format!("removed {}", paths.join(", ")));
+            parts.push(format!("remove {}", paths.join(", ")));
         }
         if !self.lost.is_empty() {
             parts.push(format!(
-                "freed {} lost clusters in {} runs",
+                "free {} lost clusters in {} runs",
                 self.lost_clusters(),
                 self.lost.len()
             ));
         }
         if !self.fat_copies_differ.is_empty() {
             parts.push(format!(
-                "copied {} fat sectors to the other copies",
+                "copy {} fat sectors to the other copies",
                 self.fat_copies_differ.len()
             ));
         }
@@ -112,7 +112,7 @@ impl Repair {
             parts.push(format!("free count {was:#x} -> {is}"));
         }
         if self.dirty {
-            parts.push("cleared the dirty flag".into());
+            parts.push("clear the dirty flag".into());
         }
         if parts.is_empty() {
             "clean".into()

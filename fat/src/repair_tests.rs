@@ -187,7 +187,7 @@ fn a_wrong_free_count_and_the_dirty_flag_are_fixed() {
     let p = plan(&img);
     assert!(p.dirty);
     assert_eq!(p.free_count.map(|f| f.0), Some(7));
-    assert!(p.summary().contains("cleared the dirty flag"), "{}", p.summary());
+    assert!(p.summary().contains("clear the dirty flag"), "{}", p.summary());
     let (_, img) = repaired(img);
     assert!(plan(&img).is_clean());
     assert_eq!(img, esp());

@@ -65,6 +65,8 @@ pub fn at_boot() {
     };
     match machine::execute(&machine.esp, &actions, None) {
         Ok(AfterActions::RebootRequested) => {
+            // Unmounts the ESP before init is asked to reboot.
+            drop(machine);
             super::request_reboot();
             return;
         }

@@ -3,6 +3,7 @@
 //! bundle (`install`) and carries out the actions (`machine::execute`).
 
 pub mod assess;
+pub mod esp;
 pub mod http;
 pub mod install;
 pub mod machine;
@@ -299,7 +300,7 @@ fn counter_json(c: Counter) -> serde_json::Value {
 
 /// The booted slot, its version and standing, and the last upgrade's outcome (for heartbeats).
 pub fn running() -> Result<crate::register::Running, String> {
-    let machine = Machine::open().map_err(|e| error_chain(&e))?;
+    let machine = Machine::open_read_only().map_err(|e| error_chain(&e))?;
     let view = machine.view().map_err(|e| error_chain(&e))?;
     let health = match view.entry(view.booted).map(|e| e.counter) {
         Some(Counter::Blessed) => p6os_protocol::Health::Good,
@@ -319,7 +320,7 @@ pub fn running() -> Result<crate::register::Running, String> {
 }
 
 pub fn status(format: Format) -> i32 {
-    let result = Machine::open().and_then(|m| Ok((m.view()?, m)));
+    let result = Machine::open_read_only().and_then(|m| Ok((m.view()?, m)));
     let (view, _machine) = match result {
         Ok(x) => x,
         Err(e) => return fail(&format!("status unavailable: {}", error_chain(&e))),

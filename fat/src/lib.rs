@@ -25,9 +25,9 @@ mod repair;
 mod writer;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod repair_tests;
+#[cfg(test)]
+mod tests;
 #[cfg(test)]
 mod tool_tests;
 

@@ -105,14 +105,19 @@ fn lost_clusters_are_freed_in_every_copy_and_counted() {
 #[test]
 fn leftovers_are_removed_and_their_clusters_freed() {
     let mut vol = open(esp());
-    vol.write_file("/p6os/b/initrd.img.new", &noise(70_000, 9)).unwrap();
-    vol.write_file("/loader/entries/p6os-3-b+3.conf.new", b"title x\n").unwrap();
+    vol.write_file("/p6os/b/initrd.img.new", &noise(70_000, 9))
+        .unwrap();
+    vol.write_file("/loader/entries/p6os-3-b+3.conf.new", b"title x\n")
+        .unwrap();
     let img = vol.into_inner().into_inner();
     let p = plan(&img);
     let removed: Vec<&str> = p.remove.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(
         removed,
-        ["/p6os/b/initrd.img.new", "/loader/entries/p6os-3-b+3.conf.new"]
+        [
+            "/p6os/b/initrd.img.new",
+            "/loader/entries/p6os-3-b+3.conf.new"
+        ]
     );
     // 70 000 bytes in 512-byte clusters, and the entry's one.
     assert_eq!(p.lost_clusters(), 137 + 1);
@@ -172,7 +177,10 @@ fn lost_only_in_the_first_fat_is_freed_there_and_both_agree() {
     set_fat_entry(&mut img, &[0], 120_000, 0x0FFF_FFFF);
     let p = plan(&img);
     assert_eq!(p.lost, vec![(120_000, 1)]);
-    assert!(p.fat_copies_differ.is_empty(), "after the repair they agree");
+    assert!(
+        p.fat_copies_differ.is_empty(),
+        "after the repair they agree"
+    );
     let (_, img) = repaired(img);
     assert_eq!(fat_entry(&img, 0, 120_000), 0);
     assert!(plan(&img).is_clean());
@@ -187,7 +195,11 @@ fn a_wrong_free_count_and_the_dirty_flag_are_fixed() {
     let p = plan(&img);
     assert!(p.dirty);
     assert_eq!(p.free_count.map(|f| f.0), Some(7));
-    assert!(p.summary().contains("clear the dirty flag"), "{}", p.summary());
+    assert!(
+        p.summary().contains("clear the dirty flag"),
+        "{}",
+        p.summary()
+    );
     let (_, img) = repaired(img);
     assert!(plan(&img).is_clean());
     assert_eq!(img, esp());
@@ -289,8 +301,11 @@ fn repeated_cuts_of_a_file_written_again_and_again_never_fill_the_volume() {
     let mut free = None;
     for round in 0..50u32 {
         let mut vol = open(img);
-        vol.write_file("/p6os/b/vmlinuz.new", &noise(20 * MIB as usize / 8, u64::from(round)))
-            .unwrap();
+        vol.write_file(
+            "/p6os/b/vmlinuz.new",
+            &noise(20 * MIB as usize / 8, u64::from(round)),
+        )
+        .unwrap();
         img = vol.into_inner().into_inner();
         leak(&mut img, 110_000 + round * 7, 5);
         let (p, after) = repaired(img);

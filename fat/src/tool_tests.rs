@@ -382,7 +382,8 @@ fn fsck_check_catches_problems() {
 fn damage_and_repair(img: &Path, size: u64) {
     {
         let mut vol = open_file(img, size);
-        vol.write_file("/p6os/b/vmlinuz.new", &noise(300_000, 7)).unwrap();
+        vol.write_file("/p6os/b/vmlinuz.new", &noise(300_000, 7))
+            .unwrap();
     }
     let mut bytes = std::fs::read(img).unwrap();
     let vol = open_file(img, size);
@@ -403,9 +404,7 @@ fn damage_and_repair(img: &Path, size: u64) {
     assert!(msg.contains("Dirty bit"), "{msg}");
 
     let mut vol = open_file(img, size);
-    let plan = vol
-        .plan_repair(&super::repair_tests::dot_new)
-        .unwrap();
+    let plan = vol.plan_repair(&super::repair_tests::dot_new).unwrap();
     assert!(plan.problems.is_empty(), "{plan:?}");
     assert_eq!(plan.remove.len(), 1);
     assert!(plan.lost_clusters() >= 10, "{plan:?}");
@@ -414,7 +413,10 @@ fn damage_and_repair(img: &Path, size: u64) {
     drop(vol);
     fsck(img, size);
     let mut vol = open_file(img, size);
-    assert!(vol.plan_repair(&super::repair_tests::dot_new).unwrap().is_clean());
+    assert!(vol
+        .plan_repair(&super::repair_tests::dot_new)
+        .unwrap()
+        .is_clean());
 }
 
 #[test]
@@ -439,7 +441,8 @@ fn fsck_finds_nothing_after_a_repair_of_a_mkfs_volume() {
         .unwrap();
     assert!(out.status.success());
     let mut vol = open_file(img.path(), size);
-    vol.write_file("/p6os/a/vmlinuz", &noise(200_000, 1)).unwrap();
+    vol.write_file("/p6os/a/vmlinuz", &noise(200_000, 1))
+        .unwrap();
     drop(vol);
     damage_and_repair(img.path(), size);
     assert_eq!(mtype(img.path(), "/p6os/a/vmlinuz"), noise(200_000, 1));

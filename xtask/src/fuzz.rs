@@ -444,6 +444,9 @@ mod tests {
         assert!(plan.dirty && plan.free_count.is_some());
         vol.repair(&plan).unwrap();
         let mut vol = FatVolume::open(vol.into_inner(), 0, len).unwrap();
-        assert!(vol.plan_repair(&p6os_layout::esp::is_leftover).unwrap().is_clean());
+        assert!(vol
+            .plan_repair(&p6os_layout::esp::is_leftover)
+            .unwrap()
+            .is_clean());
     }
 }

@@ -11,8 +11,8 @@ use p6os_bundle::keys::PublicKey;
 use p6os_config::health::TRUSTED_KEYS_DIR;
 use p6os_layout::esp;
 
-use super::esp::{Access, EspUse};
 pub use super::esp::ESP_MOUNT;
+use super::esp::{Access, EspUse};
 use super::install::{replace_file, sync_dir};
 use crate::cmdline::{self, Slot};
 use crate::mountinfo;

@@ -124,7 +124,9 @@ pub fn install_from(
     let refused = |e: &dyn std::error::Error| Failure::Refused(error_chain(e));
     // One upgrade at a time (the console's and an operator's `p6os-agent upgrade`, say).
     let _lock = lock(UPGRADE_LOCK).map_err(Failure::Impossible)?;
-    let machine = Machine::open().map_err(|e| impossible(&e))?;
+    // Read-only until the bundle is verified: nothing on the ESP changes before (not even its
+    // repair).
+    let machine = Machine::open_read_only().map_err(|e| impossible(&e))?;
     let view = machine.view().map_err(|e| impossible(&e))?;
     let target = machine.booted.other();
     let target_label = format!("p6os-root-{}", target.as_str());
@@ -170,6 +172,9 @@ pub fn install_from(
         | slots::Refusal::SortVersionExhausted { .. } => Failure::Impossible(refusal.to_string()),
         _ => Failure::Refused(refusal.to_string()),
     })?;
+    // Verified: the ESP is repaired and mounted read-write for the writes.
+    drop(machine);
+    let machine = Machine::open().map_err(|e| impossible(&e))?;
     say(&format!(
         "p6os-agent: upgrade: {} {} signed by {}, into slot {} ({device_path})",
         m.name,

@@ -24,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut again = FatVolume::open(vol.into_inner(), 0, len).expect("a repaired volume opens");
-    let after = again.plan_repair(&is_leftover).expect("a repaired volume plans");
+    let after = again
+        .plan_repair(&is_leftover)
+        .expect("a repaired volume plans");
     assert!(after.is_clean(), "{plan:?} left {after:?}");
 });

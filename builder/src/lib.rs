@@ -6,7 +6,7 @@ pub mod bootentry;
 pub mod bundle;
 pub mod cache;
 pub mod esp;
-pub mod fat;
+pub use p6os_fat as fat;
 pub mod fetch;
 pub mod flash;
 pub mod gpt;

@@ -22,6 +22,20 @@ pub fn source_of(text: &str, point: &str) -> Option<String> {
         .next_back()
 }
 
+/// The mount points whose source is `source` (a device path), oldest first.
+pub fn mounts_of(text: &str, source: &str) -> Vec<String> {
+    text.lines()
+        .filter(|line| {
+            line.split_once(" - ")
+                .and_then(|(_, tail)| tail.split(' ').nth(1))
+                .map(unescape)
+                .as_deref()
+                == Some(source)
+        })
+        .filter_map(|line| line.split(' ').nth(4).map(unescape))
+        .collect()
+}
+
 /// The mounts at or below any of `roots`, in the order to unmount them: newest first
 /// (mountinfo lists mounts oldest first), so submounts go before their parents.
 pub fn unmount_order(mount_points: &[String], roots: &[&str]) -> Vec<String> {
@@ -80,6 +94,16 @@ mod tests {
         );
         assert_eq!(source_of(text, "/run").as_deref(), Some("tmpfs"));
         assert_eq!(source_of(text, "/nope"), None);
+    }
+
+    #[test]
+    fn mounts_of_a_device() {
+        let text = "22 1 0:5 / /run rw - tmpfs tmpfs rw\n\
+                    30 22 254:1 / /boot\\040efi rw - vfat /dev/vda1 rw\n\
+                    31 22 254:1 / /run/p6os/esp rw shared:3 - vfat /dev/vda1 rw\n\
+                    32 22 254:4 / /run/p6os/state rw - ext4 /dev/vda4 rw\n";
+        assert_eq!(mounts_of(text, "/dev/vda1"), ["/boot efi", "/run/p6os/esp"]);
+        assert!(mounts_of(text, "/dev/vda2").is_empty());
     }
 
     const SAMPLE: &str = "\

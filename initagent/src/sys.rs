@@ -78,16 +78,22 @@ pub fn mount_read_only(device: &str, target: &str, fstype: &str) -> io::Result<(
     Ok(())
 }
 
-/// Mounts a filesystem read-write, nosuid, nodev, noexec (the ESP during an upgrade).
-pub fn mount_read_write(device: &str, target: &str, fstype: &str) -> io::Result<()> {
-    rustix::mount::mount(
-        device,
-        target,
-        fstype,
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        None,
-    )?;
+/// The ESP's flags when the agent writes to it: directory changes (create, rename, remove)
+/// reach the disk before the call returns, in the order they were made.
+const ESP_READ_WRITE: MountFlags = MountFlags::NOSUID
+    .union(MountFlags::NODEV)
+    .union(MountFlags::NOEXEC)
+    .union(MountFlags::DIRSYNC);
+
+/// Mounts the ESP read-write (nosuid, nodev, noexec, dirsync).
+pub fn mount_read_write_esp(device: &str, target: &str) -> io::Result<()> {
+    rustix::mount::mount(device, target, "vfat", ESP_READ_WRITE, None)?;
     Ok(())
+}
+
+/// Makes the ESP mounted read-only at `target` read-write (as [`mount_read_write_esp`]).
+pub fn remount_read_write_esp(target: &str) -> io::Result<()> {
+    Ok(rustix::mount::mount_remount(target, ESP_READ_WRITE, "")?)
 }
 
 pub fn mount_move(from: &str, to: &str) -> io::Result<()> {

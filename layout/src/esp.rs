@@ -24,6 +24,11 @@ pub const UNATTENDED: &str = "/p6os/unattended.yaml";
 pub const KERNEL_FILE: &str = "vmlinuz";
 pub const INITRD_FILE: &str = "initrd.img";
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// Suffix of the temporary names ESP files are written under (then fsync, rename).
+pub const TEMP_SUFFIX: &str = ".new";
+/// Directories the agent writes files in on upgrades (entries, and each slot's files).
+const WRITTEN_DIRS: [&str; 3] = [ENTRIES_DIR, "/p6os/a", "/p6os/b"];
+
 /// The kernel command line's console (the serial port QEMU and most appliances expose).
 const CONSOLE: &str = "console=ttyS0";
 
@@ -40,6 +45,21 @@ pub fn slot_file(slot: Slot, file: &str) -> String {
 /// `/loader/entries/<file name>`.
 pub fn entry_path(file_name: &str) -> String {
     format!("{ENTRIES_DIR}/{file_name}")
+}
+
+/// The temporary name of `name` while it is written: `name.new`.
+pub fn temp_name(name: &str) -> String {
+    format!("{name}{TEMP_SUFFIX}")
+}
+
+/// Whether the file `name` in the ESP directory `dir` is the leftover of a write the power cut
+/// short: a temporary name in a directory the agent writes. FAT names are case-insensitive,
+/// and a leftover may have lost its long name (`VMLINU~1.NEW`).
+pub fn is_leftover(dir: &str, name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.len() > TEMP_SUFFIX.len()
+        && name.ends_with(TEMP_SUFFIX)
+        && WRITTEN_DIRS.iter().any(|d| d.eq_ignore_ascii_case(dir))
 }
 
 /// The loader configuration: no menu, no editor, newest p6os entry first.
@@ -97,5 +117,29 @@ mod tests {
         );
         assert_eq!(slot_dir(Slot::B), "/p6os/b");
         assert_eq!(entry_path("p6os-1-a.conf"), "/loader/entries/p6os-1-a.conf");
+    }
+
+    #[test]
+    fn leftovers_are_temporary_names_in_the_directories_upgrades_write() {
+        for (dir, name) in [
+            ("/p6os/a", "vmlinuz.new"),
+            ("/p6os/b", "initrd.img.new"),
+            ("/P6OS/B", "VMLINU~1.NEW"),
+            ("/loader/entries", "p6os-3-b+3.conf.new"),
+        ] {
+            assert!(is_leftover(dir, name), "{dir} {name}");
+        }
+        for (dir, name) in [
+            ("/p6os/a", "vmlinuz"),
+            ("/p6os/a", ".new"),
+            ("/p6os", "unattended.yaml.new"),
+            ("/", "x.new"),
+            ("/EFI/BOOT", "BOOTX64.EFI.new"),
+            ("/loader/entries", "p6os-3-b+3.conf"),
+        ] {
+            assert!(!is_leftover(dir, name), "{dir} {name}");
+        }
+        assert_eq!(temp_name("initrd.img"), "initrd.img.new");
+        assert!(is_leftover(&slot_dir(Slot::A), &temp_name(KERNEL_FILE)));
     }
 }

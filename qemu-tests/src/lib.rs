@@ -1,6 +1,7 @@
 //! QEMU end-to-end tests for P6OS images. The `Vm` helper is in [`vm`]; scenarios are in `tests/`.
 
 pub mod console;
+pub mod esp;
 pub mod fixture;
 pub mod oci;
 pub mod ssh;

@@ -317,10 +317,23 @@ pub struct Vm {
 impl Vm {
     /// Waits until a console line after the previous match contains `needle`; returns that line.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        self.wait_for_any(&[needle], timeout).map(|(_, line)| line)
+    }
+
+    /// Waits until a console line after the previous match contains one of `needles`; returns
+    /// which (the earliest in the text) and that line.
+    pub fn wait_for_any(&mut self, needles: &[&str], timeout: Duration) -> Result<(usize, String)> {
         let deadline = Instant::now() + timeout;
         let mut text = self.console.text.lock().expect("console lock");
+        let find = |text: &str, cursor: usize| {
+            needles
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| text[cursor..].find(n).map(|at| (at, i)))
+                .min()
+        };
         loop {
-            if let Some(found) = text[self.cursor..].find(needle) {
+            if let Some((found, which)) = find(&text, self.cursor) {
                 let start = self.cursor
                     + text[self.cursor..found + self.cursor]
                         .rfind('\n')
@@ -330,13 +343,14 @@ impl Vm {
                     .map_or(text.len(), |i| self.cursor + found + i);
                 let line = text[start..end].to_string();
                 self.cursor = end;
-                return Ok(line);
+                return Ok((which, line));
             }
             let now = Instant::now();
             if now >= deadline {
                 bail!(
-                    "vm {}: `{needle}` not seen within {:?} ({:.0?} since start)",
+                    "vm {}: `{}` not seen within {:?} ({:.0?} since start)",
                     self.name,
+                    needles.join("` or `"),
                     timeout,
                     self.started.elapsed()
                 );
@@ -346,10 +360,14 @@ impl Vm {
                 drop(text);
                 std::thread::sleep(Duration::from_millis(200));
                 text = self.console.text.lock().expect("console lock");
-                if text[self.cursor..].contains(needle) {
+                if find(&text, self.cursor).is_some() {
                     continue;
                 }
-                bail!("vm {}: qemu exited before `{needle}` appeared", self.name);
+                bail!(
+                    "vm {}: qemu exited before `{}` appeared",
+                    self.name,
+                    needles.join("` or `")
+                );
             }
             text = self
                 .console

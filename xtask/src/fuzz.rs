@@ -22,6 +22,7 @@ pub const TARGETS: &[&str] = &[
     "boot_text",
     "boot_bytes",
     "bmap",
+    "fat_repair",
 ];
 /// Seconds per target for `cargo xtask fuzz`.
 pub const DEFAULT_SECONDS: u64 = 20;
@@ -274,12 +275,70 @@ fn seeds(target: &str) -> Result<PathBuf> {
                 .with_context(|| format!("reading {GOLDEN_BMAP}"))?;
             put("golden.bmap".into(), &insta_body(&snap))?;
         }
+        "fat_repair" => {
+            n += 1;
+            std::fs::write(dir.join("esp.img"), small_damaged_esp()?)?;
+        }
         _ => bail!("no seeds for fuzz target `{target}`"),
     }
     if n == 0 {
         bail!("no seeds found for fuzz target `{target}`");
     }
     Ok(dir)
+}
+
+/// A 24 KiB volume with FAT32's layout (too few clusters to be FAT32 by count, which the
+/// reader does not require), holding what a power cut leaves: a file, a leftover `.new`,
+/// a lost chain and the dirty flag. Small, so libFuzzer's mutations reach every structure.
+fn small_damaged_esp() -> Result<Vec<u8>> {
+    use p6os_builder::fat::FatVolume;
+    const SECTORS: u32 = 48;
+    let mut img = vec![0u8; SECTORS as usize * 512];
+    let put16 = |b: &mut [u8], at: usize, v: u16| b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put32 = |b: &mut [u8], at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    img[0..3].copy_from_slice(&[0xEB, 0x58, 0x90]);
+    put16(&mut img, 11, 512);
+    img[13] = 1; // sectors per cluster
+    put16(&mut img, 14, 4); // reserved: boot sector, FSInfo, backup boot sector at 2
+    img[16] = 2; // FATs
+    img[21] = 0xF8;
+    put32(&mut img, 32, SECTORS);
+    put32(&mut img, 36, 1); // sectors per FAT: 128 entries
+    put32(&mut img, 44, 2); // root cluster
+    put16(&mut img, 48, 1);
+    put16(&mut img, 50, 2);
+    img[66] = 0x29;
+    img[82..90].copy_from_slice(b"FAT32   ");
+    img[510] = 0x55;
+    img[511] = 0xAA;
+    let backup = img[..512].to_vec();
+    img[1024..1536].copy_from_slice(&backup);
+    let fsinfo = 512;
+    put32(&mut img, fsinfo, 0x4161_5252);
+    put32(&mut img, fsinfo + 484, 0x6141_7272);
+    put32(&mut img, fsinfo + 488, 0xFFFF_FFFF);
+    put32(&mut img, fsinfo + 492, 0xFFFF_FFFF);
+    put32(&mut img, fsinfo + 508, 0xAA55_0000);
+    for fat in [4usize, 5] {
+        let at = fat * 512;
+        put32(&mut img, at, 0x0FFF_FFF8);
+        put32(&mut img, at + 4, 0x0FFF_FFFF);
+        put32(&mut img, at + 8, 0x0FFF_FFFF); // the root directory
+    }
+    let len = img.len() as u64;
+    let mut vol = FatVolume::open(std::io::Cursor::new(img), 0, len)?;
+    vol.write_file("/loader/entries/p6os-1-a.conf", b"title P6OS\nversion 1\n")?;
+    vol.write_file("/p6os/a/vmlinuz", &[0x4d; 1500])?;
+    vol.write_file("/p6os/a/vmlinuz.new", &[0x5a; 700])?;
+    let mut img = vol.into_inner().into_inner();
+    // A lost chain of two clusters near the end, in both FATs, and the dirty flag.
+    for fat in [4usize, 5] {
+        let at = fat * 512;
+        put32(&mut img, at + 40 * 4, 41);
+        put32(&mut img, at + 41 * 4, 0x0FFF_FFFF);
+    }
+    img[0x41] |= 1;
+    Ok(img)
 }
 
 /// The builder's golden bmap (an insta snapshot): a bmap that `bmaptool copy` accepts.
@@ -369,5 +428,25 @@ mod tests {
         let snap = std::fs::read_to_string(crate::root().join(GOLDEN_BMAP)).unwrap();
         let plan = p6os_builder::flash::plan::parse_bmap(&insta_body(&snap)).unwrap();
         assert_eq!(plan.ranges.len(), 3);
+    }
+
+    /// The FAT seed opens and needs every kind of repair the agent makes.
+    #[test]
+    fn the_fat_seed_needs_a_repair() {
+        use p6os_builder::fat::FatVolume;
+        let img = small_damaged_esp().unwrap();
+        let len = img.len() as u64;
+        let mut vol = FatVolume::open(std::io::Cursor::new(img), 0, len).unwrap();
+        let plan = vol.plan_repair(&p6os_layout::esp::is_leftover).unwrap();
+        assert!(plan.problems.is_empty(), "{plan:?}");
+        assert_eq!(plan.remove.len(), 1, "{plan:?}");
+        assert_eq!(plan.lost_clusters(), 2 + 2, "{plan:?}");
+        assert!(plan.dirty && plan.free_count.is_some());
+        vol.repair(&plan).unwrap();
+        let mut vol = FatVolume::open(vol.into_inner(), 0, len).unwrap();
+        assert!(vol
+            .plan_repair(&p6os_layout::esp::is_leftover)
+            .unwrap()
+            .is_clean());
     }
 }

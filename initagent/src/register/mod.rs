@@ -439,7 +439,7 @@ struct Machine {
 impl Host for Machine {
     fn facts(&mut self) -> Facts {
         let running = self.running();
-        let name = upgrade::machine::Machine::open()
+        let name = upgrade::machine::Machine::open_read_only()
             .map(|m| m.identity.name)
             .unwrap_or_default();
         facts::gather(&self.appliance, (&name, &running.version), &running.slot)

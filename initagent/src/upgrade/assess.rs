@@ -9,7 +9,7 @@ use crate::slots::{self, Assessment, HealthResult};
 use super::machine::{self, AfterActions, Machine};
 
 pub fn at_boot() {
-    let machine = match Machine::open() {
+    let mut machine = match Machine::open() {
         Ok(m) => m,
         Err(e) => {
             warn!("no boot assessment: {}", error_chain(&e));
@@ -50,6 +50,9 @@ pub fn at_boot() {
         }
         Assessment::RunHealthChecks { slot, version, .. } => {
             info!("slot {slot} (version {version}) is on trial: running health checks");
+            // The ESP is not held while the checks run (they may take minutes, and status
+            // and heartbeats wait for it); it is opened again, repaired, for the blessing.
+            drop(machine);
             let result = match health::load().and_then(|h| health::run(&h)) {
                 Ok(()) => HealthResult::Passed,
                 Err(reason) => HealthResult::Failed(reason),
@@ -60,11 +63,21 @@ pub fn at_boot() {
                     "health checks failed on slot {slot} (version {version}): {reason}; rebooting so the boot loader counts the try"
                 ),
             }
-            slots::after_health(&view, &result)
+            let actions = slots::after_health(&view, &result);
+            match Machine::open() {
+                Ok(m) => machine = m,
+                Err(e) => {
+                    warn!("no boot assessment: {}", error_chain(&e));
+                    return;
+                }
+            }
+            actions
         }
     };
     match machine::execute(&machine.esp, &actions, None) {
         Ok(AfterActions::RebootRequested) => {
+            // Unmounts the ESP before init is asked to reboot.
+            drop(machine);
             super::request_reboot();
             return;
         }

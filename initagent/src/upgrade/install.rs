@@ -108,6 +108,7 @@ pub fn install<R: Read>(
         .esp
         .join(esp::slot_dir(target.slot).trim_start_matches('/'));
     fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+    info!("upgrade: esp: removing slot {}'s old files", target.slot);
     clear_dir(&dir)?;
     let slot_manifest = serde_json::to_vec_pretty(&m.slot_manifest).unwrap_or_default();
     for (name, data) in [
@@ -115,6 +116,10 @@ pub fn install<R: Read>(
         (esp::INITRD_FILE, &initrd),
         (esp::MANIFEST_FILE, &slot_manifest),
     ] {
+        info!(
+            "upgrade: esp: writing {}",
+            esp::slot_file(target.slot, name)
+        );
         replace_file(&dir.join(name), data)?;
     }
     sync_dir(&dir)
@@ -142,14 +147,18 @@ fn write_rootfs<R: Read>(
     file.sync_all().map_err(io_err("cannot fsync", device))
 }
 
-/// `path.new`, fsync, rename over `path`.
+/// `path.new`, fsync, rename over `path`, fsync the directory. A cut leaves either the old
+/// file, or the new one, or a `.new` leftover beside one of them (which the ESP's repair
+/// removes: `p6os_layout::esp::is_leftover`).
 pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), InstallError> {
-    let tmp = path.with_extension("new");
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(esp::temp_name(&name));
     let mut f = File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
     f.write_all(data).map_err(io_err("cannot write", &tmp))?;
     f.sync_all().map_err(io_err("cannot fsync", &tmp))?;
     drop(f);
-    fs::rename(&tmp, path).map_err(io_err("cannot rename into", path))
+    fs::rename(&tmp, path).map_err(io_err("cannot rename into", path))?;
+    sync_dir(path.parent().unwrap_or(Path::new("/")))
 }
 
 /// Removes the files in `dir` (not below it), then fsyncs it.

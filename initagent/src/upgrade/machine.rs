@@ -1,5 +1,6 @@
 //! The running machine as the upgrade commands see it: the booted slot, the boot disk's
-//! partitions, the ESP (mounted on demand), the boot entries, the record, the trusted keys.
+//! partitions, the ESP (mounted while the `Machine` lives, repaired first when it is opened for
+//! writing: `esp`), the boot entries, the record, the trusted keys.
 //! And the executor of `slots::Action`s: the only code that changes boot entries.
 
 use std::fs;
@@ -10,6 +11,8 @@ use p6os_bundle::keys::PublicKey;
 use p6os_config::health::TRUSTED_KEYS_DIR;
 use p6os_layout::esp;
 
+pub use super::esp::ESP_MOUNT;
+use super::esp::{Access, EspUse};
 use super::install::{replace_file, sync_dir};
 use crate::cmdline::{self, Slot};
 use crate::mountinfo;
@@ -19,7 +22,6 @@ use crate::sys;
 use p6os_layout::manifest::SlotIdentity as Manifest;
 use p6os_layout::slot::MANIFEST_PATH;
 
-pub const ESP_MOUNT: &str = "/run/p6os/esp";
 pub const RECORD_PATH: &str = "/var/lib/p6os/slots.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +52,23 @@ pub struct Machine {
     pub esp: PathBuf,
     pub identity: Manifest,
     pub arch: String,
+    /// The ESP stays mounted at `esp` while this lives.
+    _esp: EspUse,
 }
 
 impl Machine {
-    /// Reads what is running; mounts the ESP at [`ESP_MOUNT`] if it is not mounted there.
+    /// Reads what is running; repairs the ESP and mounts it read-write at [`ESP_MOUNT`] (for
+    /// commands that change it: upgrade, rollback, the boot assessment).
     pub fn open() -> Result<Machine, MachineError> {
+        Machine::open_with(Access::Write)
+    }
+
+    /// Reads what is running; mounts the ESP read-only at [`ESP_MOUNT`] (status, heartbeats).
+    pub fn open_read_only() -> Result<Machine, MachineError> {
+        Machine::open_with(Access::Read)
+    }
+
+    fn open_with(access: Access) -> Result<Machine, MachineError> {
         let text = fs::read_to_string("/proc/cmdline")
             .map_err(io_err("cannot read", Path::new("/proc/cmdline")))?;
         let booted =
@@ -64,15 +78,22 @@ impl Machine {
             .and_then(|t| Manifest::parse(&t).map_err(|e| e.to_string()))
             .map_err(|e| MachineError::Context(format!("{MANIFEST_PATH}: {e}")))?;
         let partitions = boot_disk_partitions()?;
-        let mut machine = Machine {
+        let device = partitions
+            .iter()
+            .find(|(l, _)| l == ESP_PARTLABEL)
+            .map(|(_, d)| d.clone())
+            .ok_or_else(|| {
+                MachineError::Context(format!("no partition {ESP_PARTLABEL} on the boot disk"))
+            })?;
+        let esp_use = EspUse::open(&device, access).map_err(MachineError::Context)?;
+        Ok(Machine {
             booted,
             partitions,
             esp: PathBuf::from(ESP_MOUNT),
             identity,
             arch: std::env::consts::ARCH.to_string(),
-        };
-        machine.mount_esp()?;
-        Ok(machine)
+            _esp: esp_use,
+        })
     }
 
     pub fn device(&self, label: &str) -> Result<&str, MachineError> {
@@ -81,19 +102,6 @@ impl Machine {
             .find(|(l, _)| l == label)
             .map(|(_, d)| d.as_str())
             .ok_or_else(|| MachineError::Context(format!("no partition {label} on the boot disk")))
-    }
-
-    fn mount_esp(&mut self) -> Result<(), MachineError> {
-        let mounted = fs::read_to_string("/proc/self/mountinfo")
-            .map(|t| mountinfo::mount_points(&t).iter().any(|m| m == ESP_MOUNT))
-            .unwrap_or(false);
-        if mounted {
-            return Ok(());
-        }
-        let device = self.device(ESP_PARTLABEL)?.to_string();
-        sys::mkdir_p(ESP_MOUNT, 0o700).map_err(io_err("cannot create", Path::new(ESP_MOUNT)))?;
-        sys::mount_read_write(&device, ESP_MOUNT, "vfat")
-            .map_err(io_err("cannot mount the ESP on", Path::new(ESP_MOUNT)))
     }
 
     /// The p6os entries on the ESP with their BLS `version`.

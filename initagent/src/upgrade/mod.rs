@@ -3,6 +3,7 @@
 //! bundle (`install`) and carries out the actions (`machine::execute`).
 
 pub mod assess;
+pub mod esp;
 pub mod http;
 pub mod install;
 pub mod machine;
@@ -123,7 +124,9 @@ pub fn install_from(
     let refused = |e: &dyn std::error::Error| Failure::Refused(error_chain(e));
     // One upgrade at a time (the console's and an operator's `p6os-agent upgrade`, say).
     let _lock = lock(UPGRADE_LOCK).map_err(Failure::Impossible)?;
-    let machine = Machine::open().map_err(|e| impossible(&e))?;
+    // Read-only until the bundle is verified: nothing on the ESP changes before (not even its
+    // repair).
+    let machine = Machine::open_read_only().map_err(|e| impossible(&e))?;
     let view = machine.view().map_err(|e| impossible(&e))?;
     let target = machine.booted.other();
     let target_label = format!("p6os-root-{}", target.as_str());
@@ -169,6 +172,9 @@ pub fn install_from(
         | slots::Refusal::SortVersionExhausted { .. } => Failure::Impossible(refusal.to_string()),
         _ => Failure::Refused(refusal.to_string()),
     })?;
+    // Verified: the ESP is repaired and mounted read-write for the writes.
+    drop(machine);
+    let machine = Machine::open().map_err(|e| impossible(&e))?;
     say(&format!(
         "p6os-agent: upgrade: {} {} signed by {}, into slot {} ({device_path})",
         m.name,
@@ -299,7 +305,7 @@ fn counter_json(c: Counter) -> serde_json::Value {
 
 /// The booted slot, its version and standing, and the last upgrade's outcome (for heartbeats).
 pub fn running() -> Result<crate::register::Running, String> {
-    let machine = Machine::open().map_err(|e| error_chain(&e))?;
+    let machine = Machine::open_read_only().map_err(|e| error_chain(&e))?;
     let view = machine.view().map_err(|e| error_chain(&e))?;
     let health = match view.entry(view.booted).map(|e| e.counter) {
         Some(Counter::Blessed) => p6os_protocol::Health::Good,
@@ -319,7 +325,7 @@ pub fn running() -> Result<crate::register::Running, String> {
 }
 
 pub fn status(format: Format) -> i32 {
-    let result = Machine::open().and_then(|m| Ok((m.view()?, m)));
+    let result = Machine::open_read_only().and_then(|m| Ok((m.view()?, m)));
     let (view, _machine) = match result {
         Ok(x) => x,
         Err(e) => return fail(&format!("status unavailable: {}", error_chain(&e))),

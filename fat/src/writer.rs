@@ -396,14 +396,14 @@ impl<D: Read + Write + Seek> FatVolume<D> {
     }
 
     /// Sets a FAT entry, keeping its reserved top four bits.
-    fn set_fat(&mut self, cluster: u32, value: u32) {
+    pub(super) fn set_fat(&mut self, cluster: u32, value: u32) {
         let old = self.fat[cluster as usize];
         self.fat[cluster as usize] = (old & !FAT_MASK) | (value & FAT_MASK);
         self.dirty.insert(cluster * 4 / self.geo.bytes_per_sector);
     }
 
     /// Writes changed FAT sectors to every FAT copy, then the FSInfo free count and hint.
-    fn flush_meta(&mut self) -> Result<(), FatError> {
+    pub(super) fn flush_meta(&mut self) -> Result<(), FatError> {
         let bps = self.geo.bytes_per_sector;
         let per_sector = (bps / 4) as usize;
         let dirty: Vec<u32> = std::mem::take(&mut self.dirty).into_iter().collect();

@@ -376,3 +376,74 @@ fn fsck_check_catches_problems() {
     let msg = *result.unwrap_err().downcast::<String>().unwrap();
     assert!(msg.contains("Free cluster summary wrong"), "{msg}");
 }
+
+/// What power cuts leave: a leftover temporary file, a chain no entry reaches, the dirty flag
+/// and a stale free count. `fsck.vfat -n` complains before the repair and not after.
+fn damage_and_repair(img: &Path, size: u64) {
+    {
+        let mut vol = open_file(img, size);
+        vol.write_file("/p6os/b/vmlinuz.new", &noise(300_000, 7))
+            .unwrap();
+    }
+    let mut bytes = std::fs::read(img).unwrap();
+    let vol = open_file(img, size);
+    let (fat0, fat1) = (vol.geo.fat_pos(0), vol.geo.fat_pos(1));
+    let last = vol.geo.cluster_count + 1;
+    drop(vol);
+    for fat in [fat0, fat1] {
+        for c in last - 9..=last {
+            let at = (OFFSET + fat) as usize + c as usize * 4;
+            let next = if c == last { FAT_EOC } else { c + 1 };
+            bytes[at..at + 4].copy_from_slice(&next.to_le_bytes());
+        }
+    }
+    bytes[OFFSET as usize + 0x41] |= 1;
+    std::fs::write(img, &bytes).unwrap();
+    let before = std::panic::catch_unwind(|| fsck(img, size));
+    let msg = *before.unwrap_err().downcast::<String>().unwrap();
+    assert!(msg.contains("Dirty bit"), "{msg}");
+
+    let mut vol = open_file(img, size);
+    let plan = vol.plan_repair(&super::repair_tests::dot_new).unwrap();
+    assert!(plan.problems.is_empty(), "{plan:?}");
+    assert_eq!(plan.remove.len(), 1);
+    assert!(plan.lost_clusters() >= 10, "{plan:?}");
+    assert!(plan.dirty);
+    vol.repair(&plan).unwrap();
+    drop(vol);
+    fsck(img, size);
+    let mut vol = open_file(img, size);
+    assert!(vol
+        .plan_repair(&super::repair_tests::dot_new)
+        .unwrap()
+        .is_clean());
+}
+
+#[test]
+fn fsck_finds_nothing_after_a_repair_of_our_volume() {
+    let size = 64 * MIB;
+    let img = format_file(size, &esp_files());
+    damage_and_repair(img.path(), size);
+    let mut vol = open_file(img.path(), size);
+    assert_contents(&mut vol, &esp_files());
+}
+
+#[test]
+fn fsck_finds_nothing_after_a_repair_of_a_mkfs_volume() {
+    let size = 64 * MIB;
+    let img = image_file(size);
+    let out = Command::new(tool("mkfs.vfat", "dosfstools"))
+        .args(["-F", "32", "-s", "1", "-n", "ESP"])
+        .arg(format!("--offset={}", OFFSET / 512))
+        .arg(img.path())
+        .arg((size / 1024).to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut vol = open_file(img.path(), size);
+    vol.write_file("/p6os/a/vmlinuz", &noise(200_000, 1))
+        .unwrap();
+    drop(vol);
+    damage_and_repair(img.path(), size);
+    assert_eq!(mtype(img.path(), "/p6os/a/vmlinuz"), noise(200_000, 1));
+}

@@ -4,7 +4,13 @@
 //! Used for the EFI System Partition of P6OS disk images. [`format`] is byte-for-byte
 //! deterministic (fixed timestamps, sorted directories, contiguous allocation in a fixed order) and
 //! its output passes `fsck.vfat -n`; [`FatVolume`] reads volumes made by us or by other tools
-//! (`mkfs.vfat` + `mcopy`) and can create, replace, remove and rename files.
+//! (`mkfs.vfat` + `mcopy`) and can create, replace, remove and rename files;
+//! [`FatVolume::plan_repair`] and [`FatVolume::repair`] undo what power cuts leave behind
+//! (lost clusters, leftovers of interrupted writes, FAT copies apart, FSInfo, the dirty flag).
+//!
+//! One owner of the format: the builder (images) and the agent (the ESP's repair before an
+//! upgrade writes to it) both use this crate. It does no I/O beyond the `Read + Seek (+ Write)`
+//! it is given.
 //!
 //! Layout of a volume made by [`format`]: 512-byte sectors, 32 reserved sectors (boot sector at 0,
 //! FSInfo at 1, backup boot sector at 6, backup FSInfo at 7), two FATs, root directory at
@@ -15,8 +21,11 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 mod format;
 mod names;
 mod reader;
+mod repair;
 mod writer;
 
+#[cfg(test)]
+mod repair_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -24,6 +33,7 @@ mod tool_tests;
 
 pub use format::format;
 pub use reader::FatVolume;
+pub use repair::{Removal, Repair, MAX_DEPTH, MAX_DIRS, MAX_ENTRIES};
 
 /// Sector size used by [`format`].
 pub const SECTOR_SIZE: u64 = 512;

@@ -41,7 +41,9 @@ fn once(dir: &Path, make: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     Ok(())
 }
 
-/// A cache key for a recipe: its text and its lock's.
+/// A cache key for a recipe: its text and its lock's, and the programs that turn it into an
+/// image (the `p6os` command and the agent it puts in): a rebuilt agent is never served an
+/// image of the old one from a reused `$P6OS_FIXTURES`.
 fn recipe_key(recipe: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -49,7 +51,30 @@ fn recipe_key(recipe: &Path) -> Result<String> {
     if let Ok(lock) = fs::read(recipe.with_extension("lock")) {
         h.update(lock);
     }
+    h.update(tools_digest());
     Ok(hex::encode(&h.finalize()[..12]))
+}
+
+/// The sha256 of the `p6os` command and of the agent (`$P6OS_AGENT`, else where `cargo xtask
+/// agent` puts it), read once per process.
+fn tools_digest() -> &'static [u8] {
+    use sha2::{Digest, Sha256};
+    static DIGEST: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    DIGEST.get_or_init(|| {
+        let agent = std::env::var_os("P6OS_AGENT").map_or_else(
+            || {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../target/x86_64-unknown-linux-gnu/release-agent/p6os-agent")
+            },
+            PathBuf::from,
+        );
+        let mut h = Sha256::new();
+        for tool in [p6os_cli(), agent] {
+            // A missing file hashes as empty: the build itself then says what is missing.
+            h.update(fs::read(&tool).unwrap_or_default());
+        }
+        h.finalize().to_vec()
+    })
 }
 
 /// The one file in `dir` with extension `ext`.

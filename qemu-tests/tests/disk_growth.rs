@@ -22,7 +22,7 @@ const DISK_BYTES: u64 = (1 << 30) + 7 * 512;
 const SECTORS: u64 = DISK_BYTES / 512;
 /// The last usable LBA of a 512-byte-sector GPT with 128 entries.
 const LAST_USABLE: u64 = SECTORS - 34;
-const CUTS: usize = 4;
+const CUTS: usize = 6;
 
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd
@@ -66,9 +66,15 @@ fn enlarged_copy(dir: &Path, name: &str) -> PathBuf {
 /// the filesystem is clean and fills its partition. Returns the filesystem's size in bytes.
 fn check_on_host(disk: &Path) -> u64 {
     let (ok, text) = run(Command::new("sgdisk").arg("-v").arg(disk));
-    assert!(ok && text.contains("No problems found"), "sgdisk -v: {text}");
+    assert!(
+        ok && text.contains("No problems found"),
+        "sgdisk -v: {text}"
+    );
     let (first, last) = state_extent(disk);
-    assert_eq!(last, LAST_USABLE, "the state partition ends at the last usable LBA");
+    assert_eq!(
+        last, LAST_USABLE,
+        "the state partition ends at the last usable LBA"
+    );
     let fs = format!("{}?offset={}", disk.display(), first * 512);
     let (ok, text) = run(Command::new("e2fsck").arg("-fn").arg(&fs));
     assert!(ok, "e2fsck -fn: {text}");
@@ -99,9 +105,15 @@ fn check_in_guest(vm: &mut Vm, disk: &Path, tag: &str) -> String {
     let storage = &parse_status(&out)["storage"];
     assert_eq!(storage["disk"], "vda", "{storage}");
     assert_eq!(storage["disk_bytes"], DISK_BYTES, "{storage}");
-    assert_eq!(storage["state_partition_bytes"], partition_bytes, "{storage}");
+    assert_eq!(
+        storage["state_partition_bytes"], partition_bytes,
+        "{storage}"
+    );
     let fs = storage["state_filesystem_bytes"].as_u64().unwrap();
-    assert!(fs <= partition_bytes && fs + (4 << 20) > partition_bytes, "{storage}");
+    assert!(
+        fs <= partition_bytes && fs + (4 << 20) > partition_bytes,
+        "{storage}"
+    );
     let parts = vm
         .run(&format!("{tag}P"), "grep vda4 /proc/partitions", CMD)
         .unwrap();
@@ -110,10 +122,39 @@ fn check_in_guest(vm: &mut Vm, disk: &Path, tag: &str) -> String {
         "{parts}"
     );
     let text = vm
-        .run(&format!("{tag}T"), &format!("{AGENT} status | grep state:"), CMD)
+        .run(
+            &format!("{tag}T"),
+            &format!("{AGENT} status | grep state:"),
+            CMD,
+        )
         .unwrap();
     assert!(text.contains("disk vda 1024 MiB"), "{text}");
     text.trim().to_string()
+}
+
+/// Where a cut left the table, read on the host: the primary header's array and backup LBAs,
+/// whether the disk's last sector holds a header, and the state partition's end.
+fn table_state(disk: &Path) -> String {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(disk).unwrap();
+    let mut header = [0u8; 512];
+    file.read_exact_at(&mut header, 512).unwrap();
+    let mut last = [0u8; 8];
+    file.read_exact_at(&mut last, DISK_BYTES / 512 * 512 - 512)
+        .unwrap();
+    let lba = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap());
+    let (_, end) = state_extent(disk);
+    format!(
+        "primary array at LBA {}, backup header at LBA {}{}, state ends at LBA {end}{}",
+        lba(72),
+        lba(32),
+        if &last == b"EFI PART" {
+            " (one at the end)"
+        } else {
+            " (none at the end)"
+        },
+        if end == LAST_USABLE { " (grown)" } else { "" }
+    )
 }
 
 fn power_off(mut vm: Vm) {
@@ -150,8 +191,12 @@ fn the_state_partition_grows_once_on_a_larger_disk_and_keeps_its_data() {
         .unwrap();
     assert!(image_bytes < DISK_BYTES);
     let mut vm = config.start_in_place("grow").unwrap();
-    let growing = vm.wait_for_line("p6os-agent: growing p6os-state", BOOT).unwrap();
-    let grew = vm.wait_for_line("p6os-agent: grew p6os-state", CMD).unwrap();
+    let growing = vm
+        .wait_for_line("p6os-agent: growing p6os-state", BOOT)
+        .unwrap();
+    let grew = vm
+        .wait_for_line("p6os-agent: grew p6os-state", CMD)
+        .unwrap();
     let fs = vm
         .wait_for_line("p6os-agent: grew the filesystem", CMD)
         .unwrap();
@@ -227,12 +272,12 @@ fn power_cuts_during_growth_are_finished_by_the_next_boot() {
             Phase::Table => {
                 vm.wait_for_line("p6os-agent: growing p6os-state", BOOT)
                     .unwrap();
-                Duration::from_millis(rng.below(400))
+                Duration::from_millis(rng.below(150))
             }
             Phase::Filesystem => {
                 vm.wait_for_line("p6os-agent: growing the filesystem", BOOT)
                     .unwrap();
-                Duration::from_millis(rng.below(2500))
+                Duration::from_millis(rng.below(250))
             }
         };
         thread::sleep(delay);
@@ -246,9 +291,10 @@ fn power_cuts_during_growth_are_finished_by_the_next_boot() {
             .to_string();
         vm.power_cut();
         eprintln!(
-            "cut {}: {phase:?} + {} ms; last line: {last}",
+            "cut {}: {phase:?} + {} ms; last line: {last}\n  table: {}",
             n + 1,
-            delay.as_millis()
+            delay.as_millis(),
+            table_state(&disk)
         );
         // The next boot finishes the job.
         let mut vm = config.start_in_place(&format!("after{n}")).unwrap();
@@ -268,5 +314,8 @@ fn power_cuts_during_growth_are_finished_by_the_next_boot() {
         power_off(vm);
         check_on_host(&disk);
     }
-    eprintln!("{CUTS} cuts, all finished; scenario {:.0?}", started.elapsed());
+    eprintln!(
+        "{CUTS} cuts, all finished; scenario {:.0?}",
+        started.elapsed()
+    );
 }

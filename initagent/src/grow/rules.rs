@@ -186,7 +186,9 @@ pub fn size_text(bytes: u64) -> String {
     } else if bytes < 10 * GIB {
         format!("{} MiB", bytes / MIB)
     } else {
-        format!("{:.1} GiB", bytes as f64 / GIB as f64)
+        // Tenths, rounded, in integers (no float formatting in the static agent).
+        let tenths = (u128::from(bytes) * 10 + u128::from(GIB) / 2) / u128::from(GIB);
+        format!("{}.{} GiB", tenths / 10, tenths % 10)
     }
 }
 

@@ -150,10 +150,17 @@ fn read_table(
             size: header.entry_size,
             lba: header.entries_lba,
         })?;
-    let array = bytes
-        .get(usize::try_from(start).unwrap_or(usize::MAX)..)
-        .unwrap_or_default();
-    let partitions = parse_entries(array, &header)?;
+    let start = usize::try_from(start).unwrap_or(usize::MAX);
+    if start.saturating_add(ENTRIES * ENTRY_SIZE) > bytes.len() {
+        // Valid perhaps, but not where this crate puts arrays (LBA 2, 34, or before the
+        // backup header): not read, not rewritten.
+        return Ok(Err(foreign(format!(
+            "an entry array at LBA {}",
+            header.entries_lba
+        ))));
+    }
+    let partitions = parse_entries(&bytes[start..], &header)?;
+    let array = &bytes[start..];
     // Valid: now is it ours?
     let (current, twin) = (header.current_lba, header.backup_lba);
     let sectors = current.max(twin).saturating_add(1);

@@ -316,6 +316,15 @@ fn tables_it_could_not_write_back_are_refused() {
     // A partition in the gap the temporary array uses.
     let why = foreign(&|_, a| a[32..40].copy_from_slice(&40u64.to_le_bytes()));
     assert!(why.contains("outside 66.."), "{why}");
+    // The array elsewhere (valid for the kernel, but not where this crate writes it).
+    let mut disk = Sparse::with(&old, DISK);
+    let array = disk.read(2 * SECTOR, (ARRAY_SECTORS * SECTOR) as usize);
+    disk.write(100 * SECTOR, &array);
+    edited(&old, &mut disk, |h: &mut [u8], _: &mut [u8]| h[72] = 100);
+    assert_eq!(
+        disk.plan(512),
+        Err(Refusal::Foreign("an entry array at LBA 100".into()))
+    );
     // Fewer entries.
     let why = foreign(&|h, _| h[80..84].copy_from_slice(&64u32.to_le_bytes()));
     assert!(why.contains("64 entries"), "{why}");

@@ -279,7 +279,7 @@ fn power_cuts_during_growth_are_finished_by_the_next_boot() {
             Phase::Filesystem => {
                 vm.wait_for_line("p6os-agent: growing the filesystem", BOOT)
                     .unwrap();
-                Duration::from_millis(rng.below(250))
+                Duration::from_millis(rng.below(120))
             }
         };
         thread::sleep(delay);

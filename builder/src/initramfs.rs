@@ -1,6 +1,7 @@
 //! The initramfs: an uncompressed cpio (newc) archive whose `/init` is the P6OS agent.
 //! Reproducible: sorted entries, inode numbers by position, owners root, times zero.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 
 use crate::tree::{Entry, Kind, Tree};
@@ -8,8 +9,53 @@ use crate::tree::{Entry, Kind, Tree};
 /// Where the agent reads its module list (one path per line, dependencies first).
 pub const MODULES_LOAD: &str = "etc/p6os/modules.load";
 
-/// Builds the initramfs tree: agent, modules (paths kept), the load list and the mount points.
-pub fn tree(agent: &[u8], kernel_tree: &Tree, modules: &[String]) -> Tree {
+/// Where the kernel looks for firmware, in the initramfs as in the slot.
+const FIRMWARE_DIRS: [&str; 2] = ["lib/firmware", "usr/lib/firmware"];
+
+/// Firmware files for the initramfs' modules: those the image has (paths in `root`), and per
+/// module the number it may request that no layer provides.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Firmware {
+    pub found: Vec<String>,
+    pub missing: BTreeMap<String, usize>,
+}
+
+/// Looks up each module's firmware files in `root` (as the kernel would: `lib/firmware`, also
+/// compressed `.xz`/`.zst`); symlinks are followed within the tree.
+pub fn firmware(root: &Tree, wanted: &BTreeMap<String, Vec<String>>) -> Firmware {
+    let mut found = BTreeSet::new();
+    let mut missing = BTreeMap::new();
+    for (module, files) in wanted {
+        for file in files {
+            let hit = FIRMWARE_DIRS.iter().find_map(|dir| {
+                ["", ".xz", ".zst"].iter().find_map(|ext| {
+                    let path = format!("{dir}/{file}{ext}");
+                    root.get(&path).map(|_| path)
+                })
+            });
+            match hit {
+                Some(path) => {
+                    found.insert(path);
+                }
+                None => *missing.entry(module.clone()).or_insert(0) += 1,
+            }
+        }
+    }
+    Firmware {
+        found: found.into_iter().collect(),
+        missing,
+    }
+}
+
+/// Builds the initramfs tree: agent, modules (paths kept), the load list, firmware files (from
+/// `root`, symlinks resolved to their file) and the mount points.
+pub fn tree(
+    agent: &[u8],
+    kernel_tree: &Tree,
+    modules: &[String],
+    root: &Tree,
+    firmware: &[String],
+) -> Tree {
     let mut t = Tree::new();
     for d in ["dev", "proc", "sys", "run", "sysroot", "etc/p6os"] {
         t.insert(d, Entry::dir(0o755));
@@ -25,25 +71,64 @@ pub fn tree(agent: &[u8], kernel_tree: &Tree, modules: &[String]) -> Tree {
     console.mode = 0o644;
     t.insert("dev/kmsg", console);
     t.insert("init", Entry::file(agent.to_vec(), 0o755));
+    let plain = |e: &Entry| Entry {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        ..e.clone()
+    };
     let mut list = String::from("# kernel modules loaded by p6os-agent, dependencies first\n");
     for m in modules {
         if let Some(e) = kernel_tree.get(m) {
-            t.insert(
-                m,
-                Entry {
-                    mode: 0o644,
-                    uid: 0,
-                    gid: 0,
-                    mtime: 0,
-                    ..e.clone()
-                },
-            );
+            t.insert(m, plain(e));
             list.push_str(m);
             list.push('\n');
         }
     }
     t.insert(MODULES_LOAD, Entry::file(list.into_bytes(), 0o644));
+    for path in firmware {
+        if let Some(e) = resolve_file(root, path) {
+            t.insert(path, plain(e));
+        }
+    }
     t
+}
+
+/// The regular file at `path`, following symlinks inside the tree (at most 8).
+fn resolve_file<'a>(root: &'a Tree, path: &str) -> Option<&'a Entry> {
+    let mut path = path.to_string();
+    for _ in 0..8 {
+        let e = root.get(&path)?;
+        match &e.kind {
+            Kind::File(_) => return Some(e),
+            Kind::Symlink(target) => {
+                path = if let Some(absolute) = target.strip_prefix('/') {
+                    absolute.to_string()
+                } else {
+                    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+                    normalize(&format!("{dir}/{target}"))?
+                };
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// `a/b/../c` -> `a/c`; `None` when `..` climbs above the root.
+fn normalize(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
 }
 
 /// Writes `tree` as a cpio newc archive.
@@ -108,6 +193,8 @@ mod tests {
             b"\x7fELF agent",
             &k,
             &["lib/modules/6.1/kernel/virtio.ko".to_string()],
+            &Tree::new(),
+            &[],
         );
         let mut buf = Vec::new();
         write_cpio(&t, &mut buf).unwrap();
@@ -140,5 +227,54 @@ mod tests {
         })
         .into_owned();
         assert!(modules_load.ends_with("lib/modules/6.1/kernel/virtio.ko\n"));
+    }
+
+    #[test]
+    fn firmware_is_found_through_symlinks_and_missing_files_are_counted() {
+        let mut root = Tree::new();
+        root.insert(
+            "usr/lib/firmware/rtl_nic/rtl8168h-2.fw",
+            Entry::file(b"fw".to_vec(), 0o600),
+        );
+        root.insert(
+            "lib/firmware/rtl_nic/rtl8168g-2.fw",
+            Entry::symlink("../../../usr/lib/firmware/rtl_nic/rtl8168h-2.fw"),
+        );
+        root.insert("lib/firmware/loop", Entry::symlink("loop"));
+        root.insert(
+            "lib/firmware/escape",
+            Entry::symlink("../../../../etc/shadow"),
+        );
+        let wanted = BTreeMap::from([(
+            "r8169".to_string(),
+            [
+                "rtl_nic/rtl8168g-2.fw",
+                "rtl_nic/rtl8168h-2.fw",
+                "rtl_nic/none.fw",
+                "loop",
+                "escape",
+            ]
+            .map(str::to_string)
+            .to_vec(),
+        )]);
+        let fw = firmware(&root, &wanted);
+        assert_eq!(
+            fw.found,
+            [
+                "lib/firmware/escape",
+                "lib/firmware/loop",
+                "lib/firmware/rtl_nic/rtl8168g-2.fw",
+                "usr/lib/firmware/rtl_nic/rtl8168h-2.fw"
+            ]
+        );
+        assert_eq!(fw.missing, BTreeMap::from([("r8169".to_string(), 1)]));
+        let t = tree(b"agent", &Tree::new(), &[], &root, &fw.found);
+        // The symlink became its file; a loop or a link out of the tree is left out.
+        assert!(
+            matches!(&t.get("lib/firmware/rtl_nic/rtl8168g-2.fw").unwrap().kind, Kind::File(d) if d.as_slice() == b"fw")
+        );
+        assert!(t.get("usr/lib/firmware/rtl_nic/rtl8168h-2.fw").is_some());
+        assert!(t.get("lib/firmware/loop").is_none());
+        assert!(t.get("lib/firmware/escape").is_none());
     }
 }

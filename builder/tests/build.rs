@@ -347,32 +347,32 @@ fn unknown_keys_and_missing_layers_are_all_reported() {
     let dir = tempfile::tempdir().unwrap();
     let r = recipe_with(dir.path(), |t| {
         t.replace("  slot: 96MiB", "  slto: 96MiB")
-            .replace("debian-cloud.yaml", "no-such-kernel.yaml")
+            .replace("debian-generic.yaml", "no-such-kernel.yaml")
     });
     let o = run(Command::new(P6OS).arg("validate").arg("recipe").arg(&r));
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains(
-            "bad.yaml:11:3: partitions.slto: unknown field `slto`\n  hint: did you mean `slot`?"
+            "bad.yaml:13:3: partitions.slto: unknown field `slto`\n  hint: did you mean `slot`?"
         ),
         "{err}"
     );
     assert!(err.contains("partitions: missing field `slot`"), "{err}");
     assert!(
-        err.contains("bad.yaml:7:9: kernel: layer file")
+        err.contains("bad.yaml:8:9: kernel: layer file")
             && err.contains("no-such-kernel.yaml` not found"),
         "{err}"
     );
     assert!(err.contains("3 problems found"), "{err}");
     // Semantic problems are reported together too.
     let r = recipe_with(dir.path(), |t| {
-        t.replace("debian-cloud.yaml", "no-such-kernel.yaml")
+        t.replace("debian-generic.yaml", "no-such-kernel.yaml")
             .replace("boot:\n  tries: 3", "boot:\n  tries: 0")
     });
     let o = run(Command::new(P6OS).arg("validate").arg("recipe").arg(&r));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("bad.yaml:7:9: kernel: layer file"), "{err}");
+    assert!(err.contains("bad.yaml:8:9: kernel: layer file"), "{err}");
     assert!(err.contains("boot.tries: must be at least 1"), "{err}");
     assert!(err.contains("2 problems found"), "{err}");
     assert!(build_fails(&r, &dir.path().join("out")).contains("no-such-kernel.yaml"));
@@ -403,11 +403,47 @@ fn wrong_sha256_fails_and_leaves_no_image() {
 #[test]
 fn slot_too_small_fails_and_leaves_no_image() {
     let dir = tempfile::tempdir().unwrap();
-    let r = recipe_with(dir.path(), |t| t.replace("slot: 96MiB", "slot: 16MiB"));
+    let r = recipe_with(dir.path(), |t| t.replace("slot: 96MiB", "slot: 8MiB"));
     let err = build_fails(&r, &dir.path().join("out"));
     assert!(
         err.contains("slot too small: the root filesystem is")
             && err.contains("raise partitions.slot"),
+        "{err}"
+    );
+}
+
+#[test]
+fn initramfs_classes_are_checked_and_a_missing_module_names_its_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe_with(dir.path(), |t| {
+        t.replace(
+            "boot:\n",
+            "boot:\n  initramfs:\n    Bad_Class: [ahci]\n    sata: [ahci]\n    empty: []\n    odd: [\"x.ko\"]\n",
+        )
+    });
+    let o = run(Command::new(P6OS).arg("validate").arg("recipe").arg(&r));
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for expected in [
+        "boot.initramfs.Bad_Class: invalid class name `Bad_Class`",
+        "debian-generic.yaml` already has class `sata`",
+        "boot.initramfs.empty: names no module",
+        "boot.initramfs.odd[0]: invalid module name `x.ko`",
+        "4 problems found",
+    ] {
+        assert!(err.contains(expected), "{expected}\n{err}");
+    }
+    // A module the kernel does not have stops the build, naming the class.
+    let r = recipe_with(dir.path(), |t| {
+        t.replace(
+            "boot:\n",
+            "boot:\n  initramfs:\n    wifi: [no_such_driver]\n",
+        )
+    });
+    let err = build_fails(&r, &dir.path().join("out"));
+    assert!(
+        err.contains("initramfs class `wifi`: kernel 6.1.0-")
+            && err.contains("has no module `no_such_driver`"),
         "{err}"
     );
 }
@@ -423,6 +459,7 @@ fn schema_is_valid_json_with_every_field() {
         "arch",
         "base",
         "kernel",
+        "kernel_modules",
         "bootloader",
         "kubernetes",
         "layers",

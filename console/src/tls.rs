@@ -136,7 +136,16 @@ pub fn make_certificates(names: &[String]) -> Result<(String, String, String), T
             )));
         }
     }
+    // Valid from a day ago (clocks differ) for ten years, not rcgen's 1975 to 4096: a device
+    // whose clock is behind must notice (and correct its clock), as with a real CA's.
+    let now = time::OffsetDateTime::now_utc();
+    let (not_before, not_after) = (
+        now - time::Duration::days(1),
+        now + time::Duration::days(3650),
+    );
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
+    ca.not_before = not_before;
+    ca.not_after = not_after;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.distinguished_name
         .push(DnType::CommonName, "p6os-console CA");
@@ -146,6 +155,8 @@ pub fn make_certificates(names: &[String]) -> Result<(String, String, String), T
     let issuer = Issuer::new(ca, ca_key);
 
     let mut server = CertificateParams::new(names.to_vec()).map_err(generate)?;
+    server.not_before = not_before;
+    server.not_after = not_after;
     server.distinguished_name.push(
         DnType::CommonName,
         names.first().map_or("p6os-console", |n| n),

@@ -266,6 +266,7 @@ impl Executor {
                     });
                 }
             }
+            Step::ClockFloor { root, state } => crate::clock::apply_floor(root, state),
             Step::MoveMounts { paths, into } => {
                 for from in paths {
                     let to = format!("{into}{from}");

@@ -19,6 +19,7 @@ pub mod log;
 pub mod boot;
 pub mod bootdisk;
 pub mod cli;
+pub mod clock;
 pub mod cmdline;
 pub mod efivar;
 pub mod fatal;

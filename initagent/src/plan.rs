@@ -143,6 +143,12 @@ pub enum Step {
         path: String,
         what: &'static str,
     },
+    /// Move the clock up to the image's build epoch or the time saved in state when it is
+    /// behind both (`clock::apply_floor`); never fails the boot.
+    ClockFloor {
+        root: String,
+        state: String,
+    },
     /// `mount --move` each path to the same path under `into`.
     MoveMounts {
         paths: Vec<String>,
@@ -329,6 +335,10 @@ pub fn plan_boot(cmdline: &Cmdline, modules: &[String], init_args: &[String]) ->
         label: STATE_PARTLABEL.to_string(),
         target: STATE_DIR.to_string(),
     });
+    steps.push(Step::ClockFloor {
+        root: SYSROOT.to_string(),
+        state: STATE_DIR.to_string(),
+    });
     steps.push(Step::MakeDirs {
         paths: OVERLAID
             .iter()
@@ -459,6 +469,10 @@ mod tests {
             Step::GrowFilesystem {
                 label: "p6os-state".into(),
                 target: "/run/p6os/state".into(),
+            },
+            Step::ClockFloor {
+                root: "/sysroot".into(),
+                state: "/run/p6os/state".into(),
             },
             Step::MakeDirs {
                 paths: strings(&[

@@ -17,6 +17,9 @@ pub const HEALTH_PATH: &str = "/usr/lib/p6os/health.json";
 /// Preloaded container images: the list and the archives.
 pub const IMAGES_LIST: &str = "/usr/lib/p6os/images.json";
 pub const IMAGES_DIR: &str = "/usr/lib/p6os/images";
+/// The image's build epoch: decimal Unix seconds of its newest file. The agent never lets the
+/// clock run earlier.
+pub const CLOCK_EPOCH_PATH: &str = "/usr/lib/p6os/clock-epoch";
 
 /// One of the two root slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

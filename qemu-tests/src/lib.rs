@@ -3,6 +3,7 @@
 pub mod console;
 pub mod fixture;
 pub mod oci;
+pub mod ssh;
 pub mod vm;
 
 use std::path::PathBuf;

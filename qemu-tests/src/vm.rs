@@ -26,6 +26,29 @@ pub struct VmConfig {
     pub extra_drives: Vec<PathBuf>,
     /// The bus the boot disk is on.
     pub boot_bus: Bus,
+    /// The model of the guest's NIC (when `network` has one).
+    pub nic: Nic,
+    /// What the guest's hardware clock reads at start (`2001-01-01T00:00:00`: a dead CMOS
+    /// battery); the host's time (UTC) when `None`.
+    pub rtc_base: Option<String>,
+}
+
+/// The guest's network card, as QEMU models them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nic {
+    /// virtio-net: the paravirtual NIC of clouds.
+    Virtio,
+    /// An Intel 82574L (`e1000e`): the driver of most Intel NICs in small PCs.
+    E1000e,
+}
+
+impl Nic {
+    fn model(self) -> &'static str {
+        match self {
+            Nic::Virtio => "virtio-net-pci",
+            Nic::E1000e => "e1000e",
+        }
+    }
 }
 
 /// The bus of the boot disk, as QEMU models the controllers of real machines.
@@ -99,6 +122,8 @@ impl VmConfig {
             network: Network::None,
             extra_drives: Vec::new(),
             boot_bus: Bus::Virtio,
+            nic: Nic::Virtio,
+            rtc_base: None,
         })
     }
 
@@ -137,12 +162,16 @@ impl VmConfig {
             c.arg("-device")
                 .arg(format!("virtio-blk-pci,drive=extra{i}"));
         }
+        if let Some(base) = &self.rtc_base {
+            c.arg("-rtc").arg(format!("base={base}"));
+        }
+        let model = self.nic.model();
         match self.network {
             Network::None => c.args(["-nic", "none"]),
-            Network::UserRestricted => c.args(["-nic", "user,model=virtio-net-pci,restrict=on"]),
-            Network::UserHostLoopback => c.args(["-nic", "user,model=virtio-net-pci,ipv6=off"]),
+            Network::UserRestricted => c.arg("-nic").arg(format!("user,model={model},restrict=on")),
+            Network::UserHostLoopback => c.arg("-nic").arg(format!("user,model={model},ipv6=off")),
             Network::UserRestrictedSsh { port } => c.arg("-nic").arg(format!(
-                "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22"
+                "user,model={model},restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22"
             )),
         };
         c

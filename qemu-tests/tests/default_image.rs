@@ -4,93 +4,16 @@
 //! (QEMU forwards 127.0.0.1:<port> to the guest's port 22), checks the agent's units,
 //! containerd and the imported image, then upgrades to a rebuilt 2.0.0 and sees it blessed.
 
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use p6os_qemu_tests::fixture::Fixture;
 use p6os_qemu_tests::oci;
 use p6os_qemu_tests::slot;
-use p6os_qemu_tests::vm::{Network, Vm, VmConfig};
+use p6os_qemu_tests::ssh::{free_port, keygen, ops_config, Ssh, AGENT};
+use p6os_qemu_tests::vm::{Network, VmConfig};
 
 const BOOT: Duration = Duration::from_secs(420);
-const AGENT: &str = "/usr/lib/p6os/p6os-agent";
 const IMAGE_NAME: &str = "docker.io/p6os/hello:1.0";
-
-/// A free loopback port for the SSH forward.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Ssh<'a> {
-    key: &'a Path,
-    port: u16,
-}
-
-impl Ssh<'_> {
-    fn command(&self, cmd: &str) -> Command {
-        let mut c = Command::new("ssh");
-        c.args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "LogLevel=ERROR",
-            "-i",
-        ])
-        .arg(self.key)
-        .args(["-p", &self.port.to_string(), "ops@127.0.0.1", cmd]);
-        c
-    }
-
-    /// Runs `cmd` as the SSH user; panics with its output (and the console) if it fails.
-    fn run(&self, vm: &Vm, cmd: &str) -> String {
-        let out = self.command(cmd).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            panic!(
-                "ssh `{cmd}` failed ({}): {text}{}\n(console: {})",
-                out.status,
-                String::from_utf8_lossy(&out.stderr),
-                vm.log_path().display()
-            );
-        }
-        text
-    }
-
-    /// Waits until a login works (sshd up, the key accepted).
-    fn wait(&self, vm: &Vm, timeout: Duration) {
-        let start = Instant::now();
-        loop {
-            if let Ok(o) = self.command("true").output() {
-                if o.status.success() {
-                    return;
-                }
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "no SSH login after {timeout:?} (console: {})",
-                vm.log_path().display()
-            );
-            std::thread::sleep(Duration::from_secs(3));
-        }
-    }
-
-    fn status(&self, vm: &Vm) -> serde_json::Value {
-        p6os_qemu_tests::parse_status(&self.run(vm, &format!("sudo {AGENT} status --json")))
-    }
-}
 
 #[test]
 fn default_image_boots_systemd_applies_config_runs_containerd_and_upgrades() {
@@ -112,19 +35,9 @@ fn default_image_boots_systemd_applies_config_runs_containerd_and_upgrades() {
         .unwrap();
 
     // The operator's key and unattended.yaml.
-    let key = f.dir.path().join("id_ed25519");
-    let keygen = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@test", "-f"])
-        .arg(&key)
-        .status()
+    let (key, public) = keygen(f.dir.path());
+    f.inject(&image, &ops_config("store-0421", &public))
         .unwrap();
-    assert!(keygen.success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    let config = format!(
-        "hostname: store-0421\nusers:\n  - name: ops\n    sudo: true\n    ssh_authorized_keys:\n      - {}\nssh:\n  password_authentication: false\n",
-        public.trim()
-    );
-    f.inject(&image, &config).unwrap();
 
     let port = free_port();
     let mut vm_config = VmConfig::new(&image).unwrap();

@@ -1,14 +1,17 @@
 //! `p6os flash` onto a real block device (a loop device over a sparse file, larger than the
-//! image) with a site unattended.yaml, then that device booted by QEMU/OVMF: the image's
-//! mapped ranges, the moved backup GPT and the configuration on the ESP all work, and the first
-//! boot grows the state partition to the device's end. Needs root (losetup); skipped with a
-//! reason otherwise.
+//! image) with a site unattended.yaml, then that device attached to QEMU as a USB stick on
+//! xHCI and booted through OVMF: the image's mapped ranges, the moved backup GPT and the
+//! configuration on the ESP all work, for the tiny and the default image (what a technician
+//! does with a stick and a store's PC), and the tiny image's first boot grows its state
+//! partition to the device's end. Needs root (losetup); skipped with a reason otherwise.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use p6os_qemu_tests::vm::VmConfig;
+use p6os_qemu_tests::fixture::Fixture;
+use p6os_qemu_tests::ssh::{free_port, keygen, ops_config, Ssh};
+use p6os_qemu_tests::vm::{Bus, Network, Nic, VmConfig};
 use p6os_qemu_tests::{p6os_cli, test_image};
 
 /// A loop device, detached on drop (also when the test fails).
@@ -69,10 +72,9 @@ fn flashed_loop_device_boots_with_its_site_config() {
     let text = String::from_utf8_lossy(&verify.stdout);
     assert!(text.contains("No problems found"), "{text}");
 
-    let mut vm = VmConfig::new(&dev.0)
-        .unwrap()
-        .start_in_place("flashed")
-        .unwrap();
+    let mut config = VmConfig::new(&dev.0).unwrap();
+    config.boot_bus = Bus::Usb;
+    let mut vm = config.start_in_place("flashed").unwrap();
     vm.wait_for_line("p6os-agent: ready slot=a", Duration::from_secs(240))
         .unwrap();
     let name = vm.run("H", "hostname", Duration::from_secs(60)).unwrap();
@@ -102,4 +104,59 @@ fn flashed_loop_device_boots_with_its_site_config() {
     let info = String::from_utf8_lossy(&info.stdout);
     let last = format!("Last sector: {} ", (1u64 << 30) / 512 - 34);
     assert!(info.contains(&last), "{info}");
+}
+
+/// Writes `image` onto `dev` with `p6os flash` and the site configuration `config`; returns
+/// what the command said.
+fn flash(image: &Path, dev: &Path, config: &Path) -> String {
+    let out = Command::new(p6os_cli())
+        .arg("flash")
+        .arg(image)
+        .arg(dev)
+        .arg("--config")
+        .arg(config)
+        .args(["--yes", "--force"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    said
+}
+
+#[test]
+fn default_image_flashed_to_a_stick_boots_from_usb() {
+    let f = Fixture::new().unwrap();
+    let image = f
+        .image(&f.recipe_of("default", "1.0.0", "").unwrap())
+        .unwrap();
+    let backing = f.dir.path().join("stick");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    let Some(dev) = Loop::attach(&backing) else {
+        eprintln!("skipping: cannot attach a loop device (needs root and losetup)");
+        return;
+    };
+    let (key, public) = keygen(f.dir.path());
+    let config = f.dir.path().join("site.yaml");
+    std::fs::write(&config, ops_config("flashed-store", &public)).unwrap();
+    flash(&image, &dev.0, &config);
+
+    let port = free_port();
+    let mut vm_config = VmConfig::new(&dev.0).unwrap();
+    vm_config.memory_mib = 1024;
+    vm_config.boot_bus = Bus::Usb;
+    vm_config.nic = Nic::E1000e;
+    vm_config.network = Network::UserRestrictedSsh { port };
+    let mut vm = vm_config.start_in_place("flashed-default").unwrap();
+    let found = vm
+        .wait_for_line("p6os-agent: found p6os-root-a at", Duration::from_secs(420))
+        .unwrap();
+    assert!(found.contains("at /dev/sda2"), "{found}");
+    vm.wait_for_line("slot a is blessed", Duration::from_secs(420))
+        .unwrap();
+    let ssh = Ssh { key: &key, port };
+    ssh.wait(&vm, Duration::from_secs(120));
+    assert_eq!(ssh.run(&vm, "hostname").trim(), "flashed-store");
 }

@@ -39,6 +39,7 @@ pub use slot::{make_slot, SlotFiles};
 /// Where the agent lives in every slot (tree paths are relative to the slot's root).
 pub const AGENT_PATH: &str = in_tree(p6os_layout::slot::AGENT_PATH);
 pub const SLOT_MANIFEST_PATH: &str = in_tree(p6os_layout::slot::MANIFEST_PATH);
+pub const CLOCK_EPOCH_PATH: &str = in_tree(p6os_layout::slot::CLOCK_EPOCH_PATH);
 /// The recipe's default unattended.yaml (the agent's last resort; 0600: it may hold tokens).
 pub const BAKED_UNATTENDED_PATH: &str = in_tree(p6os_layout::slot::BAKED_UNATTENDED_PATH);
 /// A contract path inside a slot (`/usr/lib/p6os/...`) as a tree path (`usr/lib/p6os/...`).
@@ -251,7 +252,7 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
         vmlinuz,
         initrd,
         release,
-    } = boot::payloads(recipe, &loaded, &agent, &say)?;
+    } = boot::payloads(recipe, &loaded, &root, &agent, &say)?;
     Ok(Prepared {
         new_lock,
         digest,

@@ -10,12 +10,12 @@ use p6os_config::health::{HEALTH_PATH, TRUSTED_KEYS_DIR};
 
 use super::layers::LoadedLayer;
 use super::{
-    io_at, BuildError, AGENT_PATH, BAKED_UNATTENDED_PATH, CONTAINERD_BINARY, IMAGES_DIR,
-    IMAGES_LIST, K3S_BINARY, K3S_IMAGES_DIR, SLOT_MANIFEST_PATH,
+    io_at, BuildError, AGENT_PATH, BAKED_UNATTENDED_PATH, CLOCK_EPOCH_PATH, CONTAINERD_BINARY,
+    IMAGES_DIR, IMAGES_LIST, K3S_BINARY, K3S_IMAGES_DIR, SLOT_MANIFEST_PATH,
 };
 use crate::fetch::sha256_bytes;
 use crate::manifest::{LayerRecord, PackageRecord, SlotIdentity};
-use crate::recipe::Recipe;
+use crate::recipe::{KernelModulesIn, Recipe};
 use crate::tree::{Entry, Tree};
 use crate::units;
 
@@ -63,6 +63,9 @@ pub(super) fn assemble(
     for l in loaded {
         root.merge(&l.tree);
     }
+    if recipe.def.kernel_modules == KernelModulesIn::Initramfs {
+        remove_kernel_modules(&mut root);
+    }
     // Air-gapped content: OCI archives by digest, and the list the import unit reads.
     let mut listed = Vec::new();
     for OciArchive { source, data } in images {
@@ -106,6 +109,34 @@ pub(super) fn assemble(
             Entry::file(key.to_file().into_bytes(), 0o644),
         );
     }
+    // The clock's floor on a machine whose RTC lost its time: the newest file of the image
+    // (reproducible, and no earlier than any package in it). The agent reads the text; systemd
+    // reads the mtime of its own file.
+    let epoch = root.iter().map(|(_, e)| e.mtime).max().unwrap_or(0);
+    root.insert(
+        CLOCK_EPOCH_PATH,
+        Entry::file(format!("{epoch}\n").into_bytes(), 0o644),
+    );
+    if units::is_systemd(&root) {
+        let mut systemd_epoch = Entry::file(Vec::new(), 0o644);
+        systemd_epoch.mtime = epoch;
+        root.insert("usr/lib/clock-epoch", systemd_epoch);
+    }
 
     Ok((root, packages))
+}
+
+/// Removes `lib/modules/*` and `usr/lib/modules/*` (the directories stay, empty).
+fn remove_kernel_modules(root: &mut Tree) {
+    let doomed: Vec<String> = ["lib/modules/", "usr/lib/modules/"]
+        .iter()
+        .flat_map(|dir| {
+            root.iter()
+                .filter(move |(p, _)| p.starts_with(dir))
+                .map(|(p, _)| p.clone())
+        })
+        .collect();
+    for path in doomed {
+        root.remove(&path);
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{clean_absolute, is_sha256, valid_name, InlineKind, LayerFile, Source};
+use super::{clean_absolute, is_sha256, valid_name, InlineKind, LayerFile, ModuleClasses, Source};
 use crate::diag::Diagnostics;
 use crate::yamlcheck::{self, diagnostic_at, Loaded, Seg};
 
@@ -250,7 +250,56 @@ pub fn load_layer(path: &Path) -> Result<LayerFile, Diagnostics> {
             }
         }
     }
+    for (field, msg, hint) in module_class_problems(&def.initramfs) {
+        let mut f = vec![Seg::Key("initramfs".into())];
+        f.extend(field);
+        diags.push(diagnostic_at(
+            path,
+            &tree,
+            &f,
+            msg,
+            hint.map(str::to_string),
+        ));
+    }
     diags.into_result(def)
+}
+
+/// Problems of initramfs module classes (a layer's or a recipe's `initramfs`), each with its
+/// field below `initramfs`.
+pub(super) fn module_class_problems(
+    classes: &ModuleClasses,
+) -> Vec<(Vec<Seg>, String, Option<&'static str>)> {
+    let mut problems = Vec::new();
+    for (class, modules) in classes {
+        let at = vec![Seg::Key(class.clone())];
+        if !valid_name(class) {
+            problems.push((
+                at.clone(),
+                format!("invalid class name `{class}`"),
+                Some("lowercase letters, digits and dashes, starting with a letter (`intel-nic`)"),
+            ));
+        }
+        if modules.is_empty() {
+            problems.push((at.clone(), "names no module".into(), None));
+        }
+        for (j, module) in modules.iter().enumerate() {
+            let valid = module.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && module
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                && module.len() <= 64;
+            if !valid {
+                let mut f = at.clone();
+                f.push(Seg::Index(j));
+                problems.push((
+                    f,
+                    format!("invalid module name `{module}`"),
+                    Some("a module's name as `modinfo` shows it, without `.ko` (`sd_mod`)"),
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// Indexes of package specs that are not `name` or `name=version`.

@@ -31,6 +31,12 @@ pub struct RecipeFile {
     pub base: String,
     /// Kernel layer file: must contain `boot/vmlinuz-<kver>` and `lib/modules/<kver>/`.
     pub kernel: String,
+    /// Where the kernel layer's modules go: `all` (the default) keeps its whole
+    /// `lib/modules` in the slot, for a base that loads modules after boot (udev); `initramfs`
+    /// leaves them out of the slot: only the initramfs classes, loaded at boot, exist (a base
+    /// without a module loader, such as busybox; keeps the slot and bundles small).
+    #[serde(default)]
+    pub kernel_modules: KernelModulesIn,
     /// Boot loader layer file: must contain systemd-boot's `systemd-bootx64.efi`.
     pub bootloader: String,
     /// Kubernetes distro layer file, if any.
@@ -81,6 +87,16 @@ impl Arch {
     }
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelModulesIn {
+    /// The slot and the initramfs.
+    #[default]
+    All,
+    /// Only the initramfs (its module classes).
+    Initramfs,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RootFsFormat {
@@ -124,7 +140,16 @@ pub struct BootOptions {
     /// Extra kernel command line arguments.
     #[serde(default)]
     pub kernel_args: Vec<String>,
+    /// More initramfs module classes, added to the kernel layer's `initramfs` (same shape:
+    /// class name -> module names; dependencies are added by the builder). A class name the
+    /// kernel layer already uses is an error.
+    #[serde(default)]
+    pub initramfs: ModuleClasses,
 }
+
+/// Initramfs module classes: a class name (`sata`, `intel-nic`) -> kernel module names
+/// (`ahci`, `sd_mod`). The agent loads every listed module with its dependencies at boot.
+pub type ModuleClasses = std::collections::BTreeMap<String, Vec<String>>;
 
 fn default_tries() -> u8 {
     3
@@ -135,6 +160,7 @@ impl Default for BootOptions {
         BootOptions {
             tries: default_tries(),
             kernel_args: Vec::new(),
+            initramfs: ModuleClasses::new(),
         }
     }
 }
@@ -147,6 +173,12 @@ pub struct LayerFile {
     #[serde(default)]
     pub description: Option<String>,
     pub sources: Vec<Source>,
+    /// Kernel layers only: the module classes the initramfs loads at boot, for the hardware
+    /// the boot disk and the network may be on (class name -> module names). The filesystems
+    /// of the on-disk contract are always loaded; firmware the modules name is taken from
+    /// the image's `lib/firmware` (packages a layer lists).
+    #[serde(default)]
+    pub initramfs: ModuleClasses,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -308,6 +340,15 @@ impl Recipe {
             .find(|l| l.role == LayerRole::Kernel)
             .expect("checked recipes have a kernel")
     }
+
+    /// The initramfs module classes: the kernel layer's, then the recipe's own.
+    pub fn module_classes(&self) -> impl Iterator<Item = (&String, &Vec<String>)> {
+        self.kernel()
+            .def
+            .initramfs
+            .iter()
+            .chain(self.def.boot.initramfs.iter())
+    }
 }
 
 /// The largest default unattended.yaml a recipe may bake in (the agent reads at most 1 MiB).
@@ -432,6 +473,19 @@ pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
                     reference: reference.clone(),
                     def,
                 };
+                if role != LayerRole::Kernel && !layer.def.initramfs.is_empty() {
+                    diags.push(at(
+                        &field,
+                        format!(
+                            "layer `{reference}` names initramfs module classes, but only the \
+                             kernel layer may"
+                        ),
+                        Some(
+                            "move them to the kernel layer or to this recipe's `boot.initramfs`"
+                                .into(),
+                        ),
+                    ));
+                }
                 if role == LayerRole::Bootloader {
                     bootloader = Some(layer);
                 } else {
@@ -463,6 +517,25 @@ pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
                 Ok(_) => unattended = Some(text.into_bytes()),
                 Err(e) => diags.extend(e),
             },
+        }
+    }
+    for (field, msg, hint) in layer::module_class_problems(&def.boot.initramfs) {
+        let mut f = vec![key("boot"), key("initramfs")];
+        f.extend(field);
+        diags.push(at(&f, msg, hint.map(str::to_string)));
+    }
+    if let Some(kernel) = layers.iter().find(|l| l.role == LayerRole::Kernel) {
+        for class in def.boot.initramfs.keys() {
+            if kernel.def.initramfs.contains_key(class) {
+                diags.push(at(
+                    &[key("boot"), key("initramfs"), key(class)],
+                    format!(
+                        "the kernel layer `{}` already has class `{class}`",
+                        def.kernel
+                    ),
+                    Some("give the recipe's class another name".into()),
+                ));
+            }
         }
     }
     let upgrades = upgrades::check(path, &tree, dir, &def.upgrades, &mut diags);

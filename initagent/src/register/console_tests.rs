@@ -82,6 +82,7 @@ fn settings(endpoint: &str) -> Settings {
         ca_files: Vec::new(),
         connect_timeout: Duration::from_millis(500),
         read_timeout: Duration::from_secs(5),
+        clock_file: None,
     }
 }
 

@@ -16,7 +16,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use p6os_protocol::{
     BundleRef, ErrorBody, Facts, Health, Heartbeat, HeartbeatResponse, OutcomeKind, PairRequest,
@@ -25,7 +25,9 @@ use p6os_protocol::{
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::clock;
 use crate::log::error_chain;
+use crate::plan;
 use crate::upgrade::{self, http, Failure};
 use state::{AfterHeartbeat, Answer, Attempts, Phase, Registration, Setback};
 
@@ -66,6 +68,9 @@ pub struct Settings {
     pub ca_files: Vec<PathBuf>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Where the last trusted time is saved (the state partition's `clock::SAVED_FILE`); the
+    /// clock is set from the console only when there is one (not in tests).
+    pub clock_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -142,13 +147,7 @@ pub fn pair(settings: &Settings, id: &str, facts: Facts) -> Answer<PairResponse>
     };
     let body = serde_json::to_vec(&request).unwrap_or_default();
     let url = settings.url(&format!("{API}/appliances/{id}/pair"));
-    answer(http::call(
-        "POST",
-        &url,
-        None,
-        Some(&body),
-        settings.policy(),
-    ))
+    answer(call_with_clock(settings, &url, None, &body))
 }
 
 pub fn heartbeat(
@@ -159,13 +158,78 @@ pub fn heartbeat(
 ) -> Answer<HeartbeatResponse> {
     let body = serde_json::to_vec(beat).unwrap_or_default();
     let url = settings.url(&format!("{API}/appliances/{id}/heartbeat"));
-    answer(http::call(
-        "POST",
-        &url,
-        Some(token),
-        Some(&body),
-        settings.policy(),
-    ))
+    answer(call_with_clock(settings, &url, Some(token), &body))
+}
+
+/// `POST url` with a JSON body. When the console's certificate is not valid yet by this
+/// machine's clock, the clock is set from the console's authenticated `Date` (only forward;
+/// see `clock`) and the request is tried once more. After a successful exchange the time is
+/// saved on the state partition (at most daily) as the next boot's floor.
+fn call_with_clock(
+    settings: &Settings,
+    url: &str,
+    bearer: Option<&str>,
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), http::HttpError> {
+    let post = || http::call("POST", url, bearer, Some(body), settings.policy());
+    let Some(clock_file) = &settings.clock_file else {
+        return post();
+    };
+    let result = match post() {
+        Err(http::HttpError::Certificate {
+            dates: http::CertificateDates::NotValidYet,
+            ..
+        }) if clock_from_console(settings, clock_file) => post(),
+        other => other,
+    };
+    if result.is_ok() {
+        save_trusted_time(clock_file);
+    }
+    result
+}
+
+/// Sets the clock from the console's `Date`; true when it moved.
+fn clock_from_console(settings: &Settings, clock_file: &Path) -> bool {
+    let now = SystemTime::now();
+    match http::server_time(&settings.url("/"), settings.policy()) {
+        Ok(told) => match clock::forward(now, told) {
+            Some(time) => match clock::set(time) {
+                Ok(()) => {
+                    info!(
+                        "clock: the console's certificate is not valid yet at {}: set to the \
+                         console's time {}",
+                        clock::show(now),
+                        clock::show(time)
+                    );
+                    let _ = clock::save(clock_file, time);
+                    true
+                }
+                Err(e) => {
+                    warn!("clock: cannot set it to the console's time: {e}");
+                    false
+                }
+            },
+            None => false,
+        },
+        Err(e) => {
+            warn!("clock: cannot take the console's time: {}", error_chain(&e));
+            false
+        }
+    }
+}
+
+/// Saves the time as the next boot's floor when the saved one is a day old (or missing).
+fn save_trusted_time(path: &Path) {
+    let now = SystemTime::now();
+    let stale = clock::read(path).is_none_or(|saved| {
+        now.duration_since(saved)
+            .is_ok_and(|age| age >= clock::SAVE_EVERY)
+    });
+    if stale {
+        if let Err(e) = clock::save(path, now) {
+            warn!("clock: cannot save the time in {}: {e}", path.display());
+        }
+    }
 }
 
 fn beat(running: &Running, progress: Option<Progress>, facts: Option<Facts>) -> Heartbeat {
@@ -485,6 +549,7 @@ pub fn main() -> i32 {
         ca_files: ca_files.clone(),
         connect_timeout: Duration::from_secs(10),
         read_timeout: Duration::from_secs(30),
+        clock_file: Some(Path::new(plan::STATE_DIR).join(clock::SAVED_FILE)),
     };
     let saved = load_registration(Path::new(state::REGISTRATION_PATH));
     let reg = Registration::resume(saved, &appliance.id, &settings.endpoint);

@@ -83,6 +83,7 @@ fn settings(endpoint: String) -> Settings {
         ca_files: Vec::new(),
         connect_timeout: Duration::from_millis(500),
         read_timeout: Duration::from_millis(500),
+        clock_file: None,
     }
 }
 

@@ -99,6 +99,20 @@ fn as_anchor(cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
 }
 
 /// Why the server's certificate was refused, in words.
+/// What a certificate error says about the clock.
+pub fn certificate_dates(why: &CertificateError) -> super::http::CertificateDates {
+    use super::http::CertificateDates;
+    match why {
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            CertificateDates::NotValidYet
+        }
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            CertificateDates::Expired
+        }
+        _ => CertificateDates::Fine,
+    }
+}
+
 pub fn certificate_problem(why: &CertificateError) -> String {
     match why {
         CertificateError::UnknownIssuer => format!(
@@ -136,6 +150,11 @@ pub(crate) mod testpki {
 
     /// A fresh CA (named `ca_name`) and a server certificate for `names` issued by it.
     pub fn make(ca_name: &str, names: &[&str]) -> Pki {
+        make_dated(ca_name, names, None)
+    }
+
+    /// [`make`] with the server certificate valid only between two years (1 January each).
+    pub fn make_dated(ca_name: &str, names: &[&str], years: Option<(i32, i32)>) -> Pki {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
@@ -148,6 +167,10 @@ pub(crate) mod testpki {
 
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names).unwrap();
+        if let Some((from, to)) = years {
+            params.not_before = rcgen::date_time_ymd(from, 1, 1);
+            params.not_after = rcgen::date_time_ymd(to, 1, 1);
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, "p6os test server");

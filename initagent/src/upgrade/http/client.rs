@@ -11,6 +11,10 @@ use ureq::http::{HeaderMap, Request};
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 use ureq::{Agent, Body};
 
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{ConnectProxyConnector, Connector, TcpConnector};
+
+use super::clock_probe::{ProbeTls, ProbeVerifier};
 use super::proxy::{proxy_for, Proxy, ProxyScheme};
 use super::url::{parse_url, resolve, Url};
 use super::{HttpError, RetryPolicy, MAX_REDIRECTS};
@@ -95,6 +99,8 @@ pub(super) struct Client {
     tls: OnceCell<TlsConfig>,
     /// An agent per route, so that reconnections reuse its TLS configuration.
     agents: RefCell<Vec<(Route, Agent)>>,
+    /// For the clock probe only: certificates checked at their start, not now.
+    probe: Option<Arc<ProbeVerifier>>,
 }
 
 impl Client {
@@ -104,7 +110,26 @@ impl Client {
             bearer: None,
             tls: OnceCell::new(),
             agents: RefCell::new(Vec::new()),
+            probe: None,
         }
+    }
+
+    /// A client for [`super::server_time`]: https servers are verified by a [`ProbeVerifier`].
+    pub fn for_clock_probe(
+        policy: RetryPolicy,
+        url: &str,
+    ) -> Result<(Client, Arc<ProbeVerifier>), HttpError> {
+        let anchors = tls::trust_anchors(&policy.ca_files).map_err(|source| HttpError::Ca {
+            url: url.to_string(),
+            source,
+        })?;
+        let verifier = ProbeVerifier::new(&anchors).map_err(|e| HttpError::Request {
+            url: url.to_string(),
+            why: format!("cannot set up TLS: {e}"),
+        })?;
+        let mut client = Client::new(policy);
+        client.probe = Some(verifier.clone());
+        Ok((client, verifier))
     }
 
     /// `Authorization: Bearer <token>` for requests to `url`'s origin.
@@ -229,7 +254,20 @@ impl Client {
             .max_idle_connections(0)
             .tls_config(tls)
             .build();
-        let agent = Agent::new_with_config(config);
+        let agent = match (&self.probe, route.tls) {
+            (Some(verifier), true) => {
+                let tls = ProbeTls::new(verifier.clone()).map_err(|e| HttpError::Request {
+                    url: url.to_string(),
+                    why: format!("cannot set up TLS: {e}"),
+                })?;
+                let connector =
+                    ().chain(ConnectProxyConnector::default())
+                        .chain(TcpConnector::default())
+                        .chain(tls);
+                Agent::with_parts(config, connector, DefaultResolver::default())
+            }
+            _ => Agent::new_with_config(config),
+        };
         self.agents
             .borrow_mut()
             .push((route.clone(), agent.clone()));
@@ -325,6 +363,7 @@ fn classify(
                 Some(rustls::Error::InvalidCertificate(why)) => HttpError::Certificate {
                     url,
                     why: tls::certificate_problem(why),
+                    dates: tls::certificate_dates(why),
                 },
                 Some(_) => HttpError::Tls {
                     url,

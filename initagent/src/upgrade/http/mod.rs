@@ -32,6 +32,7 @@
 //! `ALL_PROXY` is not read.
 
 mod client;
+pub mod clock_probe;
 pub mod proxy;
 pub mod resume;
 mod url;
@@ -41,7 +42,9 @@ mod tests;
 
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::pki_types::UnixTime;
 
 use ureq::BodyReader;
 
@@ -132,7 +135,11 @@ pub enum HttpError {
         source: super::tls::CaError,
     },
     #[error("{url}: the server's certificate is refused: {why}")]
-    Certificate { url: String, why: String },
+    Certificate {
+        url: String,
+        why: String,
+        dates: CertificateDates,
+    },
     #[error("{url}: no TLS session with {addr}")]
     Tls {
         url: String,
@@ -189,6 +196,53 @@ fn progress(received: u64, total: Option<u64>) -> String {
         Some(total) => format!("{received} of {total} bytes"),
         None => format!("{received} bytes (size unknown)"),
     }
+}
+
+/// What a refused certificate says about this machine's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateDates {
+    /// Not valid yet: the clock may be behind ([`server_time`] can tell).
+    NotValidYet,
+    /// Expired: the certificate, or a clock far ahead.
+    Expired,
+    /// Refused for another reason than its dates.
+    Fine,
+}
+
+/// The time the server of an `https://` `url` gives in its `Date` header, for a machine whose
+/// clock is behind: the server is authenticated as for any request, but its certificate's
+/// dates are checked at the certificate's start ([`clock_probe`]), and the date is returned
+/// only if the certificate chain is valid at that date. One `GET`, no bearer token sent.
+pub fn server_time(url: &str, policy: RetryPolicy) -> Result<SystemTime, HttpError> {
+    let parsed = url::parse_url(url)?;
+    if !parsed.https {
+        return Err(HttpError::Request {
+            url: url.to_string(),
+            why: "the time is taken only from an https server".into(),
+        });
+    }
+    let (client, verifier) = Client::for_clock_probe(policy, url)?;
+    let response = client.send(url, Ask::GET)?;
+    let malformed = |why: String| HttpError::Malformed {
+        url: url.to_string(),
+        why,
+    };
+    let header = response
+        .header("date")
+        .ok_or_else(|| malformed("the answer has no Date header".into()))?;
+    let date = httpdate::parse_http_date(header)
+        .map_err(|_| malformed(format!("the Date header {header:?} is not an HTTP date")))?;
+    let since_epoch = date
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| malformed(format!("the Date header {header:?} is before 1970")))?;
+    if !verifier.valid_at(UnixTime::since_unix_epoch(since_epoch)) {
+        return Err(HttpError::Certificate {
+            url: url.to_string(),
+            why: format!("its certificate is not valid at the date it gives ({header})"),
+            dates: CertificateDates::Fine,
+        });
+    }
+    Ok(date)
 }
 
 /// Largest API response body read by [`call`].

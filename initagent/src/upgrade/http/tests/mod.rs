@@ -2,6 +2,7 @@
 //! files replaced mid-download, chunked bodies, redirects, TLS failures, bearer tokens; and
 //! (in [`proxies`]) through a real proxy.
 
+mod clock;
 mod proxies;
 mod server;
 

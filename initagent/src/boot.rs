@@ -16,6 +16,7 @@ use crate::cli::VERSION;
 use crate::cmdline::{Cmdline, CmdlineError};
 use crate::efivar::{self, Lookup};
 use crate::firstboot;
+use crate::grow;
 use crate::loader;
 use crate::log;
 use crate::modules;
@@ -166,6 +167,8 @@ struct Executor {
     gpt_part_uuids: HashMap<String, Vec<(u32, String)>>,
     /// Data directories the slot has, filled by FindDataDirs.
     data_dirs: Vec<String>,
+    /// Kernel name of the boot disk, filled by WaitForPartitions.
+    boot_disk: Option<String>,
 }
 
 impl Executor {
@@ -224,6 +227,31 @@ impl Executor {
                         source: e,
                     })?;
                     info!("bound {source} on {target}");
+                }
+            }
+            Step::GrowPartition { label } => {
+                let part = self
+                    .devices
+                    .get(label)
+                    .map(|d| d.trim_start_matches("/dev/"));
+                match (self.boot_disk.as_deref(), part) {
+                    (Some(disk), Some(part)) => {
+                        if let Err(e) = grow::grow_partition(disk, part, label) {
+                            warn!("{label} not grown: {}", log::error_chain(&e));
+                        }
+                    }
+                    _ => warn!("{label} not grown: no boot disk"),
+                }
+            }
+            Step::GrowFilesystem { label, target } => {
+                if let Some(part) = self.devices.get(label) {
+                    let part = part.trim_start_matches("/dev/");
+                    if let Err(e) = grow::grow_filesystem(part, target) {
+                        warn!(
+                            "the filesystem of {label} not grown: {}",
+                            log::error_chain(&e)
+                        );
+                    }
                 }
             }
             Step::ReadLoaderVariables => self.read_loader_variables(),
@@ -406,6 +434,7 @@ impl Executor {
             warn!("{warning}");
         }
         info!("{}", choice.describe());
+        self.boot_disk = Some(choice.disk.clone());
         if !choice.ignored.is_empty() {
             let labels: Vec<&str> = choice.partitions.iter().map(|(l, _)| l.as_str()).collect();
             warn!(

@@ -4,12 +4,14 @@
 //! **Pure modules** (text and bytes in, values out; no syscalls, no files, no clock; unit tested
 //! beside the code, and the parsers of untrusted bytes fuzzed in `fuzz/`): `cli`, `cmdline`,
 //! `uevent`, `bootdisk`, `efivar`, `modules`, `mountinfo`, `plan`, `policy`, `netconf`,
-//! `slots`, `firstboot::source`, `firstboot::render`, `firstboot::applied`, `register::state`.
+//! `slots`, `firstboot::source`, `firstboot::render`, `firstboot::applied`, `grow::rules`,
+//! `register::state`.
 //! The on-disk contract (GPT, entry names, the slot manifest) is `p6os_layout`'s.
 //!
 //! **Modules that touch the machine**: `sys` (syscalls), `loader` (EFI variables), `boot`
 //! (the initramfs stage), `service` (PID 1), `sysconfig`, `net`, `fatal`, `log`, `health`,
-//! `units`, `firstboot` (discovery and the transaction), `upgrade`, `register`.
+//! `units`, `firstboot` (discovery and the transaction), `grow` (disk growth), `upgrade`,
+//! `register`.
 
 #[macro_use]
 pub mod log;
@@ -22,6 +24,7 @@ pub mod cmdline;
 pub mod efivar;
 pub mod fatal;
 pub mod firstboot;
+pub mod grow;
 pub mod health;
 pub mod loader;
 pub mod modules;

@@ -127,6 +127,17 @@ pub enum Step {
         labels: Vec<String>,
         timeout: Duration,
     },
+    /// Grow partition `label` (the last on the boot disk) to the disk's end: its GPT entry,
+    /// the backup table and the kernel's view (`grow`). Logs and continues on failure.
+    GrowPartition {
+        label: String,
+    },
+    /// Grow the filesystem of partition `label`, mounted at `target`, to the partition's size
+    /// (`grow`). Logs and continues on failure.
+    GrowFilesystem {
+        label: String,
+        target: String,
+    },
     /// Fail unless `path` exists (not following a final symlink).
     RequireFile {
         path: String,
@@ -304,6 +315,9 @@ pub fn plan_boot(cmdline: &Cmdline, modules: &[String], init_args: &[String]) ->
         path: format!("{SYSROOT}{}", cmdline.init),
         what: "init",
     });
+    steps.push(Step::GrowPartition {
+        label: STATE_PARTLABEL.to_string(),
+    });
     steps.push(Step::MakeDirs {
         paths: vec![STATE_DIR.to_string()],
         mode: 0o755,
@@ -316,6 +330,11 @@ pub fn plan_boot(cmdline: &Cmdline, modules: &[String], init_args: &[String]) ->
         flags: vec![Flag::NoAtime],
         data: String::new(),
     }));
+    // Online: ext4 grows while mounted (the initramfs has no resize2fs).
+    steps.push(Step::GrowFilesystem {
+        label: STATE_PARTLABEL.to_string(),
+        target: STATE_DIR.to_string(),
+    });
     steps.push(Step::ClockFloor {
         root: SYSROOT.to_string(),
         state: STATE_DIR.to_string(),
@@ -432,6 +451,9 @@ mod tests {
                 path: "/sysroot/sbin/init".into(),
                 what: "init",
             },
+            Step::GrowPartition {
+                label: "p6os-state".into(),
+            },
             Step::MakeDirs {
                 paths: strings(&["/run/p6os/state"]),
                 mode: 0o755,
@@ -444,6 +466,10 @@ mod tests {
                 flags: vec![Flag::NoAtime],
                 data: String::new(),
             }),
+            Step::GrowFilesystem {
+                label: "p6os-state".into(),
+                target: "/run/p6os/state".into(),
+            },
             Step::ClockFloor {
                 root: "/sysroot".into(),
                 state: "/run/p6os/state".into(),

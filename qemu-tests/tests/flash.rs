@@ -2,7 +2,8 @@
 //! image) with a site unattended.yaml, then that device attached to QEMU as a USB stick on
 //! xHCI and booted through OVMF: the image's mapped ranges, the moved backup GPT and the
 //! configuration on the ESP all work, for the tiny and the default image (what a technician
-//! does with a stick and a store's PC). Needs root (losetup); skipped with a reason otherwise.
+//! does with a stick and a store's PC), and the tiny image's first boot grows its state
+//! partition to the device's end. Needs root (losetup); skipped with a reason otherwise.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,6 +79,31 @@ fn flashed_loop_device_boots_with_its_site_config() {
         .unwrap();
     let name = vm.run("H", "hostname", Duration::from_secs(60)).unwrap();
     assert!(name.contains("flashed-nuc"), "{name}");
+    // The state partition grew into the rest of the device on this first boot (the backup
+    // GPT was already at the end: `p6os flash` moved it).
+    let log = vm.console_log();
+    let grew = log
+        .lines()
+        .find(|l| l.contains("p6os-agent: grew p6os-state"))
+        .unwrap_or_else(|| panic!("no growth in:\n{log}"));
+    eprintln!("{}", grew.trim());
+    vm.send_line("poweroff").unwrap();
+    vm.wait_exit(Duration::from_secs(60)).unwrap();
+    let verify = Command::new("sgdisk")
+        .arg("-v")
+        .arg(&dev.0)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert!(text.contains("No problems found"), "{text}");
+    let info = Command::new("sgdisk")
+        .arg("-i4")
+        .arg(&dev.0)
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    let last = format!("Last sector: {} ", (1u64 << 30) / 512 - 34);
+    assert!(info.contains(&last), "{info}");
 }
 
 /// Writes `image` onto `dev` with `p6os flash` and the site configuration `config`; returns

@@ -22,6 +22,7 @@ use serde_json::json;
 use crate::cli::{AfterChange, Format, InstallIntoArgs, Retry, UpgradeArgs, VERSION};
 use crate::cmdline::Slot;
 use crate::log::error_chain;
+use crate::plan::STATE_PARTLABEL;
 use crate::slots::{self, Counter, Outcome, UpgradeRequest};
 use machine::{AfterActions, EntryText, Machine};
 
@@ -326,10 +327,17 @@ pub fn running() -> Result<crate::register::Running, String> {
 
 pub fn status(format: Format) -> i32 {
     let result = Machine::open_read_only().and_then(|m| Ok((m.view()?, m)));
-    let (view, _machine) = match result {
+    let (view, machine) = match result {
         Ok(x) => x,
         Err(e) => return fail(&format!("status unavailable: {}", error_chain(&e))),
     };
+    // The state partition, its filesystem and the disk (shown as unknown, never fatal).
+    let sizes = machine
+        .device(STATE_PARTLABEL)
+        .map_err(|e| error_chain(&e))
+        .and_then(|d| {
+            crate::grow::sizes(d.trim_start_matches("/dev/")).map_err(|e| error_chain(&e))
+        });
     let slots_json: Vec<serde_json::Value> = [Slot::A, Slot::B]
         .into_iter()
         .map(|s| match view.entry(s) {
@@ -351,6 +359,10 @@ pub fn status(format: Format) -> i32 {
         "last_upgrade": view.record.last_upgrade,
         "rolled_back": view.record.rolled_back,
         "registration": crate::register::status_json(),
+        "storage": match &sizes {
+            Ok(s) => json!(s),
+            Err(e) => json!({"error": e}),
+        },
     });
     match format {
         Format::Json => say(&serde_json::to_string_pretty(&value).unwrap_or_default()),
@@ -388,6 +400,10 @@ pub fn status(format: Format) -> i32 {
                 line.push_str(&format!("; last error: {e}"));
             }
             say(&line);
+            match &sizes {
+                Ok(s) => say(&s.text()),
+                Err(e) => say(&format!("state: sizes unknown ({e})")),
+            }
         }
     }
     0

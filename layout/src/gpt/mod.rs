@@ -81,11 +81,17 @@ pub enum GptError {
     ShortArray { have: usize, need: u64 },
 }
 
-/// Where the entry array is, from a checked primary header.
+/// Where the entry array is, from a checked header (primary or backup).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     pub block_size: u64,
     pub disk_guid: Guid,
+    /// The LBA this header says it is at (1 for a primary, the last LBA for a backup).
+    pub current_lba: u64,
+    /// The LBA of its twin (the backup's, for a primary).
+    pub backup_lba: u64,
+    /// LBA of the entry array.
+    pub entries_lba: u64,
     /// Byte offset of the entry array on the disk.
     pub entries_offset: u64,
     pub entry_count: u32,
@@ -132,6 +138,13 @@ pub fn parse_header(head: &[u8]) -> Result<Header, GptError> {
 fn header_at(head: &[u8], block_size: u64) -> Result<Header, GptError> {
     let at = block_size as usize;
     let header = head.get(at..).ok_or(GptError::NoSignature)?;
+    parse_header_block(header, block_size)
+}
+
+/// Checks the header at the start of `block` (a primary's LBA 1 or a backup's last LBA) read
+/// from a disk with `block_size`-byte blocks: signature, size, CRC, a plausible entry array.
+pub fn parse_header_block(header: &[u8], block_size: u64) -> Result<Header, GptError> {
+    let at = usize::try_from(block_size).unwrap_or(usize::MAX);
     if header.get(..8) != Some(SIGNATURE.as_slice()) {
         return Err(GptError::NoSignature);
     }
@@ -161,6 +174,9 @@ fn header_at(head: &[u8], block_size: u64) -> Result<Header, GptError> {
     let parsed = Header {
         block_size,
         disk_guid: guid_at(header, 56).ok_or(GptError::HeaderSize(size))?,
+        current_lba: field(u64_at(header, 24))?,
+        backup_lba: field(u64_at(header, 32))?,
+        entries_lba: lba,
         entries_offset: lba.checked_mul(block_size).ok_or(bad_array.clone())?,
         entry_count: count,
         entry_size,
@@ -358,6 +374,8 @@ impl Gpt {
         s
     }
 }
+
+pub mod grow;
 
 #[cfg(test)]
 mod tests;

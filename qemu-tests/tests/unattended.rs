@@ -147,6 +147,8 @@ fn injected_config_is_applied_at_first_boot_and_only_then() {
         "second boot: {unchanged}"
     );
     vm.wait_for_line("p6os-agent: ready slot=a", BOOT).unwrap();
+    // The boot assessment logs on this console too: let it finish before reading a file.
+    vm.wait_for_line("slot a is blessed", BOOT).unwrap();
     let second = run(&mut vm, "JSON2", "cat /var/lib/p6os/applied.json");
     assert_eq!(
         first.trim(),

@@ -18,7 +18,14 @@ const SCENARIO_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 const LOGS: &str = "target/qemu-logs";
 /// Scenarios known to take longest (minutes under TCG) start first, so the two workers end
 /// together; the rest follow in file order.
-const LONGEST_FIRST: &[&str] = &["default_image", "power_cut", "upgrade", "console"];
+const LONGEST_FIRST: &[&str] = &[
+    "power_cut",
+    "default_image",
+    "disk_growth",
+    "default_buses",
+    "upgrade",
+    "console",
+];
 
 /// One test function in one test binary.
 #[derive(Debug, Clone, PartialEq, Eq)]

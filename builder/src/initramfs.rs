@@ -1,7 +1,7 @@
 //! The initramfs: an uncompressed cpio (newc) archive whose `/init` is the P6OS agent.
 //! Reproducible: sorted entries, inode numbers by position, owners root, times zero.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use crate::tree::{Entry, Kind, Tree};
@@ -12,39 +12,39 @@ pub const MODULES_LOAD: &str = "etc/p6os/modules.load";
 /// Where the kernel looks for firmware, in the initramfs as in the slot.
 const FIRMWARE_DIRS: [&str; 2] = ["lib/firmware", "usr/lib/firmware"];
 
-/// Firmware files for the initramfs' modules: those the image has (paths in `root`), and per
-/// module the number it may request that no layer provides.
+/// Firmware files for the initramfs' modules: initramfs path (always under `lib/firmware`, the
+/// only place the kernel's loader looks there) -> the regular file's path in `root`; and per
+/// module the number of files it may request that no layer provides.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Firmware {
-    pub found: Vec<String>,
+    pub found: BTreeMap<String, String>,
     pub missing: BTreeMap<String, usize>,
 }
 
-/// Looks up each module's firmware files in `root` (as the kernel would: `lib/firmware`, also
-/// compressed `.xz`/`.zst`); symlinks are followed within the tree.
+/// Looks up each module's firmware files in `root` as the kernel would (`lib/firmware`, also
+/// compressed `.xz`/`.zst`; usr-merged trees under `usr/lib/firmware`); symlinks are followed
+/// within the tree, and a link that leads nowhere counts as missing.
 pub fn firmware(root: &Tree, wanted: &BTreeMap<String, Vec<String>>) -> Firmware {
-    let mut found = BTreeSet::new();
+    let mut found = BTreeMap::new();
     let mut missing = BTreeMap::new();
     for (module, files) in wanted {
         for file in files {
-            let hit = FIRMWARE_DIRS.iter().find_map(|dir| {
-                ["", ".xz", ".zst"].iter().find_map(|ext| {
+            let hit = ["", ".xz", ".zst"].iter().find_map(|ext| {
+                FIRMWARE_DIRS.iter().find_map(|dir| {
                     let path = format!("{dir}/{file}{ext}");
-                    root.get(&path).map(|_| path)
+                    resolve_file(root, &path)
+                        .map(|_| (format!("{}/{file}{ext}", FIRMWARE_DIRS[0]), path))
                 })
             });
             match hit {
-                Some(path) => {
-                    found.insert(path);
+                Some((dest, source)) => {
+                    found.insert(dest, source);
                 }
                 None => *missing.entry(module.clone()).or_insert(0) += 1,
             }
         }
     }
-    Firmware {
-        found: found.into_iter().collect(),
-        missing,
-    }
+    Firmware { found, missing }
 }
 
 /// Builds the initramfs tree: agent, modules (paths kept), the load list, firmware files (from
@@ -54,7 +54,7 @@ pub fn tree(
     kernel_tree: &Tree,
     modules: &[String],
     root: &Tree,
-    firmware: &[String],
+    firmware: &BTreeMap<String, String>,
 ) -> Tree {
     let mut t = Tree::new();
     for d in ["dev", "proc", "sys", "run", "sysroot", "etc/p6os"] {
@@ -87,9 +87,9 @@ pub fn tree(
         }
     }
     t.insert(MODULES_LOAD, Entry::file(list.into_bytes(), 0o644));
-    for path in firmware {
-        if let Some(e) = resolve_file(root, path) {
-            t.insert(path, plain(e));
+    for (dest, source) in firmware {
+        if let Some(e) = resolve_file(root, source) {
+            t.insert(dest, plain(e));
         }
     }
     t
@@ -194,7 +194,7 @@ mod tests {
             &k,
             &["lib/modules/6.1/kernel/virtio.ko".to_string()],
             &Tree::new(),
-            &[],
+            &BTreeMap::new(),
         );
         let mut buf = Vec::new();
         write_cpio(&t, &mut buf).unwrap();
@@ -258,22 +258,29 @@ mod tests {
             .to_vec(),
         )]);
         let fw = firmware(&root, &wanted);
+        // Everything lands under lib/firmware, where the kernel looks in the initramfs.
         assert_eq!(
             fw.found,
-            [
-                "lib/firmware/escape",
-                "lib/firmware/loop",
-                "lib/firmware/rtl_nic/rtl8168g-2.fw",
-                "usr/lib/firmware/rtl_nic/rtl8168h-2.fw"
-            ]
+            BTreeMap::from([
+                (
+                    "lib/firmware/rtl_nic/rtl8168g-2.fw".to_string(),
+                    "lib/firmware/rtl_nic/rtl8168g-2.fw".to_string()
+                ),
+                (
+                    "lib/firmware/rtl_nic/rtl8168h-2.fw".to_string(),
+                    "usr/lib/firmware/rtl_nic/rtl8168h-2.fw".to_string()
+                ),
+            ])
         );
-        assert_eq!(fw.missing, BTreeMap::from([("r8169".to_string(), 1)]));
+        // none.fw, the loop and the link out of the tree.
+        assert_eq!(fw.missing, BTreeMap::from([("r8169".to_string(), 3)]));
         let t = tree(b"agent", &Tree::new(), &[], &root, &fw.found);
-        // The symlink became its file; a loop or a link out of the tree is left out.
+        // The symlink became its file.
         assert!(
             matches!(&t.get("lib/firmware/rtl_nic/rtl8168g-2.fw").unwrap().kind, Kind::File(d) if d.as_slice() == b"fw")
         );
-        assert!(t.get("usr/lib/firmware/rtl_nic/rtl8168h-2.fw").is_some());
+        assert!(t.get("lib/firmware/rtl_nic/rtl8168h-2.fw").is_some());
+        assert!(t.get("usr/lib/firmware/rtl_nic/rtl8168h-2.fw").is_none());
         assert!(t.get("lib/firmware/loop").is_none());
         assert!(t.get("lib/firmware/escape").is_none());
     }

@@ -32,6 +32,11 @@ pub const MAX_DEPTH: usize = 16;
 pub const MAX_DIRS: usize = 4096;
 /// Most directory entries the walk looks at, in all directories together.
 pub const MAX_ENTRIES: usize = 1 << 20;
+/// The walk stops at this many problems (a plan with one already changes nothing): a crafted
+/// volume cannot make the plan's messages grow without bound.
+pub const MAX_PROBLEMS: usize = 16;
+/// More leftovers than this is not what interrupted writes leave: a problem.
+pub const MAX_REMOVALS: usize = 1024;
 
 /// Byte of the FAT32 boot sector that Linux sets while a volume is mounted read-write
 /// (`fat32.state`, bit 0 = dirty) and clears at a clean unmount.
@@ -210,6 +215,9 @@ impl<D: Read + Seek> FatVolume<D> {
         let mut dirs = 0;
         let mut entries_seen = 0;
         while let Some((cluster, path, depth)) = pending.pop() {
+            if plan.problems.len() >= MAX_PROBLEMS {
+                break;
+            }
             dirs += 1;
             if dirs > MAX_DIRS {
                 plan.problems
@@ -232,6 +240,9 @@ impl<D: Read + Seek> FatVolume<D> {
                 continue;
             }
             for e in parse_dir(&dir) {
+                if plan.problems.len() >= MAX_PROBLEMS {
+                    return Ok(claimed);
+                }
                 entries_seen += 1;
                 if entries_seen > MAX_ENTRIES {
                     plan.problems
@@ -257,6 +268,11 @@ impl<D: Read + Seek> FatVolume<D> {
                     continue;
                 }
                 if is_leftover(shown, &e.name) {
+                    if plan.remove.len() >= MAX_REMOVALS {
+                        plan.problems
+                            .push(format!("more than {MAX_REMOVALS} leftover files"));
+                        return Ok(claimed);
+                    }
                     plan.remove.push(Removal {
                         path: child,
                         dir_cluster: dir.cluster,

@@ -59,15 +59,24 @@ pub fn forward(now: SystemTime, told: SystemTime) -> Option<SystemTime> {
     (told > now + Duration::from_secs(60)).then_some(told)
 }
 
-/// Decimal Unix seconds (surrounding whitespace allowed).
+/// No time read from a file is believed beyond this (2200-01-01): a bad saved time must not
+/// push the clock where every certificate looks expired, or beyond what `clock_settime` takes.
+pub const LATEST: u64 = 7_258_118_400;
+
+/// Decimal Unix seconds (surrounding whitespace allowed), up to [`LATEST`].
 pub fn parse_seconds(text: &str) -> Option<SystemTime> {
     let seconds: u64 = text.trim().parse().ok()?;
-    UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
+    (seconds <= LATEST).then(|| UNIX_EPOCH + Duration::from_secs(seconds))
 }
 
-/// An HTTP date (`Mon, 01 Jan 2001 00:00:05 GMT`) for the log.
+/// An HTTP date (`Mon, 01 Jan 2001 00:00:05 GMT`) for the log; Unix seconds for a time an HTTP
+/// date cannot show (before 1970 or after 9999: `httpdate` would panic).
 pub fn show(time: SystemTime) -> String {
-    httpdate::fmt_http_date(time)
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(since) if since.as_secs() < 253_402_300_800 => httpdate::fmt_http_date(time),
+        Ok(since) => format!("{} s after 1970", since.as_secs()),
+        Err(_) => "a time before 1970".to_string(),
+    }
 }
 
 /// A time saved by [`save`] or an epoch file, if readable.
@@ -86,8 +95,17 @@ pub fn save(path: &Path, time: SystemTime) -> io::Result<()> {
         fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("new");
-    fs::write(&tmp, format!("{seconds}\n"))?;
-    fs::File::open(&tmp)?.sync_all()?;
+    // A fresh file (never through a symlink someone left at the temporary name).
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    io::Write::write_all(&mut file, format!("{seconds}\n").as_bytes())?;
+    file.sync_all()?;
     fs::rename(&tmp, path)
 }
 
@@ -166,7 +184,16 @@ mod tests {
     fn epoch_files_are_decimal_seconds() {
         assert_eq!(parse_seconds("1764720000\n"), Some(at(1_764_720_000)));
         assert_eq!(parse_seconds(" 0 "), Some(UNIX_EPOCH));
-        for bad in ["", "-1", "1.5", "abc", "99999999999999999999999"] {
+        assert_eq!(parse_seconds("7258118400"), Some(at(7_258_118_400)));
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "abc",
+            "7258118401",
+            "253402300800",
+            "99999999999999999999999",
+        ] {
             assert_eq!(parse_seconds(bad), None, "{bad}");
         }
     }
@@ -179,5 +206,6 @@ mod tests {
         save(&path, at(1_764_720_000)).unwrap();
         assert_eq!(read(&path), Some(at(1_764_720_000)));
         assert_eq!(show(at(1_764_720_000)), "Wed, 03 Dec 2025 00:00:00 GMT");
+        assert_eq!(show(at(253_402_300_800)), "253402300800 s after 1970");
     }
 }

@@ -37,8 +37,8 @@ fn reboot_after_fatal() -> ! {
 }
 
 /// Every panic is fatal: logged on one line, then as PID 1 the reboot happens from the
-/// hook itself (so even a panic that cannot unwind reboots). Elsewhere the panic unwinds
-/// to the `catch_unwind` in main.
+/// hook itself (the shipped agent is built with `panic = "abort"`: nothing unwinds). Elsewhere
+/// the process aborts after the hook (test builds unwind to the `catch_unwind` in main).
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let _ = log::attach_kmsg();

@@ -179,7 +179,7 @@ fn call_with_clock(
         Err(http::HttpError::Certificate {
             dates: http::CertificateDates::NotValidYet,
             ..
-        }) if clock_from_console(settings, clock_file) => post(),
+        }) if clock_from_console(settings) => post(),
         other => other,
     };
     if result.is_ok() {
@@ -189,7 +189,7 @@ fn call_with_clock(
 }
 
 /// Sets the clock from the console's `Date`; true when it moved.
-fn clock_from_console(settings: &Settings, clock_file: &Path) -> bool {
+fn clock_from_console(settings: &Settings) -> bool {
     let now = SystemTime::now();
     match http::server_time(&settings.url("/"), settings.policy()) {
         Ok(told) => match clock::forward(now, told) {
@@ -201,7 +201,6 @@ fn clock_from_console(settings: &Settings, clock_file: &Path) -> bool {
                         clock::show(now),
                         clock::show(time)
                     );
-                    let _ = clock::save(clock_file, time);
                     true
                 }
                 Err(e) => {

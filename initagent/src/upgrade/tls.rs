@@ -68,6 +68,13 @@ fn anchors_with(
             })
         }
     }
+    anchors.extend(file_anchors(ca_files)?);
+    Ok(anchors)
+}
+
+/// The certificates of `ca_files` only (each must hold at least one valid certificate).
+pub fn file_anchors(ca_files: &[PathBuf]) -> Result<Vec<CertificateDer<'static>>, CaError> {
+    let mut anchors = Vec::new();
     for path in ca_files {
         let pem = std::fs::read(path).map_err(|source| CaError::Read {
             path: path.clone(),

@@ -74,6 +74,14 @@ pub struct ServeArgs {
     /// How soon a pending device asks again.
     #[arg(long, default_value_t = 30, value_name = "N")]
     pub pending_retry_secs: u32,
+    /// Most ids kept as pending (devices that asked to pair with an id no operator
+    /// registered); more are refused until an operator registers or deletes some.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_pending: usize,
+    /// Pairing requests a second from one source address (one IPv6 /64), after a burst of six
+    /// seconds' worth. Behind a load balancer every device shares its address: raise it.
+    #[arg(long, default_value_t = crate::limit::DEFAULT_PAIRING_RATE, value_name = "N")]
+    pub pairing_rate: u32,
     /// Serve https with this PEM certificate chain (the server's certificate first).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -84,7 +92,9 @@ pub struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AppliancesCommand {
-    /// Register an id (a pending device becomes unpaired and pairs at its next try).
+    /// Register an id. With --fingerprint only that device key pairs as this id; otherwise
+    /// the key of the device that asks waits for `approve` (or, with --pairing first-key, the
+    /// first key that asks is bound).
     Register {
         id: String,
         #[arg(long)]
@@ -92,6 +102,29 @@ pub enum AppliancesCommand {
         /// k=v, repeatable.
         #[arg(long = "label", value_name = "K=V")]
         labels: Vec<String>,
+        /// The device key's fingerprint (SHA256:...), as `p6os-agent status` shows it.
+        #[arg(long, value_name = "SHA256:...")]
+        fingerprint: Option<String>,
+        /// Who decides the key when no fingerprint is given: `approve` (an operator) or
+        /// `first-key` (the first device that asks; for labs and CI).
+        #[arg(long, default_value = "approve", value_parser = ["approve", "first-key"])]
+        pairing: String,
+    },
+    /// Bind an id to the device key with this fingerprint: a pending device or one waiting
+    /// for approval pairs at its next try; a paired id moves to the new key (a replaced
+    /// device) and the old device's token stops working.
+    Approve {
+        id: String,
+        #[arg(long, value_name = "SHA256:...")]
+        fingerprint: String,
+    },
+    /// Set the image whose bundles an appliance gets (recorded at pairing).
+    SetImage {
+        id: String,
+        #[arg(long = "image")]
+        image_name: String,
+        #[arg(long)]
+        arch: String,
     },
     /// List appliances.
     List {

@@ -1,4 +1,4 @@
-//! The console's decisions as pure functions: what a pairing request does to an appliance,
+//! The console's decisions as pure functions (pairing has its own module, `pairing`):
 //! which events a heartbeat is worth, label checks and selectors, list filters.
 //! No I/O, no clock: the shell (`db`, `api`) passes times and rows in.
 
@@ -12,31 +12,6 @@ use crate::error::ApiError;
 
 /// Longest appliance name.
 pub const MAX_NAME_LEN: usize = 128;
-
-/// What a pairing request (with the right pairing token) does, given the appliance's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PairAction {
-    /// Unknown id: store it as pending with its facts; the operator decides.
-    StorePending,
-    /// Still pending: refresh the facts, keep waiting.
-    StayPending,
-    /// Registered, not paired yet: pair (new token).
-    Pair,
-    /// Already paired: refused (409), whoever asks. Anyone holding the fleet's pairing token
-    /// could otherwise take over a paired id and cut the real device off. A device that lost
-    /// its token (reinstalled, state wiped) pairs again after an operator deletes and
-    /// registers the id again.
-    RefuseRePair,
-}
-
-pub fn pair_action(status: Option<Status>) -> PairAction {
-    match status {
-        None => PairAction::StorePending,
-        Some(Status::Pending) => PairAction::StayPending,
-        Some(Status::Unpaired) => PairAction::Pair,
-        Some(Status::Ready) => PairAction::RefuseRePair,
-    }
-}
 
 /// An event to record: a short kind and a message.
 pub type NewEvent = (&'static str, String);
@@ -344,14 +319,6 @@ mod tests {
         });
         clean_heartbeat(&mut b);
         assert_eq!(b.progress.unwrap().message.unwrap(), "bad ]0;title ");
-    }
-
-    #[test]
-    fn pair_actions() {
-        assert_eq!(pair_action(None), PairAction::StorePending);
-        assert_eq!(pair_action(Some(Status::Pending)), PairAction::StayPending);
-        assert_eq!(pair_action(Some(Status::Unpaired)), PairAction::Pair);
-        assert_eq!(pair_action(Some(Status::Ready)), PairAction::RefuseRePair);
     }
 
     #[test]

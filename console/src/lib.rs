@@ -20,7 +20,9 @@ pub mod core;
 pub mod db;
 pub mod error;
 pub mod init;
+pub mod limit;
 pub mod openapi;
+pub mod pairing;
 pub mod range;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -66,6 +68,11 @@ pub struct Config {
     pub heartbeat_secs: u32,
     /// Returned to pending devices: how soon they ask again.
     pub pending_retry_secs: u32,
+    /// Most ids kept as pending (asked to pair, not registered); more are refused (429).
+    pub max_pending: usize,
+    /// Pairing requests a second from one source address (IPv6: one /64), after a burst of
+    /// six seconds' worth; more are refused (429) before anything is parsed.
+    pub pairing_rate: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -78,6 +85,8 @@ impl std::fmt::Debug for Config {
             .field("trusted_keys", &self.trusted_keys)
             .field("heartbeat_secs", &self.heartbeat_secs)
             .field("pending_retry_secs", &self.pending_retry_secs)
+            .field("max_pending", &self.max_pending)
+            .field("pairing_rate", &self.pairing_rate)
             .finish()
     }
 }
@@ -131,14 +140,34 @@ pub async fn run<L>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError>
 where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    for<'a> Peer: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
-    axum::serve(listener, app)
+    // Handlers see the peer's address (`ConnectInfo<Peer>`): pairing is rate-limited per source.
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ServeError::Io)
 }
+
+/// The address a connection comes from, for handlers (`ConnectInfo<Peer>`), whatever the
+/// listener (plain TCP or TLS).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+macro_rules! peer_of {
+    ($listener:ty) => {
+        impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, $listener>>
+            for Peer
+        {
+            fn connect_info(stream: axum::serve::IncomingStream<'_, $listener>) -> Peer {
+                Peer(*stream.remote_addr())
+            }
+        }
+    };
+}
+peer_of!(tokio::net::TcpListener);
+peer_of!(tls::TlsListener);
 
 /// [`app`] then [`run`].
 pub async fn serve(

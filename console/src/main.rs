@@ -104,6 +104,8 @@ fn serve(args: ServeArgs, admin_file: Option<&std::path::Path>) -> Result<(), Ex
         trusted_keys,
         heartbeat_secs: args.heartbeat_secs,
         pending_retry_secs: args.pending_retry_secs,
+        max_pending: args.max_pending,
+        pairing_rate: args.pairing_rate,
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {

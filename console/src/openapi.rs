@@ -65,25 +65,38 @@ const OPS: &[Op] = &[
     Op {
         method: "post",
         path: "/api/v1/appliances/{id}/pair",
-        summary: "Pair a device (the pairing token is in the body)",
+        summary: "Pair a device by its key (the pairing token is in the body): without a \
+                  proof the answer is a challenge to sign; with one, ready or pending",
         auth: Auth::Pairing,
         body: Body::Json("PairRequest"),
         query: &[],
         responses: &[
             (
                 200,
-                "paired: PairResponse status ready, with the device token",
+                "PairResponse status challenge (no proof yet), or status ready with the \
+                 device token",
                 Out::Json("PairResponse"),
             ),
             (
                 202,
-                "not registered yet: PairResponse status pending",
+                "not paired: the id is not registered or this key is not approved \
+                 (PairResponse status pending; the answer does not say which)",
                 Out::Json("PairResponse"),
             ),
-            BAD,
+            (
+                400,
+                "bad input: no device key, a proof that does not verify (field proof.*)",
+                Out::Error,
+            ),
             (403, "wrong pairing token (nothing stored)", Out::Error),
             TOO_LARGE,
             MEDIA,
+            (
+                429,
+                "too many requests from this source or for this id, or the pending list \
+                 is full (nothing stored)",
+                Out::Error,
+            ),
         ],
     },
     Op {
@@ -205,6 +218,42 @@ const OPS: &[Op] = &[
         summary: "Set or clear one appliance's desired version",
         auth: Auth::Admin,
         body: Body::Json("DesiredRequest"),
+        query: &[],
+        responses: &[
+            (200, "the appliance", Out::Json("Appliance")),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            NOT_FOUND,
+            TOO_LARGE,
+            MEDIA,
+        ],
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/appliances/{id}/approve",
+        summary: "Bind the id to the device key with this fingerprint (a pending id is \
+                  registered; a paired one moves to the new key and its old token stops \
+                  working)",
+        auth: Auth::Admin,
+        body: Body::Json("ApproveRequest"),
+        query: &[],
+        responses: &[
+            (200, "the appliance", Out::Json("Appliance")),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            NOT_FOUND,
+            TOO_LARGE,
+            MEDIA,
+        ],
+    },
+    Op {
+        method: "put",
+        path: "/api/v1/appliances/{id}/image",
+        summary: "Set the image whose bundles the appliance gets (recorded at pairing)",
+        auth: Auth::Admin,
+        body: Body::Json("ImageRequest"),
         query: &[],
         responses: &[
             (200, "the appliance", Out::Json("Appliance")),
@@ -386,6 +435,8 @@ fn schemas() -> Map<String, Value> {
         g.subschema_for::<p::RegisterRequest>(),
         g.subschema_for::<p::Appliance>(),
         g.subschema_for::<p::DesiredRequest>(),
+        g.subschema_for::<p::ApproveRequest>(),
+        g.subschema_for::<p::ImageRequest>(),
         g.subschema_for::<p::SelectorDesiredRequest>(),
         g.subschema_for::<p::DesiredResponse>(),
         g.subschema_for::<p::Bundle>(),

@@ -99,15 +99,11 @@ fn pending_then_registered_then_paired() {
         s.heartbeat("box-1", &device_token, &beat("1.0.0")).status,
         200
     );
-    // Another pairing of a paired id (anyone holding the fleet's pairing token) is refused
-    // and changes nothing: the device keeps its record.
-    let r = s.pair("box-1", facts("intruder"));
-    assert_eq!(r.status, 409, "{}", r.text());
-    assert!(
-        r.text().contains("deletes it and registers it again"),
-        "{}",
-        r.text()
-    );
+    // Another key asking for a paired id (anyone holding the fleet's pairing token) gets no
+    // token and changes nothing: the device keeps its record. (More in tests/pairing.rs.)
+    let intruder = device_key("intruder");
+    let r = s.pair_with("box-1", facts("intruder"), &intruder);
+    assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(
         s.heartbeat("box-1", &device_token, &beat("1.0.0")).status,
         200
@@ -116,17 +112,26 @@ fn pending_then_registered_then_paired() {
         .admin("GET", &format!("{API}/appliances/box-1"), Body::None)
         .json();
     assert_eq!(shown.facts.unwrap().hostname, "box-1");
-    // The operator's way to let a reinstalled device pair again: delete, register.
     assert_eq!(
-        s.admin("DELETE", &format!("{API}/appliances/box-1"), Body::None)
-            .status,
-        204
+        shown.key_fingerprint,
+        Some(device_key("box-1").public().fingerprint())
     );
-    assert_eq!(s.register("box-1", &[]).status, 201);
+    assert_eq!(
+        shown.requested_fingerprint,
+        Some(intruder.public().fingerprint())
+    );
+    // The operator's way to let a replaced device pair: approve its key.
+    let replacement = device_key("box-1 replacement");
+    let r = s.admin(
+        "POST",
+        &format!("{API}/appliances/box-1/approve"),
+        Body::json(&serde_json::json!({"fingerprint": replacement.public().fingerprint()})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
     let PairResponse::Ready {
         device_token: second,
         ..
-    } = s.pair("box-1", facts("box-1")).json()
+    } = s.pair_with("box-1", facts("box-1"), &replacement).json()
     else {
         panic!()
     };
@@ -140,7 +145,18 @@ fn pending_then_registered_then_paired() {
         .admin("GET", &format!("{API}/appliances/box-1/events"), Body::None)
         .json();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["registered", "paired", "first-heartbeat"]);
+    assert_eq!(
+        kinds,
+        [
+            "pair-requested",
+            "registered",
+            "paired",
+            "first-heartbeat",
+            "key-awaits-approval",
+            "key-approved",
+            "paired"
+        ]
+    );
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
 }
 

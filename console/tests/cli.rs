@@ -48,6 +48,41 @@ fn operator_cli_end_to_end() {
     let (code, _, _) = cli(&s, &["appliances", "frobnicate"]);
     assert_eq!(code, 2);
 
+    // The device asks; its key waits for approval, which the operator gives by fingerprint.
+    assert_eq!(s.pair("store-1", facts("store-1")).status, 202);
+    let fingerprint = device_key("store-1").public().fingerprint();
+    let (code, out, _) = cli(&s, &["appliances", "show", "store-1"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!(
+            "appliances approve store-1 --fingerprint {fingerprint}"
+        )),
+        "{out}"
+    );
+    let (code, _, err) = cli(
+        &s,
+        &[
+            "appliances",
+            "approve",
+            "store-1",
+            "--fingerprint",
+            "SHA256:x",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("fingerprint"), "{err}");
+    let (code, out, err) = cli(
+        &s,
+        &[
+            "appliances",
+            "approve",
+            "store-1",
+            "--fingerprint",
+            &fingerprint,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&fingerprint), "{out}");
     let token = match s.pair("store-1", facts("store-1")).json() {
         PairResponse::Ready { device_token, .. } => device_token,
         other => panic!("{other:?}"),

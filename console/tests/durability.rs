@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use p6os_protocol::{Appliance, PairRequest, PairResponse, Status};
+use p6os_protocol::{Appliance, PairResponse, Status};
 
 struct Console {
     child: Child,
@@ -20,7 +20,13 @@ struct Console {
 
 fn start(dir: &Path, admin: &str, pairing: &str) -> Console {
     let mut child = Command::new(env!("CARGO_BIN_EXE_p6os-console"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--pairing-rate",
+            "100000",
+        ])
         .arg("--db")
         .arg(dir.join("console.db"))
         .arg("--bundles")
@@ -56,21 +62,17 @@ fn client(url: String, admin: String, pairing: String, n: usize) -> Vec<String> 
         let register = agent
             .post(format!("{url}{API}/appliances"))
             .header("Authorization", format!("Bearer {admin}"))
-            .send_json(serde_json::json!({ "id": id }));
+            .send_json(serde_json::json!({ "id": id, "pairing": "first-key" }));
         if register.is_err() {
             break;
         }
-        let pair = agent
-            .post(format!("{url}{API}/appliances/{id}/pair"))
-            .send_json(PairRequest {
-                pairing_token: pairing.clone(),
-                facts: facts(&id),
-            });
-        let Ok(mut r) = pair else { break };
-        if r.status() != 200 {
+        let Ok(r) = pair_at(&url, &pairing, &id, facts(&id), &device_key(&id)) else {
+            break;
+        };
+        if r.status != 200 {
             continue;
         }
-        let Ok(PairResponse::Ready { device_token, .. }) = r.body_mut().read_json() else {
+        let Ok(PairResponse::Ready { device_token, .. }) = serde_json::from_slice(&r.body) else {
             break;
         };
         acked.push(id.clone());

@@ -2,8 +2,11 @@
 //! and the checks both sides apply to ids and labels. Serde types only: no I/O, no HTTP.
 //!
 //! Device endpoints (bearer: the pairing token in the body for `pair`, then the device token):
-//! - `POST /api/v1/appliances/{id}/pair` [`PairRequest`] -> 200 [`PairResponse::Ready`] or
-//!   202 [`PairResponse::Pending`] (the id is not registered yet; retry later).
+//! - `POST /api/v1/appliances/{id}/pair` [`PairRequest`] with the device's key ->
+//!   200 [`PairResponse::Challenge`]; the same request with the signed challenge ([`KeyProof`])
+//!   -> 200 [`PairResponse::Ready`] (the id is bound to this key) or 202
+//!   [`PairResponse::Pending`] (not registered, or this key is not approved yet; retry later).
+//!   See [`identity`].
 //! - `POST /api/v1/appliances/{id}/heartbeat` [`Heartbeat`] -> 200 [`HeartbeatResponse`].
 //! - `GET /api/v1/bundles/{sha256}/content` -> the bundle, with `Range` support.
 //!
@@ -14,6 +17,8 @@
 //! read tolerantly, so an agent and a console of different releases keep talking: new fields
 //! are optional and ignored by older readers; an incompatible change gets a new path
 //! (`/api/v2`).
+
+pub mod identity;
 
 use std::collections::BTreeMap;
 
@@ -123,6 +128,21 @@ pub struct PairRequest {
     /// The fleet's pairing token (unattended.yaml `console.token`).
     pub pairing_token: String,
     pub facts: Facts,
+    /// The device's identity key ([`identity::DeviceKey`], base64). Required by consoles of
+    /// this release: an id is bound to one key.
+    #[serde(default)]
+    pub device_key: Option<String>,
+    /// The console's challenge, signed with that key; absent in the first request.
+    #[serde(default)]
+    pub proof: Option<KeyProof>,
+}
+
+/// Proof that the device holds its key: the challenge the console answered with, and the
+/// signature of [`identity::pair_message`] over it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct KeyProof {
+    pub challenge: String,
+    pub signature: String,
 }
 
 /// Device facts, gathered by the agent from /proc, /sys and the slot's manifest.
@@ -181,12 +201,15 @@ pub struct Nic {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum PairResponse {
+    /// Sign this (see [`identity::pair_message`]) and ask again within a few minutes.
+    Challenge { challenge: String },
     /// Paired: the token authenticates this device's later requests (kept 0600, never logged).
     Ready {
         device_token: String,
         heartbeat_secs: u32,
     },
-    /// The id is not registered yet: the operator sees it as pending; ask again later.
+    /// Not paired: the id is not registered yet, or this device's key waits for an operator's
+    /// approval. Ask again later.
     Pending { retry_secs: u32, message: String },
 }
 
@@ -298,6 +321,58 @@ pub struct RegisterRequest {
     pub name: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The device key's fingerprint, read off the device (`p6os-agent status`): only that
+    /// key pairs as this id, with no further approval.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// Which key may pair when no fingerprint is given (default: an operator approves it).
+    #[serde(default)]
+    pub pairing: PairingPolicy,
+}
+
+/// Who decides which device key an id is bound to, when no fingerprint was registered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PairingPolicy {
+    /// A key that asks waits until an operator approves its fingerprint.
+    #[default]
+    Approve,
+    /// The first key that asks is bound (for labs and CI: whoever holds the fleet's pairing
+    /// token and knows the id gets there first).
+    FirstKey,
+}
+
+impl PairingPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairingPolicy::Approve => "approve",
+            PairingPolicy::FirstKey => "first-key",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PairingPolicy> {
+        match s {
+            "approve" => Some(PairingPolicy::Approve),
+            "first-key" => Some(PairingPolicy::FirstKey),
+            _ => None,
+        }
+    }
+}
+
+/// Bind an appliance id to the device key with this fingerprint (a pending or an unpaired id,
+/// or a paired one whose device was replaced: its old key and token stop working).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    pub fingerprint: String,
+}
+
+/// The image a device may fetch bundles of: recorded at pairing; changed only by an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRequest {
+    pub image_name: String,
+    pub arch: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -346,6 +421,17 @@ pub struct Appliance {
     /// The last heartbeat.
     #[serde(default)]
     pub reported: Option<Heartbeat>,
+    /// The fingerprint of the key this id is bound to.
+    #[serde(default)]
+    pub key_fingerprint: Option<String>,
+    /// A key that asked to pair as this id and waits for an operator's approval.
+    #[serde(default)]
+    pub requested_fingerprint: Option<String>,
+    #[serde(default)]
+    pub pairing: PairingPolicy,
+    /// The image whose bundles this device gets (recorded at pairing).
+    #[serde(default)]
+    pub image: Option<ImageRequest>,
     pub created_at: u64,
     #[serde(default)]
     pub paired_at: Option<u64>,

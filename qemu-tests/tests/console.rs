@@ -42,6 +42,15 @@ fn a_device_pairs_and_upgrades_when_the_operator_asks() {
     let mut config = VmConfig::new(&image).unwrap();
     config.network = Network::UserHostLoopback;
     let mut vm = config.start("console").unwrap();
+    // The device's key, as the serial console shows it (what a site operator reads out).
+    let line = vm
+        .wait_for_line("registration: device key SHA256:", BOOT)
+        .unwrap();
+    let fingerprint = line
+        .split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .unwrap()
+        .to_string();
     vm.wait_for_line("p6os-agent: ready slot=a version=1.0.0", BOOT)
         .unwrap();
     // Not registered by the operator yet: the console keeps it as pending.
@@ -50,7 +59,12 @@ fn a_device_pairs_and_upgrades_when_the_operator_asks() {
     let listed = console.cli(&["appliances", "list", "--status", "pending", "--json"]);
     assert!(listed.contains(ID), "{listed}");
 
+    // Registered: its key waits for approval; the operator approves the key read off the
+    // device, and it pairs at its next try.
     console.cli(&["appliances", "register", ID, "--label", "site=store-12"]);
+    let shown = console.cli(&["appliances", "show", ID]);
+    assert!(shown.contains(&fingerprint), "{shown}");
+    console.cli(&["appliances", "approve", ID, "--fingerprint", &fingerprint]);
     vm.wait_for_line("registration: pending -> ready", BOOT)
         .unwrap();
     let v = console.wait_for(ID, "the first heartbeat", BOOT, |v| {
@@ -98,6 +112,10 @@ fn a_device_pairs_and_upgrades_when_the_operator_asks() {
         .unwrap();
     assert!(
         status.contains("console: ready (id store-12-nuc"),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("device key: {fingerprint}")),
         "{status}"
     );
 

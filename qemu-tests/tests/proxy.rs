@@ -115,7 +115,15 @@ fn a_device_behind_a_proxy_pairs_and_upgrades_through_it() {
         .unwrap();
     vm.wait_for_line("registration: unregistered -> pending", BOOT)
         .unwrap();
-    console.cli(&["appliances", "register", ID, "--label", "site=store-7"]);
+    console.cli(&[
+        "appliances",
+        "register",
+        ID,
+        "--label",
+        "site=store-7",
+        "--pairing",
+        "first-key",
+    ]);
     vm.wait_for_line("registration: pending -> ready", BOOT)
         .unwrap();
     console.wait_for(ID, "the first heartbeat", BOOT, |v| {

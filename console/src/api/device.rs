@@ -1,18 +1,21 @@
-//! Device endpoints: pairing (authenticated by the fleet's pairing token in the body) and
+//! Device endpoints: pairing (the fleet's pairing token in the body lets a device ask; its
+//! identity key decides, see `crate::pairing`) and
 //! heartbeats (authenticated by the device's own token, for its own id only).
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
+use p6os_protocol::identity::{DeviceKey, MAX_CHALLENGE_LEN};
 use p6os_protocol::{Facts, Heartbeat, HeartbeatResponse, PairRequest, PairResponse};
 
-use super::extract::{parse_json, DeviceToken, JsonBody, Param, RawJson};
+use super::extract::{parse_json, DeviceToken, Param, RawJson};
 use super::{json, now, AppState};
 use crate::auth::{digest_hex, new_token};
 use crate::core::{check_id_field, check_labels, check_name, clean_facts, clean_heartbeat};
-use crate::db::appliances::{self, Paired};
+use crate::db::appliances::{self, PairAsk, Paired};
 use crate::error::ApiError;
+use crate::Peer;
 use p6os_protocol::check_version;
 
 fn check_facts(facts: &Facts) -> Result<(), ApiError> {
@@ -20,43 +23,103 @@ fn check_facts(facts: &Facts) -> Result<(), ApiError> {
     check_labels(&facts.labels, "facts.labels")
 }
 
-/// `POST /api/v1/appliances/{id}/pair`: 403 for a wrong pairing token (nothing stored),
-/// 202 pending for an id no operator registered, 409 for an id that is paired already,
-/// 200 with a new device token otherwise.
+/// `POST /api/v1/appliances/{id}/pair`, in two rounds (see `crate::pairing`): the device's key
+/// without a proof gets a challenge; the same request with the signed challenge pairs (200
+/// with a new device token) or waits (202 pending: the id is not registered, or this key is not
+/// the approved one; the answer does not say which). 403 for a wrong pairing token, 429 when
+/// the source or the id asks too often or the pending list is full; none of those stores
+/// anything, and neither does a request without a valid proof.
 pub async fn pair(
     State(st): State<AppState>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     Param(id): Param,
-    JsonBody(req): JsonBody<PairRequest>,
+    RawJson(body): RawJson,
 ) -> Result<Response, ApiError> {
+    if !st.limits.allow_source(peer.ip()) {
+        return Err(too_many(
+            "too many pairing requests from this address: wait a minute",
+        ));
+    }
+    let req: PairRequest = parse_json(&body)?;
     if !st.pairing.matches(&req.pairing_token) {
         return Err(ApiError::forbidden("wrong pairing token"));
     }
     check_id_field(&id)?;
-    let mut req = req;
-    clean_facts(&mut req.facts);
-    check_facts(&req.facts)?;
+    let key_text = req.device_key.as_deref().ok_or_else(|| {
+        ApiError::field(
+            "device_key",
+            "this console pairs devices by their identity key: update the agent",
+        )
+    })?;
+    let key =
+        DeviceKey::parse(key_text).map_err(|e| ApiError::field("device_key", e.to_string()))?;
+    let key_text = key.encode();
+    let now = now();
+    let Some(proof) = req.proof else {
+        return Ok(json(
+            StatusCode::OK,
+            PairResponse::Challenge {
+                challenge: st.challenges.make(&id, &key_text, now),
+            },
+        ));
+    };
+    if proof.challenge.len() > MAX_CHALLENGE_LEN
+        || !st.challenges.check(&proof.challenge, &id, &key_text, now)
+    {
+        return Err(ApiError::field(
+            "proof.challenge",
+            "not a challenge of this console for this id and key, or older than 5 minutes: \
+             ask for a new one",
+        ));
+    }
+    key.verify_pair(&id, &proof.challenge, &proof.signature)
+        .map_err(|e| ApiError::field("proof.signature", e.to_string()))?;
+    // Over the id's rate, only the key the id is bound to gets through (decided with the
+    // record, in `appliances::pair`): strangers cannot lock the real device out.
+    let id_rate = st.limits.id_rate(&id);
+    let mut facts = req.facts;
+    clean_facts(&mut facts);
+    check_facts(&facts)?;
     let token = new_token().map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
     let hash = digest_hex(&token);
-    let facts = req.facts;
+    let fingerprint = key.fingerprint();
+    let max_pending = st.max_pending;
     let outcome = st
         .db
-        .run(move |c| appliances::pair(c, &id, &facts, &hash, now()))
+        .run(move |c| {
+            appliances::pair(
+                c,
+                &PairAsk {
+                    id: &id,
+                    facts: &facts,
+                    key: &key_text,
+                    fingerprint: &fingerprint,
+                    token_hash: &hash,
+                    max_pending,
+                    id_rate,
+                    now,
+                },
+            )
+        })
         .await?;
     Ok(match outcome {
         Paired::Pending => json(
             StatusCode::ACCEPTED,
             PairResponse::Pending {
                 retry_secs: st.pending_retry_secs,
-                message: "this id is not registered yet: the console lists it as pending \
-                          until an operator registers it"
+                message: "not paired yet: an operator registers this id or approves this \
+                          device's key (its fingerprint is in `p6os-agent status`)"
                     .into(),
             },
         ),
-        Paired::AlreadyPaired => {
-            return Err(ApiError::conflict(
-                "this id is paired already: to pair it again (a reinstalled device), an operator \
-                 deletes it and registers it again",
-            ))
+        Paired::IdRateExceeded => {
+            return Err(too_many("this id asks to pair too often: wait a minute"));
+        }
+        Paired::PendingFull => {
+            tracing::warn!("the pending list is full: a pairing request was not stored");
+            return Err(too_many(
+                "the console holds as many pending ids as it takes: ask again later",
+            ));
         }
         Paired::Ready => json(
             StatusCode::OK,
@@ -66,6 +129,10 @@ pub async fn pair(
             },
         ),
     })
+}
+
+fn too_many(message: &str) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
 }
 
 /// `POST /api/v1/appliances/{id}/heartbeat`: stores the report, answers with the desired

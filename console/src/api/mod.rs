@@ -25,6 +25,8 @@ use tracing::Span;
 use crate::auth::Secret;
 use crate::db::{self, Db};
 use crate::error::{ApiError, InternalDetail};
+use crate::limit::PairLimits;
+use crate::pairing::Challenges;
 use crate::{Config, ServeError};
 
 /// What every handler shares.
@@ -39,6 +41,9 @@ pub struct Inner {
     pub trusted: Vec<PublicKey>,
     pub heartbeat_secs: u32,
     pub pending_retry_secs: u32,
+    pub max_pending: usize,
+    pub challenges: Challenges,
+    pub limits: PairLimits,
 }
 
 impl std::ops::Deref for AppState {
@@ -62,7 +67,8 @@ impl AppState {
             source,
         })?;
         remove_stale_uploads(&config.bundles);
-        let conn = db::open(&config.db)?;
+        let mut conn = db::open(&config.db)?;
+        let challenges = Challenges::new(db::secret(&mut conn, "pair-challenge")?);
         Ok(AppState(Arc::new(Inner {
             db: Db::new(conn),
             bundles: config.bundles,
@@ -71,6 +77,9 @@ impl AppState {
             trusted: config.trusted_keys,
             heartbeat_secs: config.heartbeat_secs,
             pending_retry_secs: config.pending_retry_secs,
+            max_pending: config.max_pending,
+            challenges,
+            limits: PairLimits::new(config.pairing_rate),
         })))
     }
 }
@@ -171,6 +180,8 @@ fn routes() -> Routes {
         operator::set_desired,
     )
     .add(Get, "/api/v1/appliances/{id}/events", operator::events)
+    .add(Post, "/api/v1/appliances/{id}/approve", operator::approve)
+    .add(Put, "/api/v1/appliances/{id}/image", operator::set_image)
     .add(Put, "/api/v1/desired", operator::set_desired_by_selector)
     .add(Post, "/api/v1/bundles", bundles::upload)
     .add(Get, "/api/v1/bundles", bundles::list)

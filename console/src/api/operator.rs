@@ -4,14 +4,16 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use p6os_protocol::identity::check_fingerprint;
 use p6os_protocol::{
-    Appliance, DesiredRequest, DesiredResponse, Event, RegisterRequest, SelectorDesiredRequest,
+    check_id, Appliance, ApproveRequest, DesiredRequest, DesiredResponse, Event, ImageRequest,
+    RegisterRequest, SelectorDesiredRequest,
 };
 
 use super::extract::{Admin, JsonBody, Param};
 use super::{json, now, AppState};
 use crate::core::{check_id_field, check_labels, check_name, check_version_field, ListFilter};
-use crate::db::appliances::{self, Registered};
+use crate::db::appliances::{self, Approved, Registered};
 use crate::error::ApiError;
 
 fn unknown(id: &str) -> ApiError {
@@ -32,6 +34,9 @@ pub async fn register(
     check_id_field(&req.id)?;
     check_name(&req.name, "name")?;
     check_labels(&req.labels, "labels")?;
+    if let Some(fp) = &req.fingerprint {
+        check_fingerprint(fp).map_err(|e| ApiError::field("fingerprint", e))?;
+    }
     let id = req.id.clone();
     match st
         .db
@@ -44,6 +49,45 @@ pub async fn register(
             status.as_str()
         ))),
     }
+}
+
+/// `POST /api/v1/appliances/{id}/approve`: bind the id to the device key with this fingerprint.
+pub async fn approve(
+    State(st): State<AppState>,
+    _: Admin,
+    Param(id): Param,
+    JsonBody(req): JsonBody<ApproveRequest>,
+) -> Result<Json<Appliance>, ApiError> {
+    check_id_field(&id)?;
+    check_fingerprint(&req.fingerprint).map_err(|e| ApiError::field("fingerprint", e))?;
+    let key = id.clone();
+    match st
+        .db
+        .run(move |c| appliances::approve(c, &key, &req.fingerprint, now()))
+        .await?
+    {
+        Approved::Done(a) => Ok(Json(*a)),
+        Approved::Unknown => Err(unknown(&id)),
+    }
+}
+
+/// `PUT /api/v1/appliances/{id}/image`: the image whose bundles the device gets.
+pub async fn set_image(
+    State(st): State<AppState>,
+    _: Admin,
+    Param(id): Param,
+    JsonBody(req): JsonBody<ImageRequest>,
+) -> Result<Json<Appliance>, ApiError> {
+    check_id_field(&id)?;
+    for (field, value) in [("image_name", &req.image_name), ("arch", &req.arch)] {
+        check_id(value).map_err(|e| ApiError::field(field, e))?;
+    }
+    let key = id.clone();
+    st.db
+        .run(move |c| appliances::set_image(c, &key, &req, now()))
+        .await?
+        .map(Json)
+        .ok_or_else(|| unknown(&id))
 }
 
 /// `GET /api/v1/appliances?status=&label=k=v&version=`: sorted by id.

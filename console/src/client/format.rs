@@ -196,6 +196,24 @@ pub fn appliance_details(a: &Appliance, now: u64) -> String {
     );
     let _ = writeln!(
         out,
+        "device key:      {}",
+        match &a.key_fingerprint {
+            Some(fp) => fp.clone(),
+            None => format!("(none yet; pairing: {})", a.pairing.as_str()),
+        }
+    );
+    if let Some(fp) = &a.requested_fingerprint {
+        let _ = writeln!(
+            out,
+            "awaiting:        key {fp} asked to pair: `appliances approve {} --fingerprint {fp}`",
+            a.id
+        );
+    }
+    if let Some(i) = &a.image {
+        let _ = writeln!(out, "image:           {} on {}", i.image_name, i.arch);
+    }
+    let _ = writeln!(
+        out,
         "desired version: {}",
         a.desired_version.as_deref().unwrap_or("(none: stay)")
     );

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use p6os_protocol::{
-    Appliance, Bundle, DesiredRequest, DesiredResponse, ErrorBody, Event, RegisterRequest,
-    SelectorDesiredRequest, API,
+    Appliance, ApproveRequest, Bundle, DesiredRequest, DesiredResponse, ErrorBody, Event,
+    ImageRequest, PairingPolicy, RegisterRequest, SelectorDesiredRequest, API,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -211,14 +211,49 @@ pub fn appliances(client: &Client, command: AppliancesCommand) -> Result<(), Fai
             id,
             name,
             labels: l,
+            fingerprint,
+            pairing,
         } => {
             let req = RegisterRequest {
                 id,
                 name,
                 labels: labels(&l)?,
+                fingerprint,
+                pairing: PairingPolicy::parse(&pairing).unwrap_or_default(),
             };
             let a: Appliance = client.post(&format!("{API}/appliances"), &req)?;
             println!("registered {} ({})", a.id, a.status.as_str());
+            if let Some(fp) = &a.requested_fingerprint {
+                println!(
+                    "a device asked to pair as {} with key {fp}: check it on the device \
+                     (`p6os-agent status`) and approve it with `appliances approve {} \
+                     --fingerprint {fp}`",
+                    a.id, a.id
+                );
+            }
+        }
+        AppliancesCommand::Approve { id, fingerprint } => {
+            let a: Appliance = client.post(
+                &format!("{API}/appliances/{id}/approve"),
+                &ApproveRequest { fingerprint },
+            )?;
+            println!(
+                "{} is bound to the device key {} ({})",
+                a.id,
+                a.key_fingerprint.as_deref().unwrap_or("?"),
+                a.status.as_str()
+            );
+        }
+        AppliancesCommand::SetImage {
+            id,
+            image_name,
+            arch,
+        } => {
+            let a: Appliance = client.put(
+                &format!("{API}/appliances/{id}/image"),
+                &ImageRequest { image_name, arch },
+            )?;
+            println!("{} gets bundles of {:?}", a.id, a.image);
         }
         AppliancesCommand::List {
             status,

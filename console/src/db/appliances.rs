@@ -2,14 +2,20 @@
 
 use std::collections::BTreeMap;
 
-use p6os_protocol::{Appliance, BundleRef, Event, Facts, Heartbeat, RegisterRequest, Status};
+use p6os_protocol::{
+    Appliance, BundleRef, Event, Facts, Heartbeat, ImageRequest, PairingPolicy, RegisterRequest,
+    Status,
+};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::{from_json, to_json, Context, DbError};
-use crate::core::{self, PairAction};
+use crate::core;
+use crate::limit::IdRate;
+use crate::pairing::{self, ApproveAction, Binding, PairAction};
 
 const COLUMNS: &str = "id, status, name, labels_json, facts_json, desired_version, reported_json, \
-                       created_at, paired_at, last_seen";
+                       created_at, paired_at, last_seen, key_fingerprint, requested_fingerprint, \
+                       pairing, image_name, arch";
 
 fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, DbError> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
@@ -28,6 +34,11 @@ struct RawAppliance {
     created_at: i64,
     paired_at: Option<i64>,
     last_seen: Option<i64>,
+    key_fingerprint: Option<String>,
+    requested_fingerprint: Option<String>,
+    pairing: String,
+    image_name: Option<String>,
+    arch: Option<String>,
 }
 
 fn raw(r: &Row) -> rusqlite::Result<RawAppliance> {
@@ -42,6 +53,11 @@ fn raw(r: &Row) -> rusqlite::Result<RawAppliance> {
         created_at: r.get(7)?,
         paired_at: r.get(8)?,
         last_seen: r.get(9)?,
+        key_fingerprint: r.get(10)?,
+        requested_fingerprint: r.get(11)?,
+        pairing: r.get(12)?,
+        image_name: r.get(13)?,
+        arch: r.get(14)?,
     })
 }
 
@@ -57,6 +73,13 @@ fn finish(r: RawAppliance) -> Result<Appliance, DbError> {
         created_at: secs(r.created_at),
         paired_at: r.paired_at.map(secs),
         last_seen: r.last_seen.map(secs),
+        key_fingerprint: r.key_fingerprint,
+        requested_fingerprint: r.requested_fingerprint,
+        pairing: PairingPolicy::parse(&r.pairing).unwrap_or_default(),
+        image: match (r.image_name, r.arch) {
+            (Some(image_name), Some(arch)) => Some(ImageRequest { image_name, arch }),
+            _ => None,
+        },
         id: r.id,
     })
 }
@@ -115,7 +138,7 @@ pub enum Registered {
 }
 
 /// Registers an id: new, or a pending one (keeping the facts it sent; the operator's name and
-/// labels override the device's).
+/// labels override the device's). A fingerprint binds the id to that device key.
 pub fn register(
     conn: &mut Connection,
     req: &RegisterRequest,
@@ -123,34 +146,66 @@ pub fn register(
 ) -> Result<Registered, DbError> {
     let tx = write_tx(conn)?;
     let existing = get_in(&tx, &req.id)?;
+    let policy = req.pairing.as_str();
+    let key_note = match &req.fingerprint {
+        Some(fp) => format!(" for the device key {fp}"),
+        None => match req.pairing {
+            PairingPolicy::Approve => ", the device's key to be approved".to_string(),
+            PairingPolicy::FirstKey => ", the first device key that asks is bound".to_string(),
+        },
+    };
     match existing {
         Some(a) if a.status != Status::Pending => return Ok(Registered::Conflict(a.status)),
         Some(a) => {
             let name = req.name.clone().or(a.name);
             let labels = core::merge_labels(&a.labels, &req.labels);
             tx.prepare_cached(
-                "UPDATE appliances SET status = 'unpaired', name = ?2, labels_json = ?3 WHERE id = ?1",
+                "UPDATE appliances SET status = 'unpaired', name = ?2, labels_json = ?3,
+                     pairing = ?4, key_fingerprint = ?5
+                 WHERE id = ?1",
             )
-            .and_then(|mut s| s.execute(params![req.id, name, to_json(&labels)]))
+            .and_then(|mut s| {
+                s.execute(params![
+                    req.id,
+                    name,
+                    to_json(&labels),
+                    policy,
+                    req.fingerprint
+                ])
+            })
             .ctx("register pending")?;
             add_event(
                 &tx,
                 &req.id,
                 now,
                 "registered",
-                "registered by an operator (was pending)",
+                &format!("registered by an operator (was pending){key_note}"),
             )?;
         }
         None => {
             tx.prepare_cached(
-                "INSERT INTO appliances (id, status, name, labels_json, created_at)
-                 VALUES (?1, 'unpaired', ?2, ?3, ?4)",
+                "INSERT INTO appliances (id, status, name, labels_json, created_at, pairing,
+                     key_fingerprint)
+                 VALUES (?1, 'unpaired', ?2, ?3, ?4, ?5, ?6)",
             )
             .and_then(|mut s| {
-                s.execute(params![req.id, req.name, to_json(&req.labels), now as i64])
+                s.execute(params![
+                    req.id,
+                    req.name,
+                    to_json(&req.labels),
+                    now as i64,
+                    policy,
+                    req.fingerprint
+                ])
             })
             .ctx("register")?;
-            add_event(&tx, &req.id, now, "registered", "registered by an operator")?;
+            add_event(
+                &tx,
+                &req.id,
+                now,
+                "registered",
+                &format!("registered by an operator{key_note}"),
+            )?;
         }
     }
     let a = get_in(&tx, &req.id)?;
@@ -170,29 +225,87 @@ pub fn delete(conn: &mut Connection, id: &str) -> Result<bool, DbError> {
 }
 
 pub enum Paired {
+    /// Not paired (unknown id stored as pending, or the key waits for approval).
     Pending,
+    /// The pending list is full: nothing stored.
+    PendingFull,
+    /// The id is asked for too often, and not by its bound key: nothing stored.
+    IdRateExceeded,
     Ready,
-    /// The id is paired already: nothing changed.
-    AlreadyPaired,
 }
 
-/// A pairing request with the right pairing token. `token_hash` is the digest of the token
-/// the caller will return if this pairs.
-pub fn pair(
-    conn: &mut Connection,
-    id: &str,
-    facts: &Facts,
-    token_hash: &str,
-    now: u64,
-) -> Result<Paired, DbError> {
+/// A device that proved it holds `key` (fingerprint `fingerprint`) asks to pair as `id`.
+/// `token_hash` is the digest of the token the caller returns if this pairs; at most
+/// `max_pending` unknown ids are kept.
+pub struct PairAsk<'a> {
+    pub id: &'a str,
+    pub facts: &'a Facts,
+    pub key: &'a str,
+    pub fingerprint: &'a str,
+    pub token_hash: &'a str,
+    pub max_pending: usize,
+    pub id_rate: IdRate,
+    pub now: u64,
+}
+
+fn binding_in(conn: &Connection, id: &str) -> Result<Option<Binding>, DbError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT status, key_fingerprint, requested_fingerprint, pairing
+             FROM appliances WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .optional()
+        })
+        .ctx("read binding")?;
+    Ok(row.map(|(status, bound, requested, policy)| Binding {
+        status: Status::parse(&status).unwrap_or(Status::Pending),
+        bound,
+        requested,
+        policy: PairingPolicy::parse(&policy).unwrap_or_default(),
+    }))
+}
+
+pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
+    let PairAsk {
+        id,
+        facts,
+        key,
+        fingerprint,
+        token_hash,
+        max_pending,
+        id_rate,
+        now,
+    } = *ask;
     let tx = write_tx(conn)?;
-    let existing = get_in(&tx, id)?;
+    let existing = binding_in(&tx, id)?;
     let facts_json = to_json(facts);
-    let outcome = match core::pair_action(existing.as_ref().map(|a| a.status)) {
+    let action = pairing::pair_action(existing.as_ref(), fingerprint);
+    if id_rate == IdRate::Exceeded && !matches!(action, PairAction::Pair | PairAction::ReissueToken)
+    {
+        return Ok(Paired::IdRateExceeded);
+    }
+    let outcome = match action {
         PairAction::StorePending => {
+            let pending: i64 = tx
+                .prepare_cached("SELECT count(*) FROM appliances WHERE status = 'pending'")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .ctx("count pending")?;
+            if pending as usize >= max_pending {
+                return Ok(Paired::PendingFull);
+            }
             tx.prepare_cached(
-                "INSERT INTO appliances (id, status, name, labels_json, facts_json, created_at)
-                 VALUES (?1, 'pending', ?2, ?3, ?4, ?5)",
+                "INSERT INTO appliances (id, status, name, labels_json, facts_json, created_at,
+                     requested_fingerprint)
+                 VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -200,7 +313,8 @@ pub fn pair(
                     facts.name,
                     to_json(&facts.labels),
                     facts_json,
-                    now as i64
+                    now as i64,
+                    fingerprint
                 ])
             })
             .ctx("store pending")?;
@@ -210,38 +324,56 @@ pub fn pair(
                 now,
                 "pair-requested",
                 &format!(
-                    "unregistered device {} asked to pair: pending",
+                    "unregistered device {} asked to pair with key {fingerprint}: pending",
                     facts.hostname
                 ),
             )?;
             Paired::Pending
         }
-        PairAction::StayPending => {
-            tx.prepare_cached("UPDATE appliances SET facts_json = ?2 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![id, facts_json]))
-                .ctx("refresh pending")?;
+        PairAction::AwaitApproval { new_key } => {
+            if new_key {
+                tx.prepare_cached("UPDATE appliances SET requested_fingerprint = ?2 WHERE id = ?1")
+                    .and_then(|mut s| s.execute(params![id, fingerprint]))
+                    .ctx("request approval")?;
+                add_event(
+                    &tx,
+                    id,
+                    now,
+                    "key-awaits-approval",
+                    &format!(
+                        "device {} asked to pair with key {fingerprint}: it waits for an \
+                         operator's approval",
+                        facts.hostname
+                    ),
+                )?;
+            }
+            // The facts of a device that is not bound are not stored over a bound one's.
+            if existing
+                .as_ref()
+                .is_some_and(|b| b.status == Status::Pending)
+            {
+                tx.prepare_cached("UPDATE appliances SET facts_json = ?2 WHERE id = ?1")
+                    .and_then(|mut s| s.execute(params![id, facts_json]))
+                    .ctx("refresh pending")?;
+            }
             Paired::Pending
         }
-        PairAction::RefuseRePair => {
-            add_event(
-                &tx,
-                id,
-                now,
-                "re-pair-refused",
-                &format!(
-                    "device {} asked to pair this id, which is paired already: refused",
-                    facts.hostname
-                ),
-            )?;
-            Paired::AlreadyPaired
-        }
-        PairAction::Pair => {
-            let (name, labels) = existing.map(|a| (a.name, a.labels)).unwrap_or_default();
-            let name = name.or_else(|| facts.name.clone());
-            let labels = core::merge_labels(&facts.labels, &labels);
+        action @ (PairAction::Pair | PairAction::ReissueToken) => {
+            let Some(a) = get_in(&tx, id)? else {
+                return Ok(Paired::Pending);
+            };
+            let name = a.name.clone().or_else(|| facts.name.clone());
+            let labels = core::merge_labels(&facts.labels, &a.labels);
+            // The image is recorded at the first pairing and changed only by an operator.
+            let (image_name, arch) = match &a.image {
+                Some(i) => (i.image_name.clone(), i.arch.clone()),
+                None => (facts.image_name.clone(), facts.arch.clone()),
+            };
             tx.prepare_cached(
                 "UPDATE appliances SET status = 'ready', name = ?2, labels_json = ?3,
-                     facts_json = ?4, token_hash = ?5, paired_at = ?6, last_seen = ?6
+                     facts_json = ?4, token_hash = ?5, paired_at = coalesce(paired_at, ?6),
+                     last_seen = ?6, key_fingerprint = ?7, device_key = ?8,
+                     requested_fingerprint = NULL, image_name = ?9, arch = ?10
                  WHERE id = ?1",
             )
             .and_then(|mut s| {
@@ -251,16 +383,114 @@ pub fn pair(
                     to_json(&labels),
                     facts_json,
                     token_hash,
-                    now as i64
+                    now as i64,
+                    fingerprint,
+                    key,
+                    image_name,
+                    arch
                 ])
             })
             .ctx("pair")?;
-            add_event(&tx, id, now, "paired", "paired: the device got its token")?;
+            let message = match action {
+                PairAction::Pair => {
+                    format!("paired with key {fingerprint}: the device got its token")
+                }
+                _ => format!(
+                    "the device proved its key {fingerprint} and got a new token (the old one \
+                     stopped working)"
+                ),
+            };
+            add_event(&tx, id, now, "paired", &message)?;
             Paired::Ready
         }
     };
     tx.commit().ctx("commit pair")?;
     Ok(outcome)
+}
+
+pub enum Approved {
+    Unknown,
+    Done(Box<Appliance>),
+}
+
+/// An operator binds `id` to the key with `fingerprint` (see [`pairing::approve_action`]).
+pub fn approve(
+    conn: &mut Connection,
+    id: &str,
+    fingerprint: &str,
+    now: u64,
+) -> Result<Approved, DbError> {
+    let tx = write_tx(conn)?;
+    let Some(binding) = binding_in(&tx, id)? else {
+        return Ok(Approved::Unknown);
+    };
+    let message = match pairing::approve_action(&binding, fingerprint) {
+        ApproveAction::AlreadyBound => None,
+        ApproveAction::Bind => {
+            tx.prepare_cached(
+                "UPDATE appliances SET status = 'unpaired', key_fingerprint = ?2,
+                     requested_fingerprint = NULL
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id, fingerprint]))
+            .ctx("approve")?;
+            Some(format!(
+                "an operator approved the device key {fingerprint}: it pairs at its next try"
+            ))
+        }
+        ApproveAction::Rebind => {
+            tx.prepare_cached(
+                "UPDATE appliances SET status = 'unpaired', key_fingerprint = ?2,
+                     device_key = NULL, token_hash = NULL, requested_fingerprint = NULL
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id, fingerprint]))
+            .ctx("rebind")?;
+            Some(format!(
+                "an operator bound this id to another device key {fingerprint} (was {}): the \
+                 old device's token stopped working",
+                binding.bound.as_deref().unwrap_or("no key")
+            ))
+        }
+    };
+    if let Some(message) = message {
+        add_event(&tx, id, now, "key-approved", &message)?;
+    }
+    let a = get_in(&tx, id)?;
+    tx.commit().ctx("commit approve")?;
+    Ok(a.map_or(Approved::Unknown, |a| Approved::Done(Box::new(a))))
+}
+
+/// An operator sets the image whose bundles `id` gets; `None` if the id is unknown.
+pub fn set_image(
+    conn: &mut Connection,
+    id: &str,
+    image: &ImageRequest,
+    now: u64,
+) -> Result<Option<Appliance>, DbError> {
+    let tx = write_tx(conn)?;
+    let n = tx
+        .prepare_cached(
+            "UPDATE appliances SET image_name = ?2, arch = ?3, missing_bundle = NULL WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![id, image.image_name, image.arch]))
+        .ctx("set image")?;
+    if n == 0 {
+        return Ok(None);
+    }
+    add_event(
+        &tx,
+        id,
+        now,
+        "image",
+        &format!(
+            "an operator set the image to {} on {}",
+            image.image_name, image.arch
+        ),
+    )?;
+    let a = get_in(&tx, id)?;
+    tx.commit().ctx("commit image")?;
+    Ok(a)
 }
 
 /// The appliance a device token belongs to.
@@ -287,45 +517,60 @@ pub fn heartbeat(
     let tx = write_tx(conn)?;
     let row = tx
         .prepare_cached(
-            "SELECT facts_json, reported_json, desired_version, missing_bundle
+            "SELECT image_name, arch, reported_json, desired_version, missing_bundle
              FROM appliances WHERE id = ?1 AND status = 'ready'",
         )
         .and_then(|mut s| {
             s.query_row([id], |r| {
                 Ok((
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, Option<String>>(1)?,
+                    (
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                    ),
                     r.get::<_, Option<String>>(2)?,
                     r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
                 ))
             })
             .optional()
         })
         .ctx("read for heartbeat")?;
-    let Some((facts, reported, desired, missing)) = row else {
+    let Some((image, reported, desired, missing)) = row else {
         return Ok(None);
     };
     let old: Option<Heartbeat> = reported.map(|r| from_json(&r, "heartbeat")).transpose()?;
     // Fresh facts replace the stored ones; the report is kept without them.
     let mut beat = beat.clone();
-    let facts = match beat.facts.take() {
-        Some(fresh) => {
-            let text = to_json(&fresh);
-            tx.prepare_cached("UPDATE appliances SET facts_json = ?2 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![id, text]))
-                .ctx("store facts")?;
-            Some(text)
+    // The image whose bundles the device gets is the one recorded at pairing, whatever the
+    // device reports now: a device cannot fetch another image's bundles by claiming it.
+    if let Some(fresh) = beat.facts.take() {
+        if let (Some(name), Some(arch)) = &image {
+            if (&fresh.image_name, &fresh.arch) != (name, arch) {
+                add_event(
+                    &tx,
+                    id,
+                    now,
+                    "image-mismatch",
+                    &format!(
+                        "the device reports image {} on {}; it gets bundles of {name} on {arch} \
+                         (recorded at pairing; an operator can change it)",
+                        fresh.image_name, fresh.arch
+                    ),
+                )?;
+            }
         }
-        None => facts,
-    };
+        tx.prepare_cached("UPDATE appliances SET facts_json = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, to_json(&fresh)]))
+            .ctx("store facts")?;
+    }
     let beat = &beat;
     for (kind, message) in core::heartbeat_events(old.as_ref(), beat) {
         add_event(&tx, id, now, kind, &message)?;
     }
     let mut missing_after = None;
-    let bundle = match (&desired, facts) {
-        (Some(version), Some(facts)) => {
-            let target: Target = from_json(&facts, "facts")?;
+    let bundle = match (&desired, image) {
+        (Some(version), (Some(image_name), Some(arch))) => {
+            let target = Target { image_name, arch };
             let found = super::bundles::find(&tx, &target.image_name, version, &target.arch)?;
             if found.is_none() {
                 if missing.as_deref() != Some(version.as_str()) {
@@ -363,8 +608,7 @@ pub fn heartbeat(
     }))
 }
 
-/// The two facts that choose a bundle (the rest of the stored facts is ignored here).
-#[derive(serde::Deserialize)]
+/// What chooses a bundle: the image recorded at pairing.
 struct Target {
     image_name: String,
     arch: String,

@@ -52,6 +52,24 @@ const MIGRATIONS: &[&str] = &[
         uploaded_at INTEGER NOT NULL,
         UNIQUE (name, version, arch)
     );",
+    // 2: device identity keys, the image recorded at pairing, the console's own secrets.
+    "ALTER TABLE appliances ADD COLUMN pairing TEXT NOT NULL DEFAULT 'approve'
+        CHECK (pairing IN ('approve', 'first-key'));
+    -- The fingerprint the id is bound to, and the key itself once a device proved it.
+    ALTER TABLE appliances ADD COLUMN key_fingerprint TEXT;
+    ALTER TABLE appliances ADD COLUMN device_key TEXT;
+    -- A key that asked to pair and waits for an operator's approval.
+    ALTER TABLE appliances ADD COLUMN requested_fingerprint TEXT;
+    ALTER TABLE appliances ADD COLUMN image_name TEXT;
+    ALTER TABLE appliances ADD COLUMN arch TEXT;
+    CREATE INDEX appliances_by_status ON appliances(status);
+    UPDATE appliances SET image_name = json_extract(facts_json, '$.image_name'),
+        arch = json_extract(facts_json, '$.arch')
+        WHERE status = 'ready' AND facts_json IS NOT NULL;
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY NOT NULL,
+        value BLOB NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +109,8 @@ pub enum DbError {
     },
     #[error("the database thread stopped")]
     Thread,
+    #[error("the operating system gave no random bytes")]
+    Random,
 }
 
 /// Adds "which query" context to rusqlite errors.
@@ -187,6 +207,32 @@ impl Db {
             .await
             .map_err(|_| E::from(DbError::Thread))?
     }
+}
+
+/// The console's secret called `name` (32 bytes), made on first use. Kept in the database so
+/// every console on it shares it (pairing challenges made by one are checked by another).
+pub fn secret(conn: &mut Connection, name: &str) -> Result<[u8; 32], DbError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .ctx("begin secret")?;
+    let stored: Option<Vec<u8>> = tx
+        .query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()
+        .ctx("read secret")?;
+    if let Some(bytes) = stored.and_then(|v| <[u8; 32]>::try_from(v).ok()) {
+        return Ok(bytes);
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|_| DbError::Random)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO secrets (name, value) VALUES (?1, ?2)",
+        rusqlite::params![name, bytes.to_vec()],
+    )
+    .ctx("store secret")?;
+    tx.commit().ctx("commit secret")?;
+    Ok(bytes)
 }
 
 /// Whether a row exists (`SELECT 1 ...`).

@@ -9,7 +9,8 @@ use p6os_bundle::keys::SecretKey;
 use p6os_bundle::testing::TestBundle;
 use p6os_console::testing::{Listen, TestConsole};
 use p6os_console::Config;
-use p6os_protocol::{Disk, Facts, Health, Heartbeat, Nic, PairRequest, PairResponse};
+use p6os_protocol::identity::DeviceSecret;
+use p6os_protocol::{Disk, Facts, Health, Heartbeat, KeyProof, Nic, PairRequest, PairResponse};
 use tempfile::TempDir;
 
 pub const API: &str = p6os_protocol::API;
@@ -34,10 +35,15 @@ impl Server {
 
     /// With the log filtered by `filter` (`EnvFilter` syntax, e.g. `trace`).
     pub fn start_logging(filter: &str) -> Server {
+        Server::start_with(filter, |_| {})
+    }
+
+    /// With the log filtered by `filter`, and `adjust` applied to the configuration.
+    pub fn start_with(filter: &str, adjust: impl FnOnce(&mut Config)) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let admin = p6os_console::auth::new_token().unwrap();
         let pairing = p6os_console::auth::new_token().unwrap();
-        let config = Config {
+        let mut config = Config {
             db: dir.path().join("console.db"),
             bundles: dir.path().join("bundles"),
             admin_token: admin.clone(),
@@ -45,7 +51,10 @@ impl Server {
             trusted_keys: vec![trusted_key().public()],
             heartbeat_secs: 60,
             pending_retry_secs: 30,
+            max_pending: 1000,
+            pairing_rate: p6os_console::limit::DEFAULT_PAIRING_RATE,
         };
+        adjust(&mut config);
         let console = TestConsole::start(
             config,
             Listen {
@@ -84,26 +93,26 @@ impl Server {
         self.call(method, path, Some(&self.admin), body)
     }
 
+    /// Registers `id` with the `first-key` pairing policy (the first device key that asks is
+    /// bound), as labs do; the tests of keys and approval register by hand.
     pub fn register(&self, id: &str, labels: &[(&str, &str)]) -> Reply {
         let labels: BTreeMap<_, _> = labels.iter().map(|(k, v)| (*k, *v)).collect();
         self.admin(
             "POST",
             &format!("{API}/appliances"),
-            Body::json(&serde_json::json!({ "id": id, "labels": labels })),
+            Body::json(&serde_json::json!({ "id": id, "labels": labels, "pairing": "first-key" })),
         )
     }
 
+    /// Pairs as `id` with the device key [`device_key`]`(id)` (both rounds).
     pub fn pair(&self, id: &str, facts: Facts) -> Reply {
-        let req = PairRequest {
-            pairing_token: self.pairing.clone(),
-            facts,
-        };
-        self.call(
-            "POST",
-            &format!("{API}/appliances/{id}/pair"),
-            None,
-            Body::json(&req),
-        )
+        self.pair_with(id, facts, &device_key(id))
+    }
+
+    /// Pairs as `id` with `key`: asks for a challenge, signs it, asks again.
+    pub fn pair_with(&self, id: &str, facts: Facts, key: &DeviceSecret) -> Reply {
+        pair_at(&self.url, &self.pairing, id, facts, key)
+            .unwrap_or_else(|e| panic!("pair {id}: {e}"))
     }
 
     /// Registers and pairs `id`; its device token.
@@ -177,6 +186,36 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
+/// Pairs as `id` with `key` at the console `base`: asks for a challenge, signs it, asks again.
+/// The last answer; an error when the console cannot be reached.
+pub fn pair_at(
+    base: &str,
+    pairing: &str,
+    id: &str,
+    facts: Facts,
+    key: &DeviceSecret,
+) -> Result<Reply, ureq::Error> {
+    let mut req = PairRequest {
+        pairing_token: pairing.to_string(),
+        facts,
+        device_key: Some(key.public().encode()),
+        proof: None,
+    };
+    let path = format!("{API}/appliances/{id}/pair");
+    let r = try_call(base, "POST", &path, None, Body::json(&req), &[])?;
+    if r.status != 200 {
+        return Ok(r);
+    }
+    let PairResponse::Challenge { challenge } = r.json() else {
+        panic!("no challenge: {}", r.text())
+    };
+    req.proof = Some(KeyProof {
+        signature: key.sign_pair(id, &challenge),
+        challenge,
+    });
+    try_call(base, "POST", &path, None, Body::json(&req), &[])
+}
+
 /// One request to `base` (always a loopback address in these tests).
 pub fn call(
     base: &str,
@@ -186,6 +225,19 @@ pub fn call(
     body: Body,
     headers: &[(&str, &str)],
 ) -> Reply {
+    try_call(base, method, path, token, body, headers)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// [`call`], with the transport error.
+pub fn try_call(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Body,
+    headers: &[(&str, &str)],
+) -> Result<Reply, ureq::Error> {
     let mut b = ureq::http::Request::builder()
         .method(method)
         .uri(format!("{base}{path}"));
@@ -200,18 +252,19 @@ pub fn call(
         Body::None => agent.run(b.body(()).unwrap()),
         Body::Bytes(ct, bytes) => agent.run(b.header("Content-Type", ct).body(bytes).unwrap()),
     };
-    let mut r = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let body = r
-        .body_mut()
-        .with_config()
-        .limit(1 << 30)
-        .read_to_vec()
-        .unwrap();
-    Reply {
+    let mut r = result?;
+    let body = r.body_mut().with_config().limit(1 << 30).read_to_vec()?;
+    Ok(Reply {
         status: r.status().as_u16(),
         headers: r.headers().clone(),
         body,
-    }
+    })
+}
+
+/// A device key made from `name` (the same name, the same key).
+pub fn device_key(name: &str) -> DeviceSecret {
+    use sha2::Digest as _;
+    DeviceSecret::from_seed(sha2::Sha256::digest(name.as_bytes()).into())
 }
 
 pub fn facts(host: &str) -> Facts {

@@ -35,6 +35,8 @@ impl Console {
             trusted_keys: Vec::new(),
             heartbeat_secs: 7,
             pending_retry_secs: 3,
+            max_pending: 1000,
+            pairing_rate: p6os_console::limit::DEFAULT_PAIRING_RATE,
         };
         Console {
             console: TestConsole::start(
@@ -79,6 +81,7 @@ fn settings(endpoint: &str) -> Settings {
     Settings {
         endpoint: endpoint.to_string(),
         pairing_token: PAIRING.into(),
+        identity: DeviceSecret::from_seed([9; 32]),
         ca_files: Vec::new(),
         connect_timeout: Duration::from_millis(500),
         read_timeout: Duration::from_secs(5),
@@ -106,7 +109,7 @@ fn pending_ready_console_restarted_and_appliance_deleted() {
     );
 
     // The operator registers it: paired, then a heartbeat at the console's 7 s interval.
-    let body = r#"{"id": "store-7", "labels": {"site": "store-7"}}"#;
+    let body = r#"{"id": "store-7", "labels": {"site": "store-7"}, "pairing": "first-key"}"#;
     assert_eq!(
         console.operator("POST", "/api/v1/appliances", Some(body)),
         201
@@ -189,4 +192,106 @@ fn pairs_over_https_with_the_ca_made_by_the_console() {
     let mut host = FakeHost::new(1);
     let reg = run(&s, reg, &mut host);
     assert_eq!(reg.phase, Phase::Pending, "{reg:?}");
+}
+
+/// Issue 15, finding 5: a proxy or WAF that answers one heartbeat with 403 used to orphan the
+/// device for good (the token dropped, the id paired already: 409 for ever). Now the device
+/// proves its key, gets a new token and goes on reporting, with no operator.
+#[test]
+fn one_refused_heartbeat_does_not_orphan_the_device() {
+    use std::io::{Read as _, Write as _};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let console = Console::start(dir.path(), 0);
+    let upstream = console.console.addr;
+    // A proxy on loopback: forwards each request (one per connection), but answers the first
+    // heartbeat it sees with 403 itself.
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", proxy.local_addr().unwrap());
+    let refused = Arc::new(AtomicBool::new(false));
+    let refused_in_proxy = refused.clone();
+    std::thread::spawn(move || {
+        for client in proxy.incoming().flatten() {
+            let Some((head, body)) = read_whole_request(&client) else {
+                continue;
+            };
+            let mut client = client;
+            if head.contains("/heartbeat ") && !refused_in_proxy.swap(true, Ordering::SeqCst) {
+                let body = r#"{"error":"blocked by policy"}"#;
+                let _ = write!(
+                    client,
+                    "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                continue;
+            }
+            let (line, rest) = head.split_once("\r\n").unwrap_or((&head, ""));
+            let Ok(mut up) = TcpStream::connect(upstream) else {
+                continue;
+            };
+            let _ = write!(up, "{line}\r\nConnection: close\r\n{rest}");
+            let _ = up.write_all(&body);
+            let mut answer = Vec::new();
+            let _ = up.read_to_end(&mut answer);
+            let _ = client.write_all(&answer);
+        }
+    });
+    let s = settings(&endpoint);
+    let body = r#"{"id": "store-9", "pairing": "first-key"}"#;
+    assert_eq!(
+        console.operator("POST", "/api/v1/appliances", Some(body)),
+        201
+    );
+    // Pairs, heartbeats (refused by the proxy), pairs again by its key, heartbeats.
+    let mut host = FakeHost::new(4);
+    let reg = run(
+        &s,
+        Registration::resume(None, "store-9", &endpoint),
+        &mut host,
+    );
+    assert!(refused.load(Ordering::SeqCst), "the proxy refused nothing");
+    assert_eq!(reg.phase, Phase::Ready, "{reg:?}");
+    assert_eq!(reg.last_error, None, "{reg:?}");
+    let phases: Vec<Phase> = host.saved.iter().map(|r| r.phase).collect();
+    assert!(phases.contains(&Phase::Unregistered), "{phases:?}");
+    assert_eq!(
+        console.operator("GET", "/api/v1/appliances/store-9", None),
+        200
+    );
+    // The console saw a heartbeat after the refusal, with the new token.
+    let url = format!("{}/api/v1/appliances/store-9/events", console.endpoint());
+    let (_, events) =
+        http::call("GET", &url, Some(ADMIN), None, http::RetryPolicy::default()).unwrap();
+    let events = String::from_utf8_lossy(&events);
+    assert!(events.contains("got a new token"), "{events}");
+    assert!(events.contains("first-heartbeat"), "{events}");
+}
+
+/// One request: its head (through the blank line) and its Content-Length body.
+fn read_whole_request(stream: &std::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let mut r = BufReader::new(stream);
+    let mut head = String::new();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+        let end = line == "\r\n";
+        head.push_str(&line);
+        if end {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).ok()?;
+    Some((head, body))
 }

@@ -9,6 +9,7 @@
 //! against a real console on loopback without a machine.
 
 pub mod facts;
+pub mod identity;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -18,9 +19,10 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use p6os_protocol::identity::DeviceSecret;
 use p6os_protocol::{
-    BundleRef, ErrorBody, Facts, Health, Heartbeat, HeartbeatResponse, OutcomeKind, PairRequest,
-    PairResponse, Phase as ProgressPhase, Progress, UpgradeOutcome, API,
+    BundleRef, ErrorBody, Facts, Health, Heartbeat, HeartbeatResponse, KeyProof, OutcomeKind,
+    PairRequest, PairResponse, Phase as ProgressPhase, Progress, UpgradeOutcome, API,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -65,6 +67,8 @@ pub struct Settings {
     /// `https://console.example.com` (no trailing slash).
     pub endpoint: String,
     pub pairing_token: String,
+    /// The device's identity key (see `identity`): what the console binds the id to.
+    pub identity: DeviceSecret,
     pub ca_files: Vec<PathBuf>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -140,14 +144,32 @@ fn answer<T: DeserializeOwned>(result: Result<(u16, Vec<u8>), http::HttpError>) 
     }
 }
 
+/// Pairs in two rounds: the device key gets a challenge, the signed challenge gets an answer
+/// (ready, or pending until an operator approves the key).
 pub fn pair(settings: &Settings, id: &str, facts: Facts) -> Answer<PairResponse> {
-    let request = PairRequest {
+    let mut request = PairRequest {
         pairing_token: settings.pairing_token.clone(),
         facts,
+        device_key: Some(settings.identity.public().encode()),
+        proof: None,
     };
-    let body = serde_json::to_vec(&request).unwrap_or_default();
     let url = settings.url(&format!("{API}/appliances/{id}/pair"));
-    answer(call_with_clock(settings, &url, None, &body))
+    let body = serde_json::to_vec(&request).unwrap_or_default();
+    let challenge = match answer(call_with_clock(settings, &url, None, &body)) {
+        Answer::Ok(PairResponse::Challenge { challenge }) => challenge,
+        other => return other,
+    };
+    request.proof = Some(KeyProof {
+        signature: settings.identity.sign_pair(id, &challenge),
+        challenge,
+    });
+    let body = serde_json::to_vec(&request).unwrap_or_default();
+    match answer(call_with_clock(settings, &url, None, &body)) {
+        Answer::Ok(PairResponse::Challenge { .. }) => {
+            Answer::Unavailable("the console asked for a second challenge".into())
+        }
+        other => other,
+    }
 }
 
 pub fn heartbeat(
@@ -542,9 +564,22 @@ pub fn main() -> i32 {
             Err(e) => warn!("registration: cannot write {CA_FILE}: {e}"),
         }
     }
+    let key_path = Path::new(identity::IDENTITY_PATH);
+    let key = match identity::load_or_create(key_path, identity::kernel_random) {
+        Ok(key) => key,
+        Err(e) => {
+            warn!("registration: {}", error_chain(&e));
+            return 1;
+        }
+    };
+    info!(
+        "registration: device key {} (an operator approves it on the console)",
+        key.public().fingerprint()
+    );
     let settings = Settings {
         endpoint: console.endpoint.trim_end_matches('/').to_string(),
         pairing_token: console.token,
+        identity: key,
         ca_files: ca_files.clone(),
         connect_timeout: Duration::from_secs(10),
         read_timeout: Duration::from_secs(30),
@@ -566,9 +601,15 @@ pub fn main() -> i32 {
     0
 }
 
-/// For `p6os-agent status`: the registration record without its token.
+/// For `p6os-agent status`: the registration record without its token, and the device key's
+/// fingerprint (what the operator approves).
 pub fn status_json() -> serde_json::Value {
-    match load_registration(Path::new(state::REGISTRATION_PATH)) {
+    let fingerprint = match identity::load(Path::new(identity::IDENTITY_PATH)) {
+        Ok(Some(key)) => Some(key.public().fingerprint()),
+        Ok(None) => None,
+        Err(e) => Some(format!("({e})")),
+    };
+    let mut status = match load_registration(Path::new(state::REGISTRATION_PATH)) {
         None if !Path::new(CONSOLE_CONFIG).exists() => serde_json::json!({"phase": "no console"}),
         None => serde_json::json!({"phase": "unregistered"}),
         Some(r) => serde_json::json!({
@@ -577,7 +618,9 @@ pub fn status_json() -> serde_json::Value {
             "endpoint": r.endpoint,
             "last_error": r.last_error,
         }),
-    }
+    };
+    status["device_key"] = fingerprint.into();
+    status
 }
 
 /// [`UpgradeOutcome`] from the slot record's outcome.

@@ -171,6 +171,12 @@ pub fn after_pair(
             next.last_error = Some(why);
             (next, rejected_wait(random))
         }
+        Answer::Ok(PairResponse::Challenge { .. }) => after_pair(
+            reg,
+            Answer::Unavailable("the console answered with another challenge".into()),
+            attempts,
+            random,
+        ),
         Answer::Unavailable(why) => {
             next.last_error = Some(why);
             let wait = backoff(attempts.failures, BACKOFF_FIRST, BACKOFF_MAX, random);
@@ -216,8 +222,11 @@ pub fn after_heartbeat(
             (next, AfterHeartbeat::Upgrade(bundle))
         }
         Answer::Denied(why) => {
-            // The console forgot us (deleted, or its database was replaced): pair again, more
-            // slowly each time it happens without an accepted heartbeat in between.
+            // The token was refused: the console forgot us (deleted, its database replaced),
+            // rotated the token, or a proxy on the way answered 401/403. Pair again: proving
+            // the device key gets a new token from a console that still knows the key, so one
+            // refusal never orphans the device. More slowly each time it happens without an
+            // accepted heartbeat in between.
             let wait = backoff(attempts.denials, BACKOFF_FIRST, BACKOFF_MAX, random);
             attempts.denials += 1;
             next.phase = Phase::Unregistered;

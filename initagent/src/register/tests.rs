@@ -13,7 +13,7 @@ use super::*;
 pub(super) struct FakeHost {
     rounds: usize,
     pub(super) waits: Vec<Duration>,
-    saved: Vec<Registration>,
+    pub(super) saved: Vec<Registration>,
     running: Running,
     installs: Vec<String>,
     install_result: Result<(), Failure>,
@@ -80,6 +80,7 @@ fn settings(endpoint: String) -> Settings {
     Settings {
         endpoint,
         pairing_token: "pairing-secret".into(),
+        identity: p6os_protocol::identity::DeviceSecret::from_seed([1; 32]),
         ca_files: Vec::new(),
         connect_timeout: Duration::from_millis(500),
         read_timeout: Duration::from_millis(500),

@@ -400,6 +400,9 @@ pub fn status(format: Format) -> i32 {
                 line.push_str(&format!("; last error: {e}"));
             }
             say(&line);
+            if let Some(fp) = reg["device_key"].as_str() {
+                say(&format!("device key: {fp}"));
+            }
             match &sizes {
                 Ok(s) => say(&s.text()),
                 Err(e) => say(&format!("state: sizes unknown ({e})")),

@@ -17,6 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use p6os_protocol::identity::DeviceSecret;
+use sha2::Digest as _;
 use xshell::{cmd, Shell};
 
 const PAIRING_TOKEN: &str = "bench-pairing-token";
@@ -91,6 +93,8 @@ fn start(dir: &std::path::Path) -> Result<Server> {
         .arg(dir.join("admin.token"))
         .arg("--pairing-token-file")
         .arg(dir.join("pairing.token"))
+        // Every simulated device comes from 127.0.0.1.
+        .args(["--pairing-rate", "1000000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -231,7 +235,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         let mut r = agent
             .post(&format!("{url}/api/v1/appliances"))
             .header("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
-            .send_json(serde_json::json!({"id": format!("nuc-{i}"), "labels": {"site": format!("store-{}", i % 100)}}))?;
+            .send_json(serde_json::json!({"id": format!("nuc-{i}"), "pairing": "first-key", "labels": {"site": format!("store-{}", i % 100)}}))?;
         let status = r.status().as_u16();
         expect(status, 201, "register", &r.body_mut().read_to_string()?)
     })?;
@@ -241,10 +245,23 @@ pub fn run(args: &[&str]) -> Result<()> {
             .collect(),
     );
     let (url, store) = (base.clone(), tokens.clone());
+    // Each pairing is two requests: the device key gets a challenge, the signed challenge pairs.
     let mut pair = phase("pair", o.appliances, o.clients, move |agent, i| {
-        let mut r = agent
-            .post(&format!("{url}/api/v1/appliances/nuc-{i}/pair"))
-            .send_json(serde_json::json!({"pairing_token": PAIRING_TOKEN, "facts": facts(i)}))?;
+        let key = DeviceSecret::from_seed(sha2::Sha256::digest(i.to_le_bytes()).into());
+        let path = format!("{url}/api/v1/appliances/nuc-{i}/pair");
+        let mut req = serde_json::json!({
+            "pairing_token": PAIRING_TOKEN, "facts": facts(i), "device_key": key.public().encode()
+        });
+        let mut r = agent.post(&path).send_json(&req)?;
+        let body = r.body_mut().read_to_string()?;
+        expect(r.status().as_u16(), 200, "pair (challenge)", &body)?;
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        let challenge = v["challenge"].as_str().context("no challenge")?;
+        req["proof"] = serde_json::json!({
+            "challenge": challenge,
+            "signature": key.sign_pair(&format!("nuc-{i}"), challenge),
+        });
+        let mut r = agent.post(&path).send_json(&req)?;
         let status = r.status().as_u16();
         let body = r.body_mut().read_to_string()?;
         expect(status, 200, "pair", &body)?;

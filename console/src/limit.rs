@@ -1,0 +1,221 @@
+//! Rate limits for unauthenticated requests (pairing), pure and bounded: a token bucket per
+//! key (a source address, an appliance id) in a map that never holds more than `max_keys`.
+//!
+//! Why not `governor`: its keyed limiter grows with every new key until someone calls
+//! `retain_recent`, and a flood of new keys (random ids, IPv6 addresses) is exactly what this
+//! must survive. Here a full map first drops the keys whose buckets have refilled (they are
+//! worth nothing), at most once per refill period, and otherwise refuses new keys.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// A bucket's shape: `burst` requests at once, then one every `every_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub burst: u32,
+    pub every_ms: u64,
+}
+
+impl Rate {
+    /// Milliseconds for an empty bucket to fill up again.
+    fn refill_ms(self) -> u64 {
+        self.every_ms.saturating_mul(u64::from(self.burst))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// When the bucket is full again (ms); each request pushes it by `every_ms`.
+    full_at: u64,
+}
+
+/// Token buckets per key, at most `max_keys` of them.
+#[derive(Debug)]
+pub struct Limiter<K> {
+    rate: Rate,
+    max_keys: usize,
+    buckets: HashMap<K, Bucket>,
+    last_sweep: u64,
+}
+
+impl<K: Hash + Eq + Clone> Limiter<K> {
+    pub fn new(rate: Rate, max_keys: usize) -> Limiter<K> {
+        Limiter {
+            rate,
+            max_keys,
+            buckets: HashMap::new(),
+            last_sweep: 0,
+        }
+    }
+
+    /// Whether a request for `key` at `now_ms` is allowed (and counts it if so).
+    pub fn allow(&mut self, key: &K, now_ms: u64) -> bool {
+        let refill = self.rate.refill_ms();
+        if !self.buckets.contains_key(key) && self.buckets.len() >= self.max_keys {
+            if now_ms.saturating_sub(self.last_sweep) < refill.max(1) {
+                return false;
+            }
+            self.last_sweep = now_ms;
+            self.buckets.retain(|_, b| b.full_at > now_ms);
+            if self.buckets.len() >= self.max_keys {
+                return false;
+            }
+        }
+        let bucket = self
+            .buckets
+            .entry(key.clone())
+            .or_insert(Bucket { full_at: 0 });
+        // The bucket holds (refill - (full_at - now)) / every_ms tokens.
+        let start = bucket.full_at.max(now_ms);
+        if start - now_ms + self.rate.every_ms > refill {
+            return false;
+        }
+        bucket.full_at = start + self.rate.every_ms;
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+/// The key of a source address: the address for IPv4, its /64 for IPv6 (one site or host gets
+/// a whole /64, so counting single v6 addresses would count nothing).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut s = v6.segments();
+                s[4..].fill(0);
+                IpAddr::V6(s.into())
+            }
+        },
+    }
+}
+
+/// Whether a pairing request for an id came within the id's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdRate {
+    Within,
+    Exceeded,
+}
+
+/// Pairing requests per source (all of them, before anything is parsed) and per id (those with
+/// a valid proof). Shared by the handlers; each lock is held for one map operation.
+pub struct PairLimits {
+    source: Mutex<Limiter<IpAddr>>,
+    id: Mutex<Limiter<String>>,
+    start: Instant,
+}
+
+/// A source's default: 10 requests a second (`serve --pairing-rate`), two per pairing attempt
+/// (challenge, proof).
+pub const DEFAULT_PAIRING_RATE: u32 = 10;
+
+/// A source: `per_second` requests a second after a burst of six seconds' worth (a site behind
+/// one address, a console restart).
+pub fn per_source(per_second: u32) -> Rate {
+    let per_second = per_second.max(1);
+    Rate {
+        burst: per_second.saturating_mul(6),
+        every_ms: (1000 / u64::from(per_second)).max(1),
+    }
+}
+/// An id: 10 proven requests at once, then one every 6 seconds.
+pub const PER_ID: Rate = Rate {
+    burst: 10,
+    every_ms: 6_000,
+};
+/// Most sources and ids tracked at once.
+pub const MAX_TRACKED: usize = 100_000;
+
+impl PairLimits {
+    /// `per_second` pairing requests a second per source (see [`per_source`]).
+    pub fn new(per_second: u32) -> PairLimits {
+        PairLimits {
+            source: Mutex::new(Limiter::new(per_source(per_second), MAX_TRACKED)),
+            id: Mutex::new(Limiter::new(PER_ID, MAX_TRACKED)),
+            start: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    pub fn allow_source(&self, ip: IpAddr) -> bool {
+        let now = self.now_ms();
+        self.source
+            .lock()
+            .map(|mut l| l.allow(&source_key(ip), now))
+            .unwrap_or(false)
+    }
+
+    pub fn id_rate(&self, id: &str) -> IdRate {
+        let now = self.now_ms();
+        match self.id.lock().map(|mut l| l.allow(&id.to_string(), now)) {
+            Ok(true) => IdRate::Within,
+            _ => IdRate::Exceeded,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: Rate = Rate {
+        burst: 3,
+        every_ms: 100,
+    };
+
+    #[test]
+    fn a_burst_then_the_rate() {
+        let mut l = Limiter::new(RATE, 10);
+        assert!((0..3).all(|_| l.allow(&"a", 1000)));
+        assert!(!l.allow(&"a", 1000), "burst spent");
+        assert!(l.allow(&"b", 1000), "another key has its own bucket");
+        assert!(!l.allow(&"a", 1099));
+        assert!(l.allow(&"a", 1100), "one token back after every_ms");
+        assert!(!l.allow(&"a", 1100));
+        assert!((0..3).all(|_| l.allow(&"a", 5000)), "full again");
+        assert!(!l.allow(&"a", 5000));
+    }
+
+    #[test]
+    fn the_map_stays_bounded() {
+        let mut l = Limiter::new(RATE, 100);
+        for i in 0..10_000u32 {
+            l.allow(&i, 1000);
+            assert!(l.len() <= 100);
+        }
+        assert!(
+            !l.allow(&20_000, 1000),
+            "full of busy keys: a new key is refused"
+        );
+        // Once the old buckets refilled, they are dropped for new keys (one sweep).
+        assert!(l.allow(&20_000, 1000 + RATE.refill_ms() + 1));
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn sources() {
+        let v4: IpAddr = "127.0.0.9".parse().unwrap();
+        assert_eq!(source_key(v4), v4);
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        assert_eq!(source_key(a), source_key(b));
+        assert_eq!(source_key(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(source_key(mapped), "10.1.2.3".parse::<IpAddr>().unwrap());
+    }
+}

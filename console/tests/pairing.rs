@@ -1,0 +1,347 @@
+//! Pairing binds an id to a device key (issue 15, findings 4, 5, 6 and 9): the fleet's pairing
+//! token is public, so whoever holds it can only ask; an operator decides which key an id
+//! gets; a paired device proves its key to get a new token; pending ids, refused pairings and
+//! sources are bounded; the image a device gets bundles of is the one recorded at pairing.
+
+mod common;
+
+use common::*;
+use p6os_protocol::{Appliance, Event, KeyProof, PairRequest, PairResponse, Status};
+
+fn approve(s: &Server, id: &str, fingerprint: &str) -> Reply {
+    s.admin(
+        "POST",
+        &format!("{API}/appliances/{id}/approve"),
+        Body::json(&serde_json::json!({ "fingerprint": fingerprint })),
+    )
+}
+
+fn show(s: &Server, id: &str) -> Appliance {
+    s.admin("GET", &format!("{API}/appliances/{id}"), Body::None)
+        .json()
+}
+
+fn events(s: &Server, id: &str) -> Vec<Event> {
+    s.admin("GET", &format!("{API}/appliances/{id}/events"), Body::None)
+        .json()
+}
+
+fn token(r: &Reply) -> String {
+    match r.json() {
+        PairResponse::Ready { device_token, .. } => device_token,
+        other => panic!("not paired: {other:?}"),
+    }
+}
+
+/// The black-box report: after `appliances register store-12`, one POST with the pairing
+/// token and made-up facts returned a device token. Now the made-up device waits, and the
+/// id goes to the key the operator approves.
+#[test]
+fn a_registered_id_is_not_handed_to_whoever_asks_first() {
+    let s = Server::start();
+    let r = s.admin(
+        "POST",
+        &format!("{API}/appliances"),
+        Body::json(&serde_json::json!({ "id": "store-12" })),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let attacker = device_key("attacker");
+    let r = s.pair_with("store-12", facts("made-up"), &attacker);
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(matches!(r.json(), PairResponse::Pending { .. }));
+    let a = show(&s, "store-12");
+    assert_eq!(a.status, Status::Unpaired);
+    assert_eq!(a.key_fingerprint, None);
+    assert_eq!(
+        a.requested_fingerprint,
+        Some(attacker.public().fingerprint())
+    );
+    // The operator checks the fingerprint on the real device and approves that one.
+    let real = device_key("store-12");
+    assert_eq!(
+        approve(&s, "store-12", &real.public().fingerprint()).status,
+        200
+    );
+    assert_eq!(
+        s.pair_with("store-12", facts("made-up"), &attacker).status,
+        202
+    );
+    let r = s.pair_with("store-12", facts("store-12"), &real);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = token(&r);
+    assert_eq!(s.heartbeat("store-12", &t, &beat("1.0.0")).status, 200);
+    let a = show(&s, "store-12");
+    assert_eq!(a.status, Status::Ready);
+    assert_eq!(a.key_fingerprint, Some(real.public().fingerprint()));
+    assert_eq!(a.facts.unwrap().hostname, "store-12");
+}
+
+/// A fingerprint registered ahead binds the id to that key alone, with no approval step.
+#[test]
+fn a_registered_fingerprint_pairs_that_key_only() {
+    let s = Server::start();
+    let real = device_key("nuc-7");
+    let r = s.admin(
+        "POST",
+        &format!("{API}/appliances"),
+        Body::json(&serde_json::json!({
+            "id": "nuc-7", "fingerprint": real.public().fingerprint()
+        })),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        s.pair_with("nuc-7", facts("x"), &device_key("other"))
+            .status,
+        202
+    );
+    assert_eq!(s.pair_with("nuc-7", facts("nuc-7"), &real).status, 200);
+    // A malformed fingerprint is refused, naming the field.
+    let r = s.admin(
+        "POST",
+        &format!("{API}/appliances"),
+        Body::json(&serde_json::json!({ "id": "nuc-8", "fingerprint": "MD5:aa" })),
+    );
+    assert_eq!((r.status, r.field().as_deref()), (400, Some("fingerprint")));
+}
+
+/// Whether an id exists, is registered or is paired is not told to someone who only holds
+/// the pairing token: every answer that does not pair is the same 202.
+#[test]
+fn unknown_registered_and_paired_ids_answer_alike() {
+    let s = Server::start();
+    s.paired("paired", &[]);
+    assert_eq!(
+        s.admin(
+            "POST",
+            &format!("{API}/appliances"),
+            Body::json(&serde_json::json!({ "id": "registered" })),
+        )
+        .status,
+        201
+    );
+    let stranger = device_key("stranger");
+    let answers: Vec<(u16, String)> = ["unknown", "registered", "paired"]
+        .iter()
+        .map(|id| {
+            let r = s.pair_with(id, facts("x"), &stranger);
+            let PairResponse::Pending { message, .. } = r.json() else {
+                panic!("{}", r.text())
+            };
+            (r.status, message)
+        })
+        .collect();
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+    assert_eq!(answers[0].0, 202);
+}
+
+/// Finding 5: a device whose token was refused once (a proxy answering 403) or lost (a wiped
+/// state partition would also lose the key; a reinstalled agent keeps it) proves its key and
+/// gets a new token; the old one stops working.
+#[test]
+fn a_paired_device_proves_its_key_for_a_new_token() {
+    let s = Server::start();
+    let first = s.paired("dev", &[]);
+    let r = s.pair("dev", facts("dev"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let second = token(&r);
+    assert_ne!(first, second);
+    assert_eq!(s.heartbeat("dev", &first, &beat("1.0.0")).status, 401);
+    assert_eq!(s.heartbeat("dev", &second, &beat("1.0.0")).status, 200);
+    let kinds: Vec<String> = events(&s, "dev").into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["registered", "paired", "paired", "first-heartbeat"]);
+}
+
+/// A proof binds the id, the key and the challenge; without one nothing is stored.
+#[test]
+fn pairing_needs_a_fresh_proof_of_the_key() {
+    let s = Server::start();
+    let key = device_key("dev");
+    let path = format!("{API}/appliances/dev/pair");
+    let mut req = PairRequest {
+        pairing_token: s.pairing.clone(),
+        facts: facts("dev"),
+        device_key: None,
+        proof: None,
+    };
+    let r = s.call("POST", &path, None, Body::json(&req));
+    assert_eq!((r.status, r.field().as_deref()), (400, Some("device_key")));
+    req.device_key = Some("AAAA".into());
+    let r = s.call("POST", &path, None, Body::json(&req));
+    assert_eq!((r.status, r.field().as_deref()), (400, Some("device_key")));
+    req.device_key = Some(key.public().encode());
+    let PairResponse::Challenge { challenge } =
+        s.call("POST", &path, None, Body::json(&req)).json()
+    else {
+        panic!()
+    };
+    // Signed by another key, for another id, or a challenge made up.
+    let bad = [
+        (
+            challenge.clone(),
+            device_key("x").sign_pair("dev", &challenge),
+            "proof.signature",
+        ),
+        (
+            challenge.clone(),
+            key.sign_pair("other", &challenge),
+            "proof.signature",
+        ),
+        (
+            "1.00".into(),
+            key.sign_pair("dev", "1.00"),
+            "proof.challenge",
+        ),
+    ];
+    for (challenge, signature, field) in bad {
+        req.proof = Some(KeyProof {
+            challenge,
+            signature,
+        });
+        let r = s.call("POST", &path, None, Body::json(&req));
+        assert_eq!(
+            (r.status, r.field().as_deref()),
+            (400, Some(field)),
+            "{}",
+            r.text()
+        );
+    }
+    // A challenge made for another id does not serve this one.
+    let other = PairRequest {
+        proof: None,
+        ..req.clone()
+    };
+    let PairResponse::Challenge { challenge: theirs } = s
+        .call(
+            "POST",
+            &format!("{API}/appliances/other/pair"),
+            None,
+            Body::json(&other),
+        )
+        .json()
+    else {
+        panic!()
+    };
+    req.proof = Some(KeyProof {
+        signature: key.sign_pair("dev", &theirs),
+        challenge: theirs,
+    });
+    let r = s.call("POST", &path, None, Body::json(&req));
+    assert_eq!(r.field().as_deref(), Some("proof.challenge"));
+    let all: Vec<Appliance> = s
+        .admin("GET", &format!("{API}/appliances"), Body::None)
+        .json();
+    assert!(all.is_empty(), "{all:?}");
+}
+
+/// Finding 6: at most `max_pending` unknown ids are stored; past it, 429 and nothing stored.
+#[test]
+fn pending_ids_are_capped() {
+    let s = Server::start_with("info", |c| c.max_pending = 3);
+    for i in 0..3 {
+        assert_eq!(s.pair(&format!("p-{i}"), facts("x")).status, 202);
+    }
+    let r = s.pair("p-3", facts("x"));
+    assert_eq!(r.status, 429, "{}", r.text());
+    // Asking again for a stored one is fine; registering one makes room.
+    assert_eq!(s.pair("p-0", facts("x")).status, 202);
+    assert_eq!(s.register("p-0", &[]).status, 201);
+    assert_eq!(s.pair("p-3", facts("x")).status, 202);
+    let pending: Vec<Appliance> = s
+        .admin(
+            "GET",
+            &format!("{API}/appliances?status=pending"),
+            Body::None,
+        )
+        .json();
+    assert_eq!(pending.len(), 3);
+}
+
+/// Finding 6: one source gets a burst of pairing requests, then is refused (nothing parsed);
+/// strangers' proven requests for one id are limited, but never the id's own key.
+#[test]
+fn pairing_is_rate_limited_per_source_and_per_id() {
+    let s = Server::start();
+    let burst =
+        p6os_console::limit::per_source(p6os_console::limit::DEFAULT_PAIRING_RATE).burst as usize;
+    let statuses: Vec<u16> = (0..burst + 20)
+        .map(|i| s.pair(&format!("r-{i}"), facts("x")).status)
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.iter().filter(|&&c| c != 429).count() >= burst / 2);
+
+    let s = Server::start();
+    let real = s.paired("shop", &[]);
+    let per_id = p6os_console::limit::PER_ID.burst as usize;
+    let strangers: Vec<u16> = (0..per_id + 2)
+        .map(|i| {
+            s.pair_with("shop", facts("x"), &device_key(&format!("k{i}")))
+                .status
+        })
+        .collect();
+    assert_eq!(strangers.last(), Some(&429), "{strangers:?}");
+    // Each new stranger key was one event, then the limit stopped them.
+    let awaiting = events(&s, "shop")
+        .iter()
+        .filter(|e| e.kind == "key-awaits-approval")
+        .count();
+    assert_eq!(
+        awaiting,
+        per_id - 1,
+        "the real device's own pairing used one"
+    );
+    // The bound key still pairs.
+    let r = s.pair("shop", facts("shop"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_ne!(token(&r), real);
+}
+
+/// Finding 9: the image whose bundles a device gets is recorded at pairing; a heartbeat that
+/// claims another image changes nothing but an event. An operator can change it.
+#[test]
+fn a_device_gets_bundles_of_the_image_it_paired_with() {
+    let s = Server::start();
+    let key = trusted_key();
+    for name in ["tiny", "other"] {
+        let r = s.call(
+            "POST",
+            &format!("{API}/bundles"),
+            Some(&s.admin),
+            Body::Bytes("application/octet-stream", bundle(&key, name, "2.0.0", 1)),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let t = s.paired("dev", &[]);
+    let r = s.admin(
+        "PUT",
+        &format!("{API}/appliances/dev/desired"),
+        Body::json(&serde_json::json!({ "version": "2.0.0" })),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut claim = beat("1.0.0");
+    let mut f = facts("dev");
+    f.image_name = "other".into();
+    claim.facts = Some(f);
+    let answer: p6os_protocol::HeartbeatResponse = s.heartbeat("dev", &t, &claim).json();
+    let tiny_bundle = answer.bundle.expect("a bundle");
+    let bundles: Vec<p6os_protocol::Bundle> =
+        s.admin("GET", &format!("{API}/bundles"), Body::None).json();
+    let name_of = |sha: &str| {
+        bundles
+            .iter()
+            .find(|b| b.sha256 == sha)
+            .unwrap()
+            .name
+            .clone()
+    };
+    assert_eq!(name_of(&tiny_bundle.sha256), "tiny");
+    assert!(events(&s, "dev").iter().any(|e| e.kind == "image-mismatch"));
+    // The operator moves it to the other image.
+    let r = s.admin(
+        "PUT",
+        &format!("{API}/appliances/dev/image"),
+        Body::json(&serde_json::json!({ "image_name": "other", "arch": "x86_64" })),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer: p6os_protocol::HeartbeatResponse = s.heartbeat("dev", &t, &beat("1.0.0")).json();
+    assert_eq!(name_of(&answer.bundle.unwrap().sha256), "other");
+}

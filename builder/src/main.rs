@@ -514,6 +514,10 @@ fn flash(a: FlashArgs) -> anyhow::Result<ExitCode> {
         eprintln!("nothing was written");
         return Ok(ExitCode::FAILURE);
     }
+    // Who the target is now, when it is checked and shown: the write checks that the
+    // descriptor it opens is still that one (a disk swapped meanwhile is not written).
+    let confirmed = flash::identity::Identity::of_path(&a.target)
+        .with_context(|| format!("inspecting {}", a.target.display()))?;
     if a.confirm == Confirm::Ask && info.kind != target::TargetKind::RegularFile {
         if !std::io::stdin().is_terminal() {
             eprintln!(
@@ -541,6 +545,7 @@ write {} onto it? everything on it is lost. type yes: ",
     let report = flash::write_image(
         &a.image,
         &a.target,
+        &confirmed,
         a.bmap.as_deref(),
         a.config.as_deref(),
         &progress,

@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use p6os_builder::flash::identity::Identity;
 use p6os_builder::flash::target::{
     describe, inspect, list_devices, refusals, Force, Refusal, TargetKind,
 };
+use p6os_builder::flash::{write_image, FlashError};
+use p6os_builder::progress::Progress;
 
 const MIB: u64 = 1 << 20;
 
@@ -421,4 +424,45 @@ fn the_cli_refuses_without_confirmation_and_writes_with_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(head(), vec![0x5a; 4096]);
+}
+
+#[test]
+fn a_loop_device_reattached_to_another_file_after_the_confirmation_is_not_written() {
+    let Some(lo) = Loop::new("reattached", 4 * MIB, false) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.img");
+    std::fs::write(&image, vec![0xa5u8; MIB as usize]).unwrap();
+    // What `p6os flash` shows and the user confirms.
+    let info = inspect(&lo.dev).unwrap();
+    assert_eq!(refusals(&info, MIB, Force::Yes), vec![]);
+    let confirmed = Identity::of_path(&lo.dev).unwrap();
+    // Meanwhile the same /dev/loopN comes to stand for another medium: same path, same device
+    // number.
+    let other = dir.path().join("other.img");
+    std::fs::write(&other, vec![0xeeu8; 4 * MIB as usize]).unwrap();
+    run("losetup", &["--detach", lo.path()]).unwrap();
+    run("losetup", &[lo.path(), other.to_str().unwrap()]).unwrap();
+    let err =
+        write_image(&image, &lo.dev, &confirmed, None, None, &Progress::silent()).unwrap_err();
+    assert!(matches!(err, FlashError::TargetChanged { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(lo.path()) && text.contains("nothing was written"),
+        "{text}"
+    );
+    assert!(
+        std::fs::read(&other).unwrap().iter().all(|&b| b == 0xee),
+        "the other medium is untouched"
+    );
+    // Confirmed again, the same device is written.
+    let again = Identity::of_path(&lo.dev).unwrap();
+    write_image(&image, &lo.dev, &again, None, None, &Progress::silent()).unwrap();
+    let mut head = vec![0u8; MIB as usize];
+    std::fs::File::open(&lo.dev)
+        .unwrap()
+        .read_exact(&mut head)
+        .unwrap();
+    assert!(head.iter().all(|&b| b == 0xa5));
 }

@@ -454,8 +454,10 @@ fn inline_entry(e: &InlineEntry) -> Entry {
     }
 }
 
-/// Reads a host directory: owners become root, modes 0755/0644 by the owner's exec bit (so the
-/// builder's umask does not matter), times fixed at 0, entries in sorted order.
+/// Reads a host directory: owners become root, times fixed at 0, entries in sorted order.
+/// Modes: a world-readable file or directory becomes 0755/0644 by the owner's exec bit (so the
+/// builder's umask does not matter); one that is not world-readable (a key, `ssl/private`)
+/// keeps its permission bits (setuid, setgid and sticky dropped): a secret stays a secret.
 fn read_dir_into(
     root: &Path,
     dir: &Path,
@@ -479,16 +481,16 @@ fn read_dir_into(
         };
         let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
         use std::os::unix::fs::PermissionsExt;
-        let exec = meta.permissions().mode() & 0o100 != 0;
+        let host = meta.permissions().mode();
         if meta.file_type().is_symlink() {
             let target = fs::read_link(&path).map_err(io_err(&path))?;
             tree.insert(&dest, Entry::symlink(&target.to_string_lossy()));
         } else if meta.is_dir() {
-            tree.insert(&dest, Entry::dir(0o755));
+            tree.insert(&dest, Entry::dir(dir_layer_mode(host, Node::Dir)));
             read_dir_into(root, &path, prefix, tree)?;
         } else if meta.is_file() {
             let data = fs::read(&path).map_err(io_err(&path))?;
-            tree.insert(&dest, Entry::file(data, if exec { 0o755 } else { 0o644 }));
+            tree.insert(&dest, Entry::file(data, dir_layer_mode(host, Node::File)));
         } else {
             return Err(FetchError::Format {
                 what: path.display().to_string(),
@@ -497,6 +499,23 @@ fn read_dir_into(
         }
     }
     Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    File,
+    Dir,
+}
+
+/// The image's mode for a host file or directory of mode `host` (see [`read_dir_into`]).
+fn dir_layer_mode(host: u32, node: Node) -> u32 {
+    if host & 0o004 == 0 {
+        return host & 0o777;
+    }
+    match node == Node::Dir || host & 0o100 != 0 {
+        true => 0o755,
+        false => 0o644,
+    }
 }
 
 /// Downloads `url` into the cache, checking its sha256 (mandatory for URLs).

@@ -60,7 +60,8 @@ fn dir_sources_ignore_umask_and_mtimes() {
     use std::os::unix::fs::PermissionsExt;
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    for (d, mode) in [(&a, 0o600), (&b, 0o664)] {
+    // World-readable either way: only the umask differs.
+    for (d, mode) in [(&a, 0o644), (&b, 0o664)] {
         fs::create_dir(d.path().join("etc")).unwrap();
         fs::write(d.path().join("etc/motd"), "hi\n").unwrap();
         fs::set_permissions(d.path().join("etc/motd"), fs::Permissions::from_mode(mode)).unwrap();
@@ -84,6 +85,52 @@ fn dir_sources_ignore_umask_and_mtimes() {
         ta.get("opt/etc/issue").unwrap().kind,
         Kind::Symlink(_)
     ));
+}
+
+#[test]
+fn dir_sources_keep_private_modes_of_files_and_dirs() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let set = |p: &str, mode| {
+        fs::set_permissions(d.path().join(p), fs::Permissions::from_mode(mode)).unwrap()
+    };
+    fs::create_dir_all(d.path().join("etc/ssl/private")).unwrap();
+    fs::create_dir_all(d.path().join("etc/app")).unwrap();
+    fs::write(d.path().join("etc/ssl/private/key.pem"), "KEY\n").unwrap();
+    fs::write(d.path().join("etc/app/secret"), "s\n").unwrap();
+    fs::write(d.path().join("etc/app/run"), "#!/bin/sh\n").unwrap();
+    fs::write(d.path().join("etc/app/readme"), "r\n").unwrap();
+    set("etc/ssl/private/key.pem", 0o600);
+    set("etc/ssl/private", 0o700);
+    set("etc/app/secret", 0o640);
+    set("etc/app/run", 0o750);
+    set("etc/app/readme", 0o664);
+    set("etc/app", 0o775);
+    let source = Source::Dir {
+        path: d.path().display().to_string(),
+        target: None,
+    };
+    let cache = Cache {
+        root: d.path().join("cache-unused"),
+    };
+    let (apt, local) = (AptIndex::default(), BTreeMap::new());
+    let (tree, _) = load_source(&ctx(&cache, &apt, &local), Path::new("/"), &source, None).unwrap();
+    let mode = |p: &str| tree.get(p).unwrap().mode;
+    assert_eq!(
+        mode("etc/ssl/private/key.pem"),
+        0o600,
+        "a private key stays private"
+    );
+    assert_eq!(
+        mode("etc/ssl/private"),
+        0o700,
+        "a private directory stays private"
+    );
+    assert_eq!(mode("etc/app/secret"), 0o640);
+    assert_eq!(mode("etc/app/run"), 0o750);
+    // World-readable ones are normalised as before (the builder's umask does not matter).
+    assert_eq!(mode("etc/app/readme"), 0o644);
+    assert_eq!(mode("etc/app"), 0o755);
 }
 
 #[test]

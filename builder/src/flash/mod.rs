@@ -7,6 +7,8 @@
 //! Nothing is written before the image, its bmap, the configuration and the target passed
 //! their checks ([`target::refusals`]).
 
+pub mod identity;
+mod open;
 pub mod plan;
 pub mod target;
 #[cfg(test)]
@@ -21,6 +23,8 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::progress::Progress;
+use identity::Identity;
+use open::{open_target, same_file, Direct};
 use plan::{Plan, Range};
 
 /// Bytes moved per read and write: large, and a multiple of every logical block size.
@@ -62,6 +66,12 @@ pub enum FlashError {
     Config(p6os_config::diag::Diagnostics),
     #[error("{0}")]
     Inject(#[from] crate::inject::InjectError),
+    #[error("{path} is no longer the target that was confirmed: it was {confirmed}, it is now {now}; nothing was written\n  hint: a disk was swapped (or a loop device re-attached) after the confirmation; run `p6os flash` again and check the target")]
+    TargetChanged {
+        path: PathBuf,
+        confirmed: Box<Identity>,
+        now: Box<Identity>,
+    },
     #[error("{path}: the size of a .zst image must be in its frame header or its .bmap\n  hint: flash the raw .img, or make the .img.zst with `p6os build`")]
     UnknownSize { path: PathBuf },
 }
@@ -223,39 +233,6 @@ impl ImageReader {
     }
 }
 
-/// Opens the target for writing: O_DIRECT (and O_EXCL, which a mounted block device refuses)
-/// on block devices when the kernel allows it; a regular file is made the image's size.
-fn open_target(target: &Path, image_size: u64) -> io::Result<(File, bool)> {
-    let block = fs::metadata(target).is_ok_and(|m| m.file_type().is_block_device());
-    if block {
-        let direct = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT | libc::O_EXCL)
-            .open(target);
-        return match direct {
-            Ok(f) => Ok((f, true)),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((
-                OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_EXCL)
-                    .open(target)?,
-                false,
-            )),
-            Err(e) => Err(e),
-        };
-    }
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(target)?;
-    // A new file is made the image's size; a larger one (a disk image file) keeps its size.
-    if f.metadata()?.len() < image_size {
-        f.set_len(image_size)?;
-    }
-    Ok((f, false))
-}
-
 /// Buffers in flight between the reading and the writing thread.
 const IN_FLIGHT: usize = 4;
 
@@ -270,12 +247,11 @@ struct Chunk {
 /// One thread reads and hashes the image while this one writes: the two overlap.
 fn write_ranges(
     image: &Path,
-    target: &Path,
+    (target, out, direct): (&Path, &File, Direct),
     plan: &Plan,
     progress: &Progress,
 ) -> Result<Vec<[u8; 32]>, FlashError> {
     let mut reader = ImageReader::open(image).map_err(io_at(image))?;
-    let (out, direct) = open_target(target, plan.image_size).map_err(io_at(target))?;
     let total = plan.mapped_bytes();
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Chunk>(IN_FLIGHT);
     let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Aligned>(IN_FLIGHT);
@@ -322,14 +298,14 @@ fn write_ranges(
             for mut c in full_rx.iter() {
                 let chunk = c.buf.get(c.len);
                 let aligned = c.len.is_multiple_of(ALIGN) && c.pos.is_multiple_of(ALIGN as u64);
-                if aligned && *chunk == ZEROS[..c.len] && zero_range(&out, c.pos, c.len) {
+                if aligned && *chunk == ZEROS[..c.len] && zero_range(out, c.pos, c.len) {
                     // Zeros (the ESP's free space, unused GPT entries): told to the device
                     // or the filesystem instead of written; read back like the rest.
-                } else if direct && !aligned {
+                } else if direct == Direct::Yes && !aligned {
                     // The image's last partial block: through the page cache.
                     let plain = OpenOptions::new()
                         .write(true)
-                        .open(target)
+                        .open(same_file(out))
                         .map_err(io_at(target))?;
                     plain.write_all_at(chunk, c.pos).map_err(io_at(target))?;
                     plain.sync_all().map_err(io_at(target))?;
@@ -355,17 +331,17 @@ fn write_ranges(
 /// and compares it with what was written. One thread reads while this one hashes.
 fn verify_ranges(
     image: &Path,
-    target: &Path,
+    (target, out): (&Path, &File),
     plan: &Plan,
     sums: &[[u8; 32]],
     progress: &Progress,
 ) -> Result<(), FlashError> {
-    let plain = File::open(target).map_err(io_at(target))?;
+    let plain = File::open(same_file(out)).map_err(io_at(target))?;
     drop_caches(&plain);
     let direct = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
-        .open(target)
+        .open(same_file(out))
         .ok();
     let total = plan.mapped_bytes();
     // `None` marks the end of a range.
@@ -503,11 +479,11 @@ fn drop_caches(f: &File) {
 
 /// On a target larger than the image: the backup GPT goes to the target's last sectors and
 /// the old backup header is cleared. Returns whether anything moved.
-fn move_backup_gpt(target: &Path, image_size: u64) -> Result<bool, FlashError> {
+fn move_backup_gpt((target, out): (&Path, &File), image_size: u64) -> Result<bool, FlashError> {
     let mut dev = OpenOptions::new()
         .read(true)
         .write(true)
-        .open(target)
+        .open(same_file(out))
         .map_err(io_at(target))?;
     let size = io::Seek::seek(&mut dev, io::SeekFrom::End(0)).map_err(io_at(target))?;
     if size <= image_size {
@@ -525,10 +501,13 @@ fn move_backup_gpt(target: &Path, image_size: u64) -> Result<bool, FlashError> {
 }
 
 /// Writes `image` to `target` (checks already done by the caller), then verifies, moves the
-/// backup GPT, and writes the configuration.
+/// backup GPT, and writes the configuration. `confirmed` is the identity of the target that was
+/// checked and confirmed: the target is opened once, and nothing is written unless the opened
+/// descriptor is that same file or disk; every later access goes through that descriptor.
 pub fn write_image(
     image: &Path,
     target: &Path,
+    confirmed: &Identity,
     bmap: Option<&Path>,
     config: Option<&Path>,
     progress: &Progress,
@@ -548,11 +527,12 @@ pub fn write_image(
             .map(|b| format!(", map from {}", b.display()))
             .unwrap_or_default()
     ));
+    let (out, direct) = open_target(target, plan.image_size, confirmed)?;
     let start = Instant::now();
-    let sums = write_ranges(image, target, &plan, progress)?;
+    let sums = write_ranges(image, (target, &out, direct), &plan, progress)?;
     let write_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    verify_ranges(image, target, &plan, &sums, progress)?;
+    verify_ranges(image, (target, &out), &plan, &sums, progress)?;
     let verify_secs = start.elapsed().as_secs_f64();
     progress.say(&format!(
         "wrote and verified {} MiB ({:.0} MiB/s write, {:.0} MiB/s read back)",
@@ -560,12 +540,12 @@ pub fn write_image(
         (plan.mapped_bytes() >> 20) as f64 / write_secs.max(1e-3),
         (plan.mapped_bytes() >> 20) as f64 / verify_secs.max(1e-3),
     ));
-    let gpt_moved = move_backup_gpt(target, plan.image_size)?;
+    let gpt_moved = move_backup_gpt((target, &out), plan.image_size)?;
     if gpt_moved {
         progress.say("moved the backup GPT to the end of the target");
     }
     if let Some(c) = config {
-        crate::inject::inject(target, c)?;
+        crate::inject::inject(&same_file(&out), c)?;
         progress.say(&format!(
             "wrote {} to the target's ESP",
             crate::inject::ESP_CONFIG_PATH

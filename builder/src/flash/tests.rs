@@ -31,6 +31,11 @@ fn gpt_image(dir: &Path) -> (PathBuf, Gpt) {
     (path, gpt)
 }
 
+/// The identity of a target as confirmed now.
+fn id(target: &Path) -> identity::Identity {
+    identity::Identity::of_path(target).unwrap()
+}
+
 fn used_disk(path: &Path, size: u64) {
     fs::write(path, vec![0xffu8; size as usize]).unwrap();
 }
@@ -42,7 +47,15 @@ fn a_raw_image_lands_on_a_larger_used_disk_with_its_backup_gpt_at_the_end() {
     let target = dir.path().join("disk");
     let size = gpt.size_bytes() + 8 * MIB;
     used_disk(&target, size);
-    let report = write_image(&image, &target, None, None, &Progress::silent()).unwrap();
+    let report = write_image(
+        &image,
+        &target,
+        &id(&target),
+        None,
+        None,
+        &Progress::silent(),
+    )
+    .unwrap();
     assert!(report.gpt_moved);
     assert!(report.written < gpt.size_bytes(), "only mapped ranges");
     let (img, out) = (fs::read(&image).unwrap(), fs::read(&target).unwrap());
@@ -102,8 +115,8 @@ fn a_zst_image_with_its_bmap_flashes_the_same_bytes() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     used_disk(&a, gpt.size_bytes());
     used_disk(&b, gpt.size_bytes());
-    let from_raw = write_image(&image, &a, None, None, &Progress::silent()).unwrap();
-    let from_zst = write_image(&zst, &b, None, None, &Progress::silent()).unwrap();
+    let from_raw = write_image(&image, &a, &id(&a), None, None, &Progress::silent()).unwrap();
+    let from_zst = write_image(&zst, &b, &id(&b), None, None, &Progress::silent()).unwrap();
     assert_eq!(from_zst.bmap, Some(dir.path().join("d.bmap")));
     assert_eq!(from_raw.written, from_zst.written);
     assert!(fs::read(&a).unwrap() == fs::read(&b).unwrap());
@@ -132,7 +145,16 @@ fn an_image_that_does_not_match_its_bmap_is_refused() {
         .write_all_at(b"\x00", root + MIB + 7)
         .unwrap();
     let target = dir.path().join("t");
-    let err = write_image(&image, &target, None, None, &Progress::silent()).unwrap_err();
+    used_disk(&target, gpt.size_bytes());
+    let err = write_image(
+        &image,
+        &target,
+        &id(&target),
+        None,
+        None,
+        &Progress::silent(),
+    )
+    .unwrap_err();
     assert!(matches!(err, FlashError::ImageDamaged { .. }), "{err}");
 }
 
@@ -144,17 +166,58 @@ fn a_bad_config_or_bmap_stops_before_anything_is_written() {
     used_disk(&target, gpt.size_bytes());
     let config = dir.path().join("u.yaml");
     fs::write(&config, "hostname: -bad-\nusres: []\n").unwrap();
-    let err = write_image(&image, &target, None, Some(&config), &Progress::silent()).unwrap_err();
+    let err = write_image(
+        &image,
+        &target,
+        &id(&target),
+        None,
+        Some(&config),
+        &Progress::silent(),
+    )
+    .unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("hostname") && text.contains("usres"),
         "{text}"
     );
     fs::write(dir.path().join("d.bmap"), "<bmap version=\"2.0\"> junk").unwrap();
-    let err = write_image(&image, &target, None, None, &Progress::silent()).unwrap_err();
+    let err = write_image(
+        &image,
+        &target,
+        &id(&target),
+        None,
+        None,
+        &Progress::silent(),
+    )
+    .unwrap_err();
     assert!(matches!(err, FlashError::Bmap { .. }), "{err}");
     assert!(
         fs::read(&target).unwrap().iter().all(|b| *b == 0xff),
         "target untouched"
+    );
+}
+
+#[test]
+fn a_target_file_replaced_after_the_confirmation_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, gpt) = gpt_image(dir.path());
+    let target = dir.path().join("t");
+    used_disk(&target, gpt.size_bytes());
+    let confirmed = id(&target);
+    // Another file put at the target's path after the confirmation.
+    let other = dir.path().join("other");
+    used_disk(&other, gpt.size_bytes());
+    fs::rename(&other, &target).unwrap();
+    let err =
+        write_image(&image, &target, &confirmed, None, None, &Progress::silent()).unwrap_err();
+    assert!(matches!(err, FlashError::TargetChanged { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&target.display().to_string()) && text.contains("nothing was written"),
+        "{text}"
+    );
+    assert!(
+        fs::read(&target).unwrap().iter().all(|&b| b == 0xff),
+        "untouched"
     );
 }

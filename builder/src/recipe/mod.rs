@@ -199,7 +199,8 @@ pub enum Source {
         #[serde(default)]
         sha256: Option<String>,
     },
-    /// A directory on the build host; owners become root, modes are normalised, times fixed.
+    /// A directory on the build host; owners become root, world-readable modes are normalised
+    /// (private ones kept), times fixed.
     Dir {
         path: String,
         /// Where the directory's contents go in the image (default `/`).

@@ -9,6 +9,7 @@
 //! `applied` (the record and the decision to apply). I/O: this module and `txn`.
 
 pub mod applied;
+mod beneath;
 pub mod render;
 pub mod source;
 pub mod txn;

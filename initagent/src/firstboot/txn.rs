@@ -12,15 +12,22 @@
 //! A power cut before 2 leaves the old files (the half-staged directory is discarded at the
 //! next boot); after 2, the next boot finishes the renames (`recover`). `applied.json` is the
 //! journal's last entry, so it names exactly what is on disk.
+//!
+//! Users own their homes in the /var upper directory and can put symbolic links there; the
+//! transaction runs as root. So every path is walked one component at a time from the state
+//! partition without following a link ([`super::beneath`]), every write is relative to an
+//! opened directory, and a link (or a file) where a directory goes is refused before anything
+//! is written (`check`), and again when it is reached.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::beneath::{Dir, Entry};
 use super::render::{Content, Target};
 
 pub const TXN_NEW: &str = "p6os/config-txn.new";
@@ -48,6 +55,17 @@ pub enum TxnError {
     },
     #[error("{0} is not under /etc or /var")]
     NotOverlaid(String),
+    #[error(
+        "{path} ({upper}) is a symbolic link: refused, the configuration is written only \
+         through real directories\n  hint: a user can replace a directory in their home with a \
+         link; remove the link (or move it away) and reboot"
+    )]
+    Symlink { path: String, upper: String },
+    #[error(
+        "{path} ({upper}) is not a directory: refused\n  hint: remove it, or change the path \
+         in unattended.yaml"
+    )]
+    NotADirectory { path: String, upper: String },
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> TxnError + 'a {
@@ -97,8 +115,115 @@ pub fn plan(targets: &[Target], stale: &[String]) -> Vec<Op> {
     ops
 }
 
-/// Runs a whole transaction: directories, staging, commit, renames.
+/// Whether [`Layout::parent`] creates the missing directories leading to a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// Created with the slot's mode and owner where the slot has that directory, else 0755 root.
+    Create,
+    /// Stop: `None`.
+    Stop,
+}
+
+impl Layout<'_> {
+    /// The upper directory that holds `path` and the name in it, opened one component at a
+    /// time from the state partition without following a link: a link (or a file) where a
+    /// directory should be is refused, naming it. `None`: a directory on the way is missing
+    /// (with [`Missing::Stop`]).
+    fn parent(&self, path: &str, missing: Missing) -> Result<Option<(Dir, String)>, TxnError> {
+        self.upper(path)?;
+        let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        let (top, rest) = comps
+            .split_first()
+            .ok_or(TxnError::NotOverlaid(path.into()))?;
+        let (name, dirs) = rest
+            .split_last()
+            .ok_or(TxnError::NotOverlaid(path.into()))?;
+        // The upper directory itself: made at boot, before this.
+        let mut on_disk = self.state.to_path_buf();
+        let mut dir = Dir::open(self.state).map_err(io_err("open", self.state))?;
+        for comp in ["overlay", top, "upper"] {
+            on_disk.push(comp);
+            dir = match dir.entry(comp).map_err(io_err("open", &on_disk))? {
+                Entry::Dir(d) => d,
+                Entry::Missing => {
+                    return Err(io_err("open", &on_disk)(io::ErrorKind::NotFound.into()))
+                }
+                Entry::Symlink => {
+                    return Err(refused(Refusal::Symlink, &format!("/{top}"), &on_disk))
+                }
+                Entry::Other => {
+                    return Err(refused(
+                        Refusal::NotADirectory,
+                        &format!("/{top}"),
+                        &on_disk,
+                    ))
+                }
+            };
+        }
+        let mut shown = format!("/{top}");
+        for comp in dirs {
+            on_disk.push(comp);
+            shown = format!("{shown}/{comp}");
+            dir = match dir.entry(comp).map_err(io_err("open", &on_disk))? {
+                Entry::Dir(d) => d,
+                Entry::Symlink => return Err(refused(Refusal::Symlink, &shown, &on_disk)),
+                Entry::Other => return Err(refused(Refusal::NotADirectory, &shown, &on_disk)),
+                Entry::Missing if missing == Missing::Stop => return Ok(None),
+                Entry::Missing => self.make_parent(&dir, comp, &shown, &on_disk)?,
+            };
+        }
+        Ok(Some((dir, name.to_string())))
+    }
+
+    /// Creates the upper directory `comp` in `dir` (`shown` in the config's terms) with the
+    /// slot's mode and owner where the slot has that directory, else 0755 root.
+    fn make_parent(
+        &self,
+        dir: &Dir,
+        comp: &str,
+        shown: &str,
+        on_disk: &Path,
+    ) -> Result<Dir, TxnError> {
+        let lower = self.slot.join(&shown[1..]);
+        let (mode, uid, gid) = match fs::metadata(&lower) {
+            Ok(m) if m.is_dir() => {
+                use std::os::unix::fs::MetadataExt;
+                (m.mode() & 0o7777, m.uid(), m.gid())
+            }
+            _ => (0o755, 0, 0),
+        };
+        dir.mkdir(comp, mode).map_err(io_err("create", on_disk))?;
+        let made = match dir.entry(comp).map_err(io_err("open", on_disk))? {
+            Entry::Dir(d) => d,
+            Entry::Symlink => return Err(refused(Refusal::Symlink, shown, on_disk)),
+            _ => return Err(refused(Refusal::NotADirectory, shown, on_disk)),
+        };
+        made.set_owner_mode(uid, gid, mode)
+            .map_err(io_err("set owner and mode of", on_disk))?;
+        Ok(made)
+    }
+}
+
+/// What stands where a directory should be.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Symlink,
+    NotADirectory,
+}
+
+fn refused(what: Refusal, path: &str, upper: &Path) -> TxnError {
+    let (path, upper) = (path.to_string(), upper.display().to_string());
+    match what {
+        Refusal::Symlink => TxnError::Symlink { path, upper },
+        Refusal::NotADirectory => TxnError::NotADirectory { path, upper },
+    }
+}
+
+/// Runs a whole transaction: a check of every path, directories, staging, commit, renames.
+/// A link or a file where a directory should be (a user owns their home and can put one there)
+/// is refused before anything is written.
 pub fn apply(layout: &Layout, targets: &[Target], stale: &[String]) -> Result<(), TxnError> {
+    check(layout, targets, stale)?;
     let new_dir = layout.state.join(TXN_NEW);
     if new_dir.exists() {
         fs::remove_dir_all(&new_dir).map_err(io_err("remove", &new_dir))?;
@@ -110,17 +235,19 @@ pub fn apply(layout: &Layout, targets: &[Target], stale: &[String]) -> Result<()
         .map_err(io_err("create", &new_dir))?;
     // Directories first (homes, .ssh): creating an empty directory changes nothing visible.
     for t in targets {
-        let upper = layout.upper(&t.path)?;
-        make_parents(layout, &t.path)?;
+        let (parent, name) = layout
+            .parent(&t.path, Missing::Create)?
+            .ok_or_else(|| TxnError::NotOverlaid(t.path.clone()))?;
         if t.content == Content::Dir {
-            make_dir(&upper, t)?;
+            make_dir(layout, &parent, &name, t)?;
         }
     }
     let ops = plan(targets, stale);
+    let staging = Dir::open(&new_dir).map_err(io_err("open", &new_dir))?;
     let files = targets.iter().filter(|t| t.content != Content::Dir);
     for (op, t) in ops.iter().zip(files) {
         if let Op::Place { staged, .. } = op {
-            stage(&new_dir.join(staged), t)?;
+            stage(&staging, staged, &new_dir.join(staged), t)?;
         }
     }
     let journal = new_dir.join(JOURNAL);
@@ -135,6 +262,39 @@ pub fn apply(layout: &Layout, targets: &[Target], stale: &[String]) -> Result<()
     fs::rename(&new_dir, &committed).map_err(io_err("commit", &committed))?;
     sync_dir(committed.parent().unwrap_or(layout.state))?;
     finish(layout, &committed, &ops)
+}
+
+/// Walks every path the change touches as far as it exists: a link or a file where a
+/// directory goes is an error before anything is written.
+fn check(layout: &Layout, targets: &[Target], stale: &[String]) -> Result<(), TxnError> {
+    for t in targets {
+        let Some((parent, name)) = layout.parent(&t.path, Missing::Stop)? else {
+            continue;
+        };
+        if t.content == Content::Dir {
+            dir_entry(layout, &parent, &name, &t.path)?;
+        }
+    }
+    for path in stale {
+        layout.parent(path, Missing::Stop)?;
+    }
+    Ok(())
+}
+
+/// The directory `name` in `parent` (`None` when missing); a link or a file is refused.
+fn dir_entry(
+    layout: &Layout,
+    parent: &Dir,
+    name: &str,
+    path: &str,
+) -> Result<Option<Dir>, TxnError> {
+    let upper = layout.upper(path)?;
+    match parent.entry(name).map_err(io_err("open", &upper))? {
+        Entry::Dir(d) => Ok(Some(d)),
+        Entry::Missing => Ok(None),
+        Entry::Symlink => Err(refused(Refusal::Symlink, path, &upper)),
+        Entry::Other => Err(refused(Refusal::NotADirectory, path, &upper)),
+    }
 }
 
 /// At boot, before anything else: finish a committed transaction, drop an uncommitted one.
@@ -160,102 +320,92 @@ pub fn recover(layout: &Layout) -> Result<bool, TxnError> {
 }
 
 fn finish(layout: &Layout, committed: &Path, ops: &[Op]) -> Result<(), TxnError> {
-    let mut dirs = BTreeSet::new();
+    let staging = Dir::open(committed).map_err(io_err("open", committed))?;
+    // Parent directories to fsync, by their path.
+    let mut dirs: BTreeMap<String, Dir> = BTreeMap::new();
     for op in ops {
         match op {
             Op::Place { staged, target } => {
-                let from = committed.join(staged);
                 let to = layout.upper(target)?;
-                match fs::symlink_metadata(&from) {
-                    Ok(_) => {
-                        if to.is_dir() && !to.is_symlink() {
-                            // A directory where a file goes: only an empty one is replaced.
-                            fs::remove_dir(&to).map_err(io_err("replace directory", &to))?;
-                        }
-                        fs::rename(&from, &to).map_err(io_err("rename into", &to))?;
-                    }
+                let from = committed.join(staged);
+                let parent_of = |t: &str| t.rsplit_once('/').map_or("", |(p, _)| p).to_string();
+                let Some((parent, name)) = layout.parent(target, Missing::Stop)? else {
+                    return Err(io_err("rename into", &to)(io::ErrorKind::NotFound.into()));
+                };
+                match staging.entry(staged).map_err(io_err("stat", &from))? {
                     // Placed before a power cut.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err("stat", &from)(e)),
+                    Entry::Missing => {}
+                    _ => {
+                        if dir_entry(layout, &parent, &name, target).is_ok_and(|d| d.is_some()) {
+                            // A directory where a file goes: only an empty one is replaced.
+                            parent
+                                .rmdir(&name)
+                                .map_err(io_err("replace directory", &to))?;
+                        }
+                        parent
+                            .rename_into(&staging, staged, &name)
+                            .map_err(io_err("rename into", &to))?;
+                    }
                 }
-                if let Some(parent) = to.parent() {
-                    dirs.insert(parent.to_path_buf());
-                }
+                dirs.insert(parent_of(target), parent);
             }
             Op::Remove { target } => {
                 let path = layout.upper(target)?;
-                match fs::remove_file(&path) {
+                let Some((parent, name)) = layout.parent(target, Missing::Stop)? else {
+                    continue;
+                };
+                match parent.unlink(&name) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(io_err("remove", &path)(e)),
                 }
-                if let Some(parent) = path.parent() {
-                    dirs.insert(parent.to_path_buf());
-                }
+                let key = target.rsplit_once('/').map_or("", |(p, _)| p).to_string();
+                dirs.insert(key, parent);
             }
         }
     }
-    for dir in &dirs {
-        if dir.exists() {
-            sync_dir(dir)?;
-        }
+    for (path, dir) in &dirs {
+        dir.sync().map_err(io_err(
+            "fsync",
+            Path::new(&format!("{}{path}", layout.state.display())),
+        ))?;
     }
+    drop(staging);
     fs::remove_dir_all(committed).map_err(io_err("remove", committed))?;
     sync_dir(committed.parent().unwrap_or(layout.state))
 }
 
-/// Creates the upper directories leading to `path`, with the slot's mode and owner where the
-/// slot has that directory, else 0755 root.
-fn make_parents(layout: &Layout, path: &str) -> Result<(), TxnError> {
-    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    for n in 2..comps.len() {
-        let dir = format!("/{}", comps[..n].join("/"));
-        let upper = layout.upper(&dir)?;
-        if upper.is_dir() {
-            continue;
+fn make_dir(layout: &Layout, parent: &Dir, name: &str, t: &Target) -> Result<(), TxnError> {
+    let upper = layout.upper(&t.path)?;
+    let dir = match dir_entry(layout, parent, name, &t.path)? {
+        Some(d) => d,
+        None => {
+            parent
+                .mkdir(name, t.mode)
+                .map_err(io_err("create", &upper))?;
+            dir_entry(layout, parent, name, &t.path)?
+                .ok_or_else(|| io_err("create", &upper)(io::ErrorKind::NotFound.into()))?
         }
-        let lower = layout.slot.join(&dir[1..]);
-        let (mode, uid, gid) = match fs::metadata(&lower) {
-            Ok(m) if m.is_dir() => {
-                use std::os::unix::fs::MetadataExt;
-                (m.mode() & 0o7777, m.uid(), m.gid())
-            }
-            _ => (0o755, 0, 0),
-        };
-        fs::DirBuilder::new()
-            .mode(mode)
-            .create(&upper)
-            .map_err(io_err("create", &upper))?;
-        set_owner_mode(&upper, uid, gid, mode)?;
-    }
-    Ok(())
+    };
+    dir.set_owner_mode(t.uid, t.gid, t.mode)
+        .map_err(io_err("set owner and mode of", &upper))
 }
 
-fn make_dir(upper: &Path, t: &Target) -> Result<(), TxnError> {
-    if !upper.is_dir() {
-        fs::DirBuilder::new()
-            .mode(t.mode)
-            .create(upper)
-            .map_err(io_err("create", upper))?;
-    }
-    set_owner_mode(upper, t.uid, t.gid, t.mode)
-}
-
-fn set_owner_mode(path: &Path, uid: u32, gid: u32, mode: u32) -> Result<(), TxnError> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io_err("chown", path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", path))
-}
-
-fn stage(path: &Path, t: &Target) -> Result<(), TxnError> {
+/// Writes one staged file (or link) in the staging directory, with its owner and mode.
+fn stage(staging: &Dir, name: &str, path: &Path, t: &Target) -> Result<(), TxnError> {
     match &t.content {
         Content::File(bytes) => {
-            write_synced(path, bytes, t.mode)?;
-            set_owner_mode(path, t.uid, t.gid, t.mode)
+            let mut file = staging.create_file(name).map_err(io_err("create", path))?;
+            file.write_all(bytes).map_err(io_err("write", path))?;
+            std::os::unix::fs::fchown(&file, Some(t.uid), Some(t.gid))
+                .map_err(io_err("chown", path))?;
+            file.set_permissions(fs::Permissions::from_mode(t.mode))
+                .map_err(io_err("chmod", path))?;
+            file.sync_all().map_err(io_err("fsync", path))
         }
-        Content::Symlink(to) => {
-            symlink(to, path).map_err(io_err("create symlink", path))?;
-            std::os::unix::fs::lchown(path, Some(t.uid), Some(t.gid)).map_err(io_err("chown", path))
-        }
+        Content::Symlink(to) => staging
+            .symlink(to, name, t.uid, t.gid)
+            .map_err(io_err("create symlink", path)),
         Content::Dir => Ok(()),
     }
 }
@@ -282,262 +432,5 @@ fn sync_dir(dir: &Path) -> Result<(), TxnError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::MetadataExt;
-
-    struct Fixture {
-        dir: tempfile::TempDir,
-    }
-
-    impl Fixture {
-        fn new() -> Fixture {
-            let dir = tempfile::tempdir().unwrap();
-            for d in [
-                "state/overlay/etc/upper",
-                "state/overlay/var/upper",
-                "slot/etc/ssh",
-            ] {
-                fs::create_dir_all(dir.path().join(d)).unwrap();
-            }
-            fs::set_permissions(
-                dir.path().join("slot/etc/ssh"),
-                fs::Permissions::from_mode(0o751),
-            )
-            .unwrap();
-            Fixture { dir }
-        }
-        fn state(&self) -> std::path::PathBuf {
-            self.dir.path().join("state")
-        }
-        fn slot(&self) -> std::path::PathBuf {
-            self.dir.path().join("slot")
-        }
-        fn upper(&self, path: &str) -> std::path::PathBuf {
-            let (state, slot) = (self.state(), self.slot());
-            Layout {
-                state: &state,
-                slot: &slot,
-            }
-            .upper(path)
-            .unwrap()
-        }
-        fn apply(&self, targets: &[Target], stale: &[String]) -> Result<(), TxnError> {
-            let (state, slot) = (self.state(), self.slot());
-            apply(
-                &Layout {
-                    state: &state,
-                    slot: &slot,
-                },
-                targets,
-                stale,
-            )
-        }
-        fn recover(&self) -> bool {
-            let (state, slot) = (self.state(), self.slot());
-            recover(&Layout {
-                state: &state,
-                slot: &slot,
-            })
-            .unwrap()
-        }
-    }
-
-    fn file(path: &str, content: &str, mode: u32) -> Target {
-        Target {
-            path: path.into(),
-            content: Content::File(content.as_bytes().to_vec()),
-            mode,
-            uid: 0,
-            gid: 0,
-        }
-    }
-
-    #[test]
-    fn upper_maps_only_etc_and_var() {
-        let f = Fixture::new();
-        assert!(f.upper("/etc/x").ends_with("state/overlay/etc/upper/x"));
-        assert!(f
-            .upper("/var/lib/p6os/a")
-            .ends_with("state/overlay/var/upper/lib/p6os/a"));
-        let (state, slot) = (f.state(), f.slot());
-        let layout = Layout {
-            state: &state,
-            slot: &slot,
-        };
-        for bad in ["/usr/x", "/etc", "/etc/", "/etcx/y", "/varx"] {
-            assert!(layout.upper(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn applies_files_symlinks_dirs_with_modes_and_slot_parent_modes() {
-        let f = Fixture::new();
-        let targets = vec![
-            file("/etc/hostname", "h\n", 0o644),
-            file("/etc/ssh/sshd_config.d/p6os.conf", "Port 22\n", 0o644),
-            file("/etc/shadow", "root:*:::::::\n", 0o600),
-            Target {
-                path: "/etc/localtime".into(),
-                content: Content::Symlink("/usr/share/zoneinfo/UTC".into()),
-                mode: 0o777,
-                uid: 0,
-                gid: 0,
-            },
-            Target {
-                path: "/var/home/ops".into(),
-                content: Content::Dir,
-                mode: 0o700,
-                uid: 0,
-                gid: 0,
-            },
-        ];
-        f.apply(&targets, &[]).unwrap();
-        assert_eq!(fs::read_to_string(f.upper("/etc/hostname")).unwrap(), "h\n");
-        let mode = |p: &str| fs::symlink_metadata(f.upper(p)).unwrap().mode() & 0o7777;
-        assert_eq!(mode("/etc/shadow"), 0o600);
-        assert_eq!(
-            mode("/etc/ssh"),
-            0o751,
-            "the slot's mode for a parent it has"
-        );
-        assert_eq!(mode("/etc/ssh/sshd_config.d"), 0o755);
-        assert_eq!(mode("/var/home/ops"), 0o700);
-        assert_eq!(
-            fs::read_link(f.upper("/etc/localtime")).unwrap(),
-            Path::new("/usr/share/zoneinfo/UTC")
-        );
-        assert!(!f.state().join(TXN).exists());
-        assert!(!f.state().join(TXN_NEW).exists());
-    }
-
-    #[test]
-    fn a_second_apply_replaces_and_removes_stale_files() {
-        let f = Fixture::new();
-        f.apply(
-            &[
-                file("/etc/hostname", "a\n", 0o644),
-                file("/etc/environment", "x=1\n", 0o644),
-            ],
-            &[],
-        )
-        .unwrap();
-        f.apply(
-            &[file("/etc/hostname", "b\n", 0o644)],
-            &["/etc/environment".into(), "/etc/never-existed".into()],
-        )
-        .unwrap();
-        assert_eq!(fs::read_to_string(f.upper("/etc/hostname")).unwrap(), "b\n");
-        assert!(!f.upper("/etc/environment").exists());
-    }
-
-    #[test]
-    fn an_uncommitted_transaction_is_discarded() {
-        let f = Fixture::new();
-        f.apply(&[file("/etc/hostname", "old\n", 0o644)], &[])
-            .unwrap();
-        // A power cut while staging: config-txn.new with a staged file, no commit.
-        let new_dir = f.state().join(TXN_NEW);
-        fs::create_dir_all(&new_dir).unwrap();
-        fs::write(new_dir.join("f00000"), "new\n").unwrap();
-        assert!(!f.recover());
-        assert!(!new_dir.exists());
-        assert_eq!(
-            fs::read_to_string(f.upper("/etc/hostname")).unwrap(),
-            "old\n"
-        );
-    }
-
-    #[test]
-    fn a_committed_transaction_is_finished_at_the_next_boot() {
-        let f = Fixture::new();
-        f.apply(
-            &[
-                file("/etc/hostname", "old\n", 0o644),
-                file("/etc/stale", "s\n", 0o644),
-            ],
-            &[],
-        )
-        .unwrap();
-        // Committed, then cut after the first rename: f00000 placed, f00001 still staged.
-        let dir = f.state().join(TXN);
-        fs::create_dir_all(&dir).unwrap();
-        let ops = vec![
-            Op::Place {
-                staged: "f00000".into(),
-                target: "/etc/hostname".into(),
-            },
-            Op::Place {
-                staged: "f00001".into(),
-                target: "/var/lib/p6os/applied.json".into(),
-            },
-            Op::Remove {
-                target: "/etc/stale".into(),
-            },
-        ];
-        fs::write(dir.join(JOURNAL), serde_json::to_vec(&ops).unwrap()).unwrap();
-        fs::write(f.upper("/etc/hostname"), "new\n").unwrap();
-        fs::write(dir.join("f00001"), "{}\n").unwrap();
-        fs::create_dir_all(f.upper("/var/lib/p6os")).unwrap();
-        assert!(f.recover());
-        assert_eq!(
-            fs::read_to_string(f.upper("/etc/hostname")).unwrap(),
-            "new\n"
-        );
-        assert_eq!(
-            fs::read_to_string(f.upper("/var/lib/p6os/applied.json")).unwrap(),
-            "{}\n"
-        );
-        assert!(!f.upper("/etc/stale").exists());
-        assert!(!dir.exists());
-        // And a second recovery has nothing to do.
-        assert!(!f.recover());
-    }
-
-    #[test]
-    fn targets_outside_the_overlays_are_refused_before_anything_is_written() {
-        let f = Fixture::new();
-        let err = f
-            .apply(
-                &[
-                    file("/usr/bin/x", "x", 0o755),
-                    file("/etc/hostname", "h\n", 0o644),
-                ],
-                &[],
-            )
-            .unwrap_err();
-        assert!(matches!(err, TxnError::NotOverlaid(_)), "{err}");
-        assert!(!f.upper("/etc/hostname").exists());
-    }
-
-    #[test]
-    fn plan_lists_places_then_removes_and_skips_dirs() {
-        let targets = vec![
-            file("/etc/a", "", 0o644),
-            Target {
-                path: "/var/home/x".into(),
-                content: Content::Dir,
-                mode: 0o700,
-                uid: 0,
-                gid: 0,
-            },
-            file("/etc/b", "", 0o644),
-        ];
-        assert_eq!(
-            plan(&targets, &["/etc/c".into()]),
-            vec![
-                Op::Place {
-                    staged: "f00000".into(),
-                    target: "/etc/a".into()
-                },
-                Op::Place {
-                    staged: "f00001".into(),
-                    target: "/etc/b".into()
-                },
-                Op::Remove {
-                    target: "/etc/c".into()
-                },
-            ]
-        );
-    }
-}
+#[path = "txn_tests.rs"]
+mod tests;

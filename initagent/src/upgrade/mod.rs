@@ -475,7 +475,9 @@ pub enum Source {
 }
 
 impl Source {
-    /// A bundle on the management console, fetched with the device's token.
+    /// A bundle on the management console, fetched with the device's token. Redirects stay on
+    /// the console's origin; an error (reported back to the console) is in the agent's own
+    /// words, the server's details only in the local log.
     pub fn console(
         url: &str,
         ca_files: &[std::path::PathBuf],
@@ -485,8 +487,26 @@ impl Source {
             ca_files: ca_files.to_vec(),
             ..Default::default()
         };
-        let h = http::HttpSource::open_with_bearer(url, policy, token)
-            .map_err(|e| format!("cannot download {url}: {}", error_chain(&e)))?;
+        Source::console_with(url, policy, token)
+    }
+
+    /// [`Source::console`] with the given timeouts and trust anchors (its orderer is set).
+    pub fn console_with(
+        url: &str,
+        policy: http::RetryPolicy,
+        token: &str,
+    ) -> Result<Source, String> {
+        let policy = http::RetryPolicy {
+            orderer: http::Orderer::Console,
+            ..policy
+        };
+        let h = http::HttpSource::open_with_bearer(url, policy, token).map_err(|e| {
+            warn!("cannot download {url}: {}", http::for_log(&error_chain(&e)));
+            format!(
+                "cannot download the bundle from the console: {}",
+                e.summary()
+            )
+        })?;
         Ok(Source::Http(Box::new(BufReader::with_capacity(
             READ_BUFFER,
             h,

@@ -17,7 +17,7 @@ use ureq::unversioned::transport::{ConnectProxyConnector, Connector, TcpConnecto
 use super::clock_probe::{ProbeTls, ProbeVerifier};
 use super::proxy::{proxy_for, Proxy, ProxyScheme};
 use super::url::{parse_url, resolve, Url};
-use super::{HttpError, RetryPolicy, MAX_REDIRECTS};
+use super::{HttpError, Orderer, RetryPolicy, MAX_REDIRECTS};
 use crate::upgrade::tls;
 
 /// What to ask: a method, a range of the body (with an `If-Range` validator), a request body
@@ -208,6 +208,7 @@ impl Client {
         range: Option<(u64, Option<&str>)>,
     ) -> Result<Exchange, HttpError> {
         let mut url = url.to_string();
+        let origin = parse_url(&url)?.origin();
         let ask = Ask { range, ..Ask::GET };
         for _ in 0..=MAX_REDIRECTS {
             let response = self.send(&url, ask)?;
@@ -220,7 +221,19 @@ impl Client {
                     url: url.clone(),
                     why: format!("a {} without location", response.status),
                 })?;
-            url = resolve(&url, location)?;
+            let next = match resolve(&url, location) {
+                Ok(next) => next,
+                Err(_) if self.policy.orderer == Orderer::Console => {
+                    warn!("the console redirected to {}", super::for_log(location));
+                    return Err(HttpError::OffOrigin { url });
+                }
+                Err(e) => return Err(e),
+            };
+            if self.policy.orderer == Orderer::Console && parse_url(&next)?.origin() != origin {
+                warn!("the console redirected to {}", super::for_log(location));
+                return Err(HttpError::OffOrigin { url });
+            }
+            url = next;
         }
         Err(HttpError::TooManyRedirects { url })
     }

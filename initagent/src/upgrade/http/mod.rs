@@ -18,7 +18,9 @@
 //! either cannot be recognised, and its broken download is not resumed but fails saying so.
 //!
 //! Redirects (up to 5) are followed here, not by ureq: from http to https and between https
-//! URLs; from https to plain http they are refused (a downgrade). A bearer token goes only to the
+//! URLs; from https to plain http they are refused (a downgrade). A download the console orders
+//! ([`Orderer::Console`]) follows redirects only within the console's origin, and its errors,
+//! reported back to the console, are in the agent's words ([`HttpError::summary`]). A bearer token goes only to the
 //! origin it was given for, whichever server a redirect leads to. TLS protects the transfer;
 //! the bundle's signature and hashes, not the transport, protect its content. Trust anchors:
 //! [`super::tls`].
@@ -36,6 +38,7 @@ pub mod clock_probe;
 pub mod proxy;
 pub mod resume;
 mod url;
+mod words;
 
 #[cfg(test)]
 mod tests;
@@ -52,6 +55,7 @@ use crate::log::error_chain;
 use client::{Ask, Client};
 pub use proxy::ProxyEnv;
 use resume::{check_resumed, Continuation, FileIdentity, Mismatch, ResumedHead};
+pub use words::for_log;
 
 /// Redirects followed per request (the sixth is an error).
 const MAX_REDIRECTS: usize = 5;
@@ -75,6 +79,21 @@ pub struct RetryPolicy {
     pub ca_files: Vec<PathBuf>,
     /// The proxy variables (the process's environment by default).
     pub proxies: ProxyEnv,
+    /// Who ordered the download: where its redirects may lead, what its errors say.
+    pub orderer: Orderer,
+}
+
+/// Who ordered a download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Orderer {
+    /// The operator on the machine (`p6os-agent upgrade URL`): redirects lead anywhere but from
+    /// https to http; errors say everything, the server's words included.
+    #[default]
+    Operator,
+    /// The management console: redirects stay on the console's origin (scheme, host and port),
+    /// one elsewhere is refused; the errors, which are reported back to the console, are in the
+    /// agent's own words ([`HttpError::summary`]), the server's details only in the local log.
+    Console,
 }
 
 impl Default for RetryPolicy {
@@ -89,6 +108,7 @@ impl Default for RetryPolicy {
             read_timeout: Duration::from_secs(30),
             ca_files: Vec::new(),
             proxies: ProxyEnv::from_process(),
+            orderer: Orderer::Operator,
         }
     }
 }
@@ -170,6 +190,12 @@ pub enum HttpError {
     TooManyRedirects { url: String },
     #[error("{url}: redirected to {location}: a redirect from https to plain http is refused")]
     Downgrade { url: String, location: String },
+    /// The location is not shown: it is the server's text (it goes to the local log).
+    #[error(
+        "{url}: redirected to another server: refused, a download the console orders stays on \
+         the console's origin (scheme, host and port)"
+    )]
+    OffOrigin { url: String },
     #[error("{url}: the file changed on the server while downloading ({why})")]
     Changed { url: String, why: String },
     #[error(
@@ -441,9 +467,19 @@ impl HttpSource {
         Ok(body)
     }
 
-    /// Remembers a final error and returns it.
+    /// Remembers a final error and returns it (for the console: in the agent's words, the
+    /// details logged here).
     fn fail(&mut self, kind: io::ErrorKind, error: HttpError) -> io::Error {
         self.body = None;
+        if self.client.policy.orderer == Orderer::Console {
+            warn!(
+                "download from the console: {}",
+                for_log(&error_chain(&error))
+            );
+            let summary = error.summary();
+            self.failed = Some((kind, summary.clone()));
+            return io::Error::new(kind, summary);
+        }
         self.failed = Some((kind, error_chain(&error)));
         io::Error::new(kind, error)
     }

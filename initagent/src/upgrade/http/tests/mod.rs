@@ -3,6 +3,7 @@
 //! (in [`proxies`]) through a real proxy.
 
 mod clock;
+mod console_words;
 mod proxies;
 mod server;
 

@@ -293,6 +293,7 @@ pub fn quick(max_resumes: u32) -> RetryPolicy {
         read_timeout: Duration::from_secs(5),
         ca_files: Vec::new(),
         proxies: ProxyEnv::default(),
+        orderer: super::super::Orderer::Operator,
     }
 }
 

@@ -22,6 +22,7 @@ pub mod error;
 pub mod init;
 pub mod openapi;
 pub mod range;
+pub mod serve;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
@@ -123,30 +124,26 @@ pub fn app(config: Config) -> Result<axum::Router, ServeError> {
     Ok(api::router(api::AppState::open(config)?))
 }
 
-/// Serves `app` on `listener` (plain TCP, or [`tls::TlsListener`]) until `shutdown` completes
-/// (in-flight requests finish first).
-pub async fn run<L>(
+/// Serves `app` on `listener` (https if `tls` is given) within `limits` until `shutdown`
+/// completes (in-flight requests finish first). See [`serve`].
+pub async fn run(
     app: axum::Router,
-    listener: L,
+    listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    limits: serve::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Io)
+) -> Result<(), ServeError> {
+    serve::run(app, listener, tls, limits, shutdown).await
 }
 
-/// [`app`] then [`run`].
+/// [`app`] then [`run`] over plain http with the default limits of this process.
 pub async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    run(app(config)?, listener, shutdown).await
+    let limits = serve::Limits::for_this_process();
+    run(app(config)?, listener, None, limits, shutdown).await
 }
 
 #[cfg(test)]

@@ -130,6 +130,9 @@ pub enum AppliancesCommand {
         /// k=v, repeatable: every label must match.
         #[arg(long = "label", value_name = "K=V")]
         labels: Vec<String>,
+        /// Only the first N (by id); without it, every page is fetched.
+        #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        limit: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -141,8 +144,15 @@ pub enum AppliancesCommand {
     },
     /// Forget an appliance (its token stops working).
     Delete { id: String },
-    /// An appliance's events.
-    Events { id: String },
+    /// An appliance's events, oldest first (the console keeps the newest 1,000).
+    Events {
+        id: String,
+        /// Only the first (oldest) N; without it, every page is fetched.
+        #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +164,9 @@ pub enum BundlesCommand {
     },
     /// List the bundles the console holds.
     List {
+        /// Only the first N; without it, every page is fetched.
+        #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        limit: Option<usize>,
         #[arg(long)]
         json: bool,
     },

@@ -21,6 +21,7 @@ pub mod db;
 pub mod error;
 pub mod init;
 pub mod openapi;
+pub mod page;
 pub mod range;
 pub mod serve;
 #[cfg(feature = "testing")]

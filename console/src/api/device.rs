@@ -15,7 +15,7 @@ use crate::db::appliances::{self, Paired};
 use crate::error::ApiError;
 use p6os_protocol::check_version;
 
-fn check_facts(facts: &Facts) -> Result<(), ApiError> {
+pub(super) fn check_facts(facts: &Facts) -> Result<(), ApiError> {
     check_name(&facts.name, "facts.name")?;
     check_labels(&facts.labels, "facts.labels")
 }

@@ -88,6 +88,36 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Most connections served at once; more wait in the kernel's queue. Default: what the
+    /// open files limit allows (two files per connection after 64), at most 4096.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// Most connections from one address (an IPv6 /64 counts as one); more are closed at
+    /// once. Default: a quarter of --max-connections.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_address: Option<u32>,
+    /// How long a client may stay silent: during the TLS handshake, before or while sending
+    /// a request's headers (an idle kept-alive connection too), and between two pieces of a
+    /// request body. Then its connection is closed.
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub client_timeout_secs: u64,
+}
+
+impl ServeArgs {
+    /// The connection limits: the flags, else the defaults for `file_limit`.
+    pub fn limits(&self, file_limit: Option<u64>) -> crate::serve::Limits {
+        use crate::serve::Limits;
+        let mut limits = Limits::for_file_limit(file_limit);
+        if let Some(n) = self.max_connections {
+            limits.max_connections = n as usize;
+            limits.max_per_address = Limits::per_address_for(n as usize);
+        }
+        if let Some(n) = self.max_connections_per_address {
+            limits.max_per_address = n as usize;
+        }
+        limits.client_timeout = std::time::Duration::from_secs(self.client_timeout_secs);
+        limits
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +163,9 @@ pub enum AppliancesCommand {
         /// k=v, repeatable: every label must match.
         #[arg(long = "label", value_name = "K=V")]
         labels: Vec<String>,
+        /// Only the first N (by id); without it, every page is fetched.
+        #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        limit: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -144,8 +177,15 @@ pub enum AppliancesCommand {
     },
     /// Forget an appliance (its token stops working).
     Delete { id: String },
-    /// An appliance's events.
-    Events { id: String },
+    /// An appliance's events, oldest first (the console keeps the newest 1,000).
+    Events {
+        id: String,
+        /// Only the first (oldest) N; without it, every page is fetched.
+        #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,6 +197,9 @@ pub enum BundlesCommand {
     },
     /// List the bundles the console holds.
     List {
+        /// Only the first N; without it, every page is fetched.
+        #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        limit: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -188,6 +231,34 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_limits_come_from_the_flags_or_the_file_limit() {
+        let serve =
+            |args: &[&str]| match Cli::try_parse_from(["p6os-console", "serve"].iter().chain(args))
+            {
+                Ok(Cli {
+                    command: Command::Serve(s),
+                    ..
+                }) => Ok(s),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e),
+            };
+        let l = serve(&[]).unwrap().limits(Some(1024));
+        assert_eq!((l.max_connections, l.max_per_address), (480, 120));
+        assert_eq!(l.client_timeout.as_secs(), 20);
+        let l = serve(&["--max-connections", "100", "--client-timeout-secs", "3"])
+            .unwrap()
+            .limits(Some(1024));
+        assert_eq!((l.max_connections, l.max_per_address), (100, 25));
+        assert_eq!(l.client_timeout.as_secs(), 3);
+        let l = serve(&["--max-connections-per-address", "7"])
+            .unwrap()
+            .limits(None);
+        assert_eq!((l.max_connections, l.max_per_address), (4096, 7));
+        assert!(serve(&["--max-connections", "0"]).is_err());
+        assert!(serve(&["--client-timeout-secs", "0"]).is_err());
     }
 
     #[test]

@@ -267,7 +267,9 @@ impl ListFilter {
                 other => {
                     return Err(ApiError::field(
                         other,
-                        format!("unknown query parameter {other:?} (status, label, version)"),
+                        format!(
+                        "unknown query parameter {other:?} (status, label, version, limit, after)"
+                    ),
                     ))
                 }
             }

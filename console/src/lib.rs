@@ -22,8 +22,10 @@ pub mod error;
 pub mod init;
 pub mod limit;
 pub mod openapi;
+pub mod page;
 pub mod pairing;
 pub mod range;
+pub mod serve;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
@@ -132,50 +134,26 @@ pub fn app(config: Config) -> Result<axum::Router, ServeError> {
     Ok(api::router(api::AppState::open(config)?))
 }
 
-/// Serves `app` on `listener` (plain TCP, or [`tls::TlsListener`]) until `shutdown` completes
-/// (in-flight requests finish first).
-pub async fn run<L>(
+/// Serves `app` on `listener` (https if `tls` is given) within `limits` until `shutdown`
+/// completes (in-flight requests finish first). See [`serve`].
+pub async fn run(
     app: axum::Router,
-    listener: L,
+    listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    limits: serve::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError>
-where
-    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
-    for<'a> Peer: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    // Handlers see the peer's address (`ConnectInfo<Peer>`): pairing is rate-limited per source.
-    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Io)
+) -> Result<(), ServeError> {
+    serve::run(app, listener, tls, limits, shutdown).await
 }
 
-/// The address a connection comes from, for handlers (`ConnectInfo<Peer>`), whatever the
-/// listener (plain TCP or TLS).
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub std::net::SocketAddr);
-
-macro_rules! peer_of {
-    ($listener:ty) => {
-        impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, $listener>>
-            for Peer
-        {
-            fn connect_info(stream: axum::serve::IncomingStream<'_, $listener>) -> Peer {
-                Peer(*stream.remote_addr())
-            }
-        }
-    };
-}
-peer_of!(tokio::net::TcpListener);
-peer_of!(tls::TlsListener);
-
-/// [`app`] then [`run`].
+/// [`app`] then [`run`] over plain http with the default limits of this process.
 pub async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    run(app(config)?, listener, shutdown).await
+    let limits = serve::Limits::for_this_process();
+    run(app(config)?, listener, None, limits, shutdown).await
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use clap::Parser;
 use p6os_bundle::keys::PublicKey;
 use p6os_console::cli::{Cli, Command, ServeArgs};
 use p6os_console::client::{self, Client, Failure};
-use p6os_console::tls::TlsListener;
 use p6os_console::{read_token, Config};
 
 fn main() -> ExitCode {
@@ -96,6 +95,8 @@ fn serve(args: ServeArgs, admin_file: Option<&std::path::Path>) -> Result<(), Ex
             .with_context(|| format!("{} is not a P6OS public key", path.display()))?;
         trusted_keys.push(key);
     }
+    let file_limit = p6os_console::serve::raise_file_limit();
+    let limits = args.limits(file_limit);
     let config = Config {
         db: args.db,
         bundles: args.bundles,
@@ -123,18 +124,18 @@ fn serve(args: ServeArgs, admin_file: Option<&std::path::Path>) -> Result<(), Ex
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr().context("no local address")?;
         let app = p6os_console::app(config)?;
-        match tls {
-            Some(tls) => {
-                let listener = TlsListener::new(listener, tls).context("cannot listen with tls")?;
-                println!("p6os-console: listening on https://{addr}");
-                p6os_console::run(app, listener, shutdown_signal()).await
-            }
-            None => {
-                println!("p6os-console: listening on http://{addr}");
-                p6os_console::run(app, listener, shutdown_signal()).await
-            }
-        }
-        .context("the console stopped")?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(
+            max_connections = limits.max_connections,
+            max_per_address = limits.max_per_address,
+            client_timeout_secs = limits.client_timeout.as_secs(),
+            open_files = ?file_limit,
+            "connection limits"
+        );
+        println!("p6os-console: listening on {scheme}://{addr}");
+        p6os_console::run(app, listener, tls, limits, shutdown_signal())
+            .await
+            .context("the console stopped")?;
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(())

@@ -29,7 +29,6 @@ enum Body {
 enum Out {
     Empty,
     Json(&'static str),
-    JsonList(&'static str),
     Octets,
     Any,
     Error,
@@ -51,6 +50,11 @@ const FORBIDDEN: (u16, &str, Out) = (403, "this token may not do this", Out::Err
 const NOT_FOUND: (u16, &str, Out) = (404, "unknown id", Out::Error);
 const TOO_LARGE: (u16, &str, Out) = (413, "body over the limit", Out::Error);
 const MEDIA: (u16, &str, Out) = (415, "wrong Content-Type", Out::Error);
+
+const LIMIT: (&str, &str) = (
+    "limit",
+    "items per page: 1 to 500 (more is a 400), default 100; `next` in the answer is set when more follow",
+);
 
 const OPS: &[Op] = &[
     Op {
@@ -167,16 +171,18 @@ const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/api/v1/appliances",
-        summary: "List appliances, sorted by id",
+        summary: "List appliances, sorted by id, a page at a time",
         auth: Auth::Admin,
         body: Body::None,
         query: &[
             ("status", "pending, unpaired or ready"),
             ("label", "k=v, repeatable: every label must match"),
             ("version", "the reported (running) version"),
+            LIMIT,
+            ("after", "the previous page's `next` (an id)"),
         ],
         responses: &[
-            (200, "the appliances", Out::JsonList("Appliance")),
+            (200, "a page of the appliances", Out::Json("AppliancePage")),
             BAD,
             UNAUTH,
             FORBIDDEN,
@@ -268,12 +274,13 @@ const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/api/v1/appliances/{id}/events",
-        summary: "An appliance's events, oldest first",
+        summary:
+            "An appliance's events, oldest first, a page at a time (the newest 1,000 are kept)",
         auth: Auth::Admin,
         body: Body::None,
-        query: &[],
+        query: &[LIMIT, ("after", "the previous page's `next` (a seq)")],
         responses: &[
-            (200, "the events", Out::JsonList("Event")),
+            (200, "a page of the events", Out::Json("EventPage")),
             BAD,
             UNAUTH,
             FORBIDDEN,
@@ -329,12 +336,13 @@ const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/api/v1/bundles",
-        summary: "List the bundles held",
+        summary: "List the bundles held, a page at a time",
         auth: Auth::Admin,
         body: Body::None,
-        query: &[],
+        query: &[LIMIT, ("after", "the previous page's `next` (a sha256)")],
         responses: &[
-            (200, "the bundles", Out::JsonList("Bundle")),
+            (200, "a page of the bundles", Out::Json("BundlePage")),
+            BAD,
             UNAUTH,
             FORBIDDEN,
         ],
@@ -364,6 +372,8 @@ fn operation(op: &Op) -> Value {
     for (name, description) in op.query {
         let schema = if *name == "label" {
             json!({ "type": "array", "items": { "type": "string" } })
+        } else if *name == "limit" {
+            json!({ "type": "integer", "minimum": 1, "maximum": p::MAX_PAGE_LIMIT })
         } else {
             json!({ "type": "string" })
         };
@@ -400,9 +410,6 @@ fn operation(op: &Op) -> Value {
         let content = match out {
             Out::Empty => None,
             Out::Json(name) => Some(json!({ "application/json": { "schema": schema_ref(name) } })),
-            Out::JsonList(name) => Some(
-                json!({ "application/json": { "schema": { "type": "array", "items": schema_ref(name) } } }),
-            ),
             Out::Octets => {
                 Some(json!({ "application/octet-stream": { "schema": { "type": "string" } } }))
             }
@@ -441,6 +448,9 @@ fn schemas() -> Map<String, Value> {
         g.subschema_for::<p::DesiredResponse>(),
         g.subschema_for::<p::Bundle>(),
         g.subschema_for::<p::Event>(),
+        g.subschema_for::<p::AppliancePage>(),
+        g.subschema_for::<p::EventPage>(),
+        g.subschema_for::<p::BundlePage>(),
         g.subschema_for::<p::ErrorBody>(),
     );
     g.take_definitions(true)

@@ -19,6 +19,8 @@ pub struct Listen {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// `EnvFilter` syntax (`info`, `trace`) for the captured log.
     pub log_filter: String,
+    /// Connections and timeouts; by default those of this process's file limit.
+    pub limits: crate::serve::Limits,
 }
 
 impl Default for Listen {
@@ -28,6 +30,7 @@ impl Default for Listen {
             port: 0,
             tls: None,
             log_filter: "info".into(),
+            limits: crate::serve::Limits::for_this_process(),
         }
     }
 }
@@ -80,16 +83,12 @@ impl TestConsole {
                 let stopped = async {
                     let _ = stopped.await;
                 };
-                match listen.tls {
-                    None => crate::run(app, listener, stopped).await,
-                    Some((cert, key)) => {
-                        let config = crate::tls::server_config(&cert, &key).expect("TLS files");
-                        let listener =
-                            crate::tls::TlsListener::new(listener, config).expect("TLS listener");
-                        crate::run(app, listener, stopped).await
-                    }
-                }
-                .expect("the console runs");
+                let tls = listen
+                    .tls
+                    .map(|(cert, key)| crate::tls::server_config(&cert, &key).expect("TLS files"));
+                crate::run(app, listener, tls, listen.limits, stopped)
+                    .await
+                    .expect("the console runs");
             });
         });
         TestConsole {

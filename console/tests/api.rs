@@ -12,7 +12,8 @@ use p6os_protocol::{
 fn appliances(s: &Server, query: &str) -> Vec<String> {
     let r = s.admin("GET", &format!("{API}/appliances{query}"), Body::None);
     assert_eq!(r.status, 200, "{}", r.text());
-    r.json::<Vec<Appliance>>()
+    r.json::<p6os_protocol::AppliancePage>()
+        .items
         .into_iter()
         .map(|a| a.id)
         .collect()
@@ -143,7 +144,8 @@ fn pending_then_registered_then_paired() {
     assert_eq!(s.heartbeat("box-1", &second, &beat("1.0.0")).status, 200);
     let events: Vec<Event> = s
         .admin("GET", &format!("{API}/appliances/box-1/events"), Body::None)
-        .json();
+        .json::<p6os_protocol::EventPage>()
+        .items;
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,
@@ -378,7 +380,8 @@ fn desired_versions_bundles_and_heartbeats() {
     }
     let events: Vec<Event> = s
         .admin("GET", &format!("{API}/appliances/a/events"), Body::None)
-        .json();
+        .json::<p6os_protocol::EventPage>()
+        .items;
     assert_eq!(
         events.iter().filter(|e| e.kind == "bundle-missing").count(),
         1
@@ -440,7 +443,8 @@ fn desired_versions_bundles_and_heartbeats() {
     s.heartbeat("c", &c, &hb);
     let events: Vec<Event> = s
         .admin("GET", &format!("{API}/appliances/c/events"), Body::None)
-        .json();
+        .json::<p6os_protocol::EventPage>()
+        .items;
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,

@@ -76,7 +76,10 @@ fn bundle_uploads() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, [format!("{}.p6b", b.sha256)]);
-    let listed: Vec<Bundle> = s.admin("GET", &format!("{API}/bundles"), Body::None).json();
+    let listed: Vec<Bundle> = s
+        .admin("GET", &format!("{API}/bundles"), Body::None)
+        .json::<p6os_protocol::BundlePage>()
+        .items;
     assert_eq!(listed, [b]);
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use p6os_protocol::{Appliance, PairResponse, Status};
+use p6os_protocol::{PairResponse, Status};
 
 struct Console {
     child: Child,
@@ -124,21 +124,29 @@ fn acknowledged_pairings_survive_kill_9() {
 
     // Restart on the same database: every acknowledged pairing is there.
     let mut console = start(dir.path(), &admin, &pairing);
-    let r = call(
-        &console.url,
-        "GET",
-        &format!("{API}/appliances?status=ready"),
-        Some(&admin),
-        Body::None,
-        &[],
-    );
-    assert_eq!(r.status, 200);
-    let ready: std::collections::BTreeSet<String> = r
-        .json::<Vec<Appliance>>()
-        .into_iter()
-        .inspect(|a| assert_eq!(a.status, Status::Ready))
-        .map(|a| a.id)
-        .collect();
+    // Every page of the ready ones.
+    let mut ready = std::collections::BTreeSet::new();
+    let mut after = String::new();
+    loop {
+        let r = call(
+            &console.url,
+            "GET",
+            &format!("{API}/appliances?status=ready&limit=500&after={after}"),
+            Some(&admin),
+            Body::None,
+            &[],
+        );
+        assert_eq!(r.status, 200);
+        let page = r.json::<p6os_protocol::AppliancePage>();
+        for a in page.items {
+            assert_eq!(a.status, Status::Ready);
+            ready.insert(a.id);
+        }
+        match page.next {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
     let lost: Vec<&String> = acked.iter().filter(|id| !ready.contains(*id)).collect();
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
     eprintln!(

@@ -84,7 +84,42 @@ async fn flood(
     statuses: Arc<Mutex<BTreeMap<u16, usize>>>,
 ) {
     let keys: Vec<DeviceSecret> = (0..16)
-        .map(|k| DeviceSecret::from_seed([worker as u8, k, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]))
+        .map(|k| {
+            DeviceSecret::from_seed([
+                worker as u8,
+                k,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+            ])
+        })
         .collect();
     let mut source = 2 + (worker % SOURCES as usize) as u8;
     let mut stream = None;
@@ -158,8 +193,12 @@ fn a_pairing_flood_neither_fills_the_database_nor_stops_heartbeats() {
     let done = Arc::new(AtomicBool::new(false));
     let console = s.console.addr;
     let flood_thread = {
-        let (sent, statuses, done, pairing) =
-            (sent.clone(), statuses.clone(), done.clone(), s.pairing.clone());
+        let (sent, statuses, done, pairing) = (
+            sent.clone(),
+            statuses.clone(),
+            done.clone(),
+            s.pairing.clone(),
+        );
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -225,8 +264,14 @@ fn a_pairing_flood_neither_fills_the_database_nor_stops_heartbeats() {
         percentile(&during, 0.99),
         during.last().unwrap(),
     );
-    assert!(failed.is_empty(), "heartbeats failed during the flood: {failed:?}");
-    assert!(during.len() >= 10, "the flood was too short to say anything");
+    assert!(
+        failed.is_empty(),
+        "heartbeats failed during the flood: {failed:?}"
+    );
+    assert!(
+        during.len() >= 10,
+        "the flood was too short to say anything"
+    );
     assert!(
         pending as usize <= MAX_PENDING,
         "{pending} pending ids stored"

@@ -6,7 +6,10 @@
 mod common;
 
 use common::*;
-use p6os_protocol::{Appliance, Event, KeyProof, PairRequest, PairResponse, Status};
+use p6os_protocol::{
+    Appliance, AppliancePage, BundlePage, Event, EventPage, KeyProof, PairRequest, PairResponse,
+    Status,
+};
 
 fn approve(s: &Server, id: &str, fingerprint: &str) -> Reply {
     s.admin(
@@ -23,7 +26,8 @@ fn show(s: &Server, id: &str) -> Appliance {
 
 fn events(s: &Server, id: &str) -> Vec<Event> {
     s.admin("GET", &format!("{API}/appliances/{id}/events"), Body::None)
-        .json()
+        .json::<EventPage>()
+        .items
 }
 
 fn token(r: &Reply) -> String {
@@ -227,9 +231,10 @@ fn pairing_needs_a_fresh_proof_of_the_key() {
     });
     let r = s.call("POST", &path, None, Body::json(&req));
     assert_eq!(r.field().as_deref(), Some("proof.challenge"));
-    let all: Vec<Appliance> = s
+    let all = s
         .admin("GET", &format!("{API}/appliances"), Body::None)
-        .json();
+        .json::<AppliancePage>()
+        .items;
     assert!(all.is_empty(), "{all:?}");
 }
 
@@ -246,13 +251,14 @@ fn pending_ids_are_capped() {
     assert_eq!(s.pair("p-0", facts("x")).status, 202);
     assert_eq!(s.register("p-0", &[]).status, 201);
     assert_eq!(s.pair("p-3", facts("x")).status, 202);
-    let pending: Vec<Appliance> = s
+    let pending = s
         .admin(
             "GET",
             &format!("{API}/appliances?status=pending"),
             Body::None,
         )
-        .json();
+        .json::<AppliancePage>()
+        .items;
     assert_eq!(pending.len(), 3);
 }
 
@@ -323,8 +329,10 @@ fn a_device_gets_bundles_of_the_image_it_paired_with() {
     claim.facts = Some(f);
     let answer: p6os_protocol::HeartbeatResponse = s.heartbeat("dev", &t, &claim).json();
     let tiny_bundle = answer.bundle.expect("a bundle");
-    let bundles: Vec<p6os_protocol::Bundle> =
-        s.admin("GET", &format!("{API}/bundles"), Body::None).json();
+    let bundles = s
+        .admin("GET", &format!("{API}/bundles"), Body::None)
+        .json::<BundlePage>()
+        .items;
     let name_of = |sha: &str| {
         bundles
             .iter()

@@ -481,6 +481,36 @@ pub struct Event {
     pub message: String,
 }
 
+/// Operator lists come in pages: `?limit=` items (default `DEFAULT_PAGE_LIMIT`, at most
+/// `MAX_PAGE_LIMIT`; more is a 400) after the key `?after=` (the previous page's `next`).
+pub const DEFAULT_PAGE_LIMIT: usize = 100;
+pub const MAX_PAGE_LIMIT: usize = 500;
+
+macro_rules! page {
+    ($name:ident, $item:ty, $what:literal) => {
+        #[doc = concat!("A page of ", $what, ".")]
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+        pub struct $name {
+            pub items: Vec<$item>,
+            /// Set when more follow: pass it as `after` to get the next page.
+            #[serde(default)]
+            pub next: Option<String>,
+        }
+    };
+}
+
+page!(AppliancePage, Appliance, "appliances, by id");
+page!(
+    EventPage,
+    Event,
+    "an appliance's events, oldest first (`next` is a `seq`)"
+);
+page!(
+    BundlePage,
+    Bundle,
+    "bundles, by name, arch, upload time and version (`next` is a sha256)"
+);
+
 /// Every error response: what went wrong and, for a bad body, the field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {

@@ -5,14 +5,14 @@ use std::io::{Read, SeekFrom};
 use std::path::Path;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::BodyExt;
 use p6os_bundle::format::{self, Manifest};
 use p6os_bundle::keys::PublicKey;
-use p6os_protocol::Bundle;
+use p6os_protocol::{Bundle, BundlePage};
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -25,6 +25,7 @@ use super::{json, now, AppState};
 use crate::auth::hex;
 use crate::db::bundles;
 use crate::error::{error_chain, ApiError};
+use crate::page::{query_pairs, PageQuery};
 use crate::range::{self, Plan};
 
 /// Largest bundle accepted.
@@ -34,13 +35,27 @@ fn internal_io(what: &str, e: std::io::Error) -> ApiError {
     ApiError::internal(format!("{what}: {e}"))
 }
 
-/// `GET /api/v1/bundles`.
-pub async fn list(State(st): State<AppState>, _: Admin) -> Result<Json<Vec<Bundle>>, ApiError> {
-    let all = st
-        .db
-        .run(|c| bundles::list(c).map_err(ApiError::from))
-        .await?;
-    Ok(Json(all))
+/// `GET /api/v1/bundles?limit=&after=`: a page.
+pub async fn list(
+    State(st): State<AppState>,
+    _: Admin,
+    RawQuery(query): RawQuery,
+) -> Result<Json<BundlePage>, ApiError> {
+    let page = PageQuery::only(query_pairs(query.as_deref())?)?;
+    let after = page.after.clone();
+    st.db
+        .run(move |c| bundles::list(c, &page).map_err(ApiError::from))
+        .await?
+        .map(|(items, next)| Json(BundlePage { items, next }))
+        .ok_or_else(|| {
+            ApiError::field(
+                "after",
+                format!(
+                    "no bundle {}: pass the `next` of the previous page",
+                    after.unwrap_or_default()
+                ),
+            )
+        })
 }
 
 /// What an upload turned out to be.

@@ -2,6 +2,8 @@
 //! identity key decides, see `crate::pairing`) and
 //! heartbeats (authenticated by the device's own token, for its own id only).
 
+use std::net::SocketAddr;
+
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -15,10 +17,9 @@ use crate::auth::{digest_hex, new_token};
 use crate::core::{check_id_field, check_labels, check_name, clean_facts, clean_heartbeat};
 use crate::db::appliances::{self, PairAsk, Paired};
 use crate::error::ApiError;
-use crate::Peer;
 use p6os_protocol::check_version;
 
-fn check_facts(facts: &Facts) -> Result<(), ApiError> {
+pub(super) fn check_facts(facts: &Facts) -> Result<(), ApiError> {
     check_name(&facts.name, "facts.name")?;
     check_labels(&facts.labels, "facts.labels")
 }
@@ -31,7 +32,7 @@ fn check_facts(facts: &Facts) -> Result<(), ApiError> {
 /// anything, and neither does a request without a valid proof.
 pub async fn pair(
     State(st): State<AppState>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Param(id): Param,
     RawJson(body): RawJson,
 ) -> Result<Response, ApiError> {

@@ -3,6 +3,7 @@
 //! (bearer authentication, strict JSON bodies, path ids). Handlers live in `device`,
 //! `operator` and `bundles`; the contract they implement is `p6os_protocol`.
 
+pub mod bodies;
 mod bundles;
 mod device;
 mod extract;

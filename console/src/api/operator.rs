@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use p6os_protocol::identity::check_fingerprint;
 use p6os_protocol::{
-    check_id, Appliance, ApproveRequest, DesiredRequest, DesiredResponse, Event, ImageRequest,
-    RegisterRequest, SelectorDesiredRequest,
+    check_id, Appliance, AppliancePage, ApproveRequest, DesiredRequest, DesiredResponse, EventPage,
+    ImageRequest, RegisterRequest, SelectorDesiredRequest,
 };
 
 use super::extract::{Admin, JsonBody, Param};
@@ -15,6 +15,7 @@ use super::{json, now, AppState};
 use crate::core::{check_id_field, check_labels, check_name, check_version_field, ListFilter};
 use crate::db::appliances::{self, Approved, Registered};
 use crate::error::ApiError;
+use crate::page::{query_pairs, PageQuery};
 
 fn unknown(id: &str) -> ApiError {
     ApiError::not_found(format!("no appliance {id}"))
@@ -90,24 +91,20 @@ pub async fn set_image(
         .ok_or_else(|| unknown(&id))
 }
 
-/// `GET /api/v1/appliances?status=&label=k=v&version=`: sorted by id.
+/// `GET /api/v1/appliances?status=&label=k=v&version=&limit=&after=`: a page, by id.
 pub async fn list(
     State(st): State<AppState>,
     _: Admin,
     RawQuery(query): RawQuery,
-) -> Result<Json<Vec<Appliance>>, ApiError> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-            .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
+) -> Result<Json<AppliancePage>, ApiError> {
+    let mut pairs = query_pairs(query.as_deref())?;
+    let page = PageQuery::take(&mut pairs)?;
     let filter = ListFilter::parse(&pairs)?;
-    let status = filter.status;
-    let all = st
+    let (items, next) = st
         .db
-        .run(move |c| appliances::list(c, status).map_err(ApiError::from))
+        .run(move |c| appliances::list(c, &filter, &page).map_err(ApiError::from))
         .await?;
-    Ok(Json(
-        all.into_iter().filter(|a| filter.matches(a)).collect(),
-    ))
+    Ok(Json(AppliancePage { items, next }))
 }
 
 /// `GET /api/v1/appliances/{id}`.
@@ -190,18 +187,29 @@ pub async fn set_desired_by_selector(
     Ok(Json(DesiredResponse { matched }))
 }
 
-/// `GET /api/v1/appliances/{id}/events`: oldest first.
+/// `GET /api/v1/appliances/{id}/events?limit=&after=`: a page, oldest first (the newest
+/// `MAX_EVENTS` are kept).
 pub async fn events(
     State(st): State<AppState>,
     _: Admin,
     Param(id): Param,
-) -> Result<Json<Vec<Event>>, ApiError> {
+    RawQuery(query): RawQuery,
+) -> Result<Json<EventPage>, ApiError> {
     check_id_field(&id)?;
+    let page = PageQuery::only(query_pairs(query.as_deref())?)?;
+    let after = match &page.after {
+        None => 0,
+        Some(a) => a
+            .parse::<i64>()
+            .map_err(|_| ApiError::field("after", format!("after {a:?} is not an event's seq")))?,
+    };
     let found = {
         let id = id.clone();
         st.db
-            .run(move |c| appliances::events(c, &id).map_err(ApiError::from))
+            .run(move |c| appliances::events(c, &id, after, &page).map_err(ApiError::from))
             .await?
     };
-    found.map(Json).ok_or_else(|| unknown(&id))
+    found
+        .map(|(items, next)| Json(EventPage { items, next }))
+        .ok_or_else(|| unknown(&id))
 }

@@ -8,8 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use p6os_protocol::{
-    Appliance, ApproveRequest, Bundle, DesiredRequest, DesiredResponse, ErrorBody, Event,
-    ImageRequest, PairingPolicy, RegisterRequest, SelectorDesiredRequest, API,
+    Appliance, AppliancePage, ApproveRequest, Bundle, BundlePage, DesiredRequest, DesiredResponse,
+    ErrorBody, EventPage, ImageRequest, PairingPolicy, RegisterRequest, SelectorDesiredRequest,
+    API, MAX_PAGE_LIMIT,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -189,6 +190,34 @@ impl Client {
     }
 }
 
+/// Every item of a paged list at `path` (with its `query`), page after page, or the first
+/// `limit` of them.
+fn all_pages<P: DeserializeOwned, T>(
+    client: &Client,
+    path: &str,
+    query: &[(String, String)],
+    limit: Option<usize>,
+    parts: impl Fn(P) -> (Vec<T>, Option<String>),
+) -> Result<Vec<T>, Failure> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let want = limit.map_or(MAX_PAGE_LIMIT, |n| (n - all.len()).min(MAX_PAGE_LIMIT));
+        let mut q = query.to_vec();
+        q.push(("limit".into(), want.to_string()));
+        if let Some(a) = &after {
+            q.push(("after".into(), a.clone()));
+        }
+        let q = serde_urlencoded::to_string(&q).unwrap_or_default();
+        let (items, next) = parts(client.get(&format!("{path}?{q}"))?);
+        all.extend(items);
+        match next {
+            Some(n) if limit.is_none_or(|l| all.len() < l) => after = Some(n),
+            _ => return Ok(all),
+        }
+    }
+}
+
 fn labels(terms: &[String]) -> Result<BTreeMap<String, String>, Failure> {
     terms
         .iter()
@@ -258,6 +287,7 @@ pub fn appliances(client: &Client, command: AppliancesCommand) -> Result<(), Fai
         AppliancesCommand::List {
             status,
             labels: l,
+            limit,
             json,
         } => {
             let mut query = Vec::new();
@@ -267,13 +297,13 @@ pub fn appliances(client: &Client, command: AppliancesCommand) -> Result<(), Fai
             for (k, v) in labels(&l)? {
                 query.push(("label".to_string(), format!("{k}={v}")));
             }
-            let query = serde_urlencoded::to_string(&query).unwrap_or_default();
-            let path = if query.is_empty() {
-                format!("{API}/appliances")
-            } else {
-                format!("{API}/appliances?{query}")
-            };
-            let all: Vec<Appliance> = client.get(&path)?;
+            let all = all_pages(
+                client,
+                &format!("{API}/appliances"),
+                &query,
+                limit,
+                |p: AppliancePage| (p.items, p.next),
+            )?;
             if json {
                 print_json(&all);
             } else {
@@ -292,9 +322,19 @@ pub fn appliances(client: &Client, command: AppliancesCommand) -> Result<(), Fai
             client.delete(&format!("{API}/appliances/{id}"))?;
             println!("deleted {id}");
         }
-        AppliancesCommand::Events { id } => {
-            let events: Vec<Event> = client.get(&format!("{API}/appliances/{id}/events"))?;
-            print!("{}", format::events(&events));
+        AppliancesCommand::Events { id, limit, json } => {
+            let events = all_pages(
+                client,
+                &format!("{API}/appliances/{id}/events"),
+                &[],
+                limit,
+                |p: EventPage| (p.items, p.next),
+            )?;
+            if json {
+                print_json(&events);
+            } else {
+                print!("{}", format::events(&events));
+            }
         }
     }
     Ok(())
@@ -318,8 +358,14 @@ pub fn bundles(client: &Client, command: BundlesCommand) -> Result<(), Failure> 
                 );
             }
         }
-        BundlesCommand::List { json } => {
-            let all: Vec<Bundle> = client.get(&format!("{API}/bundles"))?;
+        BundlesCommand::List { limit, json } => {
+            let all = all_pages(
+                client,
+                &format!("{API}/bundles"),
+                &[],
+                limit,
+                |p: BundlePage| (p.items, p.next),
+            )?;
             if json {
                 print_json(&all);
             } else {

@@ -1,16 +1,21 @@
 //! Appliances and their events: each public function is one transaction.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use p6os_protocol::{
     Appliance, BundleRef, Event, Facts, Heartbeat, ImageRequest, PairingPolicy, RegisterRequest,
     Status,
 };
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::types::Value;
+use rusqlite::{
+    params, params_from_iter, Connection, OptionalExtension, Row, Transaction, TransactionBehavior,
+};
 
 use super::{from_json, to_json, Context, DbError};
-use crate::core;
+use crate::core::{self, ListFilter};
 use crate::limit::IdRate;
+use crate::page::{Page, PageQuery};
 use crate::pairing::{self, ApproveAction, Binding, PairAction};
 
 const COLUMNS: &str = "id, status, name, labels_json, facts_json, desired_version, reported_json, \
@@ -96,24 +101,72 @@ pub fn get(conn: &mut Connection, id: &str) -> Result<Option<Appliance>, DbError
     get_in(conn, id)
 }
 
-/// Every appliance (of one status), sorted by id.
-pub fn list(conn: &mut Connection, status: Option<Status>) -> Result<Vec<Appliance>, DbError> {
-    list_in(conn, status)
+/// A page of the appliances that pass `filter`, sorted by id, after `page.after`: the
+/// filter is SQL (labels through `json_each`), so only a page is ever read.
+pub fn list(
+    conn: &mut Connection,
+    filter: &ListFilter,
+    page: &PageQuery,
+) -> Result<Page<Appliance>, DbError> {
+    let mut sql = format!("SELECT {COLUMNS} FROM appliances WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(s) = filter.status {
+        args.push(s.as_str().to_string().into());
+        let _ = write!(sql, " AND status = ?{}", args.len());
+    }
+    selector_sql(&filter.labels, &mut sql, &mut args);
+    if let Some(v) = &filter.version {
+        args.push(v.clone().into());
+        let _ = write!(
+            sql,
+            " AND json_extract(reported_json, '$.version') = ?{}",
+            args.len()
+        );
+    }
+    if let Some(after) = &page.after {
+        args.push(after.clone().into());
+        let _ = write!(sql, " AND id > ?{}", args.len());
+    }
+    args.push(page.fetch().into());
+    let _ = write!(sql, " ORDER BY id LIMIT ?{}", args.len());
+    let rows: Vec<RawAppliance> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| st.query_map(params_from_iter(args), raw)?.collect())
+        .ctx("list appliances")?;
+    let rows = rows
+        .into_iter()
+        .map(finish)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(page.page(rows, |a| a.id.clone()))
 }
 
-fn list_in(conn: &Connection, status: Option<Status>) -> Result<Vec<Appliance>, DbError> {
-    let rows: Vec<RawAppliance> = match status {
-        Some(s) => conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM appliances WHERE status = ?1 ORDER BY id"
-            ))
-            .and_then(|mut st| st.query_map([s.as_str()], raw)?.collect()),
-        None => conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM appliances ORDER BY id"))
-            .and_then(|mut st| st.query_map([], raw)?.collect()),
+/// `AND` terms for "the labels include every one of `selector`", appended to `sql` with their
+/// arguments (numbered after those already in `args`).
+fn selector_sql(selector: &BTreeMap<String, String>, sql: &mut String, args: &mut Vec<Value>) {
+    for (k, v) in selector {
+        args.push(k.clone().into());
+        args.push(v.clone().into());
+        let _ = write!(
+            sql,
+            " AND EXISTS (SELECT 1 FROM json_each(labels_json) WHERE key = ?{} AND value = ?{})",
+            args.len() - 1,
+            args.len()
+        );
     }
-    .ctx("list appliances")?;
-    rows.into_iter().map(finish).collect()
+}
+
+/// Events kept per appliance: adding one deletes the oldest beyond this many.
+pub const MAX_EVENTS: usize = 1000;
+
+/// Deletes `id`'s events but the newest `MAX_EVENTS`.
+fn cap_events(tx: &Connection, id: &str) -> Result<(), DbError> {
+    tx.prepare_cached(
+        "DELETE FROM events WHERE appliance_id = ?1 AND seq <= (
+             SELECT seq FROM events WHERE appliance_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+    )
+    .and_then(|mut s| s.execute(params![id, MAX_EVENTS as i64]))
+    .ctx("cap events")?;
+    Ok(())
 }
 
 pub(crate) fn add_event(
@@ -128,7 +181,7 @@ pub(crate) fn add_event(
     )
     .and_then(|mut s| s.execute(params![id, at as i64, kind, message]))
     .ctx("add event")?;
-    Ok(())
+    cap_events(tx, id)
 }
 
 pub enum Registered {
@@ -652,7 +705,8 @@ pub fn set_desired(
     Ok(a)
 }
 
-/// Sets the desired version of every appliance whose labels include the selector's; the ids.
+/// Sets the desired version of every appliance whose labels include the selector's; the ids,
+/// sorted. In SQL: the selector is matched by SQLite, the rows are not loaded.
 pub fn set_desired_by_selector(
     conn: &mut Connection,
     selector: &BTreeMap<String, String>,
@@ -660,38 +714,86 @@ pub fn set_desired_by_selector(
     now: u64,
 ) -> Result<Vec<String>, DbError> {
     let tx = write_tx(conn)?;
-    let all = list_in(&tx, None)?;
-    let mut matched = Vec::new();
-    for a in all
-        .iter()
-        .filter(|a| core::matches_selector(&a.labels, selector))
-    {
-        set_desired_in(&tx, a, version, now)?;
-        matched.push(a.id.clone());
+    let mut matching = String::from("FROM appliances WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    selector_sql(selector, &mut matching, &mut args);
+    let matched: Vec<String> = tx
+        .prepare(&format!("SELECT id {matching} ORDER BY id"))
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(args.clone()), |r| r.get(0))?
+                .collect()
+        })
+        .ctx("match selector")?;
+    // The appliances whose desired version changes get an event, then the new version.
+    let message = match version {
+        Some(v) => format!("desired version set to {v}"),
+        None => "desired version cleared".to_string(),
+    };
+    let n = args.len();
+    let changing = format!("{matching} AND desired_version IS NOT ?{}", n + 1);
+    let mut event_args = args.clone();
+    event_args.extend([
+        Value::from(version.clone()),
+        Value::from(now as i64),
+        Value::from(message),
+    ]);
+    let changed: Vec<String> = tx
+        .prepare(&format!(
+            "INSERT INTO events (appliance_id, at, kind, message)
+             SELECT id, ?{}, 'desired', ?{} {changing} RETURNING appliance_id",
+            n + 2,
+            n + 3
+        ))
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(event_args), |r| r.get(0))?
+                .collect()
+        })
+        .ctx("desired events")?;
+    let mut update_args = args;
+    update_args.push(Value::from(version.clone()));
+    tx.execute(
+        &format!(
+            "UPDATE appliances SET desired_version = ?{0}, missing_bundle = NULL
+             WHERE id IN (SELECT id {changing})",
+            n + 1
+        ),
+        params_from_iter(update_args),
+    )
+    .ctx("set desired")?;
+    for id in &changed {
+        cap_events(&tx, id)?;
     }
     tx.commit().ctx("commit desired")?;
     Ok(matched)
 }
 
-/// An appliance's events in order; `None` if the id is unknown.
-pub fn events(conn: &mut Connection, id: &str) -> Result<Option<Vec<Event>>, DbError> {
+/// A page of an appliance's events, oldest first, after the `seq` `page.after`; `None` if the
+/// id is unknown.
+pub fn events(
+    conn: &mut Connection,
+    id: &str,
+    after: i64,
+    page: &PageQuery,
+) -> Result<Option<Page<Event>>, DbError> {
     if !super::exists(conn, "SELECT 1 FROM appliances WHERE id = ?1", id)? {
         return Ok(None);
     }
-    conn.prepare_cached(
-        "SELECT seq, at, kind, message FROM events WHERE appliance_id = ?1 ORDER BY seq",
-    )
-    .and_then(|mut s| {
-        s.query_map([id], |r| {
-            Ok(Event {
-                seq: r.get(0)?,
-                at: r.get::<_, i64>(1)?.max(0) as u64,
-                kind: r.get(2)?,
-                message: r.get(3)?,
-            })
-        })?
-        .collect()
-    })
-    .map(Some)
-    .ctx("list events")
+    let rows: Vec<Event> = conn
+        .prepare_cached(
+            "SELECT seq, at, kind, message FROM events WHERE appliance_id = ?1 AND seq > ?2
+             ORDER BY seq LIMIT ?3",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![id, after, page.fetch()], |r| {
+                Ok(Event {
+                    seq: r.get(0)?,
+                    at: r.get::<_, i64>(1)?.max(0) as u64,
+                    kind: r.get(2)?,
+                    message: r.get(3)?,
+                })
+            })?
+            .collect()
+        })
+        .ctx("list events")?;
+    Ok(Some(page.page(rows, |e| e.seq.to_string())))
 }

@@ -4,6 +4,7 @@ use p6os_protocol::Bundle;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{Context, DbError};
+use crate::page::{Page, PageQuery};
 
 const COLUMNS: &str = "sha256, name, version, arch, size, key_id, uploaded_at";
 
@@ -39,12 +40,27 @@ pub fn find(
     .ctx("find bundle")
 }
 
-pub fn list(conn: &mut Connection) -> Result<Vec<Bundle>, DbError> {
-    conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM bundles ORDER BY name, arch, uploaded_at, version"
-    ))
-    .and_then(|mut s| s.query_map([], row)?.collect())
-    .ctx("list bundles")
+/// A page of the bundles, by name, arch, upload time and version, after the bundle whose
+/// sha256 is `page.after`; `None` if no bundle has that sha256.
+pub fn list(conn: &mut Connection, page: &PageQuery) -> Result<Option<Page<Bundle>>, DbError> {
+    if let Some(after) = &page.after {
+        if get(conn, after)?.is_none() {
+            return Ok(None);
+        }
+    }
+    let rows: Vec<Bundle> = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM bundles
+             WHERE ?1 IS NULL OR (name, arch, uploaded_at, version) >
+                 (SELECT name, arch, uploaded_at, version FROM bundles WHERE sha256 = ?1)
+             ORDER BY name, arch, uploaded_at, version LIMIT ?2"
+        ))
+        .and_then(|mut s| {
+            s.query_map(params![page.after, page.fetch()], row)?
+                .collect()
+        })
+        .ctx("list bundles")?;
+    Ok(Some(page.page(rows, |b| b.sha256.clone())))
 }
 
 pub fn insert(conn: &Connection, b: &Bundle) -> Result<(), DbError> {

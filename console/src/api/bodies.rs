@@ -1,0 +1,104 @@
+//! The JSON bodies the console accepts, from bytes to a checked value, as the handlers take
+//! them: strict parsing (`extract::parse_json`), the device text made safe, and the field
+//! checks. For the fuzz target (`fuzz/fuzz_targets/console_bodies.rs`) and anyone who wants to
+//! know whether a body would pass.
+
+use p6os_protocol::{
+    check_version, DesiredRequest, Heartbeat, PairRequest, RegisterRequest, SelectorDesiredRequest,
+};
+
+use super::extract::parse_json;
+use crate::core::{
+    check_id_field, check_labels, check_name, check_version_field, clean_facts, clean_heartbeat,
+    ListFilter,
+};
+use crate::error::ApiError;
+use crate::page::{query_pairs, PageQuery};
+
+/// Which body (or query) the bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Pair,
+    Heartbeat,
+    Register,
+    Desired,
+    SelectorDesired,
+    /// The query string of `GET /api/v1/appliances`.
+    ListQuery,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Pair,
+        Kind::Heartbeat,
+        Kind::Register,
+        Kind::Desired,
+        Kind::SelectorDesired,
+        Kind::ListQuery,
+    ];
+}
+
+/// Parses and checks `bytes` as `kind`; the 4xx the console would answer otherwise.
+pub fn check(kind: Kind, bytes: &[u8]) -> Result<(), ApiError> {
+    match kind {
+        Kind::Pair => {
+            let mut req: PairRequest = parse_json(bytes)?;
+            clean_facts(&mut req.facts);
+            super::device::check_facts(&req.facts)
+        }
+        Kind::Heartbeat => {
+            let mut beat: Heartbeat = parse_json(bytes)?;
+            clean_heartbeat(&mut beat);
+            check_version(&beat.version).map_err(|e| ApiError::field("version", e))?;
+            match &beat.facts {
+                Some(facts) => super::device::check_facts(facts),
+                None => Ok(()),
+            }
+        }
+        Kind::Register => {
+            let req: RegisterRequest = parse_json(bytes)?;
+            check_id_field(&req.id)?;
+            check_name(&req.name, "name")?;
+            check_labels(&req.labels, "labels")
+        }
+        Kind::Desired => {
+            let req: DesiredRequest = parse_json(bytes)?;
+            check_version_field(&req.version, "version")
+        }
+        Kind::SelectorDesired => {
+            let req: SelectorDesiredRequest = parse_json(bytes)?;
+            check_labels(&req.selector, "selector")?;
+            check_version_field(&req.version, "version")
+        }
+        Kind::ListQuery => {
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| ApiError::bad_request("the query is not UTF-8"))?;
+            let mut pairs = query_pairs(Some(text))?;
+            PageQuery::take(&mut pairs)?;
+            ListFilter::parse(&pairs).map(|_| ())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn good_and_bad_bodies() {
+        assert!(check(Kind::Desired, br#"{"version":"2.0.0"}"#).is_ok());
+        let e = check(Kind::Desired, br#"{"version":"2 0"}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("version"));
+        assert!(check(
+            Kind::Heartbeat,
+            br#"{"slot":"a","version":"1","health":"good"}"#
+        )
+        .is_ok());
+        assert!(check(Kind::Register, br#"{"id":"../x"}"#).is_err());
+        assert!(check(Kind::ListQuery, b"limit=501").is_err());
+        assert!(check(Kind::ListQuery, b"status=ready&limit=5").is_ok());
+        for kind in Kind::ALL {
+            assert!(check(kind, b"\xff{").is_err(), "{kind:?}");
+        }
+    }
+}

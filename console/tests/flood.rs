@@ -30,13 +30,15 @@ async fn exchange(
     path: &str,
     body: &[u8],
 ) -> std::io::Result<(u16, Vec<u8>)> {
-    let head = format!(
+    // One write: a head and a body in two small writes would wait for a delayed ACK.
+    let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: console\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n",
         body.len()
-    );
-    stream.get_mut().write_all(head.as_bytes()).await?;
-    stream.get_mut().write_all(body).await?;
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    stream.get_mut().write_all(&request).await?;
     let mut status_line = String::new();
     stream.read_line(&mut status_line).await?;
     let status: u16 = status_line
@@ -71,7 +73,9 @@ async fn connect(
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, source)),
         0,
     ))?;
-    Ok(BufReader::new(socket.connect(console).await?))
+    let stream = socket.connect(console).await?;
+    stream.set_nodelay(true)?;
+    Ok(BufReader::new(stream))
 }
 
 /// Sends pairing attempts (challenge, then the signed proof) for random ids until `sent`
@@ -126,6 +130,10 @@ async fn flood(
     let mut n = 0usize;
     let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
     while sent.load(Ordering::Relaxed) < REQUESTS {
+        // Move to another source address now and then: all 250 take part.
+        if n % 200 == 199 {
+            stream = None;
+        }
         if stream.is_none() {
             source = 2 + ((usize::from(source) - 2 + CONNECTIONS) % SOURCES as usize) as u8;
             stream = connect(console, source).await.ok();

@@ -130,20 +130,24 @@ pub fn per_source(per_second: u32) -> Rate {
         every_ms: (1000 / u64::from(per_second)).max(1),
     }
 }
-/// An id: 10 proven requests at once, then one every 6 seconds.
-pub const PER_ID: Rate = Rate {
-    burst: 10,
-    every_ms: 6_000,
-};
+/// An id: 10 proven requests at once, then one every 6 seconds, or twice as often as a
+/// pending device is told to ask again (`--pending-retry-secs`), whichever is more.
+pub fn per_id(pending_retry_secs: u32) -> Rate {
+    Rate {
+        burst: 10,
+        every_ms: (u64::from(pending_retry_secs) * 500).clamp(100, 6_000),
+    }
+}
 /// Most sources and ids tracked at once.
 pub const MAX_TRACKED: usize = 100_000;
 
 impl PairLimits {
-    /// `per_second` pairing requests a second per source (see [`per_source`]).
-    pub fn new(per_second: u32) -> PairLimits {
+    /// `per_second` pairing requests a second per source (see [`per_source`]); per id, see
+    /// [`per_id`].
+    pub fn new(per_second: u32, pending_retry_secs: u32) -> PairLimits {
         PairLimits {
             source: Mutex::new(Limiter::new(per_source(per_second), MAX_TRACKED)),
-            id: Mutex::new(Limiter::new(PER_ID, MAX_TRACKED)),
+            id: Mutex::new(Limiter::new(per_id(pending_retry_secs), MAX_TRACKED)),
             start: Instant::now(),
         }
     }

@@ -277,7 +277,7 @@ fn pairing_is_rate_limited_per_source_and_per_id() {
 
     let s = Server::start();
     let real = s.paired("shop", &[]);
-    let per_id = p6os_console::limit::PER_ID.burst as usize;
+    let per_id = p6os_console::limit::per_id(30).burst as usize;
     let strangers: Vec<u16> = (0..per_id + 2)
         .map(|i| {
             s.pair_with("shop", facts("x"), &device_key(&format!("k{i}")))

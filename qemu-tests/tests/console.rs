@@ -42,6 +42,8 @@ fn a_device_pairs_and_upgrades_when_the_operator_asks() {
     let mut config = VmConfig::new(&image).unwrap();
     config.network = Network::UserHostLoopback;
     let mut vm = config.start("console").unwrap();
+    vm.wait_for_line("p6os-agent: ready slot=a version=1.0.0", BOOT)
+        .unwrap();
     // The device's key, as the serial console shows it (what a site operator reads out).
     let line = vm
         .wait_for_line("registration: device key SHA256:", BOOT)
@@ -51,8 +53,6 @@ fn a_device_pairs_and_upgrades_when_the_operator_asks() {
         .find(|w| w.starts_with("SHA256:"))
         .unwrap()
         .to_string();
-    vm.wait_for_line("p6os-agent: ready slot=a version=1.0.0", BOOT)
-        .unwrap();
     // Not registered by the operator yet: the console keeps it as pending.
     vm.wait_for_line("registration: unregistered -> pending", BOOT)
         .unwrap();

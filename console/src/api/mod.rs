@@ -80,7 +80,7 @@ impl AppState {
             pending_retry_secs: config.pending_retry_secs,
             max_pending: config.max_pending,
             challenges,
-            limits: PairLimits::new(config.pairing_rate),
+            limits: PairLimits::new(config.pairing_rate, config.pending_retry_secs),
         })))
     }
 }

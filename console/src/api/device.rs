@@ -15,7 +15,8 @@ use super::extract::{parse_json, DeviceToken, Param, RawJson};
 use super::{json, now, AppState};
 use crate::auth::{digest_hex, new_token};
 use crate::core::{check_id_field, check_labels, check_name, clean_facts, clean_heartbeat};
-use crate::db::appliances::{self, PairAsk, Paired};
+use crate::db::appliances;
+use crate::db::pairing::{self, PairAsk, Paired};
 use crate::error::ApiError;
 use p6os_protocol::check_version;
 
@@ -88,7 +89,7 @@ pub async fn pair(
     let outcome = st
         .db
         .run(move |c| {
-            appliances::pair(
+            pairing::pair(
                 c,
                 &PairAsk {
                     id: &id,

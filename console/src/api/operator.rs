@@ -13,7 +13,8 @@ use p6os_protocol::{
 use super::extract::{Admin, JsonBody, Param};
 use super::{json, now, AppState};
 use crate::core::{check_id_field, check_labels, check_name, check_version_field, ListFilter};
-use crate::db::appliances::{self, Approved, Registered};
+use crate::db::appliances::{self, Registered};
+use crate::db::pairing::{self, Approved};
 use crate::error::ApiError;
 use crate::page::{query_pairs, PageQuery};
 
@@ -64,7 +65,7 @@ pub async fn approve(
     let key = id.clone();
     match st
         .db
-        .run(move |c| appliances::approve(c, &key, &req.fingerprint, now()))
+        .run(move |c| pairing::approve(c, &key, &req.fingerprint, now()))
         .await?
     {
         Approved::Done(a) => Ok(Json(*a)),
@@ -85,7 +86,7 @@ pub async fn set_image(
     }
     let key = id.clone();
     st.db
-        .run(move |c| appliances::set_image(c, &key, &req, now()))
+        .run(move |c| pairing::set_image(c, &key, &req, now()))
         .await?
         .map(Json)
         .ok_or_else(|| unknown(&id))

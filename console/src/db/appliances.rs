@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use p6os_protocol::{
-    Appliance, BundleRef, Event, Facts, Heartbeat, ImageRequest, PairingPolicy, RegisterRequest,
-    Status,
+    Appliance, BundleRef, Event, Heartbeat, ImageRequest, PairingPolicy, RegisterRequest, Status,
 };
 use rusqlite::types::Value;
 use rusqlite::{
@@ -14,15 +13,13 @@ use rusqlite::{
 
 use super::{from_json, to_json, Context, DbError};
 use crate::core::{self, ListFilter};
-use crate::limit::IdRate;
 use crate::page::{Page, PageQuery};
-use crate::pairing::{self, ApproveAction, Binding, PairAction};
 
 const COLUMNS: &str = "id, status, name, labels_json, facts_json, desired_version, reported_json, \
                        created_at, paired_at, last_seen, key_fingerprint, requested_fingerprint, \
                        pairing, image_name, arch";
 
-fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, DbError> {
+pub(super) fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, DbError> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
         .ctx("begin")
 }
@@ -89,7 +86,7 @@ fn finish(r: RawAppliance) -> Result<Appliance, DbError> {
     })
 }
 
-fn get_in(conn: &Connection, id: &str) -> Result<Option<Appliance>, DbError> {
+pub(super) fn get_in(conn: &Connection, id: &str) -> Result<Option<Appliance>, DbError> {
     let raw = conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM appliances WHERE id = ?1"))
         .and_then(|mut s| s.query_row([id], raw).optional())
@@ -275,275 +272,6 @@ pub fn delete(conn: &mut Connection, id: &str) -> Result<bool, DbError> {
         .and_then(|mut s| s.execute([id]))
         .ctx("delete appliance")?;
     Ok(n > 0)
-}
-
-pub enum Paired {
-    /// Not paired (unknown id stored as pending, or the key waits for approval).
-    Pending,
-    /// The pending list is full: nothing stored.
-    PendingFull,
-    /// The id is asked for too often, and not by its bound key: nothing stored.
-    IdRateExceeded,
-    Ready,
-}
-
-/// A device that proved it holds `key` (fingerprint `fingerprint`) asks to pair as `id`.
-/// `token_hash` is the digest of the token the caller returns if this pairs; at most
-/// `max_pending` unknown ids are kept.
-pub struct PairAsk<'a> {
-    pub id: &'a str,
-    pub facts: &'a Facts,
-    pub key: &'a str,
-    pub fingerprint: &'a str,
-    pub token_hash: &'a str,
-    pub max_pending: usize,
-    pub id_rate: IdRate,
-    pub now: u64,
-}
-
-fn binding_in(conn: &Connection, id: &str) -> Result<Option<Binding>, DbError> {
-    let row = conn
-        .prepare_cached(
-            "SELECT status, key_fingerprint, requested_fingerprint, pairing
-             FROM appliances WHERE id = ?1",
-        )
-        .and_then(|mut s| {
-            s.query_row([id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .optional()
-        })
-        .ctx("read binding")?;
-    Ok(row.map(|(status, bound, requested, policy)| Binding {
-        status: Status::parse(&status).unwrap_or(Status::Pending),
-        bound,
-        requested,
-        policy: PairingPolicy::parse(&policy).unwrap_or_default(),
-    }))
-}
-
-pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
-    let PairAsk {
-        id,
-        facts,
-        key,
-        fingerprint,
-        token_hash,
-        max_pending,
-        id_rate,
-        now,
-    } = *ask;
-    let tx = write_tx(conn)?;
-    let existing = binding_in(&tx, id)?;
-    let facts_json = to_json(facts);
-    let action = pairing::pair_action(existing.as_ref(), fingerprint);
-    if id_rate == IdRate::Exceeded && !matches!(action, PairAction::Pair | PairAction::ReissueToken)
-    {
-        return Ok(Paired::IdRateExceeded);
-    }
-    let outcome = match action {
-        PairAction::StorePending => {
-            let pending: i64 = tx
-                .prepare_cached("SELECT count(*) FROM appliances WHERE status = 'pending'")
-                .and_then(|mut s| s.query_row([], |r| r.get(0)))
-                .ctx("count pending")?;
-            if pending as usize >= max_pending {
-                return Ok(Paired::PendingFull);
-            }
-            tx.prepare_cached(
-                "INSERT INTO appliances (id, status, name, labels_json, facts_json, created_at,
-                     requested_fingerprint)
-                 VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    id,
-                    facts.name,
-                    to_json(&facts.labels),
-                    facts_json,
-                    now as i64,
-                    fingerprint
-                ])
-            })
-            .ctx("store pending")?;
-            add_event(
-                &tx,
-                id,
-                now,
-                "pair-requested",
-                &format!(
-                    "unregistered device {} asked to pair with key {fingerprint}: pending",
-                    facts.hostname
-                ),
-            )?;
-            Paired::Pending
-        }
-        PairAction::AwaitApproval { new_key } => {
-            if new_key {
-                tx.prepare_cached("UPDATE appliances SET requested_fingerprint = ?2 WHERE id = ?1")
-                    .and_then(|mut s| s.execute(params![id, fingerprint]))
-                    .ctx("request approval")?;
-                add_event(
-                    &tx,
-                    id,
-                    now,
-                    "key-awaits-approval",
-                    &format!(
-                        "device {} asked to pair with key {fingerprint}: it waits for an \
-                         operator's approval",
-                        facts.hostname
-                    ),
-                )?;
-            }
-            // The facts of a device that is not bound are not stored over a bound one's.
-            if existing
-                .as_ref()
-                .is_some_and(|b| b.status == Status::Pending)
-            {
-                tx.prepare_cached("UPDATE appliances SET facts_json = ?2 WHERE id = ?1")
-                    .and_then(|mut s| s.execute(params![id, facts_json]))
-                    .ctx("refresh pending")?;
-            }
-            Paired::Pending
-        }
-        action @ (PairAction::Pair | PairAction::ReissueToken) => {
-            let Some(a) = get_in(&tx, id)? else {
-                return Ok(Paired::Pending);
-            };
-            let name = a.name.clone().or_else(|| facts.name.clone());
-            let labels = core::merge_labels(&facts.labels, &a.labels);
-            // The image is recorded at the first pairing and changed only by an operator.
-            let (image_name, arch) = match &a.image {
-                Some(i) => (i.image_name.clone(), i.arch.clone()),
-                None => (facts.image_name.clone(), facts.arch.clone()),
-            };
-            tx.prepare_cached(
-                "UPDATE appliances SET status = 'ready', name = ?2, labels_json = ?3,
-                     facts_json = ?4, token_hash = ?5, paired_at = coalesce(paired_at, ?6),
-                     last_seen = ?6, key_fingerprint = ?7, device_key = ?8,
-                     requested_fingerprint = NULL, image_name = ?9, arch = ?10
-                 WHERE id = ?1",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    id,
-                    name,
-                    to_json(&labels),
-                    facts_json,
-                    token_hash,
-                    now as i64,
-                    fingerprint,
-                    key,
-                    image_name,
-                    arch
-                ])
-            })
-            .ctx("pair")?;
-            let message = match action {
-                PairAction::Pair => {
-                    format!("paired with key {fingerprint}: the device got its token")
-                }
-                _ => format!(
-                    "the device proved its key {fingerprint} and got a new token (the old one \
-                     stopped working)"
-                ),
-            };
-            add_event(&tx, id, now, "paired", &message)?;
-            Paired::Ready
-        }
-    };
-    tx.commit().ctx("commit pair")?;
-    Ok(outcome)
-}
-
-pub enum Approved {
-    Unknown,
-    Done(Box<Appliance>),
-}
-
-/// An operator binds `id` to the key with `fingerprint` (see [`pairing::approve_action`]).
-pub fn approve(
-    conn: &mut Connection,
-    id: &str,
-    fingerprint: &str,
-    now: u64,
-) -> Result<Approved, DbError> {
-    let tx = write_tx(conn)?;
-    let Some(binding) = binding_in(&tx, id)? else {
-        return Ok(Approved::Unknown);
-    };
-    let message = match pairing::approve_action(&binding, fingerprint) {
-        ApproveAction::AlreadyBound => None,
-        ApproveAction::Bind => {
-            tx.prepare_cached(
-                "UPDATE appliances SET status = 'unpaired', key_fingerprint = ?2,
-                     requested_fingerprint = NULL
-                 WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![id, fingerprint]))
-            .ctx("approve")?;
-            Some(format!(
-                "an operator approved the device key {fingerprint}: it pairs at its next try"
-            ))
-        }
-        ApproveAction::Rebind => {
-            tx.prepare_cached(
-                "UPDATE appliances SET status = 'unpaired', key_fingerprint = ?2,
-                     device_key = NULL, token_hash = NULL, requested_fingerprint = NULL
-                 WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![id, fingerprint]))
-            .ctx("rebind")?;
-            Some(format!(
-                "an operator bound this id to another device key {fingerprint} (was {}): the \
-                 old device's token stopped working",
-                binding.bound.as_deref().unwrap_or("no key")
-            ))
-        }
-    };
-    if let Some(message) = message {
-        add_event(&tx, id, now, "key-approved", &message)?;
-    }
-    let a = get_in(&tx, id)?;
-    tx.commit().ctx("commit approve")?;
-    Ok(a.map_or(Approved::Unknown, |a| Approved::Done(Box::new(a))))
-}
-
-/// An operator sets the image whose bundles `id` gets; `None` if the id is unknown.
-pub fn set_image(
-    conn: &mut Connection,
-    id: &str,
-    image: &ImageRequest,
-    now: u64,
-) -> Result<Option<Appliance>, DbError> {
-    let tx = write_tx(conn)?;
-    let n = tx
-        .prepare_cached(
-            "UPDATE appliances SET image_name = ?2, arch = ?3, missing_bundle = NULL WHERE id = ?1",
-        )
-        .and_then(|mut s| s.execute(params![id, image.image_name, image.arch]))
-        .ctx("set image")?;
-    if n == 0 {
-        return Ok(None);
-    }
-    add_event(
-        &tx,
-        id,
-        now,
-        "image",
-        &format!(
-            "an operator set the image to {} on {}",
-            image.image_name, image.arch
-        ),
-    )?;
-    let a = get_in(&tx, id)?;
-    tx.commit().ctx("commit image")?;
-    Ok(a)
 }
 
 /// The appliance a device token belongs to.

@@ -7,6 +7,7 @@
 
 pub mod appliances;
 pub mod bundles;
+pub mod pairing;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

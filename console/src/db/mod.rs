@@ -52,6 +52,8 @@ const MIGRATIONS: &[&str] = &[
         uploaded_at INTEGER NOT NULL,
         UNIQUE (name, version, arch)
     );",
+    // 2: the operator allowed the desired version to be a downgrade (`--allow-downgrade`).
+    "ALTER TABLE appliances ADD COLUMN allow_downgrade INTEGER NOT NULL DEFAULT 0;",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -217,3 +217,22 @@ mod tests {
         assert!(ConfigSignature::parse(&vec![b'a'; MAX_SIGNATURE_FILE + 1]).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = ConfigSignature::parse(&bytes);
+        }
+
+        #[test]
+        fn parse_never_panics_on_near_misses(serial in any::<u64>(), tail in "\\PC{0,120}") {
+            let text = format!("{HEADER} 0011223344556677\nserial {serial}\n{tail}\n");
+            let _ = ConfigSignature::parse(text.as_bytes());
+        }
+    }
+}

@@ -438,10 +438,10 @@ pub fn install_into(args: &InstallIntoArgs) -> i32 {
         version: &args.device_version,
         agent_version: VERSION,
         slot_bytes,
-        floor: None,
+        floor: args.floor.as_deref(),
     };
     let started = Instant::now();
-    let header = match install::check(&mut r, &keys, &device, Downgrade::Refuse) {
+    let header = match install::check(&mut r, &keys, &device, args.downgrade) {
         Ok(h) => h,
         Err(e) => return fail(&format!("refused: {}", error_chain(&e))),
     };

@@ -118,6 +118,7 @@ pub fn build(
         kernel_args: def.boot.kernel_args.clone(),
         tries: u32::from(def.boot.tries),
         slot_manifest: serde_json::to_value(&slot.manifest).expect("serializable"),
+        security_floor: recipe.upgrades.security_floor.clone(),
         key_id: String::new(),
         payloads: Vec::new(),
     };

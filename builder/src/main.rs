@@ -103,7 +103,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Make an ed25519 key pair for signing bundles: DIR/p6os.key (0600) and DIR/p6os.pub.
+    /// Make an ed25519 key pair for signing bundles or configuration: DIR/p6os.key (0600) and DIR/p6os.pub.
     Keygen {
         #[arg(long)]
         out: PathBuf,
@@ -196,8 +196,25 @@ enum CacheCommand {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Check FILE (as the agent will) and write it to IMAGE's ESP as /p6os/unattended.yaml.
+    /// Check FILE (as the agent will) and write it to IMAGE's ESP as /p6os/unattended.yaml
+    /// (with FILE.sig as /p6os/unattended.yaml.sig when it exists).
     Inject { image: PathBuf, file: PathBuf },
+    /// Check FILE and sign its exact bytes: FILE.sig, which a provisioned device needs beside
+    /// the document (on the drive or the ESP) to accept it.
+    Sign {
+        file: PathBuf,
+        /// Secret key file from `p6os keygen`; the image names its public key in
+        /// `upgrades.config_keys`.
+        #[arg(long)]
+        key: PathBuf,
+        /// Higher than the serial of every document signed before for these devices: a device
+        /// refuses a serial at or below the one it applied (no replay of old documents).
+        #[arg(long)]
+        serial: u64,
+        /// Where to write the signature (default: FILE.sig).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -410,10 +427,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(e) => Err(e.into()),
         },
+        Command::Config {
+            command:
+                ConfigCommand::Sign {
+                    file,
+                    key,
+                    serial,
+                    out,
+                },
+        } => {
+            let secret = bundle::read_secret_key(&key)?;
+            match p6os_builder::inject::sign(&file, &secret, serial) {
+                Ok(text) => {
+                    let out = out.unwrap_or_else(|| p6os_builder::inject::signature_path(&file));
+                    std::fs::write(&out, text)
+                        .with_context(|| format!("cannot write {}", out.display()))?;
+                    println!(
+                        "{}: signed with configuration key {}, serial {serial}: {}",
+                        file.display(),
+                        secret.id(),
+                        out.display()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(p6os_builder::inject::InjectError::Invalid(diags)) => {
+                    eprintln!("{diags}\nnothing was signed");
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
         Command::Keygen { out } => {
             let public = bundle::keygen(&out)?;
             println!(
-                "key {}: {} (secret, keep it off devices) and {} (name it in the recipe's upgrades.trusted_keys)",
+                "key {}: {} (secret, keep it off devices) and {} (name it in the recipe's upgrades.trusted_keys, or upgrades.config_keys for `p6os config sign`)",
                 public.id(),
                 out.join(bundle::SECRET_FILE).display(),
                 out.join(bundle::PUBLIC_FILE).display()

@@ -573,6 +573,74 @@ fn config_inject_writes_valid_files_only() {
     assert_eq!(sha256(&img), before, "a refused config changed the image");
 }
 
+/// `upgrades.config_keys` and `upgrades.security_floor` are checked with the recipe: a key
+/// file that is not a public key, and a floor above the recipe's own version, are reported.
+#[test]
+fn config_keys_and_security_floor_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("not-a-key.pub"), "hello\n").unwrap();
+    let r = recipe_with(dir.path(), |t| {
+        format!(
+            "{t}upgrades:\n  config_keys: [{}]\n  security_floor: 2.0.0\n",
+            dir.path().join("not-a-key.pub").display()
+        )
+    });
+    let o = run(Command::new(P6OS).arg("validate").arg("recipe").arg(&r));
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("upgrades.config_keys[0]: cannot use") && err.contains("p6os keygen"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "upgrades.security_floor: the floor 2.0.0 is above the recipe's version 1.0.0"
+        ),
+        "{err}"
+    );
+}
+
+/// `p6os config sign`: a valid document gets `FILE.sig` naming the key and the serial; an
+/// invalid one is refused and nothing is signed.
+#[test]
+fn config_sign_signs_valid_documents_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    assert!(
+        run(Command::new(P6OS).arg("keygen").arg("--out").arg(&keys))
+            .status
+            .success()
+    );
+    let doc = dir.path().join("unattended.yaml");
+    fs::write(&doc, "hostname: store-0421\n").unwrap();
+    let o = run(Command::new(P6OS)
+        .args(["config", "sign"])
+        .arg(&doc)
+        .arg("--key")
+        .arg(keys.join("p6os.key"))
+        .args(["--serial", "12"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sig = fs::read(dir.path().join("unattended.yaml.sig")).unwrap();
+    let public = p6os_bundle::keys::PublicKey::from_file(
+        &fs::read_to_string(keys.join("p6os.pub")).unwrap(),
+    )
+    .unwrap();
+    let signed = p6os_bundle::configsig::verify(&fs::read(&doc).unwrap(), &sig, &[public]).unwrap();
+    assert_eq!(signed.serial, 12);
+
+    let bad = dir.path().join("bad.yaml");
+    fs::write(&bad, "hostname: store_9!\n").unwrap();
+    let o = run(Command::new(P6OS)
+        .args(["config", "sign"])
+        .arg(&bad)
+        .arg("--key")
+        .arg(keys.join("p6os.key"))
+        .args(["--serial", "13"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing was signed"));
+    assert!(!dir.path().join("bad.yaml.sig").exists());
+}
+
 /// Not a P6OS image: inspect and inject say so and write nothing.
 #[test]
 fn inspect_and_inject_refuse_other_files() {

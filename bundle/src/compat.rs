@@ -16,9 +16,14 @@ pub struct Device<'a> {
     pub agent_version: &'a str,
     /// Size of the slot partition the bundle would go to.
     pub slot_bytes: u64,
+    /// The security floor the device recorded (the highest `security_floor` of a slot it
+    /// blessed): nothing below it is installed, whatever [`Downgrade`] says.
+    pub floor: Option<&'a str>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether a version older than the running one may be installed (never one below the floor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Downgrade {
     Refuse,
     Allow,
@@ -58,6 +63,22 @@ pub fn problems(m: &Manifest, device: &Device, downgrade: Downgrade) -> Vec<Stri
             ));
         }
     }
+    if let Some(floor) = &m.security_floor {
+        if compare_versions(&m.version, floor) == Ordering::Less {
+            out.push(format!(
+                "the bundle's version {} is below its own security floor {floor} (built wrongly)",
+                m.version
+            ));
+        }
+    }
+    if let Some(floor) = device.floor {
+        if compare_versions(&m.version, floor) == Ordering::Less {
+            out.push(format!(
+                "version {} is below this device's security floor {floor} (set by a signed release it ran): it is never installed, whoever asks",
+                m.version
+            ));
+        }
+    }
     if downgrade == Downgrade::Refuse
         && compare_versions(&m.version, device.version) != Ordering::Greater
     {
@@ -71,3 +92,13 @@ pub fn problems(m: &Manifest, device: &Device, downgrade: Downgrade) -> Vec<Stri
 
 /// The order of image versions: the on-disk contract's ([`p6os_layout::version::compare`]).
 pub use p6os_layout::version::compare as compare_versions;
+
+/// The floor to record when a slot whose floor is `slot` was blessed over the recorded
+/// `current`: `Some` only when it rises (a floor is never lowered).
+pub fn raise_floor(current: Option<&str>, slot: Option<&str>) -> Option<String> {
+    let slot = slot?;
+    match current {
+        Some(c) if compare_versions(slot, c) != Ordering::Greater => None,
+        _ => Some(slot.to_string()),
+    }
+}

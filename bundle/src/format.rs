@@ -82,6 +82,11 @@ pub struct Manifest {
     /// What the agent writes to the ESP as `p6os/<slot>/manifest.json` (the builder's slot
     /// manifest: identity, payload sizes and hashes, kernel release).
     pub slot_manifest: serde_json::Value,
+    /// The recipe's `upgrades.security_floor`: a device that has blessed this version never
+    /// installs one below the floor. Absent in bundles of older builders (no floor): the field
+    /// is left out then, so such bundles stay byte-identical and older agents read them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_floor: Option<String>,
     /// Hex id of the key that signed it.
     pub key_id: String,
     pub payloads: Vec<Payload>,

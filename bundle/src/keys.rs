@@ -21,6 +21,9 @@ const SECRET_HEADER: &str = "p6os-secret-key v1 ed25519";
 const PUBLIC_HEADER: &str = "p6os-public-key v1 ed25519";
 /// What is signed: this domain tag, then the manifest bytes.
 pub const SIGNING_CONTEXT: &[u8] = b"p6os-bundle-v1\n";
+/// The domain tag of configuration signatures (`crate::configsig`): no bundle signature is
+/// ever a configuration signature, and no configuration signature a bundle's.
+pub const CONFIG_SIGNING_CONTEXT: &[u8] = b"p6os-config-v1\n";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
@@ -96,8 +99,13 @@ impl SecretKey {
     }
 
     pub fn sign_manifest(&self, manifest: &[u8]) -> [u8; 64] {
-        let mut message = SIGNING_CONTEXT.to_vec();
-        message.extend_from_slice(manifest);
+        self.sign_in(SIGNING_CONTEXT, manifest)
+    }
+
+    /// Signs `context` followed by `bytes`.
+    pub(crate) fn sign_in(&self, context: &[u8], bytes: &[u8]) -> [u8; 64] {
+        let mut message = context.to_vec();
+        message.extend_from_slice(bytes);
         self.0.sign(&message).to_bytes()
     }
 
@@ -133,8 +141,13 @@ impl PublicKey {
 
     /// Whether `signature` is this key's over the manifest bytes (strict verification).
     pub fn verify_manifest(&self, manifest: &[u8], signature: &[u8; 64]) -> bool {
-        let mut message = SIGNING_CONTEXT.to_vec();
-        message.extend_from_slice(manifest);
+        self.verify_in(SIGNING_CONTEXT, manifest, signature)
+    }
+
+    /// Whether `signature` is this key's over `context` followed by `bytes` (strict).
+    pub(crate) fn verify_in(&self, context: &[u8], bytes: &[u8], signature: &[u8; 64]) -> bool {
+        let mut message = context.to_vec();
+        message.extend_from_slice(bytes);
         let signature = ed25519_dalek::Signature::from_bytes(signature);
         self.0.verify_strict(&message, &signature).is_ok()
     }

@@ -30,6 +30,7 @@ pub fn manifest(name: &str, version: &str) -> Manifest {
         kernel_args: Vec::new(),
         tries: 3,
         slot_manifest: serde_json::json!({ "name": name, "version": version }),
+        security_floor: None,
         key_id: String::new(),
         payloads: Vec::new(),
     }

@@ -171,6 +171,7 @@ fn device() -> Device<'static> {
         version: "1.0.0",
         agent_version: "0.1.0",
         slot_bytes: 96 << 20,
+        floor: None,
     }
 }
 
@@ -193,4 +194,72 @@ fn compatibility_problems_are_all_reported() {
     assert!(p[4].contains("--allow-downgrade"), "{p:#?}");
     assert_eq!(problems(&m, &device(), Downgrade::Allow).len(), 4);
     assert!(problems(&manifest(), &device(), Downgrade::Refuse).is_empty());
+}
+
+#[test]
+fn a_version_below_the_devices_floor_is_refused_even_when_downgrades_are_allowed() {
+    let mut m = manifest();
+    m.version = "1.5.0".into();
+    let floored = Device {
+        version: "3.0.0",
+        floor: Some("2.0.0"),
+        ..device()
+    };
+    for downgrade in [Downgrade::Allow, Downgrade::Refuse] {
+        let p = problems(&m, &floored, downgrade);
+        assert!(
+            p.iter()
+                .any(|l| l.contains("below this device's security floor 2.0.0")),
+            "{p:#?}"
+        );
+    }
+    // At the floor, or above it: only the downgrade rule applies.
+    m.version = "2.0.0".into();
+    assert!(problems(&m, &floored, Downgrade::Allow).is_empty());
+    let p = problems(&m, &floored, Downgrade::Refuse);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].contains("--allow-downgrade"), "{p:#?}");
+    // No floor recorded: anything the downgrade rule allows.
+    m.version = "0.1.0".into();
+    let open = Device {
+        version: "3.0.0",
+        ..device()
+    };
+    assert!(problems(&m, &open, Downgrade::Allow).is_empty());
+}
+
+#[test]
+fn a_bundle_below_its_own_floor_is_refused() {
+    let mut m = manifest();
+    m.security_floor = Some("3.0.0".into());
+    let p = problems(&m, &device(), Downgrade::Refuse);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].contains("floor 3.0.0"), "{p:#?}");
+}
+
+#[test]
+fn floors_only_ever_rise() {
+    use crate::compat::raise_floor;
+    assert_eq!(raise_floor(None, None), None);
+    assert_eq!(raise_floor(None, Some("1.2")), Some("1.2".to_string()));
+    assert_eq!(
+        raise_floor(Some("1.2"), Some("1.10")),
+        Some("1.10".to_string())
+    );
+    assert_eq!(raise_floor(Some("2.0"), Some("1.10")), None);
+    assert_eq!(raise_floor(Some("2.0"), Some("2.0")), None);
+    assert_eq!(raise_floor(Some("2.0"), None), None);
+}
+
+#[test]
+fn manifests_without_a_floor_read_and_write_as_before() {
+    let m = manifest();
+    let text = serde_json::to_string(&m).unwrap();
+    assert!(!text.contains("security_floor"), "{text}");
+    let back: crate::format::Manifest = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.security_floor, None);
+    let mut floored = manifest();
+    floored.security_floor = Some("1.5.0".into());
+    let text = serde_json::to_string(&floored).unwrap();
+    assert!(text.contains("\"security_floor\":\"1.5.0\""), "{text}");
 }

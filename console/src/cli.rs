@@ -215,6 +215,10 @@ pub struct DesireArgs {
     /// Clear the desired version (stay on what runs).
     #[arg(long)]
     pub clear: bool,
+    /// Let the devices install VERSION even when it is older than what they run (recorded in
+    /// their event logs). Never below a device's security floor.
+    #[arg(long, conflicts_with = "clear")]
+    pub allow_downgrade: bool,
     /// One appliance.
     #[arg(long)]
     pub id: Option<String>,

@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use p6os_protocol::{
-    Appliance, Bundle, DesiredResponse, ErrorBody, Event, HeartbeatResponse, OutcomeKind,
-    PairResponse, Phase, Progress, Status, UpgradeOutcome, MAX_JSON_BODY,
+    Appliance, Bundle, DesiredResponse, ErrorBody, Event, EventPage, HeartbeatResponse,
+    OutcomeKind, PairResponse, Phase, Progress, Status, UpgradeOutcome, MAX_JSON_BODY,
 };
 
 fn appliances(s: &Server, query: &str) -> Vec<String> {
@@ -466,6 +466,65 @@ fn desired_versions_bundles_and_heartbeats() {
     assert_eq!(r.json::<Appliance>().desired_version, None);
     let listed = appliances(&s, "?version=1.0.0");
     assert_eq!(listed, ["a", "b", "c"]);
+}
+
+#[test]
+fn a_downgrade_needs_the_operators_flag_which_is_stored_sent_and_logged() {
+    let s = Server::start();
+    let a = s.paired("a", &[("site", "north")]);
+    let b = s.paired("b", &[("site", "south")]);
+    // Without the flag: the heartbeat does not allow a downgrade.
+    s.admin(
+        "PUT",
+        &format!("{API}/appliances/a/desired"),
+        Body::raw_json(r#"{"version":"0.9.0"}"#),
+    );
+    let r = s.heartbeat("a", &a, &beat("1.0.0"));
+    assert!(!r.text().contains("allow_downgrade"), "{}", r.text());
+    let r: HeartbeatResponse = r.json();
+    assert!(!r.allow_downgrade);
+    // With it, by id and by selector: stored, sent with every heartbeat, logged.
+    s.admin(
+        "PUT",
+        &format!("{API}/appliances/a/desired"),
+        Body::raw_json(r#"{"version":"0.9.0","allow_downgrade":true}"#),
+    );
+    let r = s.admin(
+        "PUT",
+        &format!("{API}/desired"),
+        Body::raw_json(r#"{"selector":{"site":"south"},"version":"0.8.0","allow_downgrade":true}"#),
+    );
+    assert_eq!(r.json::<DesiredResponse>().matched, ["b"]);
+    for _ in 0..2 {
+        let r: HeartbeatResponse = s.heartbeat("a", &a, &beat("1.0.0")).json();
+        assert!(r.allow_downgrade);
+        assert_eq!(r.desired_version.as_deref(), Some("0.9.0"));
+        let r: HeartbeatResponse = s.heartbeat("b", &b, &beat("1.0.0")).json();
+        assert!(r.allow_downgrade);
+    }
+    for (id, version) in [("a", "0.9.0"), ("b", "0.8.0")] {
+        let events = s
+            .admin("GET", &format!("{API}/appliances/{id}/events"), Body::None)
+            .json::<EventPage>()
+            .items;
+        let wanted = format!("downgrade to {version} allowed by operator");
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.kind == "desired" && e.message.contains(&wanted))
+                .count(),
+            1,
+            "{events:#?}"
+        );
+    }
+    // A new order without the flag withdraws it.
+    s.admin(
+        "PUT",
+        &format!("{API}/appliances/a/desired"),
+        Body::raw_json(r#"{"version":"0.9.0"}"#),
+    );
+    let r: HeartbeatResponse = s.heartbeat("a", &a, &beat("1.0.0")).json();
+    assert!(!r.allow_downgrade);
 }
 
 #[test]

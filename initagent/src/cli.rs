@@ -96,6 +96,10 @@ pub struct InstallIntoArgs {
     pub keys: Vec<String>,
     pub device_name: String,
     pub device_version: String,
+    /// `--floor=V`: the security floor the device would have recorded.
+    pub floor: Option<String>,
+    /// `--allow-downgrade`.
+    pub downgrade: p6os_bundle::compat::Downgrade,
 }
 
 fn flags_and_values(rest: &[String]) -> (Vec<&str>, Vec<(&str, &str)>, Vec<&str>) {
@@ -201,12 +205,18 @@ fn subcommand(cmd: &str, rest: &[String]) -> Option<Mode> {
                         .collect(),
                     device_name: get("--device-name")?,
                     device_version: get("--device-version")?,
+                    floor: get("--floor"),
+                    downgrade: if flags.contains(&"--allow-downgrade") {
+                        p6os_bundle::compat::Downgrade::Allow
+                    } else {
+                        p6os_bundle::compat::Downgrade::Refuse
+                    },
                 })
             })();
             match args {
                 Some(a) => Mode::InstallInto(a),
                 None => Mode::Usage(
-                    "install-into needs --bundle= --slot-file= --esp-dir= --key= --device-name= --device-version="
+                    "install-into needs --bundle= --slot-file= --esp-dir= --key= --device-name= --device-version= [--floor=] [--allow-downgrade]"
                         .into(),
                 ),
             }

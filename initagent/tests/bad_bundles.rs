@@ -57,6 +57,10 @@ impl Case {
     }
 
     fn install(&self, bundle: &[u8], device_version: &str) -> Output {
+        self.install_with(bundle, device_version, &[])
+    }
+
+    fn install_with(&self, bundle: &[u8], device_version: &str, extra: &[&str]) -> Output {
         fs::write(self.path("b.p6b"), bundle).unwrap();
         Command::new(AGENT)
             .arg("install-into")
@@ -66,6 +70,7 @@ impl Case {
             .arg(format!("--key={}", self.path("trusted.pub").display()))
             .arg("--device-name=tiny")
             .arg(format!("--device-version={device_version}"))
+            .args(extra)
             .output()
             .unwrap()
     }
@@ -161,4 +166,47 @@ fn every_kind_of_bad_bundle_is_refused_before_anything_is_written() {
     case.assert_refused(&good, "2.0.0", "not newer");
     let small = Case::new(1 << 20);
     small.assert_refused(&good, "1.0.0", "larger than the slot");
+}
+
+/// The device's security floor holds whatever the downgrade flag says; above it a downgrade
+/// needs the flag.
+#[test]
+fn the_security_floor_and_the_downgrade_flag_are_enforced_at_install() {
+    let case = Case::new(4 << 20);
+    let old = bundle_bytes(manifest("1.5.0"), &key());
+    let floor = ["--floor=2.0.0", "--allow-downgrade"];
+    let out = case.install_with(&old, "3.0.0", &floor);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "accepted below the floor: {err}"
+    );
+    assert!(
+        err.contains("below this device's security floor 2.0.0"),
+        "{err}"
+    );
+    let untouched = fs::read(case.path("slot")).unwrap();
+    assert!(
+        untouched.iter().all(|&b| b == SLOT_FILL),
+        "the slot was written"
+    );
+
+    let above = bundle_bytes(manifest("2.5.0"), &key());
+    let out = case.install_with(&above, "3.0.0", &["--floor=2.0.0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a downgrade without the flag: {err}"
+    );
+    assert!(err.contains("--allow-downgrade"), "{err}");
+
+    let out = case.install_with(&above, "3.0.0", &floor);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(case.path("slot")).unwrap(), rootfs());
 }

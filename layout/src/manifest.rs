@@ -18,6 +18,10 @@ pub struct SlotIdentity {
     pub arch: String,
     /// sha256 of every build input (recipe, layer definitions, resolved sources, agent).
     pub recipe_digest: String,
+    /// The recipe's `upgrades.security_floor`: once a device has blessed this slot it never
+    /// installs a version below this (the agent records it on the state partition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_floor: Option<String>,
 }
 
 /// On the ESP beside each slot's kernel: the identity plus what was written where.
@@ -66,6 +70,8 @@ impl SlotIdentity {
             arch: String,
             #[serde(default)]
             recipe_digest: String,
+            #[serde(default)]
+            security_floor: Option<String>,
         }
         let l: Loose = serde_json::from_str(text)?;
         version::check(&l.version).map_err(|source| ManifestError::BadVersion {
@@ -77,6 +83,8 @@ impl SlotIdentity {
             version: l.version,
             arch: l.arch,
             recipe_digest: l.recipe_digest,
+            // Not a version: no floor (a floor is only ever raised, so none is the safe side).
+            security_floor: l.security_floor.filter(|f| version::is_valid(f)),
         })
     }
 }
@@ -128,6 +136,7 @@ mod tests {
         };
         let m = SlotManifest {
             identity: SlotIdentity {
+                security_floor: None,
                 name: "tiny".into(),
                 version: "1.0.0".into(),
                 arch: "x86_64".into(),

@@ -10,6 +10,9 @@ pub const LIB_DIR: &str = "/usr/lib/p6os";
 pub const MANIFEST_PATH: &str = "/usr/lib/p6os/manifest.json";
 /// An image's default site configuration (used when no other is found).
 pub const BAKED_UNATTENDED_PATH: &str = "/usr/lib/p6os/unattended.yaml";
+/// Public keys (`<key id>.pub`, `p6os keygen` format) whose signed site configuration a
+/// provisioned device accepts (the recipe's `upgrades.config_keys`).
+pub const CONFIG_KEYS_DIR: &str = "/usr/lib/p6os/config-keys";
 /// The agent binary in the slot.
 pub const AGENT_PATH: &str = "/usr/lib/p6os/p6os-agent";
 /// The recipe's health checks.

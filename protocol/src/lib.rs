@@ -298,6 +298,11 @@ pub struct HeartbeatResponse {
     #[serde(default)]
     pub bundle: Option<BundleRef>,
     pub heartbeat_secs: u32,
+    /// The operator allowed the desired version to be older than the running one
+    /// (`--allow-downgrade`); without it the device refuses a downgrade. Never below the
+    /// device's security floor.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_downgrade: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -444,6 +449,9 @@ pub struct Appliance {
 #[serde(deny_unknown_fields)]
 pub struct DesiredRequest {
     pub version: Option<String>,
+    /// Allow `version` to be older than what the devices run (recorded in the event log).
+    #[serde(default)]
+    pub allow_downgrade: bool,
 }
 
 /// Set the desired version of every appliance whose labels include all of `selector`.
@@ -452,6 +460,9 @@ pub struct DesiredRequest {
 pub struct SelectorDesiredRequest {
     pub selector: BTreeMap<String, String>,
     pub version: Option<String>,
+    /// Allow `version` to be older than what the devices run (recorded in the event log).
+    #[serde(default)]
+    pub allow_downgrade: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

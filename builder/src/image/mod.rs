@@ -161,6 +161,8 @@ fn recipe_digest(
         agent_sha256: &'a str,
         unattended_sha256: Option<String>,
         trusted_keys: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        config_keys: Vec<String>,
     }
     let json = serde_json::to_vec(&Inputs {
         recipe: &recipe.def,
@@ -171,6 +173,12 @@ fn recipe_digest(
         trusted_keys: recipe
             .upgrades
             .trusted_keys
+            .iter()
+            .map(|k| k.to_file())
+            .collect(),
+        config_keys: recipe
+            .upgrades
+            .config_keys
             .iter()
             .map(|k| k.to_file())
             .collect(),
@@ -244,6 +252,7 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
         version: def.version.clone(),
         arch: def.arch.as_str().into(),
         recipe_digest: digest.clone(),
+        security_floor: recipe.upgrades.security_floor.clone(),
     };
 
     let images = root::read_images(recipe)?;

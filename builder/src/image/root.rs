@@ -109,6 +109,16 @@ pub(super) fn assemble(
             Entry::file(key.to_file().into_bytes(), 0o644),
         );
     }
+    for key in &recipe.upgrades.config_keys {
+        root.insert(
+            &format!(
+                "{}/{}.pub",
+                &p6os_layout::slot::CONFIG_KEYS_DIR[1..],
+                key.id()
+            ),
+            Entry::file(key.to_file().into_bytes(), 0o644),
+        );
+    }
     // The clock's floor on a machine whose RTC lost its time: the newest file of the image
     // (reproducible, and no earlier than any package in it). The agent reads the text; systemd
     // reads the mtime of its own file.

@@ -539,7 +539,7 @@ pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
             }
         }
     }
-    let upgrades = upgrades::check(path, &tree, dir, &def.upgrades, &mut diags);
+    let upgrades = upgrades::check(path, &tree, dir, &def.upgrades, &def.version, &mut diags);
     for (i, image) in def.images.iter().enumerate() {
         let field = |k: &str| [key("images"), Seg::Index(i), key(k)];
         if !dir.join(&image.file).is_file() {

@@ -172,5 +172,6 @@ pub async fn heartbeat(
         desired_version: answer.desired_version,
         bundle: answer.bundle,
         heartbeat_secs: st.heartbeat_secs,
+        allow_downgrade: answer.allow_downgrade,
     }))
 }

@@ -157,7 +157,11 @@ pub async fn set_desired(
         let id = id.clone();
         st.db
             .run(move |c| {
-                appliances::set_desired(c, &id, &req.version, now()).map_err(ApiError::from)
+                let desired = appliances::Desired {
+                    version: req.version,
+                    allow_downgrade: req.allow_downgrade,
+                };
+                appliances::set_desired(c, &id, &desired, now()).map_err(ApiError::from)
             })
             .await?
     };
@@ -181,7 +185,11 @@ pub async fn set_desired_by_selector(
     let matched = st
         .db
         .run(move |c| {
-            appliances::set_desired_by_selector(c, &req.selector, &req.version, now())
+            let desired = appliances::Desired {
+                version: req.version,
+                allow_downgrade: req.allow_downgrade,
+            };
+            appliances::set_desired_by_selector(c, &req.selector, &desired, now())
                 .map_err(ApiError::from)
         })
         .await?;

@@ -381,12 +381,20 @@ pub fn desire(client: &Client, args: DesireArgs) -> Result<(), Failure> {
     if let Some(v) = &version {
         p6os_protocol::check_version(v).map_err(|e| Failure::Usage(format!("--version: {e}")))?;
     }
-    let shown = version.as_deref().unwrap_or("(none)").to_string();
+    let allow_downgrade = args.allow_downgrade;
+    let shown = match (version.as_deref(), allow_downgrade) {
+        (Some(v), true) => format!("{v} (downgrade allowed)"),
+        (Some(v), false) => v.to_string(),
+        (None, _) => "(none)".to_string(),
+    };
     match (args.id, args.selector) {
         (Some(id), _) => {
             let a: Appliance = client.put(
                 &format!("{API}/appliances/{id}/desired"),
-                &DesiredRequest { version },
+                &DesiredRequest {
+                    version,
+                    allow_downgrade,
+                },
             )?;
             println!("{}: desired version {shown}", a.id);
         }
@@ -394,7 +402,11 @@ pub fn desire(client: &Client, args: DesireArgs) -> Result<(), Failure> {
             let selector = labels(&[selector])?;
             let r: DesiredResponse = client.put(
                 &format!("{API}/desired"),
-                &SelectorDesiredRequest { selector, version },
+                &SelectorDesiredRequest {
+                    selector,
+                    version,
+                    allow_downgrade,
+                },
             )?;
             println!("desired version {shown} for {} appliances", r.matched.len());
             for id in r.matched {

@@ -285,6 +285,15 @@ pub fn id_for_token(conn: &Connection, token_hash: &str) -> Result<Option<String
 pub struct Beat {
     pub desired_version: Option<String>,
     pub bundle: Option<BundleRef>,
+    /// The operator allowed the desired version to be a downgrade.
+    pub allow_downgrade: bool,
+}
+
+/// An operator's order: the desired version, and whether it may be older than what runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub version: Option<String>,
+    pub allow_downgrade: bool,
 }
 
 /// Stores a heartbeat (already authenticated for `id`), records what changed, and finds the
@@ -298,7 +307,8 @@ pub fn heartbeat(
     let tx = write_tx(conn)?;
     let row = tx
         .prepare_cached(
-            "SELECT image_name, arch, reported_json, desired_version, missing_bundle
+            "SELECT image_name, arch, reported_json, desired_version, missing_bundle,
+                 allow_downgrade
              FROM appliances WHERE id = ?1 AND status = 'ready'",
         )
         .and_then(|mut s| {
@@ -311,12 +321,13 @@ pub fn heartbeat(
                     r.get::<_, Option<String>>(2)?,
                     r.get::<_, Option<String>>(3)?,
                     r.get::<_, Option<String>>(4)?,
+                    r.get::<_, bool>(5)?,
                 ))
             })
             .optional()
         })
         .ctx("read for heartbeat")?;
-    let Some((image, reported, desired, missing)) = row else {
+    let Some((image, reported, desired, missing, allow_downgrade)) = row else {
         return Ok(None);
     };
     let old: Option<Heartbeat> = reported.map(|r| from_json(&r, "heartbeat")).transpose()?;
@@ -384,6 +395,7 @@ pub fn heartbeat(
     .ctx("store heartbeat")?;
     tx.commit().ctx("commit heartbeat")?;
     Ok(Some(Beat {
+        allow_downgrade: allow_downgrade && desired.is_some(),
         desired_version: desired,
         bundle,
     }))
@@ -398,18 +410,29 @@ struct Target {
 fn set_desired_in(
     tx: &Transaction,
     a: &Appliance,
-    version: &Option<String>,
+    desired: &Desired,
     now: u64,
 ) -> Result<(), DbError> {
-    if &a.desired_version == version {
+    let version = &desired.version;
+    // A cleared version allows nothing.
+    let allow = desired.allow_downgrade && version.is_some();
+    let allowed_before: bool = tx
+        .prepare_cached("SELECT allow_downgrade FROM appliances WHERE id = ?1")
+        .and_then(|mut s| s.query_row([&a.id], |r| r.get(0)))
+        .ctx("read allow_downgrade")?;
+    if &a.desired_version == version && allowed_before == allow {
         return Ok(());
     }
     tx.prepare_cached(
-        "UPDATE appliances SET desired_version = ?2, missing_bundle = NULL WHERE id = ?1",
+        "UPDATE appliances SET desired_version = ?2, allow_downgrade = ?3, missing_bundle = NULL
+         WHERE id = ?1",
     )
-    .and_then(|mut s| s.execute(params![a.id, version]))
+    .and_then(|mut s| s.execute(params![a.id, version, allow]))
     .ctx("set desired")?;
     let message = match version {
+        Some(v) if allow => {
+            format!("desired version set to {v}; downgrade to {v} allowed by operator")
+        }
         Some(v) => format!("desired version set to {v}"),
         None => "desired version cleared".to_string(),
     };
@@ -420,14 +443,14 @@ fn set_desired_in(
 pub fn set_desired(
     conn: &mut Connection,
     id: &str,
-    version: &Option<String>,
+    desired: &Desired,
     now: u64,
 ) -> Result<Option<Appliance>, DbError> {
     let tx = write_tx(conn)?;
     let Some(a) = get_in(&tx, id)? else {
         return Ok(None);
     };
-    set_desired_in(&tx, &a, version, now)?;
+    set_desired_in(&tx, &a, desired, now)?;
     let a = get_in(&tx, id)?;
     tx.commit().ctx("commit desired")?;
     Ok(a)
@@ -438,7 +461,7 @@ pub fn set_desired(
 pub fn set_desired_by_selector(
     conn: &mut Connection,
     selector: &BTreeMap<String, String>,
-    version: &Option<String>,
+    desired: &Desired,
     now: u64,
 ) -> Result<Vec<String>, DbError> {
     let tx = write_tx(conn)?;
@@ -452,18 +475,30 @@ pub fn set_desired_by_selector(
                 .collect()
         })
         .ctx("match selector")?;
-    // The appliances whose desired version changes get an event, then the new version.
+    // The appliances whose desired version (or downgrade permission) changes get an event,
+    // then the new values.
+    let version = &desired.version;
+    // A cleared version allows nothing.
+    let allow = desired.allow_downgrade && version.is_some();
     let message = match version {
+        Some(v) if allow => {
+            format!("desired version set to {v}; downgrade to {v} allowed by operator")
+        }
         Some(v) => format!("desired version set to {v}"),
         None => "desired version cleared".to_string(),
     };
     let n = args.len();
-    let changing = format!("{matching} AND desired_version IS NOT ?{}", n + 1);
+    let changing = format!(
+        "{matching} AND (desired_version IS NOT ?{} OR allow_downgrade IS NOT ?{})",
+        n + 1,
+        n + 4
+    );
     let mut event_args = args.clone();
     event_args.extend([
         Value::from(version.clone()),
         Value::from(now as i64),
         Value::from(message),
+        Value::from(allow),
     ]);
     let changed: Vec<String> = tx
         .prepare(&format!(
@@ -478,12 +513,19 @@ pub fn set_desired_by_selector(
         })
         .ctx("desired events")?;
     let mut update_args = args;
-    update_args.push(Value::from(version.clone()));
+    update_args.extend([
+        Value::from(version.clone()),
+        Value::Null,
+        Value::Null,
+        Value::from(allow),
+    ]);
     tx.execute(
         &format!(
-            "UPDATE appliances SET desired_version = ?{0}, missing_bundle = NULL
+            "UPDATE appliances SET desired_version = ?{0}, allow_downgrade = ?{1},
+                 missing_bundle = NULL
              WHERE id IN (SELECT id {changing})",
-            n + 1
+            n + 1,
+            n + 4
         ),
         params_from_iter(update_args),
     )

@@ -71,6 +71,8 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY NOT NULL,
         value BLOB NOT NULL
     );",
+    // 3: the operator allowed the desired version to be a downgrade (`--allow-downgrade`).
+    "ALTER TABLE appliances ADD COLUMN allow_downgrade INTEGER NOT NULL DEFAULT 0;",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -24,6 +24,9 @@ pub struct Applied {
     /// Settings this base could not apply.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The serial of the newest signed document applied (`trust`): a lower one is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<u64>,
 }
 
 pub fn sha256(bytes: &[u8]) -> String {
@@ -123,6 +126,7 @@ mod tests {
             applied_at: rfc3339(0),
             files: managed_files(r),
             notes: Vec::new(),
+            serial: None,
         }
     }
 

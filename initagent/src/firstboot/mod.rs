@@ -5,13 +5,15 @@
 //! Nothing here stops the boot: an invalid document is printed (`config invalid` and each
 //! problem) and changes nothing; any other failure is a warning.
 //!
-//! Pure parts: `source` (where to look, filesystem labels), `render` (document -> files),
-//! `applied` (the record and the decision to apply). I/O: this module and `txn`.
+//! Pure parts: `source` (where to look, filesystem labels), `trust` (which documents a
+//! provisioned device believes), `render` (document -> files), `applied` (the record and the
+//! decision to apply). I/O: this module and `txn`.
 
 pub mod applied;
 mod beneath;
 pub mod render;
 pub mod source;
+pub mod trust;
 pub mod txn;
 
 use std::fs;
@@ -20,8 +22,11 @@ use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use applied::{Applied, Decision, APPLIED_PATH};
+use p6os_bundle::configsig;
+use p6os_bundle::keys::PublicKey;
 use render::{Base, Flavor};
 use source::{ConfigArg, FsType, Origin, Partition};
+use trust::{Provisioning, Signature, SourceKind, Verdict};
 
 use crate::sys;
 use crate::uevent::BlockDevice;
@@ -78,7 +83,32 @@ fn run_steps(ctx: &Context) -> &'static str {
             String::new()
         }
     };
-    let Some((origin, bytes)) = discover(ctx) else {
+    let upper_applied = layout.upper(APPLIED_PATH).ok();
+    let previous_bytes = upper_applied.as_ref().and_then(|p| fs::read(p).ok());
+    let previous: Option<Applied> = previous_bytes
+        .as_ref()
+        .and_then(|b| serde_json::from_slice(&b[..]).ok());
+    let gate = Gate {
+        provisioning: match (&previous_bytes, &previous) {
+            (None, _) => Provisioning::Unprovisioned,
+            (Some(_), Some(p)) => Provisioning::Provisioned {
+                digest: p.digest.clone(),
+                serial: p.serial,
+            },
+            // A record that does not read still means "provisioned": trust nothing new unsigned.
+            (Some(_), None) => Provisioning::Provisioned {
+                digest: String::new(),
+                serial: None,
+            },
+        },
+        keys: config_keys(Path::new(ctx.sysroot)),
+    };
+    let Some(Chosen {
+        origin,
+        bytes,
+        serial,
+    }) = discover(ctx, &gate)
+    else {
         info!(
             "no unattended.yaml found (kernel argument, configuration drive, ESP, image default)"
         );
@@ -108,11 +138,6 @@ fn run_steps(ctx: &Context) -> &'static str {
             return "invalid";
         }
     };
-    let upper_applied = layout.upper(APPLIED_PATH).ok();
-    let previous: Option<Applied> = upper_applied
-        .as_ref()
-        .and_then(|p| fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok());
     let stale = match applied::decide(previous.as_ref(), &digest, &rendered) {
         Decision::Unchanged => {
             info!("config unchanged ({digest}): nothing applied");
@@ -135,6 +160,7 @@ fn run_steps(ctx: &Context) -> &'static str {
         applied_at: applied::rfc3339(now),
         files,
         notes: rendered.notes.clone(),
+        serial,
     };
     let mut targets = rendered.targets.clone();
     targets.push(render::Target {
@@ -186,31 +212,125 @@ fn origin_name(origin: &Origin) -> String {
     }
 }
 
-/// Looks in the contract's order; the first document found wins.
-fn discover(ctx: &Context) -> Option<(Origin, Vec<u8>)> {
+/// What decides whether a document found is believed (`trust`).
+struct Gate {
+    provisioning: Provisioning,
+    /// The slot's configuration keys.
+    keys: Vec<PublicKey>,
+}
+
+impl Gate {
+    /// The serial to record when `doc` from `origin` is believed; `None` (and one line on the
+    /// console) when it is ignored, as if it were absent.
+    fn admit(&self, origin: &Origin, doc: &Found) -> Option<Option<u64>> {
+        let kind = match origin {
+            Origin::Baked => SourceKind::Image,
+            _ => SourceKind::Writable,
+        };
+        let signature = match &doc.signature {
+            None => Signature::Absent,
+            Some(sig) => match configsig::verify(&doc.bytes, sig, &self.keys) {
+                Ok(s) => Signature::Valid {
+                    key_id: s.key_id.to_string(),
+                    serial: s.serial,
+                },
+                Err(e) => Signature::Invalid(e.to_string()),
+            },
+        };
+        let digest = applied::sha256(&doc.bytes);
+        match trust::judge(&self.provisioning, kind, &digest, &signature) {
+            Verdict::Believe { serial } => {
+                if let Signature::Valid { key_id, serial } = &signature {
+                    info!("{origin} is signed by configuration key {key_id}, serial {serial}");
+                }
+                Some(serial)
+            }
+            Verdict::Ignore(why) => {
+                warn!("ignoring unattended.yaml from {origin}: {why}; nothing from it is applied");
+                None
+            }
+        }
+    }
+}
+
+/// The public keys in the slot's [`p6os_layout::slot::CONFIG_KEYS_DIR`].
+fn config_keys(sysroot: &Path) -> Vec<PublicKey> {
+    let dir = sysroot.join(&p6os_layout::slot::CONFIG_KEYS_DIR[1..]);
+    let mut keys = Vec::new();
+    let Ok(list) = fs::read_dir(&dir) else {
+        return keys;
+    };
+    let mut paths: Vec<_> = list.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        match fs::read_to_string(&p).map(|t| PublicKey::from_file(&t)) {
+            Ok(Ok(k)) => keys.push(k),
+            Ok(Err(e)) => warn!("ignoring configuration key {}: {e}", p.display()),
+            Err(e) => warn!("cannot read configuration key {}: {e}", p.display()),
+        }
+    }
+    keys
+}
+
+/// The document to apply: where from, its bytes, the serial to record.
+struct Chosen {
+    origin: Origin,
+    bytes: Vec<u8>,
+    serial: Option<u64>,
+}
+
+/// A document and its detached signature (`<path>.sig`), if one lies beside it.
+struct Found {
+    bytes: Vec<u8>,
+    signature: Option<Vec<u8>>,
+}
+
+/// Looks in the contract's order; the first document found and believed wins.
+fn discover(ctx: &Context, gate: &Gate) -> Option<Chosen> {
     let devices = sys::scan_block_devices();
+    let believed = |origin: Origin, doc: Found| {
+        gate.admit(&origin, &doc).map(|serial| Chosen {
+            origin,
+            bytes: doc.bytes,
+            serial,
+        })
+    };
     if let Some(raw) = ctx.config_arg {
         match source::parse_config_arg(raw) {
             Err(e) => warn!("ignoring p6os.config={raw}: {e}"),
             Ok(arg) => match read_from_arg(ctx, &devices, &arg) {
-                Ok(bytes) => return Some((Origin::KernelArg(arg), bytes)),
+                Ok(doc) => {
+                    if let Some(found) = believed(Origin::KernelArg(arg), doc) {
+                        return Some(found);
+                    }
+                }
                 Err(e) => warn!("p6os.config={raw}: {e}; looking further"),
             },
         }
     }
-    if let Some(found) = read_config_drive(&devices) {
+    if let Some(found) = read_config_drive(&devices, &believed) {
         return Some(found);
     }
     if let Some(esp) = ctx.esp_device {
         match read_file_on(esp, FsType::Vfat, source::ESP_CONFIG_PATH) {
-            Ok(Some(bytes)) => return Some((Origin::Esp, bytes)),
+            Ok(Some(doc)) => {
+                if let Some(found) = believed(Origin::Esp, doc) {
+                    return Some(found);
+                }
+            }
             Ok(None) => {}
             Err(e) => warn!("cannot read {} on the ESP: {e}", source::ESP_CONFIG_PATH),
         }
     }
     let baked = Path::new(ctx.sysroot).join(&source::BAKED_CONFIG_PATH[1..]);
     match read_capped(&baked) {
-        Ok(bytes) => Some((Origin::Baked, bytes)),
+        Ok(bytes) => believed(
+            Origin::Baked,
+            Found {
+                bytes,
+                signature: None,
+            },
+        ),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => {
             warn!("cannot read {}: {e}", baked.display());
@@ -219,11 +339,7 @@ fn discover(ctx: &Context) -> Option<(Origin, Vec<u8>)> {
     }
 }
 
-fn read_from_arg(
-    ctx: &Context,
-    devices: &[BlockDevice],
-    arg: &ConfigArg,
-) -> Result<Vec<u8>, String> {
+fn read_from_arg(ctx: &Context, devices: &[BlockDevice], arg: &ConfigArg) -> Result<Found, String> {
     let device = match &arg.partition {
         Partition::Esp => ctx
             .esp_device
@@ -251,14 +367,17 @@ fn read_from_arg(
         "{device} holds no FAT, ext4 or ISO 9660 filesystem"
     ))?;
     match read_file_on(&device, fstype, &arg.path) {
-        Ok(Some(bytes)) => Ok(bytes),
+        Ok(Some(doc)) => Ok(doc),
         Ok(None) => Err(format!("{} not found on {device}", arg.path)),
         Err(e) => Err(format!("cannot read {} on {device}: {e}", arg.path)),
     }
 }
 
-fn read_config_drive(devices: &[BlockDevice]) -> Option<(Origin, Vec<u8>)> {
-    for (device, probed) in labelled(devices) {
+fn read_config_drive(
+    devices: &[BlockDevice],
+    believed: &dyn Fn(Origin, Found) -> Option<Chosen>,
+) -> Option<Chosen> {
+    'drives: for (device, probed) in labelled(devices) {
         let Some(label) = probed
             .label
             .as_deref()
@@ -268,19 +387,21 @@ fn read_config_drive(devices: &[BlockDevice]) -> Option<(Origin, Vec<u8>)> {
         };
         for path in source::DRIVE_FILES {
             match read_file_on(&device, probed.fstype, path) {
-                Ok(Some(bytes)) => {
-                    return Some((
-                        Origin::Drive {
-                            device: device.clone(),
-                            path: path.to_string(),
-                        },
-                        bytes,
-                    ))
+                Ok(Some(doc)) => {
+                    let origin = Origin::Drive {
+                        device: device.clone(),
+                        path: path.to_string(),
+                    };
+                    match believed(origin, doc) {
+                        Some(found) => return Some(found),
+                        // The next drive, not this drive's other file: one document a drive.
+                        None => continue 'drives,
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => {
                     warn!("cannot read {path} on {device} (label {label}): {e}");
-                    break;
+                    continue 'drives;
                 }
             }
         }
@@ -314,16 +435,27 @@ fn probe_device(device: &str) -> Option<source::Probed> {
     source::probe(&head)
 }
 
-/// Mounts `device` read-only, reads `path`, unmounts. `Ok(None)` if the file is absent.
-fn read_file_on(device: &str, fstype: FsType, path: &str) -> io::Result<Option<Vec<u8>>> {
+/// Mounts `device` read-only, reads `path` and `<path>.sig` beside it, unmounts. `Ok(None)`
+/// if the document is absent.
+fn read_file_on(device: &str, fstype: FsType, path: &str) -> io::Result<Option<Found>> {
     sys::mkdir_p(PROBE_MOUNT, 0o700)?;
     sys::mount_read_only(device, PROBE_MOUNT, fstype.as_str())?;
-    let result = read_capped(&Path::new(PROBE_MOUNT).join(&path[1..]));
+    let file = Path::new(PROBE_MOUNT).join(&path[1..]);
+    let result = read_capped(&file);
+    let mut sig_path = file.into_os_string();
+    sig_path.push(source::SIGNATURE_SUFFIX);
+    let signature = read_capped(Path::new(&sig_path));
     if let Err(e) = sys::unmount(PROBE_MOUNT) {
         warn!("cannot unmount {device} from {PROBE_MOUNT}: {e}");
     }
+    let signature = match signature {
+        Ok(sig) => Some(sig),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        // Present but unreadable: judged as a bad signature, never as an absent one.
+        Err(e) => Some(format!("unreadable: {e}").into_bytes()),
+    };
     match result {
-        Ok(bytes) => Ok(Some(bytes)),
+        Ok(bytes) => Ok(Some(Found { bytes, signature })),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }

@@ -7,6 +7,9 @@
 //! 3. `/p6os/unattended.yaml` on the ESP;
 //! 4. the default baked into the slot by the recipe, `/usr/lib/p6os/unattended.yaml`.
 //!
+//! Once the device is provisioned, 1 to 3 count only when signed (`super::trust`); an
+//! ignored document is as if absent, and the search goes on.
+//!
 //! Pure: parses the argument and filesystem labels from bytes; `firstboot` does the reading.
 
 use std::fmt;
@@ -18,6 +21,9 @@ pub const BAKED_CONFIG_PATH: &str = p6os_layout::slot::BAKED_UNATTENDED_PATH;
 pub const DRIVE_LABELS: [&str; 2] = ["P6OS-CONFIG", "CIDATA"];
 /// File names looked up on a configuration drive, in order.
 pub const DRIVE_FILES: [&str; 2] = ["/unattended.yaml", "/user-data"];
+/// A document's detached signature lies beside it under its name plus this
+/// (`unattended.yaml.sig`, `user-data.sig`; `p6os_bundle::configsig`).
+pub const SIGNATURE_SUFFIX: &str = ".sig";
 /// Bytes to read from a device to find its filesystem label (ISO 9660's descriptor ends here).
 pub const LABEL_PROBE_BYTES: usize = 32768 + 2048;
 

@@ -31,6 +31,7 @@ use crate::clock;
 use crate::log::error_chain;
 use crate::plan;
 use crate::upgrade::{self, http, Failure};
+use p6os_bundle::compat::Downgrade;
 use state::{AfterHeartbeat, Answer, Attempts, Phase, Registration, Setback};
 
 pub const CONSOLE_CONFIG: &str = "/etc/p6os/console.json";
@@ -106,11 +107,14 @@ pub trait Host {
     fn facts(&mut self) -> Facts;
     fn running(&mut self) -> Running;
     fn save(&mut self, reg: &Registration);
-    /// Installs the bundle at `url` into the other slot (no reboot).
+    /// Installs the bundle at `url` into the other slot (no reboot); an older version than
+    /// the running one only with [`Downgrade::Allow`] (the operator's flag), never one below
+    /// the security floor.
     fn install(
         &mut self,
         url: &str,
         token: &str,
+        downgrade: Downgrade,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(), Failure>;
     /// Asks for a reboot into the new slot.
@@ -320,13 +324,19 @@ pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> R
                 reg = next;
                 match after {
                     AfterHeartbeat::Wait(wait) => wait,
-                    AfterHeartbeat::Upgrade(bundle) => {
-                        match upgrade_from_console(settings, &reg, &token, &bundle, host) {
+                    AfterHeartbeat::Upgrade(bundle, downgrade) => {
+                        let order = (&bundle, downgrade);
+                        match upgrade_from_console(settings, &reg, &token, order, host) {
                             Ok(()) => return reg,
                             Err((setback, progress)) => {
                                 report = Some(progress);
-                                let (next, wait) =
-                                    state::after_setback(&reg, &bundle, setback, host.random());
+                                let (next, wait) = state::after_setback(
+                                    &reg,
+                                    &bundle,
+                                    downgrade,
+                                    setback,
+                                    host.random(),
+                                );
                                 host.save(&next);
                                 reg = next;
                                 wait
@@ -360,7 +370,7 @@ fn upgrade_from_console(
     settings: &Settings,
     reg: &Registration,
     token: &str,
-    bundle: &BundleRef,
+    (bundle, downgrade): (&BundleRef, Downgrade),
     host: &mut dyn Host,
 ) -> Result<(), (Setback, Progress)> {
     info!(
@@ -405,7 +415,7 @@ fn upgrade_from_console(
             progress(ProgressPhase::Failed, 0, bundle.size, message),
         )
     };
-    if let Err(failure) = host.install(&url, token, &mut on_progress) {
+    if let Err(failure) = host.install(&url, token, downgrade, &mut on_progress) {
         warn!("registration: {failure}");
         return Err(failed(&failure));
     }
@@ -491,6 +501,7 @@ impl Host for Machine {
         &mut self,
         url: &str,
         token: &str,
+        downgrade: Downgrade,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(), Failure> {
         let mut source =
@@ -501,13 +512,8 @@ impl Host for Machine {
                 progress(done, total);
             }
         };
-        upgrade::install_from(
-            &mut source,
-            p6os_bundle::compat::Downgrade::Allow,
-            crate::cli::Retry::Refuse,
-            &mut each,
-        )
-        .map(|_| ())
+        upgrade::install_from(&mut source, downgrade, crate::cli::Retry::Refuse, &mut each)
+            .map(|_| ())
     }
 
     fn reboot(&mut self) -> Result<(), String> {

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use p6os_bundle::compat::Downgrade;
 use p6os_protocol::{BundleRef, Health, HeartbeatResponse, PairResponse};
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +55,10 @@ pub struct Registration {
     /// another one.
     #[serde(default)]
     pub refused_bundle: Option<String>,
+    /// Whether the operator allowed a downgrade when `refused_bundle` was refused: a bundle
+    /// refused as a downgrade is tried again once the operator allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_downgrade: Option<Downgrade>,
     /// A bundle whose installation failed (download, write), and how many times in a row.
     #[serde(default)]
     pub failed_bundle: Option<FailedBundle>,
@@ -85,6 +90,7 @@ impl Registration {
                 heartbeat_secs: None,
                 last_error: None,
                 refused_bundle: None,
+                refused_downgrade: None,
                 failed_bundle: None,
             },
         }
@@ -191,8 +197,8 @@ pub fn after_pair(
 pub enum AfterHeartbeat {
     /// Wait, then heartbeat (or pair again when the phase went back to unregistered).
     Wait(Duration),
-    /// Install this bundle, then reboot.
-    Upgrade(BundleRef),
+    /// Install this bundle, then reboot; a lower version only when the operator allowed it.
+    Upgrade(BundleRef, Downgrade),
 }
 
 /// The next state and action after a heartbeat. `running` is the booted image's version and
@@ -216,10 +222,16 @@ pub fn after_heartbeat(
             let Some(bundle) = r.bundle else {
                 return (next, wait);
             };
-            if !wanted(reg, r.desired_version.as_deref(), &bundle, running, health) {
+            let downgrade = if r.allow_downgrade {
+                Downgrade::Allow
+            } else {
+                Downgrade::Refuse
+            };
+            let desired = r.desired_version.as_deref();
+            if !wanted(reg, desired, &bundle, downgrade, running, health) {
                 return (next, wait);
             }
-            (next, AfterHeartbeat::Upgrade(bundle))
+            (next, AfterHeartbeat::Upgrade(bundle, downgrade))
         }
         Answer::Denied(why) => {
             // The token was refused: the console forgot us (deleted, its database replaced),
@@ -257,6 +269,7 @@ fn wanted(
     reg: &Registration,
     desired: Option<&str>,
     bundle: &BundleRef,
+    downgrade: Downgrade,
     running: &str,
     health: Health,
 ) -> bool {
@@ -270,8 +283,15 @@ fn wanted(
         && from_console
         && bundle.version != running
         && health == Health::Good
-        && reg.refused_bundle.as_deref() != Some(bundle.sha256.as_str())
+        && !refused(reg, bundle, downgrade)
         && !given_up
+}
+
+/// Whether `bundle` was refused here before, under the same or a wider permission: a refusal
+/// without the downgrade flag does not stand once the operator sets it.
+fn refused(reg: &Registration, bundle: &BundleRef, downgrade: Downgrade) -> bool {
+    reg.refused_bundle.as_deref() == Some(bundle.sha256.as_str())
+        && !(downgrade == Downgrade::Allow && reg.refused_downgrade == Some(Downgrade::Refuse))
 }
 
 /// Why an installation did not happen.
@@ -289,6 +309,7 @@ pub enum Setback {
 pub fn after_setback(
     reg: &Registration,
     bundle: &BundleRef,
+    downgrade: Downgrade,
     setback: Setback,
     random: u64,
 ) -> (Registration, Duration) {
@@ -296,6 +317,7 @@ pub fn after_setback(
     match setback {
         Setback::Refused => {
             next.refused_bundle = Some(bundle.sha256.clone());
+            next.refused_downgrade = Some(downgrade);
             (
                 next,
                 jittered_secs(reg.heartbeat_secs.unwrap_or(60), random),

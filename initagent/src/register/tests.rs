@@ -16,6 +16,7 @@ pub(super) struct FakeHost {
     pub(super) saved: Vec<Registration>,
     running: Running,
     installs: Vec<String>,
+    downgrades: Vec<Downgrade>,
     install_result: Result<(), Failure>,
     reboots: usize,
 }
@@ -33,6 +34,7 @@ impl FakeHost {
                 last_upgrade: None,
             },
             installs: Vec::new(),
+            downgrades: Vec::new(),
             install_result: Ok(()),
             reboots: 0,
         }
@@ -57,9 +59,11 @@ impl Host for FakeHost {
         &mut self,
         url: &str,
         _token: &str,
+        downgrade: Downgrade,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(), Failure> {
         self.installs.push(url.to_string());
+        self.downgrades.push(downgrade);
         progress(1, 2);
         self.install_result.clone()
     }
@@ -419,4 +423,63 @@ fn a_failed_installation_is_retried_later_not_at_once() {
     );
     assert_eq!(reg.failed_bundle.unwrap().attempts, 2);
     assert_eq!(reg.refused_bundle, None);
+}
+
+/// The console's answer ordering version 0.9 (older than the running 1.0), with the
+/// operator's flag or without.
+fn downgrade_answer(allow: bool) -> String {
+    let flag = if allow {
+        r#","allow_downgrade":true"#
+    } else {
+        ""
+    };
+    json(
+        "200 OK",
+        &format!(
+            r#"{{"desired_version":"0.9","heartbeat_secs":9{flag},
+                "bundle":{{"version":"0.9","path":"/api/v1/bundles/{h}/content","sha256":"{h}","size":2}}}}"#,
+            h = "b".repeat(64)
+        ),
+    )
+}
+
+#[test]
+fn a_console_ordered_downgrade_is_refused_without_the_operators_flag() {
+    let (endpoint, _) = server(|_, _| Some(downgrade_answer(false)));
+    let reg = Registration {
+        phase: Phase::Ready,
+        device_token: Some("tok".into()),
+        ..fresh(&endpoint)
+    };
+    let mut host = FakeHost::new(3);
+    host.install_result = Err(Failure::Refused(
+        "version 0.9 is not newer than the running 1.0".into(),
+    ));
+    let reg = run(&settings(endpoint), reg, &mut host);
+    assert_eq!(host.downgrades, [Downgrade::Refuse]);
+    assert_eq!(reg.refused_bundle, Some("b".repeat(64)));
+}
+
+#[test]
+fn a_downgrade_refused_without_the_flag_is_tried_again_once_the_operator_allows_it() {
+    let allowed = Arc::new(AtomicUsize::new(0));
+    let flag = allowed.clone();
+    let (endpoint, _) = server(move |_, _| Some(downgrade_answer(flag.load(Ordering::SeqCst) > 0)));
+    let reg = Registration {
+        phase: Phase::Ready,
+        device_token: Some("tok".into()),
+        refused_bundle: Some("b".repeat(64)),
+        refused_downgrade: Some(Downgrade::Refuse),
+        ..fresh(&endpoint)
+    };
+    // Refused before without the flag: not fetched again while the flag is absent...
+    let mut host = FakeHost::new(2);
+    let reg = run(&settings(endpoint.clone()), reg, &mut host);
+    assert!(host.installs.is_empty(), "{:?}", host.installs);
+    // ...and installed, allowing the downgrade, once the operator sets it.
+    allowed.store(1, Ordering::SeqCst);
+    let mut host = FakeHost::new(3);
+    run(&settings(endpoint), reg, &mut host);
+    assert_eq!(host.downgrades, [Downgrade::Allow]);
+    assert_eq!(host.reboots, 1);
 }

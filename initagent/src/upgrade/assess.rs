@@ -1,6 +1,7 @@
 //! Boot assessment, at every boot in service mode: what the loader did (`slots::assess`),
 //! the health checks of a trial boot, then blessing, a reboot to count down the tries, or
-//! recording a fallback. Never fatal: the machine keeps running whatever happens here.
+//! recording a fallback; once the booted slot is blessed, its security floor is recorded.
+//! Never fatal: the machine keeps running whatever happens here.
 
 use crate::health;
 use crate::log::error_chain;
@@ -89,6 +90,9 @@ pub fn at_boot() {
     let entries = machine.entries().unwrap_or_default();
     match slots::entry_of(&entries, view.booted) {
         Some(e) if e.counter.is_blessed() => {
+            // A blessed slot's floor holds from now on (signed with the slot, so only the
+            // release key sets it).
+            machine::raise_floor(machine.identity.security_floor.as_deref());
             info!(
                 "slot {} is blessed (version {})",
                 view.booted, e.image_version

@@ -23,6 +23,9 @@ use p6os_layout::manifest::SlotIdentity as Manifest;
 use p6os_layout::slot::MANIFEST_PATH;
 
 pub const RECORD_PATH: &str = "/var/lib/p6os/slots.json";
+/// The security floor (one version and a newline): the highest `security_floor` of a slot
+/// this device blessed. Never lowered by the agent; every install below it is refused.
+pub const FLOOR_PATH: &str = "/var/lib/p6os/security-floor";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
@@ -192,6 +195,36 @@ pub fn read_record() -> Record {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
+}
+
+/// The recorded security floor; none when absent (or not a version: warned).
+pub fn read_floor() -> Option<String> {
+    let text = fs::read_to_string(FLOOR_PATH).ok()?;
+    let floor = text.trim();
+    if p6os_layout::version::is_valid(floor) {
+        Some(floor.to_string())
+    } else {
+        warn!("ignoring {FLOOR_PATH}: `{floor}` is not a version");
+        None
+    }
+}
+
+/// Records the running slot's floor when it is above the recorded one.
+pub fn raise_floor(slot_floor: Option<&str>) {
+    let current = read_floor();
+    let Some(floor) = p6os_bundle::compat::raise_floor(current.as_deref(), slot_floor) else {
+        return;
+    };
+    match replace_file(Path::new(FLOOR_PATH), format!("{floor}\n").as_bytes()) {
+        Ok(()) => info!(
+            "security floor raised to {floor} (was {}): older versions are never installed again",
+            current.as_deref().unwrap_or("none")
+        ),
+        Err(e) => warn!(
+            "cannot record the security floor {floor}: {}",
+            crate::log::error_chain(&e)
+        ),
+    }
 }
 
 pub fn trusted_keys() -> Vec<PublicKey> {

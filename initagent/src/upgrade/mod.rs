@@ -136,12 +136,14 @@ pub fn install_from(
         .map(str::to_string)
         .and_then(|d| Ok((d, machine.partition_bytes(&target_label)?)))
         .map_err(|e| impossible(&e))?;
+    let floor = machine::read_floor();
     let device = Device {
         name: &machine.identity.name,
         arch: &machine.arch,
         version: &machine.identity.version,
         agent_version: VERSION,
         slot_bytes,
+        floor: floor.as_deref(),
     };
     let keys = machine::trusted_keys();
     // Signature and compatibility before a byte is written. A source that breaks off is a
@@ -439,9 +441,10 @@ pub fn install_into(args: &InstallIntoArgs) -> i32 {
         version: &args.device_version,
         agent_version: VERSION,
         slot_bytes,
+        floor: args.floor.as_deref(),
     };
     let started = Instant::now();
-    let header = match install::check(&mut r, &keys, &device, Downgrade::Refuse) {
+    let header = match install::check(&mut r, &keys, &device, args.downgrade) {
         Ok(h) => h,
         Err(e) => return fail(&format!("refused: {}", error_chain(&e))),
     };

@@ -32,6 +32,7 @@ fn response(desired: Option<&str>, b: Option<BundleRef>) -> HeartbeatResponse {
         desired_version: desired.map(String::from),
         bundle: b,
         heartbeat_secs: 10,
+        allow_downgrade: false,
     }
 }
 
@@ -290,7 +291,7 @@ fn upgrade_only_when_wanted_new_healthy_and_not_refused() {
             0,
         );
         assert_eq!(
-            matches!(after, AfterHeartbeat::Upgrade(_)),
+            matches!(after, AfterHeartbeat::Upgrade(..)),
             upgrade,
             "{desired:?} {offered:?} {running} {health:?} {refused:?}"
         );
@@ -321,8 +322,8 @@ fn failed_installations_back_off_then_give_up_on_that_bundle() {
             &mut attempts,
             0,
         );
-        assert!(matches!(after, AfterHeartbeat::Upgrade(_)), "{after:?}");
-        let (next, wait) = after_setback(&reg, &b, Setback::Failed, u64::MAX);
+        assert!(matches!(after, AfterHeartbeat::Upgrade(..)), "{after:?}");
+        let (next, wait) = after_setback(&reg, &b, Downgrade::Refuse, Setback::Failed, u64::MAX);
         waits.push(wait);
         reg = next;
     }
@@ -345,11 +346,11 @@ fn failed_installations_back_off_then_give_up_on_that_bundle() {
     );
     // Another bundle starts afresh.
     let other = bundle("2.1", "d");
-    let (next, wait) = after_setback(&reg, &other, Setback::Failed, u64::MAX);
+    let (next, wait) = after_setback(&reg, &other, Downgrade::Refuse, Setback::Failed, u64::MAX);
     assert_eq!(next.failed_bundle.unwrap().attempts, 1);
     assert!(wait <= Duration::from_secs(30));
     // A refusal is remembered at once.
-    let (next, _) = after_setback(&ready(), &b, Setback::Refused, 0);
+    let (next, _) = after_setback(&ready(), &b, Downgrade::Refuse, Setback::Refused, 0);
     assert_eq!(next.refused_bundle, Some(sha("a")));
 }
 

@@ -5,12 +5,13 @@
 //! Network rule: the guest's NIC is QEMU's user network with `restrict=on`; the only
 //! addresses in the documents are QEMU's own (10.0.2.x) and `.invalid` names.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use p6os_qemu_tests::test_image;
-use p6os_qemu_tests::vm::{copy_image, Network, Vm, VmConfig};
+use p6os_qemu_tests::fixture::Fixture;
+use p6os_qemu_tests::p6os_cli;
+use p6os_qemu_tests::vm::{Network, Vm, VmConfig};
 
 const BOOT: Duration = Duration::from_secs(180);
 const CMD: Duration = Duration::from_secs(30);
@@ -54,12 +55,32 @@ console:
     )
 }
 
-/// A copy of the test image with `config` injected by the `p6os` command.
-fn image_with_config(dir: &Path, config: &str) -> std::path::PathBuf {
-    let image = dir.join("disk.img");
-    copy_image(&test_image(), &image).unwrap();
-    p6os_qemu_tests::fixture::inject(&image, config, &dir.join("unattended.yaml")).unwrap();
-    image
+/// An image of the tiny recipe that trusts the fixture's key as a configuration key
+/// (`upgrades.config_keys`), with `config` injected by the `p6os` command. Once provisioned, a
+/// device takes a changed document only when it is signed with that key (docs/security.md).
+fn image_with_config(config: &str) -> (Fixture, PathBuf) {
+    let f = Fixture::new().unwrap();
+    let extra = format!("  config_keys: [{}]\n", f.public_key.display());
+    let image = f.image(&f.recipe("1.0.0", &extra, None).unwrap()).unwrap();
+    f.inject(&image, config).unwrap();
+    (f, image)
+}
+
+/// Writes `text` to `dir/name` and signs it with the fixture's configuration key under
+/// `serial` (`p6os config sign` writes `name.sig` beside it).
+fn signed(f: &Fixture, name: &str, text: &str, serial: u64) -> PathBuf {
+    let path = f.dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    let status = Command::new(p6os_cli())
+        .args(["config", "sign"])
+        .arg(&path)
+        .arg("--key")
+        .arg(&f.secret_key)
+        .args(["--serial", &serial.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "p6os config sign failed");
+    path
 }
 
 fn run(vm: &mut Vm, tag: &str, command: &str) -> String {
@@ -74,8 +95,7 @@ fn config_vm(image: &Path) -> VmConfig {
 
 #[test]
 fn injected_config_is_applied_at_first_boot_and_only_then() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = image_with_config(dir.path(), &site_config());
+    let (f, image) = image_with_config(&site_config());
     let mut vm = config_vm(&image).start_in_place("unattended").unwrap();
     vm.wait_for_line("using unattended.yaml from the ESP", BOOT)
         .unwrap();
@@ -171,15 +191,21 @@ fn injected_config_is_applied_at_first_boot_and_only_then() {
         "{out}"
     );
 
-    // A changed document is applied again; what it no longer asks for goes away.
-    run(
-        &mut vm,
-        "EDIT",
-        "mkdir -p /tmp/esp && mount -t vfat /dev/vda1 /tmp/esp && \
-         printf 'hostname: store-0422\\n' > /tmp/esp/p6os/unattended.yaml && umount /tmp/esp",
-    );
-    vm.send_line("reboot").unwrap();
-    vm.wait_for_line("p6os-agent: rebooting", CMD).unwrap();
+    // A changed document, signed with the fleet's configuration key and injected the way an
+    // operator does it, is applied again; what it no longer asks for goes away. (An unsigned
+    // change is ignored on a provisioned device: the config_trust scenario.)
+    vm.send_line("poweroff").unwrap();
+    vm.wait_exit(CMD).unwrap();
+    drop(vm);
+    let changed = signed(&f, "changed.yaml", "hostname: store-0422\n", 1);
+    let status = Command::new(p6os_cli())
+        .args(["config", "inject"])
+        .arg(&image)
+        .arg(&changed)
+        .status()
+        .unwrap();
+    assert!(status.success(), "p6os config inject failed");
+    let mut vm = config_vm(&image).start_in_place("changed").unwrap();
     let applied = vm.wait_for_line("p6os-agent: config", BOOT).unwrap();
     assert!(applied.contains("config applied"), "third boot: {applied}");
     vm.wait_for_line("p6os-agent: ready slot=a", BOOT).unwrap();
@@ -214,7 +240,8 @@ const LIST_STATE: &str =
      find $S -type f ! -name registration.json | sort | xargs stat -c '%n %s %Y %a %u'; \
      find $S -type d | sort | xargs stat -c '%n %a %u'";
 
-fn drive_with_user_data(dir: &Path, text: &str) -> std::path::PathBuf {
+/// A FAT drive labelled CIDATA with `user_data` as `/user-data` and its signature beside it.
+fn drive_with_user_data(dir: &Path, user_data: &Path) -> PathBuf {
     let drive = dir.join("cidata.img");
     let file = std::fs::File::create(&drive).unwrap();
     file.set_len(8 << 20).unwrap();
@@ -225,24 +252,27 @@ fn drive_with_user_data(dir: &Path, text: &str) -> std::path::PathBuf {
         .output()
         .expect("mkfs.vfat (package dosfstools)");
     assert!(status.status.success(), "mkfs.vfat failed");
-    let user_data = dir.join("user-data");
-    std::fs::write(&user_data, text).unwrap();
-    let status = Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(&drive)
-        .arg(&user_data)
-        .arg("::/user-data")
-        .status()
-        .expect("mcopy (package mtools)");
-    assert!(status.success(), "mcopy failed");
+    let signature = user_data.with_extension("yaml.sig");
+    for (from, to) in [
+        (user_data, "::/user-data"),
+        (&signature, "::/user-data.sig"),
+    ] {
+        let status = Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&drive)
+            .arg(from)
+            .arg(to)
+            .status()
+            .expect("mcopy (package mtools)");
+        assert!(status.success(), "mcopy failed");
+    }
     drive
 }
 
 #[test]
 fn invalid_config_on_a_drive_is_reported_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = image_with_config(dir.path(), &site_config());
+    let (f, image) = image_with_config(&site_config());
     // First boot: the valid document from the ESP is applied.
     let mut vm = config_vm(&image).start_in_place("valid").unwrap();
     vm.wait_for_line("p6os-agent: config applied", BOOT)
@@ -257,9 +287,22 @@ fn invalid_config_on_a_drive_is_reported_and_changes_nothing() {
     vm.wait_exit(CMD).unwrap();
     drop(vm);
 
-    // Second boot with a configuration drive: it wins over the ESP, and it is invalid.
+    // Second boot with a configuration drive: it wins over the ESP, its signature holds (a
+    // provisioned device ignores unsigned drives), and the document is invalid.
     let invalid = "#cloud-config\nhostname: store_9!\nnetwork:\n  interfaces:\n    - name: eth0\n      addresses: [10.0.2.300/24]\nusers:\n  - name: ops\n    passwd: hunter2\n";
-    let drive = drive_with_user_data(dir.path(), invalid);
+    // `p6os config sign` refuses an invalid document, so it is signed here with the same key
+    // and the library the command uses: what a newer signing tool, with rules this agent does
+    // not know, could hand a device.
+    let invalid = {
+        let path = f.dir.path().join("invalid.yaml");
+        std::fs::write(&path, invalid).unwrap();
+        let key = std::fs::read_to_string(&f.secret_key).unwrap();
+        let key = p6os_bundle::keys::SecretKey::from_file(&key).unwrap();
+        let signature = p6os_bundle::configsig::ConfigSignature::sign(&key, invalid.as_bytes(), 1);
+        std::fs::write(path.with_extension("yaml.sig"), signature.to_file()).unwrap();
+        path
+    };
+    let drive = drive_with_user_data(f.dir.path(), &invalid);
     let mut config = config_vm(&image);
     config.extra_drives.push(drive);
     let mut vm = config.start_in_place("invalid").unwrap();

@@ -541,10 +541,15 @@ struct FlashArgs {
 
 /// `p6os flash`: every refusal at once, the confirmation, then the write.
 fn flash(a: FlashArgs) -> anyhow::Result<ExitCode> {
+    use flash::identity::{self, Identity};
     use p6os_builder::flash::{self, target};
     use std::io::{BufRead, IsTerminal, Write};
     let (plan, _) = flash::plan_for(&a.image, a.bmap.as_deref())
         .with_context(|| format!("reading {}", a.image.display()))?;
+    // Who the target is, first: the checks below, what is shown and what is written must all
+    // be that one (a disk swapped meanwhile is not written).
+    let first = Identity::of_path(&a.target)
+        .with_context(|| format!("inspecting {}", a.target.display()))?;
     let info =
         target::inspect(&a.target).with_context(|| format!("inspecting {}", a.target.display()))?;
     let refusals = target::refusals(&info, plan.image_size, a.force);
@@ -561,9 +566,9 @@ fn flash(a: FlashArgs) -> anyhow::Result<ExitCode> {
         eprintln!("nothing was written");
         return Ok(ExitCode::FAILURE);
     }
-    // Who the target is now, when it is checked and shown: the write checks that the
-    // descriptor it opens is still that one (a disk swapped meanwhile is not written).
-    let confirmed = flash::identity::Identity::of_path(&a.target)
+    // Still the one identified first, after the checks; shown, recorded, and compared again
+    // with the descriptor the write opens.
+    let confirmed = identity::still_the_same(&a.target, &first)
         .with_context(|| format!("inspecting {}", a.target.display()))?;
     if a.confirm == Confirm::Ask && info.kind != target::TargetKind::RegularFile {
         if !std::io::stdin().is_terminal() {
@@ -575,10 +580,8 @@ nothing was written",
             return Ok(ExitCode::FAILURE);
         }
         eprint!(
-            "{}
-write {} onto it? everything on it is lost. type yes: ",
-            target::describe(&info),
-            a.image.display()
+            "{}",
+            identity::prompt(&target::describe(&info), &confirmed, &a.image)
         );
         std::io::stderr().flush()?;
         let mut answer = String::new();

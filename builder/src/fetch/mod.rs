@@ -457,7 +457,9 @@ fn inline_entry(e: &InlineEntry) -> Entry {
 /// Reads a host directory: owners become root, times fixed at 0, entries in sorted order.
 /// Modes: a world-readable file or directory becomes 0755/0644 by the owner's exec bit (so the
 /// builder's umask does not matter); one that is not world-readable (a key, `ssl/private`)
-/// keeps its permission bits (setuid, setgid and sticky dropped): a secret stays a secret.
+/// keeps its read and execute bits and the owner's write (setuid, setgid, sticky and every
+/// group/world write dropped: 0602 becomes 0600, a 1733 spool directory 0711): a secret stays
+/// a secret, and nothing in the image is writable by others because the host tree was.
 fn read_dir_into(
     root: &Path,
     dir: &Path,
@@ -510,7 +512,7 @@ enum Node {
 /// The image's mode for a host file or directory of mode `host` (see [`read_dir_into`]).
 fn dir_layer_mode(host: u32, node: Node) -> u32 {
     if host & 0o004 == 0 {
-        return host & 0o777;
+        return host & 0o777 & !0o022;
     }
     match node == Node::Dir || host & 0o100 != 0 {
         true => 0o755,

@@ -134,6 +134,40 @@ fn dir_sources_keep_private_modes_of_files_and_dirs() {
 }
 
 #[test]
+fn dir_sources_drop_group_and_world_write_from_private_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    fs::create_dir_all(d.path().join("var/spool/drop")).unwrap();
+    fs::write(d.path().join("etc-note"), "n\n").unwrap();
+    fs::write(d.path().join("shared"), "s\n").unwrap();
+    let set = |p: &str, mode| {
+        fs::set_permissions(d.path().join(p), fs::Permissions::from_mode(mode)).unwrap()
+    };
+    set("etc-note", 0o602);
+    set("shared", 0o660);
+    set("var/spool/drop", 0o1733);
+    let source = Source::Dir {
+        path: d.path().display().to_string(),
+        target: None,
+    };
+    let cache = Cache {
+        root: d.path().join("cache-unused"),
+    };
+    let (apt, local) = (AptIndex::default(), BTreeMap::new());
+    let (tree, _) = load_source(&ctx(&cache, &apt, &local), Path::new("/"), &source, None).unwrap();
+    let mode = |p: &str| tree.get(p).unwrap().mode;
+    assert_eq!(mode("etc-note"), 0o600, "0602: no world write in the image");
+    assert_eq!(mode("shared"), 0o640, "0660: no group write either");
+    let spool = mode("var/spool/drop");
+    assert_eq!(
+        spool & 0o022,
+        0,
+        "1733 became {spool:o}: writable by others"
+    );
+    assert_eq!(spool, 0o711);
+}
+
+#[test]
 fn tarball_sha256_is_checked() {
     let d = tempfile::tempdir().unwrap();
     let mut t = Tree::new();

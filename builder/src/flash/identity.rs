@@ -106,3 +106,96 @@ fn ioctl_u64(file: &File, request: libc::c_ulong) -> Option<u64> {
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), request, &mut value as *mut u64) };
     (rc == 0).then_some(value)
 }
+
+/// The target changed between two looks at it.
+#[derive(Debug, thiserror::Error)]
+#[error("{path} changed while it was checked: it was {before}, it is now {now}; nothing was written\n  hint: a disk was swapped (or a loop device re-attached) during the checks; run `p6os flash` again")]
+pub struct Changed {
+    pub path: String,
+    pub before: Box<Identity>,
+    pub now: Box<Identity>,
+}
+
+/// Takes the identity of `path` again after the checks and compares it with the one taken
+/// before them: what was inspected (and is then shown and recorded) is what was identified.
+pub fn still_the_same(path: &Path, before: &Identity) -> Result<Identity, io::Error> {
+    let now = Identity::of_path(path)?;
+    if &now != before {
+        return Err(io::Error::other(Changed {
+            path: path.display().to_string(),
+            before: Box::new(before.clone()),
+            now: Box::new(now),
+        }));
+    }
+    Ok(now)
+}
+
+/// The confirmation question: the target as described, then the identity that is recorded and
+/// checked again before the first write (disk sequence number and serial: what the user
+/// confirms is what is recorded).
+pub fn prompt(description: &str, identity: &Identity, image: &Path) -> String {
+    let mut who = identity.to_string();
+    if let Identity::Block {
+        diskseq, serial, ..
+    } = identity
+    {
+        if diskseq.is_none() {
+            who.push_str(", no disk sequence number (kernel older than 5.15)");
+        }
+        if serial.is_none() {
+            who.push_str(", no serial");
+        }
+    }
+    format!(
+        "{description}\nidentity: {who}\nwrite {} onto it? everything on it is lost. type yes: ",
+        image.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_replaced_during_the_checks_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("disk.img");
+        std::fs::write(&path, b"one").unwrap();
+        let before = Identity::of_path(&path).unwrap();
+        assert_eq!(still_the_same(&path, &before).unwrap(), before);
+        // Swapped for another file with the same path during the checks.
+        let other = d.path().join("other.img");
+        std::fs::write(&other, b"two").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let err = still_the_same(&path, &before).unwrap_err();
+        assert!(
+            err.to_string().contains("changed while it was checked"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_prompt_shows_the_recorded_disk_sequence_and_serial() {
+        let id = Identity::Block {
+            rdev: libc::makedev(8, 16),
+            diskseq: Some(42),
+            size: 8 << 30,
+            serial: Some("SN-1234".into()),
+            model: Some("Stick".into()),
+        };
+        let text = prompt("/dev/sdb: USB stick, 8 GiB", &id, Path::new("tiny.img"));
+        assert!(text.contains("disk sequence 42"), "{text}");
+        assert!(text.contains("serial SN-1234"), "{text}");
+        assert!(text.ends_with("type yes: "), "{text}");
+        let old = Identity::Block {
+            rdev: libc::makedev(7, 0),
+            diskseq: None,
+            size: 1 << 20,
+            serial: None,
+            model: None,
+        };
+        let text = prompt("/dev/loop0", &old, Path::new("tiny.img"));
+        assert!(text.contains("no disk sequence number"), "{text}");
+        assert!(text.contains("no serial"), "{text}");
+    }
+}

@@ -9,8 +9,11 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
+
+/// How many `.<name>.p6os-displaced-<n>` names [`Dir::displace`] tries.
+const DISPLACED_TRIES: u32 = 1000;
 
 /// An opened directory.
 #[derive(Debug)]
@@ -91,17 +94,37 @@ impl Dir {
         Ok(())
     }
 
+    /// Renames `name` to `.<name>.p6os-displaced-<n>` in this directory, the first `n` free
+    /// (never replacing anything, a link moved as the link); returns the new name.
+    pub fn displace(&self, name: &str) -> io::Result<String> {
+        check_name(name)?;
+        for n in 0..DISPLACED_TRIES {
+            let aside = format!(".{name}.p6os-displaced-{n}");
+            match rustix::fs::renameat_with(
+                &self.fd,
+                name,
+                &self.fd,
+                aside.as_str(),
+                RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => return Ok(aside),
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                ".{name}.p6os-displaced-0 to -{} all exist",
+                DISPLACED_TRIES - 1
+            ),
+        ))
+    }
+
     /// Removes the file (or link) `name`.
     pub fn unlink(&self, name: &str) -> io::Result<()> {
         check_name(name)?;
         rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())?;
-        Ok(())
-    }
-
-    /// Removes the empty directory `name`.
-    pub fn rmdir(&self, name: &str) -> io::Result<()> {
-        check_name(name)?;
-        rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR)?;
         Ok(())
     }
 

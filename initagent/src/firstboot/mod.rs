@@ -69,8 +69,11 @@ fn run_steps(ctx: &Context) -> &'static str {
         slot: Path::new(ctx.sysroot),
     };
     match txn::recover(&layout) {
-        Ok(true) => info!("finished a configuration change interrupted at the last boot"),
-        Ok(false) => {}
+        Ok(Some(outcome)) => {
+            info!("finished a configuration change interrupted at the last boot");
+            log_outcome(&outcome);
+        }
+        Ok(None) => {}
         Err(e) => warn!(
             "cannot finish an interrupted configuration change: {}",
             crate::log::error_chain(&e)
@@ -173,13 +176,19 @@ fn run_steps(ctx: &Context) -> &'static str {
         gid: 0,
     });
     match txn::apply(&layout, &targets, &stale) {
-        Ok(()) => {
+        Ok(outcome) => {
             info!(
                 "config applied ({digest}): {} files written, {} removed",
                 record.files.len(),
                 stale.len()
             );
-            "applied"
+            log_outcome(&outcome);
+            // A step a user made fail in their own home is theirs; anything else is ours.
+            if outcome.failed_outside_homes() {
+                "failed"
+            } else {
+                "applied"
+            }
         }
         Err(e) => {
             warn!(
@@ -188,6 +197,20 @@ fn run_steps(ctx: &Context) -> &'static str {
             );
             "failed"
         }
+    }
+}
+
+/// What stood in the way of a change, and the steps left for the next boot.
+fn log_outcome(outcome: &txn::Outcome) {
+    for note in &outcome.notes {
+        warn!("config: {note}");
+    }
+    for u in &outcome.unfinished {
+        warn!(
+            "config: {} not done (tried again at the next boot): {}",
+            u.target,
+            crate::log::error_chain(&u.error)
+        );
     }
 }
 

@@ -18,6 +18,13 @@
 //! partition without following a link ([`super::beneath`]), every write is relative to an
 //! opened directory, and a link (or a file) where a directory goes is refused before anything
 //! is written (`check`), and again when it is reached.
+//!
+//! A user must not be able to stop a committed change halfway (say, between placing their own
+//! keys and removing their sudo rights): a directory where a file goes is moved aside within
+//! its opened parent (`.<name>.p6os-displaced-<n>`, logged) and the file placed; a directory
+//! where a file is removed is left (it is not that file); and a step that still fails does not
+//! stop the others: it is reported, the transaction stays committed and the next boot tries
+//! it again (every step is a no-op once done).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -222,7 +229,7 @@ fn refused(what: Refusal, path: &str, upper: &Path) -> TxnError {
 /// Runs a whole transaction: a check of every path, directories, staging, commit, renames.
 /// A link or a file where a directory should be (a user owns their home and can put one there)
 /// is refused before anything is written.
-pub fn apply(layout: &Layout, targets: &[Target], stale: &[String]) -> Result<(), TxnError> {
+pub fn apply(layout: &Layout, targets: &[Target], stale: &[String]) -> Result<Outcome, TxnError> {
     check(layout, targets, stale)?;
     let new_dir = layout.state.join(TXN_NEW);
     if new_dir.exists() {
@@ -298,15 +305,15 @@ fn dir_entry(
 }
 
 /// At boot, before anything else: finish a committed transaction, drop an uncommitted one.
-/// Returns whether a committed one was finished.
-pub fn recover(layout: &Layout) -> Result<bool, TxnError> {
+/// Returns what finishing a committed one did (`None`: there was none).
+pub fn recover(layout: &Layout) -> Result<Option<Outcome>, TxnError> {
     let new_dir = layout.state.join(TXN_NEW);
     if new_dir.exists() {
         fs::remove_dir_all(&new_dir).map_err(io_err("remove", &new_dir))?;
     }
     let committed = layout.state.join(TXN);
     if !committed.exists() {
-        return Ok(false);
+        return Ok(None);
     }
     let journal = committed.join(JOURNAL);
     let text = fs::read(&journal).map_err(io_err("read", &journal))?;
@@ -315,64 +322,146 @@ pub fn recover(layout: &Layout) -> Result<bool, TxnError> {
         path: journal.display().to_string(),
         source: io::Error::new(io::ErrorKind::InvalidData, e),
     })?;
-    finish(layout, &committed, &ops)?;
-    Ok(true)
+    finish(layout, &committed, &ops).map(Some)
 }
 
-fn finish(layout: &Layout, committed: &Path, ops: &[Op]) -> Result<(), TxnError> {
+/// What finishing a committed transaction did besides the plain steps.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// What stood in the way and was moved aside or left (for the log).
+    pub notes: Vec<String>,
+    /// Steps that failed; every other step was still done. The transaction stays committed,
+    /// so the next boot tries these again (the done ones are no-ops then).
+    pub unfinished: Vec<Unfinished>,
+}
+
+/// One step that could not be done.
+#[derive(Debug)]
+pub struct Unfinished {
+    pub target: String,
+    pub error: TxnError,
+}
+
+impl Outcome {
+    /// Whether a step outside the users' homes failed: those are root's alone, so a failure
+    /// there is the system's (a failure under `/var/home` is the user's own doing).
+    pub fn failed_outside_homes(&self) -> bool {
+        self.unfinished.iter().any(|u| !u.target.starts_with(HOMES))
+    }
+}
+
+/// Where users own directories (and can put anything in them).
+const HOMES: &str = "/var/home/";
+
+/// Runs every step; a step that fails does not stop the ones after it (a user can make a step
+/// in their home fail; the removal of their sudo rights and the record must still happen).
+fn finish(layout: &Layout, committed: &Path, ops: &[Op]) -> Result<Outcome, TxnError> {
     let staging = Dir::open(committed).map_err(io_err("open", committed))?;
     // Parent directories to fsync, by their path.
     let mut dirs: BTreeMap<String, Dir> = BTreeMap::new();
+    let mut outcome = Outcome::default();
     for op in ops {
-        match op {
-            Op::Place { staged, target } => {
-                let to = layout.upper(target)?;
-                let from = committed.join(staged);
-                let parent_of = |t: &str| t.rsplit_once('/').map_or("", |(p, _)| p).to_string();
-                let Some((parent, name)) = layout.parent(target, Missing::Stop)? else {
-                    return Err(io_err("rename into", &to)(io::ErrorKind::NotFound.into()));
-                };
-                match staging.entry(staged).map_err(io_err("stat", &from))? {
-                    // Placed before a power cut.
-                    Entry::Missing => {}
-                    _ => {
-                        if dir_entry(layout, &parent, &name, target).is_ok_and(|d| d.is_some()) {
-                            // A directory where a file goes: only an empty one is replaced.
-                            parent
-                                .rmdir(&name)
-                                .map_err(io_err("replace directory", &to))?;
-                        }
-                        parent
-                            .rename_into(&staging, staged, &name)
-                            .map_err(io_err("rename into", &to))?;
-                    }
-                }
-                dirs.insert(parent_of(target), parent);
-            }
-            Op::Remove { target } => {
-                let path = layout.upper(target)?;
-                let Some((parent, name)) = layout.parent(target, Missing::Stop)? else {
-                    continue;
-                };
-                match parent.unlink(&name) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err("remove", &path)(e)),
-                }
+        let (target, done) = match op {
+            Op::Place { staged, target } => (
+                target,
+                place(
+                    layout,
+                    &staging,
+                    committed,
+                    staged,
+                    target,
+                    &mut outcome.notes,
+                ),
+            ),
+            Op::Remove { target } => (target, remove(layout, target, &mut outcome.notes)),
+        };
+        match done {
+            Ok(Some(parent)) => {
                 let key = target.rsplit_once('/').map_or("", |(p, _)| p).to_string();
                 dirs.insert(key, parent);
             }
+            Ok(None) => {}
+            Err(error) => outcome.unfinished.push(Unfinished {
+                target: target.clone(),
+                error,
+            }),
         }
     }
     for (path, dir) in &dirs {
-        dir.sync().map_err(io_err(
-            "fsync",
-            Path::new(&format!("{}{path}", layout.state.display())),
-        ))?;
+        if let Err(e) = dir.sync() {
+            let shown = format!("{}{path}", layout.state.display());
+            outcome.unfinished.push(Unfinished {
+                target: path.clone(),
+                error: io_err("fsync", Path::new(&shown))(e),
+            });
+        }
     }
     drop(staging);
-    fs::remove_dir_all(committed).map_err(io_err("remove", committed))?;
-    sync_dir(committed.parent().unwrap_or(layout.state))
+    if outcome.unfinished.is_empty() {
+        fs::remove_dir_all(committed).map_err(io_err("remove", committed))?;
+        sync_dir(committed.parent().unwrap_or(layout.state))?;
+    }
+    Ok(outcome)
+}
+
+/// Renames the staged file over `target`; a directory standing there (a user's, in their home)
+/// is moved aside first, within the opened parent. Returns the parent to fsync.
+fn place(
+    layout: &Layout,
+    staging: &Dir,
+    committed: &Path,
+    staged: &str,
+    target: &str,
+    notes: &mut Vec<String>,
+) -> Result<Option<Dir>, TxnError> {
+    let to = layout.upper(target)?;
+    let from = committed.join(staged);
+    let Some((parent, name)) = layout.parent(target, Missing::Stop)? else {
+        return Err(io_err("rename into", &to)(io::ErrorKind::NotFound.into()));
+    };
+    if let Entry::Missing = staging.entry(staged).map_err(io_err("stat", &from))? {
+        // Placed before a power cut.
+        return Ok(Some(parent));
+    }
+    // rename(2) replaces a file, a link, a socket...; only a directory is in the way.
+    if let Entry::Dir(_) = parent.entry(&name).map_err(io_err("open", &to))? {
+        let aside = parent
+            .displace(&name)
+            .map_err(io_err("move aside the directory", &to))?;
+        notes.push(format!(
+            "{target} was a directory where a file goes: moved aside to {aside} in the same \
+             directory"
+        ));
+    }
+    parent
+        .rename_into(staging, staged, &name)
+        .map_err(io_err("rename into", &to))?;
+    Ok(Some(parent))
+}
+
+/// Removes `target`; a directory there is not the file this configuration wrote (a user made
+/// it): left as it is. Returns the parent to fsync.
+fn remove(layout: &Layout, target: &str, notes: &mut Vec<String>) -> Result<Option<Dir>, TxnError> {
+    let path = layout.upper(target)?;
+    let Some((parent, name)) = layout.parent(target, Missing::Stop)? else {
+        return Ok(None);
+    };
+    match parent.entry(&name).map_err(io_err("open", &path))? {
+        Entry::Missing => return Ok(None),
+        Entry::Dir(_) => {
+            notes.push(format!(
+                "{target} is a directory, not the file this configuration wrote: left as it is"
+            ));
+            return Ok(None);
+        }
+        Entry::Symlink | Entry::Other => {}
+    }
+    match parent.unlink(&name) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("remove", &path)(e)),
+    }
+    Ok(Some(parent))
 }
 
 fn make_dir(layout: &Layout, parent: &Dir, name: &str, t: &Target) -> Result<(), TxnError> {

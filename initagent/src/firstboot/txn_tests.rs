@@ -39,7 +39,7 @@ impl Fixture {
         .upper(path)
         .unwrap()
     }
-    fn apply(&self, targets: &[Target], stale: &[String]) -> Result<(), TxnError> {
+    fn apply(&self, targets: &[Target], stale: &[String]) -> Result<Outcome, TxnError> {
         let (state, slot) = (self.state(), self.slot());
         apply(
             &Layout {
@@ -57,6 +57,7 @@ impl Fixture {
             slot: &slot,
         })
         .unwrap()
+        .is_some()
     }
 }
 
@@ -382,11 +383,13 @@ fn a_linked_directory_in_a_committed_journal_is_not_followed_at_recovery() {
     fs::write(dir.join("f00000"), "ssh-ed25519 AAAA evil\n").unwrap();
     fs::write(f.upper("/etc/hostname"), "h\n").unwrap();
     let (state, slot) = (f.state(), f.slot());
-    let err = recover(&Layout {
+    let outcome = recover(&Layout {
         state: &state,
         slot: &slot,
     })
-    .unwrap_err();
+    .unwrap()
+    .unwrap();
+    let err = &outcome.unfinished[0].error;
     assert!(matches!(err, TxnError::Symlink { .. }), "{err}");
     assert!(!f.upper("/etc/authorized_keys").exists());
     assert!(f.upper("/etc/hostname").exists());
@@ -403,4 +406,193 @@ fn a_file_target_that_is_a_link_is_replaced_not_followed() {
     assert_eq!(fs::read_to_string(f.upper("/etc/hostname")).unwrap(), "h\n");
     assert!(fs::symlink_metadata(&keys).unwrap().is_file());
     assert_eq!(owner_mode(&keys), (1000, 1000, 0o600));
+}
+
+/// The last sudoer's configuration: keys, a sudoers drop-in, the record.
+fn sudoer_with_keys(record: &str) -> Vec<Target> {
+    let mut t = user_with_keys();
+    t.push(file("/etc/sudoers.d/p6os", "ops ALL=(ALL) ALL\n", 0o440));
+    t.push(file("/var/lib/p6os/applied.json", record, 0o644));
+    t
+}
+
+/// The operator's next configuration: `sudo: false` (the drop-in is stale), a new record.
+fn without_sudo() -> (Vec<Target>, Vec<String>) {
+    let mut t = user_with_keys();
+    t.push(file("/var/lib/p6os/applied.json", "second\n", 0o644));
+    (t, vec!["/etc/sudoers.d/p6os".into()])
+}
+
+#[test]
+fn a_directory_where_authorized_keys_goes_is_moved_aside_and_sudo_is_still_removed() {
+    let f = Fixture::new();
+    f.apply(&sudoer_with_keys("first\n"), &[]).unwrap();
+    // `ops` at run time: rm ~/.ssh/authorized_keys; mkdir -p ~/.ssh/authorized_keys/x
+    let keys = f.upper("/var/home/ops/.ssh/authorized_keys");
+    fs::remove_file(&keys).unwrap();
+    fs::create_dir_all(keys.join("x")).unwrap();
+    let (targets, stale) = without_sudo();
+    let outcome = f.apply(&targets, &stale).unwrap();
+    assert!(outcome.unfinished.is_empty(), "{outcome:?}");
+    assert!(
+        outcome.notes[0].contains(".authorized_keys.p6os-displaced-0"),
+        "{outcome:?}"
+    );
+    assert!(!f.upper("/etc/sudoers.d/p6os").exists(), "sudo removed");
+    assert_eq!(
+        fs::read_to_string(f.upper("/var/lib/p6os/applied.json")).unwrap(),
+        "second\n"
+    );
+    assert!(fs::symlink_metadata(&keys).unwrap().is_file());
+    assert_eq!(owner_mode(&keys), (1000, 1000, 0o600));
+    let aside = f.upper("/var/home/ops/.ssh/.authorized_keys.p6os-displaced-0");
+    assert!(
+        aside.join("x").is_dir(),
+        "the user's directory is kept aside"
+    );
+    assert!(!f.state().join(TXN).exists());
+}
+
+#[test]
+fn a_directory_where_a_stale_file_is_removed_is_left_and_sudo_is_still_removed() {
+    let f = Fixture::new();
+    let mut first = sudoer_with_keys("first\n");
+    first.push(owned(
+        "/var/home/ops/.profile",
+        Content::File(b"x\n".to_vec()),
+        0o644,
+    ));
+    f.apply(&first, &[]).unwrap();
+    let profile = f.upper("/var/home/ops/.profile");
+    fs::remove_file(&profile).unwrap();
+    fs::create_dir_all(profile.join("x")).unwrap();
+    let (targets, mut stale) = without_sudo();
+    // The user's removal comes first: it must not stop the drop-in's.
+    stale.insert(0, "/var/home/ops/.profile".into());
+    let outcome = f.apply(&targets, &stale).unwrap();
+    assert!(outcome.unfinished.is_empty(), "{outcome:?}");
+    assert!(
+        outcome.notes[0].contains("/var/home/ops/.profile is a directory"),
+        "{outcome:?}"
+    );
+    assert!(!f.upper("/etc/sudoers.d/p6os").exists(), "sudo removed");
+    assert_eq!(
+        fs::read_to_string(f.upper("/var/lib/p6os/applied.json")).unwrap(),
+        "second\n"
+    );
+    assert!(profile.join("x").is_dir(), "not the file: left as it is");
+    assert!(!f.state().join(TXN).exists());
+}
+
+/// A transaction committed with these ops and staged files, not yet finished.
+fn committed(f: &Fixture, ops: &[Op], staged: &[(&str, &str)]) {
+    let dir = f.state().join(TXN);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(JOURNAL), serde_json::to_vec(ops).unwrap()).unwrap();
+    for (name, text) in staged {
+        fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+fn place(staged: &str, target: &str) -> Op {
+    Op::Place {
+        staged: staged.into(),
+        target: target.into(),
+    }
+}
+
+fn remove(target: &str) -> Op {
+    Op::Remove {
+        target: target.into(),
+    }
+}
+
+#[test]
+fn recovery_moves_a_users_directory_aside_removes_sudo_and_is_idempotent() {
+    let f = Fixture::new();
+    f.apply(&sudoer_with_keys("first\n"), &[]).unwrap();
+    let keys = f.upper("/var/home/ops/.ssh/authorized_keys");
+    fs::remove_file(&keys).unwrap();
+    fs::create_dir_all(keys.join("x")).unwrap();
+    let profile = f.upper("/var/home/ops/.profile");
+    fs::create_dir_all(profile.join("y")).unwrap();
+    committed(
+        &f,
+        &[
+            place("f00000", "/var/home/ops/.ssh/authorized_keys"),
+            place("f00001", "/var/lib/p6os/applied.json"),
+            remove("/var/home/ops/.profile"),
+            remove("/etc/sudoers.d/p6os"),
+        ],
+        &[("f00000", "ssh-ed25519 AAAA new\n"), ("f00001", "second\n")],
+    );
+    assert!(f.recover());
+    assert!(!f.upper("/etc/sudoers.d/p6os").exists(), "sudo removed");
+    assert_eq!(
+        fs::read_to_string(f.upper("/var/lib/p6os/applied.json")).unwrap(),
+        "second\n"
+    );
+    assert_eq!(fs::read_to_string(&keys).unwrap(), "ssh-ed25519 AAAA new\n");
+    assert!(profile.join("y").is_dir());
+    assert!(!f.state().join(TXN).exists());
+    assert!(!f.recover(), "nothing left to do");
+}
+
+#[test]
+fn a_step_that_fails_in_a_users_home_does_not_stop_the_rest_and_is_retried() {
+    let f = Fixture::new();
+    f.apply(&sudoer_with_keys("first\n"), &[]).unwrap();
+    // ~/.ssh a link to /etc's upper directory, after the commit point.
+    let ssh = f.upper("/var/home/ops/.ssh");
+    fs::remove_dir_all(&ssh).unwrap();
+    symlink("../../../../etc/upper", &ssh).unwrap();
+    committed(
+        &f,
+        &[
+            place("f00000", "/var/home/ops/.ssh/authorized_keys"),
+            remove("/var/home/ops/.ssh/id_rsa"),
+            remove("/etc/sudoers.d/p6os"),
+            place("f00001", "/var/lib/p6os/applied.json"),
+        ],
+        &[
+            ("f00000", "ssh-ed25519 AAAA evil\n"),
+            ("f00001", "second\n"),
+        ],
+    );
+    let (state, slot) = (f.state(), f.slot());
+    let layout = Layout {
+        state: &state,
+        slot: &slot,
+    };
+    let outcome = recover(&layout).unwrap().unwrap();
+    assert!(!f.upper("/etc/sudoers.d/p6os").exists(), "sudo removed");
+    assert_eq!(
+        fs::read_to_string(f.upper("/var/lib/p6os/applied.json")).unwrap(),
+        "second\n"
+    );
+    assert!(!f.upper("/etc/authorized_keys").exists(), "never followed");
+    let failed: Vec<&str> = outcome
+        .unfinished
+        .iter()
+        .map(|u| u.target.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "/var/home/ops/.ssh/authorized_keys",
+            "/var/home/ops/.ssh/id_rsa"
+        ],
+        "{outcome:?}"
+    );
+    assert!(!outcome.failed_outside_homes());
+    // Kept for the next boot, which tries the failed step again and nothing else.
+    assert!(f.state().join(TXN).join("f00000").exists());
+    fs::remove_file(&ssh).unwrap();
+    fs::create_dir(&ssh).unwrap();
+    assert!(f.recover());
+    assert_eq!(
+        fs::read_to_string(ssh.join("authorized_keys")).unwrap(),
+        "ssh-ed25519 AAAA evil\n"
+    );
+    assert!(!f.state().join(TXN).exists());
 }

@@ -8,6 +8,7 @@ pub mod http;
 pub mod install;
 pub mod machine;
 pub mod tls;
+mod verdict;
 
 use std::fs::File;
 use std::io::{self, BufReader, Write};
@@ -15,7 +16,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use p6os_bundle::compat::{Device, Downgrade};
-use p6os_bundle::format::{BundleError, PayloadKind};
+use p6os_bundle::format::PayloadKind;
 use p6os_bundle::keys::PublicKey;
 use serde_json::json;
 
@@ -122,7 +123,6 @@ pub fn install_from(
     progress: &mut dyn FnMut(PayloadKind, u64, u64),
 ) -> Result<AfterActions, Failure> {
     let impossible = |e: &dyn std::error::Error| Failure::Impossible(error_chain(e));
-    let refused = |e: &dyn std::error::Error| Failure::Refused(error_chain(e));
     // One upgrade at a time (the console's and an operator's `p6os-agent upgrade`, say).
     let _lock = lock(UPGRADE_LOCK).map_err(Failure::Impossible)?;
     // Read-only until the bundle is verified: nothing on the ESP changes before (not even its
@@ -148,12 +148,7 @@ pub fn install_from(
     let keys = machine::trusted_keys();
     // Signature and compatibility before a byte is written. A source that breaks off is a
     // failure to try again, not a verdict on the bundle.
-    let judge = |e: install::InstallError| match &e {
-        install::InstallError::Bundle(BundleError::Read(_) | BundleError::Truncated(_)) => {
-            Failure::Failed(error_chain(&e))
-        }
-        _ => refused(&e),
-    };
+    let judge = |e: install::InstallError| verdict::judge(&e);
     let header = install::check(r, &keys, &device, downgrade).map_err(judge)?;
     // A file or device is read twice: every payload's bytes are checked before anything is
     // changed. A download is read once: damage shows at the end, after the other slot's entry

@@ -38,7 +38,7 @@ pub mod clock_probe;
 pub mod proxy;
 pub mod resume;
 mod url;
-mod words;
+pub(crate) mod words;
 
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 
 use std::cmp::Ordering;
 
+use crate::floor::Floor;
 use crate::format::{Manifest, PayloadKind};
 
 /// What the device is.
@@ -16,9 +17,9 @@ pub struct Device<'a> {
     pub agent_version: &'a str,
     /// Size of the slot partition the bundle would go to.
     pub slot_bytes: u64,
-    /// The security floor the device recorded (the highest `security_floor` of a slot it
-    /// blessed): nothing below it is installed, whatever [`Downgrade`] says.
-    pub floor: Option<&'a str>,
+    /// The security floor in force ([`crate::floor::effective`]): nothing below it is
+    /// installed, whatever [`Downgrade`] says.
+    pub floor: Option<&'a Floor>,
 }
 
 /// Whether a version older than the running one may be installed (never one below the floor).
@@ -72,9 +73,9 @@ pub fn problems(m: &Manifest, device: &Device, downgrade: Downgrade) -> Vec<Stri
         }
     }
     if let Some(floor) = device.floor {
-        if compare_versions(&m.version, floor) == Ordering::Less {
+        if floor.is_above(&m.version) {
             out.push(format!(
-                "version {} is below this device's security floor {floor} (set by a signed release it ran): it is never installed, whoever asks",
+                "version {} is below this device's security floor {floor}: it is never installed, whoever asks",
                 m.version
             ));
         }

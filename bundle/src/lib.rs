@@ -9,6 +9,7 @@
 
 pub mod compat;
 pub mod configsig;
+pub mod floor;
 pub mod format;
 pub mod keys;
 #[cfg(any(test, feature = "testing"))]

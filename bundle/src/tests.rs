@@ -200,9 +200,10 @@ fn compatibility_problems_are_all_reported() {
 fn a_version_below_the_devices_floor_is_refused_even_when_downgrades_are_allowed() {
     let mut m = manifest();
     m.version = "1.5.0".into();
+    let floor = recorded_floor("2.0.0");
     let floored = Device {
         version: "3.0.0",
-        floor: Some("2.0.0"),
+        floor: Some(&floor),
         ..device()
     };
     for downgrade in [Downgrade::Allow, Downgrade::Refuse] {
@@ -262,4 +263,43 @@ fn manifests_without_a_floor_read_and_write_as_before() {
     floored.security_floor = Some("1.5.0".into());
     let text = serde_json::to_string(&floored).unwrap();
     assert!(text.contains("\"security_floor\":\"1.5.0\""), "{text}");
+}
+
+fn recorded_floor(version: &str) -> crate::floor::Floor {
+    crate::floor::effective(
+        &crate::floor::Recorded::At(version.into()),
+        "/var/lib/p6os/security-floor",
+        "9.9.9",
+        None,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_damaged_floor_file_refuses_every_downgrade_and_names_the_file() {
+    let floor = crate::floor::effective(
+        &crate::floor::Recorded::Damaged {
+            file: "/var/lib/p6os/security-floor".into(),
+            problem: "`x y` is not a version".into(),
+        },
+        "/var/lib/p6os/security-floor",
+        "3.0.0",
+        None,
+    );
+    let device = Device {
+        version: "3.0.0",
+        floor: floor.as_ref(),
+        ..device()
+    };
+    let mut m = manifest();
+    m.version = "2.0.0".into();
+    let p = problems(&m, &device, Downgrade::Allow);
+    assert!(
+        p.iter()
+            .any(|l| l.contains("/var/lib/p6os/security-floor") && l.contains("damaged")),
+        "{p:#?}"
+    );
+    // Upgrades go on (and bless a slot whose floor is recorded again).
+    m.version = "3.1.0".into();
+    assert!(problems(&m, &device, Downgrade::Refuse).is_empty());
 }

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::render::{Content, Rendered};
+use super::source::Origin;
+use super::trust::SourceKind;
 
 pub const APPLIED_PATH: &str = "/var/lib/p6os/applied.json";
 
@@ -27,6 +29,23 @@ pub struct Applied {
     /// The serial of the newest signed document applied (`trust`): a lower one is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<u64>,
+    /// Whether the document came from the image's default or from outside (`trust`); absent
+    /// in records written before it was recorded (see [`Applied::source_kind`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_kind: Option<SourceKind>,
+}
+
+impl Applied {
+    /// Where the applied document came from. An older record without `source_kind` came from
+    /// the image's default exactly when its `source` is the default's own description; any
+    /// other record came from outside the image.
+    pub fn source_kind(&self) -> SourceKind {
+        match self.source_kind {
+            Some(kind) => kind,
+            None if self.source == Origin::Baked.to_string() => SourceKind::Image,
+            None => SourceKind::Writable,
+        }
+    }
 }
 
 pub fn sha256(bytes: &[u8]) -> String {
@@ -127,6 +146,7 @@ mod tests {
             files: managed_files(r),
             notes: Vec::new(),
             serial: None,
+            source_kind: Some(SourceKind::Writable),
         }
     }
 
@@ -180,6 +200,31 @@ mod tests {
             for j in i + 1..all.len() {
                 assert_ne!(all[i], all[j], "{i} {j}");
             }
+        }
+    }
+    #[test]
+    fn the_source_kind_is_recorded_and_read_from_older_records() {
+        let r = rendered(&["/etc/hostname"]);
+        let mut rec = record("sha256:a", &r);
+        rec.source_kind = Some(SourceKind::Image);
+        let text = serde_json::to_string(&rec).unwrap();
+        assert!(text.contains(r#""source_kind":"image""#), "{text}");
+        let back: Applied = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.source_kind(), SourceKind::Image);
+        // Written before the field existed: told apart by the source's description.
+        let old = |source: &str| {
+            format!(
+                r#"{{"digest":"sha256:a","rendered_digest":"sha256:b","source":"{source}","applied_at":"1970-01-01T00:00:00Z","files":[]}}"#
+            )
+        };
+        let baked: Applied = serde_json::from_str(&old(&Origin::Baked.to_string())).unwrap();
+        assert_eq!(baked.source_kind(), SourceKind::Image);
+        for source in [
+            Origin::Esp.to_string(),
+            "configuration drive /dev/sdb (/user-data)".into(),
+        ] {
+            let rec: Applied = serde_json::from_str(&old(&source)).unwrap();
+            assert_eq!(rec.source_kind(), SourceKind::Writable, "{source}");
         }
     }
 }

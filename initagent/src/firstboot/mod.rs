@@ -26,7 +26,7 @@ use p6os_bundle::configsig;
 use p6os_bundle::keys::PublicKey;
 use render::{Base, Flavor};
 use source::{ConfigArg, FsType, Origin, Partition};
-use trust::{Provisioning, Signature, SourceKind, Verdict};
+use trust::{Candidate, Choice, Provisioning, Signature, SourceKind};
 
 use crate::sys;
 use crate::uevent::BlockDevice;
@@ -97,25 +97,33 @@ fn run_steps(ctx: &Context) -> &'static str {
             (Some(_), Some(p)) => Provisioning::Provisioned {
                 digest: p.digest.clone(),
                 serial: p.serial,
+                from: p.source_kind(),
             },
-            // A record that does not read still means "provisioned": trust nothing new unsigned.
+            // A record that does not read still means "provisioned": trust nothing new unsigned,
+            // and never let the image's default replace what it may have recorded.
             (Some(_), None) => Provisioning::Provisioned {
                 digest: String::new(),
                 serial: None,
+                from: SourceKind::Writable,
             },
         },
         keys: config_keys(Path::new(ctx.sysroot)),
     };
-    let Some(Chosen {
-        origin,
-        bytes,
-        serial,
-    }) = discover(ctx, &gate)
-    else {
-        info!(
-            "no unattended.yaml found (kernel argument, configuration drive, ESP, image default)"
-        );
-        return "none";
+    let (Chosen { origin, bytes }, serial, kind) = match discover(ctx, &gate) {
+        Choice::Apply { candidate, serial } => (candidate.item, serial, candidate.kind),
+        Choice::KeepApplied => {
+            info!(
+                "config unchanged: no document found is believed; the configuration applied from {} stays",
+                previous.as_ref().map_or("an unreadable record", |p| p.source.as_str())
+            );
+            return "unchanged";
+        }
+        Choice::Nothing => {
+            info!(
+                "no unattended.yaml found (kernel argument, configuration drive, ESP, image default)"
+            );
+            return "none";
+        }
     };
     info!("using unattended.yaml from {origin}");
     let digest = applied::sha256(&bytes);
@@ -164,6 +172,7 @@ fn run_steps(ctx: &Context) -> &'static str {
         files,
         notes: rendered.notes.clone(),
         serial,
+        source_kind: Some(kind),
     };
     let mut targets = rendered.targets.clone();
     targets.push(render::Target {
@@ -243,9 +252,8 @@ struct Gate {
 }
 
 impl Gate {
-    /// The serial to record when `doc` from `origin` is believed; `None` (and one line on the
-    /// console) when it is ignored, as if it were absent.
-    fn admit(&self, origin: &Origin, doc: &Found) -> Option<Option<u64>> {
+    /// `doc` from `origin`, its signature checked, for [`trust::choose`].
+    fn candidate(&self, origin: Origin, doc: Found) -> Candidate<Chosen> {
         let kind = match origin {
             Origin::Baked => SourceKind::Image,
             _ => SourceKind::Writable,
@@ -260,18 +268,14 @@ impl Gate {
                 Err(e) => Signature::Invalid(e.to_string()),
             },
         };
-        let digest = applied::sha256(&doc.bytes);
-        match trust::judge(&self.provisioning, kind, &digest, &signature) {
-            Verdict::Believe { serial } => {
-                if let Signature::Valid { key_id, serial } = &signature {
-                    info!("{origin} is signed by configuration key {key_id}, serial {serial}");
-                }
-                Some(serial)
-            }
-            Verdict::Ignore(why) => {
-                warn!("ignoring unattended.yaml from {origin}: {why}; nothing from it is applied");
-                None
-            }
+        Candidate {
+            kind,
+            digest: applied::sha256(&doc.bytes),
+            signature,
+            item: Chosen {
+                origin,
+                bytes: doc.bytes,
+            },
         }
     }
 }
@@ -295,11 +299,10 @@ fn config_keys(sysroot: &Path) -> Vec<PublicKey> {
     keys
 }
 
-/// The document to apply: where from, its bytes, the serial to record.
+/// A document found: where from, its bytes.
 struct Chosen {
     origin: Origin,
     bytes: Vec<u8>,
-    serial: Option<u64>,
 }
 
 /// A document and its detached signature (`<path>.sig`), if one lies beside it.
@@ -308,58 +311,73 @@ struct Found {
     signature: Option<Vec<u8>>,
 }
 
-/// Looks in the contract's order; the first document found and believed wins.
-fn discover(ctx: &Context, gate: &Gate) -> Option<Chosen> {
+/// Looks in the contract's order; the first document found and believed wins (`trust`).
+/// Sources are read lazily: none is mounted past the one chosen.
+fn discover(ctx: &Context, gate: &Gate) -> Choice<Chosen> {
     let devices = sys::scan_block_devices();
-    let believed = |origin: Origin, doc: Found| {
-        gate.admit(&origin, &doc).map(|serial| Chosen {
-            origin,
-            bytes: doc.bytes,
-            serial,
-        })
-    };
-    if let Some(raw) = ctx.config_arg {
+    let from_arg = std::iter::once_with(|| {
+        let raw = ctx.config_arg?;
         match source::parse_config_arg(raw) {
             Err(e) => warn!("ignoring p6os.config={raw}: {e}"),
             Ok(arg) => match read_from_arg(ctx, &devices, &arg) {
-                Ok(doc) => {
-                    if let Some(found) = believed(Origin::KernelArg(arg), doc) {
-                        return Some(found);
-                    }
-                }
+                Ok(doc) => return Some((Origin::KernelArg(arg), doc)),
                 Err(e) => warn!("p6os.config={raw}: {e}; looking further"),
             },
         }
-    }
-    if let Some(found) = read_config_drive(&devices, &believed) {
-        return Some(found);
-    }
-    if let Some(esp) = ctx.esp_device {
-        match read_file_on(esp, FsType::Vfat, source::ESP_CONFIG_PATH) {
-            Ok(Some(doc)) => {
-                if let Some(found) = believed(Origin::Esp, doc) {
-                    return Some(found);
-                }
+        None
+    })
+    .flatten();
+    let drives = std::iter::once_with(|| labelled(&devices))
+        .flatten()
+        .filter_map(|(device, probed)| config_drive_document(device, probed));
+    let esp = std::iter::once_with(|| {
+        match read_file_on(ctx.esp_device?, FsType::Vfat, source::ESP_CONFIG_PATH) {
+            Ok(doc) => doc.map(|doc| (Origin::Esp, doc)),
+            Err(e) => {
+                warn!("cannot read {} on the ESP: {e}", source::ESP_CONFIG_PATH);
+                None
             }
-            Ok(None) => {}
-            Err(e) => warn!("cannot read {} on the ESP: {e}", source::ESP_CONFIG_PATH),
+        }
+    })
+    .flatten();
+    let baked = std::iter::once_with(|| {
+        let path = Path::new(ctx.sysroot).join(&source::BAKED_CONFIG_PATH[1..]);
+        match read_capped(&path) {
+            Ok(bytes) => Some((
+                Origin::Baked,
+                Found {
+                    bytes,
+                    signature: None,
+                },
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                warn!("cannot read {}: {e}", path.display());
+                None
+            }
+        }
+    })
+    .flatten();
+    let candidates = from_arg
+        .chain(drives)
+        .chain(esp)
+        .chain(baked)
+        .map(|(origin, doc)| gate.candidate(origin, doc));
+    let choice = trust::choose(&gate.provisioning, candidates, |c, why| {
+        warn!(
+            "ignoring unattended.yaml from {}: {why}; nothing from it is applied",
+            c.item.origin
+        )
+    });
+    if let Choice::Apply { candidate, .. } = &choice {
+        if let Signature::Valid { key_id, serial } = &candidate.signature {
+            info!(
+                "{} is signed by configuration key {key_id}, serial {serial}",
+                candidate.item.origin
+            );
         }
     }
-    let baked = Path::new(ctx.sysroot).join(&source::BAKED_CONFIG_PATH[1..]);
-    match read_capped(&baked) {
-        Ok(bytes) => believed(
-            Origin::Baked,
-            Found {
-                bytes,
-                signature: None,
-            },
-        ),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => {
-            warn!("cannot read {}: {e}", baked.display());
-            None
-        }
-    }
+    choice
 }
 
 fn read_from_arg(ctx: &Context, devices: &[BlockDevice], arg: &ConfigArg) -> Result<Found, String> {
@@ -396,40 +414,30 @@ fn read_from_arg(ctx: &Context, devices: &[BlockDevice], arg: &ConfigArg) -> Res
     }
 }
 
-fn read_config_drive(
-    devices: &[BlockDevice],
-    believed: &dyn Fn(Origin, Found) -> Option<Chosen>,
-) -> Option<Chosen> {
-    'drives: for (device, probed) in labelled(devices) {
-        let Some(label) = probed
-            .label
-            .as_deref()
-            .filter(|l| source::is_config_drive_label(l))
-        else {
-            continue;
-        };
-        for path in source::DRIVE_FILES {
-            match read_file_on(&device, probed.fstype, path) {
-                Ok(Some(doc)) => {
-                    let origin = Origin::Drive {
-                        device: device.clone(),
-                        path: path.to_string(),
-                    };
-                    match believed(origin, doc) {
-                        Some(found) => return Some(found),
-                        // The next drive, not this drive's other file: one document a drive.
-                        None => continue 'drives,
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    warn!("cannot read {path} on {device} (label {label}): {e}");
-                    continue 'drives;
-                }
+/// The document on `device` if it is a configuration drive: its first file found of
+/// [`source::DRIVE_FILES`] (one document a drive: when it is ignored, the next drive).
+fn config_drive_document(device: String, probed: source::Probed) -> Option<(Origin, Found)> {
+    let label = probed
+        .label
+        .as_deref()
+        .filter(|l| source::is_config_drive_label(l))?;
+    for path in source::DRIVE_FILES {
+        match read_file_on(&device, probed.fstype, path) {
+            Ok(Some(doc)) => {
+                let origin = Origin::Drive {
+                    device: device.clone(),
+                    path: path.to_string(),
+                };
+                return Some((origin, doc));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!("cannot read {path} on {device} (label {label}): {e}");
+                return None;
             }
         }
-        info!("{device} is labelled {label} but holds neither unattended.yaml nor user-data");
     }
+    info!("{device} is labelled {label} but holds neither unattended.yaml nor user-data");
     None
 }
 

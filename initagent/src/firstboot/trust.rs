@@ -1,18 +1,27 @@
-//! Which configuration documents a device believes. Pure.
+//! Which configuration documents a device believes, and which one it applies. Pure.
 //!
 //! A configuration drive, the ESP's `/p6os/unattended.yaml` and a `p6os.config=` file can be
 //! written by whoever holds a USB stick, the disk, or a workload able to label a block device.
 //! So they configure a device only while it is unprovisioned (no `applied.json` yet); after
 //! that only when signed (`<document>.sig`, `p6os config sign`) with a configuration key the
 //! image trusts (`p6os_layout::slot::CONFIG_KEYS_DIR`), under a serial above the applied
-//! one. The image's own default (in the read-only, signed slot) is always believed.
-//! A document byte-identical to the applied one is believed too: it changes nothing the
+//! one. A document byte-identical to the applied one is believed too: it changes nothing the
 //! device did not already accept (it is rendered again when the slot's files change).
+//!
+//! The image's own default (in the read-only, signed slot) configures a new device, and a
+//! device whose applied configuration came from the image's default (a new slot may bring a
+//! new default). Once a device applied a document from outside the image, the default never
+//! replaces it: when every document found is ignored or absent, the applied configuration
+//! stays ([`Choice::KeepApplied`]). Otherwise removing a signed stick (its update applied)
+//! and leaving an older unsigned ESP copy would let the image's default undo the update.
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// Where a document was found, as far as trust goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     /// A configuration drive, the ESP, or a `p6os.config=` file: writable from outside.
     Writable,
@@ -29,6 +38,9 @@ pub enum Provisioning {
         digest: String,
         /// The serial of the newest signed document applied, if any.
         serial: Option<u64>,
+        /// Where the applied document came from (`Writable` when the record does not say and
+        /// cannot be read: the image's default then never replaces it).
+        from: SourceKind,
     },
 }
 
@@ -56,7 +68,12 @@ pub enum Verdict {
 pub enum Refusal {
     BadSignature(String),
     Unsigned,
-    Replayed { serial: u64, applied: u64 },
+    Replayed {
+        serial: u64,
+        applied: u64,
+    },
+    /// The image's default, on a device configured from outside the image.
+    ImageDefaultBelowApplied,
 }
 
 impl fmt::Display for Refusal {
@@ -70,6 +87,10 @@ impl fmt::Display for Refusal {
             Refusal::Replayed { serial, applied } => write!(
                 f,
                 "its serial {serial} is not above the applied serial {applied} (an old document replayed?)"
+            ),
+            Refusal::ImageDefaultBelowApplied => write!(
+                f,
+                "the applied configuration came from outside the image and the image's default never replaces it (sign a new document to change it)"
             ),
         }
     }
@@ -98,8 +119,16 @@ pub fn judge(
         serial: new.max(applied_serial),
     };
     match (kind, provisioning) {
-        (SourceKind::Image, _) | (SourceKind::Writable, Provisioning::Unprovisioned) => {
-            keep(signed)
+        (_, Provisioning::Unprovisioned)
+        | (
+            SourceKind::Image,
+            Provisioning::Provisioned {
+                from: SourceKind::Image,
+                ..
+            },
+        ) => keep(signed),
+        (SourceKind::Image, Provisioning::Provisioned { .. }) => {
+            Verdict::Ignore(Refusal::ImageDefaultBelowApplied)
         }
         (
             SourceKind::Writable,
@@ -119,6 +148,54 @@ pub fn judge(
     }
 }
 
+/// A document found, judged by [`choose`]; `item` is the caller's (where, the bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate<T> {
+    pub item: T,
+    pub kind: SourceKind,
+    /// `sha256:` of the document's bytes.
+    pub digest: String,
+    pub signature: Signature,
+}
+
+/// What this boot does with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice<T> {
+    /// Validate and apply this document; record `serial` with it.
+    Apply {
+        candidate: Candidate<T>,
+        serial: Option<u64>,
+    },
+    /// A provisioned device found nothing it believes: the applied configuration stays.
+    KeepApplied,
+    /// A new device found no document.
+    Nothing,
+}
+
+/// The first candidate believed, in the contract's order (the iterator may read lazily: it is
+/// not pulled past the one chosen). `ignored` hears each candidate refused, with why.
+pub fn choose<T>(
+    provisioning: &Provisioning,
+    candidates: impl IntoIterator<Item = Candidate<T>>,
+    mut ignored: impl FnMut(&Candidate<T>, &Refusal),
+) -> Choice<T> {
+    for candidate in candidates {
+        match judge(
+            provisioning,
+            candidate.kind,
+            &candidate.digest,
+            &candidate.signature,
+        ) {
+            Verdict::Believe { serial } => return Choice::Apply { candidate, serial },
+            Verdict::Ignore(why) => ignored(&candidate, &why),
+        }
+    }
+    match provisioning {
+        Provisioning::Unprovisioned => Choice::Nothing,
+        Provisioning::Provisioned { .. } => Choice::KeepApplied,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,9 +204,14 @@ mod tests {
     const OTHER: &str = "sha256:other";
 
     fn provisioned(serial: Option<u64>) -> Provisioning {
+        provisioned_from(serial, SourceKind::Writable)
+    }
+
+    fn provisioned_from(serial: Option<u64>, from: SourceKind) -> Provisioning {
         Provisioning::Provisioned {
             digest: APPLIED.into(),
             serial,
+            from,
         }
     }
 
@@ -220,9 +302,172 @@ mod tests {
         );
         // The slot's default never lowers the recorded serial.
         assert_eq!(
-            judge(&provisioned(Some(4)), Image, OTHER, &Signature::Absent),
+            judge(
+                &provisioned_from(Some(4), Image),
+                Image,
+                OTHER,
+                &Signature::Absent
+            ),
             Verdict::Believe { serial: Some(4) }
         );
+    }
+
+    /// The kinds of document a boot can find, for the exhaustive test below.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Found {
+        WritableUnsigned,
+        WritableApplied,
+        WritableSignedNewer,
+        WritableSignedReplayed,
+        WritableBadSignature,
+        ImageDefault,
+        ImageDefaultApplied,
+    }
+
+    const ALL_FOUND: [Found; 7] = [
+        Found::WritableUnsigned,
+        Found::WritableApplied,
+        Found::WritableSignedNewer,
+        Found::WritableSignedReplayed,
+        Found::WritableBadSignature,
+        Found::ImageDefault,
+        Found::ImageDefaultApplied,
+    ];
+
+    fn candidate(found: Found) -> Candidate<Found> {
+        let (kind, digest, signature) = match found {
+            Found::WritableUnsigned => (Writable, OTHER, Signature::Absent),
+            Found::WritableApplied => (Writable, APPLIED, Signature::Absent),
+            Found::WritableSignedNewer => (Writable, OTHER, valid(5)),
+            Found::WritableSignedReplayed => (Writable, OTHER, valid(4)),
+            Found::WritableBadSignature => (Writable, OTHER, bad()),
+            Found::ImageDefault => (Image, OTHER, Signature::Absent),
+            Found::ImageDefaultApplied => (Image, APPLIED, Signature::Absent),
+        };
+        Candidate {
+            item: found,
+            kind,
+            digest: digest.into(),
+            signature,
+        }
+    }
+
+    /// The rules, as a table: whether a device in state `p` believes a document.
+    fn believed(p: &Provisioning, found: Found) -> bool {
+        use Found::*;
+        match p {
+            Provisioning::Unprovisioned => found != WritableBadSignature,
+            Provisioning::Provisioned { from, .. } => match found {
+                WritableApplied | WritableSignedNewer => true,
+                WritableUnsigned | WritableSignedReplayed | WritableBadSignature => false,
+                ImageDefault | ImageDefaultApplied => *from == Image,
+            },
+        }
+    }
+
+    fn sequences(max: usize) -> Vec<Vec<Found>> {
+        let mut all = vec![vec![]];
+        let mut last = vec![vec![]];
+        for _ in 0..max {
+            let mut next = Vec::new();
+            for seq in &last {
+                for f in ALL_FOUND {
+                    let mut s: Vec<Found> = seq.clone();
+                    s.push(f);
+                    next.push(s);
+                }
+            }
+            all.extend(next.iter().cloned());
+            last = next;
+        }
+        all
+    }
+
+    #[test]
+    fn choose_over_every_state_origin_and_sequence_of_documents_found() {
+        let states = [
+            Provisioning::Unprovisioned,
+            provisioned_from(Some(4), Writable),
+            provisioned_from(Some(4), Image),
+        ];
+        for p in &states {
+            for seq in sequences(3) {
+                let mut refused = Vec::new();
+                let mut pulled = 0;
+                let got = choose(
+                    p,
+                    seq.iter().map(|f| {
+                        pulled += 1;
+                        candidate(*f)
+                    }),
+                    |c, _| refused.push(c.item),
+                );
+                let first = seq.iter().position(|f| believed(p, *f));
+                let case = format!("{p:?} {seq:?}");
+                match (first, p) {
+                    (Some(i), _) => {
+                        let Choice::Apply { candidate, .. } = &got else {
+                            panic!("{case}: {got:?}")
+                        };
+                        assert_eq!(candidate.item, seq[i], "{case}");
+                        assert_eq!(refused, seq[..i].to_vec(), "{case}");
+                        assert_eq!(pulled, i + 1, "{case}: read past the chosen one");
+                    }
+                    (None, Provisioning::Unprovisioned) => {
+                        assert_eq!(got, Choice::Nothing, "{case}");
+                        assert_eq!(refused, seq, "{case}");
+                    }
+                    (None, Provisioning::Provisioned { .. }) => {
+                        assert_eq!(got, Choice::KeepApplied, "{case}");
+                        assert_eq!(refused, seq, "{case}");
+                    }
+                }
+                if let (
+                    Provisioning::Provisioned { from: Writable, .. },
+                    Choice::Apply { candidate, .. },
+                ) = (p, &got)
+                {
+                    assert_eq!(
+                        candidate.kind, Writable,
+                        "{case}: the image default replaced a configuration from outside"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn signed_update_stays_when_the_stick_is_gone_and_the_esp_copy_is_older() {
+        // Provisioned from the ESP (v1), then a signed v2 from a stick was applied.
+        let after_v2 = provisioned_from(Some(2), Writable);
+        // Next boot: no stick; the ESP still holds the unsigned v1; the image has a default.
+        let found = [Found::WritableUnsigned, Found::ImageDefault].map(candidate);
+        let mut refused = Vec::new();
+        let got = choose(&after_v2, found, |c, why| {
+            refused.push((c.item, why.clone()))
+        });
+        assert_eq!(got, Choice::KeepApplied);
+        assert_eq!(
+            refused,
+            vec![
+                (Found::WritableUnsigned, Refusal::Unsigned),
+                (Found::ImageDefault, Refusal::ImageDefaultBelowApplied),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_image_default_configures_a_new_device_and_one_it_configured_before() {
+        let default = || [candidate(Found::ImageDefault)];
+        for p in [
+            Provisioning::Unprovisioned,
+            provisioned_from(Some(4), Image),
+        ] {
+            assert!(
+                matches!(choose(&p, default(), |_, _| {}), Choice::Apply { .. }),
+                "{p:?}"
+            );
+        }
     }
 
     #[test]
@@ -235,5 +480,7 @@ mod tests {
         }
         .to_string();
         assert!(text.contains("serial 2") && text.contains("5"), "{text}");
+        let text = Refusal::ImageDefaultBelowApplied.to_string();
+        assert!(text.contains("sign"), "{text}");
     }
 }

@@ -25,6 +25,7 @@ mod tests;
 use serde::{Deserialize, Serialize};
 
 use crate::cmdline::Slot;
+use p6os_bundle::floor::Floor;
 
 pub use p6os_layout::entry::{sort_version_of, Counter};
 pub use p6os_layout::version::is_valid as is_valid_version;
@@ -513,6 +514,15 @@ pub enum Refusal {
     NoRollbackTarget { slot: Slot },
     #[error("cannot roll back: slot {slot} (version {version}) was never blessed")]
     RollbackTargetNotBlessed { slot: Slot, version: String },
+    #[error(
+        "cannot roll back: slot {slot} holds version {version}, below this device's security \
+         floor {floor}: it is never booted again by choice"
+    )]
+    RollbackBelowFloor {
+        slot: Slot,
+        version: String,
+        floor: String,
+    },
 }
 
 /// The `sort_version` above every entry's.
@@ -599,14 +609,15 @@ pub fn plan_upgrade(view: &View, request: &UpgradeRequest) -> Result<UpgradePlan
 
 /// Plans going back to the other slot: give its entry the highest `sort_version`, save the
 /// record, remove the booted slot's trial entries (if it is on trial), reboot. Only to a
-/// blessed entry (a missing or trial one is refused).
+/// blessed entry (a missing or trial one is refused), and never to one whose version is below
+/// the security `floor` in force (`p6os_bundle::floor`).
 ///
 /// The version left is recorded as rolled back ([`REQUESTED_ROLLBACK_REASON`]), so the agent
 /// does not upgrade to it again by itself; the version gone back to leaves `rolled_back`.
 /// A power cut after the first action already boots the other slot; one before the removal
 /// leaves a trial entry that [`assess`] reports as `FellBack` once bad, or that sorts below
 /// the blessed one until the next upgrade removes it.
-pub fn plan_rollback(view: &View) -> Result<Vec<Action>, Refusal> {
+pub fn plan_rollback(view: &View, floor: Option<&Floor>) -> Result<Vec<Action>, Refusal> {
     let booted = view.booted;
     let target = booted.other();
     let theirs = view
@@ -616,6 +627,13 @@ pub fn plan_rollback(view: &View) -> Result<Vec<Action>, Refusal> {
         return Err(Refusal::RollbackTargetNotBlessed {
             slot: target,
             version: theirs.image_version.clone(),
+        });
+    }
+    if let Some(floor) = floor.filter(|f| f.is_above(&theirs.image_version)) {
+        return Err(Refusal::RollbackBelowFloor {
+            slot: target,
+            version: theirs.image_version.clone(),
+            floor: floor.to_string(),
         });
     }
     let mut actions = vec![Action::SetSortVersion {

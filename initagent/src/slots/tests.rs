@@ -552,7 +552,7 @@ fn check_rollback(m: &Machine) {
     let view = m.view();
     let target = m.booted.other();
     let theirs = view.entry(target).cloned();
-    match plan_rollback(&view) {
+    match plan_rollback(&view, None) {
         Err(refusal) => {
             match theirs {
                 None => assert_eq!(refusal, Refusal::NoRollbackTarget { slot: target }),
@@ -690,7 +690,7 @@ fn agent_runs(m: &Machine) -> Vec<Vec<Action>> {
                 with_ops.push(r);
             }
         }
-        if let Ok(actions) = plan_rollback(&view) {
+        if let Ok(actions) = plan_rollback(&view, None) {
             let mut r = run.clone();
             r.extend(actions);
             with_ops.push(r);
@@ -906,7 +906,7 @@ fn scenario_rollback_between_blessed_slots() {
     let m2 = m.boot();
     assert_eq!(m2.booted, Slot::B);
     let mut m = m2;
-    let actions = plan_rollback(&m.view()).unwrap();
+    let actions = plan_rollback(&m.view(), None).unwrap();
     assert_eq!(
         actions,
         [
@@ -938,7 +938,7 @@ fn scenario_rollback_between_blessed_slots() {
         Err(Refusal::RolledBackBefore { .. })
     ));
     // And back again to B: 2.0.0 leaves rolled_back, 1.0.0 enters it.
-    m.apply_checked(&plan_rollback(&m.view()).unwrap());
+    m.apply_checked(&plan_rollback(&m.view(), None).unwrap());
     let m = m.boot();
     assert_eq!(m.booted, Slot::B);
     assert_eq!(m.record.rolled_back.len(), 1);
@@ -948,7 +948,7 @@ fn scenario_rollback_between_blessed_slots() {
 #[test]
 fn rollback_from_a_trial_counts_as_its_failure() {
     let mut m = v1_on_a_upgraded_to_v2_on_b().boot();
-    assert!(m.apply_checked(&plan_rollback(&m.view()).unwrap()));
+    assert!(m.apply_checked(&plan_rollback(&m.view(), None).unwrap()));
     assert_eq!(m.entries, [entry(VA, Slot::A, Counter::Blessed, 3)]);
     assert_eq!(
         m.record.last_upgrade,
@@ -1110,16 +1110,22 @@ fn refusals() {
             &request("0.1"),
         )
         .unwrap_err(),
-        plan_rollback(&View {
-            booted: Slot::A,
-            ..v.clone()
-        })
+        plan_rollback(
+            &View {
+                booted: Slot::A,
+                ..v.clone()
+            },
+            None,
+        )
         .unwrap_err(),
-        plan_rollback(&View {
-            booted: Slot::A,
-            entries: vec![entry(VA, Slot::A, Counter::Blessed, 1)],
-            record: Record::default(),
-        })
+        plan_rollback(
+            &View {
+                booted: Slot::A,
+                entries: vec![entry(VA, Slot::A, Counter::Blessed, 1)],
+                record: Record::default(),
+            },
+            None,
+        )
         .unwrap_err(),
         Refusal::NoTries,
         Refusal::InvalidVersion {
@@ -1347,5 +1353,59 @@ fn entry_names_follow_the_shared_table() {
             assert_eq!(e.slot.as_str(), fields[1], "{file}");
             assert_eq!(e.counter.is_blessed(), fields[2] == "blessed", "{file}");
         }
+    }
+}
+
+#[test]
+fn a_rollback_to_a_slot_below_the_security_floor_is_refused_naming_the_floor() {
+    use p6os_bundle::floor::{effective, Recorded};
+    const FILE: &str = "/var/lib/p6os/security-floor";
+    // Running 2.0.0 in B; A holds 1.0.0, blessed: a rollback target but for the floor.
+    let v = View {
+        booted: Slot::B,
+        entries: vec![
+            entry(VA, Slot::A, Counter::Blessed, 1),
+            entry(VB, Slot::B, Counter::Blessed, 2),
+        ],
+        record: Record::default(),
+    };
+    let refused = |floor: Option<p6os_bundle::floor::Floor>| match plan_rollback(&v, floor.as_ref())
+    {
+        Err(Refusal::RollbackBelowFloor {
+            slot,
+            version,
+            floor,
+        }) => {
+            assert_eq!((slot, version.as_str()), (Slot::A, VA));
+            floor
+        }
+        other => panic!("{floor:?}: {other:?}"),
+    };
+    // The recorded floor, and the running slot's own floor when higher.
+    let text = refused(effective(&Recorded::At("1.5.0".into()), FILE, VB, None));
+    assert!(text.contains("1.5.0") && text.contains(FILE), "{text}");
+    let text = refused(effective(&Recorded::Absent, FILE, VB, Some("1.2.0")));
+    assert!(
+        text.contains("1.2.0") && text.contains("running slot"),
+        "{text}"
+    );
+    // A damaged floor file: closed, named.
+    let damaged = Recorded::Damaged {
+        file: FILE.into(),
+        problem: "`` is not a version".into(),
+    };
+    let text = refused(effective(&damaged, FILE, VB, None));
+    assert!(text.contains(FILE) && text.contains("damaged"), "{text}");
+    let message = plan_rollback(&v, effective(&damaged, FILE, VB, None).as_ref())
+        .unwrap_err()
+        .to_string();
+    assert!(message.starts_with("cannot roll back"), "{message}");
+    // At or below the target's version, and no floor at all: the rollback goes ahead.
+    for floor in [
+        effective(&Recorded::At(VA.into()), FILE, VB, None),
+        effective(&Recorded::At("0.9".into()), FILE, VB, Some("1.0.0")),
+        None,
+    ] {
+        assert!(plan_rollback(&v, floor.as_ref()).is_ok(), "{floor:?}");
     }
 }

@@ -7,6 +7,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use p6os_bundle::floor::{self, Floor};
 use p6os_bundle::keys::PublicKey;
 use p6os_config::health::TRUSTED_KEYS_DIR;
 use p6os_layout::esp;
@@ -112,6 +113,17 @@ impl Machine {
         read_entries(&self.esp)
     }
 
+    /// The security floor in force: the highest of [`FLOOR_PATH`] and the running slot's own
+    /// `security_floor`; a damaged floor file stands at the running version (fails closed).
+    pub fn floor(&self) -> Option<Floor> {
+        floor::effective(
+            &read_floor_at(Path::new(FLOOR_PATH)),
+            FLOOR_PATH,
+            &self.identity.version,
+            self.identity.security_floor.as_deref(),
+        )
+    }
+
     pub fn view(&self) -> Result<View, MachineError> {
         Ok(View {
             booted: self.booted,
@@ -197,21 +209,41 @@ pub fn read_record() -> Record {
         .unwrap_or_default()
 }
 
-/// The recorded security floor; none when absent (or not a version: warned).
-pub fn read_floor() -> Option<String> {
-    let text = fs::read_to_string(FLOOR_PATH).ok()?;
-    let floor = text.trim();
-    if p6os_layout::version::is_valid(floor) {
-        Some(floor.to_string())
-    } else {
-        warn!("ignoring {FLOOR_PATH}: `{floor}` is not a version");
-        None
+/// The recorded security floor at `path`: absent only when there is no file; a file that
+/// cannot be read or does not hold a version is `Damaged` (fails closed: [`floor::effective`]).
+pub fn read_floor_at(path: &Path) -> floor::Recorded {
+    let damaged = |problem: String| floor::Recorded::Damaged {
+        file: path.display().to_string(),
+        problem,
+    };
+    match fs::read_to_string(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => floor::Recorded::Absent,
+        Err(e) => damaged(format!("cannot read it: {e}")),
+        Ok(text) => {
+            let v = text.trim();
+            if p6os_layout::version::is_valid(v) {
+                floor::Recorded::At(v.to_string())
+            } else {
+                damaged(format!("`{}` is not a version", v.escape_debug()))
+            }
+        }
     }
 }
 
-/// Records the running slot's floor when it is above the recorded one.
+/// Records the running slot's floor when it is above the recorded one. A damaged floor file
+/// is left as it is (it may have held a higher floor): it keeps failing closed until fixed.
 pub fn raise_floor(slot_floor: Option<&str>) {
-    let current = read_floor();
+    let current = match read_floor_at(Path::new(FLOOR_PATH)) {
+        floor::Recorded::Absent => None,
+        floor::Recorded::At(v) => Some(v),
+        floor::Recorded::Damaged { file, problem } => {
+            warn!(
+                "not recording the security floor: {file} is damaged ({problem}); downgrades and \
+                 rollbacks stay refused until it holds a version again"
+            );
+            return;
+        }
+    };
     let Some(floor) = p6os_bundle::compat::raise_floor(current.as_deref(), slot_floor) else {
         return;
     };
@@ -345,5 +377,41 @@ pub fn check_invariant(esp: &Path) {
         if !slots::invariant_holds(&entries) {
             warn!("no blessed boot entry on the ESP: the loader has no known-good fallback");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_floor_file_that_does_not_hold_a_version_is_damaged_not_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("security-floor");
+        assert_eq!(read_floor_at(&path), floor::Recorded::Absent);
+        fs::write(&path, "2.1.0\n").unwrap();
+        assert_eq!(read_floor_at(&path), floor::Recorded::At("2.1.0".into()));
+        for junk in ["", "\n", "2.1.0 garbage\n", "\u{0}\u{0}\u{0}"] {
+            fs::write(&path, junk).unwrap();
+            match read_floor_at(&path) {
+                floor::Recorded::Damaged { file, problem } => {
+                    assert_eq!(file, path.display().to_string());
+                    assert!(problem.contains("not a version"), "{problem}");
+                }
+                other => panic!("{junk:?}: {other:?}"),
+            }
+        }
+        // Not UTF-8, or not a file at all: damaged too.
+        fs::write(&path, [0xff, 0xfe]).unwrap();
+        assert!(matches!(
+            read_floor_at(&path),
+            floor::Recorded::Damaged { .. }
+        ));
+        fs::remove_file(&path).unwrap();
+        fs::create_dir(&path).unwrap();
+        assert!(matches!(
+            read_floor_at(&path),
+            floor::Recorded::Damaged { .. }
+        ));
     }
 }

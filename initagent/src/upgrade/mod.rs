@@ -136,14 +136,14 @@ pub fn install_from(
         .map(str::to_string)
         .and_then(|d| Ok((d, machine.partition_bytes(&target_label)?)))
         .map_err(|e| impossible(&e))?;
-    let floor = machine::read_floor();
+    let floor = machine.floor();
     let device = Device {
         name: &machine.identity.name,
         arch: &machine.arch,
         version: &machine.identity.version,
         agent_version: VERSION,
         slot_bytes,
-        floor: floor.as_deref(),
+        floor: floor.as_ref(),
     };
     let keys = machine::trusted_keys();
     // Signature and compatibility before a byte is written. A source that breaks off is a
@@ -273,7 +273,7 @@ pub fn rollback(after: AfterChange) -> i32 {
         Ok(x) => x,
         Err(e) => return fail(&format!("rollback impossible: {}", error_chain(&e))),
     };
-    let actions = match slots::plan_rollback(&view) {
+    let actions = match slots::plan_rollback(&view, machine.floor().as_ref()) {
         Ok(a) => a,
         Err(refusal) => return fail(&format!("rollback refused: {refusal}")),
     };
@@ -430,13 +430,19 @@ pub fn install_into(args: &InstallIntoArgs) -> i32 {
         0 => u64::MAX,
         n => n,
     };
+    let floor = args.floor.as_ref().map(|v| p6os_bundle::floor::Floor {
+        version: v.clone(),
+        source: p6os_bundle::floor::Source::Recorded {
+            file: "--floor".into(),
+        },
+    });
     let device = Device {
         name: &args.device_name,
         arch: std::env::consts::ARCH,
         version: &args.device_version,
         agent_version: VERSION,
         slot_bytes,
-        floor: args.floor.as_deref(),
+        floor: floor.as_ref(),
     };
     let started = Instant::now();
     let header = match install::check(&mut r, &keys, &device, args.downgrade) {

@@ -250,12 +250,14 @@ mod tests {
                 Err(e) => Err(e),
             };
         let l = serve(&[]).unwrap().limits(Some(1024));
-        assert_eq!((l.max_connections, l.max_per_address), (480, 120));
+        assert_eq!((l.max_connections, l.max_per_address), (480, 32));
         assert_eq!(l.client_timeout.as_secs(), 20);
         let l = serve(&["--max-connections", "100", "--client-timeout-secs", "3"])
             .unwrap()
             .limits(Some(1024));
         assert_eq!((l.max_connections, l.max_per_address), (100, 25));
+        let l = serve(&["--max-connections", "40"]).unwrap().limits(None);
+        assert_eq!((l.max_connections, l.max_per_address), (40, 10));
         assert_eq!(l.client_timeout.as_secs(), 3);
         let l = serve(&["--max-connections-per-address", "7"])
             .unwrap()

@@ -4,7 +4,8 @@
 //! Why not `governor`: its keyed limiter grows with every new key until someone calls
 //! `retain_recent`, and a flood of new keys (random ids, IPv6 addresses) is exactly what this
 //! must survive. Here a full map first drops the keys whose buckets have refilled (they are
-//! worth nothing), at most once per refill period, and otherwise refuses new keys.
+//! worth nothing), at most once per refill period, and otherwise one arbitrary key: a flood of
+//! new keys costs the flooder its own limits, never a newcomer's access.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -55,13 +56,17 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     pub fn allow(&mut self, key: &K, now_ms: u64) -> bool {
         let refill = self.rate.refill_ms();
         if !self.buckets.contains_key(key) && self.buckets.len() >= self.max_keys {
-            if now_ms.saturating_sub(self.last_sweep) < refill.max(1) {
-                return false;
+            // Full: drop the buckets that refilled (at most once per refill period), and if
+            // that freed nothing, one arbitrary bucket. A full map never refuses a newcomer:
+            // that would lock out the legitimate device that comes after a flood.
+            if now_ms.saturating_sub(self.last_sweep) >= refill.max(1) {
+                self.last_sweep = now_ms;
+                self.buckets.retain(|_, b| b.full_at > now_ms);
             }
-            self.last_sweep = now_ms;
-            self.buckets.retain(|_, b| b.full_at > now_ms);
             if self.buckets.len() >= self.max_keys {
-                return false;
+                if let Some(victim) = self.buckets.keys().next().cloned() {
+                    self.buckets.remove(&victim);
+                }
             }
         }
         let bucket = self

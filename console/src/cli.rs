@@ -256,9 +256,12 @@ mod tests {
             .unwrap()
             .limits(Some(1024));
         assert_eq!((l.max_connections, l.max_per_address), (100, 25));
+        assert_eq!(l.client_timeout.as_secs(), 3);
         let l = serve(&["--max-connections", "40"]).unwrap().limits(None);
         assert_eq!((l.max_connections, l.max_per_address), (40, 10));
-        assert_eq!(l.client_timeout.as_secs(), 3);
+        // A quarter of a large cap is more than one site needs: at most 32 per address.
+        let l = serve(&["--max-connections", "4000"]).unwrap().limits(None);
+        assert_eq!((l.max_connections, l.max_per_address), (4000, 32));
         let l = serve(&["--max-connections-per-address", "7"])
             .unwrap()
             .limits(None);

@@ -245,7 +245,7 @@ mod tests {
     fn default_limits_stay_below_the_file_limit() {
         let l = Limits::for_file_limit(Some(1024));
         assert_eq!(l.max_connections, 480);
-        assert_eq!(l.max_per_address, 120);
+        assert_eq!(l.max_per_address, DEFAULT_MAX_PER_ADDRESS);
         assert!(2 * l.max_connections as u64 + RESERVED_FILES <= 1024);
         assert_eq!(Limits::for_file_limit(None).max_connections, 4096);
         assert_eq!(Limits::for_file_limit(Some(1 << 20)).max_connections, 4096);

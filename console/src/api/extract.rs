@@ -214,8 +214,7 @@ async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Vec<u8>, A
     let mut seen = 0usize;
     let read = async {
         while let Some(frame) = body.frame().await {
-            let frame =
-                frame.map_err(|_| ApiError::bad_request("cannot read the request body"))?;
+            let frame = frame.map_err(|_| ApiError::bad_request("cannot read the request body"))?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };

@@ -353,3 +353,48 @@ fn a_device_gets_bundles_of_the_image_it_paired_with() {
     let answer: p6os_protocol::HeartbeatResponse = s.heartbeat("dev", &t, &beat("1.0.0")).json();
     assert_eq!(name_of(&answer.bundle.unwrap().sha256), "other");
 }
+
+/// Review (c): an unknown id's pair request (the pairing token is public) stores no name and
+/// no labels of its own choosing; registering that id takes the operator's name and labels
+/// only, so a stranger cannot steer rollouts by selector. What it sent stays in its facts,
+/// as reported by the device.
+#[test]
+fn a_pending_requests_name_and_labels_do_not_survive_registration() {
+    let s = Server::start();
+    let mut seeded = facts("x");
+    seeded.name = Some("seeded".into());
+    seeded.labels = [("ring".to_string(), "canary".to_string())].into();
+    let r = s.pair_with("store-40", seeded, &device_key("stranger"));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let a = show(&s, "store-40");
+    assert_eq!(a.status, Status::Pending);
+    assert_eq!((a.name.as_deref(), a.labels.len()), (None, 0), "{a:?}");
+    let reported = a.facts.expect("the device's facts are kept");
+    assert_eq!(reported.labels["ring"], "canary", "as the device reported");
+    let r = s.admin(
+        "POST",
+        &format!("{API}/appliances"),
+        Body::json(&serde_json::json!({ "id": "store-40", "labels": { "site": "s40" } })),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let a = show(&s, "store-40");
+    assert_eq!(a.name, None);
+    assert_eq!(
+        a.labels,
+        [("site".to_string(), "s40".to_string())].into(),
+        "only the operator's labels"
+    );
+    let r = s.admin(
+        "PUT",
+        &format!("{API}/desired"),
+        Body::json(&serde_json::json!({ "selector": { "ring": "canary" }, "version": "9.9.9" })),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json::<p6os_protocol::DesiredResponse>()
+            .matched
+            .is_empty(),
+        "{}",
+        r.text()
+    );
+}

@@ -89,21 +89,14 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
             if pending as usize >= max_pending {
                 return Ok(Paired::PendingFull);
             }
+            // No name and no labels: a stranger holding the public pairing token must not
+            // choose what selectors match. What it sent stays in its facts, as reported.
             tx.prepare_cached(
                 "INSERT INTO appliances (id, status, name, labels_json, facts_json, created_at,
                      requested_fingerprint)
-                 VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6)",
+                 VALUES (?1, 'pending', NULL, '{}', ?2, ?3, ?4)",
             )
-            .and_then(|mut s| {
-                s.execute(params![
-                    id,
-                    facts.name,
-                    to_json(&facts.labels),
-                    facts_json,
-                    now as i64,
-                    fingerprint
-                ])
-            })
+            .and_then(|mut s| s.execute(params![id, facts_json, now as i64, fingerprint]))
             .ctx("store pending")?;
             add_event(
                 &tx,

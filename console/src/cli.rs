@@ -75,7 +75,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 30, value_name = "N")]
     pub pending_retry_secs: u32,
     /// Most ids kept as pending (devices that asked to pair with an id no operator
-    /// registered); more are refused until an operator registers or deletes some.
+    /// registered); past it, pending ids older than a day are dropped, and new ones are
+    /// answered like any pending id but not stored (a warning once a minute) until an
+    /// operator registers or deletes some.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_pending: usize,
     /// Pairing requests a second from one source address (one IPv6 /64), after a burst of six

@@ -107,6 +107,38 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// At most one `true` every `every_ms`: for warnings a stranger could otherwise have the
+/// console write as often as it asks.
+#[derive(Debug, Clone, Copy)]
+pub struct Throttle {
+    every_ms: u64,
+    last: Option<u64>,
+}
+
+impl Throttle {
+    pub fn new(every_ms: u64) -> Throttle {
+        Throttle {
+            every_ms,
+            last: None,
+        }
+    }
+
+    /// Whether the throttled thing may happen at `now_ms` (and counts it if so).
+    pub fn due(&mut self, now_ms: u64) -> bool {
+        if self
+            .last
+            .is_some_and(|last| now_ms.saturating_sub(last) < self.every_ms)
+        {
+            return false;
+        }
+        self.last = Some(now_ms);
+        true
+    }
+}
+
+/// How often the console warns that the pending list is full.
+pub const PENDING_FULL_WARNING_MS: u64 = 60_000;
+
 /// Whether a pairing request for an id came within the id's rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdRate {
@@ -119,6 +151,7 @@ pub enum IdRate {
 pub struct PairLimits {
     source: Mutex<Limiter<IpAddr>>,
     id: Mutex<Limiter<String>>,
+    pending_full: Mutex<Throttle>,
     start: Instant,
 }
 
@@ -153,6 +186,7 @@ impl PairLimits {
         PairLimits {
             source: Mutex::new(Limiter::new(per_source(per_second), MAX_TRACKED)),
             id: Mutex::new(Limiter::new(per_id(pending_retry_secs), MAX_TRACKED)),
+            pending_full: Mutex::new(Throttle::new(PENDING_FULL_WARNING_MS)),
             start: Instant::now(),
         }
     }
@@ -166,6 +200,15 @@ impl PairLimits {
         self.source
             .lock()
             .map(|mut l| l.allow(&source_key(ip), now))
+            .unwrap_or(false)
+    }
+
+    /// Whether to warn now that the pending list is full (at most once a minute).
+    pub fn pending_full_warning_due(&self) -> bool {
+        let now = self.now_ms();
+        self.pending_full
+            .lock()
+            .map(|mut t| t.due(now))
             .unwrap_or(false)
     }
 
@@ -217,6 +260,16 @@ mod tests {
         // Once the old buckets refilled, they are dropped for new keys (one sweep).
         assert!(l.allow(&20_001, 1000 + RATE.refill_ms() + 1));
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn a_throttle_lets_one_through_per_period() {
+        let mut t = Throttle::new(60_000);
+        assert!(t.due(5));
+        assert!(!t.due(5));
+        assert!(!t.due(60_004));
+        assert!(t.due(60_005));
+        assert!(!t.due(100_000));
     }
 
     #[test]

@@ -15,6 +15,8 @@ use sha2::Sha256;
 
 /// How long a challenge can be answered.
 pub const CHALLENGE_SECS: u64 = 300;
+/// A pending id older than this is dropped when the pending list is full and another asks.
+pub const PENDING_MAX_AGE_SECS: u64 = 86_400;
 /// Tag of the MAC input: no other use of the secret can produce a valid challenge.
 const CHALLENGE_CONTEXT: &[u8] = b"p6os-pair-challenge-v1\n";
 

@@ -108,11 +108,13 @@ fn a_registered_fingerprint_pairs_that_key_only() {
     assert_eq!((r.status, r.field().as_deref()), (400, Some("fingerprint")));
 }
 
-/// Whether an id exists, is registered or is paired is not told to someone who only holds
-/// the pairing token: every answer that does not pair is the same 202.
+/// Whether an id exists, is registered or is paired, or whether the pending list is full, is
+/// not told to someone who only holds the pairing token: every answer that does not pair is
+/// the same 202.
 #[test]
 fn unknown_registered_and_paired_ids_answer_alike() {
-    let s = Server::start();
+    // One pending id fills the list: "unknown" takes the place, "unknown-2" finds it full.
+    let s = Server::start_with("info", |c| c.max_pending = 1);
     s.paired("paired", &[]);
     assert_eq!(
         s.admin(
@@ -124,7 +126,7 @@ fn unknown_registered_and_paired_ids_answer_alike() {
         201
     );
     let stranger = device_key("stranger");
-    let answers: Vec<(u16, String)> = ["unknown", "registered", "paired"]
+    let answers: Vec<(u16, String)> = ["unknown", "registered", "paired", "unknown-2"]
         .iter()
         .map(|id| {
             let r = s.pair_with(id, facts("x"), &stranger);
@@ -136,6 +138,8 @@ fn unknown_registered_and_paired_ids_answer_alike() {
         .collect();
     assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
     assert_eq!(answers[0].0, 202);
+    let r = s.admin("GET", &format!("{API}/appliances/unknown-2"), Body::None);
+    assert_eq!(r.status, 404, "not stored: {}", r.text());
 }
 
 /// Finding 5: a device whose token was refused once (a proxy answering 403) or lost (a wiped
@@ -238,28 +242,60 @@ fn pairing_needs_a_fresh_proof_of_the_key() {
     assert!(all.is_empty(), "{all:?}");
 }
 
-/// Finding 6: at most `max_pending` unknown ids are stored; past it, 429 and nothing stored.
+/// Finding 6 and review (d): at most `max_pending` unknown ids are stored; past it the
+/// answer is the same 202 as for any other id (a 429 told strangers the list was full),
+/// nothing is stored, pending ids older than a day are dropped to make room, and the console
+/// warns at most once a minute.
 #[test]
 fn pending_ids_are_capped() {
     let s = Server::start_with("info", |c| c.max_pending = 3);
-    for i in 0..3 {
-        assert_eq!(s.pair(&format!("p-{i}"), facts("x")).status, 202);
-    }
-    let r = s.pair("p-3", facts("x"));
-    assert_eq!(r.status, 429, "{}", r.text());
-    // Asking again for a stored one is fine; registering one makes room.
-    assert_eq!(s.pair("p-0", facts("x")).status, 202);
-    assert_eq!(s.register("p-0", &[]).status, 201);
-    assert_eq!(s.pair("p-3", facts("x")).status, 202);
-    let pending = s
-        .admin(
+    let pending = || -> Vec<String> {
+        s.admin(
             "GET",
             &format!("{API}/appliances?status=pending"),
             Body::None,
         )
         .json::<AppliancePage>()
-        .items;
-    assert_eq!(pending.len(), 3);
+        .items
+        .into_iter()
+        .map(|a| a.id)
+        .collect()
+    };
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        let r = s.pair(&format!("p-{i}"), facts("x"));
+        answers.push((r.status, r.text()));
+    }
+    for id in ["p-3", "p-4"] {
+        let r = s.pair(id, facts("x"));
+        answers.push((r.status, r.text()));
+    }
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+    assert_eq!(answers[0].0, 202);
+    assert_eq!(pending(), ["p-0", "p-1", "p-2"]);
+    let warnings = s.log_text().matches("pending list full (3)").count();
+    assert_eq!(warnings, 1, "once a minute:\n{}", s.log_text());
+    assert!(
+        s.log_text().contains("pair request from 127.0.0.1"),
+        "{}",
+        s.log_text()
+    );
+    // Asking again for a stored one is fine; registering one makes room.
+    assert_eq!(s.pair("p-0", facts("x")).status, 202);
+    assert_eq!(s.register("p-0", &[]).status, 201);
+    assert_eq!(s.pair("p-3", facts("x")).status, 202);
+    assert_eq!(pending(), ["p-1", "p-2", "p-3"]);
+    // A pending id older than a day goes when the list is full and another asks.
+    let db = rusqlite::Connection::open(s.dir.path().join("console.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    db.execute(
+        "UPDATE appliances SET created_at = created_at - 2 * 86400 WHERE id = 'p-1'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    assert_eq!(s.pair("p-5", facts("x")).status, 202);
+    assert_eq!(pending(), ["p-2", "p-3", "p-5"]);
 }
 
 /// Finding 6: one source gets a burst of pairing requests, then is refused (nothing parsed);

@@ -28,8 +28,8 @@ pub(super) fn check_facts(facts: &Facts) -> Result<(), ApiError> {
 /// `POST /api/v1/appliances/{id}/pair`, in two rounds (see `crate::pairing`): the device's key
 /// without a proof gets a challenge; the same request with the signed challenge pairs (200
 /// with a new device token) or waits (202 pending: the id is not registered, or this key is not
-/// the approved one; the answer does not say which). 403 for a wrong pairing token, 429 when
-/// the source or the id asks too often or the pending list is full; none of those stores
+/// the approved one, or the pending list is full; the answer does not say which). 403 for a
+/// wrong pairing token, 429 when the source or the id asks too often; none of those stores
 /// anything, and neither does a request without a valid proof.
 pub async fn pair(
     State(st): State<AppState>,
@@ -86,6 +86,7 @@ pub async fn pair(
     let hash = digest_hex(&token);
     let fingerprint = key.fingerprint();
     let max_pending = st.max_pending;
+    let asked_for = id.clone();
     let outcome = st
         .db
         .run(move |c| {
@@ -104,8 +105,8 @@ pub async fn pair(
             )
         })
         .await?;
-    Ok(match outcome {
-        Paired::Pending => json(
+    let pending = || {
+        json(
             StatusCode::ACCEPTED,
             PairResponse::Pending {
                 retry_secs: st.pending_retry_secs,
@@ -113,15 +114,24 @@ pub async fn pair(
                           device's key (its fingerprint is in `p6os-agent status`)"
                     .into(),
             },
-        ),
+        )
+    };
+    Ok(match outcome {
+        Paired::Pending => pending(),
         Paired::IdRateExceeded => {
             return Err(too_many("this id asks to pair too often: wait a minute"));
         }
-        Paired::PendingFull => {
-            tracing::warn!("the pending list is full: a pairing request was not stored");
-            return Err(too_many(
-                "the console holds as many pending ids as it takes: ask again later",
-            ));
+        // Answered like any pending id: a full list is not the requester's business.
+        Paired::PendingFull { pending: n } => {
+            if st.limits.pending_full_warning_due() {
+                tracing::warn!(
+                    "pending list full ({n}): pair request from {} for {asked_for} not stored \
+                     (register or delete pending ids, or raise --max-pending; this warning \
+                     comes at most once a minute)",
+                    peer.ip()
+                );
+            }
+            pending()
         }
         Paired::Ready => json(
             StatusCode::OK,

@@ -14,8 +14,11 @@ use crate::pairing::{self, ApproveAction, Binding, PairAction};
 pub enum Paired {
     /// Not paired (unknown id stored as pending, or the key waits for approval).
     Pending,
-    /// The pending list is full: nothing stored.
-    PendingFull,
+    /// The pending list is full (`pending` ids, none older than a day): nothing stored. The
+    /// device is answered as if pending.
+    PendingFull {
+        pending: usize,
+    },
     /// The id is asked for too often, and not by its bound key: nothing stored.
     IdRateExceeded,
     Ready,
@@ -68,9 +71,9 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
         key,
         fingerprint,
         token_hash,
-        max_pending,
         id_rate,
         now,
+        ..
     } = *ask;
     let tx = write_tx(conn)?;
     let existing = binding_in(&tx, id)?;
@@ -81,35 +84,7 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
         return Ok(Paired::IdRateExceeded);
     }
     let outcome = match action {
-        PairAction::StorePending => {
-            let pending: i64 = tx
-                .prepare_cached("SELECT count(*) FROM appliances WHERE status = 'pending'")
-                .and_then(|mut s| s.query_row([], |r| r.get(0)))
-                .ctx("count pending")?;
-            if pending as usize >= max_pending {
-                return Ok(Paired::PendingFull);
-            }
-            // No name and no labels: a stranger holding the public pairing token must not
-            // choose what selectors match. What it sent stays in its facts, as reported.
-            tx.prepare_cached(
-                "INSERT INTO appliances (id, status, name, labels_json, facts_json, created_at,
-                     requested_fingerprint)
-                 VALUES (?1, 'pending', NULL, '{}', ?2, ?3, ?4)",
-            )
-            .and_then(|mut s| s.execute(params![id, facts_json, now as i64, fingerprint]))
-            .ctx("store pending")?;
-            add_event(
-                &tx,
-                id,
-                now,
-                "pair-requested",
-                &format!(
-                    "unregistered device {} asked to pair with key {fingerprint}: pending",
-                    facts.hostname
-                ),
-            )?;
-            Paired::Pending
-        }
+        PairAction::StorePending => store_pending(&tx, ask, &facts_json)?,
         PairAction::AwaitApproval { new_key } => {
             if new_key {
                 tx.prepare_cached("UPDATE appliances SET requested_fingerprint = ?2 WHERE id = ?1")
@@ -186,6 +161,64 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
     };
     tx.commit().ctx("commit pair")?;
     Ok(outcome)
+}
+
+fn count_pending(tx: &Connection) -> Result<usize, DbError> {
+    tx.prepare_cached("SELECT count(*) FROM appliances WHERE status = 'pending'")
+        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+        .map(|n| n.max(0) as usize)
+        .ctx("count pending")
+}
+
+/// An unknown id: stored as pending if the list has room, after dropping pending ids older
+/// than [`pairing::PENDING_MAX_AGE_SECS`] when it is full.
+fn store_pending(tx: &Connection, ask: &PairAsk, facts_json: &str) -> Result<Paired, DbError> {
+    let PairAsk {
+        id,
+        facts,
+        fingerprint,
+        max_pending,
+        now,
+        ..
+    } = *ask;
+    let mut pending = count_pending(tx)?;
+    if pending >= max_pending {
+        let before = now.saturating_sub(pairing::PENDING_MAX_AGE_SECS) as i64;
+        let expired = tx
+            .prepare_cached("DELETE FROM appliances WHERE status = 'pending' AND created_at < ?1")
+            .and_then(|mut s| s.execute([before]))
+            .ctx("expire pending")?;
+        if expired > 0 {
+            tracing::info!(
+                expired,
+                "pending list full: dropped pending ids older than a day"
+            );
+            pending = count_pending(tx)?;
+        }
+    }
+    if pending >= max_pending {
+        return Ok(Paired::PendingFull { pending });
+    }
+    // No name and no labels: a stranger holding the public pairing token must not choose
+    // what selectors match. What it sent stays in its facts, as reported.
+    tx.prepare_cached(
+        "INSERT INTO appliances (id, status, name, labels_json, facts_json, created_at,
+             requested_fingerprint)
+         VALUES (?1, 'pending', NULL, '{}', ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![id, facts_json, now as i64, fingerprint]))
+    .ctx("store pending")?;
+    add_event(
+        tx,
+        id,
+        now,
+        "pair-requested",
+        &format!(
+            "unregistered device {} asked to pair with key {fingerprint}: pending",
+            facts.hostname
+        ),
+    )?;
+    Ok(Paired::Pending)
 }
 
 pub enum Approved {

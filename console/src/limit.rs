@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A bucket's shape: `burst` requests at once, then one every `every_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +54,12 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 
     /// Whether a request for `key` at `now_ms` is allowed (and counts it if so).
     pub fn allow(&mut self, key: &K, now_ms: u64) -> bool {
+        self.wait_ms(key, now_ms).is_none()
+    }
+
+    /// `None` if a request for `key` at `now_ms` is allowed (and counts it), else how many
+    /// milliseconds until it would be.
+    pub fn wait_ms(&mut self, key: &K, now_ms: u64) -> Option<u64> {
         let refill = self.rate.refill_ms();
         if !self.buckets.contains_key(key) && self.buckets.len() >= self.max_keys {
             // Full: drop the buckets that refilled (at most once per refill period), and if
@@ -75,11 +81,12 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
             .or_insert(Bucket { full_at: 0 });
         // The bucket holds (refill - (full_at - now)) / every_ms tokens.
         let start = bucket.full_at.max(now_ms);
-        if start - now_ms + self.rate.every_ms > refill {
-            return false;
+        let after = start - now_ms + self.rate.every_ms;
+        if after > refill {
+            return Some(after - refill);
         }
         bucket.full_at = start + self.rate.every_ms;
-        true
+        None
     }
 
     pub fn len(&self) -> usize {
@@ -195,12 +202,14 @@ impl PairLimits {
         self.start.elapsed().as_millis() as u64
     }
 
-    pub fn allow_source(&self, ip: IpAddr) -> bool {
+    /// `None` if a pairing request from `ip` is allowed (and counts it), else how long until
+    /// it would be.
+    pub fn source_wait(&self, ip: IpAddr) -> Option<Duration> {
         let now = self.now_ms();
-        self.source
-            .lock()
-            .map(|mut l| l.allow(&source_key(ip), now))
-            .unwrap_or(false)
+        match self.source.lock() {
+            Ok(mut l) => l.wait_ms(&source_key(ip), now).map(Duration::from_millis),
+            Err(_) => Some(Duration::from_secs(1)),
+        }
     }
 
     /// Whether to warn now that the pending list is full (at most once a minute).
@@ -235,6 +244,12 @@ mod tests {
         let mut l = Limiter::new(RATE, 10);
         assert!((0..3).all(|_| l.allow(&"a", 1000)));
         assert!(!l.allow(&"a", 1000), "burst spent");
+        assert_eq!(
+            l.wait_ms(&"a", 1000),
+            Some(100),
+            "one token back in every_ms"
+        );
+        assert_eq!(l.wait_ms(&"a", 1060), Some(40));
         assert!(l.allow(&"b", 1000), "another key has its own bucket");
         assert!(!l.allow(&"a", 1099));
         assert!(l.allow(&"a", 1100), "one token back after every_ms");

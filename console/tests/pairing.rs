@@ -337,6 +337,52 @@ fn pairing_is_rate_limited_per_source_and_per_id() {
     assert_ne!(token(&r), real);
 }
 
+/// Review (e): the per-source limit comes before the body is read. A client over its rate that
+/// sends a pair request's head with a Content-Length and never the body is answered 429 with
+/// Retry-After at once (it used to hold the connection until the body timeout, and the console
+/// read every body before counting it).
+#[test]
+fn a_source_over_its_rate_is_refused_before_its_body_is_read() {
+    use std::io::{Read as _, Write as _};
+    let s = Server::start_with("info", |c| c.pairing_rate = 1);
+    let path = format!("{API}/appliances/slow/pair");
+    let burst = p6os_console::limit::per_source(1).burst as usize;
+    for _ in 0..burst {
+        let r = s.call("POST", &path, None, Body::raw_json("{}"));
+        assert_eq!(r.status, 400, "within the burst: {}", r.text());
+    }
+    let mut tcp = std::net::TcpStream::connect(s.console.addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        tcp,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tcp.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!(
+                "no answer without the body ({other:?}); got {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 429"), "{head}");
+    let retry: u64 = head
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .unwrap_or_else(|| panic!("no Retry-After: {head}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{head}");
+}
+
 /// Finding 9: the image whose bundles a device gets is recorded at pairing; a heartbeat that
 /// claims another image changes nothing but an event. An operator can change it.
 #[test]

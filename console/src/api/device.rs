@@ -4,9 +4,10 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use p6os_protocol::identity::{DeviceKey, MAX_CHALLENGE_LEN};
 use p6os_protocol::{Facts, Heartbeat, HeartbeatResponse, PairRequest, PairResponse};
@@ -25,23 +26,42 @@ pub(super) fn check_facts(facts: &Facts) -> Result<(), ApiError> {
     check_labels(&facts.labels, "facts.labels")
 }
 
+/// The pair route's per-source limit, a layer that runs before the handler reads the body:
+/// a source over its rate gets 429 with Retry-After and its body is never read (the
+/// connection closes rather than waiting for it).
+pub async fn limit_pair_source(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(wait) = st.limits.source_wait(peer.ip()) else {
+        return next.run(req).await;
+    };
+    let secs = wait.as_millis().div_ceil(1000).max(1);
+    let mut response = too_many(&format!(
+        "too many pairing requests from this address: ask again in {secs} s"
+    ))
+    .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// `POST /api/v1/appliances/{id}/pair`, in two rounds (see `crate::pairing`): the device's key
 /// without a proof gets a challenge; the same request with the signed challenge pairs (200
 /// with a new device token) or waits (202 pending: the id is not registered, or this key is not
 /// the approved one, or the pending list is full; the answer does not say which). 403 for a
-/// wrong pairing token, 429 when the source or the id asks too often; none of those stores
-/// anything, and neither does a request without a valid proof.
+/// wrong pairing token, 429 when the id asks too often (the source's rate is
+/// [`limit_pair_source`]'s); none of those stores anything, and neither does a request without
+/// a valid proof.
 pub async fn pair(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Param(id): Param,
     RawJson(body): RawJson,
 ) -> Result<Response, ApiError> {
-    if !st.limits.allow_source(peer.ip()) {
-        return Err(too_many(
-            "too many pairing requests from this address: wait a minute",
-        ));
-    }
     let req: PairRequest = parse_json(&body)?;
     if !st.pairing.matches(&req.pairing_token) {
         return Err(ApiError::forbidden("wrong pairing token"));

@@ -383,6 +383,52 @@ fn a_source_over_its_rate_is_refused_before_its_body_is_read() {
     assert!((1..=60).contains(&retry), "{head}");
 }
 
+/// Review (f): a captured proof (a signed challenge) is not replayed within the challenge's
+/// five minutes: the second use is a 400 naming `proof.challenge`, no new token is issued and
+/// the device's token keeps working.
+#[test]
+fn the_same_proof_pairs_once() {
+    let s = Server::start();
+    assert_eq!(s.register("dev", &[]).status, 201);
+    let key = device_key("dev");
+    let path = format!("{API}/appliances/dev/pair");
+    let mut req = PairRequest {
+        pairing_token: s.pairing.clone(),
+        facts: facts("dev"),
+        device_key: Some(key.public().encode()),
+        proof: None,
+    };
+    let PairResponse::Challenge { challenge } =
+        s.call("POST", &path, None, Body::json(&req)).json()
+    else {
+        panic!()
+    };
+    req.proof = Some(KeyProof {
+        signature: key.sign_pair("dev", &challenge),
+        challenge,
+    });
+    let first = s.call("POST", &path, None, Body::json(&req));
+    assert_eq!(first.status, 200, "{}", first.text());
+    let t = token(&first);
+    let replay = s.call("POST", &path, None, Body::json(&req));
+    assert_eq!(
+        (replay.status, replay.field().as_deref()),
+        (400, Some("proof.challenge")),
+        "{}",
+        replay.text()
+    );
+    assert!(replay.text().contains("already used"), "{}", replay.text());
+    assert_eq!(s.heartbeat("dev", &t, &beat("1.0.0")).status, 200);
+    let paired = events(&s, "dev")
+        .iter()
+        .filter(|e| e.kind == "paired")
+        .count();
+    assert_eq!(paired, 1, "no second token");
+    // A fresh challenge still pairs the device again.
+    let r = s.pair("dev", facts("dev"));
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 /// Finding 9: the image whose bundles a device gets is recorded at pairing; a heartbeat that
 /// claims another image changes nothing but an event. An operator can change it.
 #[test]

@@ -13,7 +13,7 @@ use p6os_protocol::identity::{DeviceKey, MAX_CHALLENGE_LEN};
 use p6os_protocol::{Facts, Heartbeat, HeartbeatResponse, PairRequest, PairResponse};
 
 use super::extract::{parse_json, DeviceToken, Param, RawJson};
-use super::{json, now, AppState};
+use super::{json, now, now_ms, AppState};
 use crate::auth::{digest_hex, new_token};
 use crate::core::{check_id_field, check_labels, check_name, clean_facts, clean_heartbeat};
 use crate::db::appliances;
@@ -76,24 +76,29 @@ pub async fn pair(
     let key =
         DeviceKey::parse(key_text).map_err(|e| ApiError::field("device_key", e.to_string()))?;
     let key_text = key.encode();
-    let now = now();
+    let now_ms = now_ms();
+    let now = now_ms / 1000;
     let Some(proof) = req.proof else {
         return Ok(json(
             StatusCode::OK,
             PairResponse::Challenge {
-                challenge: st.challenges.make(&id, &key_text, now),
+                challenge: st.challenges.make(&id, &key_text, now_ms),
             },
         ));
     };
-    if proof.challenge.len() > MAX_CHALLENGE_LEN
-        || !st.challenges.check(&proof.challenge, &id, &key_text, now)
-    {
-        return Err(ApiError::field(
-            "proof.challenge",
-            "not a challenge of this console for this id and key, or older than 5 minutes: \
-             ask for a new one",
-        ));
-    }
+    let challenge_ms = (proof.challenge.len() <= MAX_CHALLENGE_LEN)
+        .then(|| {
+            st.challenges
+                .check(&proof.challenge, &id, &key_text, now_ms)
+        })
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::field(
+                "proof.challenge",
+                "not a challenge of this console for this id and key, or older than 5 \
+                 minutes: ask for a new one",
+            )
+        })?;
     key.verify_pair(&id, &proof.challenge, &proof.signature)
         .map_err(|e| ApiError::field("proof.signature", e.to_string()))?;
     // Over the id's rate, only the key the id is bound to gets through (decided with the
@@ -120,6 +125,7 @@ pub async fn pair(
                     token_hash: &hash,
                     max_pending,
                     id_rate,
+                    challenge_ms,
                     now,
                 },
             )
@@ -138,6 +144,12 @@ pub async fn pair(
     };
     Ok(match outcome {
         Paired::Pending => pending(),
+        Paired::ChallengeUsed => {
+            return Err(ApiError::field(
+                "proof.challenge",
+                "challenge already used; ask for a new one",
+            ));
+        }
         Paired::IdRateExceeded => {
             return Err(too_many("this id asks to pair too often: wait a minute"));
         }

@@ -21,6 +21,9 @@ pub enum Paired {
     },
     /// The id is asked for too often, and not by its bound key: nothing stored.
     IdRateExceeded,
+    /// The proof answers a challenge not newer than the one that last got a token (a
+    /// replayed proof): nothing stored, no token.
+    ChallengeUsed,
     Ready,
 }
 
@@ -35,6 +38,8 @@ pub struct PairAsk<'a> {
     pub token_hash: &'a str,
     pub max_pending: usize,
     pub id_rate: IdRate,
+    /// When the challenge the proof answers was issued (Unix ms).
+    pub challenge_ms: u64,
     pub now: u64,
 }
 
@@ -72,6 +77,7 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
         fingerprint,
         token_hash,
         id_rate,
+        challenge_ms,
         now,
         ..
     } = *ask;
@@ -117,6 +123,13 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
             let Some(a) = get_in(&tx, id)? else {
                 return Ok(Paired::Pending);
             };
+            let last: Option<i64> = tx
+                .prepare_cached("SELECT last_challenge_ms FROM appliances WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+                .ctx("read last challenge")?;
+            if !pairing::challenge_is_new(challenge_ms, last.map(|l| l.max(0) as u64)) {
+                return Ok(Paired::ChallengeUsed);
+            }
             let name = a.name.clone().or_else(|| facts.name.clone());
             let labels = core::merge_labels(&facts.labels, &a.labels);
             // The image is recorded at the first pairing and changed only by an operator.
@@ -128,7 +141,8 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
                 "UPDATE appliances SET status = 'ready', name = ?2, labels_json = ?3,
                      facts_json = ?4, token_hash = ?5, paired_at = coalesce(paired_at, ?6),
                      last_seen = ?6, key_fingerprint = ?7, device_key = ?8,
-                     requested_fingerprint = NULL, image_name = ?9, arch = ?10
+                     requested_fingerprint = NULL, image_name = ?9, arch = ?10,
+                     last_challenge_ms = ?11
                  WHERE id = ?1",
             )
             .and_then(|mut s| {
@@ -142,7 +156,8 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
                     fingerprint,
                     key,
                     image_name,
-                    arch
+                    arch,
+                    challenge_ms as i64
                 ])
             })
             .ctx("pair")?;

@@ -75,7 +75,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 30, value_name = "N")]
     pub pending_retry_secs: u32,
     /// Most ids kept as pending (devices that asked to pair with an id no operator
-    /// registered); more are refused until an operator registers or deletes some.
+    /// registered); past it, pending ids older than a day are dropped, and new ones are
+    /// answered like any pending id but not stored (a warning once a minute) until an
+    /// operator registers or deletes some.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_pending: usize,
     /// Pairing requests a second from one source address (one IPv6 /64), after a burst of six
@@ -250,13 +252,18 @@ mod tests {
                 Err(e) => Err(e),
             };
         let l = serve(&[]).unwrap().limits(Some(1024));
-        assert_eq!((l.max_connections, l.max_per_address), (480, 120));
+        assert_eq!((l.max_connections, l.max_per_address), (480, 32));
         assert_eq!(l.client_timeout.as_secs(), 20);
         let l = serve(&["--max-connections", "100", "--client-timeout-secs", "3"])
             .unwrap()
             .limits(Some(1024));
         assert_eq!((l.max_connections, l.max_per_address), (100, 25));
         assert_eq!(l.client_timeout.as_secs(), 3);
+        let l = serve(&["--max-connections", "40"]).unwrap().limits(None);
+        assert_eq!((l.max_connections, l.max_per_address), (40, 10));
+        // A quarter of a large cap is more than one site needs: at most 32 per address.
+        let l = serve(&["--max-connections", "4000"]).unwrap().limits(None);
+        assert_eq!((l.max_connections, l.max_per_address), (4000, 32));
         let l = serve(&["--max-connections-per-address", "7"])
             .unwrap()
             .limits(None);

@@ -70,7 +70,8 @@ pub struct Config {
     pub heartbeat_secs: u32,
     /// Returned to pending devices: how soon they ask again.
     pub pending_retry_secs: u32,
-    /// Most ids kept as pending (asked to pair, not registered); more are refused (429).
+    /// Most ids kept as pending (asked to pair, not registered); more are answered like any
+    /// pending id (202) but not stored, after pending ids older than a day are dropped.
     pub max_pending: usize,
     /// Pairing requests a second from one source address (IPv6: one /64), after a burst of
     /// six seconds' worth; more are refused (429) before anything is parsed.

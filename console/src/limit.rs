@@ -4,13 +4,14 @@
 //! Why not `governor`: its keyed limiter grows with every new key until someone calls
 //! `retain_recent`, and a flood of new keys (random ids, IPv6 addresses) is exactly what this
 //! must survive. Here a full map first drops the keys whose buckets have refilled (they are
-//! worth nothing), at most once per refill period, and otherwise refuses new keys.
+//! worth nothing), at most once per refill period, and otherwise one arbitrary key: a flood of
+//! new keys costs the flooder its own limits, never a newcomer's access.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A bucket's shape: `burst` requests at once, then one every `every_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,15 +54,25 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 
     /// Whether a request for `key` at `now_ms` is allowed (and counts it if so).
     pub fn allow(&mut self, key: &K, now_ms: u64) -> bool {
+        self.wait_ms(key, now_ms).is_none()
+    }
+
+    /// `None` if a request for `key` at `now_ms` is allowed (and counts it), else how many
+    /// milliseconds until it would be.
+    pub fn wait_ms(&mut self, key: &K, now_ms: u64) -> Option<u64> {
         let refill = self.rate.refill_ms();
         if !self.buckets.contains_key(key) && self.buckets.len() >= self.max_keys {
-            if now_ms.saturating_sub(self.last_sweep) < refill.max(1) {
-                return false;
+            // Full: drop the buckets that refilled (at most once per refill period), and if
+            // that freed nothing, one arbitrary bucket. A full map never refuses a newcomer:
+            // that would lock out the legitimate device that comes after a flood.
+            if now_ms.saturating_sub(self.last_sweep) >= refill.max(1) {
+                self.last_sweep = now_ms;
+                self.buckets.retain(|_, b| b.full_at > now_ms);
             }
-            self.last_sweep = now_ms;
-            self.buckets.retain(|_, b| b.full_at > now_ms);
             if self.buckets.len() >= self.max_keys {
-                return false;
+                if let Some(victim) = self.buckets.keys().next().cloned() {
+                    self.buckets.remove(&victim);
+                }
             }
         }
         let bucket = self
@@ -70,11 +81,12 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
             .or_insert(Bucket { full_at: 0 });
         // The bucket holds (refill - (full_at - now)) / every_ms tokens.
         let start = bucket.full_at.max(now_ms);
-        if start - now_ms + self.rate.every_ms > refill {
-            return false;
+        let after = start - now_ms + self.rate.every_ms;
+        if after > refill {
+            return Some(after - refill);
         }
         bucket.full_at = start + self.rate.every_ms;
-        true
+        None
     }
 
     pub fn len(&self) -> usize {
@@ -102,6 +114,38 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// At most one `true` every `every_ms`: for warnings a stranger could otherwise have the
+/// console write as often as it asks.
+#[derive(Debug, Clone, Copy)]
+pub struct Throttle {
+    every_ms: u64,
+    last: Option<u64>,
+}
+
+impl Throttle {
+    pub fn new(every_ms: u64) -> Throttle {
+        Throttle {
+            every_ms,
+            last: None,
+        }
+    }
+
+    /// Whether the throttled thing may happen at `now_ms` (and counts it if so).
+    pub fn due(&mut self, now_ms: u64) -> bool {
+        if self
+            .last
+            .is_some_and(|last| now_ms.saturating_sub(last) < self.every_ms)
+        {
+            return false;
+        }
+        self.last = Some(now_ms);
+        true
+    }
+}
+
+/// How often the console warns that the pending list is full.
+pub const PENDING_FULL_WARNING_MS: u64 = 60_000;
+
 /// Whether a pairing request for an id came within the id's rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdRate {
@@ -114,6 +158,7 @@ pub enum IdRate {
 pub struct PairLimits {
     source: Mutex<Limiter<IpAddr>>,
     id: Mutex<Limiter<String>>,
+    pending_full: Mutex<Throttle>,
     start: Instant,
 }
 
@@ -148,6 +193,7 @@ impl PairLimits {
         PairLimits {
             source: Mutex::new(Limiter::new(per_source(per_second), MAX_TRACKED)),
             id: Mutex::new(Limiter::new(per_id(pending_retry_secs), MAX_TRACKED)),
+            pending_full: Mutex::new(Throttle::new(PENDING_FULL_WARNING_MS)),
             start: Instant::now(),
         }
     }
@@ -156,11 +202,22 @@ impl PairLimits {
         self.start.elapsed().as_millis() as u64
     }
 
-    pub fn allow_source(&self, ip: IpAddr) -> bool {
+    /// `None` if a pairing request from `ip` is allowed (and counts it), else how long until
+    /// it would be.
+    pub fn source_wait(&self, ip: IpAddr) -> Option<Duration> {
         let now = self.now_ms();
-        self.source
+        match self.source.lock() {
+            Ok(mut l) => l.wait_ms(&source_key(ip), now).map(Duration::from_millis),
+            Err(_) => Some(Duration::from_secs(1)),
+        }
+    }
+
+    /// Whether to warn now that the pending list is full (at most once a minute).
+    pub fn pending_full_warning_due(&self) -> bool {
+        let now = self.now_ms();
+        self.pending_full
             .lock()
-            .map(|mut l| l.allow(&source_key(ip), now))
+            .map(|mut t| t.due(now))
             .unwrap_or(false)
     }
 
@@ -187,6 +244,12 @@ mod tests {
         let mut l = Limiter::new(RATE, 10);
         assert!((0..3).all(|_| l.allow(&"a", 1000)));
         assert!(!l.allow(&"a", 1000), "burst spent");
+        assert_eq!(
+            l.wait_ms(&"a", 1000),
+            Some(100),
+            "one token back in every_ms"
+        );
+        assert_eq!(l.wait_ms(&"a", 1060), Some(40));
         assert!(l.allow(&"b", 1000), "another key has its own bucket");
         assert!(!l.allow(&"a", 1099));
         assert!(l.allow(&"a", 1100), "one token back after every_ms");
@@ -199,16 +262,29 @@ mod tests {
     fn the_map_stays_bounded() {
         let mut l = Limiter::new(RATE, 100);
         for i in 0..10_000u32 {
-            l.allow(&i, 1000);
+            assert!(
+                l.allow(&i, 1000),
+                "a newcomer is never refused for a full map"
+            );
             assert!(l.len() <= 100);
         }
-        assert!(
-            !l.allow(&20_000, 1000),
-            "full of busy keys: a new key is refused"
-        );
+        // Full of busy keys: a new key still gets its bucket (one busy key is dropped).
+        assert!(l.allow(&20_000, 1000));
+        assert_eq!(l.len(), 100);
+        assert!(l.allow(&20_000, 1000), "it is counted in its own bucket");
         // Once the old buckets refilled, they are dropped for new keys (one sweep).
-        assert!(l.allow(&20_000, 1000 + RATE.refill_ms() + 1));
+        assert!(l.allow(&20_001, 1000 + RATE.refill_ms() + 1));
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn a_throttle_lets_one_through_per_period() {
+        let mut t = Throttle::new(60_000);
+        assert!(t.due(5));
+        assert!(!t.due(5));
+        assert!(!t.due(60_004));
+        assert!(t.due(60_005));
+        assert!(!t.due(100_000));
     }
 
     #[test]

@@ -83,8 +83,9 @@ const OPS: &[Op] = &[
             ),
             (
                 202,
-                "not paired: the id is not registered or this key is not approved \
-                 (PairResponse status pending; the answer does not say which)",
+                "not paired: the id is not registered, this key is not approved, or the \
+                 pending list is full (PairResponse status pending; the answer does not say \
+                 which)",
                 Out::Json("PairResponse"),
             ),
             (
@@ -97,8 +98,7 @@ const OPS: &[Op] = &[
             MEDIA,
             (
                 429,
-                "too many requests from this source or for this id, or the pending list \
-                 is full (nothing stored)",
+                "too many requests from this source or for this id (nothing stored)",
                 Out::Error,
             ),
         ],

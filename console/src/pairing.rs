@@ -15,8 +15,12 @@ use sha2::Sha256;
 
 /// How long a challenge can be answered.
 pub const CHALLENGE_SECS: u64 = 300;
+const CHALLENGE_MS: u64 = CHALLENGE_SECS * 1000;
+/// A pending id older than this is dropped when the pending list is full and another asks.
+pub const PENDING_MAX_AGE_SECS: u64 = 86_400;
 /// Tag of the MAC input: no other use of the secret can produce a valid challenge.
-const CHALLENGE_CONTEXT: &[u8] = b"p6os-pair-challenge-v1\n";
+/// v2: the time is in milliseconds.
+const CHALLENGE_CONTEXT: &[u8] = b"p6os-pair-challenge-v2\n";
 
 /// What the pairing decision needs to know of an existing appliance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,9 +91,17 @@ pub fn approve_action(existing: &Binding, fingerprint: &str) -> ApproveAction {
     }
 }
 
-/// Challenges: `<unix seconds>.<hex of HMAC-SHA256(secret, context, id, key, seconds)>`. The
-/// console keeps nothing per challenge (an unauthenticated request stores nothing), and any
-/// console holding the same secret checks it.
+/// Whether a proof over a challenge issued at `issued_ms` may issue a device token, when the
+/// last one issued for the id answered a challenge of `last_ms`: only a newer challenge, so a
+/// captured proof is not replayed within the challenge's validity.
+pub fn challenge_is_new(issued_ms: u64, last_ms: Option<u64>) -> bool {
+    last_ms.is_none_or(|last| issued_ms > last)
+}
+
+/// Challenges: `<unix ms>.<hex of HMAC-SHA256(secret, context, id, key, ms)>`. The console
+/// keeps nothing per challenge (an unauthenticated request stores nothing), and any console
+/// holding the same secret checks it; the issue time of the last one that got a token is
+/// kept per appliance ([`challenge_is_new`]).
 pub struct Challenges {
     secret: [u8; 32],
 }
@@ -115,32 +127,26 @@ impl Challenges {
         mac
     }
 
-    pub fn make(&self, id: &str, key: &str, now: u64) -> String {
-        let tag = self.mac(id, key, now).finalize().into_bytes();
+    /// A challenge for `id` and `key`, issued at `now_ms` (Unix milliseconds).
+    pub fn make(&self, id: &str, key: &str, now_ms: u64) -> String {
+        let tag = self.mac(id, key, now_ms).finalize().into_bytes();
         let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{now}.{hex}")
+        format!("{now_ms}.{hex}")
     }
 
-    /// Whether `challenge` was made by this console for this id and key, less than
-    /// [`CHALLENGE_SECS`] ago (and not in the future).
-    pub fn check(&self, challenge: &str, id: &str, key: &str, now: u64) -> bool {
-        let Some((at, hex)) = challenge.split_once('.') else {
-            return false;
-        };
-        let Ok(at) = at.parse::<u64>() else {
-            return false;
-        };
-        if at > now || now - at > CHALLENGE_SECS || hex.len() != 64 {
-            return false;
+    /// When `challenge` was issued (Unix ms), if this console made it for this id and key
+    /// at most [`CHALLENGE_SECS`] before `now_ms` (and not in the future).
+    pub fn check(&self, challenge: &str, id: &str, key: &str, now_ms: u64) -> Option<u64> {
+        let (at, hex) = challenge.split_once('.')?;
+        let at = at.parse::<u64>().ok()?;
+        if at > now_ms || now_ms - at > CHALLENGE_MS || hex.len() != 64 {
+            return None;
         }
-        let Some(tag) = (0..32)
+        let tag = (0..32)
             .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
-            .collect::<Option<Vec<u8>>>()
-        else {
-            return false;
-        };
+            .collect::<Option<Vec<u8>>>()?;
         // Constant-time comparison.
-        self.mac(id, key, at).verify_slice(&tag).is_ok()
+        self.mac(id, key, at).verify_slice(&tag).ok().map(|()| at)
     }
 }
 
@@ -216,18 +222,37 @@ mod tests {
     #[test]
     fn challenges_are_bound_to_id_key_and_time() {
         let c = Challenges::new([1; 32]);
-        let made = c.make("store-12", "KEY", 1000);
-        assert!(c.check(&made, "store-12", "KEY", 1000));
-        assert!(c.check(&made, "store-12", "KEY", 1000 + CHALLENGE_SECS));
-        assert!(!c.check(&made, "store-12", "KEY", 1001 + CHALLENGE_SECS));
-        assert!(!c.check(&made, "store-12", "KEY", 999), "from the future");
-        assert!(!c.check(&made, "store-13", "KEY", 1000));
-        assert!(!c.check(&made, "store-12", "KEY2", 1000));
-        assert!(!Challenges::new([2; 32]).check(&made, "store-12", "KEY", 1000));
+        let t = 1_700_000_000_123;
+        let made = c.make("store-12", "KEY", t);
+        assert!(made.starts_with("1700000000123."), "milliseconds: {made}");
+        assert_eq!(c.check(&made, "store-12", "KEY", t), Some(t));
+        assert_eq!(c.check(&made, "store-12", "KEY", t + CHALLENGE_MS), Some(t));
+        assert_eq!(
+            c.check(&made, "store-12", "KEY", t + 1 + CHALLENGE_MS),
+            None
+        );
+        assert_eq!(c.check(&made, "store-12", "KEY", t - 1), None, "future");
+        assert_eq!(c.check(&made, "store-13", "KEY", t), None);
+        assert_eq!(c.check(&made, "store-12", "KEY2", t), None);
+        assert_eq!(
+            Challenges::new([2; 32]).check(&made, "store-12", "KEY", t),
+            None
+        );
         let (_, tag) = made.split_once('.').unwrap();
-        assert!(!c.check(&format!("999.{tag}"), "store-12", "KEY", 1000));
+        assert_eq!(
+            c.check(&format!("{}.{tag}", t - 1), "store-12", "KEY", t),
+            None
+        );
         for bad in ["", ".", "1000.", "x.y", "1000.zz", &made[..made.len() - 1]] {
-            assert!(!c.check(bad, "store-12", "KEY", 1000), "{bad}");
+            assert_eq!(c.check(bad, "store-12", "KEY", t), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn only_a_newer_challenge_gets_a_token() {
+        assert!(challenge_is_new(5, None));
+        assert!(challenge_is_new(6, Some(5)));
+        assert!(!challenge_is_new(5, Some(5)), "the same challenge again");
+        assert!(!challenge_is_new(4, Some(5)));
     }
 }

@@ -38,6 +38,9 @@ const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// How long a client may stay silent, by default.
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The default cap of connections from one address (`--max-connections-per-address`).
+pub const DEFAULT_MAX_PER_ADDRESS: usize = 32;
+
 /// How many clients the console serves at once and how long it waits for them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -49,7 +52,7 @@ pub struct Limits {
 impl Limits {
     /// The defaults for a process that may open `file_limit` files (`None`: unlimited): two
     /// per connection (its socket, a bundle file it downloads) after a reserve, at most 4,096;
-    /// a quarter of them per address.
+    /// a quarter of them per address, at most 32.
     pub fn for_file_limit(file_limit: Option<u64>) -> Limits {
         let max_connections = match file_limit {
             None => DEFAULT_MAX_CONNECTIONS,
@@ -64,9 +67,12 @@ impl Limits {
         }
     }
 
-    /// The default per-address limit for `max_connections`: a quarter, at least one.
+    /// The default per-address limit for `max_connections`: a quarter, at most
+    /// [`DEFAULT_MAX_PER_ADDRESS`], at least one. A few addresses must not be able to hold every
+    /// connection; a site behind one address has a handful of devices, each with one request
+    /// at a time.
     pub fn per_address_for(max_connections: usize) -> usize {
-        (max_connections / 4).max(1)
+        (max_connections / 4).clamp(1, DEFAULT_MAX_PER_ADDRESS)
     }
 
     /// The defaults for this process's current (soft) file limit.
@@ -239,7 +245,7 @@ mod tests {
     fn default_limits_stay_below_the_file_limit() {
         let l = Limits::for_file_limit(Some(1024));
         assert_eq!(l.max_connections, 480);
-        assert_eq!(l.max_per_address, 120);
+        assert_eq!(l.max_per_address, DEFAULT_MAX_PER_ADDRESS);
         assert!(2 * l.max_connections as u64 + RESERVED_FILES <= 1024);
         assert_eq!(Limits::for_file_limit(None).max_connections, 4096);
         assert_eq!(Limits::for_file_limit(Some(1 << 20)).max_connections, 4096);

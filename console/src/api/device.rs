@@ -4,15 +4,16 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use p6os_protocol::identity::{DeviceKey, MAX_CHALLENGE_LEN};
 use p6os_protocol::{Facts, Heartbeat, HeartbeatResponse, PairRequest, PairResponse};
 
 use super::extract::{parse_json, DeviceToken, Param, RawJson};
-use super::{json, now, AppState};
+use super::{json, now, now_ms, AppState};
 use crate::auth::{digest_hex, new_token};
 use crate::core::{check_id_field, check_labels, check_name, clean_facts, clean_heartbeat};
 use crate::db::appliances;
@@ -25,23 +26,42 @@ pub(super) fn check_facts(facts: &Facts) -> Result<(), ApiError> {
     check_labels(&facts.labels, "facts.labels")
 }
 
+/// The pair route's per-source limit, a layer that runs before the handler reads the body:
+/// a source over its rate gets 429 with Retry-After and its body is never read (the
+/// connection closes rather than waiting for it).
+pub async fn limit_pair_source(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(wait) = st.limits.source_wait(peer.ip()) else {
+        return next.run(req).await;
+    };
+    let secs = wait.as_millis().div_ceil(1000).max(1);
+    let mut response = too_many(&format!(
+        "too many pairing requests from this address: ask again in {secs} s"
+    ))
+    .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// `POST /api/v1/appliances/{id}/pair`, in two rounds (see `crate::pairing`): the device's key
 /// without a proof gets a challenge; the same request with the signed challenge pairs (200
 /// with a new device token) or waits (202 pending: the id is not registered, or this key is not
-/// the approved one; the answer does not say which). 403 for a wrong pairing token, 429 when
-/// the source or the id asks too often or the pending list is full; none of those stores
-/// anything, and neither does a request without a valid proof.
+/// the approved one, or the pending list is full; the answer does not say which). 403 for a
+/// wrong pairing token, 429 when the id asks too often (the source's rate is
+/// [`limit_pair_source`]'s); none of those stores anything, and neither does a request without
+/// a valid proof.
 pub async fn pair(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Param(id): Param,
     RawJson(body): RawJson,
 ) -> Result<Response, ApiError> {
-    if !st.limits.allow_source(peer.ip()) {
-        return Err(too_many(
-            "too many pairing requests from this address: wait a minute",
-        ));
-    }
     let req: PairRequest = parse_json(&body)?;
     if !st.pairing.matches(&req.pairing_token) {
         return Err(ApiError::forbidden("wrong pairing token"));
@@ -56,24 +76,29 @@ pub async fn pair(
     let key =
         DeviceKey::parse(key_text).map_err(|e| ApiError::field("device_key", e.to_string()))?;
     let key_text = key.encode();
-    let now = now();
+    let now_ms = now_ms();
+    let now = now_ms / 1000;
     let Some(proof) = req.proof else {
         return Ok(json(
             StatusCode::OK,
             PairResponse::Challenge {
-                challenge: st.challenges.make(&id, &key_text, now),
+                challenge: st.challenges.make(&id, &key_text, now_ms),
             },
         ));
     };
-    if proof.challenge.len() > MAX_CHALLENGE_LEN
-        || !st.challenges.check(&proof.challenge, &id, &key_text, now)
-    {
-        return Err(ApiError::field(
-            "proof.challenge",
-            "not a challenge of this console for this id and key, or older than 5 minutes: \
-             ask for a new one",
-        ));
-    }
+    let challenge_ms = (proof.challenge.len() <= MAX_CHALLENGE_LEN)
+        .then(|| {
+            st.challenges
+                .check(&proof.challenge, &id, &key_text, now_ms)
+        })
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::field(
+                "proof.challenge",
+                "not a challenge of this console for this id and key, or older than 5 \
+                 minutes: ask for a new one",
+            )
+        })?;
     key.verify_pair(&id, &proof.challenge, &proof.signature)
         .map_err(|e| ApiError::field("proof.signature", e.to_string()))?;
     // Over the id's rate, only the key the id is bound to gets through (decided with the
@@ -86,6 +111,7 @@ pub async fn pair(
     let hash = digest_hex(&token);
     let fingerprint = key.fingerprint();
     let max_pending = st.max_pending;
+    let asked_for = id.clone();
     let outcome = st
         .db
         .run(move |c| {
@@ -99,13 +125,14 @@ pub async fn pair(
                     token_hash: &hash,
                     max_pending,
                     id_rate,
+                    challenge_ms,
                     now,
                 },
             )
         })
         .await?;
-    Ok(match outcome {
-        Paired::Pending => json(
+    let pending = || {
+        json(
             StatusCode::ACCEPTED,
             PairResponse::Pending {
                 retry_secs: st.pending_retry_secs,
@@ -113,15 +140,30 @@ pub async fn pair(
                           device's key (its fingerprint is in `p6os-agent status`)"
                     .into(),
             },
-        ),
+        )
+    };
+    Ok(match outcome {
+        Paired::Pending => pending(),
+        Paired::ChallengeUsed => {
+            return Err(ApiError::field(
+                "proof.challenge",
+                "challenge already used; ask for a new one",
+            ));
+        }
         Paired::IdRateExceeded => {
             return Err(too_many("this id asks to pair too often: wait a minute"));
         }
-        Paired::PendingFull => {
-            tracing::warn!("the pending list is full: a pairing request was not stored");
-            return Err(too_many(
-                "the console holds as many pending ids as it takes: ask again later",
-            ));
+        // Answered like any pending id: a full list is not the requester's business.
+        Paired::PendingFull { pending: n } => {
+            if st.limits.pending_full_warning_due() {
+                tracing::warn!(
+                    "pending list full ({n}): pair request from {} for {asked_for} not stored \
+                     (register or delete pending ids, or raise --max-pending; this warning \
+                     comes at most once a minute)",
+                    peer.ip()
+                );
+            }
+            pending()
         }
         Paired::Ready => json(
             StatusCode::OK,

@@ -1,6 +1,8 @@
 //! Extractors: who is calling (admin, device), the path parameter, and strict JSON bodies
 //! whose errors name the field (`facts.cpu_count`).
 
+use std::time::Duration;
+
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -176,40 +178,63 @@ impl<S: Send + Sync> FromRequest<S> for RawJson {
 
 /// A body that may be over its limit is still read (and dropped) up to this many bytes before
 /// the 413 goes out: a client still sending would otherwise see a reset instead of the answer.
-const DRAIN_LIMIT: usize = 8 << 20;
+const DRAIN_LIMIT: usize = 1 << 20;
+/// How long a refused body is drained at most.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+/// The whole of a JSON body must arrive within this (the client timeout only bounds the gap
+/// between two pieces: a client sending a byte now and then would otherwise hold its
+/// connection for ever).
+pub const JSON_BODY_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Reads and drops the body (at most `DRAIN_LIMIT` bytes), then gives back `error`: a client
-/// still sending a refused body gets the answer rather than a reset connection.
+/// Reads and drops the body (at most `DRAIN_LIMIT` bytes, for at most `DRAIN_TIME`), then
+/// gives back `error`: a client still sending a refused body gets the answer rather than a
+/// reset connection.
 pub async fn drain(body: axum::body::Body, error: ApiError) -> ApiError {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut seen = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        seen += frame.data_ref().map_or(0, |d| d.len());
-        if seen > DRAIN_LIMIT {
-            break;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > DRAIN_LIMIT {
+                break;
+            }
         }
-    }
+    })
+    .await;
     error
 }
 
-/// The whole body, or 413 if it is longer than `limit`.
+/// The whole body within [`JSON_BODY_DEADLINE`] (else 408), or 413 if it is longer than
+/// `limit`.
 async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut out = Vec::new();
     let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| ApiError::bad_request("cannot read the request body"))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        seen += data.len();
-        if seen > DRAIN_LIMIT {
-            break;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ApiError::bad_request("cannot read the request body"))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen += data.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+            if seen <= limit {
+                out.extend_from_slice(&data);
+            }
         }
-        if seen <= limit {
-            out.extend_from_slice(&data);
+        Ok::<(), ApiError>(())
+    };
+    match tokio::time::timeout(JSON_BODY_DEADLINE, read).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            ))
         }
     }
     if seen > limit {

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::handler::Handler;
 use axum::http::{self, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{on, MethodFilter};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use p6os_bundle::keys::PublicKey;
 use p6os_protocol::API;
@@ -112,6 +112,13 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Unix milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -148,18 +155,40 @@ struct Routes {
 }
 
 impl Routes {
-    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Routes
+    fn add<H, T>(self, method: Method, path: &'static str, handler: H) -> Routes
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
+        self.add_routed(method, path, on(method.filter(), handler))
+    }
+
+    fn add_routed(
+        mut self,
+        method: Method,
+        path: &'static str,
+        routed: MethodRouter<AppState>,
+    ) -> Routes {
         self.served.push((method, path));
-        self.router = self.router.route(path, on(method.filter(), handler));
+        self.router = self.router.route(path, routed);
         self
     }
 }
 
-fn routes() -> Routes {
+/// The pair route, behind its per-source limit when there is a state to count in (`None`:
+/// only the list of routes is wanted).
+fn pair_route(state: Option<&AppState>) -> MethodRouter<AppState> {
+    let routed = on(Method::Post.filter(), device::pair);
+    match state {
+        Some(st) => routed.route_layer(axum::middleware::from_fn_with_state(
+            st.clone(),
+            device::limit_pair_source,
+        )),
+        None => routed,
+    }
+}
+
+fn routes(state: Option<&AppState>) -> Routes {
     use Method::{Delete, Get, Post, Put};
     const A: &str = "/api/v1/appliances";
     debug_assert!(A.starts_with(API));
@@ -168,7 +197,7 @@ fn routes() -> Routes {
         served: Vec::new(),
     }
     .add(Get, "/openapi.json", operator::openapi)
-    .add(Post, "/api/v1/appliances/{id}/pair", device::pair)
+    .add_routed(Post, "/api/v1/appliances/{id}/pair", pair_route(state))
     .add(Post, "/api/v1/appliances/{id}/heartbeat", device::heartbeat)
     .add(Get, "/api/v1/bundles/{sha256}/content", bundles::content)
     .add(Post, A, operator::register)
@@ -191,7 +220,7 @@ fn routes() -> Routes {
 /// Every (method, path) the router serves, paths in the router's (and OpenAPI's) `{param}`
 /// syntax.
 pub fn served_routes() -> Vec<(&'static str, &'static str)> {
-    routes()
+    routes(None)
         .served
         .into_iter()
         .map(|(m, p)| (m.as_str(), p))
@@ -200,7 +229,7 @@ pub fn served_routes() -> Vec<(&'static str, &'static str)> {
 
 /// The application: routes, JSON 404/405, and the request log.
 pub fn router(state: AppState) -> Router {
-    routes()
+    routes(Some(&state))
         .router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {

@@ -99,6 +99,18 @@ pub fn appliance_table(all: &[Appliance], now: u64) -> String {
 fn facts(out: &mut String, f: &Facts) {
     let _ = writeln!(out, "facts:");
     let _ = writeln!(out, "  hostname:      {}", f.hostname);
+    // What the device says of itself; selectors match the operator's labels above, never these.
+    if let Some(name) = &f.name {
+        let _ = writeln!(out, "  name (reported by the device): {name}");
+    }
+    if !f.labels.is_empty() {
+        let labels: Vec<String> = f.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(
+            out,
+            "  labels (reported by the device, not matched by selectors): {}",
+            labels.join(", ")
+        );
+    }
     let _ = writeln!(out, "  cpu:           {} x {}", f.cpu_count, f.cpu_model);
     let _ = writeln!(out, "  memory:        {}", bytes(f.memory_bytes));
     let _ = writeln!(out, "  arch:          {}", f.arch);
@@ -265,6 +277,32 @@ pub fn bundle_table(all: &[Bundle]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review (c): what a device says of its name and labels is shown as the device's, apart
+    /// from the appliance's own (which selectors match).
+    #[test]
+    fn reported_labels_are_shown_as_the_devices() {
+        let a: Appliance = serde_json::from_value(serde_json::json!({
+            "id": "store-40", "status": "pending", "created_at": 0,
+            "facts": {
+                "hostname": "x", "name": "seeded", "labels": { "ring": "canary" },
+                "cpu_model": "c", "cpu_count": 1, "memory_bytes": 1, "disks": [], "nics": [],
+                "arch": "x86_64", "base_os": "b", "kernel": "k", "image_name": "i",
+                "image_version": "1", "agent_version": "1", "slot": "a"
+            }
+        }))
+        .unwrap();
+        let text = appliance_details(&a, 10);
+        assert!(text.contains("\nlabels:          -\n"), "{text}");
+        assert!(
+            text.contains("labels (reported by the device, not matched by selectors): ring=canary"),
+            "{text}"
+        );
+        assert!(
+            text.contains("name (reported by the device): seeded"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn units() {

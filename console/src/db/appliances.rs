@@ -187,8 +187,9 @@ pub enum Registered {
     Conflict(Status),
 }
 
-/// Registers an id: new, or a pending one (keeping the facts it sent; the operator's name and
-/// labels override the device's). A fingerprint binds the id to that device key.
+/// Registers an id: new, or a pending one (keeping the facts it sent, but taking the
+/// operator's name and labels only: whoever asked holds just the public pairing token). A
+/// fingerprint binds the id to that device key.
 pub fn register(
     conn: &mut Connection,
     req: &RegisterRequest,
@@ -206,9 +207,7 @@ pub fn register(
     };
     match existing {
         Some(a) if a.status != Status::Pending => return Ok(Registered::Conflict(a.status)),
-        Some(a) => {
-            let name = req.name.clone().or(a.name);
-            let labels = core::merge_labels(&a.labels, &req.labels);
+        Some(_) => {
             tx.prepare_cached(
                 "UPDATE appliances SET status = 'unpaired', name = ?2, labels_json = ?3,
                      pairing = ?4, key_fingerprint = ?5
@@ -217,8 +216,8 @@ pub fn register(
             .and_then(|mut s| {
                 s.execute(params![
                     req.id,
-                    name,
-                    to_json(&labels),
+                    req.name,
+                    to_json(&req.labels),
                     policy,
                     req.fingerprint
                 ])

@@ -73,6 +73,9 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 3: the operator allowed the desired version to be a downgrade (`--allow-downgrade`).
     "ALTER TABLE appliances ADD COLUMN allow_downgrade INTEGER NOT NULL DEFAULT 0;",
+    // 4: the issue time (Unix ms) of the challenge whose proof last got a device token: a
+    // proof is not replayed.
+    "ALTER TABLE appliances ADD COLUMN last_challenge_ms INTEGER;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -269,5 +272,40 @@ mod tests {
         let e = open(&path).unwrap_err();
         assert!(matches!(e, DbError::TooNew { found: 99, .. }), "{e}");
         assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    /// Migration 4 on a database of version 3: rows stay, `last_challenge_ms` is NULL.
+    #[test]
+    fn migration_4_keeps_rows_and_adds_last_challenge_ms() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..3] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            tx.execute(
+                "INSERT INTO appliances (id, status, created_at, key_fingerprint)
+                 VALUES ('dev', 'ready', 1, 'SHA256:x')",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 4);
+        let (fp, last): (String, Option<i64>) = conn
+            .query_row(
+                "SELECT key_fingerprint, last_challenge_ms FROM appliances WHERE id = 'dev'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((fp.as_str(), last), ("SHA256:x", None));
     }
 }

@@ -14,10 +14,16 @@ use crate::pairing::{self, ApproveAction, Binding, PairAction};
 pub enum Paired {
     /// Not paired (unknown id stored as pending, or the key waits for approval).
     Pending,
-    /// The pending list is full: nothing stored.
-    PendingFull,
+    /// The pending list is full (`pending` ids, none older than a day): nothing stored. The
+    /// device is answered as if pending.
+    PendingFull {
+        pending: usize,
+    },
     /// The id is asked for too often, and not by its bound key: nothing stored.
     IdRateExceeded,
+    /// The proof answers a challenge not newer than the one that last got a token (a
+    /// replayed proof): nothing stored, no token.
+    ChallengeUsed,
     Ready,
 }
 
@@ -32,6 +38,8 @@ pub struct PairAsk<'a> {
     pub token_hash: &'a str,
     pub max_pending: usize,
     pub id_rate: IdRate,
+    /// When the challenge the proof answers was issued (Unix ms).
+    pub challenge_ms: u64,
     pub now: u64,
 }
 
@@ -68,9 +76,10 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
         key,
         fingerprint,
         token_hash,
-        max_pending,
         id_rate,
+        challenge_ms,
         now,
+        ..
     } = *ask;
     let tx = write_tx(conn)?;
     let existing = binding_in(&tx, id)?;
@@ -81,42 +90,7 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
         return Ok(Paired::IdRateExceeded);
     }
     let outcome = match action {
-        PairAction::StorePending => {
-            let pending: i64 = tx
-                .prepare_cached("SELECT count(*) FROM appliances WHERE status = 'pending'")
-                .and_then(|mut s| s.query_row([], |r| r.get(0)))
-                .ctx("count pending")?;
-            if pending as usize >= max_pending {
-                return Ok(Paired::PendingFull);
-            }
-            tx.prepare_cached(
-                "INSERT INTO appliances (id, status, name, labels_json, facts_json, created_at,
-                     requested_fingerprint)
-                 VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    id,
-                    facts.name,
-                    to_json(&facts.labels),
-                    facts_json,
-                    now as i64,
-                    fingerprint
-                ])
-            })
-            .ctx("store pending")?;
-            add_event(
-                &tx,
-                id,
-                now,
-                "pair-requested",
-                &format!(
-                    "unregistered device {} asked to pair with key {fingerprint}: pending",
-                    facts.hostname
-                ),
-            )?;
-            Paired::Pending
-        }
+        PairAction::StorePending => store_pending(&tx, ask, &facts_json)?,
         PairAction::AwaitApproval { new_key } => {
             if new_key {
                 tx.prepare_cached("UPDATE appliances SET requested_fingerprint = ?2 WHERE id = ?1")
@@ -149,6 +123,13 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
             let Some(a) = get_in(&tx, id)? else {
                 return Ok(Paired::Pending);
             };
+            let last: Option<i64> = tx
+                .prepare_cached("SELECT last_challenge_ms FROM appliances WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+                .ctx("read last challenge")?;
+            if !pairing::challenge_is_new(challenge_ms, last.map(|l| l.max(0) as u64)) {
+                return Ok(Paired::ChallengeUsed);
+            }
             let name = a.name.clone().or_else(|| facts.name.clone());
             let labels = core::merge_labels(&facts.labels, &a.labels);
             // The image is recorded at the first pairing and changed only by an operator.
@@ -160,7 +141,8 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
                 "UPDATE appliances SET status = 'ready', name = ?2, labels_json = ?3,
                      facts_json = ?4, token_hash = ?5, paired_at = coalesce(paired_at, ?6),
                      last_seen = ?6, key_fingerprint = ?7, device_key = ?8,
-                     requested_fingerprint = NULL, image_name = ?9, arch = ?10
+                     requested_fingerprint = NULL, image_name = ?9, arch = ?10,
+                     last_challenge_ms = ?11
                  WHERE id = ?1",
             )
             .and_then(|mut s| {
@@ -174,7 +156,8 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
                     fingerprint,
                     key,
                     image_name,
-                    arch
+                    arch,
+                    challenge_ms as i64
                 ])
             })
             .ctx("pair")?;
@@ -193,6 +176,64 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
     };
     tx.commit().ctx("commit pair")?;
     Ok(outcome)
+}
+
+fn count_pending(tx: &Connection) -> Result<usize, DbError> {
+    tx.prepare_cached("SELECT count(*) FROM appliances WHERE status = 'pending'")
+        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+        .map(|n| n.max(0) as usize)
+        .ctx("count pending")
+}
+
+/// An unknown id: stored as pending if the list has room, after dropping pending ids older
+/// than [`pairing::PENDING_MAX_AGE_SECS`] when it is full.
+fn store_pending(tx: &Connection, ask: &PairAsk, facts_json: &str) -> Result<Paired, DbError> {
+    let PairAsk {
+        id,
+        facts,
+        fingerprint,
+        max_pending,
+        now,
+        ..
+    } = *ask;
+    let mut pending = count_pending(tx)?;
+    if pending >= max_pending {
+        let before = now.saturating_sub(pairing::PENDING_MAX_AGE_SECS) as i64;
+        let expired = tx
+            .prepare_cached("DELETE FROM appliances WHERE status = 'pending' AND created_at < ?1")
+            .and_then(|mut s| s.execute([before]))
+            .ctx("expire pending")?;
+        if expired > 0 {
+            tracing::info!(
+                expired,
+                "pending list full: dropped pending ids older than a day"
+            );
+            pending = count_pending(tx)?;
+        }
+    }
+    if pending >= max_pending {
+        return Ok(Paired::PendingFull { pending });
+    }
+    // No name and no labels: a stranger holding the public pairing token must not choose
+    // what selectors match. What it sent stays in its facts, as reported.
+    tx.prepare_cached(
+        "INSERT INTO appliances (id, status, name, labels_json, facts_json, created_at,
+             requested_fingerprint)
+         VALUES (?1, 'pending', NULL, '{}', ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![id, facts_json, now as i64, fingerprint]))
+    .ctx("store pending")?;
+    add_event(
+        tx,
+        id,
+        now,
+        "pair-requested",
+        &format!(
+            "unregistered device {} asked to pair with key {fingerprint}: pending",
+            facts.hostname
+        ),
+    )?;
+    Ok(Paired::Pending)
 }
 
 pub enum Approved {

@@ -157,6 +157,10 @@ pub async fn set_desired(
         let id = id.clone();
         st.db
             .run(move |c| {
+                // A member of an active rollout gets its version from the rollout.
+                if let Some(h) = crate::db::rollouts::holding_id(c, &id)? {
+                    return Err(ApiError::conflict(h.message()));
+                }
                 let desired = appliances::Desired {
                     version: req.version,
                     allow_downgrade: req.allow_downgrade,
@@ -185,6 +189,10 @@ pub async fn set_desired_by_selector(
     let matched = st
         .db
         .run(move |c| {
+            // Members of an active rollout get their version from the rollout.
+            if let Some(h) = crate::db::rollouts::holding_selector(c, &req.selector)? {
+                return Err(ApiError::conflict(h.message()));
+            }
             let desired = appliances::Desired {
                 version: req.version,
                 allow_downgrade: req.allow_downgrade,

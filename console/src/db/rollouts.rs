@@ -43,9 +43,10 @@ impl Row {
 const COLUMNS: &str =
     "id, request_json, state, reason, wave, acknowledged_failures, created_at, updated_at";
 
-fn read_row(
-    r: &rusqlite::Row,
-) -> rusqlite::Result<(i64, String, String, Option<String>, [i64; 4])> {
+/// A row's columns before parsing: id, request, state, reason, and the numbers.
+type RawRow = (i64, String, String, Option<String>, [i64; 4]);
+
+fn read_row(r: &rusqlite::Row) -> rusqlite::Result<RawRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -55,7 +56,7 @@ fn read_row(
     ))
 }
 
-fn finish_row(raw: (i64, String, String, Option<String>, [i64; 4])) -> Result<Row, DbError> {
+fn finish_row(raw: RawRow) -> Result<Row, DbError> {
     let (id, request, state, reason, [wave, ack, created, updated]) = raw;
     let n = |v: i64| v.max(0) as u64;
     Ok(Row {
@@ -261,9 +262,6 @@ pub fn create(conn: &mut Connection, req: &RolloutRequest, now: u64) -> Result<C
     let mut sql = String::from("SELECT id FROM appliances WHERE status != 'pending'");
     let mut args: Vec<Value> = Vec::new();
     selector_sql(&req.selector, &mut sql, &mut args);
-    if let Some(h) = active_holding(&tx, &sql, args.clone())? {
-        return Ok(Created::Overlap(h));
-    }
     let has_bundle = tx
         .prepare_cached("SELECT 1 FROM bundles WHERE version = ?1 LIMIT 1")
         .and_then(|mut s| s.query_row([&req.version], |_| Ok(())).optional())
@@ -277,12 +275,19 @@ pub fn create(conn: &mut Connection, req: &RolloutRequest, now: u64) -> Result<C
             "SELECT id, reported_json FROM appliances WHERE id IN ({sql}) ORDER BY id"
         ))
         .and_then(|mut s| {
-            s.query_map(params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
+            s.query_map(params_from_iter(args.clone()), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
         })
         .ctx("rollout members")?;
+    let args_again = args;
     if members.is_empty() {
         return Ok(Created::NoMembers);
+    }
+    // One active rollout per appliance: a second one over any member is refused.
+    if let Some(h) = active_holding(&tx, &sql, args_again)? {
+        return Ok(Created::Overlap(h));
     }
     let id: i64 = tx
         .prepare_cached(

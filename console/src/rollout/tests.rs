@@ -49,7 +49,8 @@ fn request() -> RolloutRequest {
 #[test]
 fn requests_are_checked_field_by_field() {
     assert!(check_request(&request()).is_ok());
-    let cases: Vec<(Box<dyn Fn(&mut RolloutRequest)>, &str)> = vec![
+    type Change = Box<dyn Fn(&mut RolloutRequest)>;
+    let cases: Vec<(Change, &str)> = vec![
         (Box::new(|r| r.version = "2 0".into()), "version"),
         (
             Box::new(|r| {

@@ -1,0 +1,660 @@
+//! Staged rollouts over real HTTP against a real SQLite file, with a clock the tests drive:
+//! waves, every member state, the failure threshold, pause/resume/abort, maintenance
+//! windows, overlapping rollouts and manual desired versions, a bundle deleted mid-rollout,
+//! a console restarted mid-wave, and the CLI.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use p6os_console::clock::ManualClock;
+use p6os_console::testing::{Listen, TestConsole};
+use p6os_console::Config;
+use p6os_protocol::rollout::{DeviceState, Rollout, RolloutDevicePage, RolloutPage, RolloutState};
+use p6os_protocol::{
+    Appliance, Bundle, Health, Heartbeat, HeartbeatResponse, OutcomeKind, Phase, Progress,
+    UpgradeOutcome,
+};
+use serde_json::json;
+
+/// 2026-01-05 (a Monday) 10:00 UTC.
+const MONDAY_10H: u64 = 1_767_571_200 + 10 * 3600;
+
+/// A console with a manual clock; restartable on the same database.
+struct Fleet {
+    s: Server,
+    clock: Arc<ManualClock>,
+}
+
+fn config(dir: &std::path::Path, admin: &str, pairing: &str) -> Config {
+    Config {
+        db: dir.join("console.db"),
+        bundles: dir.join("bundles"),
+        admin_token: admin.into(),
+        pairing_token: pairing.into(),
+        trusted_keys: vec![trusted_key().public()],
+        heartbeat_secs: 60,
+        pending_retry_secs: 30,
+        max_pending: 1000,
+        pairing_rate: p6os_console::limit::DEFAULT_PAIRING_RATE,
+    }
+}
+
+fn listen(clock: &Arc<ManualClock>) -> Listen {
+    Listen {
+        clock: Some(clock.clone()),
+        ..Listen::default()
+    }
+}
+
+impl Fleet {
+    /// A console with `n` paired devices `d-0..` labelled `site=s` running 1.0.0, and a bundle
+    /// of tiny 2.0.0.
+    fn start(n: usize) -> (Fleet, Vec<(String, String)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = p6os_console::auth::new_token().unwrap();
+        let pairing = p6os_console::auth::new_token().unwrap();
+        let clock = ManualClock::at(MONDAY_10H);
+        let console = TestConsole::start(config(dir.path(), &admin, &pairing), listen(&clock));
+        let s = Server {
+            url: console.url(),
+            dir,
+            admin,
+            pairing,
+            console,
+        };
+        let f = Fleet { s, clock };
+        let devices: Vec<(String, String)> = (0..n)
+            .map(|i| {
+                let id = format!("d-{i}");
+                let token = f.s.paired(&id, &[("site", "s")]);
+                (id, token)
+            })
+            .collect();
+        f.upload("2.0.0", 1);
+        (f, devices)
+    }
+
+    /// Stops the console and starts another on the same database.
+    fn restart(self) -> Fleet {
+        let Fleet { s, clock } = self;
+        let Server {
+            dir,
+            admin,
+            pairing,
+            console,
+            ..
+        } = s;
+        console.stop();
+        let console = TestConsole::start(config(dir.path(), &admin, &pairing), listen(&clock));
+        Fleet {
+            s: Server {
+                url: console.url(),
+                dir,
+                admin,
+                pairing,
+                console,
+            },
+            clock,
+        }
+    }
+
+    fn upload(&self, version: &str, seed: u8) -> Bundle {
+        let r = self.s.call(
+            "POST",
+            &format!("{API}/bundles"),
+            Some(&self.s.admin),
+            Body::Bytes(
+                "application/octet-stream",
+                bundle(&trusted_key(), "tiny", version, seed),
+            ),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()
+    }
+
+    fn create(&self, body: serde_json::Value) -> Reply {
+        self.s
+            .admin("POST", &format!("{API}/rollouts"), Body::json(&body))
+    }
+
+    fn rollout(&self, id: u64) -> Rollout {
+        let r = self
+            .s
+            .admin("GET", &format!("{API}/rollouts/{id}"), Body::None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
+    fn member(&self, rollout: u64, id: &str) -> p6os_protocol::rollout::RolloutDevice {
+        let r = self.s.admin(
+            "GET",
+            &format!("{API}/rollouts/{rollout}/devices?limit=500"),
+            Body::None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json::<RolloutDevicePage>()
+            .items
+            .into_iter()
+            .find(|d| d.id == id)
+            .unwrap()
+    }
+
+    fn order(&self, rollout: u64, action: &str) -> Reply {
+        self.s.admin(
+            "POST",
+            &format!("{API}/rollouts/{rollout}/{action}"),
+            Body::None,
+        )
+    }
+
+    /// A heartbeat; the desired version in the answer.
+    fn beat(&self, (id, token): &(String, String), beat: &Heartbeat) -> Option<String> {
+        let r = self.s.heartbeat(id, token, beat);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let answer: HeartbeatResponse = r.json();
+        assert_eq!(answer.desired_version.is_some(), answer.bundle.is_some());
+        answer.desired_version
+    }
+}
+
+fn downloading(from: &str, to: &str) -> Heartbeat {
+    let mut b = beat(from);
+    b.progress = Some(Progress {
+        version: to.into(),
+        phase: Phase::Downloading,
+        done_bytes: 1,
+        total_bytes: 10,
+        message: None,
+    });
+    b
+}
+
+fn running(version: &str, health: Health) -> Heartbeat {
+    let mut b = beat(version);
+    b.health = health;
+    b
+}
+
+fn after(version: &str, outcome: OutcomeKind, reason: &str) -> Heartbeat {
+    let mut b = beat("1.0.0");
+    b.last_upgrade = Some(UpgradeOutcome {
+        version: version.into(),
+        outcome,
+        slot: Some("b".into()),
+        reason: Some(reason.into()),
+    });
+    b
+}
+
+#[test]
+fn waves_start_as_the_previous_ones_are_blessed_and_every_state_shows() {
+    let (f, d) = Fleet::start(5);
+    let r = f.create(json!({"version": "2.0.0", "selector": {"site": "s"}}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let created: Rollout = r.json();
+    assert_eq!((created.id, created.state), (1, RolloutState::Running));
+    // 1, 10%, 100% of 5: the canary d-0, an empty wave, then the rest.
+    assert_eq!(
+        created.waves.iter().map(|w| w.devices).collect::<Vec<_>>(),
+        [1, 0, 4]
+    );
+    assert_eq!(f.beat(&d[0], &beat("1.0.0")).as_deref(), Some("2.0.0"));
+    for dev in &d[1..] {
+        assert_eq!(f.beat(dev, &beat("1.0.0")), None, "{}", dev.0);
+    }
+    let states = [
+        (downloading("1.0.0", "2.0.0"), DeviceState::Downloading),
+        (
+            {
+                let mut b = beat("1.0.0");
+                b.progress = Some(Progress {
+                    version: "2.0.0".into(),
+                    phase: Phase::Rebooting,
+                    done_bytes: 10,
+                    total_bytes: 10,
+                    message: None,
+                });
+                b
+            },
+            DeviceState::Installing,
+        ),
+        (running("2.0.0", Health::Assessing), DeviceState::Trial),
+    ];
+    for (b, want) in states {
+        assert_eq!(f.beat(&d[0], &b).as_deref(), Some("2.0.0"));
+        assert_eq!(f.member(1, "d-0").state, want);
+        assert_eq!(f.beat(&d[1], &beat("1.0.0")), None, "wave 3 waits");
+    }
+    let m = f.member(1, "d-0");
+    assert!(m.started && m.wave == 0);
+    // Blessed: the last wave starts (the empty one is skipped).
+    f.beat(&d[0], &running("2.0.0", Health::Good));
+    let r = f.rollout(1);
+    assert_eq!(
+        (r.state, r.wave, r.totals.blessed),
+        (RolloutState::Running, 2, 1)
+    );
+    for dev in &d[1..] {
+        assert_eq!(f.beat(dev, &beat("1.0.0")).as_deref(), Some("2.0.0"));
+    }
+    // The members' list is paged and filtered.
+    let page: RolloutDevicePage =
+        f.s.admin(
+            "GET",
+            &format!("{API}/rollouts/1/devices?limit=2"),
+            Body::None,
+        )
+        .json();
+    assert_eq!(page.items.len(), 2);
+    assert_eq!(page.next.as_deref(), Some("d-1"));
+    let page: RolloutDevicePage =
+        f.s.admin(
+            "GET",
+            &format!("{API}/rollouts/1/devices?limit=2&after=d-1"),
+            Body::None,
+        )
+        .json();
+    assert_eq!(page.items[0].id, "d-2");
+    let blessed: RolloutDevicePage =
+        f.s.admin(
+            "GET",
+            &format!("{API}/rollouts/1/devices?state=blessed"),
+            Body::None,
+        )
+        .json();
+    assert_eq!(blessed.items.len(), 1);
+    let bad = f.s.admin(
+        "GET",
+        &format!("{API}/rollouts/1/devices?state=happy"),
+        Body::None,
+    );
+    assert_eq!((bad.status, bad.field().as_deref()), (400, Some("state")));
+    // Everyone blessed: completed; the devices keep the version asked of them.
+    for dev in &d[1..] {
+        f.beat(dev, &running("2.0.0", Health::Good));
+    }
+    let r = f.rollout(1);
+    assert_eq!((r.state, r.totals.blessed), (RolloutState::Completed, 5));
+    assert_eq!(
+        f.beat(&d[3], &running("2.0.0", Health::Good)).as_deref(),
+        Some("2.0.0")
+    );
+    let events =
+        f.s.admin("GET", &format!("{API}/appliances/d-0/events"), Body::None)
+            .text();
+    assert!(
+        events.contains("rollout 1 (wave 1): desired version set to 2.0.0"),
+        "{events}"
+    );
+    // Listing is paged.
+    let list: RolloutPage =
+        f.s.admin("GET", &format!("{API}/rollouts?limit=1"), Body::None)
+            .json();
+    assert_eq!((list.items.len(), list.next), (1, None));
+}
+
+#[test]
+fn failures_pause_the_rollout_by_itself_and_resume_goes_on() {
+    let (f, d) = Fleet::start(4);
+    let r = f.create(
+        json!({"version": "2.0.0", "waves": [{"count": 2}, {"percent": 100}],
+                            "failure_threshold": 2}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    f.beat(&d[0], &beat("1.0.0"));
+    f.beat(&d[1], &beat("1.0.0"));
+    // One refusal is under the threshold of 2: it goes on.
+    f.beat(&d[0], &{
+        let mut b = beat("1.0.0");
+        b.progress = Some(Progress {
+            version: "2.0.0".into(),
+            phase: Phase::Failed,
+            done_bytes: 0,
+            total_bytes: 10,
+            message: Some("version 2.0.0 is not newer than the running 3.0".into()),
+        });
+        b
+    });
+    let m = f.member(1, "d-0");
+    assert_eq!(m.state, DeviceState::Refused);
+    assert!(m.reason.unwrap().contains("not newer"));
+    assert_eq!(f.rollout(1).state, RolloutState::Running);
+    // A rollback is the second failure: paused, with the reason.
+    f.beat(
+        &d[1],
+        &after("2.0.0", OutcomeKind::RolledBack, "health check k3s failed"),
+    );
+    let r = f.rollout(1);
+    assert_eq!(r.state, RolloutState::Paused);
+    assert!(
+        r.reason.as_deref().unwrap().contains("threshold 2"),
+        "{r:?}"
+    );
+    assert_eq!(
+        (r.totals.refused, r.totals.rolled_back, r.counted_failures),
+        (1, 1, 2)
+    );
+    let m = f.member(1, "d-1");
+    assert_eq!(
+        (m.state, m.reason.as_deref()),
+        (DeviceState::RolledBack, Some("health check k3s failed"))
+    );
+    // Paused: the next wave does not start.
+    assert_eq!(f.beat(&d[2], &beat("1.0.0")), None);
+    // Resume acknowledges the failures: the first wave is done, the next one starts.
+    let r: Rollout = f.order(1, "resume").json();
+    assert_eq!(
+        (r.state, r.wave, r.counted_failures),
+        (RolloutState::Running, 1, 0)
+    );
+    assert_eq!(f.beat(&d[2], &beat("1.0.0")).as_deref(), Some("2.0.0"));
+    // Pause by the operator: a member that was handed the version but has not started is
+    // held; one under way goes on.
+    f.beat(&d[2], &downloading("1.0.0", "2.0.0"));
+    let r: Rollout = f.order(1, "pause").json();
+    assert_eq!(r.reason.as_deref(), Some("paused by an operator"));
+    assert_eq!(f.beat(&d[3], &beat("1.0.0")), None);
+    assert_eq!(
+        f.beat(&d[2], &downloading("1.0.0", "2.0.0")).as_deref(),
+        Some("2.0.0")
+    );
+    let again = f.order(1, "pause");
+    assert_eq!(again.status, 409);
+    assert!(again.text().contains("already paused"), "{}", again.text());
+    assert_eq!(f.order(1, "resume").status, 200);
+    assert_eq!(f.order(1, "resume").status, 409);
+    assert_eq!(f.beat(&d[3], &beat("1.0.0")).as_deref(), Some("2.0.0"));
+    assert_eq!(f.order(9, "pause").status, 404);
+    let bad = f.order(0, "pause");
+    assert_eq!((bad.status, bad.field().as_deref()), (400, Some("id")));
+}
+
+#[test]
+fn abort_withdraws_the_version_from_members_that_had_not_started() {
+    let (f, d) = Fleet::start(3);
+    f.create(json!({"version": "2.0.0", "waves": [{"count": 2}, {"percent": 100}]}));
+    assert_eq!(f.beat(&d[0], &beat("1.0.0")).as_deref(), Some("2.0.0"));
+    assert_eq!(f.beat(&d[1], &beat("1.0.0")).as_deref(), Some("2.0.0"));
+    f.beat(&d[1], &downloading("1.0.0", "2.0.0"));
+    let r: Rollout = f.order(1, "abort").json();
+    assert_eq!(r.state, RolloutState::Aborted);
+    // d-0 had not started: no version any more. d-1 was under way: it keeps it. d-2 never
+    // got it.
+    assert_eq!(f.beat(&d[0], &beat("1.0.0")), None);
+    assert_eq!(
+        f.beat(&d[1], &downloading("1.0.0", "2.0.0")).as_deref(),
+        Some("2.0.0")
+    );
+    assert_eq!(f.beat(&d[2], &beat("1.0.0")), None);
+    let a: Appliance =
+        f.s.admin("GET", &format!("{API}/appliances/d-0"), Body::None)
+            .json();
+    assert_eq!(a.desired_version, None);
+    assert_eq!(f.order(1, "abort").status, 409);
+    assert_eq!(f.order(1, "resume").status, 409);
+    // The rollout no longer owns them: a manual desired version is taken again.
+    let r = f.s.admin(
+        "PUT",
+        &format!("{API}/appliances/d-2/desired"),
+        Body::json(&json!({"version": "2.0.0"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn overlaps_manual_desires_and_bad_requests_are_refused() {
+    let (f, _d) = Fleet::start(2);
+    f.s.paired("other", &[("site", "t")]);
+    let r = f.create(json!({"version": "2.0.0", "selector": {"site": "s"}}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    // A second rollout over any of the same devices: 409 naming the first.
+    let r = f.create(json!({"version": "2.0.0"}));
+    assert_eq!(r.status, 409);
+    assert!(
+        r.text()
+            .contains("appliance d-0 is in rollout 1 of version 2.0.0"),
+        "{}",
+        r.text()
+    );
+    // Manual desired versions of members: 409, one by one or by selector.
+    let r = f.s.admin(
+        "PUT",
+        &format!("{API}/appliances/d-1/desired"),
+        Body::json(&json!({"version": "2.0.0"})),
+    );
+    assert_eq!(r.status, 409);
+    assert!(r.text().contains("rollout 1"), "{}", r.text());
+    let r = f.s.admin(
+        "PUT",
+        &format!("{API}/desired"),
+        Body::json(&json!({"selector": {"site": "s"}, "version": null})),
+    );
+    assert_eq!(r.status, 409);
+    // Others are free.
+    let r = f.create(json!({"version": "2.0.0", "selector": {"site": "t"}}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Bad input names the field and creates nothing.
+    for (body, status, field) in [
+        (json!({"version": "9.9.9"}), 400, "version"),
+        (
+            json!({"version": "2.0.0", "selector": {"site": "none"}}),
+            400,
+            "selector",
+        ),
+        (json!({"version": "2 0"}), 400, "version"),
+        (
+            json!({"version": "2.0.0", "waves": [{"count": 1}]}),
+            400,
+            "waves[0]",
+        ),
+        (
+            json!({"version": "2.0.0", "failure_threshold": 0}),
+            400,
+            "failure_threshold",
+        ),
+        (
+            json!({"version": "2.0.0", "windows": [{"start": "02:00", "end": "05:00",
+                                                   "time_zone": "Mars/Base"}]}),
+            400,
+            "windows[0].time_zone",
+        ),
+        (json!({"version": "2.0.0", "wavez": []}), 400, "wavez"),
+    ] {
+        let r = f.create(body.clone());
+        assert_eq!(r.status, status, "{body}: {}", r.text());
+        assert_eq!(r.field().as_deref(), Some(field), "{body}: {}", r.text());
+    }
+    let list: RolloutPage =
+        f.s.admin("GET", &format!("{API}/rollouts"), Body::None)
+            .json();
+    assert_eq!(list.items.len(), 2);
+    assert_eq!(
+        f.s.admin("GET", &format!("{API}/rollouts/77"), Body::None)
+            .status,
+        404
+    );
+    // Devices cannot reach the operator's rollouts.
+    let (_, token) = &_d[0];
+    let r =
+        f.s.call("GET", &format!("{API}/rollouts"), Some(token), Body::None);
+    assert!(matches!(r.status, 401 | 403), "{}", r.status);
+}
+
+#[test]
+fn a_member_starts_only_inside_its_maintenance_window() {
+    let (f, d) = Fleet::start(1);
+    let lab = ("lab-1".to_string(), f.s.paired("lab-1", &[("site", "lab")]));
+    // Site s: 02:00-05:00 in Paris (01:00-04:00 UTC in January), weekdays. Lab: no window.
+    let r = f.create(json!({
+        "version": "2.0.0", "waves": [{"percent": 100}],
+        "windows": [{"selector": {"site": "s"}, "days": ["mon", "tue", "wed", "thu", "fri"],
+                     "start": "02:00", "end": "05:00", "time_zone": "Europe/Paris"}]
+    }));
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Monday 10:00 UTC: the window is closed; the lab device has none and starts.
+    assert_eq!(f.beat(&d[0], &beat("1.0.0")), None);
+    assert_eq!(f.beat(&lab, &beat("1.0.0")).as_deref(), Some("2.0.0"));
+    assert!(!f.member(1, "d-0").started);
+    // Tuesday 01:30 UTC = 02:30 in Paris: open.
+    f.clock.set(MONDAY_10H + 15 * 3600 + 30 * 60);
+    assert_eq!(f.beat(&d[0], &beat("1.0.0")).as_deref(), Some("2.0.0"));
+    assert!(f.member(1, "d-0").started);
+    // The window closes before it started: held again until the next one.
+    f.clock.advance(3 * 3600);
+    assert_eq!(f.beat(&d[0], &beat("1.0.0")), None);
+    // Once under way it goes on whatever the time.
+    f.beat(&lab, &downloading("1.0.0", "2.0.0"));
+    assert_eq!(
+        f.beat(&lab, &downloading("1.0.0", "2.0.0")).as_deref(),
+        Some("2.0.0")
+    );
+    // Saturday 03:00 in Paris: not a window day.
+    f.clock.set(MONDAY_10H + 4 * 86_400 + 16 * 3600 + 3600);
+    assert_eq!(f.beat(&d[0], &beat("1.0.0")), None);
+}
+
+#[test]
+fn a_bundle_deleted_mid_rollout_pauses_it_with_the_reason() {
+    let (f, d) = Fleet::start(3);
+    f.create(json!({"version": "2.0.0", "waves": [{"count": 1}, {"percent": 100}]}));
+    f.beat(&d[0], &beat("1.0.0"));
+    f.beat(&d[0], &running("2.0.0", Health::Good));
+    assert_eq!(f.rollout(1).wave, 1);
+    // The bundle goes (by hand: its row and its file).
+    let sha: String = {
+        let conn = rusqlite::Connection::open(f.s.dir.path().join("console.db")).unwrap();
+        let sha = conn
+            .query_row(
+                "SELECT sha256 FROM bundles WHERE version = '2.0.0'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        conn.execute("DELETE FROM bundles WHERE version = '2.0.0'", [])
+            .unwrap();
+        sha
+    };
+    std::fs::remove_file(f.s.dir.path().join("bundles").join(format!("{sha}.p6b"))).unwrap();
+    assert_eq!(f.beat(&d[1], &beat("1.0.0")), None);
+    let r = f.rollout(1);
+    assert_eq!(r.state, RolloutState::Paused);
+    let reason = r.reason.unwrap();
+    assert!(
+        reason.contains("no bundle of version 2.0.0 for image tiny on x86_64"),
+        "{reason}"
+    );
+    assert!(!f.member(1, "d-1").started);
+    // Uploaded again and resumed: it goes on.
+    f.upload("2.0.0", 1);
+    assert_eq!(f.order(1, "resume").status, 200);
+    assert_eq!(f.beat(&d[1], &beat("1.0.0")).as_deref(), Some("2.0.0"));
+}
+
+#[test]
+fn a_console_restarted_mid_wave_goes_on_from_the_database() {
+    let (f, d) = Fleet::start(3);
+    f.create(json!({"version": "2.0.0", "waves": [{"count": 1}, {"percent": 100}]}));
+    assert_eq!(f.beat(&d[0], &beat("1.0.0")).as_deref(), Some("2.0.0"));
+    f.beat(&d[0], &downloading("1.0.0", "2.0.0"));
+    let f = f.restart();
+    let r = f.rollout(1);
+    assert_eq!(
+        (r.state, r.wave, r.totals.downloading),
+        (RolloutState::Running, 0, 1)
+    );
+    assert!(f.member(1, "d-0").started);
+    assert_eq!(f.beat(&d[1], &beat("1.0.0")), None);
+    assert_eq!(
+        f.beat(&d[0], &running("2.0.0", Health::Good)).as_deref(),
+        Some("2.0.0")
+    );
+    let f = f.restart();
+    assert_eq!(f.rollout(1).wave, 1);
+    assert_eq!(f.beat(&d[1], &beat("1.0.0")).as_deref(), Some("2.0.0"));
+    assert_eq!(f.beat(&d[2], &beat("1.0.0")).as_deref(), Some("2.0.0"));
+}
+
+fn cli(f: &Fleet, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p6os-console"))
+        .args(["--url", &f.s.url])
+        .args(args)
+        .env("P6OS_CONSOLE_ADMIN_TOKEN", &f.s.admin)
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn rollouts_from_the_cli() {
+    let (f, d) = Fleet::start(2);
+    let (code, out, err) = cli(
+        &f,
+        &[
+            "rollouts",
+            "create",
+            "--version",
+            "2.0.0",
+            "--selector",
+            "site=s",
+            "--wave",
+            "1",
+            "--wave",
+            "100%",
+            "--failure-threshold",
+            "2",
+            "--window",
+            "site=s@sat,sun 02:00-05:00 Europe/Paris",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let r: Rollout = serde_json::from_str(&out).unwrap();
+    assert_eq!(r.request.failure_threshold, 2);
+    assert_eq!(r.request.windows[0].time_zone, "Europe/Paris");
+    let (code, _, err) = cli(
+        &f,
+        &["rollouts", "create", "--version", "2.0.0", "--wave", "x"],
+    );
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = cli(&f, &["rollouts", "create", "--version", "2.0.0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("rollout 1"), "{err}");
+    f.beat(&d[0], &beat("1.0.0"));
+    let (code, out, _) = cli(&f, &["rollouts", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("running") && out.contains("2.0.0"), "{out}");
+    let (code, out, _) = cli(&f, &["rollouts", "show", "1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("rollout 1: version 2.0.0 (running)"), "{out}");
+    assert!(
+        out.contains("window: site=s [sat, sun] 02:00-05:00 Europe/Paris"),
+        "{out}"
+    );
+    assert!(out.contains("d-1"), "{out}");
+    let (code, out, _) = cli(&f, &["rollouts", "show", "1", "--limit", "1", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["members"].as_array().unwrap().len(), 1);
+    for (verb, state) in [
+        ("pause", "paused"),
+        ("resume", "running"),
+        ("abort", "aborted"),
+    ] {
+        let (code, out, err) = cli(&f, &["rollouts", verb, "1"]);
+        assert_eq!(code, 0, "{verb}: {err}");
+        assert!(out.contains(state), "{verb}: {out}");
+    }
+    let (code, _, err) = cli(&f, &["rollouts", "pause", "1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("aborted"), "{err}");
+}

@@ -104,6 +104,9 @@ fn start(dir: &std::path::Path) -> Result<Server> {
         .arg(dir.join("release.pub"))
         // Every simulated device comes from 127.0.0.1.
         .args(["--pairing-rate", "1000000"])
+        // Each phase (and each rollout round) opens its client threads' connections anew,
+        // before the server has seen all the previous ones close.
+        .args(["--max-connections-per-address", "256"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -399,3 +399,22 @@ fn a_console_restarted_mid_wave_goes_on_from_the_database() {
     assert_eq!(f.beat(&d[1], &beat("1.0.0")).as_deref(), Some("2.0.0"));
     assert_eq!(f.beat(&d[2], &beat("1.0.0")).as_deref(), Some("2.0.0"));
 }
+
+#[test]
+fn deleting_the_last_unfinished_member_of_a_wave_moves_on() {
+    let (f, d) = Fleet::start(3);
+    f.create(json!({"version": "2.0.0", "waves": [{"count": 2}, {"percent": 100}]}));
+    f.beat(&d[0], &beat("1.0.0"));
+    f.beat(&d[0], &running("2.0.0", Health::Good));
+    // d-1 never reports: the first wave waits for it.
+    assert_eq!(f.beat(&d[2], &beat("1.0.0")), None);
+    assert_eq!(f.rollout(1).wave, 0);
+    assert_eq!(
+        f.s.admin("DELETE", &format!("{API}/appliances/d-1"), Body::None)
+            .status,
+        204
+    );
+    let r = f.rollout(1);
+    assert_eq!((r.wave, r.totals.devices), (1, 2));
+    assert_eq!(f.beat(&d[2], &beat("1.0.0")).as_deref(), Some("2.0.0"));
+}

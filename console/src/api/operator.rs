@@ -134,7 +134,14 @@ pub async fn delete(
     let deleted = {
         let id = id.clone();
         st.db
-            .run(move |c| appliances::delete(c, &id).map_err(ApiError::from))
+            .run(move |c| {
+                let deleted = appliances::delete(c, &id)?;
+                // It may have been the last unfinished member of a rollout's wave.
+                if deleted {
+                    crate::db::rollouts::recheck(c, now())?;
+                }
+                Ok::<_, ApiError>(deleted)
+            })
             .await?
     };
     if deleted {

@@ -333,6 +333,22 @@ pub fn create(conn: &mut Connection, req: &RolloutRequest, now: u64) -> Result<C
     Ok(Created::Done(Box::new(view)))
 }
 
+/// Runs the decision of every running rollout: after members left (a deleted appliance), a
+/// wave may have finished.
+pub fn recheck(conn: &mut Connection, now: u64) -> Result<(), DbError> {
+    let tx = write_tx(conn)?;
+    let ids: Vec<i64> = tx
+        .prepare_cached("SELECT id FROM rollouts WHERE state = 'running'")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .ctx("running rollouts")?;
+    for id in ids {
+        if let Some(mut row) = load(&tx, id as u64)? {
+            step(&tx, &mut row, now)?;
+        }
+    }
+    tx.commit().ctx("commit recheck")
+}
+
 pub fn get(conn: &mut Connection, id: u64) -> Result<Option<Rollout>, DbError> {
     match load(conn, id)? {
         Some(row) => view(conn, row).map(Some),

@@ -52,6 +52,9 @@ pub enum Command {
     Bundles(BundlesCommand),
     /// Set or clear the version appliances should run.
     Desire(DesireArgs),
+    /// Staged rollouts: a version to the appliances a selector matches, in waves.
+    #[command(subcommand)]
+    Rollouts(crate::client::rollouts::RolloutsCommand),
 }
 
 #[derive(Debug, Args)]

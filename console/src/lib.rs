@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod core;
 pub mod db;
 pub mod error;
@@ -25,6 +26,7 @@ pub mod openapi;
 pub mod page;
 pub mod pairing;
 pub mod range;
+pub mod rollout;
 pub mod serve;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -133,6 +135,14 @@ pub fn read_token(file: Option<&std::path::Path>, env: &str, flag: &str) -> Resu
 /// The application: opens the database (migrating it) and the bundles directory.
 pub fn app(config: Config) -> Result<axum::Router, ServeError> {
     Ok(api::router(api::AppState::open(config)?))
+}
+
+/// [`app`] with another clock (tests drive rollouts and maintenance windows with it).
+pub fn app_with_clock(
+    config: Config,
+    clock: std::sync::Arc<dyn clock::Clock>,
+) -> Result<axum::Router, ServeError> {
+    Ok(api::router(api::AppState::open_with_clock(config, clock)?))
 }
 
 /// Serves `app` on `listener` (https if `tls` is given) within `limits` until `shutdown`

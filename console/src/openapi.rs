@@ -50,6 +50,11 @@ const FORBIDDEN: (u16, &str, Out) = (403, "this token may not do this", Out::Err
 const NOT_FOUND: (u16, &str, Out) = (404, "unknown id", Out::Error);
 const TOO_LARGE: (u16, &str, Out) = (413, "body over the limit", Out::Error);
 const MEDIA: (u16, &str, Out) = (415, "wrong Content-Type", Out::Error);
+const IN_ROLLOUT: (u16, &str, Out) = (
+    409,
+    "an appliance is in an active rollout (named), which decides its version",
+    Out::Error,
+);
 
 const LIMIT: (&str, &str) = (
     "limit",
@@ -231,6 +236,7 @@ const OPS: &[Op] = &[
             UNAUTH,
             FORBIDDEN,
             NOT_FOUND,
+            IN_ROLLOUT,
             TOO_LARGE,
             MEDIA,
         ],
@@ -303,6 +309,7 @@ const OPS: &[Op] = &[
             ),
             UNAUTH,
             FORBIDDEN,
+            IN_ROLLOUT,
             TOO_LARGE,
             MEDIA,
         ],
@@ -345,6 +352,148 @@ const OPS: &[Op] = &[
             BAD,
             UNAUTH,
             FORBIDDEN,
+        ],
+    },
+];
+
+const CONFLICT_ROLLOUT: (u16, &str, Out) = (
+    409,
+    "the order makes no sense in the rollout's state (it says why)",
+    Out::Error,
+);
+
+/// Staged rollouts (`api::rollouts`).
+const ROLLOUT_OPS: &[Op] = &[
+    Op {
+        method: "post",
+        path: "/api/v1/rollouts",
+        summary: "Create a staged rollout of a version to the appliances a selector matches",
+        auth: Auth::Admin,
+        body: Body::Json("RolloutRequest"),
+        query: &[],
+        responses: &[
+            (201, "created; the first wave started", Out::Json("Rollout")),
+            (
+                400,
+                "bad input (field named), no registered appliance matches (selector), no \
+                 bundle of the version (version)",
+                Out::Error,
+            ),
+            UNAUTH,
+            FORBIDDEN,
+            (
+                409,
+                "an appliance it matches is in another active rollout (named)",
+                Out::Error,
+            ),
+            TOO_LARGE,
+            MEDIA,
+        ],
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/rollouts",
+        summary: "List the rollouts, by id, a page at a time",
+        auth: Auth::Admin,
+        body: Body::None,
+        query: &[
+            LIMIT,
+            ("after", "the previous page's `next` (a rollout id)"),
+        ],
+        responses: &[
+            (200, "a page of the rollouts", Out::Json("RolloutPage")),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+        ],
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/rollouts/{id}",
+        summary: "One rollout, with its totals in all and per wave",
+        auth: Auth::Admin,
+        body: Body::None,
+        query: &[],
+        responses: &[
+            (200, "the rollout", Out::Json("Rollout")),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            NOT_FOUND,
+        ],
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/rollouts/{id}/devices",
+        summary: "A rollout's members, by id, a page at a time",
+        auth: Auth::Admin,
+        body: Body::None,
+        query: &[
+            (
+                "state",
+                "waiting, downloading, installing, trial, blessed, rolled_back or refused",
+            ),
+            LIMIT,
+            ("after", "the previous page's `next` (an appliance id)"),
+        ],
+        responses: &[
+            (200, "a page of the members", Out::Json("RolloutDevicePage")),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            NOT_FOUND,
+        ],
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/rollouts/{id}/pause",
+        summary: "Pause a running rollout: no member starts (those under way go on)",
+        auth: Auth::Admin,
+        body: Body::None,
+        query: &[],
+        responses: &[
+            (200, "paused", Out::Json("Rollout")),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            NOT_FOUND,
+            CONFLICT_ROLLOUT,
+        ],
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/rollouts/{id}/resume",
+        summary: "Resume a paused rollout; the failures so far are not counted again",
+        auth: Auth::Admin,
+        body: Body::None,
+        query: &[],
+        responses: &[
+            (
+                200,
+                "running (or already paused again, or completed)",
+                Out::Json("Rollout"),
+            ),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            NOT_FOUND,
+            CONFLICT_ROLLOUT,
+        ],
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/rollouts/{id}/abort",
+        summary: "Abort a rollout for good: members that have not started get no version",
+        auth: Auth::Admin,
+        body: Body::None,
+        query: &[],
+        responses: &[
+            (200, "aborted", Out::Json("Rollout")),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            NOT_FOUND,
+            CONFLICT_ROLLOUT,
         ],
     },
 ];
@@ -453,12 +602,18 @@ fn schemas() -> Map<String, Value> {
         g.subschema_for::<p::BundlePage>(),
         g.subschema_for::<p::ErrorBody>(),
     );
+    let _ = (
+        g.subschema_for::<p::rollout::RolloutRequest>(),
+        g.subschema_for::<p::rollout::Rollout>(),
+        g.subschema_for::<p::rollout::RolloutPage>(),
+        g.subschema_for::<p::rollout::RolloutDevicePage>(),
+    );
     g.take_definitions(true)
 }
 
 fn build() -> Value {
     let mut paths = Map::new();
-    for op in OPS {
+    for op in OPS.iter().chain(ROLLOUT_OPS) {
         let entry = paths
             .entry(op.path.to_string())
             .or_insert_with(|| Value::Object(Map::new()));

@@ -21,6 +21,8 @@ pub struct Listen {
     pub log_filter: String,
     /// Connections and timeouts; by default those of this process's file limit.
     pub limits: crate::serve::Limits,
+    /// The console's clock; the system's by default.
+    pub clock: Option<std::sync::Arc<dyn crate::clock::Clock>>,
 }
 
 impl Default for Listen {
@@ -31,6 +33,7 @@ impl Default for Listen {
             tls: None,
             log_filter: "info".into(),
             limits: crate::serve::Limits::for_this_process(),
+            clock: None,
         }
     }
 }
@@ -61,7 +64,11 @@ impl TestConsole {
             .set_nonblocking(true)
             .expect("non-blocking listener");
         let addr = listener.local_addr().expect("bound address");
-        let app = crate::app(config).expect("the console opens its database");
+        let app = match listen.clock.clone() {
+            Some(clock) => crate::app_with_clock(config, clock),
+            None => crate::app(config),
+        }
+        .expect("the console opens its database");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let https = listen.tls.is_some();
         let thread = std::thread::spawn(move || {

@@ -19,6 +19,7 @@
 //! (`/api/v2`).
 
 pub mod identity;
+pub mod rollout;
 
 use std::collections::BTreeMap;
 

@@ -25,16 +25,19 @@ pub enum Kind {
     SelectorDesired,
     /// The query string of `GET /api/v1/appliances`.
     ListQuery,
+    /// `POST /api/v1/rollouts`.
+    Rollout,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Pair,
         Kind::Heartbeat,
         Kind::Register,
         Kind::Desired,
         Kind::SelectorDesired,
         Kind::ListQuery,
+        Kind::Rollout,
     ];
 }
 
@@ -77,6 +80,10 @@ pub fn check(kind: Kind, bytes: &[u8]) -> Result<(), ApiError> {
             PageQuery::take(&mut pairs)?;
             ListFilter::parse(&pairs).map(|_| ())
         }
+        Kind::Rollout => {
+            let req: p6os_protocol::rollout::RolloutRequest = parse_json(bytes)?;
+            crate::rollout::check_request(&req)
+        }
     }
 }
 
@@ -97,6 +104,13 @@ mod tests {
         assert!(check(Kind::Register, br#"{"id":"../x"}"#).is_err());
         assert!(check(Kind::ListQuery, b"limit=501").is_err());
         assert!(check(Kind::ListQuery, b"status=ready&limit=5").is_ok());
+        assert!(check(Kind::Rollout, br#"{"version":"2.0.0"}"#).is_ok());
+        let e = check(
+            Kind::Rollout,
+            br#"{"version":"2.0.0","windows":[{"start":"2","end":"03:00","time_zone":"UTC"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("windows[0].start"));
         for kind in Kind::ALL {
             assert!(check(kind, b"\xff{").is_err(), "{kind:?}");
         }

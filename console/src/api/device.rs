@@ -13,7 +13,7 @@ use p6os_protocol::identity::{DeviceKey, MAX_CHALLENGE_LEN};
 use p6os_protocol::{Facts, Heartbeat, HeartbeatResponse, PairRequest, PairResponse};
 
 use super::extract::{parse_json, DeviceToken, Param, RawJson};
-use super::{json, now, now_ms, AppState};
+use super::{json, now_ms, AppState};
 use crate::auth::{digest_hex, new_token};
 use crate::core::{check_id_field, check_labels, check_name, clean_facts, clean_heartbeat};
 use crate::db::appliances;
@@ -188,6 +188,7 @@ pub async fn heartbeat(
     RawJson(body): RawJson,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     check_id_field(&id)?;
+    let clock = st.clock.clone();
     let answer = st
         .db
         .run(move |c| {
@@ -206,7 +207,7 @@ pub async fn heartbeat(
             if let Some(facts) = &beat.facts {
                 check_facts(facts)?;
             }
-            appliances::heartbeat(c, &id, &beat, now())?
+            appliances::heartbeat(c, &id, &beat, clock.now())?
                 .ok_or_else(|| ApiError::unauthorized("invalid device token"))
         })
         .await?;

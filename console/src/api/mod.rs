@@ -8,6 +8,7 @@ mod bundles;
 mod device;
 mod extract;
 mod operator;
+mod rollouts;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use crate::auth::Secret;
+use crate::clock::{Clock, SystemClock};
 use crate::db::{self, Db};
 use crate::error::{ApiError, InternalDetail};
 use crate::limit::PairLimits;
@@ -45,6 +47,8 @@ pub struct Inner {
     pub max_pending: usize,
     pub challenges: Challenges,
     pub limits: PairLimits,
+    /// Unix seconds for heartbeats and rollouts (tests drive it).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl std::ops::Deref for AppState {
@@ -57,6 +61,11 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// Opens the database (migrating it) and creates the bundles directory.
     pub fn open(config: Config) -> Result<AppState, ServeError> {
+        AppState::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// [`AppState::open`] with another clock (tests drive rollouts and windows with it).
+    pub fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, ServeError> {
         if config.admin_token.trim().is_empty() {
             return Err(ServeError::EmptyAdminToken);
         }
@@ -81,6 +90,7 @@ impl AppState {
             max_pending: config.max_pending,
             challenges,
             limits: PairLimits::new(config.pairing_rate, config.pending_retry_secs),
+            clock,
         })))
     }
 }
@@ -215,6 +225,13 @@ fn routes(state: Option<&AppState>) -> Routes {
     .add(Put, "/api/v1/desired", operator::set_desired_by_selector)
     .add(Post, "/api/v1/bundles", bundles::upload)
     .add(Get, "/api/v1/bundles", bundles::list)
+    .add(Post, "/api/v1/rollouts", rollouts::create)
+    .add(Get, "/api/v1/rollouts", rollouts::list)
+    .add(Get, "/api/v1/rollouts/{id}", rollouts::get)
+    .add(Get, "/api/v1/rollouts/{id}/devices", rollouts::devices)
+    .add(Post, "/api/v1/rollouts/{id}/pause", rollouts::pause)
+    .add(Post, "/api/v1/rollouts/{id}/resume", rollouts::resume)
+    .add(Post, "/api/v1/rollouts/{id}/abort", rollouts::abort)
 }
 
 /// Every (method, path) the router serves, paths in the router's (and OpenAPI's) `{param}`

@@ -134,7 +134,14 @@ pub async fn delete(
     let deleted = {
         let id = id.clone();
         st.db
-            .run(move |c| appliances::delete(c, &id).map_err(ApiError::from))
+            .run(move |c| {
+                let deleted = appliances::delete(c, &id)?;
+                // It may have been the last unfinished member of a rollout's wave.
+                if deleted {
+                    crate::db::rollouts::recheck(c, now())?;
+                }
+                Ok::<_, ApiError>(deleted)
+            })
             .await?
     };
     if deleted {
@@ -157,6 +164,10 @@ pub async fn set_desired(
         let id = id.clone();
         st.db
             .run(move |c| {
+                // A member of an active rollout gets its version from the rollout.
+                if let Some(h) = crate::db::rollouts::holding_id(c, &id)? {
+                    return Err(ApiError::conflict(h.message()));
+                }
                 let desired = appliances::Desired {
                     version: req.version,
                     allow_downgrade: req.allow_downgrade,
@@ -185,6 +196,10 @@ pub async fn set_desired_by_selector(
     let matched = st
         .db
         .run(move |c| {
+            // Members of an active rollout get their version from the rollout.
+            if let Some(h) = crate::db::rollouts::holding_selector(c, &req.selector)? {
+                return Err(ApiError::conflict(h.message()));
+            }
             let desired = appliances::Desired {
                 version: req.version,
                 allow_downgrade: req.allow_downgrade,

@@ -139,7 +139,11 @@ pub fn list(
 
 /// `AND` terms for "the labels include every one of `selector`", appended to `sql` with their
 /// arguments (numbered after those already in `args`).
-fn selector_sql(selector: &BTreeMap<String, String>, sql: &mut String, args: &mut Vec<Value>) {
+pub(super) fn selector_sql(
+    selector: &BTreeMap<String, String>,
+    sql: &mut String,
+    args: &mut Vec<Value>,
+) {
     for (k, v) in selector {
         args.push(k.clone().into());
         args.push(v.clone().into());
@@ -326,9 +330,18 @@ pub fn heartbeat(
             .optional()
         })
         .ctx("read for heartbeat")?;
-    let Some((image, reported, desired, missing, allow_downgrade)) = row else {
+    let Some((image, reported, mut desired, missing, mut allow_downgrade)) = row else {
         return Ok(None);
     };
+    // A member of an active rollout waits for its turn with no version (`db::rollouts`).
+    let image_ref = (image.0.as_deref(), image.1.as_deref());
+    match super::rollouts::on_heartbeat(&tx, id, beat, image_ref, now)? {
+        super::rollouts::Answer::Hold => (desired, allow_downgrade) = (None, false),
+        super::rollouts::Answer::Handed(version, allow) => {
+            (desired, allow_downgrade) = (Some(version), allow)
+        }
+        super::rollouts::Answer::NotMember | super::rollouts::Answer::Desired => {}
+    }
     let old: Option<Heartbeat> = reported.map(|r| from_json(&r, "heartbeat")).transpose()?;
     // Fresh facts replace the stored ones; the report is kept without them.
     let mut beat = beat.clone();

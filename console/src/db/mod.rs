@@ -8,6 +8,7 @@
 pub mod appliances;
 pub mod bundles;
 pub mod pairing;
+pub mod rollouts;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,6 +77,35 @@ const MIGRATIONS: &[&str] = &[
     // 4: the issue time (Unix ms) of the challenge whose proof last got a device token: a
     // proof is not replayed.
     "ALTER TABLE appliances ADD COLUMN last_challenge_ms INTEGER;",
+    // Staged rollouts (`rollouts.rs`): the request as JSON, where the rollout stands, and its
+    // members (fixed at creation) with their wave and the state derived from their heartbeats.
+    "CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        version TEXT NOT NULL,
+        request_json TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('running', 'paused', 'completed', 'aborted')),
+        reason TEXT,
+        wave INTEGER NOT NULL DEFAULT 0,
+        -- failures at the last resume: not counted against the threshold again.
+        acknowledged_failures INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX rollouts_by_state ON rollouts(state);
+    CREATE TABLE rollout_devices (
+        rollout_id INTEGER NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+        appliance_id TEXT NOT NULL REFERENCES appliances(id) ON DELETE CASCADE,
+        wave INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        -- the console handed it the rollout's version (its desired version was set).
+        handed INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (rollout_id, appliance_id)
+    );
+    CREATE INDEX rollout_devices_by_appliance ON rollout_devices(appliance_id);
+    -- the totals per wave and state (a covering index: counted without reading rows).
+    CREATE INDEX rollout_devices_by_state ON rollout_devices(rollout_id, wave, state);",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -298,7 +328,7 @@ mod tests {
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 4);
+        assert_eq!(v, MIGRATIONS.len() as i64);
         let (fp, last): (String, Option<i64>) = conn
             .query_row(
                 "SELECT key_fingerprint, last_challenge_ms FROM appliances WHERE id = 'dev'",
@@ -307,5 +337,57 @@ mod tests {
             )
             .unwrap();
         assert_eq!((fp.as_str(), last), ("SHA256:x", None));
+    }
+
+    /// The rollouts migration on a database of the version before it: rows stay, the tables
+    /// come, and deleting an appliance removes its rollout memberships.
+    #[test]
+    fn rollouts_migration_keeps_rows_and_cascades() {
+        let mine = MIGRATIONS
+            .iter()
+            .position(|m| m.contains("CREATE TABLE rollouts"))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..mine] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", mine as i64).unwrap();
+            tx.execute(
+                "INSERT INTO appliances (id, status, created_at) VALUES ('dev', 'ready', 1)",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let conn = open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO rollouts (version, request_json, state, created_at, updated_at)
+             VALUES ('2.0', '{}', 'running', 1, 1)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO rollout_devices (rollout_id, appliance_id, wave, state, updated_at)
+             VALUES (1, 'dev', 0, 'waiting', 1)",
+            [],
+        )
+        .unwrap();
+        assert!(conn
+            .execute(
+                "INSERT INTO rollouts (version, request_json, state, created_at, updated_at)
+                 VALUES ('2.0', '{}', 'sleeping', 1, 1)",
+                [],
+            )
+            .is_err());
+        conn.execute("DELETE FROM appliances WHERE id = 'dev'", [])
+            .unwrap();
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM rollout_devices", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
     }
 }

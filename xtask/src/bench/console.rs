@@ -1,8 +1,11 @@
 //! `cargo xtask bench console [--appliances N] [--clients C]`: the console under a fleet's
 //! load, over loopback. The release `p6os-console` serves a fresh database; the operator
 //! registers N appliances (default 10,000), then N devices pair and send two rounds of
-//! heartbeats from C client threads (default 32). Prints, per phase, the throughput and the
-//! p50/p99 latency of the requests, and the console's peak resident memory (`VmHWM`).
+//! heartbeats from C client threads (default 32); then a staged rollout of 2.0.0 to all of them
+//! (waves 1, 10%, 100%) while the devices keep reporting (a device handed the version reports
+//! downloading, then runs it blessed), until it completes. Prints, per phase, the throughput and
+//! the p50/p99 latency of the requests (heartbeats without and during the rollout side by side),
+//! and the console's peak resident memory (`VmHWM`).
 //!
 //! Clients keep their connections alive (one per thread), so this measures the console rather
 //! than TCP handshakes; real devices open a connection per request every heartbeat interval,
@@ -82,6 +85,10 @@ impl Server {
 fn start(dir: &std::path::Path) -> Result<Server> {
     fs::write(dir.join("admin.token"), ADMIN_TOKEN)?;
     fs::write(dir.join("pairing.token"), PAIRING_TOKEN)?;
+    fs::write(
+        dir.join("release.pub"),
+        p6os_bundle::testing::trusted_key().public().to_file(),
+    )?;
     let mut child = Command::new("target/release/p6os-console")
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
@@ -93,8 +100,13 @@ fn start(dir: &std::path::Path) -> Result<Server> {
         .arg(dir.join("admin.token"))
         .arg("--pairing-token-file")
         .arg(dir.join("pairing.token"))
+        .arg("--trusted-key")
+        .arg(dir.join("release.pub"))
         // Every simulated device comes from 127.0.0.1.
         .args(["--pairing-rate", "1000000"])
+        // Each phase (and each rollout round) opens its client threads' connections anew,
+        // before the server has seen all the previous ones close.
+        .args(["--max-connections-per-address", "256"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -281,10 +293,12 @@ pub fn run(args: &[&str]) -> Result<()> {
         let status = r.status().as_u16();
         expect(status, 200, "heartbeat", &r.body_mut().read_to_string()?)
     })?;
+    let mut rollout = rollout(&base, o.clients, &tokens)?;
     let peak = server.peak_kib()?;
     register.print();
     pair.print();
     beat.print();
+    rollout.print();
     let db = fs::metadata(work.path().join("console.db"))?.len();
     println!(
         "console peak memory (VmHWM): {:.1} MiB; database {:.1} MiB",
@@ -292,4 +306,99 @@ pub fn run(args: &[&str]) -> Result<()> {
         db as f64 / (1 << 20) as f64
     );
     Ok(())
+}
+
+/// Uploads a bundle of edge 2.0.0, creates a rollout to every appliance (1, 10%, 100%) and
+/// sends heartbeats round after round until it completes (at most 12 rounds): a device handed
+/// the version reports downloading at its next heartbeat, then 2.0.0 blessed.
+fn rollout(
+    base: &Arc<String>,
+    clients: usize,
+    tokens: &Arc<Vec<std::sync::OnceLock<String>>>,
+) -> Result<Phase> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let bundle = p6os_bundle::testing::TestBundle::new("edge", "2.0.0")
+        .seed(1)
+        .sign(&p6os_bundle::testing::trusted_key());
+    let mut r = agent
+        .post(&format!("{base}/api/v1/bundles"))
+        .header("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .header("Content-Type", "application/octet-stream")
+        .send(&bundle[..])?;
+    let status = r.status().as_u16();
+    expect(
+        status,
+        201,
+        "bundle upload",
+        &r.body_mut().read_to_string()?,
+    )?;
+    let mut r = agent
+        .post(&format!("{base}/api/v1/rollouts"))
+        .header("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .send_json(serde_json::json!({
+            "version": "2.0.0", "failure_threshold": 100,
+            "waves": [{"count": 1}, {"percent": 10}, {"percent": 100}]
+        }))?;
+    let status = r.status().as_u16();
+    expect(status, 201, "rollout", &r.body_mut().read_to_string()?)?;
+    let n = tokens.len();
+    // 0: runs 1.0.0; 1: handed 2.0.0, downloading; 2: runs 2.0.0, blessed.
+    let stage: Arc<Vec<std::sync::atomic::AtomicU8>> = Arc::new(
+        (0..n)
+            .map(|_| std::sync::atomic::AtomicU8::new(0))
+            .collect(),
+    );
+    let mut all = Phase {
+        name: "hb rollout",
+        latencies: Vec::new(),
+        wall: Duration::ZERO,
+    };
+    for round in 1..=12 {
+        let (url, store, stage) = (base.clone(), tokens.clone(), stage.clone());
+        let p = phase("hb rollout", n, clients, move |agent, i| {
+            let token = store[i].get().context("not paired")?;
+            let body = match stage[i].load(Ordering::Relaxed) {
+                0 => heartbeat(),
+                1 => serde_json::json!({"slot": "a", "version": "1.0.0", "health": "good",
+                    "progress": {"version": "2.0.0", "phase": "downloading",
+                                 "done_bytes": 1, "total_bytes": 2}}),
+                _ => serde_json::json!({"slot": "b", "version": "2.0.0", "health": "good"}),
+            };
+            let mut r = agent
+                .post(&format!("{url}/api/v1/appliances/nuc-{i}/heartbeat"))
+                .header("Authorization", &format!("Bearer {token}"))
+                .send_json(body)?;
+            let status = r.status().as_u16();
+            let text = r.body_mut().read_to_string()?;
+            expect(status, 200, "heartbeat", &text)?;
+            let answer: serde_json::Value = serde_json::from_str(&text)?;
+            let handed = answer["desired_version"] == "2.0.0";
+            let s = stage[i].load(Ordering::Relaxed);
+            if handed && s < 2 {
+                stage[i].store(s + 1, Ordering::Relaxed);
+            }
+            Ok(())
+        })?;
+        all.latencies.extend(p.latencies);
+        all.wall += p.wall;
+        let mut r = agent
+            .get(&format!("{base}/api/v1/rollouts/1"))
+            .header("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+            .call()?;
+        let v: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string()?)?;
+        let state = v["state"].as_str().unwrap_or("?").to_string();
+        eprintln!(
+            "bench: rollout round {round}: {state}, wave {}, {} of {n} blessed",
+            v["wave"].as_u64().unwrap_or(0) + 1,
+            v["totals"]["blessed"]
+        );
+        if state != "running" {
+            ensure!(state == "completed", "the rollout stopped: {v}");
+            return Ok(all);
+        }
+    }
+    bail!("the rollout did not complete in 12 rounds")
 }

@@ -1,0 +1,603 @@
+//! Staged rollouts in the database: creation (members fixed, waves assigned), the operator's
+//! orders, the views (paged), and the step each member's heartbeat takes (`on_heartbeat`).
+//! The decisions are `crate::rollout`'s; each public function is one transaction, or runs in
+//! the caller's (the heartbeat's).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use p6os_protocol::rollout::{
+    DeviceState, Rollout, RolloutDevice, RolloutRequest, RolloutState, Totals,
+};
+use p6os_protocol::Heartbeat;
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+
+use super::appliances::{add_event, selector_sql, write_tx};
+use super::{from_json, to_json, Context, DbError};
+use crate::page::{Page, PageQuery};
+use crate::rollout::{self, window, Action, Gate, Standing, Step};
+
+/// A rollout's row.
+struct Row {
+    id: u64,
+    request: RolloutRequest,
+    state: RolloutState,
+    reason: Option<String>,
+    wave: usize,
+    acknowledged: u64,
+    created_at: u64,
+    updated_at: u64,
+}
+
+impl Row {
+    fn standing(&self) -> Standing {
+        Standing {
+            state: self.state,
+            wave: self.wave,
+            acknowledged: self.acknowledged,
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "id, request_json, state, reason, wave, acknowledged_failures, created_at, updated_at";
+
+/// A row's columns before parsing: id, request, state, reason, and the numbers.
+type RawRow = (i64, String, String, Option<String>, [i64; 4]);
+
+fn read_row(r: &rusqlite::Row) -> rusqlite::Result<RawRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        [r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?],
+    ))
+}
+
+fn finish_row(raw: RawRow) -> Result<Row, DbError> {
+    let (id, request, state, reason, [wave, ack, created, updated]) = raw;
+    let n = |v: i64| v.max(0) as u64;
+    Ok(Row {
+        id: n(id),
+        request: from_json(&request, "rollout request")?,
+        state: RolloutState::parse(&state).unwrap_or(RolloutState::Paused),
+        reason,
+        wave: n(wave) as usize,
+        acknowledged: n(ack),
+        created_at: n(created),
+        updated_at: n(updated),
+    })
+}
+
+fn load(conn: &Connection, id: u64) -> Result<Option<Row>, DbError> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM rollouts WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id as i64], read_row).optional())
+        .ctx("get rollout")?
+        .map(finish_row)
+        .transpose()
+}
+
+/// The members' totals per wave (as many as the rollout has waves).
+fn wave_totals(conn: &Connection, id: u64, waves: usize) -> Result<Vec<Totals>, DbError> {
+    let mut out = vec![Totals::default(); waves];
+    let rows: Vec<(i64, String, i64)> = conn
+        .prepare_cached(
+            "SELECT wave, state, COUNT(*) FROM rollout_devices WHERE rollout_id = ?1
+             GROUP BY wave, state",
+        )
+        .and_then(|mut s| {
+            s.query_map([id as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .ctx("rollout totals")?;
+    for (wave, state, n) in rows {
+        if let (Some(t), Some(state)) = (
+            out.get_mut(wave.max(0) as usize),
+            DeviceState::parse(&state),
+        ) {
+            t.add(state, n.max(0) as u64);
+        }
+    }
+    Ok(out)
+}
+
+fn view(conn: &Connection, row: Row) -> Result<Rollout, DbError> {
+    let waves = wave_totals(conn, row.id, row.request.waves.len())?;
+    let mut totals = Totals::default();
+    for w in &waves {
+        for s in DeviceState::ALL {
+            totals.add(s, count(w, s));
+        }
+    }
+    Ok(Rollout {
+        id: row.id,
+        counted_failures: rollout::counted_failures(&row.standing(), &waves),
+        state: row.state,
+        reason: row.reason,
+        wave: row.wave as u32,
+        totals,
+        waves,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        request: row.request,
+    })
+}
+
+fn count(t: &Totals, s: DeviceState) -> u64 {
+    match s {
+        DeviceState::Waiting => t.waiting,
+        DeviceState::Downloading => t.downloading,
+        DeviceState::Installing => t.installing,
+        DeviceState::Trial => t.trial,
+        DeviceState::Blessed => t.blessed,
+        DeviceState::RolledBack => t.rolled_back,
+        DeviceState::Refused => t.refused,
+    }
+}
+
+/// Runs the pure decision on the rollout's totals and stores its outcome.
+fn step(conn: &Connection, row: &mut Row, now: u64) -> Result<(), DbError> {
+    let waves = wave_totals(conn, row.id, row.request.waves.len())?;
+    match rollout::decide(row.request.failure_threshold, &row.standing(), &waves) {
+        Step::Stay => return Ok(()),
+        Step::Pause(reason) => {
+            row.state = RolloutState::Paused;
+            row.reason = Some(reason);
+        }
+        Step::Advance(k) => row.wave = k,
+        Step::Complete => {
+            row.state = RolloutState::Completed;
+            row.reason = Some("every wave finished".into());
+        }
+    }
+    save(conn, row, now)
+}
+
+fn save(conn: &Connection, row: &Row, now: u64) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "UPDATE rollouts SET state = ?2, reason = ?3, wave = ?4, acknowledged_failures = ?5,
+             updated_at = ?6 WHERE id = ?1",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            row.id as i64,
+            row.state.as_str(),
+            row.reason,
+            row.wave as i64,
+            row.acknowledged as i64,
+            now as i64
+        ])
+    })
+    .ctx("save rollout")?;
+    tracing::info!(
+        rollout = row.id,
+        state = row.state.as_str(),
+        wave = row.wave,
+        reason = row.reason.as_deref().unwrap_or(""),
+        "rollout"
+    );
+    Ok(())
+}
+
+/// The active rollout (running or paused) holding one of the appliances `sql_ids` selects
+/// (`SELECT id FROM appliances WHERE ...` with `args`): its id, version, state and the member.
+fn active_holding(
+    conn: &Connection,
+    sql_ids: &str,
+    args: Vec<Value>,
+) -> Result<Option<Holder>, DbError> {
+    conn.prepare(&format!(
+        "SELECT r.id, r.version, r.state, d.appliance_id FROM rollout_devices d
+         JOIN rollouts r ON r.id = d.rollout_id
+         WHERE r.state IN ('running', 'paused') AND d.appliance_id IN ({sql_ids})
+         ORDER BY d.appliance_id LIMIT 1"
+    ))
+    .and_then(|mut s| {
+        s.query_row(params_from_iter(args), |r| {
+            Ok(Holder {
+                rollout: r.get::<_, i64>(0)?.max(0) as u64,
+                version: r.get(1)?,
+                state: r.get(2)?,
+                appliance: r.get(3)?,
+            })
+        })
+        .optional()
+    })
+    .ctx("find active rollout")
+}
+
+/// An active rollout that holds an appliance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub rollout: u64,
+    pub version: String,
+    pub state: String,
+    pub appliance: String,
+}
+
+impl Holder {
+    /// The 409's message.
+    pub fn message(&self) -> String {
+        format!(
+            "appliance {} is in rollout {} of version {} ({}): wait until it completes or \
+             abort it (`rollouts abort {}`)",
+            self.appliance, self.rollout, self.version, self.state, self.rollout
+        )
+    }
+}
+
+/// The active rollout holding appliance `id`, if any (a manual desired version is refused).
+pub fn holding_id(conn: &Connection, id: &str) -> Result<Option<Holder>, DbError> {
+    active_holding(conn, "?1", vec![Value::from(id.to_string())])
+}
+
+/// The active rollout holding one of the appliances `selector` matches, if any.
+pub fn holding_selector(
+    conn: &Connection,
+    selector: &BTreeMap<String, String>,
+) -> Result<Option<Holder>, DbError> {
+    let mut sql = String::from("SELECT id FROM appliances WHERE status != 'pending'");
+    let mut args = Vec::new();
+    selector_sql(selector, &mut sql, &mut args);
+    active_holding(conn, &sql, args)
+}
+
+pub enum Created {
+    Done(Box<Rollout>),
+    /// The selector matches no registered appliance.
+    NoMembers,
+    /// No bundle of that version is held.
+    NoBundle,
+    /// A member is in another active rollout.
+    Overlap(Holder),
+}
+
+/// Creates a rollout (already checked): its members are the registered appliances the
+/// selector matches now, in id order, split into waves; their states come from their last
+/// heartbeats; the first wave starts.
+pub fn create(conn: &mut Connection, req: &RolloutRequest, now: u64) -> Result<Created, DbError> {
+    let tx = write_tx(conn)?;
+    let mut sql = String::from("SELECT id FROM appliances WHERE status != 'pending'");
+    let mut args: Vec<Value> = Vec::new();
+    selector_sql(&req.selector, &mut sql, &mut args);
+    let has_bundle = tx
+        .prepare_cached("SELECT 1 FROM bundles WHERE version = ?1 LIMIT 1")
+        .and_then(|mut s| s.query_row([&req.version], |_| Ok(())).optional())
+        .ctx("find bundle version")?
+        .is_some();
+    if !has_bundle {
+        return Ok(Created::NoBundle);
+    }
+    let members: Vec<(String, Option<String>)> = tx
+        .prepare(&format!(
+            "SELECT id, reported_json FROM appliances WHERE id IN ({sql}) ORDER BY id"
+        ))
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(args.clone()), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
+        })
+        .ctx("rollout members")?;
+    let args_again = args;
+    if members.is_empty() {
+        return Ok(Created::NoMembers);
+    }
+    // One active rollout per appliance: a second one over any member is refused.
+    if let Some(h) = active_holding(&tx, &sql, args_again)? {
+        return Ok(Created::Overlap(h));
+    }
+    let id: i64 = tx
+        .prepare_cached(
+            "INSERT INTO rollouts (version, request_json, state, created_at, updated_at)
+             VALUES (?1, ?2, 'running', ?3, ?3) RETURNING id",
+        )
+        .and_then(|mut s| s.query_row(params![req.version, to_json(req), now as i64], |r| r.get(0)))
+        .ctx("insert rollout")?;
+    let targets = rollout::wave_targets(&req.waves, members.len() as u64);
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO rollout_devices (rollout_id, appliance_id, wave, state, reason,
+                     updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .ctx("prepare members")?;
+        for (i, (member, reported)) in members.iter().enumerate() {
+            let beat: Option<Heartbeat> = reported
+                .as_deref()
+                .map(|r| from_json(r, "heartbeat"))
+                .transpose()?;
+            let (state, reason) = rollout::device_state(&req.version, beat.as_ref());
+            let wave = rollout::wave_of(i as u64, &targets);
+            insert
+                .execute(params![
+                    id,
+                    member,
+                    wave as i64,
+                    state.as_str(),
+                    reason,
+                    now as i64
+                ])
+                .ctx("insert member")?;
+        }
+    }
+    let mut row = load(&tx, id as u64)?.ok_or(DbError::Query {
+        what: "reload rollout",
+        source: rusqlite::Error::QueryReturnedNoRows,
+    })?;
+    step(&tx, &mut row, now)?;
+    let view = view(&tx, row)?;
+    tx.commit().ctx("commit rollout")?;
+    Ok(Created::Done(Box::new(view)))
+}
+
+/// Runs the decision of every running rollout: after members left (a deleted appliance), a
+/// wave may have finished.
+pub fn recheck(conn: &mut Connection, now: u64) -> Result<(), DbError> {
+    let tx = write_tx(conn)?;
+    let ids: Vec<i64> = tx
+        .prepare_cached("SELECT id FROM rollouts WHERE state = 'running'")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .ctx("running rollouts")?;
+    for id in ids {
+        if let Some(mut row) = load(&tx, id as u64)? {
+            step(&tx, &mut row, now)?;
+        }
+    }
+    tx.commit().ctx("commit recheck")
+}
+
+pub fn get(conn: &mut Connection, id: u64) -> Result<Option<Rollout>, DbError> {
+    match load(conn, id)? {
+        Some(row) => view(conn, row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A page of rollouts, by id, after the id `page.after`.
+pub fn list(conn: &mut Connection, after: u64, page: &PageQuery) -> Result<Page<Rollout>, DbError> {
+    let raws: Vec<_> = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM rollouts WHERE id > ?1 ORDER BY id LIMIT ?2"
+        ))
+        .and_then(|mut s| {
+            s.query_map(params![after as i64, page.fetch()], read_row)?
+                .collect()
+        })
+        .ctx("list rollouts")?;
+    let mut out = Vec::with_capacity(raws.len());
+    for raw in raws {
+        out.push(view(conn, finish_row(raw)?)?);
+    }
+    Ok(page.page(out, |r| r.id.to_string()))
+}
+
+/// A page of a rollout's members, by id (optionally only those in `state`); `None` if the
+/// rollout is unknown.
+pub fn devices(
+    conn: &mut Connection,
+    id: u64,
+    state: Option<DeviceState>,
+    page: &PageQuery,
+) -> Result<Option<Page<RolloutDevice>>, DbError> {
+    if load(conn, id)?.is_none() {
+        return Ok(None);
+    }
+    let mut sql = String::from(
+        "SELECT appliance_id, wave, state, reason, handed, updated_at FROM rollout_devices
+         WHERE rollout_id = ?1 AND appliance_id > ?2",
+    );
+    let mut args: Vec<Value> = vec![
+        Value::from(id as i64),
+        Value::from(page.after.clone().unwrap_or_default()),
+    ];
+    if let Some(s) = state {
+        args.push(Value::from(s.as_str().to_string()));
+        let _ = write!(sql, " AND state = ?{}", args.len());
+    }
+    args.push(Value::from(page.fetch()));
+    let _ = write!(sql, " ORDER BY appliance_id LIMIT ?{}", args.len());
+    let rows: Vec<RolloutDevice> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(args), |r| {
+                Ok(RolloutDevice {
+                    id: r.get(0)?,
+                    wave: r.get::<_, i64>(1)?.max(0) as u32,
+                    state: DeviceState::parse(&r.get::<_, String>(2)?)
+                        .unwrap_or(DeviceState::Waiting),
+                    reason: r.get(3)?,
+                    started: r.get(4)?,
+                    updated_at: r.get::<_, i64>(5)?.max(0) as u64,
+                })
+            })?
+            .collect()
+        })
+        .ctx("list rollout members")?;
+    Ok(Some(page.page(rows, |d| d.id.clone())))
+}
+
+pub enum Acted {
+    Done(Box<Rollout>),
+    Unknown,
+    /// The order makes no sense in the rollout's state: why.
+    Refused(String),
+}
+
+/// An operator's order. Resuming acknowledges the failures so far (they are not counted
+/// again) and decides at once; aborting tells the members that were handed the version but
+/// have not started that there is no version for them any more.
+pub fn act(conn: &mut Connection, id: u64, action: Action, now: u64) -> Result<Acted, DbError> {
+    let tx = write_tx(conn)?;
+    let Some(mut row) = load(&tx, id)? else {
+        return Ok(Acted::Unknown);
+    };
+    let (state, reason) = match rollout::transition(row.state, action) {
+        Ok(next) => next,
+        Err(why) => return Ok(Acted::Refused(format!("rollout {id}: {why}"))),
+    };
+    row.state = state;
+    row.reason = reason;
+    match action {
+        Action::Resume => {
+            let waves = wave_totals(&tx, id, row.request.waves.len())?;
+            row.acknowledged = waves.iter().map(Totals::failures).sum();
+            save(&tx, &row, now)?;
+            step(&tx, &mut row, now)?;
+        }
+        Action::Abort => {
+            save(&tx, &row, now)?;
+            let cleared: Vec<String> = tx
+                .prepare_cached(
+                    "UPDATE appliances SET desired_version = NULL, allow_downgrade = 0,
+                         missing_bundle = NULL
+                     WHERE id IN (SELECT appliance_id FROM rollout_devices
+                                  WHERE rollout_id = ?1 AND handed = 1 AND state = 'waiting')
+                       AND desired_version = ?2
+                     RETURNING id",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![id as i64, row.request.version], |r| r.get(0))?
+                        .collect()
+                })
+                .ctx("abort rollout")?;
+            for a in cleared {
+                add_event(
+                    &tx,
+                    &a,
+                    now,
+                    "desired",
+                    &format!(
+                        "rollout {id} aborted before this device started: desired version cleared"
+                    ),
+                )?;
+            }
+        }
+        Action::Pause => save(&tx, &row, now)?,
+    }
+    let view = view(&tx, row)?;
+    tx.commit().ctx("commit rollout order")?;
+    Ok(Acted::Done(Box::new(view)))
+}
+
+/// What a member's heartbeat answers, as far as its rollout goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Not in an active rollout: the appliance's desired version, as always.
+    NotMember,
+    /// No version now (its turn has not come).
+    Hold,
+    /// Under way or done: the appliance's desired version.
+    Desired,
+    /// Its turn came now: the desired version was set to the rollout's (and whether it may be
+    /// a downgrade).
+    Handed(String, bool),
+}
+
+/// A member's step at its heartbeat (in the heartbeat's transaction): its state from the
+/// report; if it changed, the rollout's decision; then whether it may start now, handing it
+/// the version (its desired version, with an event) the first time. A member whose image has
+/// no bundle of the version pauses the rollout (a bundle deleted mid-rollout).
+pub fn on_heartbeat(
+    tx: &Connection,
+    id: &str,
+    beat: &Heartbeat,
+    image: (Option<&str>, Option<&str>),
+    now: u64,
+) -> Result<Answer, DbError> {
+    let member: Option<(i64, i64, String, bool)> = tx
+        .prepare_cached(
+            "SELECT d.rollout_id, d.wave, d.state, d.handed FROM rollout_devices d
+             JOIN rollouts r ON r.id = d.rollout_id
+             WHERE d.appliance_id = ?1 AND r.state IN ('running', 'paused') LIMIT 1",
+        )
+        .and_then(|mut s| {
+            s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()
+        })
+        .ctx("rollout membership")?;
+    let Some((rollout_id, wave, old_state, handed)) = member else {
+        return Ok(Answer::NotMember);
+    };
+    let Some(mut row) = load(tx, rollout_id as u64)? else {
+        return Ok(Answer::NotMember);
+    };
+    let (state, reason) = rollout::device_state(&row.request.version, Some(beat));
+    if DeviceState::parse(&old_state) != Some(state) {
+        tx.prepare_cached(
+            "UPDATE rollout_devices SET state = ?3, reason = ?4, updated_at = ?5
+             WHERE rollout_id = ?1 AND appliance_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![rollout_id, id, state.as_str(), reason, now as i64]))
+        .ctx("member state")?;
+        step(tx, &mut row, now)?;
+    }
+    let labels: String = tx
+        .prepare_cached("SELECT labels_json FROM appliances WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+        .ctx("member labels")?;
+    let labels: BTreeMap<String, String> = from_json(&labels, "labels")?;
+    let open = window::may_start_now(&row.request.windows, &labels, now);
+    let mut gate = rollout::gate(row.state, row.wave, state, wave.max(0) as usize, open);
+    // Handed it now, or fetching it: the bundle must be there.
+    let wants_bundle = gate == Gate::Start
+        || (handed && matches!(state, DeviceState::Waiting | DeviceState::Downloading));
+    if let (true, (Some(name), Some(arch))) = (wants_bundle, image) {
+        if super::bundles::find(tx, name, &row.request.version, arch)?.is_none() {
+            if row.state == RolloutState::Running {
+                row.state = RolloutState::Paused;
+                row.reason = Some(format!(
+                    "no bundle of version {} for image {name} on {arch} (deleted?): upload it, \
+                     then resume",
+                    row.request.version
+                ));
+                save(tx, &row, now)?;
+            }
+            if gate == Gate::Start {
+                gate = Gate::Hold;
+            }
+        }
+    }
+    Ok(match gate {
+        Gate::Hold => Answer::Hold,
+        Gate::Proceed => Answer::Desired,
+        Gate::Start if handed => Answer::Desired,
+        Gate::Start => {
+            hand(tx, &row, id, wave, now)?;
+            Answer::Handed(row.request.version.clone(), row.request.allow_downgrade)
+        }
+    })
+}
+
+/// Sets the member's desired version to the rollout's, with an event.
+fn hand(tx: &Connection, row: &Row, id: &str, wave: i64, now: u64) -> Result<(), DbError> {
+    let allow = row.request.allow_downgrade;
+    tx.prepare_cached(
+        "UPDATE appliances SET desired_version = ?2, allow_downgrade = ?3, missing_bundle = NULL
+         WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id, row.request.version, allow]))
+    .ctx("hand version")?;
+    tx.prepare_cached(
+        "UPDATE rollout_devices SET handed = 1, updated_at = ?3
+         WHERE rollout_id = ?1 AND appliance_id = ?2",
+    )
+    .and_then(|mut s| s.execute(params![row.id as i64, id, now as i64]))
+    .ctx("member handed")?;
+    let mut message = format!(
+        "rollout {} (wave {}): desired version set to {}",
+        row.id,
+        wave + 1,
+        row.request.version
+    );
+    if allow {
+        let _ = write!(
+            message,
+            "; downgrade to {} allowed by operator",
+            row.request.version
+        );
+    }
+    add_event(tx, id, now, "desired", &message)
+}

@@ -26,6 +26,7 @@ pub mod page;
 pub mod pairing;
 pub mod range;
 pub mod serve;
+pub mod siteconfig;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;

@@ -8,6 +8,7 @@ mod bundles;
 mod device;
 mod extract;
 mod operator;
+mod siteconfig;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -215,6 +216,23 @@ fn routes(state: Option<&AppState>) -> Routes {
     .add(Put, "/api/v1/desired", operator::set_desired_by_selector)
     .add(Post, "/api/v1/bundles", bundles::upload)
     .add(Get, "/api/v1/bundles", bundles::list)
+    .add(Put, "/api/v1/config", siteconfig::set)
+    .add(Get, "/api/v1/appliances/{id}/config", siteconfig::show)
+    .add(
+        Get,
+        "/api/v1/appliances/{id}/config/history",
+        siteconfig::history,
+    )
+    .add(
+        Get,
+        "/api/v1/appliances/{id}/config/{config}",
+        siteconfig::document,
+    )
+    .add(
+        Post,
+        "/api/v1/appliances/{id}/config/report",
+        siteconfig::report,
+    )
 }
 
 /// Every (method, path) the router serves, paths in the router's (and OpenAPI's) `{param}`

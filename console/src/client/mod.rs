@@ -2,6 +2,7 @@
 //! (`format`: tables and readable details, pure).
 
 pub mod format;
+pub mod siteconfig;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -192,7 +193,7 @@ impl Client {
 
 /// Every item of a paged list at `path` (with its `query`), page after page, or the first
 /// `limit` of them.
-fn all_pages<P: DeserializeOwned, T>(
+pub(crate) fn all_pages<P: DeserializeOwned, T>(
     client: &Client,
     path: &str,
     query: &[(String, String)],
@@ -218,7 +219,7 @@ fn all_pages<P: DeserializeOwned, T>(
     }
 }
 
-fn labels(terms: &[String]) -> Result<BTreeMap<String, String>, Failure> {
+pub(crate) fn labels(terms: &[String]) -> Result<BTreeMap<String, String>, Failure> {
     terms
         .iter()
         .flat_map(|t| t.split(','))
@@ -226,7 +227,7 @@ fn labels(terms: &[String]) -> Result<BTreeMap<String, String>, Failure> {
         .collect()
 }
 
-fn print_json<T: Serialize>(value: &T) {
+pub(crate) fn print_json<T: Serialize>(value: &T) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()

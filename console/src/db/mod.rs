@@ -8,6 +8,7 @@
 pub mod appliances;
 pub mod bundles;
 pub mod pairing;
+pub mod siteconfig;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,6 +77,7 @@ const MIGRATIONS: &[&str] = &[
     // 4: the issue time (Unix ms) of the challenge whose proof last got a device token: a
     // proof is not replayed.
     "ALTER TABLE appliances ADD COLUMN last_challenge_ms INTEGER;",
+    siteconfig::MIGRATION,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -298,7 +300,7 @@ mod tests {
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 4);
+        assert_eq!(v, MIGRATIONS.len() as i64);
         let (fp, last): (String, Option<i64>) = conn
             .query_row(
                 "SELECT key_fingerprint, last_challenge_ms FROM appliances WHERE id = 'dev'",

@@ -286,3 +286,63 @@ fn history_is_paged_newest_first() {
     );
     assert_eq!(r.status, 404);
 }
+
+fn cli(s: &Server, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p6os-console"))
+        .args(["--url", &s.url])
+        .args(args)
+        .env("P6OS_CONSOLE_ADMIN_TOKEN", &s.admin)
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn config_cli_set_show_history() {
+    let s = Server::start();
+    s.paired("c1", &[("site", "north")]);
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "hostname: -bad-\ntimezon: UTC\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    let (code, out, err) = cli(&s, &["config", "set", bad, "--id", "c1"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&format!("{bad}:1:11: hostname:")), "{err}");
+    assert!(err.contains(&format!("{bad}:2:1:")), "{err}");
+    assert!(err.contains("hint: did you mean `timezone`?"), "{err}");
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, document("store-c")).unwrap();
+    let good = good.to_str().unwrap();
+    let (code, out, err) = cli(
+        &s,
+        &["config", "set", good, "--selector", "site=north", "--json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let set: SetConfigResponse = serde_json::from_str(&out).unwrap();
+    assert_eq!(set.targets, ["c1"]);
+    let (code, out, _) = cli(&s, &["config", "show", "c1", "--json"]);
+    assert_eq!(code, 0);
+    let show: ConfigShow = serde_json::from_str(&out).unwrap();
+    assert_eq!(show.current.config, set.config);
+    let (code, out, _) = cli(&s, &["config", "show", "c1"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("not reported yet") && out.contains("store-c"),
+        "{out}"
+    );
+    assert!(!out.contains("registry-pw-42"), "{out}");
+    let (code, out, _) = cli(&s, &["config", "history", "c1", "--json"]);
+    assert_eq!(code, 0);
+    let all: Vec<p6os_protocol::siteconfig::ConfigAssignment> = serde_json::from_str(&out).unwrap();
+    assert_eq!(all.len(), 1);
+    let (code, _, _) = cli(&s, &["config", "set", good]);
+    assert_eq!(code, 2, "a target is required");
+}

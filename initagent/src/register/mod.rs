@@ -331,7 +331,8 @@ pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> R
                     host.save(&next);
                 }
                 reg = next;
-                if let Some(offer) = offer {
+                // Not during an upgrade's trial: that reboot would count against the new slot.
+                if let Some(offer) = offer.filter(|_| running.health != Health::Assessing) {
                     if siteconfig::handle(settings, &reg.id, &token, &offer, host)
                         == siteconfig::Handled::Reboot
                     {

@@ -276,7 +276,9 @@ pub fn handle(
         }
         Step::Reboot => Handled::Reboot,
         Step::Fetch => {
-            let url = settings.url(&offer.path);
+            // The agent's own path for its id and this number (the answer's `path` says the
+            // same; a path from the answer could carry `@host` and leave the console's origin).
+            let url = settings.url(&format!("{API}/appliances/{id}/config/{}", offer.config));
             let doc: ConfigDocument = match answer(http::call(
                 "GET",
                 &url,

@@ -175,6 +175,7 @@ const PAIRING: &str = "pairing-token-for-the-config-tests";
 
 struct TestHost {
     files: Files,
+    health: Health,
     rounds: usize,
     sleeps: usize,
     reboots: usize,
@@ -192,7 +193,7 @@ impl Host for TestHost {
         Running {
             slot: "a".into(),
             version: "1.0".into(),
-            health: Health::Good,
+            health: self.health,
             last_upgrade: None,
         }
     }
@@ -290,6 +291,7 @@ fn the_loop_fetches_stages_reboots_and_reports_against_the_real_console() {
     let state = dir.path().join("state");
     let mut host = TestHost {
         files: files(&state, vec![], "boot-1"),
+        health: Health::Good,
         rounds: 2,
         sleeps: 0,
         reboots: 0,
@@ -302,8 +304,14 @@ fn the_loop_fetches_stages_reboots_and_reports_against_the_real_console() {
     let reg = run(&s, Registration::resume(None, "store-9", &base), &mut host);
     assert_eq!(reg.phase, Phase::Ready);
 
-    // The operator sets a configuration: the next heartbeat fetches, stages, reboots.
+    // The operator sets a configuration. On an upgrade's trial the device waits.
     assert_eq!(set(&base, DOC), 200);
+    host.health = Health::Assessing;
+    host.sleeps = 0;
+    let reg = run(&s, reg, &mut host);
+    assert_eq!((host.reboots, host.files.known().staged), (0, None));
+    // Then the next heartbeat fetches, stages, reboots.
+    host.health = Health::Good;
     host.sleeps = 0;
     let reg = run(&s, reg, &mut host);
     assert_eq!(host.reboots, 1);

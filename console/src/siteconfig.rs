@@ -78,7 +78,7 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 /// Checks the document as the agent will (every problem with its line and column) and the
 /// signature's form (the device checks it against its image's keys).
-pub fn check(document: &str, signature: Option<&str>) -> Result<Checked, Refused> {
+pub fn check(document: &str, signature: Option<&str>, target: &Target) -> Result<Checked, Refused> {
     if document.len() > MAX_SITE_CONFIG {
         return Err(ApiError::field(
             "document",
@@ -128,6 +128,7 @@ pub fn check(document: &str, signature: Option<&str>) -> Result<Checked, Refused
                 problems,
             })
         })?;
+    keeps_in_touch(&doc, target)?;
     let redacted = serde_json::to_value(p6os_config::unattended::redacted(&doc))
         .map_err(|e| Refused::Field(ApiError::internal(e)))?;
     Ok(Checked {
@@ -135,6 +136,34 @@ pub fn check(document: &str, signature: Option<&str>) -> Result<Checked, Refused
         serial,
         redacted,
     })
+}
+
+/// A document that would cut the device off from this console is refused early (the device
+/// refuses it too): it must keep a `console` section (the document owns the device's console
+/// settings), and an `appliance.id` it names must be the appliance's it is set for.
+fn keeps_in_touch(
+    doc: &p6os_config::unattended::Unattended,
+    target: &Target,
+) -> Result<(), ApiError> {
+    if doc.console.is_none() {
+        return Err(ApiError::field(
+            "document",
+            "the document has no console section: applied, it would remove the device's console \
+             settings and it would stop reporting (keep the console's endpoint and token)",
+        ));
+    }
+    let named = doc.appliance.as_ref().and_then(|a| a.id.as_deref());
+    match (named, target) {
+        (Some(named), Target::Id(id)) if named != id => Err(ApiError::field(
+            "document",
+            format!(
+                "appliance.id is {named:?} but the document is set for {id:?}: the device would \
+                 register as another appliance (set appliance.id: {id}, or leave it out when \
+                 the appliance's id is its machine id)"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A device's report, bounded: at most `MAX_REPORT_PROBLEMS` problems of `MAX_PROBLEM_LEN`
@@ -161,7 +190,7 @@ mod tests {
     #[test]
     fn every_problem_comes_with_its_line_and_column() {
         let text = "hostname: -bad-\nusers:\n  - name: ops\n    sudo: maybe\ntimezon: UTC\n";
-        let Err(Refused::Document(r)) = check(text, None) else {
+        let Err(Refused::Document(r)) = check(text, None, &Target::Id("a".into())) else {
             panic!("accepted")
         };
         assert!(r.problems.len() >= 2, "{r:?}");
@@ -176,7 +205,7 @@ mod tests {
     #[test]
     fn a_good_document_is_digested_and_redacted() {
         let text = "hostname: store-1\nconsole: {endpoint: https://c.example, token: pair-xyz}\n";
-        let c = check(text, None).unwrap();
+        let c = check(text, None, &Target::Id("a".into())).unwrap();
         assert_eq!(c.digest, sha256(text.as_bytes()));
         assert!(!c.redacted.to_string().contains("pair-xyz"));
         assert_eq!(c.redacted["hostname"], "store-1");
@@ -184,10 +213,30 @@ mod tests {
 
     #[test]
     fn a_malformed_signature_names_its_field() {
-        let Err(Refused::Field(e)) = check("hostname: a\n", Some("not a signature")) else {
+        let t = Target::Id("a".into());
+        let Err(Refused::Field(e)) = check("hostname: a\n", Some("not a signature"), &t) else {
             panic!()
         };
         assert_eq!(e.field.as_deref(), Some("signature"));
+    }
+
+    #[test]
+    fn a_document_that_would_cut_the_device_off_is_refused() {
+        let id = Target::Id("store-1".into());
+        let console = "console: {endpoint: https://c.example, token: t}\n";
+        let refused = |doc: &str, t: &Target| match check(doc, None, t) {
+            Err(Refused::Field(e)) => e.error,
+            other => panic!("{other:?}"),
+        };
+        assert!(refused("hostname: a\n", &id).contains("no console section"));
+        let other = format!("appliance: {{id: store-2}}\n{console}");
+        assert!(refused(&other, &id).contains("store-2"));
+        let same = format!("appliance: {{id: store-1}}\n{console}");
+        assert!(check(&same, None, &id).is_ok());
+        // Left out (the machine id) or for a selector: the devices judge it.
+        assert!(check(console, None, &id).is_ok());
+        let north = Target::Selector([("site".to_string(), "n".to_string())].into());
+        assert!(check(&other, None, &north).is_ok());
     }
 
     #[test]

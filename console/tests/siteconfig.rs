@@ -12,12 +12,14 @@ use p6os_protocol::siteconfig::{
 };
 use p6os_protocol::HeartbeatResponse;
 
+const CONSOLE: &str = "console: {endpoint: https://console.example, token: pair-token-secret}\n";
 const SECRET_HASH: &str = "$y$j9T$abcdefghijklmnopqrstu.$0123456789abcdefghijklmnopqrstuvwxyzABCDE";
 
 fn document(host: &str) -> String {
     format!(
         "hostname: {host}\nusers:\n  - name: ops\n    sudo: true\n    passwd: \"{SECRET_HASH}\"\n\
-         registries:\n  configs:\n    harbor.example: {{username: robot, password: registry-pw-42}}\n"
+         registries:\n  configs:\n    harbor.example: {{username: robot, password: registry-pw-42}}\n\
+         console: {{endpoint: \"https://console.example\", token: pair-token-secret}}\n"
     )
 }
 
@@ -81,10 +83,25 @@ fn an_invalid_document_lists_every_problem_with_its_place_and_stores_nothing() {
     assert_eq!(
         set(
             &s,
-            serde_json::json!({ "id": "nobody", "document": "hostname: a\n" })
+            serde_json::json!({ "id": "nobody", "document": format!("hostname: a\n{CONSOLE}") })
         )
         .status,
         404
+    );
+    // A document that would cut the device off from the console is refused at once.
+    let r = set(
+        &s,
+        serde_json::json!({ "id": "a1", "document": "hostname: a\n" }),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("no console section"), "{}", r.text());
+    let other = format!("appliance: {{id: a2}}\n{CONSOLE}");
+    let r = set(&s, serde_json::json!({ "id": "a1", "document": other }));
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("register as another appliance"),
+        "{}",
+        r.text()
     );
 }
 
@@ -140,7 +157,11 @@ fn set_by_id_and_selector_fetch_only_your_own_secrets_never_shown() {
         let r = s.admin("GET", &format!("{API}{path}"), Body::None);
         assert_eq!(r.status, 200, "{}", r.text());
         let text = r.text();
-        for secret in ["abcdefghijklmnopqrstu", "registry-pw-42"] {
+        for secret in [
+            "abcdefghijklmnopqrstu",
+            "registry-pw-42",
+            "pair-token-secret",
+        ] {
             assert!(!text.contains(secret), "{secret} in {path}: {text}");
         }
     }
@@ -245,7 +266,7 @@ fn history_is_paged_newest_first() {
     for i in 0..7 {
         let r: SetConfigResponse = set(
             &s,
-            serde_json::json!({ "id": "h1", "document": format!("hostname: h{i}\n") }),
+            serde_json::json!({ "id": "h1", "document": format!("hostname: h{i}\n{CONSOLE}") }),
         )
         .json();
         numbers.push(r.config);

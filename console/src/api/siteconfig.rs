@@ -43,7 +43,7 @@ pub async fn set(
     JsonBody(req): JsonBody<SetConfigRequest>,
 ) -> Result<Json<SetConfigResponse>, Refused> {
     let target = core::target(&req)?;
-    let checked = core::check(&req.document, req.signature.as_deref())?;
+    let checked = core::check(&req.document, req.signature.as_deref(), &target)?;
     let redacted_json = db::to_json(&checked.redacted);
     let (digest, serial) = (checked.digest.clone(), checked.serial);
     let t = target.clone();

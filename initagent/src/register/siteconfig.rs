@@ -111,8 +111,8 @@ pub enum Judged {
 pub fn judge_fetched(
     offer: &ConfigRef,
     doc: &ConfigDocument,
-    provisioning: &Provisioning,
-    keys: &[PublicKey],
+    (provisioning, keys): (&Provisioning, &[PublicKey]),
+    device: &Device,
 ) -> Judged {
     let bytes = doc.document.as_bytes();
     let digest = sha256(bytes);
@@ -131,13 +131,19 @@ pub fn judge_fetched(
     if let Verdict::Ignore(why) = trust::judge_console(provisioning, trust, &digest, &signature) {
         return Judged::Report(refused(offer, &digest, why.to_string()));
     }
-    if let Err(diags) = p6os_config::unattended::load(Path::new("unattended.yaml"), &doc.document) {
-        return Judged::Report(ConfigReport {
-            config: offer.config,
-            outcome: ConfigOutcome::Refused,
-            digest,
-            problems: diags.iter().map(|d| d.to_string()).collect(),
-        });
+    let parsed = match p6os_config::unattended::load(Path::new("unattended.yaml"), &doc.document) {
+        Ok(parsed) => parsed,
+        Err(diags) => {
+            return Judged::Report(ConfigReport {
+                config: offer.config,
+                outcome: ConfigOutcome::Refused,
+                digest,
+                problems: diags.iter().map(|d| d.to_string()).collect(),
+            })
+        }
+    };
+    if let Some(why) = cuts_off(&parsed, device) {
+        return Judged::Report(refused(offer, &digest, why));
     }
     if let Provisioning::Provisioned {
         digest: applied, ..
@@ -155,6 +161,40 @@ pub fn judge_fetched(
     Judged::Stage
 }
 
+/// Who the device is to its console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The appliance id it registers as.
+    pub id: String,
+    /// `/etc/machine-id` (an `appliance.id` left out defaults to it).
+    pub machine_id: String,
+}
+
+/// Why applying `doc` would cut the device off from the console that sent it: no `console`
+/// section (the document owns `/etc/p6os/console.json`: it would be removed), or another
+/// appliance id (the device would register as someone else).
+pub fn cuts_off(doc: &p6os_config::unattended::Unattended, device: &Device) -> Option<String> {
+    if doc.console.is_none() {
+        return Some(
+            "the document has no console section: applied, it would remove the device's \
+             console settings and the device would stop reporting (keep endpoint and token)"
+                .into(),
+        );
+    }
+    let id = doc
+        .appliance
+        .as_ref()
+        .and_then(|a| a.id.as_deref())
+        .unwrap_or(&device.machine_id);
+    (id != device.id).then(|| {
+        format!(
+            "the document would make this device appliance {id:?}, and it is {:?}: set \
+             appliance.id: {}",
+            device.id, device.id
+        )
+    })
+}
+
 /// Where the loop finds and keeps the configuration files: the directory of
 /// `/var/lib/p6os` (through the mounted /var), the image's configuration keys, this boot.
 #[derive(Debug, Clone)]
@@ -162,6 +202,7 @@ pub struct Files {
     pub dir: PathBuf,
     pub keys: Vec<PublicKey>,
     pub boot_id: String,
+    pub machine_id: String,
 }
 
 fn name(path: &str) -> &str {
@@ -175,6 +216,9 @@ impl Files {
             dir: PathBuf::from(&APPLIED_PATH[..APPLIED_PATH.rfind('/').unwrap_or(0)]),
             keys: crate::firstboot::config_keys(Path::new("/")),
             boot_id: fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            machine_id: fs::read_to_string(crate::firstboot::MACHINE_ID)
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default(),
         }
@@ -295,7 +339,12 @@ pub fn handle(
                     return Handled::Done;
                 }
             };
-            match judge_fetched(offer, &doc, &files.provisioning(), &files.keys) {
+            let device = Device {
+                id: id.to_string(),
+                machine_id: files.machine_id.clone(),
+            };
+            let provisioning = files.provisioning();
+            match judge_fetched(offer, &doc, (&provisioning, &files.keys), &device) {
                 Judged::Report(r) => {
                     info!(
                         "registration: site configuration {} {}{}",

@@ -18,7 +18,15 @@ use crate::firstboot::txn::Layout;
 use crate::register::state::{Phase, Registration};
 use crate::register::{run, Running};
 
-const DOC: &str = "hostname: store-9\nusers:\n  - name: ops\n    sudo: true\n";
+const DOC: &str = "appliance: {id: store-9}\nhostname: store-9\nusers:\n  - name: ops\n    \
+                   sudo: true\nconsole: {endpoint: http://127.0.0.1:1, token: t}\n";
+
+fn device() -> Device {
+    Device {
+        id: "store-9".into(),
+        machine_id: "0123".into(),
+    }
+}
 
 fn offer(doc: &str, config: u64) -> ConfigRef {
     ConfigRef {
@@ -96,17 +104,30 @@ fn next_step_reports_what_is_known_and_fetches_the_rest() {
 fn judge_fetched_refuses_the_wrong_document_the_untrusted_and_the_invalid() {
     let o = offer(DOC, 3);
     let p = provisioned("sha256:old", Some(2));
-    assert_eq!(judge_fetched(&o, &document(DOC, 3), &p, &[]), Judged::Stage);
+    assert_eq!(
+        judge_fetched(&o, &document(DOC, 3), (&p, &[]), &device()),
+        Judged::Stage
+    );
     let refused = |j: Judged| match j {
         Judged::Report(r) if r.outcome == ConfigOutcome::Refused => r.problems,
         other => panic!("{other:?}"),
     };
     // Not the document announced.
-    let ps = refused(judge_fetched(&o, &document("hostname: x\n", 3), &p, &[]));
+    let ps = refused(judge_fetched(
+        &o,
+        &document("hostname: x\n", 3),
+        (&p, &[]),
+        &device(),
+    ));
     assert!(ps[0].contains("not the one announced"), "{ps:?}");
     // Invalid: every problem with line:column, nothing staged.
     let bad = "hostname: -x-\nusers:\n  - nam: ops\n";
-    let ps = refused(judge_fetched(&offer(bad, 4), &document(bad, 4), &p, &[]));
+    let ps = refused(judge_fetched(
+        &offer(bad, 4),
+        &document(bad, 4),
+        (&p, &[]),
+        &device(),
+    ));
     assert!(ps.len() >= 2, "{ps:?}");
     assert!(
         ps.iter().any(|l| l.contains("unattended.yaml:3:")),
@@ -116,17 +137,51 @@ fn judge_fetched_refuses_the_wrong_document_the_untrusted_and_the_invalid() {
     // signed at or below it refused.
     let key = trusted_key();
     let keys = [key.public()];
-    let ps = refused(judge_fetched(&o, &document(DOC, 3), &p, &keys));
+    let ps = refused(judge_fetched(&o, &document(DOC, 3), (&p, &keys), &device()));
     assert!(ps[0].contains("not signed"), "{ps:?}");
     let mut signed = document(DOC, 3);
     signed.signature = Some(ConfigSignature::sign(&key, DOC.as_bytes(), 3).to_file());
-    assert_eq!(judge_fetched(&o, &signed, &p, &keys), Judged::Stage);
+    assert_eq!(
+        judge_fetched(&o, &signed, (&p, &keys), &device()),
+        Judged::Stage
+    );
     signed.signature = Some(ConfigSignature::sign(&key, DOC.as_bytes(), 2).to_file());
-    let ps = refused(judge_fetched(&o, &signed, &p, &keys));
+    let ps = refused(judge_fetched(&o, &signed, (&p, &keys), &device()));
     assert!(ps[0].contains("serial 2"), "{ps:?}");
+    // A document that would cut the device off from its console is refused.
+    for (doc, words) in [
+        (
+            "appliance: {id: store-9}\nhostname: a\n",
+            "no console section",
+        ),
+        (
+            "hostname: a\nconsole: {endpoint: http://c, token: t}\n",
+            "appliance \"0123\"",
+        ),
+        (
+            "appliance: {id: other}\nconsole: {endpoint: http://c, token: t}\n",
+            "appliance \"other\"",
+        ),
+    ] {
+        let ps = refused(judge_fetched(
+            &offer(doc, 6),
+            &document(doc, 6),
+            (&p, &[]),
+            &device(),
+        ));
+        assert!(ps[0].contains(words), "{ps:?}");
+    }
+    // Leaving the id out is fine when the device's id is its machine id.
+    let doc = "console: {endpoint: http://c, token: t}\n";
+    let by_machine_id = Device {
+        id: "0123".into(),
+        machine_id: "0123".into(),
+    };
+    let j = judge_fetched(&offer(doc, 6), &document(doc, 6), (&p, &[]), &by_machine_id);
+    assert_eq!(j, Judged::Stage);
     // The applied document again: unchanged.
     let same = provisioned(&o.digest, None);
-    let Judged::Report(r) = judge_fetched(&o, &document(DOC, 3), &same, &[]) else {
+    let Judged::Report(r) = judge_fetched(&o, &document(DOC, 3), (&same, &[]), &device()) else {
         panic!()
     };
     assert_eq!(r.outcome, ConfigOutcome::Unchanged);
@@ -140,6 +195,7 @@ fn files(state: &Path, keys: Vec<PublicKey>, boot: &str) -> Files {
         dir: applied.parent().unwrap().to_path_buf(),
         keys,
         boot_id: boot.into(),
+        machine_id: "0123".into(),
     }
 }
 
@@ -358,7 +414,9 @@ fn the_loop_fetches_stages_reboots_and_reports_against_the_real_console() {
     // The image now names a configuration key: an unsigned document is refused on the
     // device, nothing staged, no reboot.
     host.files.keys = vec![trusted_key().public()];
-    assert_eq!(set(&base, "hostname: evil\n"), 200);
+    let evil = "appliance: {id: store-9}\nusers: [{name: evil, sudo: true}]\n\
+                console: {endpoint: http://127.0.0.1:1, token: t}\n";
+    assert_eq!(set(&base, evil), 200);
     host.sleeps = 0;
     run(&s, reg, &mut host);
     let show = shown(&base);

@@ -3,6 +3,7 @@
 //! the registration loop; an invalid one changes nothing. (Only documents the boot believes:
 //! a refused one lets the search go on to the machine's block devices.)
 
+use super::applied::Applied;
 use super::console::{Staged, RESULT_PATH, STAGED_PATH};
 use super::*;
 use p6os_protocol::siteconfig::{ConfigOutcome, ConfigReport};

@@ -55,6 +55,44 @@ pub enum Command {
     /// Staged rollouts: a version to the appliances a selector matches, in waves.
     #[command(subcommand)]
     Rollouts(crate::client::rollouts::RolloutsCommand),
+    /// Set site configurations (unattended.yaml) remotely; show them (secrets redacted) and
+    /// their history.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check FILE (every problem with line:column) and set it for one appliance or a
+    /// selector; FILE.sig (from `p6os config sign`) goes along when it exists.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "selector"])))]
+    Set {
+        file: PathBuf,
+        /// The signature file (default: FILE.sig when it exists).
+        #[arg(long, value_name = "FILE")]
+        signature: Option<PathBuf>,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, value_name = "K=V[,K=V]")]
+        selector: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The configuration set last for an appliance, its report, the document (secrets
+    /// redacted).
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// An appliance's configurations and reports, newest first (every page, or the first N).
+    History {
+        id: String,
+        #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,7 @@ pub mod pairing;
 pub mod range;
 pub mod rollout;
 pub mod serve;
+pub mod siteconfig;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Bundles(c) => operator(&remote, |cl| client::bundles(cl, c)),
         Command::Desire(args) => operator(&remote, |cl| client::desire(cl, args)),
         Command::Rollouts(c) => operator(&remote, |cl| client::rollouts::rollouts(cl, c)),
+        Command::Config(c) => operator(&remote, |cl| client::siteconfig::run(cl, c)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,10 @@ use p6os_protocol as p;
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
 
+#[path = "openapi_siteconfig.rs"]
+mod siteconfig_ops;
+use siteconfig_ops::SITE_CONFIG_OPS;
+
 #[derive(Clone, Copy)]
 enum Auth {
     None,
@@ -607,13 +611,20 @@ fn schemas() -> Map<String, Value> {
         g.subschema_for::<p::rollout::Rollout>(),
         g.subschema_for::<p::rollout::RolloutPage>(),
         g.subschema_for::<p::rollout::RolloutDevicePage>(),
+        g.subschema_for::<p::siteconfig::SetConfigRequest>(),
+        g.subschema_for::<p::siteconfig::SetConfigResponse>(),
+        g.subschema_for::<p::siteconfig::ConfigRejected>(),
+        g.subschema_for::<p::siteconfig::ConfigShow>(),
+        g.subschema_for::<p::siteconfig::ConfigHistoryPage>(),
+        g.subschema_for::<p::siteconfig::ConfigDocument>(),
+        g.subschema_for::<p::siteconfig::ConfigReport>(),
     );
     g.take_definitions(true)
 }
 
 fn build() -> Value {
     let mut paths = Map::new();
-    for op in OPS.iter().chain(ROLLOUT_OPS) {
+    for op in OPS.iter().chain(ROLLOUT_OPS).chain(SITE_CONFIG_OPS) {
         let entry = paths
             .entry(op.path.to_string())
             .or_insert_with(|| Value::Object(Map::new()));

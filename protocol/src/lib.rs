@@ -20,6 +20,7 @@
 
 pub mod identity;
 pub mod rollout;
+pub mod siteconfig;
 
 use std::collections::BTreeMap;
 
@@ -304,6 +305,10 @@ pub struct HeartbeatResponse {
     /// device's security floor.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_downgrade: bool,
+    /// A site configuration the operator set for this device and it has not reported on
+    /// (`siteconfig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<siteconfig::ConfigRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

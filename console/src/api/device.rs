@@ -207,14 +207,17 @@ pub async fn heartbeat(
             if let Some(facts) = &beat.facts {
                 check_facts(facts)?;
             }
-            appliances::heartbeat(c, &id, &beat, clock.now())?
-                .ok_or_else(|| ApiError::unauthorized("invalid device token"))
+            let answer = appliances::heartbeat(c, &id, &beat, clock.now())?
+                .ok_or_else(|| ApiError::unauthorized("invalid device token"))?;
+            Ok((answer, super::siteconfig::offer(c, &id)?))
         })
         .await?;
+    let (answer, config) = answer;
     Ok(Json(HeartbeatResponse {
         desired_version: answer.desired_version,
         bundle: answer.bundle,
         heartbeat_secs: st.heartbeat_secs,
         allow_downgrade: answer.allow_downgrade,
+        config,
     }))
 }

@@ -9,6 +9,7 @@ mod device;
 mod extract;
 mod operator;
 mod rollouts;
+mod siteconfig;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -232,6 +233,23 @@ fn routes(state: Option<&AppState>) -> Routes {
     .add(Post, "/api/v1/rollouts/{id}/pause", rollouts::pause)
     .add(Post, "/api/v1/rollouts/{id}/resume", rollouts::resume)
     .add(Post, "/api/v1/rollouts/{id}/abort", rollouts::abort)
+    .add(Put, "/api/v1/config", siteconfig::set)
+    .add(Get, "/api/v1/appliances/{id}/config", siteconfig::show)
+    .add(
+        Get,
+        "/api/v1/appliances/{id}/config/history",
+        siteconfig::history,
+    )
+    .add(
+        Get,
+        "/api/v1/appliances/{id}/config/{config}",
+        siteconfig::document,
+    )
+    .add(
+        Post,
+        "/api/v1/appliances/{id}/config/report",
+        siteconfig::report,
+    )
 }
 
 /// Every (method, path) the router serves, paths in the router's (and OpenAPI's) `{param}`

@@ -3,6 +3,7 @@
 
 pub mod format;
 pub mod rollouts;
+pub mod siteconfig;
 
 use std::collections::BTreeMap;
 use std::path::Path;

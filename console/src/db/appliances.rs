@@ -19,7 +19,7 @@ const COLUMNS: &str = "id, status, name, labels_json, facts_json, desired_versio
                        created_at, paired_at, last_seen, key_fingerprint, requested_fingerprint, \
                        pairing, image_name, arch";
 
-pub(super) fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, DbError> {
+pub(crate) fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, DbError> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
         .ctx("begin")
 }
@@ -139,7 +139,7 @@ pub fn list(
 
 /// `AND` terms for "the labels include every one of `selector`", appended to `sql` with their
 /// arguments (numbered after those already in `args`).
-pub(super) fn selector_sql(
+pub(crate) fn selector_sql(
     selector: &BTreeMap<String, String>,
     sql: &mut String,
     args: &mut Vec<Value>,

@@ -9,6 +9,7 @@ pub mod appliances;
 pub mod bundles;
 pub mod pairing;
 pub mod rollouts;
+pub mod siteconfig;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -106,6 +107,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX rollout_devices_by_appliance ON rollout_devices(appliance_id);
     -- the totals per wave and state (a covering index: counted without reading rows).
     CREATE INDEX rollout_devices_by_state ON rollout_devices(rollout_id, wave, state);",
+    siteconfig::MIGRATION,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -10,19 +10,24 @@
 //! decision to apply). I/O: this module and `txn`.
 
 pub mod applied;
+mod apply;
 mod beneath;
+pub mod console;
 pub mod render;
 pub mod source;
 pub mod trust;
 pub mod txn;
 
+#[cfg(test)]
+#[path = "console_boot_tests.rs"]
+mod console_boot_tests;
+
 use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use applied::{Applied, Decision, APPLIED_PATH};
-use p6os_bundle::configsig;
+use applied::APPLIED_PATH;
 use p6os_bundle::keys::PublicKey;
 use render::{Base, Flavor};
 use source::{ConfigArg, FsType, Origin, Partition};
@@ -88,125 +93,49 @@ fn run_steps(ctx: &Context) -> &'static str {
     };
     let upper_applied = layout.upper(APPLIED_PATH).ok();
     let previous_bytes = upper_applied.as_ref().and_then(|p| fs::read(p).ok());
-    let previous: Option<Applied> = previous_bytes
-        .as_ref()
-        .and_then(|b| serde_json::from_slice(&b[..]).ok());
+    let (provisioning, previous) = console::provisioning(previous_bytes.as_deref());
     let gate = Gate {
-        provisioning: match (&previous_bytes, &previous) {
-            (None, _) => Provisioning::Unprovisioned,
-            (Some(_), Some(p)) => Provisioning::Provisioned {
-                digest: p.digest.clone(),
-                serial: p.serial,
-                from: p.source_kind(),
-            },
-            // A record that does not read still means "provisioned": trust nothing new unsigned,
-            // and never let the image's default replace what it may have recorded.
-            (Some(_), None) => Provisioning::Provisioned {
-                digest: String::new(),
-                serial: None,
-                from: SourceKind::Writable,
-            },
-        },
+        provisioning,
         keys: config_keys(Path::new(ctx.sysroot)),
     };
-    let (Chosen { origin, bytes }, serial, kind) = match discover(ctx, &gate) {
-        Choice::Apply { candidate, serial } => (candidate.item, serial, candidate.kind),
-        Choice::KeepApplied => {
-            info!(
-                "config unchanged: no document found is believed; the configuration applied from {} stays",
-                previous.as_ref().map_or("an unreadable record", |p| p.source.as_str())
-            );
-            return "unchanged";
-        }
-        Choice::Nothing => {
-            info!(
-                "no unattended.yaml found (kernel argument, configuration drive, ESP, image default)"
-            );
-            return "none";
-        }
+    // The console's document, staged by the agent, comes before every other source.
+    let staged = console::take(&layout);
+    let from_console = staged.as_ref().and_then(|s| gate.console(s, &layout));
+    let (Chosen { origin, bytes }, serial, kind) = match from_console {
+        Some(chosen) => chosen,
+        None => match discover(ctx, &gate) {
+            Choice::Apply { candidate, serial } => (candidate.item, serial, candidate.kind),
+            Choice::KeepApplied => {
+                info!(
+                    "config unchanged: no document found is believed; the configuration applied from {} stays",
+                    previous.as_ref().map_or("an unreadable record", |p| p.source.as_str())
+                );
+                return "unchanged";
+            }
+            Choice::Nothing => {
+                info!(
+                    "no unattended.yaml found (kernel argument, configuration drive, ESP, image default)"
+                );
+                return "none";
+            }
+        },
     };
     info!("using unattended.yaml from {origin}");
     let digest = applied::sha256(&bytes);
-    let doc = match std::str::from_utf8(&bytes) {
-        Err(e) => {
-            invalid(&origin, &[format!("not UTF-8 text ({e})")]);
-            return "invalid";
-        }
-        Ok(text) => match p6os_config::unattended::load(Path::new(&origin_name(&origin)), text) {
-            Ok(doc) => doc,
-            Err(diags) => {
-                let lines: Vec<String> = diags.0.iter().map(|d| d.to_string()).collect();
-                invalid(&origin, &lines);
-                return "invalid";
-            }
-        },
-    };
-    let base = read_base(&layout, machine_id);
-    let rendered = match render::render(&doc, &base) {
-        Ok(r) => r,
-        Err(errors) => {
-            invalid(&origin, &errors);
-            return "invalid";
-        }
-    };
-    let stale = match applied::decide(previous.as_ref(), &digest, &rendered) {
-        Decision::Unchanged => {
-            info!("config unchanged ({digest}): nothing applied");
-            return "unchanged";
-        }
-        Decision::Apply { stale } => stale,
-    };
-    for note in &rendered.notes {
-        warn!("{note}");
+    let shown = origin.to_string();
+    let (status, problems) = apply::apply(
+        &layout,
+        machine_id,
+        previous.as_ref(),
+        (origin, &bytes, &digest),
+        (serial, kind),
+    );
+    if let (Some(s), SourceKind::Console) = (&staged, kind) {
+        let source = previous.as_ref().map(|p| p.source.as_str());
+        let report = console::report(s, &digest, (status, &problems), source, &shown);
+        console::finish(&layout, &report);
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut files = applied::managed_files(&rendered);
-    files.push(APPLIED_PATH.to_string());
-    let record = Applied {
-        digest: digest.clone(),
-        rendered_digest: applied::rendered_digest(&rendered),
-        source: origin.to_string(),
-        applied_at: applied::rfc3339(now),
-        files,
-        notes: rendered.notes.clone(),
-        serial,
-        source_kind: Some(kind),
-    };
-    let mut targets = rendered.targets.clone();
-    targets.push(render::Target {
-        path: APPLIED_PATH.to_string(),
-        content: render::Content::File(
-            (serde_json::to_string_pretty(&record).unwrap_or_default() + "\n").into_bytes(),
-        ),
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-    });
-    match txn::apply(&layout, &targets, &stale) {
-        Ok(outcome) => {
-            info!(
-                "config applied ({digest}): {} files written, {} removed",
-                record.files.len(),
-                stale.len()
-            );
-            log_outcome(&outcome);
-            // A step a user made fail in their own home is theirs; anything else is ours.
-            if outcome.failed_outside_homes() {
-                "failed"
-            } else {
-                "applied"
-            }
-        }
-        Err(e) => {
-            warn!(
-                "config not applied, the previous configuration stays: {}",
-                crate::log::error_chain(&e)
-            );
-            "failed"
-        }
-    }
+    status
 }
 
 /// What stood in the way of a change, and the steps left for the next boot.
@@ -241,6 +170,7 @@ fn origin_name(origin: &Origin) -> String {
         Origin::Drive { device, path } => format!("{device}:{path}"),
         Origin::Esp => format!("esp:{}", source::ESP_CONFIG_PATH),
         Origin::Baked => source::BAKED_CONFIG_PATH.to_string(),
+        Origin::Console { config } => format!("console:config-{config}"),
     }
 }
 
@@ -258,16 +188,7 @@ impl Gate {
             Origin::Baked => SourceKind::Image,
             _ => SourceKind::Writable,
         };
-        let signature = match &doc.signature {
-            None => Signature::Absent,
-            Some(sig) => match configsig::verify(&doc.bytes, sig, &self.keys) {
-                Ok(s) => Signature::Valid {
-                    key_id: s.key_id.to_string(),
-                    serial: s.serial,
-                },
-                Err(e) => Signature::Invalid(e.to_string()),
-            },
-        };
+        let signature = console::signature_of(&doc.bytes, doc.signature.as_deref(), &self.keys);
         Candidate {
             kind,
             digest: applied::sha256(&doc.bytes),
@@ -280,8 +201,42 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// The console's staged document if it is believed ([`trust::judge_console`]); when it is
+    /// not, the refusal is the outcome reported and the search goes on.
+    fn console(
+        &self,
+        staged: &console::Staged,
+        layout: &txn::Layout,
+    ) -> Option<(Chosen, Option<u64>, SourceKind)> {
+        let bytes = staged.document.as_bytes().to_vec();
+        let digest = applied::sha256(&bytes);
+        let signature = console::signature_of(
+            &bytes,
+            staged.signature.as_deref().map(str::as_bytes),
+            &self.keys,
+        );
+        let trust = console::console_trust(&self.keys);
+        let origin = Origin::Console {
+            config: staged.config,
+        };
+        match trust::judge_console(&self.provisioning, trust, &digest, &signature) {
+            trust::Verdict::Believe { serial } => {
+                Some((Chosen { origin, bytes }, serial, SourceKind::Console))
+            }
+            trust::Verdict::Ignore(why) => {
+                warn!("ignoring unattended.yaml from {origin}: {why}; nothing from it is applied");
+                let problems = [why.to_string()];
+                let report = console::report(staged, &digest, ("refused", &problems), None, "");
+                console::finish(layout, &report);
+                None
+            }
+        }
+    }
+}
+
 /// The public keys in the slot's [`p6os_layout::slot::CONFIG_KEYS_DIR`].
-fn config_keys(sysroot: &Path) -> Vec<PublicKey> {
+pub fn config_keys(sysroot: &Path) -> Vec<PublicKey> {
     let dir = sysroot.join(&p6os_layout::slot::CONFIG_KEYS_DIR[1..]);
     let mut keys = Vec::new();
     let Ok(list) = fs::read_dir(&dir) else {

@@ -185,9 +185,16 @@ pub fn is_config_drive_label(label: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     KernelArg(ConfigArg),
-    Drive { device: String, path: String },
+    Drive {
+        device: String,
+        path: String,
+    },
     Esp,
     Baked,
+    /// Set on the console, staged by the agent (`super::console`).
+    Console {
+        config: u64,
+    },
 }
 
 impl fmt::Display for Origin {
@@ -197,6 +204,7 @@ impl fmt::Display for Origin {
             Origin::Drive { device, path } => write!(f, "configuration drive {device} ({path})"),
             Origin::Esp => write!(f, "the ESP ({ESP_CONFIG_PATH})"),
             Origin::Baked => write!(f, "the image's default ({BAKED_CONFIG_PATH})"),
+            Origin::Console { config } => write!(f, "the console (site configuration {config})"),
         }
     }
 }

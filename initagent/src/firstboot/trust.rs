@@ -27,6 +27,8 @@ pub enum SourceKind {
     Writable,
     /// The default baked into the slot (covered by the bundle's signature).
     Image,
+    /// Set by the operator on the console and staged by the agent ([`judge_console`]).
+    Console,
 }
 
 /// What the device has applied before (`applied.json`).
@@ -74,6 +76,8 @@ pub enum Refusal {
     },
     /// The image's default, on a device configured from outside the image.
     ImageDefaultBelowApplied,
+    /// A console's document, unsigned, on an image that names configuration keys.
+    ConsoleUnsigned,
 }
 
 impl fmt::Display for Refusal {
@@ -87,6 +91,11 @@ impl fmt::Display for Refusal {
             Refusal::Replayed { serial, applied } => write!(
                 f,
                 "its serial {serial} is not above the applied serial {applied} (an old document replayed?)"
+            ),
+            Refusal::ConsoleUnsigned => write!(
+                f,
+                "the image names configuration keys and the console's document is not signed \
+                 (upload it with the .sig of `p6os config sign`)"
             ),
             Refusal::ImageDefaultBelowApplied => write!(
                 f,
@@ -131,12 +140,12 @@ pub fn judge(
             Verdict::Ignore(Refusal::ImageDefaultBelowApplied)
         }
         (
-            SourceKind::Writable,
+            SourceKind::Writable | SourceKind::Console,
             Provisioning::Provisioned {
                 digest: applied, ..
             },
         ) if applied == digest => keep(None),
-        (SourceKind::Writable, Provisioning::Provisioned { .. }) => {
+        (SourceKind::Writable | SourceKind::Console, Provisioning::Provisioned { .. }) => {
             match (signed, applied_serial) {
                 (None, _) => Verdict::Ignore(Refusal::Unsigned),
                 (Some(serial), Some(applied)) if serial <= applied => {
@@ -145,6 +154,45 @@ pub fn judge(
                 (Some(serial), _) => keep(Some(serial)),
             }
         }
+    }
+}
+
+/// Whether the image lets its console configure it unsigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleTrust {
+    /// The image names no configuration keys: the console (which the device reaches over
+    /// TLS with its token, and which the image's `console` section named) is trusted.
+    Trusted,
+    /// The image names `upgrades.config_keys`: a console's document must be signed by one of
+    /// them, under a serial above the applied one, so a compromised console cannot add a
+    /// user.
+    SignedOnly,
+}
+
+/// The decision for a document the console delivered (staged by the agent). A signature
+/// that is present must hold, as for every source.
+pub fn judge_console(
+    provisioning: &Provisioning,
+    trust: ConsoleTrust,
+    digest: &str,
+    signature: &Signature,
+) -> Verdict {
+    let applied_serial = match provisioning {
+        Provisioning::Unprovisioned => None,
+        Provisioning::Provisioned { serial, .. } => *serial,
+    };
+    match (trust, signature) {
+        (_, Signature::Invalid(why)) => Verdict::Ignore(Refusal::BadSignature(why.clone())),
+        (ConsoleTrust::Trusted, Signature::Absent) => Verdict::Believe {
+            serial: applied_serial,
+        },
+        (ConsoleTrust::SignedOnly, Signature::Absent) => match provisioning {
+            Provisioning::Provisioned { digest: d, .. } if d == digest => Verdict::Believe {
+                serial: applied_serial,
+            },
+            _ => Verdict::Ignore(Refusal::ConsoleUnsigned),
+        },
+        (_, Signature::Valid { .. }) => judge(provisioning, SourceKind::Console, digest, signature),
     }
 }
 
@@ -195,6 +243,10 @@ pub fn choose<T>(
         Provisioning::Provisioned { .. } => Choice::KeepApplied,
     }
 }
+
+#[cfg(test)]
+#[path = "trust_console_tests.rs"]
+mod console_tests;
 
 #[cfg(test)]
 mod tests {

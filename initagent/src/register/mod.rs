@@ -10,6 +10,7 @@
 
 pub mod facts;
 pub mod identity;
+pub mod siteconfig;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -122,6 +123,10 @@ pub trait Host {
     /// Waits; false stops the loop (tests).
     fn sleep(&mut self, wait: Duration) -> bool;
     fn random(&mut self) -> u64;
+    /// Where remote site configurations are staged (`siteconfig`); `None`: not handled.
+    fn site_config(&mut self) -> Option<&mut siteconfig::Files> {
+        None
+    }
 }
 
 /// Turns an HTTP exchange into an [`Answer`]: 2xx with a body that parses is an answer, 401 and
@@ -309,6 +314,10 @@ pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> R
                     &beat(&running, report.take(), facts),
                 );
                 facts_sent |= matches!(answer, Answer::Ok(_));
+                let offer = match &answer {
+                    Answer::Ok(r) => r.config.clone(),
+                    _ => None,
+                };
                 let (next, after) = state::after_heartbeat(
                     &reg,
                     answer,
@@ -322,6 +331,17 @@ pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> R
                     host.save(&next);
                 }
                 reg = next;
+                // Not during an upgrade's trial: that reboot would count against the new slot.
+                if let Some(offer) = offer.filter(|_| running.health != Health::Assessing) {
+                    if siteconfig::handle(settings, &reg.id, &token, &offer, host)
+                        == siteconfig::Handled::Reboot
+                    {
+                        match host.reboot() {
+                            Ok(()) => return reg,
+                            Err(why) => warn!("registration: the reboot failed: {why}"),
+                        }
+                    }
+                }
                 match after {
                     AfterHeartbeat::Wait(wait) => wait,
                     AfterHeartbeat::Upgrade(bundle, downgrade) => {
@@ -465,6 +485,7 @@ pub fn load_registration(path: &Path) -> Option<Registration> {
 struct Machine {
     appliance: ApplianceFile,
     ca_files: Vec<PathBuf>,
+    site_config: siteconfig::Files,
 }
 
 impl Host for Machine {
@@ -526,6 +547,10 @@ impl Host for Machine {
     fn sleep(&mut self, wait: Duration) -> bool {
         std::thread::sleep(wait);
         true
+    }
+
+    fn site_config(&mut self) -> Option<&mut siteconfig::Files> {
+        Some(&mut self.site_config)
     }
 
     fn random(&mut self) -> u64 {
@@ -602,6 +627,7 @@ pub fn main() -> i32 {
     let mut machine = Machine {
         appliance,
         ca_files,
+        site_config: siteconfig::Files::machine(),
     };
     run(&settings, reg, &mut machine);
     0

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod client;
 pub mod core;
 pub mod db;
+pub mod diagnostics;
 pub mod error;
 pub mod init;
 pub mod limit;

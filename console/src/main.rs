@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Appliances(c) => operator(&remote, |cl| client::appliances(cl, c)),
         Command::Bundles(c) => operator(&remote, |cl| client::bundles(cl, c)),
         Command::Desire(args) => operator(&remote, |cl| client::desire(cl, args)),
+        Command::Diagnostics(c) => operator(&remote, |cl| client::diagnostics(cl, c)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,6 +18,7 @@
 //! are optional and ignored by older readers; an incompatible change gets a new path
 //! (`/api/v2`).
 
+pub mod diagnostics;
 pub mod identity;
 
 use std::collections::BTreeMap;
@@ -303,6 +304,9 @@ pub struct HeartbeatResponse {
     /// device's security floor.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_downgrade: bool,
+    /// The operator asked for a diagnostics bundle ([`diagnostics`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<diagnostics::DiagnosticsRequest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

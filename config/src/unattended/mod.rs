@@ -8,6 +8,7 @@
 //! no secret value is ever echoed in a diagnostic.
 
 mod checks;
+mod redact;
 mod syntax;
 mod types;
 
@@ -17,6 +18,7 @@ use crate::diag::Diagnostics;
 use crate::yamlcheck::{self, Loaded};
 
 pub use ipnet::IpNet;
+pub use redact::REDACTED;
 pub use syntax::{
     overlaps, parse_cidr, parse_http_url, redact_userinfo, strip_whitespace, valid_account_name,
     valid_hostname,

@@ -206,14 +206,18 @@ pub async fn heartbeat(
             if let Some(facts) = &beat.facts {
                 check_facts(facts)?;
             }
-            appliances::heartbeat(c, &id, &beat, now())?
-                .ok_or_else(|| ApiError::unauthorized("invalid device token"))
+            let now = now();
+            let answer = appliances::heartbeat(c, &id, &beat, now)?
+                .ok_or_else(|| ApiError::unauthorized("invalid device token"))?;
+            Ok((answer, crate::db::diagnostics::deliver(c, &id, now)?))
         })
         .await?;
+    let (answer, diagnostics) = answer;
     Ok(Json(HeartbeatResponse {
         desired_version: answer.desired_version,
         bundle: answer.bundle,
         heartbeat_secs: st.heartbeat_secs,
         allow_downgrade: answer.allow_downgrade,
+        diagnostics,
     }))
 }

@@ -1,7 +1,10 @@
 //! The operator commands: a blocking HTTP client of the API (ureq), and their output
 //! (`format`: tables and readable details, pure).
 
+mod diagnostics;
 pub mod format;
+
+pub use diagnostics::diagnostics;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -7,6 +7,7 @@
 
 pub mod appliances;
 pub mod bundles;
+pub mod diagnostics;
 pub mod pairing;
 
 use std::path::{Path, PathBuf};
@@ -76,6 +77,20 @@ const MIGRATIONS: &[&str] = &[
     // 4: the issue time (Unix ms) of the challenge whose proof last got a device token: a
     // proof is not replayed.
     "ALTER TABLE appliances ADD COLUMN last_challenge_ms INTEGER;",
+    // diagnostics: operators' requests for a device's diagnostics bundle, and the bundles
+    // (bytes in the row; NULL once dropped to keep within the caps).
+    "CREATE TABLE diagnostics (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        appliance_id TEXT NOT NULL REFERENCES appliances(id) ON DELETE CASCADE,
+        max_bytes INTEGER NOT NULL,
+        requested_at INTEGER NOT NULL,
+        delivered_at INTEGER,
+        uploaded_at INTEGER,
+        size INTEGER,
+        sha256 TEXT,
+        content BLOB
+    );
+    CREATE INDEX diagnostics_by_appliance ON diagnostics(appliance_id, id);",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -298,7 +313,7 @@ mod tests {
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 4);
+        assert_eq!(v, MIGRATIONS.len() as i64);
         let (fp, last): (String, Option<i64>) = conn
             .query_row(
                 "SELECT key_fingerprint, last_challenge_ms FROM appliances WHERE id = 'dev'",
@@ -307,5 +322,41 @@ mod tests {
             )
             .unwrap();
         assert_eq!((fp.as_str(), last), ("SHA256:x", None));
+    }
+
+    /// The diagnostics migration on a database with appliances: they stay, the table is
+    /// empty and usable.
+    #[test]
+    fn diagnostics_migration_keeps_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let at = MIGRATIONS
+            .iter()
+            .position(|m| m.contains("CREATE TABLE diagnostics"))
+            .unwrap();
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..at] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", at as i64).unwrap();
+            tx.execute(
+                "INSERT INTO appliances (id, status, created_at) VALUES ('dev', 'ready', 1)",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM appliances", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        conn.execute(
+            "INSERT INTO diagnostics (appliance_id, max_bytes, requested_at) VALUES ('dev', 1, 2)",
+            [],
+        )
+        .unwrap();
     }
 }

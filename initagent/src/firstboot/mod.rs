@@ -10,7 +10,7 @@
 //! decision to apply). I/O: this module and `txn`.
 
 pub mod applied;
-mod beneath;
+pub(crate) mod beneath;
 pub mod render;
 pub mod source;
 pub mod trust;

@@ -33,6 +33,7 @@ fn response(desired: Option<&str>, b: Option<BundleRef>) -> HeartbeatResponse {
         bundle: b,
         heartbeat_secs: 10,
         allow_downgrade: false,
+        diagnostics: None,
     }
 }
 

@@ -153,7 +153,7 @@ mod tests {
 hostname: edge-1
 users:
   - name: ops
-    passwd: "$6$SECRET-PASSWD-HASH"
+    passwd: "$6$salt$SECRETPASSWDHASH"
     ssh_authorized_keys:
       - "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops@laptop"
 proxy:
@@ -182,7 +182,7 @@ write_files:
         // The document holds each marker before redaction (else the test proves nothing).
         let before = serde_json::to_string(&doc).unwrap();
         let markers = [
-            "SECRET-PASSWD-HASH",
+            "SECRETPASSWDHASH",
             "SECRET-PROXY-PASSWORD",
             "SECRET-PROXYS-PASSWORD",
             "SECRET-MIRROR-PASSWORD",

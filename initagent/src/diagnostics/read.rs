@@ -67,7 +67,9 @@ pub fn file_beneath(root: &Path, rel: &str, cap: usize) -> io::Result<Piece> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let parent = rel.parent().map_or(String::new(), |p| p.to_string_lossy().into_owned());
+    let parent = rel
+        .parent()
+        .map_or(String::new(), |p| p.to_string_lossy().into_owned());
     let dir = dir_beneath(root, &parent)?;
     read_capped(dir.open_read(&name)?, cap)
 }
@@ -104,12 +106,15 @@ pub fn kmsg(path: &Path, cap: usize, deadline: Instant) -> io::Result<Piece> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        let mut record = buf[..n].to_vec();
-        if record.last() != Some(&b'\n') {
-            record.push(b'\n');
+        // A read is one record from /dev/kmsg, any number of lines from a file.
+        for line in buf[..n].split_inclusive(|b| *b == b'\n') {
+            let mut record = line.to_vec();
+            if record.last() != Some(&b'\n') {
+                record.push(b'\n');
+            }
+            held += record.len();
+            lines.push_back(record);
         }
-        held += record.len();
-        lines.push_back(record);
         while held > cap {
             match lines.pop_front() {
                 Some(old) => held -= old.len(),
@@ -118,14 +123,10 @@ pub fn kmsg(path: &Path, cap: usize, deadline: Instant) -> io::Result<Piece> {
             truncated = true;
         }
     }
+    // One record larger than the bound was dropped whole above: nothing of it is kept.
     let mut bytes = Vec::with_capacity(held);
     for l in lines {
         bytes.extend_from_slice(&l);
-    }
-    if bytes.len() > cap {
-        // One record larger than the bound: its end.
-        bytes.drain(..bytes.len() - cap);
-        truncated = true;
     }
     Ok(Piece { bytes, truncated })
 }
@@ -195,7 +196,13 @@ mod tests {
         std::fs::create_dir_all(root.path().join("var/lib")).unwrap();
         std::fs::write(root.path().join("var/lib/a"), b"0123456789").unwrap();
         let p = file_beneath(root.path(), "/var/lib/a", 4).unwrap();
-        assert_eq!(p, Piece { bytes: b"0123".to_vec(), truncated: true });
+        assert_eq!(
+            p,
+            Piece {
+                bytes: b"0123".to_vec(),
+                truncated: true
+            }
+        );
         let p = file_beneath(root.path(), "var/lib/a", 10).unwrap();
         assert!(!p.truncated);
         std::os::unix::fs::symlink("a", root.path().join("var/lib/link")).unwrap();
@@ -225,21 +232,34 @@ mod tests {
     #[test]
     fn commands_are_bounded_in_output_and_time() {
         let sh = Path::new("/bin/sh");
-        let Ran::Done(p) = command(sh, &["-c", "echo hello"], 100, Duration::from_secs(10)).unwrap()
+        let Ran::Done(p) =
+            command(sh, &["-c", "echo hello"], 100, Duration::from_secs(10)).unwrap()
         else {
             panic!("timed out")
         };
         assert_eq!(p.bytes, b"hello\n");
-        let Ran::Done(p) =
-            command(sh, &["-c", "yes | head -c 100000"], 10, Duration::from_secs(10)).unwrap()
-        else {
+        let Ran::Done(p) = command(
+            sh,
+            &["-c", "yes | head -c 100000"],
+            10,
+            Duration::from_secs(10),
+        )
+        .unwrap() else {
             panic!("timed out")
         };
         assert_eq!((p.bytes.len(), p.truncated), (10, true));
         let started = Instant::now();
-        let ran = command(sh, &["-c", "echo early; exec sleep 30"], 100, Duration::from_millis(300))
-            .unwrap();
-        assert!(matches!(ran, Ran::TimedOut(ref p) if p.bytes == b"early\n"), "{ran:?}");
+        let ran = command(
+            sh,
+            &["-c", "echo early; exec sleep 30"],
+            100,
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        assert!(
+            matches!(ran, Ran::TimedOut(ref p) if p.bytes == b"early\n"),
+            "{ran:?}"
+        );
         assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

@@ -33,9 +33,6 @@ pub fn finish(out: &mut Vec<u8>) {
     out.resize(out.len() + 2 * BLOCK, 0);
 }
 
-/// What one file costs in the archive besides its bytes (header and padding, at most).
-pub const OVERHEAD: usize = 2 * BLOCK;
-
 fn padding(len: usize) -> usize {
     (BLOCK - len % BLOCK) % BLOCK
 }
@@ -64,7 +61,7 @@ mod tests {
         append(&mut out, "empty", b"", 1);
         finish(&mut out);
         assert_eq!(out.len() % BLOCK, 0);
-        let mut archive = tar::Archive::new(&out[..]);
+        let mut archive = ::tar::Archive::new(&out[..]);
         let mut seen = Vec::new();
         for entry in archive.entries().unwrap() {
             let mut e = entry.unwrap();

@@ -122,6 +122,8 @@ pub trait Host {
     /// Waits; false stops the loop (tests).
     fn sleep(&mut self, wait: Duration) -> bool;
     fn random(&mut self) -> u64;
+    /// Where a diagnostics bundle is collected from (`None`: this host collects none).
+    fn diagnostics(&mut self) -> Option<crate::diagnostics::Origin>;
 }
 
 /// Turns an HTTP exchange into an [`Answer`]: 2xx with a body that parses is an answer, 401 and
@@ -297,6 +299,8 @@ pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> R
     let mut report: Option<Progress> = None;
     // Facts go with the first heartbeat after each start (they change across boots).
     let mut facts_sent = false;
+    // Diagnostics bundles asked for by the console: collected and sent beside the loop.
+    let mut diagnostics = crate::diagnostics::Jobs::default();
     loop {
         let wait = match (reg.phase, reg.device_token.clone()) {
             (Phase::Ready, Some(token)) => {
@@ -309,6 +313,22 @@ pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> R
                     &beat(&running, report.take(), facts),
                 );
                 facts_sent |= matches!(answer, Answer::Ok(_));
+                diagnostics.reap();
+                if let Answer::Ok(HeartbeatResponse {
+                    diagnostics: Some(asked),
+                    ..
+                }) = &answer
+                {
+                    let upload = crate::diagnostics::Upload {
+                        endpoint: settings.endpoint.trim_end_matches('/').to_string(),
+                        token: token.clone(),
+                        policy: settings.policy(),
+                    };
+                    match host.diagnostics() {
+                        Some(origin) => diagnostics.offer(asked, upload, origin),
+                        None => warn!("diagnostics: this host collects no bundle"),
+                    }
+                }
                 let (next, after) = state::after_heartbeat(
                     &reg,
                     answer,
@@ -526,6 +546,10 @@ impl Host for Machine {
     fn sleep(&mut self, wait: Duration) -> bool {
         std::thread::sleep(wait);
         true
+    }
+
+    fn diagnostics(&mut self) -> Option<crate::diagnostics::Origin> {
+        Some(crate::diagnostics::Origin::Machine)
     }
 
     fn random(&mut self) -> u64 {

@@ -165,4 +165,4 @@ fn run(request: &DiagnosticsRequest, upload: &Upload, origin: Origin) -> Outcome
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -52,6 +52,9 @@ pub enum Command {
     Bundles(BundlesCommand),
     /// Set or clear the version appliances should run.
     Desire(DesireArgs),
+    /// Ask an appliance for a diagnostics bundle, list the requests, download a bundle.
+    #[command(subcommand)]
+    Diagnostics(DiagnosticsCommand),
     /// Staged rollouts: a version to the appliances a selector matches, in waves.
     #[command(subcommand)]
     Rollouts(crate::client::rollouts::RolloutsCommand),
@@ -243,6 +246,39 @@ pub enum BundlesCommand {
         /// Only the first N; without it, every page is fetched.
         #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DiagnosticsCommand {
+    /// Ask an appliance for a diagnostics bundle: it is passed on in the answer to the
+    /// device's next heartbeat, and the device uploads it (one request at a time: an
+    /// outstanding one is shown instead).
+    Request {
+        id: String,
+        /// Largest bundle, bytes (64 KiB to 8 MiB; default 8 MiB).
+        #[arg(long, value_name = "N")]
+        max_bytes: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// An appliance's requests, newest first.
+    List {
+        id: String,
+        /// Only the first (newest) N; without it, every page is fetched.
+        #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download the bundle of request N to FILE (a .tar.zst), checked against the sha256 the
+    /// console recorded; nothing is written when it differs.
+    Get {
+        n: u64,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
         #[arg(long)]
         json: bool,
     },

@@ -19,6 +19,7 @@ pub mod client;
 pub mod clock;
 pub mod core;
 pub mod db;
+pub mod diagnostics;
 pub mod error;
 pub mod init;
 pub mod limit;

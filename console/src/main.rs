@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Command::Desire(args) => operator(&remote, |cl| client::desire(cl, args)),
         Command::Rollouts(c) => operator(&remote, |cl| client::rollouts::rollouts(cl, c)),
         Command::Config(c) => operator(&remote, |cl| client::siteconfig::run(cl, c)),
+        Command::Diagnostics(c) => operator(&remote, |cl| client::diagnostics(cl, c)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -502,6 +502,99 @@ const ROLLOUT_OPS: &[Op] = &[
     },
 ];
 
+/// Remote diagnostics (`p6os_protocol::diagnostics`).
+const DIAGNOSTICS_OPS: &[Op] = &[
+    Op {
+        method: "post",
+        path: "/api/v1/appliances/{id}/diagnostics",
+        summary: "Ask an appliance for a diagnostics bundle (passed on in its next heartbeat \
+                  answer); one request at a time",
+        auth: Auth::Admin,
+        body: Body::Json("DiagnosticsCreate"),
+        query: &[],
+        responses: &[
+            (201, "a new request", Out::Json("Diagnostics")),
+            (
+                200,
+                "the request already outstanding",
+                Out::Json("Diagnostics"),
+            ),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            NOT_FOUND,
+            TOO_LARGE,
+            MEDIA,
+        ],
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/appliances/{id}/diagnostics",
+        summary: "An appliance's diagnostics requests, newest first, a page at a time",
+        auth: Auth::Admin,
+        body: Body::None,
+        query: &[
+            LIMIT,
+            ("after", "the previous page's `next` (a request number)"),
+        ],
+        responses: &[
+            (200, "a page of the requests", Out::Json("DiagnosticsPage")),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            NOT_FOUND,
+        ],
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/diagnostics/{n}",
+        summary: "One diagnostics request: its status, and the size and sha256 of its bundle",
+        auth: Auth::Admin,
+        body: Body::None,
+        query: &[],
+        responses: &[
+            (200, "the request", Out::Json("Diagnostics")),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            NOT_FOUND,
+        ],
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/diagnostics/{n}/content",
+        summary: "Download a diagnostics bundle (.tar.zst; the ETag is its sha256)",
+        auth: Auth::Admin,
+        body: Body::None,
+        query: &[],
+        responses: &[
+            (200, "the bundle", Out::Octets),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            (404, "no such request, or it holds no bundle", Out::Error),
+        ],
+    },
+    Op {
+        method: "put",
+        path: "/api/v1/diagnostics/{n}/content",
+        summary: "A device uploads the bundle of an outstanding request of its own",
+        auth: Auth::Device,
+        body: Body::Octets,
+        query: &[],
+        responses: &[
+            (200, "stored", Out::Json("Diagnostics")),
+            BAD,
+            UNAUTH,
+            FORBIDDEN,
+            (404, "no such request for this device", Out::Error),
+            (409, "the request is answered or expired", Out::Error),
+            (413, "over the request's max_bytes", Out::Error),
+            MEDIA,
+        ],
+    },
+];
+
 fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
@@ -619,12 +712,22 @@ fn schemas() -> Map<String, Value> {
         g.subschema_for::<p::siteconfig::ConfigDocument>(),
         g.subschema_for::<p::siteconfig::ConfigReport>(),
     );
+    let _ = (
+        g.subschema_for::<p::diagnostics::DiagnosticsCreate>(),
+        g.subschema_for::<p::diagnostics::Diagnostics>(),
+        g.subschema_for::<p::diagnostics::DiagnosticsPage>(),
+    );
     g.take_definitions(true)
 }
 
 fn build() -> Value {
     let mut paths = Map::new();
-    for op in OPS.iter().chain(ROLLOUT_OPS).chain(SITE_CONFIG_OPS) {
+    for op in OPS
+        .iter()
+        .chain(ROLLOUT_OPS)
+        .chain(SITE_CONFIG_OPS)
+        .chain(DIAGNOSTICS_OPS)
+    {
         let entry = paths
             .entry(op.path.to_string())
             .or_insert_with(|| Value::Object(Map::new()));

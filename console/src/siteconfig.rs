@@ -129,8 +129,8 @@ pub fn check(document: &str, signature: Option<&str>, target: &Target) -> Result
             })
         })?;
     keeps_in_touch(&doc, target)?;
-    let redacted = serde_json::to_value(p6os_config::unattended::redacted(&doc))
-        .map_err(|e| Refused::Field(ApiError::internal(e)))?;
+    let redacted =
+        serde_json::to_value(doc.redacted()).map_err(|e| Refused::Field(ApiError::internal(e)))?;
     Ok(Checked {
         digest: sha256(document.as_bytes()),
         serial,

@@ -21,6 +21,7 @@ pub mod bootdisk;
 pub mod cli;
 pub mod clock;
 pub mod cmdline;
+pub mod diagnostics;
 pub mod efivar;
 pub mod fatal;
 pub mod firstboot;

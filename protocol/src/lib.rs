@@ -18,6 +18,7 @@
 //! are optional and ignored by older readers; an incompatible change gets a new path
 //! (`/api/v2`).
 
+pub mod diagnostics;
 pub mod identity;
 pub mod rollout;
 pub mod siteconfig;
@@ -309,6 +310,9 @@ pub struct HeartbeatResponse {
     /// (`siteconfig`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<siteconfig::ConfigRef>,
+    /// The operator asked for a diagnostics bundle ([`diagnostics`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<diagnostics::DiagnosticsRequest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

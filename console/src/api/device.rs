@@ -207,17 +207,21 @@ pub async fn heartbeat(
             if let Some(facts) = &beat.facts {
                 check_facts(facts)?;
             }
-            let answer = appliances::heartbeat(c, &id, &beat, clock.now())?
+            let now = clock.now();
+            let answer = appliances::heartbeat(c, &id, &beat, now)?
                 .ok_or_else(|| ApiError::unauthorized("invalid device token"))?;
-            Ok((answer, super::siteconfig::offer(c, &id)?))
+            let config = super::siteconfig::offer(c, &id)?;
+            let diagnostics = crate::db::diagnostics::deliver(c, &id, now)?;
+            Ok((answer, config, diagnostics))
         })
         .await?;
-    let (answer, config) = answer;
+    let (answer, config, diagnostics) = answer;
     Ok(Json(HeartbeatResponse {
         desired_version: answer.desired_version,
         bundle: answer.bundle,
         heartbeat_secs: st.heartbeat_secs,
         allow_downgrade: answer.allow_downgrade,
         config,
+        diagnostics,
     }))
 }

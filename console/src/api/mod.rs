@@ -6,6 +6,7 @@
 pub mod bodies;
 mod bundles;
 mod device;
+mod diagnostics;
 mod extract;
 mod operator;
 mod rollouts;
@@ -250,6 +251,23 @@ fn routes(state: Option<&AppState>) -> Routes {
         "/api/v1/appliances/{id}/config/report",
         siteconfig::report,
     )
+    .add(
+        Post,
+        "/api/v1/appliances/{id}/diagnostics",
+        diagnostics::create,
+    )
+    .add(
+        Get,
+        "/api/v1/appliances/{id}/diagnostics",
+        diagnostics::list,
+    )
+    .add(Get, "/api/v1/diagnostics/{n}", diagnostics::get)
+    .add(
+        Get,
+        "/api/v1/diagnostics/{n}/content",
+        diagnostics::download,
+    )
+    .add(Put, "/api/v1/diagnostics/{n}/content", diagnostics::upload)
 }
 
 /// Every (method, path) the router serves, paths in the router's (and OpenAPI's) `{param}`

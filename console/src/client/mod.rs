@@ -1,9 +1,12 @@
 //! The operator commands: a blocking HTTP client of the API (ureq), and their output
 //! (`format`: tables and readable details, pure).
 
+mod diagnostics;
 pub mod format;
 pub mod rollouts;
 pub mod siteconfig;
+
+pub use diagnostics::diagnostics;
 
 use std::collections::BTreeMap;
 use std::path::Path;

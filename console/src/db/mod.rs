@@ -7,6 +7,7 @@
 
 pub mod appliances;
 pub mod bundles;
+pub mod diagnostics;
 pub mod pairing;
 pub mod rollouts;
 pub mod siteconfig;
@@ -108,6 +109,20 @@ const MIGRATIONS: &[&str] = &[
     -- the totals per wave and state (a covering index: counted without reading rows).
     CREATE INDEX rollout_devices_by_state ON rollout_devices(rollout_id, wave, state);",
     siteconfig::MIGRATION,
+    // diagnostics: operators' requests for a device's diagnostics bundle, and the bundles
+    // (bytes in the row; NULL once dropped to keep within the caps).
+    "CREATE TABLE diagnostics (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        appliance_id TEXT NOT NULL REFERENCES appliances(id) ON DELETE CASCADE,
+        max_bytes INTEGER NOT NULL,
+        requested_at INTEGER NOT NULL,
+        delivered_at INTEGER,
+        uploaded_at INTEGER,
+        size INTEGER,
+        sha256 TEXT,
+        content BLOB
+    );
+    CREATE INDEX diagnostics_by_appliance ON diagnostics(appliance_id, id);",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -391,5 +406,41 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM rollout_devices", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 0);
+    }
+
+    /// The diagnostics migration on a database with appliances: they stay, the table is
+    /// empty and usable.
+    #[test]
+    fn diagnostics_migration_keeps_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let at = MIGRATIONS
+            .iter()
+            .position(|m| m.contains("CREATE TABLE diagnostics"))
+            .unwrap();
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..at] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", at as i64).unwrap();
+            tx.execute(
+                "INSERT INTO appliances (id, status, created_at) VALUES ('dev', 'ready', 1)",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM appliances", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        conn.execute(
+            "INSERT INTO diagnostics (appliance_id, max_bytes, requested_at) VALUES ('dev', 1, 2)",
+            [],
+        )
+        .unwrap();
     }
 }

@@ -152,6 +152,45 @@ impl Dir {
         Ok(())
     }
 
+    /// Opens the regular file `name` for reading; a link (not followed), a FIFO, a device or a
+    /// directory is refused (diagnostics read as root where users may have put things).
+    pub fn open_read(&self, name: &str) -> io::Result<File> {
+        check_name(name)?;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{name} is a symbolic link: not followed"),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let stat = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name} is not a regular file"),
+            ));
+        }
+        Ok(File::from(fd))
+    }
+
+    /// The names in this directory (not `.` and `..`), sorted.
+    pub fn names(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&self.fd)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     pub fn sync(&self) -> io::Result<()> {
         rustix::fs::fsync(&self.fd)?;
         Ok(())

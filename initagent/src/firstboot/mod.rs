@@ -11,7 +11,7 @@
 
 pub mod applied;
 mod apply;
-mod beneath;
+pub(crate) mod beneath;
 pub mod console;
 pub mod render;
 pub mod source;

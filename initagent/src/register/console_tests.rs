@@ -295,3 +295,85 @@ fn read_whole_request(stream: &std::net::TcpStream) -> Option<(String, Vec<u8>)>
     r.read_exact(&mut body).ok()?;
     Some((head, body))
 }
+
+/// The console asks for diagnostics; the loop hands the request on at the next heartbeat, the
+/// bundle is collected from a prepared tree and uploaded with the device token, and the
+/// operator downloads it: the manifest first, the slot record in it, no secret.
+#[test]
+fn diagnostics_bundle_from_the_heartbeat_loop_to_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = Console::start(dir.path(), 0);
+    let endpoint = console.endpoint();
+    let s = settings(&endpoint);
+    let body = r#"{"id": "store-9", "pairing": "first-key"}"#;
+    assert_eq!(
+        console.operator("POST", "/api/v1/appliances", Some(body)),
+        201
+    );
+    let reg = run(
+        &s,
+        Registration::resume(None, "store-9", &endpoint),
+        &mut FakeHost::new(1),
+    );
+    assert_eq!(reg.phase, Phase::Ready);
+
+    let admin = |method: &str, path: &str, body: Option<&str>| {
+        http::call(
+            method,
+            &format!("{endpoint}{path}"),
+            Some(ADMIN),
+            body.map(str::as_bytes),
+            http::RetryPolicy::default(),
+        )
+        .unwrap()
+    };
+    let (status, created) = admin("POST", "/api/v1/appliances/store-9/diagnostics", Some("{}"));
+    assert_eq!(status, 201);
+    let asked: p6os_protocol::diagnostics::Diagnostics = serde_json::from_slice(&created).unwrap();
+
+    let (_tree, sources) = crate::diagnostics::tests::tree();
+    let mut host = FakeHost::new(1);
+    host.diagnostics = Some(sources);
+    let reg = run(&s, reg, &mut host);
+    assert_eq!(reg.phase, Phase::Ready);
+    // The job runs beside the loop: the console has the bundle within a few seconds.
+    let path = format!("/api/v1/diagnostics/{}", asked.id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shown = loop {
+        let (_, body) = admin("GET", &path, None);
+        let d: p6os_protocol::diagnostics::Diagnostics = serde_json::from_slice(&body).unwrap();
+        if d.sha256.is_some() || Instant::now() > deadline {
+            break d;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        shown.status,
+        p6os_protocol::diagnostics::DiagnosticsStatus::Uploaded,
+        "{shown:?}"
+    );
+    let (status, bundle) = admin("GET", &format!("{path}/content"), None);
+    assert_eq!(status, 200);
+    assert_eq!(bundle.len() as u64, shown.size.unwrap());
+    let tar = zstd::stream::decode_all(&bundle[..]).unwrap();
+    let mut names = Vec::new();
+    let mut all = Vec::new();
+    for entry in ::tar::Archive::new(&tar[..]).entries().unwrap() {
+        let mut e = entry.unwrap();
+        names.push(e.path().unwrap().to_string_lossy().into_owned());
+        std::io::Read::read_to_end(&mut e, &mut all).unwrap();
+    }
+    assert_eq!(names[0], "manifest.json");
+    assert!(names.iter().any(|n| n == "boot/slots.json"), "{names:?}");
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.contains("health check k3s failed"));
+    assert!(!text.contains("SECRET"), "a secret reached the console");
+
+    // Answered: the next heartbeats carry no request, and no second upload is made.
+    let mut host = FakeHost::new(2);
+    run(&s, reg, &mut host);
+    let (_, listed) = admin("GET", "/api/v1/appliances/store-9/diagnostics", None);
+    let page: p6os_protocol::diagnostics::DiagnosticsPage =
+        serde_json::from_slice(&listed).unwrap();
+    assert_eq!(page.items.len(), 1);
+}

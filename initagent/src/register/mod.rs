@@ -127,6 +127,8 @@ pub trait Host {
     fn site_config(&mut self) -> Option<&mut siteconfig::Files> {
         None
     }
+    /// Where a diagnostics bundle is collected from (`None`: this host collects none).
+    fn diagnostics(&mut self) -> Option<crate::diagnostics::Origin>;
 }
 
 /// Turns an HTTP exchange into an [`Answer`]: 2xx with a body that parses is an answer, 401 and
@@ -302,6 +304,8 @@ pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> R
     let mut report: Option<Progress> = None;
     // Facts go with the first heartbeat after each start (they change across boots).
     let mut facts_sent = false;
+    // Diagnostics bundles asked for by the console: collected and sent beside the loop.
+    let mut diagnostics = crate::diagnostics::Jobs::default();
     loop {
         let wait = match (reg.phase, reg.device_token.clone()) {
             (Phase::Ready, Some(token)) => {
@@ -318,6 +322,22 @@ pub fn run(settings: &Settings, mut reg: Registration, host: &mut dyn Host) -> R
                     Answer::Ok(r) => r.config.clone(),
                     _ => None,
                 };
+                diagnostics.reap();
+                if let Answer::Ok(HeartbeatResponse {
+                    diagnostics: Some(asked),
+                    ..
+                }) = &answer
+                {
+                    let upload = crate::diagnostics::Upload {
+                        endpoint: settings.endpoint.trim_end_matches('/').to_string(),
+                        token: token.clone(),
+                        policy: settings.policy(),
+                    };
+                    match host.diagnostics() {
+                        Some(origin) => diagnostics.offer(asked, upload, origin),
+                        None => warn!("diagnostics: this host collects no bundle"),
+                    }
+                }
                 let (next, after) = state::after_heartbeat(
                     &reg,
                     answer,
@@ -551,6 +571,10 @@ impl Host for Machine {
 
     fn site_config(&mut self) -> Option<&mut siteconfig::Files> {
         Some(&mut self.site_config)
+    }
+
+    fn diagnostics(&mut self) -> Option<crate::diagnostics::Origin> {
+        Some(crate::diagnostics::Origin::Machine)
     }
 
     fn random(&mut self) -> u64 {

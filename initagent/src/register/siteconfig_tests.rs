@@ -238,6 +238,9 @@ struct TestHost {
 }
 
 impl Host for TestHost {
+    fn diagnostics(&mut self) -> Option<crate::diagnostics::Origin> {
+        None
+    }
     fn facts(&mut self) -> Facts {
         Facts {
             hostname: "t".into(),

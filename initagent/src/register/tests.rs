@@ -19,6 +19,8 @@ pub(super) struct FakeHost {
     downgrades: Vec<Downgrade>,
     install_result: Result<(), Failure>,
     reboots: usize,
+    /// The tree a diagnostics bundle is collected from.
+    pub(super) diagnostics: Option<crate::diagnostics::Sources>,
 }
 
 impl FakeHost {
@@ -37,6 +39,7 @@ impl FakeHost {
             downgrades: Vec::new(),
             install_result: Ok(()),
             reboots: 0,
+            diagnostics: None,
         }
     }
 }
@@ -77,6 +80,11 @@ impl Host for FakeHost {
     }
     fn random(&mut self) -> u64 {
         0
+    }
+    fn diagnostics(&mut self) -> Option<crate::diagnostics::Origin> {
+        self.diagnostics
+            .clone()
+            .map(crate::diagnostics::Origin::Tree)
     }
 }
 

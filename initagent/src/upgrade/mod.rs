@@ -322,12 +322,21 @@ pub fn running() -> Result<crate::register::Running, String> {
     })
 }
 
-pub fn status(format: Format) -> i32 {
-    let result = Machine::open_read_only().and_then(|m| Ok((m.view()?, m)));
-    let (view, machine) = match result {
-        Ok(x) => x,
-        Err(e) => return fail(&format!("status unavailable: {}", error_chain(&e))),
-    };
+/// What `status --json` prints (diagnostics bundles carry it).
+pub fn status_value() -> Result<serde_json::Value, String> {
+    let (view, machine) = Machine::open_read_only()
+        .and_then(|m| Ok((m.view()?, m)))
+        .map_err(|e| error_chain(&e))?;
+    Ok(status_of(&view, &machine).0)
+}
+
+type Sizes = Result<crate::grow::rules::Sizes, String>;
+
+/// The status document, the slots' lines and the state partition's sizes.
+fn status_of(
+    view: &slots::View,
+    machine: &Machine,
+) -> (serde_json::Value, Vec<serde_json::Value>, Sizes) {
     // The state partition, its filesystem and the disk (shown as unknown, never fatal).
     let sizes = machine
         .device(STATE_PARTLABEL)
@@ -361,6 +370,16 @@ pub fn status(format: Format) -> i32 {
             Err(e) => json!({"error": e}),
         },
     });
+    (value, slots_json, sizes)
+}
+
+pub fn status(format: Format) -> i32 {
+    let result = Machine::open_read_only().and_then(|m| Ok((m.view()?, m)));
+    let (view, machine) = match result {
+        Ok(x) => x,
+        Err(e) => return fail(&format!("status unavailable: {}", error_chain(&e))),
+    };
+    let (value, slots_json, sizes) = status_of(&view, &machine);
     match format {
         Format::Json => say(&serde_json::to_string_pretty(&value).unwrap_or_default()),
         Format::Text => {

@@ -34,6 +34,7 @@ fn response(desired: Option<&str>, b: Option<BundleRef>) -> HeartbeatResponse {
         heartbeat_secs: 10,
         allow_downgrade: false,
         config: None,
+        diagnostics: None,
     }
 }
 

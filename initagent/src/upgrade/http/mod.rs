@@ -283,6 +283,23 @@ pub fn call(
     json: Option<&[u8]>,
     policy: RetryPolicy,
 ) -> Result<(u16, Vec<u8>), HttpError> {
+    call_with(
+        method,
+        url,
+        bearer,
+        json.map(|b| ("application/json", b)),
+        policy,
+    )
+}
+
+/// [`call`] with a body of any content type: `(type, bytes)`.
+pub fn call_with(
+    method: &str,
+    url: &str,
+    bearer: Option<&str>,
+    body: Option<(&str, &[u8])>,
+    policy: RetryPolicy,
+) -> Result<(u16, Vec<u8>), HttpError> {
     let mut client = Client::new(policy);
     if let Some(token) = bearer {
         client = client.with_bearer(url, token)?;
@@ -290,7 +307,7 @@ pub fn call(
     let ask = Ask {
         method,
         range: None,
-        body: json.map(|b| ("application/json", b)),
+        body,
     };
     let response = client.send(url, ask)?;
     let status = response.status;

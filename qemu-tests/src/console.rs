@@ -132,6 +132,46 @@ impl Console {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs an operator command that prints JSON (`--json` is added).
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let out = self.cli(&args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    }
+
+    /// Registers `id` with `labels` (`k=v`), its key trusted on first use (`--pairing
+    /// first-key`: the scenarios' devices are the only ones that can reach this console).
+    pub fn register_first_key(&self, id: &str, labels: &[&str]) {
+        let mut args = vec!["appliances", "register", id, "--pairing", "first-key"];
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        self.cli(&args);
+    }
+
+    /// Polls `json(args)` until `done` holds.
+    pub fn wait_json(
+        &self,
+        args: &[&str],
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.json(args);
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}: {v:#}"
+            );
+            thread::sleep(Duration::from_secs(1));
+        }
+    }
+
     pub fn show(&self, id: &str) -> Value {
         serde_json::from_str(&self.cli(&["appliances", "show", id, "--json"])).unwrap()
     }

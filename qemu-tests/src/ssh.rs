@@ -50,6 +50,11 @@ pub struct Ssh<'a> {
 impl Ssh<'_> {
     /// The `ssh` command that runs `cmd` as the user (for commands whose exit the test reads).
     pub fn command(&self, cmd: &str) -> Command {
+        self.command_as("ops", cmd)
+    }
+
+    /// The `ssh` command that runs `cmd` as `user` with this key.
+    pub fn command_as(&self, user: &str, cmd: &str) -> Command {
         let mut c = Command::new("ssh");
         c.args([
             "-F",
@@ -67,13 +72,23 @@ impl Ssh<'_> {
             "-i",
         ])
         .arg(self.key)
-        .args(["-p", &self.port.to_string(), "ops@127.0.0.1", cmd]);
+        .args([
+            "-p",
+            &self.port.to_string(),
+            &format!("{user}@127.0.0.1"),
+            cmd,
+        ]);
         c
     }
 
     /// Runs `cmd` as the SSH user; panics with its output (and the console) if it fails.
     pub fn run(&self, vm: &Vm, cmd: &str) -> String {
-        let out = self.command(cmd).output().unwrap();
+        self.run_as(vm, "ops", cmd)
+    }
+
+    /// Runs `cmd` as `user`; panics with its output (and the console) if it fails.
+    pub fn run_as(&self, vm: &Vm, user: &str, cmd: &str) -> String {
+        let out = self.command_as(user, cmd).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
             panic!(
@@ -88,9 +103,14 @@ impl Ssh<'_> {
 
     /// Waits until a login works (sshd up, the key accepted).
     pub fn wait(&self, vm: &Vm, timeout: Duration) {
+        self.wait_as(vm, "ops", timeout)
+    }
+
+    /// Waits until `user` can log in with this key.
+    pub fn wait_as(&self, vm: &Vm, user: &str, timeout: Duration) {
         let start = Instant::now();
         loop {
-            if let Ok(o) = self.command("true").output() {
+            if let Ok(o) = self.command_as(user, "true").output() {
                 if o.status.success() {
                     return;
                 }

@@ -95,6 +95,11 @@ pub enum Network {
     UserRestrictedSsh {
         port: u16,
     },
+    /// Like `UserHostLoopback` (the guest configured with no default route), with the guest's
+    /// SSH port forwarded from `127.0.0.1:<port>` on the host.
+    UserHostLoopbackSsh {
+        port: u16,
+    },
 }
 
 impl VmConfig {
@@ -172,6 +177,9 @@ impl VmConfig {
             Network::UserHostLoopback => c.arg("-nic").arg(format!("user,model={model},ipv6=off")),
             Network::UserRestrictedSsh { port } => c.arg("-nic").arg(format!(
                 "user,model={model},restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22"
+            )),
+            Network::UserHostLoopbackSsh { port } => c.arg("-nic").arg(format!(
+                "user,model={model},ipv6=off,hostfwd=tcp:127.0.0.1:{port}-:22"
             )),
         };
         c

@@ -5,24 +5,6 @@ mod common;
 use common::*;
 use p6os_protocol::{Appliance, HeartbeatResponse, PairResponse};
 
-fn cli(s: &Server, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p6os-console"))
-        .args(["--url", &s.url])
-        .args(args)
-        .env("P6OS_CONSOLE_ADMIN_TOKEN", &s.admin)
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("ALL_PROXY")
-        .env_remove("all_proxy")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn operator_cli_end_to_end() {
     let s = Server::start();

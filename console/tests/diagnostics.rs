@@ -233,24 +233,6 @@ fn lists_are_paged_and_bundles_capped_per_appliance() {
     assert_eq!(r.status, 404);
 }
 
-fn cli(s: &Server, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p6os-console"))
-        .args(["--url", &s.url])
-        .args(args)
-        .env("P6OS_CONSOLE_ADMIN_TOKEN", &s.admin)
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("ALL_PROXY")
-        .env_remove("all_proxy")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn operator_cli_requests_lists_and_gets() {
     let s = Server::start();

@@ -1,7 +1,9 @@
 //! A real `p6os-console` process for the scenarios: `init` (tokens, a private CA, a certificate
 //! for 10.0.2.2 and 127.0.0.1), `serve` with https on 127.0.0.1, and the operator CLI.
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::io::Read;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -184,18 +186,43 @@ impl Console {
         timeout: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let start = Instant::now();
-        loop {
-            let v = self.show(id);
-            if done(&v) {
-                return v;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "timed out waiting for {what}: {v:#}"
-            );
-            thread::sleep(Duration::from_secs(1));
+        self.wait_json(&["appliances", "show", id], what, timeout, done)
+    }
+
+    /// Asks appliance `id` for a diagnostics bundle, waits until it is uploaded, downloads it
+    /// with the CLI (which checks its sha256) into `dir` and returns its files by name (the
+    /// tar, decompressed, for searching, and each file as text).
+    pub fn diagnostics(
+        &self,
+        id: &str,
+        dir: &Path,
+        timeout: Duration,
+    ) -> (Vec<u8>, BTreeMap<String, String>) {
+        let asked = self.json(&["diagnostics", "request", id]);
+        let id_value = asked["id"].clone();
+        let n = id_value.to_string();
+        self.wait_json(
+            &["diagnostics", "list", id],
+            &format!("{id}'s diagnostics bundle"),
+            timeout,
+            |v| v[0]["id"] == id_value && v[0]["status"] == "uploaded",
+        );
+        let file = dir.join(format!("{id}-diagnostics-{n}.tar.zst"));
+        self.cli(&["diagnostics", "get", &n, "--out", file.to_str().unwrap()]);
+        let tar = zstd::stream::decode_all(&fs::read(&file).unwrap()[..]).unwrap();
+        let mut files = BTreeMap::new();
+        for entry in tar::Archive::new(&tar[..]).entries().unwrap() {
+            let mut e = entry.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            files.insert(name, String::from_utf8_lossy(&data).into_owned());
         }
+        eprintln!(
+            "{id}'s diagnostics bundle: {:?}",
+            files.keys().collect::<Vec<_>>()
+        );
+        (tar, files)
     }
 }
 

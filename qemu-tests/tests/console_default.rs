@@ -10,8 +10,6 @@
 //! static 10.0.2.15/24 and no default route (it reaches the console on 127.0.0.1 and nothing
 //! else), and the guest's SSH port forwarded from 127.0.0.1.
 
-use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -171,23 +169,7 @@ fn the_default_image_is_reconfigured_by_the_console_and_sends_diagnostics() {
 
     // Diagnostics from a systemd device: its journal, the console's configuration outcome,
     // and no secret.
-    let asked = console.json(&["diagnostics", "request", ID]);
-    let n = asked["id"].to_string();
-    console.wait_json(&["diagnostics", "list", ID], "the bundle", BOOT, |v| {
-        v[0]["status"] == "uploaded"
-    });
-    let file = f.dir.path().join("diag.tar.zst");
-    console.cli(&["diagnostics", "get", &n, "--out", file.to_str().unwrap()]);
-    let tar = zstd::stream::decode_all(&std::fs::read(&file).unwrap()[..]).unwrap();
-    let mut files = BTreeMap::new();
-    for entry in tar::Archive::new(&tar[..]).entries().unwrap() {
-        let mut e = entry.unwrap();
-        let name = e.path().unwrap().to_string_lossy().into_owned();
-        let mut data = String::new();
-        e.read_to_string(&mut data).unwrap();
-        files.insert(name, data);
-    }
-    eprintln!("diagnostics bundle: {:?}", files.keys().collect::<Vec<_>>());
+    let (tar, files) = console.diagnostics(ID, f.dir.path(), BOOT);
     assert!(files["journal/boot.txt"].contains("p6os"), "no journal");
     assert!(files["config/console-result.json"].contains("refused"));
     assert!(files["config/applied.json"].contains("console"));

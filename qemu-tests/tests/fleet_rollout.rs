@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -156,29 +155,7 @@ fn a_failing_canary_pauses_the_rollout_and_a_fixed_bundle_completes_it() {
     }
 
     // The operator looks at the canary: a diagnostics bundle, without opening a port on it.
-    let asked = console.json(&["diagnostics", "request", "fleet-0"]);
-    let n = asked["id"].to_string();
-    vms[0]
-        .wait_for_line("diagnostics: the console asks for bundle", BOOT)
-        .unwrap();
-    console.wait_json(
-        &["diagnostics", "list", "fleet-0"],
-        "the canary's bundle",
-        BOOT,
-        |v| v[0]["status"] == "uploaded",
-    );
-    let file = f.dir.path().join("canary.tar.zst");
-    console.cli(&["diagnostics", "get", &n, "--out", file.to_str().unwrap()]);
-    let tar = zstd::stream::decode_all(&fs::read(&file).unwrap()[..]).unwrap();
-    let mut files = BTreeMap::new();
-    for entry in tar::Archive::new(&tar[..]).entries().unwrap() {
-        let mut e = entry.unwrap();
-        let name = e.path().unwrap().to_string_lossy().into_owned();
-        let mut data = String::new();
-        e.read_to_string(&mut data).unwrap();
-        files.insert(name, data);
-    }
-    eprintln!("diagnostics bundle: {:?}", files.keys().collect::<Vec<_>>());
+    let (tar, files) = console.diagnostics("fleet-0", f.dir.path(), BOOT);
     // The boot-assessment history: the failed trial of 2.0.0 with its reason.
     let slots: Value = serde_json::from_str(&files["boot/slots.json"]).unwrap();
     let history = serde_json::to_string(&slots).unwrap();

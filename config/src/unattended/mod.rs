@@ -18,7 +18,7 @@ use crate::diag::Diagnostics;
 use crate::yamlcheck::{self, Loaded};
 
 pub use ipnet::IpNet;
-pub use redact::REDACTED;
+pub use redact::{extra_arg_looks_secret, REDACTED};
 pub use syntax::{
     overlaps, parse_cidr, parse_http_url, redact_userinfo, strip_whitespace, valid_account_name,
     valid_hostname,

@@ -55,7 +55,7 @@ impl Unattended {
 fn kubernetes_redacted(k: &Kubernetes) -> Kubernetes {
     let mut k = k.clone();
     for arg in &mut k.extra_args {
-        if looks_secret(arg) {
+        if extra_arg_looks_secret(arg) {
             let name = arg.split('=').next().unwrap_or_default();
             *arg = format!("{name}={REDACTED}");
         }
@@ -63,8 +63,9 @@ fn kubernetes_redacted(k: &Kubernetes) -> Kubernetes {
     k
 }
 
-/// The agent's rule for a k3s flag that may carry a secret.
-fn looks_secret(arg: &str) -> bool {
+/// Whether a k3s `extra_args` entry may carry a secret (a token, a key, a password, a URL
+/// with credentials): the agent then writes config.yaml 0600, and it is redacted when shown.
+pub fn extra_arg_looks_secret(arg: &str) -> bool {
     let lower = arg.to_ascii_lowercase();
     ["token", "secret", "password", "passwd", "key"]
         .iter()

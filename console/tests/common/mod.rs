@@ -311,3 +311,23 @@ pub fn beat(version: &str) -> Heartbeat {
 pub fn bundle(key: &SecretKey, name: &str, version: &str, seed: u8) -> Vec<u8> {
     TestBundle::new(name, version).seed(seed).sign(key)
 }
+
+/// Runs the operator CLI (the real binary) against `s` with its admin token and no proxy
+/// from the environment: (exit code, stdout, stderr).
+pub fn cli(s: &Server, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_p6os-console"))
+        .args(["--url", &s.url])
+        .args(args)
+        .env("P6OS_CONSOLE_ADMIN_TOKEN", &s.admin)
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -37,7 +37,10 @@ const DOCKER_HUB: &str = "registry-1.docker.io";
 pub fn render(doc: &Unattended, distro: Distro, out: &mut Out) {
     if let Some(kube) = &doc.kubernetes {
         let text = serde_json::to_string_pretty(kube).unwrap_or_default() + "\n";
-        let secret = kube.extra_args.iter().any(|a| looks_secret(a));
+        let secret = kube
+            .extra_args
+            .iter()
+            .any(|a| p6os_config::unattended::extra_arg_looks_secret(a));
         out.file(KUBERNETES_JSON, text, if secret { 0o600 } else { 0o644 });
         match distro {
             Distro::K3s => k3s_config(kube, out),
@@ -130,16 +133,6 @@ fn k3s_flag(arg: &str) -> Option<(&str, FlagValue)> {
     ok.then_some((name, value))
 }
 
-/// Whether an `extra_args` entry may carry a secret (a token, a key, a password, a URL with
-/// credentials): then config.yaml is 0600.
-fn looks_secret(arg: &str) -> bool {
-    let lower = arg.to_ascii_lowercase();
-    ["token", "secret", "password", "passwd", "key"]
-        .iter()
-        .any(|w| lower.contains(w))
-        || (lower.contains("://") && lower.contains('@'))
-}
-
 /// `/etc/rancher/k3s/config.yaml`: keys are k3s's flag names (config file keys are flags
 /// without `--`), repeatable flags are lists. Fields first in a fixed order, then `extra_args`
 /// by flag name; an extra flag given twice becomes a list.
@@ -191,7 +184,7 @@ fn k3s_config(kube: &Kubernetes, out: &mut Out) {
             ));
             continue;
         }
-        secret |= looks_secret(arg);
+        secret |= p6os_config::unattended::extra_arg_looks_secret(arg);
         match fixed.iter_mut().find(|(k, _)| *k == name) {
             Some((_, values)) => values.push(value),
             None => extra.entry(name).or_default().push(value),

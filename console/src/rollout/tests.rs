@@ -334,3 +334,74 @@ fn only_waiting_members_are_held_back() {
         Gate::Proceed
     );
 }
+
+/// `decide` over every rollout of up to three waves with up to two members each, in every
+/// member state, every started wave, threshold and acknowledged count, against the rules
+/// spelled out member by member (not by totals).
+#[test]
+fn decide_exhaustively_against_the_rules() {
+    // Every multiset of at most two member states.
+    let mut waves_of: Vec<Vec<DeviceState>> = vec![vec![]];
+    for (i, a) in DeviceState::ALL.into_iter().enumerate() {
+        waves_of.push(vec![a]);
+        for b in DeviceState::ALL.into_iter().skip(i) {
+            waves_of.push(vec![a, b]);
+        }
+    }
+    let mut checked = 0u64;
+    for w0 in &waves_of {
+        for w1 in &waves_of {
+            for w2 in &waves_of {
+                let members = [w0, w1, w2];
+                let waves: Vec<Totals> = members.iter().map(|w| totals(w)).collect();
+                for started in 0..3 {
+                    for threshold in 1..=3u32 {
+                        for acknowledged in 0..=1u64 {
+                            let standing = Standing {
+                                acknowledged,
+                                ..running(started)
+                            };
+                            let want = rules(threshold, &standing, &members);
+                            let got = decide(threshold, &standing, &waves);
+                            match (&got, &want) {
+                                (Step::Pause(_), Step::Pause(_)) => {}
+                                _ => assert_eq!(got, want, "{members:?} started {started} threshold {threshold} ack {acknowledged}"),
+                            }
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 36 * 36 * 36 * 3 * 3 * 2);
+}
+
+fn rules(threshold: u32, standing: &Standing, members: &[&Vec<DeviceState>; 3]) -> Step {
+    let failed = members
+        .iter()
+        .flat_map(|w| w.iter())
+        .filter(|s| matches!(s, DeviceState::RolledBack | DeviceState::Refused))
+        .count() as u64;
+    if failed.saturating_sub(standing.acknowledged) >= u64::from(threshold) {
+        return Step::Pause(String::new());
+    }
+    let under_way = members[..=standing.wave]
+        .iter()
+        .flat_map(|w| w.iter())
+        .any(|s| {
+            !matches!(
+                s,
+                DeviceState::Blessed | DeviceState::RolledBack | DeviceState::Refused
+            )
+        });
+    if under_way {
+        return Step::Stay;
+    }
+    for (k, wave) in members.iter().enumerate().skip(standing.wave + 1) {
+        if !wave.is_empty() {
+            return Step::Advance(k);
+        }
+    }
+    Step::Complete
+}

@@ -303,9 +303,9 @@ pub fn handle(
     };
     match next_step(offer, &files.known()) {
         Step::Report(r) => {
-            if send_report(settings, id, token, &r) && files.known().result.is_some() {
-                files.remove(RESULT_PATH);
-            }
+            // The result stays (replaced by the next one): diagnostics bundles show it, and
+            // it only answers an offer of the same configuration.
+            send_report(settings, id, token, &r);
             Handled::Done
         }
         Step::Abandon(r) => {

@@ -401,9 +401,9 @@ fn the_loop_fetches_stages_reboots_and_reports_against_the_real_console() {
     assert_eq!(show.current.outcome, Some(ConfigOutcome::Applied));
     assert_eq!(show.document["hostname"], "store-9");
     assert_eq!(
-        host.files.known().result,
-        None,
-        "the result is dropped once reported"
+        host.files.known().result.map(|r| r.config),
+        Some(1),
+        "the result stays once reported (for diagnostics), until the next one"
     );
     assert_eq!(host.files.known().staged, None);
 

@@ -1,7 +1,8 @@
 //! The console's request bodies from arbitrary bytes, through the path its handlers take
 //! (strict JSON, device text cleaned, field checks): an answer or a 4xx, never a panic, and
 //! the error renders. The first byte picks the body: pair, heartbeat, register, desired,
-//! selector, or the appliance list's query string.
+//! selector, the appliance list's query string, a rollout, a site configuration (with its
+//! unattended.yaml document), a device's configuration report or a diagnostics request.
 
 #![no_main]
 

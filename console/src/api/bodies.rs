@@ -27,10 +27,16 @@ pub enum Kind {
     ListQuery,
     /// `POST /api/v1/rollouts`.
     Rollout,
+    /// `PUT /api/v1/config`: the request and the unattended.yaml document in it.
+    SiteConfig,
+    /// `POST /api/v1/appliances/{id}/config/report` (a device's report).
+    ConfigReport,
+    /// `POST /api/v1/appliances/{id}/diagnostics`.
+    Diagnostics,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Pair,
         Kind::Heartbeat,
         Kind::Register,
@@ -38,6 +44,9 @@ impl Kind {
         Kind::SelectorDesired,
         Kind::ListQuery,
         Kind::Rollout,
+        Kind::SiteConfig,
+        Kind::ConfigReport,
+        Kind::Diagnostics,
     ];
 }
 
@@ -84,12 +93,61 @@ pub fn check(kind: Kind, bytes: &[u8]) -> Result<(), ApiError> {
             let req: p6os_protocol::rollout::RolloutRequest = parse_json(bytes)?;
             crate::rollout::check_request(&req)
         }
+        Kind::SiteConfig => {
+            use crate::siteconfig::{check, target, Refused};
+            let req: p6os_protocol::siteconfig::SetConfigRequest = parse_json(bytes)?;
+            let checked = target(&req)
+                .map_err(Refused::from)
+                .and_then(|t| check(&req.document, req.signature.as_deref(), &t));
+            match checked {
+                Ok(_) => Ok(()),
+                Err(Refused::Field(e)) => Err(e),
+                // Rendered as the handler does (every problem with its place).
+                Err(Refused::Document(r)) => {
+                    let _ = serde_json::to_string(&r);
+                    Err(ApiError::bad_request(r.error))
+                }
+            }
+        }
+        Kind::ConfigReport => {
+            let mut report: p6os_protocol::siteconfig::ConfigReport = parse_json(bytes)?;
+            crate::siteconfig::clean_report(&mut report);
+            Ok(())
+        }
+        Kind::Diagnostics => {
+            let req: p6os_protocol::diagnostics::DiagnosticsCreate = parse_json(bytes)?;
+            crate::diagnostics::max_bytes(req.max_bytes).map(|_| ())
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fleet_operation_bodies() {
+        let doc = "console:\n  endpoint: https://c.example\n  token: t\n";
+        let good = serde_json::json!({"id": "d-1", "document": doc}).to_string();
+        assert!(check(Kind::SiteConfig, good.as_bytes()).is_ok());
+        let bad = serde_json::json!({"id": "d-1", "document": "hostname: -x-\n"}).to_string();
+        assert_eq!(
+            check(Kind::SiteConfig, bad.as_bytes()).unwrap_err().status,
+            400
+        );
+        let both = serde_json::json!({"id": "d-1", "selector": {"a": "b"}, "document": doc});
+        assert!(check(Kind::SiteConfig, both.to_string().as_bytes()).is_err());
+        let report = br#"{"config":1,"outcome":"refused","digest":"sha256:00","problems":["x"]}"#;
+        assert!(check(Kind::ConfigReport, report).is_ok());
+        assert!(check(
+            Kind::ConfigReport,
+            br#"{"config":1,"outcome":"maybe","digest":""}"#
+        )
+        .is_err());
+        assert!(check(Kind::Diagnostics, br#"{}"#).is_ok());
+        let e = check(Kind::Diagnostics, br#"{"max_bytes":1}"#).unwrap_err();
+        assert_eq!(e.status, 400);
+    }
 
     #[test]
     fn good_and_bad_bodies() {

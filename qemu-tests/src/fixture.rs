@@ -248,3 +248,29 @@ pub fn inject(image: &Path, config: &str, file: &Path) -> Result<()> {
         .arg(file))?;
     Ok(())
 }
+
+/// An 8 MiB FAT drive labelled `CIDATA` in `dir` (`NAME.img`) holding `user_data` as
+/// `/user-data`, and `signature` as `/user-data.sig` when given: a site configuration drive.
+pub fn cidata_drive(
+    dir: &Path,
+    name: &str,
+    user_data: &Path,
+    signature: Option<&Path>,
+) -> Result<PathBuf> {
+    let drive = dir.join(format!("{name}.img"));
+    fs::File::create(&drive)?.set_len(8 << 20)?;
+    run(Command::new("mkfs.vfat").args(["-n", "CIDATA"]).arg(&drive))
+        .context("mkfs.vfat (package dosfstools)")?;
+    let mut files = vec![(user_data, "::/user-data")];
+    files.extend(signature.map(|s| (s, "::/user-data.sig")));
+    for (from, to) in files {
+        run(Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&drive)
+            .arg(from)
+            .arg(to))
+        .context("mcopy (package mtools)")?;
+    }
+    Ok(drive)
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use p6os_qemu_tests::fixture::Fixture;
+use p6os_qemu_tests::fixture::{cidata_drive, Fixture};
 use p6os_qemu_tests::p6os_cli;
 use p6os_qemu_tests::vm::{Network, Vm, VmConfig};
 
@@ -37,34 +37,6 @@ fn adds_user(name: &str, hostname: &str) -> String {
     format!(
         "#cloud-config\nhostname: {hostname}\nusers:\n  - name: {name}\n    sudo: true\n    ssh_authorized_keys:\n      - {KEY}\n"
     )
-}
-
-/// A FAT drive labelled CIDATA with `user-data` (and `user-data.sig` when given).
-fn cidata(dir: &Path, name: &str, user_data: &Path, signature: Option<&Path>) -> PathBuf {
-    let drive = dir.join(format!("{name}.img"));
-    let file = std::fs::File::create(&drive).unwrap();
-    file.set_len(8 << 20).unwrap();
-    drop(file);
-    let out = Command::new("mkfs.vfat")
-        .args(["-n", "CIDATA"])
-        .arg(&drive)
-        .output()
-        .expect("mkfs.vfat (package dosfstools)");
-    assert!(out.status.success(), "mkfs.vfat failed");
-    let mut files = vec![(user_data, "::/user-data")];
-    files.extend(signature.map(|s| (s, "::/user-data.sig")));
-    for (from, to) in files {
-        let status = Command::new("mcopy")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .arg("-i")
-            .arg(&drive)
-            .arg(from)
-            .arg(to)
-            .status()
-            .expect("mcopy (package mtools)");
-        assert!(status.success(), "mcopy failed");
-    }
-    drive
 }
 
 fn boot(config: VmConfig, name: &str) -> Vm {
@@ -95,7 +67,7 @@ fn provisioned_device_ignores_an_unsigned_drive_and_applies_a_signed_one() {
     // 2. An unsigned configuration drive that adds a sudo user: ignored, nothing changes.
     let unsigned = dir.join("unsigned-user-data");
     std::fs::write(&unsigned, adds_user("intruder", "owned")).unwrap();
-    let drive = cidata(dir, "unsigned", &unsigned, None);
+    let drive = cidata_drive(dir, "unsigned", &unsigned, None).unwrap();
     let mut vm = boot(vm_config(&image, Some(drive)), "unsigned");
     let ignored = vm
         .wait_for_line("p6os-agent: warning: ignoring unattended.yaml from", BOOT)
@@ -136,7 +108,7 @@ fn provisioned_device_ignores_an_unsigned_drive_and_applies_a_signed_one() {
         .unwrap();
     assert!(status.success(), "p6os config sign failed");
     let sig = dir.join("signed-user-data.sig");
-    let drive = cidata(dir, "signed", &signed, Some(&sig));
+    let drive = cidata_drive(dir, "signed", &signed, Some(&sig)).unwrap();
     let mut vm = boot(vm_config(&image, Some(drive)), "signed");
     let accepted = vm
         .wait_for_line("is signed by configuration key", BOOT)

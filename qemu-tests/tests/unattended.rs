@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use p6os_qemu_tests::fixture::Fixture;
+use p6os_qemu_tests::fixture::{cidata_drive, Fixture};
 use p6os_qemu_tests::p6os_cli;
 use p6os_qemu_tests::vm::{Network, Vm, VmConfig};
 
@@ -240,34 +240,10 @@ const LIST_STATE: &str =
      find $S -type f ! -name registration.json | sort | xargs stat -c '%n %s %Y %a %u'; \
      find $S -type d | sort | xargs stat -c '%n %a %u'";
 
-/// A FAT drive labelled CIDATA with `user_data` as `/user-data` and its signature beside it.
+/// A CIDATA drive with `user_data` and its signature beside it.
 fn drive_with_user_data(dir: &Path, user_data: &Path) -> PathBuf {
-    let drive = dir.join("cidata.img");
-    let file = std::fs::File::create(&drive).unwrap();
-    file.set_len(8 << 20).unwrap();
-    drop(file);
-    let status = Command::new("mkfs.vfat")
-        .args(["-n", "CIDATA"])
-        .arg(&drive)
-        .output()
-        .expect("mkfs.vfat (package dosfstools)");
-    assert!(status.status.success(), "mkfs.vfat failed");
     let signature = user_data.with_extension("yaml.sig");
-    for (from, to) in [
-        (user_data, "::/user-data"),
-        (&signature, "::/user-data.sig"),
-    ] {
-        let status = Command::new("mcopy")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .arg("-i")
-            .arg(&drive)
-            .arg(from)
-            .arg(to)
-            .status()
-            .expect("mcopy (package mtools)");
-        assert!(status.success(), "mcopy failed");
-    }
-    drive
+    cidata_drive(dir, "cidata", user_data, Some(&signature)).unwrap()
 }
 
 #[test]

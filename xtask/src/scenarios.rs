@@ -21,6 +21,8 @@ const LOGS: &str = "target/qemu-logs";
 const LONGEST_FIRST: &[&str] = &[
     "power_cut",
     "default_image",
+    "fleet_rollout",
+    "console_default",
     "disk_growth",
     "default_buses",
     "upgrade",

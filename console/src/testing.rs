@@ -3,6 +3,7 @@
 //! captured per server. Shared by the console's integration tests and the agent's
 //! registration tests (a dev-dependency only).
 
+pub mod pg;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -38,6 +38,9 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("ssh", "openssh-client"),
     // The agent's HTTP tests go through a real proxy (they skip, saying so, without it).
     ("tinyproxy", "tinyproxy"),
+    // The console's tests and benchmark start a throwaway PostgreSQL server
+    // (`p6os_console::testing::pg`); the package also makes the `postgres` account it runs as.
+    ("/usr/lib/postgresql/15/bin/initdb", "postgresql-15"),
     ("cc", "gcc"),
     // libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`.
     ("c++", "g++"),

@@ -68,6 +68,8 @@ fn run_tiers(times: &mut Times, outcomes: &mut Vec<scenarios::Outcome>) -> Resul
     times.tier("unit, golden and integration tests", || {
         let _a = sh.push_env("P6OS_AGENT", &agent);
         let _i = sh.push_env("P6OS_TEST_IMAGE", &image);
+        // Tests that need a PostgreSQL server fail here rather than skip (deps installs it).
+        let _p = sh.push_env("P6OS_TEST_DB_REQUIRED", "1");
         cmd!(sh, "cargo test --workspace --exclude p6os-qemu-tests").run()?;
         Ok(())
     })?;

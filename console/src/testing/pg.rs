@@ -1,0 +1,253 @@
+//! A throwaway PostgreSQL server for tests and benchmarks: Debian's `postgresql-15` binaries, a
+//! cluster made by `initdb` in a temporary directory, listening only on a Unix socket in that
+//! directory (no TCP port at all), with durability off (`fsync=off`: a test database dies
+//! with the test). When the tests run as root the server runs as the `postgres` system user
+//! the package made (PostgreSQL refuses to run as root).
+//!
+//! The server runs under a small `sh` that holds a pipe from this process: whenever this
+//! process ends (normally, by a panic, or killed), the pipe closes and the shell stops the
+//! server and removes the directory. Dropping a [`Cluster`] does the same at once.
+//!
+//! Where the package is absent, [`Cluster::start`] says so ([`Unavailable`]); with
+//! `P6OS_TEST_DB_REQUIRED` set (as `cargo xtask test` sets it) callers must fail instead of
+//! skipping: see [`required`].
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where Debian puts the server's programs (`P6OS_PG_BIN` overrides it).
+pub const DEFAULT_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Why no server could be started.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error("no PostgreSQL server programs in {0} (install the Debian package postgresql-15)")]
+    NotInstalled(PathBuf),
+    #[error("cannot start a PostgreSQL server for the tests: {0}")]
+    Failed(String),
+}
+
+/// Whether the caller must not skip when PostgreSQL is missing (`P6OS_TEST_DB_REQUIRED` set).
+pub fn required() -> bool {
+    std::env::var_os("P6OS_TEST_DB_REQUIRED").is_some_and(|v| !v.is_empty())
+}
+
+/// A running server on a Unix socket; stopped and removed when dropped.
+pub struct Cluster {
+    dir: PathBuf,
+    /// The shell that owns the server; its stdin is the lifeline.
+    guard: Child,
+    lifeline: Option<ChildStdin>,
+    /// The superuser the cluster was made with (trust authentication on the socket only).
+    pub user: String,
+}
+
+/// The system account to run the server as when this process is root: (uid, gid).
+fn server_account() -> Result<Option<(u32, u32)>, Unavailable> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(None);
+    }
+    let passwd = fs::read_to_string("/etc/passwd")
+        .map_err(|e| Unavailable::Failed(format!("/etc/passwd: {e}")))?;
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&"postgres") && f.len() > 3)
+                .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+                .flatten()
+        })
+        .map(Some)
+        .ok_or_else(|| {
+            Unavailable::Failed(
+                "running as root and no `postgres` account (the postgresql-15 package makes it)"
+                    .into(),
+            )
+        })
+}
+
+fn as_account(cmd: &mut Command, account: Option<(u32, u32)>) -> &mut Command {
+    if let Some((uid, gid)) = account {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+impl Cluster {
+    /// Makes a cluster in a new temporary directory and starts its server; returns when it
+    /// accepts connections.
+    pub fn start() -> Result<Cluster, Unavailable> {
+        let bin = std::env::var_os("P6OS_PG_BIN")
+            .map_or_else(|| PathBuf::from(DEFAULT_BIN), PathBuf::from);
+        if !bin.join("initdb").is_file() || !bin.join("postgres").is_file() {
+            return Err(Unavailable::NotInstalled(bin));
+        }
+        let account = server_account()?;
+        let failed =
+            |what: &str, e: &dyn std::fmt::Display| Unavailable::Failed(format!("{what}: {e}"));
+        let dir = tempfile::Builder::new()
+            .prefix("p6os-pg-")
+            .tempdir()
+            .map_err(|e| failed("temporary directory", &e))?
+            .keep();
+        if let Some((uid, gid)) = account {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                .map_err(|e| failed("chown", &e))?;
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| failed("chmod", &e))?;
+        let user = "p6os".to_string();
+        let out = as_account(&mut Command::new(bin.join("initdb")), account)
+            .current_dir(&dir)
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args([
+                "-U",
+                &user,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .output()
+            .map_err(|e| failed("initdb", &e))?;
+        if !out.status.success() {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(Unavailable::Failed(format!(
+                "initdb: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        // The lifeline: when stdin closes (this process ended, or `Drop`), stop the server
+        // (fast shutdown) and remove everything.
+        let script = r#"
+            "$1/postgres" -D "$2/data" -k "$2" -c listen_addresses= -c fsync=off \
+                -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
+                >"$2/log" 2>&1 &
+            pid=$!
+            read _ignored
+            kill -INT "$pid" 2>/dev/null
+            wait "$pid"
+            rm -rf "$2"
+        "#;
+        let mut guard = as_account(&mut Command::new("sh"), account)
+            .current_dir(&dir)
+            .arg("-c")
+            .arg(script)
+            .arg("p6os-pg")
+            .arg(&bin)
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| failed("starting postgres", &e))?;
+        let lifeline = guard.stdin.take();
+        let cluster = Cluster {
+            dir,
+            guard,
+            lifeline,
+            user,
+        };
+        cluster.wait_ready(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    fn wait_ready(&self, timeout: Duration) -> Result<(), Unavailable> {
+        let start = Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < timeout {
+            match postgres::Client::connect(&self.url("postgres"), postgres::NoTls) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+        Err(Unavailable::Failed(format!(
+            "the server did not accept connections within {timeout:?} ({last}); its log:\n{log}"
+        )))
+    }
+
+    /// The directory holding the socket (and the cluster).
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A connection URL for database `db` over the Unix socket.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgresql://{}@localhost/{db}?host={}",
+            self.user,
+            self.dir.display()
+        )
+    }
+
+    /// Creates a new, empty database (C collation) and returns its URL. Names are unique in
+    /// this process.
+    pub fn create_database(&self) -> Result<String, postgres::Error> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "t_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)?;
+        admin.batch_execute(&format!(
+            "CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+        ))?;
+        Ok(self.url(&name))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut l) = self.lifeline.take() {
+            let _ = l.write_all(b"stop\n");
+        }
+        let _ = self.guard.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_serves_on_its_socket_and_is_removed_when_dropped() {
+        let cluster = match Cluster::start() {
+            Ok(c) => c,
+            Err(e) if !required() => {
+                eprintln!("SKIPPED: {e}");
+                return;
+            }
+            Err(e) => panic!("{e} (P6OS_TEST_DB_REQUIRED is set)"),
+        };
+        let dir = cluster.socket_dir().to_path_buf();
+        let url = cluster.create_database().unwrap();
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let row = c
+            .query_one("SELECT current_user::text, current_setting('fsync')", &[])
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "p6os");
+        assert_eq!(row.get::<_, String>(1), "off");
+        // A second database is another one.
+        let other = cluster.create_database().unwrap();
+        assert_ne!(url, other);
+        // No TCP: the server listens on nothing but its socket.
+        let row = c
+            .query_one("SELECT current_setting('listen_addresses')", &[])
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "");
+        drop(c);
+        drop(cluster);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+}

@@ -23,7 +23,7 @@ use super::extract::{
 };
 use super::{json, now, AppState};
 use crate::auth::hex;
-use crate::db::bundles;
+use crate::db::{self, bundles};
 use crate::error::{error_chain, ApiError};
 use crate::page::{query_pairs, PageQuery};
 use crate::range::{self, Plan};
@@ -179,30 +179,32 @@ fn verify(path: &Path, size: u64, trusted: &[PublicKey]) -> Result<(Manifest, St
 /// Keeps the verified upload as `<sha256>.p6b` and records it (under the database lock, so
 /// two uploads of one bundle cannot race).
 fn store(
-    c: &mut rusqlite::Connection,
+    c: &mut db::Conn,
     dir: &Path,
     temp: NamedTempFile,
     bundle: Bundle,
 ) -> Result<Stored, ApiError> {
-    if let Some(existing) = bundles::get(c, &bundle.sha256)? {
-        if dir.join(format!("{}.p6b", bundle.sha256)).exists() {
+    c.write(|tx| {
+        if let Some(existing) = bundles::get_in(tx, &bundle.sha256)? {
+            if dir.join(format!("{}.p6b", bundle.sha256)).exists() {
+                return Ok(Stored::Existing(existing));
+            }
+            // The row outlived its file (removed by hand): put the file back.
+            temp.persist(dir.join(format!("{}.p6b", bundle.sha256)))
+                .map_err(|e| internal_io("cannot keep the bundle", e.error))?;
             return Ok(Stored::Existing(existing));
         }
-        // The row outlived its file (removed by hand): put the file back.
+        if let Some(other) = bundles::find(tx, &bundle.name, &bundle.version, &bundle.arch)? {
+            return Err(ApiError::conflict(format!(
+                "another bundle of {} {} for {} is already held (sha256 {}): versions are immutable",
+                bundle.name, bundle.version, bundle.arch, other.sha256
+            )));
+        }
         temp.persist(dir.join(format!("{}.p6b", bundle.sha256)))
             .map_err(|e| internal_io("cannot keep the bundle", e.error))?;
-        return Ok(Stored::Existing(existing));
-    }
-    if let Some(other) = bundles::find(c, &bundle.name, &bundle.version, &bundle.arch)? {
-        return Err(ApiError::conflict(format!(
-            "another bundle of {} {} for {} is already held (sha256 {}): versions are immutable",
-            bundle.name, bundle.version, bundle.arch, other.sha256
-        )));
-    }
-    temp.persist(dir.join(format!("{}.p6b", bundle.sha256)))
-        .map_err(|e| internal_io("cannot keep the bundle", e.error))?;
-    bundles::insert(c, &bundle)?;
-    Ok(Stored::New(bundle))
+        bundles::insert(tx, &bundle)?;
+        Ok(Stored::New(bundle))
+    })
 }
 
 fn is_sha256_hex(s: &str) -> bool {

@@ -164,15 +164,19 @@ pub async fn set_desired(
         let id = id.clone();
         st.db
             .run(move |c| {
-                // A member of an active rollout gets its version from the rollout.
-                if let Some(h) = crate::db::rollouts::holding_id(c, &id)? {
-                    return Err(ApiError::conflict(h.message()));
-                }
                 let desired = appliances::Desired {
                     version: req.version,
                     allow_downgrade: req.allow_downgrade,
                 };
-                appliances::set_desired(c, &id, &desired, now()).map_err(ApiError::from)
+                // One transaction: no rollout can take the member between the check and
+                // the change.
+                c.write(|tx| {
+                    // A member of an active rollout gets its version from the rollout.
+                    if let Some(h) = crate::db::rollouts::holding_id(tx, &id)? {
+                        return Err(ApiError::conflict(h.message()));
+                    }
+                    appliances::set_desired_one(tx, &id, &desired, now()).map_err(ApiError::from)
+                })
             })
             .await?
     };
@@ -196,16 +200,18 @@ pub async fn set_desired_by_selector(
     let matched = st
         .db
         .run(move |c| {
-            // Members of an active rollout get their version from the rollout.
-            if let Some(h) = crate::db::rollouts::holding_selector(c, &req.selector)? {
-                return Err(ApiError::conflict(h.message()));
-            }
             let desired = appliances::Desired {
                 version: req.version,
                 allow_downgrade: req.allow_downgrade,
             };
-            appliances::set_desired_by_selector(c, &req.selector, &desired, now())
-                .map_err(ApiError::from)
+            c.write(|tx| {
+                // Members of an active rollout get their version from the rollout.
+                if let Some(h) = crate::db::rollouts::holding_selector(tx, &req.selector)? {
+                    return Err(ApiError::conflict(h.message()));
+                }
+                appliances::set_desired_by_selector_in(tx, &req.selector, &desired, now())
+                    .map_err(ApiError::from)
+            })
         })
         .await?;
     Ok(Json(DesiredResponse { matched }))

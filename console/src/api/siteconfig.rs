@@ -17,6 +17,7 @@ use super::extract::{parse_json, Admin, DeviceToken, JsonBody, Param, RawJson};
 use super::{json, now, AppState};
 use crate::core::check_id_field;
 use crate::db::siteconfig::{self as store, NewConfig, Reported};
+use crate::db::sql::Sql;
 use crate::db::{self, appliances};
 use crate::error::ApiError;
 use crate::page::{query_pairs, PageQuery};
@@ -91,10 +92,12 @@ pub async fn show(
     let found = st
         .db
         .run(move |c| {
-            if !db::exists(c, "SELECT 1 FROM appliances WHERE id = ?1", &key)? {
-                return Ok(Err(unknown(&key)));
-            }
-            store::show(c, &key).map(Ok).map_err(ApiError::from)
+            c.read(|c| {
+                if !db::exists_in(c, "SELECT 1 FROM appliances WHERE id = ?1", &key)? {
+                    return Ok(Err(unknown(&key)));
+                }
+                store::show(c, &key).map(Ok).map_err(ApiError::from)
+            })
         })
         .await??;
     let (current, document) = found
@@ -124,18 +127,20 @@ pub async fn history(
     let (items, next) = st
         .db
         .run(move |c| {
-            if !db::exists(c, "SELECT 1 FROM appliances WHERE id = ?1", &id)? {
-                return Err(unknown(&id));
-            }
-            store::history(c, &id, before, &page).map_err(ApiError::from)
+            c.read(|c| {
+                if !db::exists_in(c, "SELECT 1 FROM appliances WHERE id = ?1", &id)? {
+                    return Err(unknown(&id));
+                }
+                store::history(c, &id, before, &page).map_err(ApiError::from)
+            })
         })
         .await?;
     Ok(Json(ConfigHistoryPage { items, next }))
 }
 
 /// The device token's appliance must be `id`.
-fn own(c: &rusqlite::Connection, hash: &str, id: &str) -> Result<(), ApiError> {
-    match appliances::id_for_token(c, hash)? {
+fn own(c: &mut dyn Sql, hash: &str, id: &str) -> Result<(), ApiError> {
+    match appliances::id_for_token_in(c, hash)? {
         None => Err(ApiError::unauthorized("invalid device token")),
         Some(owner) if owner != id => Err(ApiError::forbidden(
             "this device token belongs to another appliance",
@@ -160,8 +165,10 @@ pub async fn document(
     let found = st
         .db
         .run(move |c| {
-            own(c, &hash, &id)?;
-            store::document_for(c, &id, number).map_err(ApiError::from)
+            c.read(|c| {
+                own(c, &hash, &id)?;
+                store::document_for(c, &id, number).map_err(ApiError::from)
+            })
         })
         .await?;
     let (bytes, signature) = found
@@ -185,7 +192,7 @@ pub async fn report(
     let done = st
         .db
         .run(move |c| {
-            own(c, &hash, &id)?;
+            c.auto(|c| own(c, &hash, &id))?;
             let mut report: ConfigReport = parse_json(&body)?;
             core::clean_report(&mut report);
             store::report(c, &id, &report, now()).map_err(ApiError::from)
@@ -201,13 +208,12 @@ pub async fn report(
 
 /// What a heartbeat's answer announces: the configuration set last for `id`, while the
 /// device has not reported on it.
-pub(super) fn offer(c: &rusqlite::Connection, id: &str) -> Result<Option<ConfigRef>, ApiError> {
-    Ok(
-        store::pending(c, id)?.map(|(config, digest, size)| ConfigRef {
+pub(super) fn offer(c: &mut db::Conn, id: &str) -> Result<Option<ConfigRef>, ApiError> {
+    Ok(c.auto(|c| store::pending(c, id))?
+        .map(|(config, digest, size)| ConfigRef {
             config,
             digest,
             size,
             path: format!("{API}/appliances/{id}/config/{config}"),
-        }),
-    )
+        }))
 }

@@ -3,26 +3,18 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::sql::{Arg, Dialect, Row, Sql, SqlError};
+use super::{from_json, to_json, Conn, Context, DbError};
+use crate::args;
+use crate::core::{self, ListFilter};
+use crate::page::{Page, PageQuery};
 use p6os_protocol::{
     Appliance, BundleRef, Event, Heartbeat, ImageRequest, PairingPolicy, RegisterRequest, Status,
 };
-use rusqlite::types::Value;
-use rusqlite::{
-    params, params_from_iter, Connection, OptionalExtension, Row, Transaction, TransactionBehavior,
-};
-
-use super::{from_json, to_json, Context, DbError};
-use crate::core::{self, ListFilter};
-use crate::page::{Page, PageQuery};
 
 const COLUMNS: &str = "id, status, name, labels_json, facts_json, desired_version, reported_json, \
                        created_at, paired_at, last_seen, key_fingerprint, requested_fingerprint, \
                        pairing, image_name, arch";
-
-pub(crate) fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, DbError> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .ctx("begin")
-}
 
 /// A row in the `COLUMNS` order, with its JSON columns still as text (parsed by `finish`).
 struct RawAppliance {
@@ -43,7 +35,7 @@ struct RawAppliance {
     arch: Option<String>,
 }
 
-fn raw(r: &Row) -> rusqlite::Result<RawAppliance> {
+fn raw(r: &Row) -> Result<RawAppliance, SqlError> {
     Ok(RawAppliance {
         id: r.get(0)?,
         status: r.get(1)?,
@@ -86,37 +78,42 @@ fn finish(r: RawAppliance) -> Result<Appliance, DbError> {
     })
 }
 
-pub(super) fn get_in(conn: &Connection, id: &str) -> Result<Option<Appliance>, DbError> {
-    let raw = conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM appliances WHERE id = ?1"))
-        .and_then(|mut s| s.query_row([id], raw).optional())
+pub(super) fn get_in(c: &mut dyn Sql, id: &str) -> Result<Option<Appliance>, DbError> {
+    let row = c
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM appliances WHERE id = ?1"),
+            &args![id],
+        )
         .ctx("get appliance")?;
-    raw.map(finish).transpose()
+    row.map(|r| raw(&r).ctx("get appliance").and_then(finish))
+        .transpose()
 }
 
-pub fn get(conn: &mut Connection, id: &str) -> Result<Option<Appliance>, DbError> {
-    get_in(conn, id)
+pub fn get(conn: &mut Conn, id: &str) -> Result<Option<Appliance>, DbError> {
+    conn.auto(|c| get_in(c, id))
 }
 
 /// A page of the appliances that pass `filter`, sorted by id, after `page.after`: the
 /// filter is SQL (labels through `json_each`), so only a page is ever read.
 pub fn list(
-    conn: &mut Connection,
+    conn: &mut Conn,
     filter: &ListFilter,
     page: &PageQuery,
 ) -> Result<Page<Appliance>, DbError> {
+    let dialect = conn.dialect();
     let mut sql = format!("SELECT {COLUMNS} FROM appliances WHERE 1 = 1");
-    let mut args: Vec<Value> = Vec::new();
+    let mut args: Vec<Arg> = Vec::new();
     if let Some(s) = filter.status {
         args.push(s.as_str().to_string().into());
         let _ = write!(sql, " AND status = ?{}", args.len());
     }
-    selector_sql(&filter.labels, &mut sql, &mut args);
+    selector_sql(dialect, &filter.labels, &mut sql, &mut args);
     if let Some(v) = &filter.version {
         args.push(v.clone().into());
         let _ = write!(
             sql,
-            " AND json_extract(reported_json, '$.version') = ?{}",
+            " AND {} = ?{}",
+            dialect.json_text("reported_json", "version"),
             args.len()
         );
     }
@@ -126,13 +123,11 @@ pub fn list(
     }
     args.push(page.fetch().into());
     let _ = write!(sql, " ORDER BY id LIMIT ?{}", args.len());
-    let rows: Vec<RawAppliance> = conn
-        .prepare_cached(&sql)
-        .and_then(|mut st| st.query_map(params_from_iter(args), raw)?.collect())
-        .ctx("list appliances")?;
-    let rows = rows
-        .into_iter()
-        .map(finish)
+    let rows = conn
+        .auto(|c| c.query(&sql, &args))
+        .ctx("list appliances")?
+        .iter()
+        .map(|r| raw(r).ctx("list appliances").and_then(finish))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(page.page(rows, |a| a.id.clone()))
 }
@@ -140,18 +135,18 @@ pub fn list(
 /// `AND` terms for "the labels include every one of `selector`", appended to `sql` with their
 /// arguments (numbered after those already in `args`).
 pub(crate) fn selector_sql(
+    dialect: Dialect,
     selector: &BTreeMap<String, String>,
     sql: &mut String,
-    args: &mut Vec<Value>,
+    args: &mut Vec<Arg>,
 ) {
     for (k, v) in selector {
         args.push(k.clone().into());
         args.push(v.clone().into());
         let _ = write!(
             sql,
-            " AND EXISTS (SELECT 1 FROM json_each(labels_json) WHERE key = ?{} AND value = ?{})",
-            args.len() - 1,
-            args.len()
+            " AND {}",
+            dialect.label_match("labels_json", args.len() - 1, args.len())
         );
     }
 }
@@ -160,27 +155,27 @@ pub(crate) fn selector_sql(
 pub const MAX_EVENTS: usize = 1000;
 
 /// Deletes `id`'s events but the newest `MAX_EVENTS`.
-fn cap_events(tx: &Connection, id: &str) -> Result<(), DbError> {
-    tx.prepare_cached(
+fn cap_events(tx: &mut dyn Sql, id: &str) -> Result<(), DbError> {
+    tx.execute(
         "DELETE FROM events WHERE appliance_id = ?1 AND seq <= (
              SELECT seq FROM events WHERE appliance_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+        &args![id, MAX_EVENTS],
     )
-    .and_then(|mut s| s.execute(params![id, MAX_EVENTS as i64]))
     .ctx("cap events")?;
     Ok(())
 }
 
 pub(crate) fn add_event(
-    tx: &Connection,
+    tx: &mut dyn Sql,
     id: &str,
     at: u64,
     kind: &str,
     message: &str,
 ) -> Result<(), DbError> {
-    tx.prepare_cached(
+    tx.execute(
         "INSERT INTO events (appliance_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
+        &args![id, at, kind, message],
     )
-    .and_then(|mut s| s.execute(params![id, at as i64, kind, message]))
     .ctx("add event")?;
     cap_events(tx, id)
 }
@@ -194,13 +189,12 @@ pub enum Registered {
 /// Registers an id: new, or a pending one (keeping the facts it sent, but taking the
 /// operator's name and labels only: whoever asked holds just the public pairing token). A
 /// fingerprint binds the id to that device key.
-pub fn register(
-    conn: &mut Connection,
-    req: &RegisterRequest,
-    now: u64,
-) -> Result<Registered, DbError> {
-    let tx = write_tx(conn)?;
-    let existing = get_in(&tx, &req.id)?;
+pub fn register(conn: &mut Conn, req: &RegisterRequest, now: u64) -> Result<Registered, DbError> {
+    conn.write(|tx| register_in(tx, req, now))
+}
+
+fn register_in(tx: &mut dyn Sql, req: &RegisterRequest, now: u64) -> Result<Registered, DbError> {
+    let existing = get_in(tx, &req.id)?;
     let policy = req.pairing.as_str();
     let key_note = match &req.fingerprint {
         Some(fp) => format!(" for the device key {fp}"),
@@ -212,23 +206,21 @@ pub fn register(
     match existing {
         Some(a) if a.status != Status::Pending => return Ok(Registered::Conflict(a.status)),
         Some(_) => {
-            tx.prepare_cached(
+            tx.execute(
                 "UPDATE appliances SET status = 'unpaired', name = ?2, labels_json = ?3,
                      pairing = ?4, key_fingerprint = ?5
                  WHERE id = ?1",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    req.id,
-                    req.name,
+                &args![
+                    &req.id,
+                    req.name.as_deref(),
                     to_json(&req.labels),
                     policy,
-                    req.fingerprint
-                ])
-            })
+                    req.fingerprint.as_deref()
+                ],
+            )
             .ctx("register pending")?;
             add_event(
-                &tx,
+                tx,
                 &req.id,
                 now,
                 "registered",
@@ -236,24 +228,22 @@ pub fn register(
             )?;
         }
         None => {
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO appliances (id, status, name, labels_json, created_at, pairing,
                      key_fingerprint)
                  VALUES (?1, 'unpaired', ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    req.id,
-                    req.name,
+                &args![
+                    &req.id,
+                    req.name.as_deref(),
                     to_json(&req.labels),
-                    now as i64,
+                    now,
                     policy,
-                    req.fingerprint
-                ])
-            })
+                    req.fingerprint.as_deref()
+                ],
+            )
             .ctx("register")?;
             add_event(
-                &tx,
+                tx,
                 &req.id,
                 now,
                 "registered",
@@ -261,27 +251,35 @@ pub fn register(
             )?;
         }
     }
-    let a = get_in(&tx, &req.id)?;
-    tx.commit().ctx("commit register")?;
+    let a = get_in(tx, &req.id)?;
     Ok(a.map_or(Registered::Conflict(Status::Pending), |a| {
         Registered::Created(Box::new(a))
     }))
 }
 
 /// Deletes an appliance and its events; its device token stops working. False if unknown.
-pub fn delete(conn: &mut Connection, id: &str) -> Result<bool, DbError> {
+pub fn delete(conn: &mut Conn, id: &str) -> Result<bool, DbError> {
     let n = conn
-        .prepare_cached("DELETE FROM appliances WHERE id = ?1")
-        .and_then(|mut s| s.execute([id]))
+        .auto(|c| c.execute("DELETE FROM appliances WHERE id = ?1", &args![id]))
         .ctx("delete appliance")?;
     Ok(n > 0)
 }
 
 /// The appliance a device token belongs to.
-pub fn id_for_token(conn: &Connection, token_hash: &str) -> Result<Option<String>, DbError> {
-    conn.prepare_cached("SELECT id FROM appliances WHERE token_hash = ?1 AND status = 'ready'")
-        .and_then(|mut s| s.query_row([token_hash], |r| r.get(0)).optional())
-        .ctx("find token")
+pub fn id_for_token(conn: &mut Conn, token_hash: &str) -> Result<Option<String>, DbError> {
+    conn.auto(|c| id_for_token_in(c, token_hash))
+}
+
+pub(crate) fn id_for_token_in(
+    c: &mut dyn Sql,
+    token_hash: &str,
+) -> Result<Option<String>, DbError> {
+    c.query_opt(
+        "SELECT id FROM appliances WHERE token_hash = ?1 AND status = 'ready'",
+        &args![token_hash],
+    )
+    .and_then(|r| r.map(|r| r.get(0)).transpose())
+    .ctx("find token")
 }
 
 /// The heartbeat's answer, before the interval is added.
@@ -302,32 +300,49 @@ pub struct Desired {
 /// Stores a heartbeat (already authenticated for `id`), records what changed, and finds the
 /// bundle for the desired version (same image name and arch as the device).
 pub fn heartbeat(
-    conn: &mut Connection,
+    conn: &mut Conn,
     id: &str,
     beat: &Heartbeat,
     now: u64,
 ) -> Result<Option<Beat>, DbError> {
-    let tx = write_tx(conn)?;
-    let row = tx
-        .prepare_cached(
-            "SELECT image_name, arch, reported_json, desired_version, missing_bundle,
-                 allow_downgrade
-             FROM appliances WHERE id = ?1 AND status = 'ready'",
+    conn.write(|tx| heartbeat_in(tx, id, beat, now))
+}
+
+type HeartbeatRow = (
+    (Option<String>, Option<String>),
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    bool,
+);
+
+fn heartbeat_in(
+    tx: &mut dyn Sql,
+    id: &str,
+    beat: &Heartbeat,
+    now: u64,
+) -> Result<Option<Beat>, DbError> {
+    let row: Option<HeartbeatRow> = tx
+        .query_opt(
+            &format!(
+                "SELECT image_name, arch, reported_json, desired_version, missing_bundle,
+                     allow_downgrade
+                 FROM appliances WHERE id = ?1 AND status = 'ready'{}",
+                tx.dialect().for_update()
+            ),
+            &args![id],
         )
-        .and_then(|mut s| {
-            s.query_row([id], |r| {
+        .and_then(|r| {
+            r.map(|r| {
                 Ok((
-                    (
-                        r.get::<_, Option<String>>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                    ),
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, bool>(5)?,
+                    (r.get(0)?, r.get(1)?),
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
                 ))
             })
-            .optional()
+            .transpose()
         })
         .ctx("read for heartbeat")?;
     let Some((image, reported, mut desired, missing, mut allow_downgrade)) = row else {
@@ -335,7 +350,7 @@ pub fn heartbeat(
     };
     // A member of an active rollout waits for its turn with no version (`db::rollouts`).
     let image_ref = (image.0.as_deref(), image.1.as_deref());
-    match super::rollouts::on_heartbeat(&tx, id, beat, image_ref, now)? {
+    match super::rollouts::on_heartbeat(tx, id, beat, image_ref, now)? {
         super::rollouts::Answer::Hold => (desired, allow_downgrade) = (None, false),
         super::rollouts::Answer::Handed(version, allow) => {
             (desired, allow_downgrade) = (Some(version), allow)
@@ -351,7 +366,7 @@ pub fn heartbeat(
         if let (Some(name), Some(arch)) = &image {
             if (&fresh.image_name, &fresh.arch) != (name, arch) {
                 add_event(
-                    &tx,
+                    tx,
                     id,
                     now,
                     "image-mismatch",
@@ -363,23 +378,25 @@ pub fn heartbeat(
                 )?;
             }
         }
-        tx.prepare_cached("UPDATE appliances SET facts_json = ?2 WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![id, to_json(&fresh)]))
-            .ctx("store facts")?;
+        tx.execute(
+            "UPDATE appliances SET facts_json = ?2 WHERE id = ?1",
+            &args![id, to_json(&fresh)],
+        )
+        .ctx("store facts")?;
     }
     let beat = &beat;
     for (kind, message) in core::heartbeat_events(old.as_ref(), beat) {
-        add_event(&tx, id, now, kind, &message)?;
+        add_event(tx, id, now, kind, &message)?;
     }
     let mut missing_after = None;
     let bundle = match (&desired, image) {
         (Some(version), (Some(image_name), Some(arch))) => {
             let target = Target { image_name, arch };
-            let found = super::bundles::find(&tx, &target.image_name, version, &target.arch)?;
+            let found = super::bundles::find(tx, &target.image_name, version, &target.arch)?;
             if found.is_none() {
                 if missing.as_deref() != Some(version.as_str()) {
                     add_event(
-                        &tx,
+                        tx,
                         id,
                         now,
                         "bundle-missing",
@@ -400,12 +417,11 @@ pub fn heartbeat(
         }
         _ => None,
     };
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE appliances SET reported_json = ?2, last_seen = ?3, missing_bundle = ?4 WHERE id = ?1",
+        &args![id, to_json(beat), now, missing_after],
     )
-    .and_then(|mut s| s.execute(params![id, to_json(beat), now as i64, missing_after]))
     .ctx("store heartbeat")?;
-    tx.commit().ctx("commit heartbeat")?;
     Ok(Some(Beat {
         allow_downgrade: allow_downgrade && desired.is_some(),
         desired_version: desired,
@@ -420,7 +436,7 @@ struct Target {
 }
 
 fn set_desired_in(
-    tx: &Transaction,
+    tx: &mut dyn Sql,
     a: &Appliance,
     desired: &Desired,
     now: u64,
@@ -429,17 +445,20 @@ fn set_desired_in(
     // A cleared version allows nothing.
     let allow = desired.allow_downgrade && version.is_some();
     let allowed_before: bool = tx
-        .prepare_cached("SELECT allow_downgrade FROM appliances WHERE id = ?1")
-        .and_then(|mut s| s.query_row([&a.id], |r| r.get(0)))
+        .query_one(
+            "SELECT allow_downgrade FROM appliances WHERE id = ?1",
+            &args![&a.id],
+        )
+        .and_then(|r| r.get(0))
         .ctx("read allow_downgrade")?;
     if &a.desired_version == version && allowed_before == allow {
         return Ok(());
     }
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE appliances SET desired_version = ?2, allow_downgrade = ?3, missing_bundle = NULL
          WHERE id = ?1",
+        &args![&a.id, version.as_deref(), allow],
     )
-    .and_then(|mut s| s.execute(params![a.id, version, allow]))
     .ctx("set desired")?;
     let message = match version {
         Some(v) if allow => {
@@ -453,39 +472,52 @@ fn set_desired_in(
 
 /// Sets one appliance's desired version; `None` if the id is unknown.
 pub fn set_desired(
-    conn: &mut Connection,
+    conn: &mut Conn,
     id: &str,
     desired: &Desired,
     now: u64,
 ) -> Result<Option<Appliance>, DbError> {
-    let tx = write_tx(conn)?;
-    let Some(a) = get_in(&tx, id)? else {
+    conn.write(|tx| set_desired_one(tx, id, desired, now))
+}
+
+/// [`set_desired`] in the caller's transaction.
+pub(crate) fn set_desired_one(
+    tx: &mut dyn Sql,
+    id: &str,
+    desired: &Desired,
+    now: u64,
+) -> Result<Option<Appliance>, DbError> {
+    let Some(a) = get_in(tx, id)? else {
         return Ok(None);
     };
-    set_desired_in(&tx, &a, desired, now)?;
-    let a = get_in(&tx, id)?;
-    tx.commit().ctx("commit desired")?;
-    Ok(a)
+    set_desired_in(tx, &a, desired, now)?;
+    get_in(tx, id)
 }
 
 /// Sets the desired version of every appliance whose labels include the selector's; the ids,
 /// sorted. In SQL: the selector is matched by SQLite, the rows are not loaded.
 pub fn set_desired_by_selector(
-    conn: &mut Connection,
+    conn: &mut Conn,
     selector: &BTreeMap<String, String>,
     desired: &Desired,
     now: u64,
 ) -> Result<Vec<String>, DbError> {
-    let tx = write_tx(conn)?;
+    conn.write(|tx| set_desired_by_selector_in(tx, selector, desired, now))
+}
+
+/// [`set_desired_by_selector`] in the caller's transaction.
+pub(crate) fn set_desired_by_selector_in(
+    tx: &mut dyn Sql,
+    selector: &BTreeMap<String, String>,
+    desired: &Desired,
+    now: u64,
+) -> Result<Vec<String>, DbError> {
     let mut matching = String::from("FROM appliances WHERE 1 = 1");
-    let mut args: Vec<Value> = Vec::new();
-    selector_sql(selector, &mut matching, &mut args);
+    let mut args: Vec<Arg> = Vec::new();
+    selector_sql(tx.dialect(), selector, &mut matching, &mut args);
     let matched: Vec<String> = tx
-        .prepare(&format!("SELECT id {matching} ORDER BY id"))
-        .and_then(|mut s| {
-            s.query_map(params_from_iter(args.clone()), |r| r.get(0))?
-                .collect()
-        })
+        .query(&format!("SELECT id {matching} ORDER BY id"), &args)
+        .and_then(|rows| rows.iter().map(|r| r.get(0)).collect())
         .ctx("match selector")?;
     // The appliances whose desired version (or downgrade permission) changes get an event,
     // then the new values.
@@ -499,83 +531,79 @@ pub fn set_desired_by_selector(
         Some(v) => format!("desired version set to {v}"),
         None => "desired version cleared".to_string(),
     };
+    // Parameters after the selector's: the version, whether a downgrade is allowed, then
+    // (events only) the time and the message.
     let n = args.len();
     let changing = format!(
-        "{matching} AND (desired_version IS NOT ?{} OR allow_downgrade IS NOT ?{})",
+        "{matching} AND (desired_version IS DISTINCT FROM ?{} OR allow_downgrade IS DISTINCT FROM ?{})",
         n + 1,
-        n + 4
+        n + 2
     );
     let mut event_args = args.clone();
-    event_args.extend([
-        Value::from(version.clone()),
-        Value::from(now as i64),
-        Value::from(message),
-        Value::from(allow),
-    ]);
+    event_args.extend(args![version.as_deref(), allow, now, message]);
     let changed: Vec<String> = tx
-        .prepare(&format!(
-            "INSERT INTO events (appliance_id, at, kind, message)
-             SELECT id, ?{}, 'desired', ?{} {changing} RETURNING appliance_id",
-            n + 2,
-            n + 3
-        ))
-        .and_then(|mut s| {
-            s.query_map(params_from_iter(event_args), |r| r.get(0))?
-                .collect()
-        })
+        .query(
+            &format!(
+                "INSERT INTO events (appliance_id, at, kind, message)
+                 SELECT id, CAST(?{} AS BIGINT), 'desired', CAST(?{} AS TEXT) {changing}
+                 RETURNING appliance_id",
+                n + 3,
+                n + 4
+            ),
+            &event_args,
+        )
+        .and_then(|rows| rows.iter().map(|r| r.get(0)).collect())
         .ctx("desired events")?;
     let mut update_args = args;
-    update_args.extend([
-        Value::from(version.clone()),
-        Value::Null,
-        Value::Null,
-        Value::from(allow),
-    ]);
+    update_args.extend(args![version.as_deref(), allow]);
     tx.execute(
         &format!(
             "UPDATE appliances SET desired_version = ?{0}, allow_downgrade = ?{1},
                  missing_bundle = NULL
              WHERE id IN (SELECT id {changing})",
             n + 1,
-            n + 4
+            n + 2
         ),
-        params_from_iter(update_args),
+        &update_args,
     )
     .ctx("set desired")?;
     for id in &changed {
-        cap_events(&tx, id)?;
+        cap_events(tx, id)?;
     }
-    tx.commit().ctx("commit desired")?;
     Ok(matched)
 }
 
 /// A page of an appliance's events, oldest first, after the `seq` `page.after`; `None` if the
 /// id is unknown.
 pub fn events(
-    conn: &mut Connection,
+    conn: &mut Conn,
     id: &str,
     after: i64,
     page: &PageQuery,
 ) -> Result<Option<Page<Event>>, DbError> {
-    if !super::exists(conn, "SELECT 1 FROM appliances WHERE id = ?1", id)? {
-        return Ok(None);
-    }
-    let rows: Vec<Event> = conn
-        .prepare_cached(
-            "SELECT seq, at, kind, message FROM events WHERE appliance_id = ?1 AND seq > ?2
-             ORDER BY seq LIMIT ?3",
-        )
-        .and_then(|mut s| {
-            s.query_map(params![id, after, page.fetch()], |r| {
-                Ok(Event {
-                    seq: r.get(0)?,
-                    at: r.get::<_, i64>(1)?.max(0) as u64,
-                    kind: r.get(2)?,
-                    message: r.get(3)?,
-                })
-            })?
-            .collect()
-        })
-        .ctx("list events")?;
-    Ok(Some(page.page(rows, |e| e.seq.to_string())))
+    conn.read(|c| {
+        if !super::exists_in(c, "SELECT 1 FROM appliances WHERE id = ?1", id)? {
+            return Ok(None);
+        }
+        let rows: Vec<Event> = c
+            .query(
+                "SELECT seq, at, kind, message FROM events WHERE appliance_id = ?1 AND seq > ?2
+                 ORDER BY seq LIMIT ?3",
+                &args![id, after, page.fetch()],
+            )
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        Ok(Event {
+                            seq: r.get(0)?,
+                            at: r.get::<i64>(1)?.max(0) as u64,
+                            kind: r.get(2)?,
+                            message: r.get(3)?,
+                        })
+                    })
+                    .collect()
+            })
+            .ctx("list events")?;
+        Ok(Some(page.page(rows, |e| e.seq.to_string())))
+    })
 }

@@ -2,23 +2,24 @@
 //! `p6os_protocol::diagnostics::MAX_BYTES` each, a few per appliance, a total cap).
 
 use p6os_protocol::diagnostics::{content_path, DiagnosticsRequest, TTL_SECS};
-use rusqlite::{params, Connection, OptionalExtension, Row as SqlRow};
 
 use super::appliances::add_event;
-use super::{Context, DbError};
+use super::sql::{Row as SqlRow, Sql, SqlError};
+use super::{Conn, Context, DbError};
+use crate::args;
 use crate::diagnostics::{evictions, Caps, Row, MAX_ROWS_PER_APPLIANCE};
 use crate::page::{Page, PageQuery};
 
 const COLUMNS: &str = "id, appliance_id, max_bytes, requested_at, delivered_at, uploaded_at, \
                        size, sha256, content IS NOT NULL";
 
-fn row(r: &SqlRow) -> rusqlite::Result<Row> {
+fn row(r: &SqlRow) -> Result<Row, SqlError> {
     let opt = |v: Option<i64>| v.map(|n| n.max(0) as u64);
     Ok(Row {
-        id: r.get::<_, i64>(0)?.max(0) as u64,
+        id: r.get::<i64>(0)?.max(0) as u64,
         appliance_id: r.get(1)?,
-        max_bytes: r.get::<_, i64>(2)?.max(0) as u64,
-        requested_at: r.get::<_, i64>(3)?.max(0) as u64,
+        max_bytes: r.get::<i64>(2)?.max(0) as u64,
+        requested_at: r.get::<i64>(3)?.max(0) as u64,
         delivered_at: opt(r.get(4)?),
         uploaded_at: opt(r.get(5)?),
         size: opt(r.get(6)?),
@@ -27,23 +28,34 @@ fn row(r: &SqlRow) -> rusqlite::Result<Row> {
     })
 }
 
-pub fn get(conn: &Connection, id: u64) -> Result<Option<Row>, DbError> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM diagnostics WHERE id = ?1"))
-        .and_then(|mut s| s.query_row([id as i64], row).optional())
-        .ctx("get diagnostics")
+fn one(c: &mut dyn Sql, sql: &str, args: &[super::sql::Arg]) -> Result<Option<Row>, SqlError> {
+    c.query_opt(sql, args)?.map(|r| row(&r)).transpose()
+}
+
+pub fn get(conn: &mut Conn, id: u64) -> Result<Option<Row>, DbError> {
+    conn.auto(|c| get_in(c, id))
+}
+
+fn get_in(c: &mut dyn Sql, id: u64) -> Result<Option<Row>, DbError> {
+    one(
+        c,
+        &format!("SELECT {COLUMNS} FROM diagnostics WHERE id = ?1"),
+        &args![id],
+    )
+    .ctx("get diagnostics")
 }
 
 /// The appliance's oldest outstanding request (not uploaded, not expired).
-fn outstanding(conn: &Connection, appliance: &str, now: u64) -> Result<Option<Row>, DbError> {
-    conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM diagnostics
-         WHERE appliance_id = ?1 AND uploaded_at IS NULL AND requested_at > ?2
-         ORDER BY id LIMIT 1"
-    ))
-    .and_then(|mut s| {
-        s.query_row(params![appliance, now.saturating_sub(TTL_SECS) as i64], row)
-            .optional()
-    })
+fn outstanding(c: &mut dyn Sql, appliance: &str, now: u64) -> Result<Option<Row>, DbError> {
+    one(
+        c,
+        &format!(
+            "SELECT {COLUMNS} FROM diagnostics
+             WHERE appliance_id = ?1 AND uploaded_at IS NULL AND requested_at > ?2
+             ORDER BY id LIMIT 1"
+        ),
+        &args![appliance, now.saturating_sub(TTL_SECS)],
+    )
     .ctx("outstanding diagnostics")
 }
 
@@ -58,68 +70,73 @@ pub enum Created {
 /// A new request for `appliance`, unless one is outstanding; forgets the appliance's oldest
 /// requests beyond [`MAX_ROWS_PER_APPLIANCE`].
 pub fn create(
-    conn: &mut Connection,
+    conn: &mut Conn,
     appliance: &str,
     max_bytes: u64,
     now: u64,
 ) -> Result<Created, DbError> {
-    let tx = conn.transaction().ctx("begin diagnostics request")?;
-    if !super::exists(&tx, "SELECT 1 FROM appliances WHERE id = ?1", appliance)? {
-        return Ok(Created::NoAppliance);
-    }
-    if let Some(existing) = outstanding(&tx, appliance, now)? {
-        return Ok(Created::Existing(existing));
-    }
-    tx.execute(
-        "INSERT INTO diagnostics (appliance_id, max_bytes, requested_at) VALUES (?1, ?2, ?3)",
-        params![appliance, max_bytes as i64, now as i64],
-    )
-    .ctx("insert diagnostics")?;
-    let id = tx.last_insert_rowid() as u64;
-    tx.execute(
-        "DELETE FROM diagnostics WHERE appliance_id = ?1 AND id NOT IN
-             (SELECT id FROM diagnostics WHERE appliance_id = ?1 ORDER BY id DESC LIMIT ?2)",
-        params![appliance, MAX_ROWS_PER_APPLIANCE as i64],
-    )
-    .ctx("cap diagnostics rows")?;
-    add_event(
-        &tx,
-        appliance,
-        now,
-        "diagnostics",
-        &format!("diagnostics bundle {id} requested (at most {max_bytes} bytes)"),
-    )?;
-    let created = get(&tx, id)?.ok_or(DbError::Query {
-        what: "read the new diagnostics request",
-        source: rusqlite::Error::QueryReturnedNoRows,
-    })?;
-    tx.commit().ctx("commit diagnostics request")?;
-    Ok(Created::New(created))
+    conn.write(|tx| {
+        if !super::exists_in(tx, "SELECT 1 FROM appliances WHERE id = ?1", appliance)? {
+            return Ok(Created::NoAppliance);
+        }
+        if let Some(existing) = outstanding(tx, appliance, now)? {
+            return Ok(Created::Existing(existing));
+        }
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO diagnostics (appliance_id, max_bytes, requested_at)
+                 VALUES (?1, ?2, ?3) RETURNING id",
+                &args![appliance, max_bytes, now],
+            )
+            .and_then(|r| r.get(0))
+            .ctx("insert diagnostics")?;
+        let id = id.max(0) as u64;
+        tx.execute(
+            "DELETE FROM diagnostics WHERE appliance_id = ?1 AND id NOT IN
+                 (SELECT id FROM diagnostics WHERE appliance_id = ?1 ORDER BY id DESC LIMIT ?2)",
+            &args![appliance, MAX_ROWS_PER_APPLIANCE],
+        )
+        .ctx("cap diagnostics rows")?;
+        add_event(
+            tx,
+            appliance,
+            now,
+            "diagnostics",
+            &format!("diagnostics bundle {id} requested (at most {max_bytes} bytes)"),
+        )?;
+        let created = get_in(tx, id)?.ok_or(DbError::Query {
+            what: "read the new diagnostics request",
+            source: SqlError::NoRow,
+        })?;
+        Ok(Created::New(created))
+    })
 }
 
 /// For a heartbeat of `appliance`: its outstanding request, marked delivered (at its first
 /// delivery). Passed on at every heartbeat until the bundle arrives (the agent does one
 /// collection per request).
 pub fn deliver(
-    conn: &Connection,
+    conn: &mut Conn,
     appliance: &str,
     now: u64,
 ) -> Result<Option<DiagnosticsRequest>, DbError> {
-    let Some(r) = outstanding(conn, appliance, now)? else {
-        return Ok(None);
-    };
-    if r.delivered_at.is_none() {
-        conn.execute(
-            "UPDATE diagnostics SET delivered_at = ?2 WHERE id = ?1",
-            params![r.id as i64, now as i64],
-        )
-        .ctx("deliver diagnostics")?;
-    }
-    Ok(Some(DiagnosticsRequest {
-        id: r.id,
-        max_bytes: r.max_bytes,
-        upload_path: content_path(r.id),
-    }))
+    conn.auto(|c| {
+        let Some(r) = outstanding(c, appliance, now)? else {
+            return Ok(None);
+        };
+        if r.delivered_at.is_none() {
+            c.execute(
+                "UPDATE diagnostics SET delivered_at = ?2 WHERE id = ?1 AND delivered_at IS NULL",
+                &args![r.id, now],
+            )
+            .ctx("deliver diagnostics")?;
+        }
+        Ok(Some(DiagnosticsRequest {
+            id: r.id,
+            max_bytes: r.max_bytes,
+            upload_path: content_path(r.id),
+        }))
+    })
 }
 
 /// An uploaded bundle.
@@ -134,71 +151,67 @@ pub struct Upload<'a> {
 /// Stores a bundle if `device` may still upload it (checked again under the lock), then drops
 /// held bundles beyond `caps`. The stored row, or why not.
 pub fn store(
-    conn: &mut Connection,
+    conn: &mut Conn,
     up: &Upload,
     caps: Caps,
 ) -> Result<Result<Row, crate::diagnostics::Refusal>, DbError> {
-    let tx = conn.transaction().ctx("begin diagnostics upload")?;
-    let current = get(&tx, up.id)?;
-    if let Err(refusal) = crate::diagnostics::may_upload(current.as_ref(), up.device, up.now) {
-        return Ok(Err(refusal));
-    }
-    tx.execute(
-        "UPDATE diagnostics SET uploaded_at = ?2, size = ?3, sha256 = ?4, content = ?5
-         WHERE id = ?1",
-        params![
-            up.id as i64,
-            up.now as i64,
-            up.bytes.len() as i64,
-            up.sha256,
-            up.bytes
-        ],
-    )
-    .ctx("store diagnostics")?;
-    add_event(
-        &tx,
-        up.device,
-        up.now,
-        "diagnostics",
-        &format!(
-            "diagnostics bundle {} uploaded ({} bytes, sha256 {})",
-            up.id,
-            up.bytes.len(),
-            up.sha256
-        ),
-    )?;
-    evict(&tx, caps)?;
-    let stored = get(&tx, up.id)?.ok_or(DbError::Query {
-        what: "read the stored diagnostics",
-        source: rusqlite::Error::QueryReturnedNoRows,
-    })?;
-    tx.commit().ctx("commit diagnostics upload")?;
-    Ok(Ok(stored))
+    conn.write(|tx| {
+        let current = get_in(tx, up.id)?;
+        if let Err(refusal) = crate::diagnostics::may_upload(current.as_ref(), up.device, up.now) {
+            return Ok(Err(refusal));
+        }
+        tx.execute(
+            "UPDATE diagnostics SET uploaded_at = ?2, size = ?3, sha256 = ?4, content = ?5
+             WHERE id = ?1",
+            &args![up.id, up.now, up.bytes.len(), up.sha256, up.bytes],
+        )
+        .ctx("store diagnostics")?;
+        add_event(
+            tx,
+            up.device,
+            up.now,
+            "diagnostics",
+            &format!(
+                "diagnostics bundle {} uploaded ({} bytes, sha256 {})",
+                up.id,
+                up.bytes.len(),
+                up.sha256
+            ),
+        )?;
+        evict(tx, caps)?;
+        let stored = get_in(tx, up.id)?.ok_or(DbError::Query {
+            what: "read the stored diagnostics",
+            source: SqlError::NoRow,
+        })?;
+        Ok(Ok(stored))
+    })
 }
 
 /// Drops the bytes of held bundles beyond `caps` (the rows stay, `evicted`).
-fn evict(tx: &Connection, caps: Caps) -> Result<(), DbError> {
+fn evict(tx: &mut dyn Sql, caps: Caps) -> Result<(), DbError> {
     let held: Vec<(u64, String, u64)> = tx
-        .prepare_cached(
+        .query(
             "SELECT id, appliance_id, size FROM diagnostics WHERE content IS NOT NULL
              ORDER BY uploaded_at DESC, id DESC",
+            &[],
         )
-        .and_then(|mut s| {
-            s.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?.max(0) as u64,
-                    r.get(1)?,
-                    r.get::<_, i64>(2)?.max(0) as u64,
-                ))
-            })?
-            .collect()
+        .and_then(|rows| {
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        r.get::<i64>(0)?.max(0) as u64,
+                        r.get(1)?,
+                        r.get::<i64>(2)?.max(0) as u64,
+                    ))
+                })
+                .collect()
         })
         .ctx("held diagnostics")?;
     let refs: Vec<(u64, &str, u64)> = held.iter().map(|(i, a, s)| (*i, a.as_str(), *s)).collect();
     for id in evictions(&refs, caps) {
         tx.execute(
             "UPDATE diagnostics SET content = NULL WHERE id = ?1",
-            [id as i64],
+            &args![id],
         )
         .ctx("evict diagnostics")?;
     }
@@ -206,64 +219,63 @@ fn evict(tx: &Connection, caps: Caps) -> Result<(), DbError> {
 }
 
 /// The bundle's bytes, if held.
-pub fn content(conn: &Connection, id: u64) -> Result<Option<Vec<u8>>, DbError> {
-    conn.prepare_cached("SELECT content FROM diagnostics WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([id as i64], |r| r.get::<_, Option<Vec<u8>>>(0))
-                .optional()
-        })
-        .map(Option::flatten)
-        .ctx("diagnostics content")
+pub fn content(conn: &mut Conn, id: u64) -> Result<Option<Vec<u8>>, DbError> {
+    conn.auto(|c| {
+        c.query_opt("SELECT content FROM diagnostics WHERE id = ?1", &args![id])
+            .and_then(|r| r.map(|r| r.get::<Option<Vec<u8>>>(0)).transpose())
+            .map(Option::flatten)
+            .ctx("diagnostics content")
+    })
 }
 
 /// A page of `appliance`'s requests, newest first, after the id `page.after`; `None` when
 /// `after` is not one of its requests.
 pub fn list(
-    conn: &Connection,
+    conn: &mut Conn,
     appliance: &str,
     after: Option<u64>,
     page: &PageQuery,
 ) -> Result<Option<Page<Row>>, DbError> {
-    if let Some(after) = after {
-        if get(conn, after)?.is_none_or(|r| r.appliance_id != appliance) {
-            return Ok(None);
+    conn.read(|c| {
+        if let Some(after) = after {
+            if get_in(c, after)?.is_none_or(|r| r.appliance_id != appliance) {
+                return Ok(None);
+            }
         }
-    }
-    let rows: Vec<Row> = conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM diagnostics
-             WHERE appliance_id = ?1 AND (?2 IS NULL OR id < ?2)
-             ORDER BY id DESC LIMIT ?3"
-        ))
-        .and_then(|mut s| {
-            s.query_map(
-                params![appliance, after.map(|a| a as i64), page.fetch()],
-                row,
-            )?
-            .collect()
-        })
-        .ctx("list diagnostics")?;
-    Ok(Some(page.page(rows, |r| r.id.to_string())))
+        let rows: Vec<Row> = c
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM diagnostics
+                     WHERE appliance_id = ?1 AND (?2 IS NULL OR id < ?2)
+                     ORDER BY id DESC LIMIT ?3"
+                ),
+                &args![appliance, after, page.fetch()],
+            )
+            .and_then(|rows| rows.iter().map(row).collect())
+            .ctx("list diagnostics")?;
+        Ok(Some(page.page(rows, |r| r.id.to_string())))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn db() -> (tempfile::TempDir, Connection) {
+    fn db() -> (tempfile::TempDir, Conn) {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::open(&dir.path().join("c.db")).unwrap();
+        let mut conn = super::super::open(&dir.path().join("c.db")).unwrap();
         for id in ["a", "b"] {
-            conn.execute(
-                "INSERT INTO appliances (id, status, created_at) VALUES (?1, 'ready', 1)",
-                [id],
-            )
-            .unwrap();
+            conn.sqlite()
+                .execute(
+                    "INSERT INTO appliances (id, status, created_at) VALUES (?1, 'ready', 1)",
+                    [id],
+                )
+                .unwrap();
         }
         (dir, conn)
     }
 
-    fn upload(conn: &mut Connection, appliance: &str, size: usize, now: u64, caps: Caps) -> u64 {
+    fn upload(conn: &mut Conn, appliance: &str, size: usize, now: u64, caps: Caps) -> u64 {
         let Created::New(r) = create(conn, appliance, 1 << 20, now).unwrap() else {
             panic!("not new")
         };
@@ -290,10 +302,10 @@ mod tests {
         let first = upload(&mut conn, "a", 100, 10, caps);
         let second = upload(&mut conn, "b", 100, 11, caps);
         let third = upload(&mut conn, "a", 100, 12, caps);
-        assert!(content(&conn, first).unwrap().is_none());
-        assert_eq!(content(&conn, second).unwrap().unwrap().len(), 100);
-        assert_eq!(content(&conn, third).unwrap().unwrap().len(), 100);
-        let r = get(&conn, first).unwrap().unwrap();
+        assert!(content(&mut conn, first).unwrap().is_none());
+        assert_eq!(content(&mut conn, second).unwrap().unwrap().len(), 100);
+        assert_eq!(content(&mut conn, third).unwrap().unwrap().len(), 100);
+        let r = get(&mut conn, first).unwrap().unwrap();
         assert_eq!(
             r.status(13),
             p6os_protocol::diagnostics::DiagnosticsStatus::Evicted
@@ -306,8 +318,9 @@ mod tests {
     fn rows_go_with_their_appliance() {
         let (_dir, mut conn) = db();
         let id = upload(&mut conn, "a", 10, 10, crate::diagnostics::CAPS);
-        conn.execute("DELETE FROM appliances WHERE id = 'a'", [])
+        conn.sqlite()
+            .execute("DELETE FROM appliances WHERE id = 'a'", [])
             .unwrap();
-        assert!(get(&conn, id).unwrap().is_none());
+        assert!(get(&mut conn, id).unwrap().is_none());
     }
 }

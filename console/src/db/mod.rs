@@ -11,12 +11,13 @@ pub mod diagnostics;
 pub mod pairing;
 pub mod rollouts;
 pub mod siteconfig;
+pub mod sql;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 /// Ordered schema migrations: `user_version` is the number applied. Append, never edit.
 const MIGRATIONS: &[&str] = &[
@@ -152,7 +153,7 @@ pub enum DbError {
     Query {
         what: &'static str,
         #[source]
-        source: rusqlite::Error,
+        source: sql::SqlError,
     },
     #[error("stored {what} is not valid JSON")]
     Json {
@@ -173,6 +174,15 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for Result<T, rusqlite::Error> {
     fn ctx(self, what: &'static str) -> Result<T, DbError> {
+        self.map_err(|source| DbError::Query {
+            what,
+            source: source.into(),
+        })
+    }
+}
+
+impl<T> Context<T> for Result<T, sql::SqlError> {
+    fn ctx(self, what: &'static str) -> Result<T, DbError> {
         self.map_err(|source| DbError::Query { what, source })
     }
 }
@@ -189,8 +199,71 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
+/// An open database, as a request's closure gets it ([`Db::run`]).
+#[derive(Debug)]
+pub enum Conn {
+    Sqlite(Connection),
+}
+
+impl Conn {
+    pub fn dialect(&self) -> sql::Dialect {
+        match self {
+            Conn::Sqlite(_) => sql::Dialect::Sqlite,
+        }
+    }
+
+    /// The SQLite connection, for tests that look at the file directly.
+    #[cfg(test)]
+    pub(crate) fn sqlite(&mut self) -> &mut Connection {
+        match self {
+            Conn::Sqlite(c) => c,
+        }
+    }
+
+    /// Runs `f` on the connection outside a transaction (each statement on its own).
+    pub fn auto<T>(&mut self, f: impl FnOnce(&mut dyn sql::Sql) -> T) -> T {
+        match self {
+            Conn::Sqlite(c) => f(&mut sql::Lite(c)),
+        }
+    }
+
+    /// Runs `f` in one write transaction: committed when `f` returns `Ok`, rolled back
+    /// otherwise. On SQLite the transaction takes the write lock at once (`BEGIN IMMEDIATE`),
+    /// so what it reads stays true until it commits.
+    pub fn write<T, E: From<DbError>>(
+        &mut self,
+        f: impl FnOnce(&mut dyn sql::Sql) -> Result<T, E>,
+    ) -> Result<T, E> {
+        match self {
+            Conn::Sqlite(c) => {
+                let tx = c
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .ctx("begin")?;
+                let out = f(&mut sql::Lite(&tx))?;
+                tx.commit().ctx("commit")?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Runs `f` in one read transaction: every query sees the same state.
+    pub fn read<T, E: From<DbError>>(
+        &mut self,
+        f: impl FnOnce(&mut dyn sql::Sql) -> Result<T, E>,
+    ) -> Result<T, E> {
+        match self {
+            Conn::Sqlite(c) => {
+                let tx = c.transaction().ctx("begin")?;
+                let out = f(&mut sql::Lite(&tx))?;
+                tx.commit().ctx("commit")?;
+                Ok(out)
+            }
+        }
+    }
+}
+
 /// Opens (creating if needed) and migrates the database.
-pub fn open(path: &Path) -> Result<Connection, DbError> {
+pub fn open(path: &Path) -> Result<Conn, DbError> {
     let open_err = |source| DbError::Open {
         path: path.to_path_buf(),
         source,
@@ -206,7 +279,7 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
         .map_err(open_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn, path)?;
-    Ok(conn)
+    Ok(Conn::Sqlite(conn))
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
@@ -237,17 +310,17 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
 /// blocking thread, so under load the blocking pool holds one busy thread, not hundreds
 /// blocked on a lock.
 #[derive(Clone)]
-pub struct Db(Arc<tokio::sync::Mutex<Connection>>);
+pub struct Db(Arc<tokio::sync::Mutex<Conn>>);
 
 impl Db {
-    pub fn new(conn: Connection) -> Db {
+    pub fn new(conn: Conn) -> Db {
         Db(Arc::new(tokio::sync::Mutex::new(conn)))
     }
 
     /// Runs `f` with the connection on tokio's blocking pool.
     pub async fn run<T, E>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+        f: impl FnOnce(&mut Conn) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E>
     where
         T: Send + 'static,
@@ -263,35 +336,36 @@ impl Db {
 }
 
 /// The console's secret called `name` (32 bytes), made on first use. Kept in the database so
-/// every console on it shares it (pairing challenges made by one are checked by another).
-pub fn secret(conn: &mut Connection, name: &str) -> Result<[u8; 32], DbError> {
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .ctx("begin secret")?;
-    let stored: Option<Vec<u8>> = tx
-        .query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })
-        .optional()
-        .ctx("read secret")?;
-    if let Some(bytes) = stored.and_then(|v| <[u8; 32]>::try_from(v).ok()) {
-        return Ok(bytes);
-    }
+/// every console on it shares it (pairing challenges made by one are checked by another): the
+/// first console to store it wins, the others read it.
+pub fn secret(conn: &mut Conn, name: &str) -> Result<[u8; 32], DbError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|_| DbError::Random)?;
-    tx.execute(
-        "INSERT OR REPLACE INTO secrets (name, value) VALUES (?1, ?2)",
-        rusqlite::params![name, bytes.to_vec()],
-    )
-    .ctx("store secret")?;
-    tx.commit().ctx("commit secret")?;
-    Ok(bytes)
+    let stored: Vec<u8> = conn.write(|tx| {
+        tx.execute(
+            "INSERT INTO secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            &crate::args![name, &bytes[..]],
+        )
+        .ctx("store secret")?;
+        tx.query_one(
+            "SELECT value FROM secrets WHERE name = ?1",
+            &crate::args![name],
+        )
+        .and_then(|r| r.get(0))
+        .ctx("read secret")
+    })?;
+    <[u8; 32]>::try_from(stored).map_err(|_| DbError::Query {
+        what: "read secret",
+        source: sql::SqlError::Column {
+            index: 0,
+            found: "a secret that is not 32 bytes".into(),
+        },
+    })
 }
 
-/// Whether a row exists (`SELECT 1 ...`).
-pub(crate) fn exists(conn: &Connection, sql: &str, id: &str) -> Result<bool, DbError> {
-    conn.prepare_cached(sql)
-        .and_then(|mut s| s.query_row([id], |_| Ok(())).optional())
+/// Whether a row exists (`SELECT 1 ... WHERE id = ?1`).
+pub(crate) fn exists_in(c: &mut dyn sql::Sql, sql: &str, id: &str) -> Result<bool, DbError> {
+    c.query_opt(sql, &crate::args![id])
         .map(|r| r.is_some())
         .ctx("exists")
 }
@@ -305,16 +379,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         drop(open(&path).unwrap());
-        let conn = open(&path).unwrap();
+        let mut conn = open(&path).unwrap();
         let v: i64 = conn
+            .sqlite()
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
         let mode: String = conn
+            .sqlite()
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
-        conn.pragma_update(None, "user_version", 99).unwrap();
+        conn.sqlite()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
         drop(conn);
         let e = open(&path).unwrap_err();
         assert!(matches!(e, DbError::TooNew { found: 99, .. }), "{e}");
@@ -341,12 +419,14 @@ mod tests {
             .unwrap();
             tx.commit().unwrap();
         }
-        let conn = open(&path).unwrap();
+        let mut conn = open(&path).unwrap();
         let v: i64 = conn
+            .sqlite()
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
         let (fp, last): (String, Option<i64>) = conn
+            .sqlite()
             .query_row(
                 "SELECT key_fingerprint, last_challenge_ms FROM appliances WHERE id = 'dev'",
                 [],
@@ -380,29 +460,34 @@ mod tests {
             .unwrap();
             tx.commit().unwrap();
         }
-        let conn = open(&path).unwrap();
-        conn.execute(
-            "INSERT INTO rollouts (version, request_json, state, created_at, updated_at)
+        let mut conn = open(&path).unwrap();
+        conn.sqlite()
+            .execute(
+                "INSERT INTO rollouts (version, request_json, state, created_at, updated_at)
              VALUES ('2.0', '{}', 'running', 1, 1)",
-            [],
-        )
-        .unwrap();
-        conn.execute(
-            "INSERT INTO rollout_devices (rollout_id, appliance_id, wave, state, updated_at)
+                [],
+            )
+            .unwrap();
+        conn.sqlite()
+            .execute(
+                "INSERT INTO rollout_devices (rollout_id, appliance_id, wave, state, updated_at)
              VALUES (1, 'dev', 0, 'waiting', 1)",
-            [],
-        )
-        .unwrap();
+                [],
+            )
+            .unwrap();
         assert!(conn
+            .sqlite()
             .execute(
                 "INSERT INTO rollouts (version, request_json, state, created_at, updated_at)
                  VALUES ('2.0', '{}', 'sleeping', 1, 1)",
                 [],
             )
             .is_err());
-        conn.execute("DELETE FROM appliances WHERE id = 'dev'", [])
+        conn.sqlite()
+            .execute("DELETE FROM appliances WHERE id = 'dev'", [])
             .unwrap();
         let n: i64 = conn
+            .sqlite()
             .query_row("SELECT COUNT(*) FROM rollout_devices", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 0);
@@ -432,12 +517,13 @@ mod tests {
             .unwrap();
             tx.commit().unwrap();
         }
-        let conn = open(&path).unwrap();
+        let mut conn = open(&path).unwrap();
         let n: i64 = conn
+            .sqlite()
             .query_row("SELECT count(*) FROM appliances", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
-        conn.execute(
+        conn.sqlite().execute(
             "INSERT INTO diagnostics (appliance_id, max_bytes, requested_at) VALUES ('dev', 1, 2)",
             [],
         )

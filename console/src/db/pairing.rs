@@ -2,14 +2,14 @@
 //! `crate::pairing`'s), the operator's approval, and the image recorded at pairing. Each public
 //! function is one transaction.
 
-use p6os_protocol::{Appliance, Facts, ImageRequest, PairingPolicy, Status};
-use rusqlite::{params, Connection, OptionalExtension};
-
-use super::appliances::{add_event, get_in, write_tx};
-use super::{to_json, Context, DbError};
+use super::appliances::{add_event, get_in};
+use super::sql::Sql;
+use super::{to_json, Conn, Context, DbError};
+use crate::args;
 use crate::core;
 use crate::limit::IdRate;
 use crate::pairing::{self, ApproveAction, Binding, PairAction};
+use p6os_protocol::{Appliance, Facts, ImageRequest, PairingPolicy, Status};
 
 pub enum Paired {
     /// Not paired (unknown id stored as pending, or the key waits for approval).
@@ -43,22 +43,21 @@ pub struct PairAsk<'a> {
     pub now: u64,
 }
 
-fn binding_in(conn: &Connection, id: &str) -> Result<Option<Binding>, DbError> {
-    let row = conn
-        .prepare_cached(
-            "SELECT status, key_fingerprint, requested_fingerprint, pairing
-             FROM appliances WHERE id = ?1",
+/// The id's binding, its row locked until the transaction ends (PostgreSQL): two consoles
+/// pairing one id take turns.
+fn binding_in(c: &mut dyn Sql, id: &str) -> Result<Option<Binding>, DbError> {
+    let row: Option<(String, Option<String>, Option<String>, String)> = c
+        .query_opt(
+            &format!(
+                "SELECT status, key_fingerprint, requested_fingerprint, pairing
+                 FROM appliances WHERE id = ?1{}",
+                c.dialect().for_update()
+            ),
+            &args![id],
         )
-        .and_then(|mut s| {
-            s.query_row([id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .optional()
+        .and_then(|r| {
+            r.map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .transpose()
         })
         .ctx("read binding")?;
     Ok(row.map(|(status, bound, requested, policy)| Binding {
@@ -69,7 +68,11 @@ fn binding_in(conn: &Connection, id: &str) -> Result<Option<Binding>, DbError> {
     }))
 }
 
-pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
+pub fn pair(conn: &mut Conn, ask: &PairAsk) -> Result<Paired, DbError> {
+    conn.write(|tx| pair_in(tx, ask))
+}
+
+fn pair_in(tx: &mut dyn Sql, ask: &PairAsk) -> Result<Paired, DbError> {
     let PairAsk {
         id,
         facts,
@@ -81,8 +84,7 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
         now,
         ..
     } = *ask;
-    let tx = write_tx(conn)?;
-    let existing = binding_in(&tx, id)?;
+    let existing = binding_in(tx, id)?;
     let facts_json = to_json(facts);
     let action = pairing::pair_action(existing.as_ref(), fingerprint);
     if id_rate == IdRate::Exceeded && !matches!(action, PairAction::Pair | PairAction::ReissueToken)
@@ -90,14 +92,16 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
         return Ok(Paired::IdRateExceeded);
     }
     let outcome = match action {
-        PairAction::StorePending => store_pending(&tx, ask, &facts_json)?,
+        PairAction::StorePending => store_pending(tx, ask, &facts_json)?,
         PairAction::AwaitApproval { new_key } => {
             if new_key {
-                tx.prepare_cached("UPDATE appliances SET requested_fingerprint = ?2 WHERE id = ?1")
-                    .and_then(|mut s| s.execute(params![id, fingerprint]))
-                    .ctx("request approval")?;
+                tx.execute(
+                    "UPDATE appliances SET requested_fingerprint = ?2 WHERE id = ?1",
+                    &args![id, fingerprint],
+                )
+                .ctx("request approval")?;
                 add_event(
-                    &tx,
+                    tx,
                     id,
                     now,
                     "key-awaits-approval",
@@ -113,19 +117,24 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
                 .as_ref()
                 .is_some_and(|b| b.status == Status::Pending)
             {
-                tx.prepare_cached("UPDATE appliances SET facts_json = ?2 WHERE id = ?1")
-                    .and_then(|mut s| s.execute(params![id, facts_json]))
-                    .ctx("refresh pending")?;
+                tx.execute(
+                    "UPDATE appliances SET facts_json = ?2 WHERE id = ?1",
+                    &args![id, &facts_json],
+                )
+                .ctx("refresh pending")?;
             }
             Paired::Pending
         }
         action @ (PairAction::Pair | PairAction::ReissueToken) => {
-            let Some(a) = get_in(&tx, id)? else {
+            let Some(a) = get_in(tx, id)? else {
                 return Ok(Paired::Pending);
             };
             let last: Option<i64> = tx
-                .prepare_cached("SELECT last_challenge_ms FROM appliances WHERE id = ?1")
-                .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+                .query_one(
+                    "SELECT last_challenge_ms FROM appliances WHERE id = ?1",
+                    &args![id],
+                )
+                .and_then(|r| r.get(0))
                 .ctx("read last challenge")?;
             if !pairing::challenge_is_new(challenge_ms, last.map(|l| l.max(0) as u64)) {
                 return Ok(Paired::ChallengeUsed);
@@ -137,29 +146,27 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
                 Some(i) => (i.image_name.clone(), i.arch.clone()),
                 None => (facts.image_name.clone(), facts.arch.clone()),
             };
-            tx.prepare_cached(
+            tx.execute(
                 "UPDATE appliances SET status = 'ready', name = ?2, labels_json = ?3,
                      facts_json = ?4, token_hash = ?5, paired_at = coalesce(paired_at, ?6),
                      last_seen = ?6, key_fingerprint = ?7, device_key = ?8,
                      requested_fingerprint = NULL, image_name = ?9, arch = ?10,
                      last_challenge_ms = ?11
                  WHERE id = ?1",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
+                &args![
                     id,
                     name,
                     to_json(&labels),
-                    facts_json,
+                    &facts_json,
                     token_hash,
-                    now as i64,
+                    now,
                     fingerprint,
                     key,
                     image_name,
                     arch,
-                    challenge_ms as i64
-                ])
-            })
+                    challenge_ms
+                ],
+            )
             .ctx("pair")?;
             let message = match action {
                 PairAction::Pair => {
@@ -170,24 +177,26 @@ pub fn pair(conn: &mut Connection, ask: &PairAsk) -> Result<Paired, DbError> {
                      stopped working)"
                 ),
             };
-            add_event(&tx, id, now, "paired", &message)?;
+            add_event(tx, id, now, "paired", &message)?;
             Paired::Ready
         }
     };
-    tx.commit().ctx("commit pair")?;
     Ok(outcome)
 }
 
-fn count_pending(tx: &Connection) -> Result<usize, DbError> {
-    tx.prepare_cached("SELECT count(*) FROM appliances WHERE status = 'pending'")
-        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
-        .map(|n| n.max(0) as usize)
-        .ctx("count pending")
+fn count_pending(tx: &mut dyn Sql) -> Result<usize, DbError> {
+    tx.query_one(
+        "SELECT CAST(count(*) AS BIGINT) FROM appliances WHERE status = 'pending'",
+        &[],
+    )
+    .and_then(|r| r.get::<i64>(0))
+    .map(|n| n.max(0) as usize)
+    .ctx("count pending")
 }
 
 /// An unknown id: stored as pending if the list has room, after dropping pending ids older
 /// than [`pairing::PENDING_MAX_AGE_SECS`] when it is full.
-fn store_pending(tx: &Connection, ask: &PairAsk, facts_json: &str) -> Result<Paired, DbError> {
+fn store_pending(tx: &mut dyn Sql, ask: &PairAsk, facts_json: &str) -> Result<Paired, DbError> {
     let PairAsk {
         id,
         facts,
@@ -198,10 +207,12 @@ fn store_pending(tx: &Connection, ask: &PairAsk, facts_json: &str) -> Result<Pai
     } = *ask;
     let mut pending = count_pending(tx)?;
     if pending >= max_pending {
-        let before = now.saturating_sub(pairing::PENDING_MAX_AGE_SECS) as i64;
+        let before = now.saturating_sub(pairing::PENDING_MAX_AGE_SECS);
         let expired = tx
-            .prepare_cached("DELETE FROM appliances WHERE status = 'pending' AND created_at < ?1")
-            .and_then(|mut s| s.execute([before]))
+            .execute(
+                "DELETE FROM appliances WHERE status = 'pending' AND created_at < ?1",
+                &args![before],
+            )
             .ctx("expire pending")?;
         if expired > 0 {
             tracing::info!(
@@ -216,12 +227,12 @@ fn store_pending(tx: &Connection, ask: &PairAsk, facts_json: &str) -> Result<Pai
     }
     // No name and no labels: a stranger holding the public pairing token must not choose
     // what selectors match. What it sent stays in its facts, as reported.
-    tx.prepare_cached(
+    tx.execute(
         "INSERT INTO appliances (id, status, name, labels_json, facts_json, created_at,
              requested_fingerprint)
          VALUES (?1, 'pending', NULL, '{}', ?2, ?3, ?4)",
+        &args![id, facts_json, now, fingerprint],
     )
-    .and_then(|mut s| s.execute(params![id, facts_json, now as i64, fingerprint]))
     .ctx("store pending")?;
     add_event(
         tx,
@@ -243,36 +254,44 @@ pub enum Approved {
 
 /// An operator binds `id` to the key with `fingerprint` (see [`pairing::approve_action`]).
 pub fn approve(
-    conn: &mut Connection,
+    conn: &mut Conn,
     id: &str,
     fingerprint: &str,
     now: u64,
 ) -> Result<Approved, DbError> {
-    let tx = write_tx(conn)?;
-    let Some(binding) = binding_in(&tx, id)? else {
+    conn.write(|tx| approve_in(tx, id, fingerprint, now))
+}
+
+fn approve_in(
+    tx: &mut dyn Sql,
+    id: &str,
+    fingerprint: &str,
+    now: u64,
+) -> Result<Approved, DbError> {
+    let Some(binding) = binding_in(tx, id)? else {
         return Ok(Approved::Unknown);
     };
     let message = match pairing::approve_action(&binding, fingerprint) {
         ApproveAction::AlreadyBound => None,
         ApproveAction::Bind => {
-            tx.prepare_cached(
+            tx.execute(
                 "UPDATE appliances SET status = 'unpaired', key_fingerprint = ?2,
                      requested_fingerprint = NULL
                  WHERE id = ?1",
+                &args![id, fingerprint],
             )
-            .and_then(|mut s| s.execute(params![id, fingerprint]))
             .ctx("approve")?;
             Some(format!(
                 "an operator approved the device key {fingerprint}: it pairs at its next try"
             ))
         }
         ApproveAction::Rebind => {
-            tx.prepare_cached(
+            tx.execute(
                 "UPDATE appliances SET status = 'unpaired', key_fingerprint = ?2,
                      device_key = NULL, token_hash = NULL, requested_fingerprint = NULL
                  WHERE id = ?1",
+                &args![id, fingerprint],
             )
-            .and_then(|mut s| s.execute(params![id, fingerprint]))
             .ctx("rebind")?;
             Some(format!(
                 "an operator bound this id to another device key {fingerprint} (was {}): the \
@@ -282,32 +301,39 @@ pub fn approve(
         }
     };
     if let Some(message) = message {
-        add_event(&tx, id, now, "key-approved", &message)?;
+        add_event(tx, id, now, "key-approved", &message)?;
     }
-    let a = get_in(&tx, id)?;
-    tx.commit().ctx("commit approve")?;
+    let a = get_in(tx, id)?;
     Ok(a.map_or(Approved::Unknown, |a| Approved::Done(Box::new(a))))
 }
 
 /// An operator sets the image whose bundles `id` gets; `None` if the id is unknown.
 pub fn set_image(
-    conn: &mut Connection,
+    conn: &mut Conn,
     id: &str,
     image: &ImageRequest,
     now: u64,
 ) -> Result<Option<Appliance>, DbError> {
-    let tx = write_tx(conn)?;
+    conn.write(|tx| set_image_in(tx, id, image, now))
+}
+
+fn set_image_in(
+    tx: &mut dyn Sql,
+    id: &str,
+    image: &ImageRequest,
+    now: u64,
+) -> Result<Option<Appliance>, DbError> {
     let n = tx
-        .prepare_cached(
+        .execute(
             "UPDATE appliances SET image_name = ?2, arch = ?3, missing_bundle = NULL WHERE id = ?1",
+            &args![id, &image.image_name, &image.arch],
         )
-        .and_then(|mut s| s.execute(params![id, image.image_name, image.arch]))
         .ctx("set image")?;
     if n == 0 {
         return Ok(None);
     }
     add_event(
-        &tx,
+        tx,
         id,
         now,
         "image",
@@ -316,7 +342,5 @@ pub fn set_image(
             image.image_name, image.arch
         ),
     )?;
-    let a = get_in(&tx, id)?;
-    tx.commit().ctx("commit image")?;
-    Ok(a)
+    get_in(tx, id)
 }

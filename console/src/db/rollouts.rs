@@ -6,17 +6,16 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::appliances::{add_event, selector_sql};
+use super::sql::{Arg, Sql, SqlError};
+use super::{from_json, to_json, Conn, Context, DbError};
+use crate::args;
+use crate::page::{Page, PageQuery};
+use crate::rollout::{self, window, Action, Gate, Standing, Step};
 use p6os_protocol::rollout::{
     DeviceState, Rollout, RolloutDevice, RolloutRequest, RolloutState, Totals,
 };
 use p6os_protocol::Heartbeat;
-use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
-
-use super::appliances::{add_event, selector_sql, write_tx};
-use super::{from_json, to_json, Context, DbError};
-use crate::page::{Page, PageQuery};
-use crate::rollout::{self, window, Action, Gate, Standing, Step};
 
 /// A rollout's row.
 struct Row {
@@ -46,7 +45,7 @@ const COLUMNS: &str =
 /// A row's columns before parsing: id, request, state, reason, and the numbers.
 type RawRow = (i64, String, String, Option<String>, [i64; 4]);
 
-fn read_row(r: &rusqlite::Row) -> rusqlite::Result<RawRow> {
+fn read_row(r: &super::sql::Row) -> Result<RawRow, SqlError> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -71,24 +70,46 @@ fn finish_row(raw: RawRow) -> Result<Row, DbError> {
     })
 }
 
-fn load(conn: &Connection, id: u64) -> Result<Option<Row>, DbError> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM rollouts WHERE id = ?1"))
-        .and_then(|mut s| s.query_row([id as i64], read_row).optional())
-        .ctx("get rollout")?
-        .map(finish_row)
-        .transpose()
+fn load(c: &mut dyn Sql, id: u64) -> Result<Option<Row>, DbError> {
+    c.query_opt(
+        &format!("SELECT {COLUMNS} FROM rollouts WHERE id = ?1"),
+        &args![id],
+    )
+    .and_then(|r| r.map(|r| read_row(&r)).transpose())
+    .ctx("get rollout")?
+    .map(finish_row)
+    .transpose()
+}
+
+/// The rollout's row, locked until the transaction ends (PostgreSQL; SQLite's write
+/// transaction holds every row): one console at a time decides a rollout's next step, and
+/// sees what the one before it committed.
+fn load_locked(c: &mut dyn Sql, id: u64) -> Result<Option<Row>, DbError> {
+    c.query_opt(
+        &format!(
+            "SELECT {COLUMNS} FROM rollouts WHERE id = ?1{}",
+            c.dialect().for_update()
+        ),
+        &args![id],
+    )
+    .and_then(|r| r.map(|r| read_row(&r)).transpose())
+    .ctx("lock rollout")?
+    .map(finish_row)
+    .transpose()
 }
 
 /// The members' totals per wave (as many as the rollout has waves).
-fn wave_totals(conn: &Connection, id: u64, waves: usize) -> Result<Vec<Totals>, DbError> {
+fn wave_totals(c: &mut dyn Sql, id: u64, waves: usize) -> Result<Vec<Totals>, DbError> {
     let mut out = vec![Totals::default(); waves];
-    let rows: Vec<(i64, String, i64)> = conn
-        .prepare_cached(
-            "SELECT wave, state, COUNT(*) FROM rollout_devices WHERE rollout_id = ?1
-             GROUP BY wave, state",
+    let rows: Vec<(i64, String, i64)> = c
+        .query(
+            "SELECT wave, state, CAST(COUNT(*) AS BIGINT) FROM rollout_devices
+             WHERE rollout_id = ?1 GROUP BY wave, state",
+            &args![id],
         )
-        .and_then(|mut s| {
-            s.query_map([id as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .and_then(|rows| {
+            rows.iter()
+                .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .collect()
         })
         .ctx("rollout totals")?;
@@ -103,8 +124,8 @@ fn wave_totals(conn: &Connection, id: u64, waves: usize) -> Result<Vec<Totals>, 
     Ok(out)
 }
 
-fn view(conn: &Connection, row: Row) -> Result<Rollout, DbError> {
-    let waves = wave_totals(conn, row.id, row.request.waves.len())?;
+fn view(c: &mut dyn Sql, row: Row) -> Result<Rollout, DbError> {
+    let waves = wave_totals(c, row.id, row.request.waves.len())?;
     let mut totals = Totals::default();
     for w in &waves {
         for s in DeviceState::ALL {
@@ -138,8 +159,8 @@ fn count(t: &Totals, s: DeviceState) -> u64 {
 }
 
 /// Runs the pure decision on the rollout's totals and stores its outcome.
-fn step(conn: &Connection, row: &mut Row, now: u64) -> Result<(), DbError> {
-    let waves = wave_totals(conn, row.id, row.request.waves.len())?;
+fn step(c: &mut dyn Sql, row: &mut Row, now: u64) -> Result<(), DbError> {
+    let waves = wave_totals(c, row.id, row.request.waves.len())?;
     match rollout::decide(row.request.failure_threshold, &row.standing(), &waves) {
         Step::Stay => return Ok(()),
         Step::Pause(reason) => {
@@ -152,24 +173,22 @@ fn step(conn: &Connection, row: &mut Row, now: u64) -> Result<(), DbError> {
             row.reason = Some("every wave finished".into());
         }
     }
-    save(conn, row, now)
+    save(c, row, now)
 }
 
-fn save(conn: &Connection, row: &Row, now: u64) -> Result<(), DbError> {
-    conn.prepare_cached(
+fn save(c: &mut dyn Sql, row: &Row, now: u64) -> Result<(), DbError> {
+    c.execute(
         "UPDATE rollouts SET state = ?2, reason = ?3, wave = ?4, acknowledged_failures = ?5,
              updated_at = ?6 WHERE id = ?1",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            row.id as i64,
+        &args![
+            row.id,
             row.state.as_str(),
-            row.reason,
-            row.wave as i64,
-            row.acknowledged as i64,
-            now as i64
-        ])
-    })
+            row.reason.as_deref(),
+            row.wave,
+            row.acknowledged,
+            now
+        ],
+    )
     .ctx("save rollout")?;
     tracing::info!(
         rollout = row.id,
@@ -183,27 +202,26 @@ fn save(conn: &Connection, row: &Row, now: u64) -> Result<(), DbError> {
 
 /// The active rollout (running or paused) holding one of the appliances `sql_ids` selects
 /// (`SELECT id FROM appliances WHERE ...` with `args`): its id, version, state and the member.
-fn active_holding(
-    conn: &Connection,
-    sql_ids: &str,
-    args: Vec<Value>,
-) -> Result<Option<Holder>, DbError> {
-    conn.prepare(&format!(
-        "SELECT r.id, r.version, r.state, d.appliance_id FROM rollout_devices d
-         JOIN rollouts r ON r.id = d.rollout_id
-         WHERE r.state IN ('running', 'paused') AND d.appliance_id IN ({sql_ids})
-         ORDER BY d.appliance_id LIMIT 1"
-    ))
-    .and_then(|mut s| {
-        s.query_row(params_from_iter(args), |r| {
+fn active_holding(c: &mut dyn Sql, sql_ids: &str, args: &[Arg]) -> Result<Option<Holder>, DbError> {
+    c.query_opt(
+        &format!(
+            "SELECT r.id, r.version, r.state, d.appliance_id FROM rollout_devices d
+             JOIN rollouts r ON r.id = d.rollout_id
+             WHERE r.state IN ('running', 'paused') AND d.appliance_id IN ({sql_ids})
+             ORDER BY d.appliance_id LIMIT 1"
+        ),
+        args,
+    )
+    .and_then(|r| {
+        r.map(|r| {
             Ok(Holder {
-                rollout: r.get::<_, i64>(0)?.max(0) as u64,
+                rollout: r.get::<i64>(0)?.max(0) as u64,
                 version: r.get(1)?,
                 state: r.get(2)?,
                 appliance: r.get(3)?,
             })
         })
-        .optional()
+        .transpose()
     })
     .ctx("find active rollout")
 }
@@ -229,19 +247,19 @@ impl Holder {
 }
 
 /// The active rollout holding appliance `id`, if any (a manual desired version is refused).
-pub fn holding_id(conn: &Connection, id: &str) -> Result<Option<Holder>, DbError> {
-    active_holding(conn, "?1", vec![Value::from(id.to_string())])
+pub fn holding_id(c: &mut dyn Sql, id: &str) -> Result<Option<Holder>, DbError> {
+    active_holding(c, "?1", &args![id])
 }
 
 /// The active rollout holding one of the appliances `selector` matches, if any.
 pub fn holding_selector(
-    conn: &Connection,
+    c: &mut dyn Sql,
     selector: &BTreeMap<String, String>,
 ) -> Result<Option<Holder>, DbError> {
     let mut sql = String::from("SELECT id FROM appliances WHERE status != 'pending'");
     let mut args = Vec::new();
-    selector_sql(selector, &mut sql, &mut args);
-    active_holding(conn, &sql, args)
+    selector_sql(c.dialect(), selector, &mut sql, &mut args);
+    active_holding(c, &sql, &args)
 }
 
 pub enum Created {
@@ -257,163 +275,161 @@ pub enum Created {
 /// Creates a rollout (already checked): its members are the registered appliances the
 /// selector matches now, in id order, split into waves; their states come from their last
 /// heartbeats; the first wave starts.
-pub fn create(conn: &mut Connection, req: &RolloutRequest, now: u64) -> Result<Created, DbError> {
-    let tx = write_tx(conn)?;
+pub fn create(conn: &mut Conn, req: &RolloutRequest, now: u64) -> Result<Created, DbError> {
+    conn.write(|tx| create_in(tx, req, now))
+}
+
+fn create_in(tx: &mut dyn Sql, req: &RolloutRequest, now: u64) -> Result<Created, DbError> {
     let mut sql = String::from("SELECT id FROM appliances WHERE status != 'pending'");
-    let mut args: Vec<Value> = Vec::new();
-    selector_sql(&req.selector, &mut sql, &mut args);
+    let mut args: Vec<Arg> = Vec::new();
+    selector_sql(tx.dialect(), &req.selector, &mut sql, &mut args);
     let has_bundle = tx
-        .prepare_cached("SELECT 1 FROM bundles WHERE version = ?1 LIMIT 1")
-        .and_then(|mut s| s.query_row([&req.version], |_| Ok(())).optional())
+        .query_opt(
+            "SELECT 1 FROM bundles WHERE version = ?1 LIMIT 1",
+            &args![&req.version],
+        )
         .ctx("find bundle version")?
         .is_some();
     if !has_bundle {
         return Ok(Created::NoBundle);
     }
     let members: Vec<(String, Option<String>)> = tx
-        .prepare(&format!(
-            "SELECT id, reported_json FROM appliances WHERE id IN ({sql}) ORDER BY id"
-        ))
-        .and_then(|mut s| {
-            s.query_map(params_from_iter(args.clone()), |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect()
-        })
+        .query(
+            &format!("SELECT id, reported_json FROM appliances WHERE id IN ({sql}) ORDER BY id"),
+            &args,
+        )
+        .and_then(|rows| rows.iter().map(|r| Ok((r.get(0)?, r.get(1)?))).collect())
         .ctx("rollout members")?;
-    let args_again = args;
     if members.is_empty() {
         return Ok(Created::NoMembers);
     }
     // One active rollout per appliance: a second one over any member is refused.
-    if let Some(h) = active_holding(&tx, &sql, args_again)? {
+    if let Some(h) = active_holding(tx, &sql, &args)? {
         return Ok(Created::Overlap(h));
     }
     let id: i64 = tx
-        .prepare_cached(
+        .query_one(
             "INSERT INTO rollouts (version, request_json, state, created_at, updated_at)
              VALUES (?1, ?2, 'running', ?3, ?3) RETURNING id",
+            &args![&req.version, to_json(req), now],
         )
-        .and_then(|mut s| s.query_row(params![req.version, to_json(req), now as i64], |r| r.get(0)))
+        .and_then(|r| r.get(0))
         .ctx("insert rollout")?;
     let targets = rollout::wave_targets(&req.waves, members.len() as u64);
-    {
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO rollout_devices (rollout_id, appliance_id, wave, state, reason,
-                     updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .ctx("prepare members")?;
-        for (i, (member, reported)) in members.iter().enumerate() {
-            let beat: Option<Heartbeat> = reported
-                .as_deref()
-                .map(|r| from_json(r, "heartbeat"))
-                .transpose()?;
-            let (state, reason) = rollout::device_state(&req.version, beat.as_ref());
-            let wave = rollout::wave_of(i as u64, &targets);
-            insert
-                .execute(params![
-                    id,
-                    member,
-                    wave as i64,
-                    state.as_str(),
-                    reason,
-                    now as i64
-                ])
-                .ctx("insert member")?;
-        }
+    for (i, (member, reported)) in members.iter().enumerate() {
+        let beat: Option<Heartbeat> = reported
+            .as_deref()
+            .map(|r| from_json(r, "heartbeat"))
+            .transpose()?;
+        let (state, reason) = rollout::device_state(&req.version, beat.as_ref());
+        let wave = rollout::wave_of(i as u64, &targets);
+        tx.execute(
+            "INSERT INTO rollout_devices (rollout_id, appliance_id, wave, state, reason,
+                 updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &args![id, member, wave, state.as_str(), reason, now],
+        )
+        .ctx("insert member")?;
     }
-    let mut row = load(&tx, id as u64)?.ok_or(DbError::Query {
+    let mut row = load(tx, id as u64)?.ok_or(DbError::Query {
         what: "reload rollout",
-        source: rusqlite::Error::QueryReturnedNoRows,
+        source: SqlError::NoRow,
     })?;
-    step(&tx, &mut row, now)?;
-    let view = view(&tx, row)?;
-    tx.commit().ctx("commit rollout")?;
+    step(tx, &mut row, now)?;
+    let view = view(tx, row)?;
     Ok(Created::Done(Box::new(view)))
 }
 
 /// Runs the decision of every running rollout: after members left (a deleted appliance), a
 /// wave may have finished.
-pub fn recheck(conn: &mut Connection, now: u64) -> Result<(), DbError> {
-    let tx = write_tx(conn)?;
-    let ids: Vec<i64> = tx
-        .prepare_cached("SELECT id FROM rollouts WHERE state = 'running'")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .ctx("running rollouts")?;
-    for id in ids {
-        if let Some(mut row) = load(&tx, id as u64)? {
-            step(&tx, &mut row, now)?;
+pub fn recheck(conn: &mut Conn, now: u64) -> Result<(), DbError> {
+    conn.write(|tx| {
+        let ids: Vec<i64> = tx
+            .query("SELECT id FROM rollouts WHERE state = 'running'", &[])
+            .and_then(|rows| rows.iter().map(|r| r.get(0)).collect())
+            .ctx("running rollouts")?;
+        for id in ids {
+            if let Some(mut row) = load_locked(tx, id as u64)? {
+                if row.state == RolloutState::Running {
+                    step(tx, &mut row, now)?;
+                }
+            }
         }
-    }
-    tx.commit().ctx("commit recheck")
+        Ok(())
+    })
 }
 
-pub fn get(conn: &mut Connection, id: u64) -> Result<Option<Rollout>, DbError> {
-    match load(conn, id)? {
-        Some(row) => view(conn, row).map(Some),
+pub fn get(conn: &mut Conn, id: u64) -> Result<Option<Rollout>, DbError> {
+    conn.read(|c| match load(c, id)? {
+        Some(row) => view(c, row).map(Some),
         None => Ok(None),
-    }
+    })
 }
 
 /// A page of rollouts, by id, after the id `page.after`.
-pub fn list(conn: &mut Connection, after: u64, page: &PageQuery) -> Result<Page<Rollout>, DbError> {
-    let raws: Vec<_> = conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM rollouts WHERE id > ?1 ORDER BY id LIMIT ?2"
-        ))
-        .and_then(|mut s| {
-            s.query_map(params![after as i64, page.fetch()], read_row)?
-                .collect()
-        })
-        .ctx("list rollouts")?;
-    let mut out = Vec::with_capacity(raws.len());
-    for raw in raws {
-        out.push(view(conn, finish_row(raw)?)?);
-    }
-    Ok(page.page(out, |r| r.id.to_string()))
+pub fn list(conn: &mut Conn, after: u64, page: &PageQuery) -> Result<Page<Rollout>, DbError> {
+    conn.read(|c| {
+        let raws: Vec<RawRow> = c
+            .query(
+                &format!("SELECT {COLUMNS} FROM rollouts WHERE id > ?1 ORDER BY id LIMIT ?2"),
+                &args![after, page.fetch()],
+            )
+            .and_then(|rows| rows.iter().map(read_row).collect())
+            .ctx("list rollouts")?;
+        let mut out = Vec::with_capacity(raws.len());
+        for raw in raws {
+            out.push(view(c, finish_row(raw)?)?);
+        }
+        Ok(page.page(out, |r| r.id.to_string()))
+    })
 }
 
 /// A page of a rollout's members, by id (optionally only those in `state`); `None` if the
 /// rollout is unknown.
 pub fn devices(
-    conn: &mut Connection,
+    conn: &mut Conn,
     id: u64,
     state: Option<DeviceState>,
     page: &PageQuery,
 ) -> Result<Option<Page<RolloutDevice>>, DbError> {
-    if load(conn, id)?.is_none() {
+    conn.read(|c| devices_in(c, id, state, page))
+}
+
+fn devices_in(
+    c: &mut dyn Sql,
+    id: u64,
+    state: Option<DeviceState>,
+    page: &PageQuery,
+) -> Result<Option<Page<RolloutDevice>>, DbError> {
+    if load(c, id)?.is_none() {
         return Ok(None);
     }
     let mut sql = String::from(
         "SELECT appliance_id, wave, state, reason, handed, updated_at FROM rollout_devices
          WHERE rollout_id = ?1 AND appliance_id > ?2",
     );
-    let mut args: Vec<Value> = vec![
-        Value::from(id as i64),
-        Value::from(page.after.clone().unwrap_or_default()),
-    ];
+    let mut args: Vec<Arg> = args![id, page.after.clone().unwrap_or_default()].to_vec();
     if let Some(s) = state {
-        args.push(Value::from(s.as_str().to_string()));
+        args.push(s.as_str().into());
         let _ = write!(sql, " AND state = ?{}", args.len());
     }
-    args.push(Value::from(page.fetch()));
+    args.push(page.fetch().into());
     let _ = write!(sql, " ORDER BY appliance_id LIMIT ?{}", args.len());
-    let rows: Vec<RolloutDevice> = conn
-        .prepare_cached(&sql)
-        .and_then(|mut s| {
-            s.query_map(params_from_iter(args), |r| {
-                Ok(RolloutDevice {
-                    id: r.get(0)?,
-                    wave: r.get::<_, i64>(1)?.max(0) as u32,
-                    state: DeviceState::parse(&r.get::<_, String>(2)?)
-                        .unwrap_or(DeviceState::Waiting),
-                    reason: r.get(3)?,
-                    started: r.get(4)?,
-                    updated_at: r.get::<_, i64>(5)?.max(0) as u64,
+    let rows: Vec<RolloutDevice> = c
+        .query(&sql, &args)
+        .and_then(|rows| {
+            rows.iter()
+                .map(|r| {
+                    Ok(RolloutDevice {
+                        id: r.get(0)?,
+                        wave: r.get::<i64>(1)?.max(0) as u32,
+                        state: DeviceState::parse(&r.get::<String>(2)?)
+                            .unwrap_or(DeviceState::Waiting),
+                        reason: r.get(3)?,
+                        started: r.get(4)?,
+                        updated_at: r.get::<i64>(5)?.max(0) as u64,
+                    })
                 })
-            })?
-            .collect()
+                .collect()
         })
         .ctx("list rollout members")?;
     Ok(Some(page.page(rows, |d| d.id.clone())))
@@ -429,9 +445,12 @@ pub enum Acted {
 /// An operator's order. Resuming acknowledges the failures so far (they are not counted
 /// again) and decides at once; aborting tells the members that were handed the version but
 /// have not started that there is no version for them any more.
-pub fn act(conn: &mut Connection, id: u64, action: Action, now: u64) -> Result<Acted, DbError> {
-    let tx = write_tx(conn)?;
-    let Some(mut row) = load(&tx, id)? else {
+pub fn act(conn: &mut Conn, id: u64, action: Action, now: u64) -> Result<Acted, DbError> {
+    conn.write(|tx| act_in(tx, id, action, now))
+}
+
+fn act_in(tx: &mut dyn Sql, id: u64, action: Action, now: u64) -> Result<Acted, DbError> {
+    let Some(mut row) = load_locked(tx, id)? else {
         return Ok(Acted::Unknown);
     };
     let (state, reason) = match rollout::transition(row.state, action) {
@@ -442,30 +461,28 @@ pub fn act(conn: &mut Connection, id: u64, action: Action, now: u64) -> Result<A
     row.reason = reason;
     match action {
         Action::Resume => {
-            let waves = wave_totals(&tx, id, row.request.waves.len())?;
+            let waves = wave_totals(tx, id, row.request.waves.len())?;
             row.acknowledged = waves.iter().map(Totals::failures).sum();
-            save(&tx, &row, now)?;
-            step(&tx, &mut row, now)?;
+            save(tx, &row, now)?;
+            step(tx, &mut row, now)?;
         }
         Action::Abort => {
-            save(&tx, &row, now)?;
+            save(tx, &row, now)?;
             let cleared: Vec<String> = tx
-                .prepare_cached(
-                    "UPDATE appliances SET desired_version = NULL, allow_downgrade = 0,
+                .query(
+                    "UPDATE appliances SET desired_version = NULL, allow_downgrade = FALSE,
                          missing_bundle = NULL
                      WHERE id IN (SELECT appliance_id FROM rollout_devices
-                                  WHERE rollout_id = ?1 AND handed = 1 AND state = 'waiting')
+                                  WHERE rollout_id = ?1 AND handed = TRUE AND state = 'waiting')
                        AND desired_version = ?2
                      RETURNING id",
+                    &args![id, &row.request.version],
                 )
-                .and_then(|mut s| {
-                    s.query_map(params![id as i64, row.request.version], |r| r.get(0))?
-                        .collect()
-                })
+                .and_then(|rows| rows.iter().map(|r| r.get(0)).collect())
                 .ctx("abort rollout")?;
             for a in cleared {
                 add_event(
-                    &tx,
+                    tx,
                     &a,
                     now,
                     "desired",
@@ -475,10 +492,9 @@ pub fn act(conn: &mut Connection, id: u64, action: Action, now: u64) -> Result<A
                 )?;
             }
         }
-        Action::Pause => save(&tx, &row, now)?,
+        Action::Pause => save(tx, &row, now)?,
     }
-    let view = view(&tx, row)?;
-    tx.commit().ctx("commit rollout order")?;
+    let view = view(tx, row)?;
     Ok(Acted::Done(Box::new(view)))
 }
 
@@ -501,42 +517,59 @@ pub enum Answer {
 /// the version (its desired version, with an event) the first time. A member whose image has
 /// no bundle of the version pauses the rollout (a bundle deleted mid-rollout).
 pub fn on_heartbeat(
-    tx: &Connection,
+    tx: &mut dyn Sql,
     id: &str,
     beat: &Heartbeat,
     image: (Option<&str>, Option<&str>),
     now: u64,
 ) -> Result<Answer, DbError> {
-    let member: Option<(i64, i64, String, bool)> = tx
-        .prepare_cached(
-            "SELECT d.rollout_id, d.wave, d.state, d.handed FROM rollout_devices d
+    let member: Option<i64> = tx
+        .query_opt(
+            "SELECT d.rollout_id FROM rollout_devices d
              JOIN rollouts r ON r.id = d.rollout_id
              WHERE d.appliance_id = ?1 AND r.state IN ('running', 'paused') LIMIT 1",
+            &args![id],
         )
-        .and_then(|mut s| {
-            s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .optional()
-        })
+        .and_then(|r| r.map(|r| r.get(0)).transpose())
         .ctx("rollout membership")?;
-    let Some((rollout_id, wave, old_state, handed)) = member else {
+    let Some(rollout_id) = member else {
         return Ok(Answer::NotMember);
     };
-    let Some(mut row) = load(tx, rollout_id as u64)? else {
+    // The rollout locked first, then the member read again: what another console committed
+    // for this rollout in the meantime is seen.
+    let Some(mut row) = load_locked(tx, rollout_id as u64)? else {
+        return Ok(Answer::NotMember);
+    };
+    if !row.state.is_active() {
+        return Ok(Answer::NotMember);
+    }
+    let Some((wave, old_state, handed)): Option<(i64, String, bool)> = tx
+        .query_opt(
+            "SELECT wave, state, handed FROM rollout_devices
+             WHERE rollout_id = ?1 AND appliance_id = ?2",
+            &args![rollout_id, id],
+        )
+        .and_then(|r| r.map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).transpose())
+        .ctx("rollout member")?
+    else {
         return Ok(Answer::NotMember);
     };
     let (state, reason) = rollout::device_state(&row.request.version, Some(beat));
     if DeviceState::parse(&old_state) != Some(state) {
-        tx.prepare_cached(
+        tx.execute(
             "UPDATE rollout_devices SET state = ?3, reason = ?4, updated_at = ?5
              WHERE rollout_id = ?1 AND appliance_id = ?2",
+            &args![rollout_id, id, state.as_str(), reason, now],
         )
-        .and_then(|mut s| s.execute(params![rollout_id, id, state.as_str(), reason, now as i64]))
         .ctx("member state")?;
         step(tx, &mut row, now)?;
     }
     let labels: String = tx
-        .prepare_cached("SELECT labels_json FROM appliances WHERE id = ?1")
-        .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+        .query_one(
+            "SELECT labels_json FROM appliances WHERE id = ?1",
+            &args![id],
+        )
+        .and_then(|r| r.get(0))
         .ctx("member labels")?;
     let labels: BTreeMap<String, String> = from_json(&labels, "labels")?;
     let open = window::may_start_now(&row.request.windows, &labels, now);
@@ -572,19 +605,19 @@ pub fn on_heartbeat(
 }
 
 /// Sets the member's desired version to the rollout's, with an event.
-fn hand(tx: &Connection, row: &Row, id: &str, wave: i64, now: u64) -> Result<(), DbError> {
+fn hand(tx: &mut dyn Sql, row: &Row, id: &str, wave: i64, now: u64) -> Result<(), DbError> {
     let allow = row.request.allow_downgrade;
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE appliances SET desired_version = ?2, allow_downgrade = ?3, missing_bundle = NULL
          WHERE id = ?1",
+        &args![id, &row.request.version, allow],
     )
-    .and_then(|mut s| s.execute(params![id, row.request.version, allow]))
     .ctx("hand version")?;
-    tx.prepare_cached(
-        "UPDATE rollout_devices SET handed = 1, updated_at = ?3
+    tx.execute(
+        "UPDATE rollout_devices SET handed = TRUE, updated_at = ?3
          WHERE rollout_id = ?1 AND appliance_id = ?2",
+        &args![row.id, id, now],
     )
-    .and_then(|mut s| s.execute(params![row.id as i64, id, now as i64]))
     .ctx("member handed")?;
     let mut message = format!(
         "rollout {} (wave {}): desired version set to {}",

@@ -5,13 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use p6os_protocol::siteconfig::{ConfigAssignment, ConfigOutcome, ConfigReport};
-use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
-
-use super::appliances::{add_event, selector_sql, write_tx};
-use super::{from_json, to_json, Context, DbError};
+use super::appliances::{add_event, selector_sql};
+use super::sql::{Arg, Row, Sql, SqlError};
+use super::{from_json, to_json, Conn, Context, DbError};
+use crate::args;
 use crate::page::{Page, PageQuery};
+use p6os_protocol::siteconfig::{ConfigAssignment, ConfigOutcome, ConfigReport};
 
 /// The schema migration of this part (appended to `MIGRATIONS`).
 pub const MIGRATION: &str = "
@@ -60,25 +59,33 @@ pub enum Target<'a> {
 /// `None` when `target` is an id that is not registered; otherwise the configuration's number
 /// and the ids it was set for (sorted; nothing is stored when none matched).
 pub fn set(
-    conn: &mut Connection,
+    conn: &mut Conn,
     config: &NewConfig,
     target: &Target,
     now: u64,
 ) -> Result<Option<(u64, Vec<String>)>, DbError> {
-    let tx = write_tx(conn)?;
+    conn.write(|tx| set_in(tx, config, target, now))
+}
+
+fn set_in(
+    tx: &mut dyn Sql,
+    config: &NewConfig,
+    target: &Target,
+    now: u64,
+) -> Result<Option<(u64, Vec<String>)>, DbError> {
     let mut sql = String::from("SELECT id FROM appliances WHERE status != 'pending'");
-    let mut args: Vec<Value> = Vec::new();
+    let mut args: Vec<Arg> = Vec::new();
     match target {
         Target::Id(id) => {
-            args.push(id.to_string().into());
+            args.push((*id).into());
             sql.push_str(" AND id = ?1");
         }
-        Target::Selector(selector) => selector_sql(selector, &mut sql, &mut args),
+        Target::Selector(selector) => selector_sql(tx.dialect(), selector, &mut sql, &mut args),
     }
     sql.push_str(" ORDER BY id");
     let ids: Vec<String> = tx
-        .prepare(&sql)
-        .and_then(|mut s| s.query_map(params_from_iter(args), |r| r.get(0))?.collect())
+        .query(&sql, &args)
+        .and_then(|rows| rows.iter().map(|r| r.get(0)).collect())
         .ctx("match config target")?;
     if ids.is_empty() {
         return Ok(match target {
@@ -86,44 +93,44 @@ pub fn set(
             Target::Selector(_) => Some((0, ids)),
         });
     }
-    tx.prepare_cached(
-        "INSERT INTO site_configs (digest, document, signature, serial, redacted_json, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            config.digest,
-            config.document,
-            config.signature,
-            config.serial.map(|n| n as i64),
-            config.redacted_json,
-            now as i64
-        ])
-    })
-    .ctx("store config")?;
-    let number = tx.last_insert_rowid() as u64;
+    let number: i64 = tx
+        .query_one(
+            "INSERT INTO site_configs (digest, document, signature, serial, redacted_json,
+                 created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+            &args![
+                config.digest,
+                config.document,
+                config.signature,
+                config.serial,
+                config.redacted_json,
+                now
+            ],
+        )
+        .and_then(|r| r.get(0))
+        .ctx("store config")?;
+    let number = number.max(0) as u64;
     let message = format!("site configuration {number} set ({})", config.digest);
     for id in &ids {
-        tx.prepare_cached(
+        tx.execute(
             "INSERT INTO appliance_configs (appliance_id, config_id, set_at) VALUES (?1, ?2, ?3)",
+            &args![id, number, now],
         )
-        .and_then(|mut s| s.execute(params![id, number as i64, now as i64]))
         .ctx("set config")?;
-        tx.prepare_cached(
+        tx.execute(
             "DELETE FROM appliance_configs WHERE appliance_id = ?1 AND seq <= (
                  SELECT seq FROM appliance_configs WHERE appliance_id = ?1
                  ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+            &args![id, MAX_HISTORY],
         )
-        .and_then(|mut s| s.execute(params![id, MAX_HISTORY as i64]))
         .ctx("cap config history")?;
-        add_event(&tx, id, now, "config-set", &message)?;
+        add_event(tx, id, now, "config-set", &message)?;
     }
     tx.execute(
         "DELETE FROM site_configs WHERE id NOT IN (SELECT config_id FROM appliance_configs)",
-        [],
+        &[],
     )
     .ctx("drop unused configs")?;
-    tx.commit().ctx("commit config")?;
     Ok(Some((number, ids)))
 }
 
@@ -133,16 +140,16 @@ const ASSIGNMENT: &str = "SELECT ac.seq, ac.config_id, sc.digest, sc.serial, ac.
 
 type RawAssignment = (ConfigAssignment, Option<String>, String);
 
-fn raw(r: &Row) -> rusqlite::Result<RawAssignment> {
+fn raw(r: &Row) -> Result<RawAssignment, SqlError> {
     Ok((
         ConfigAssignment {
-            seq: r.get::<_, i64>(0)? as u64,
-            config: r.get::<_, i64>(1)? as u64,
+            seq: r.get::<i64>(0)? as u64,
+            config: r.get::<i64>(1)? as u64,
             digest: r.get(2)?,
-            serial: r.get::<_, Option<i64>>(3)?.map(|n| n as u64),
-            set_at: r.get::<_, i64>(4)?.max(0) as u64,
+            serial: r.get::<Option<i64>>(3)?.map(|n| n as u64),
+            set_at: r.get::<i64>(4)?.max(0) as u64,
             outcome: None,
-            reported_at: r.get::<_, Option<i64>>(6)?.map(|n| n.max(0) as u64),
+            reported_at: r.get::<Option<i64>>(6)?.map(|n| n.max(0) as u64),
             problems: Vec::new(),
         },
         r.get(5)?,
@@ -162,11 +169,12 @@ fn finish((mut a, outcome, problems): RawAssignment) -> Result<ConfigAssignment,
 }
 
 /// The configuration set last for `id`, if any.
-pub fn current(conn: &Connection, id: &str) -> Result<Option<ConfigAssignment>, DbError> {
-    conn.prepare_cached(&format!(
-        "{ASSIGNMENT} WHERE ac.appliance_id = ?1 ORDER BY ac.seq DESC LIMIT 1"
-    ))
-    .and_then(|mut s| s.query_row([id], raw).optional())
+pub fn current(c: &mut dyn Sql, id: &str) -> Result<Option<ConfigAssignment>, DbError> {
+    c.query_opt(
+        &format!("{ASSIGNMENT} WHERE ac.appliance_id = ?1 ORDER BY ac.seq DESC LIMIT 1"),
+        &args![id],
+    )
+    .and_then(|r| r.map(|r| raw(&r)).transpose())
     .ctx("current config")?
     .map(finish)
     .transpose()
@@ -174,37 +182,38 @@ pub fn current(conn: &Connection, id: &str) -> Result<Option<ConfigAssignment>, 
 
 /// The current configuration of `id` and its redacted document.
 pub fn show(
-    conn: &mut Connection,
+    c: &mut dyn Sql,
     id: &str,
 ) -> Result<Option<(ConfigAssignment, serde_json::Value)>, DbError> {
-    let Some(current) = current(conn, id)? else {
+    let Some(current) = current(c, id)? else {
         return Ok(None);
     };
-    let redacted: String = conn
-        .prepare_cached("SELECT redacted_json FROM site_configs WHERE id = ?1")
-        .and_then(|mut s| s.query_row([current.config as i64], |r| r.get(0)))
+    let redacted: String = c
+        .query_one(
+            "SELECT redacted_json FROM site_configs WHERE id = ?1",
+            &args![current.config],
+        )
+        .and_then(|r| r.get(0))
         .ctx("redacted config")?;
     Ok(Some((current, from_json(&redacted, "redacted config")?)))
 }
 
 /// A page of `id`'s history, newest first, below the seq `before` (`None`: from the newest).
 pub fn history(
-    conn: &mut Connection,
+    c: &mut dyn Sql,
     id: &str,
     before: Option<u64>,
     page: &PageQuery,
 ) -> Result<Page<ConfigAssignment>, DbError> {
-    let rows = conn
-        .prepare_cached(&format!(
-            "{ASSIGNMENT} WHERE ac.appliance_id = ?1 AND ac.seq < ?2 ORDER BY ac.seq DESC LIMIT ?3"
-        ))
-        .and_then(|mut s| {
-            s.query_map(
-                params![id, before.map_or(i64::MAX, |b| b as i64), page.fetch()],
-                raw,
-            )?
-            .collect::<Result<Vec<_>, _>>()
-        })
+    let rows = c
+        .query(
+            &format!(
+                "{ASSIGNMENT} WHERE ac.appliance_id = ?1 AND ac.seq < ?2
+                 ORDER BY ac.seq DESC LIMIT ?3"
+            ),
+            &args![id, before.map_or(i64::MAX, |b| b as i64), page.fetch()],
+        )
+        .and_then(|rows| rows.iter().map(raw).collect::<Result<Vec<_>, _>>())
         .ctx("config history")?
         .into_iter()
         .map(finish)
@@ -216,40 +225,31 @@ pub fn history(
 pub type Stored = (Vec<u8>, Option<String>);
 
 /// The document `config` for the device `id`: only when it is the one set last for `id`.
-pub fn document_for(
-    conn: &mut Connection,
-    id: &str,
-    config: u64,
-) -> Result<Option<Stored>, DbError> {
-    match current(conn, id)? {
-        Some(c) if c.config == config => {}
+pub fn document_for(c: &mut dyn Sql, id: &str, config: u64) -> Result<Option<Stored>, DbError> {
+    match current(c, id)? {
+        Some(a) if a.config == config => {}
         _ => return Ok(None),
     }
-    conn.prepare_cached("SELECT document, signature FROM site_configs WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([config as i64], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        })
-        .ctx("config document")
+    c.query_opt(
+        "SELECT document, signature FROM site_configs WHERE id = ?1",
+        &args![config],
+    )
+    .and_then(|r| r.map(|r| Ok((r.get(0)?, r.get(1)?))).transpose())
+    .ctx("config document")
 }
 
 /// What a heartbeat's answer announces: the current configuration, while not reported on.
-pub fn pending(conn: &Connection, id: &str) -> Result<Option<(u64, String, u64)>, DbError> {
-    conn.prepare_cached(
-        "SELECT ac.config_id, sc.digest, length(sc.document)
+pub fn pending(c: &mut dyn Sql, id: &str) -> Result<Option<(u64, String, u64)>, DbError> {
+    c.query_opt(
+        "SELECT ac.config_id, sc.digest, CAST(length(sc.document) AS BIGINT)
          FROM appliance_configs ac JOIN site_configs sc ON sc.id = ac.config_id
          WHERE ac.appliance_id = ?1 AND ac.outcome IS NULL
            AND ac.seq = (SELECT max(seq) FROM appliance_configs WHERE appliance_id = ?1)",
+        &args![id],
     )
-    .and_then(|mut s| {
-        s.query_row([id], |r| {
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                r.get(1)?,
-                r.get::<_, i64>(2)? as u64,
-            ))
-        })
-        .optional()
+    .and_then(|r| {
+        r.map(|r| Ok((r.get::<i64>(0)? as u64, r.get(1)?, r.get::<i64>(2)? as u64)))
+            .transpose()
     })
     .ctx("pending config")
 }
@@ -263,28 +263,34 @@ pub enum Reported {
 /// Records the device's report on its current configuration (an event when the outcome is
 /// new).
 pub fn report(
-    conn: &mut Connection,
+    conn: &mut Conn,
     id: &str,
     report: &ConfigReport,
     now: u64,
 ) -> Result<Reported, DbError> {
-    let tx = write_tx(conn)?;
-    let current = match current(&tx, id)? {
+    conn.write(|tx| report_in(tx, id, report, now))
+}
+
+fn report_in(
+    tx: &mut dyn Sql,
+    id: &str,
+    report: &ConfigReport,
+    now: u64,
+) -> Result<Reported, DbError> {
+    let current = match current(tx, id)? {
         Some(c) if c.config == report.config => c,
         _ => return Ok(Reported::NotCurrent),
     };
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE appliance_configs SET outcome = ?2, reported_at = ?3, problems_json = ?4
          WHERE seq = ?1",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            current.seq as i64,
+        &args![
+            current.seq,
             report.outcome.as_str(),
-            now as i64,
+            now,
             to_json(&report.problems)
-        ])
-    })
+        ],
+    )
     .ctx("store config report")?;
     if current.outcome != Some(report.outcome) {
         let mut message = format!(
@@ -301,9 +307,8 @@ pub fn report(
                 }
             ));
         }
-        add_event(&tx, id, now, "config-report", &message)?;
+        add_event(tx, id, now, "config-report", &message)?;
     }
-    tx.commit().ctx("commit config report")?;
     Ok(Reported::Stored)
 }
 
@@ -322,7 +327,7 @@ mod tests {
             .position(|m| *m == MIGRATION)
             .unwrap();
         {
-            let mut conn = Connection::open(&path).unwrap();
+            let mut conn = rusqlite::Connection::open(&path).unwrap();
             let tx = conn.transaction().unwrap();
             for sql in &super::super::MIGRATIONS[..mine] {
                 tx.execute_batch(sql).unwrap();
@@ -354,9 +359,10 @@ mod tests {
             limit: 500,
             after: None,
         };
-        let (all, next) = history(&mut conn, "dev", None, &page).unwrap();
+        let (all, next) = conn.auto(|c| history(c, "dev", None, &page)).unwrap();
         assert_eq!((all.len(), next), (MAX_HISTORY, None));
         let documents: i64 = conn
+            .sqlite()
             .query_row("SELECT count(*) FROM site_configs", [], |r| r.get(0))
             .unwrap();
         assert_eq!(

@@ -102,8 +102,8 @@ pub enum ConfigCommand {
 pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: String,
-    #[arg(long, default_value = "./p6os-console.db", value_name = "PATH")]
-    pub db: PathBuf,
+    #[arg(long, default_value = "./p6os-console.db", value_name = "PATH|URL", env = "P6OS_CONSOLE_DB", value_parser = |s: &str| Ok::<_, std::convert::Infallible>(crate::db::DbLocation::parse(s)))]
+    pub db: crate::db::DbLocation,
     #[arg(long, default_value = "./p6os-bundles", value_name = "DIR")]
     pub bundles: PathBuf,
     /// File holding the fleet's pairing token (else P6OS_CONSOLE_PAIRING_TOKEN).

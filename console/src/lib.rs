@@ -64,7 +64,7 @@ pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
 /// `Debug` leaves the tokens out.
 #[derive(Clone)]
 pub struct Config {
-    pub db: PathBuf,
+    pub db: db::DbLocation,
     pub bundles: PathBuf,
     pub admin_token: String,
     pub pairing_token: String,

@@ -248,13 +248,14 @@ fn a_pairing_flood_neither_fills_the_database_nor_stops_heartbeats() {
     let flood_time = flood_thread.join().unwrap();
     during.sort();
     let statuses = statuses.lock().unwrap().clone();
-    let pending: i64 = rusqlite::Connection::open(s.dir.path().join("console.db"))
-        .unwrap()
-        .query_row(
-            "SELECT count(*) FROM appliances WHERE status = 'pending'",
-            [],
-            |r| r.get(0),
-        )
+    let pending: i64 = p6os_console::testing::pg::probe(&s.db)
+        .auto(|c| {
+            c.query_one(
+                "SELECT CAST(count(*) AS BIGINT) FROM appliances WHERE status = 'pending'",
+                &[],
+            )?
+            .get(0)
+        })
         .unwrap();
     println!(
         "flood: {} requests in {:.1} s ({:.0}/s) from {SOURCES} sources; answers (first round; \

@@ -286,14 +286,14 @@ fn pending_ids_are_capped() {
     assert_eq!(s.pair("p-3", facts("x")).status, 202);
     assert_eq!(pending(), ["p-1", "p-2", "p-3"]);
     // A pending id older than a day goes when the list is full and another asks.
-    let db = rusqlite::Connection::open(s.dir.path().join("console.db")).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-    db.execute(
-        "UPDATE appliances SET created_at = created_at - 2 * 86400 WHERE id = 'p-1'",
-        [],
-    )
-    .unwrap();
-    drop(db);
+    p6os_console::testing::pg::probe(&s.db)
+        .auto(|c| {
+            c.execute(
+                "UPDATE appliances SET created_at = created_at - 2 * 86400 WHERE id = 'p-1'",
+                &[],
+            )
+        })
+        .unwrap();
     assert_eq!(s.pair("p-5", facts("x")).status, 202);
     assert_eq!(pending(), ["p-2", "p-3", "p-5"]);
 }

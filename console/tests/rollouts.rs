@@ -347,19 +347,15 @@ fn a_bundle_deleted_mid_rollout_pauses_it_with_the_reason() {
     f.beat(&d[0], &running("2.0.0", Health::Good));
     assert_eq!(f.rollout(1).wave, 1);
     // The bundle goes (by hand: its row and its file).
-    let sha: String = {
-        let conn = rusqlite::Connection::open(f.s.dir.path().join("console.db")).unwrap();
-        let sha = conn
-            .query_row(
-                "SELECT sha256 FROM bundles WHERE version = '2.0.0'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        conn.execute("DELETE FROM bundles WHERE version = '2.0.0'", [])
-            .unwrap();
-        sha
-    };
+    let sha: String = p6os_console::testing::pg::probe(&f.s.db)
+        .auto(|c| {
+            let sha = c
+                .query_one("SELECT sha256 FROM bundles WHERE version = '2.0.0'", &[])?
+                .get(0)?;
+            c.execute("DELETE FROM bundles WHERE version = '2.0.0'", &[])?;
+            Ok::<String, p6os_console::db::sql::SqlError>(sha)
+        })
+        .unwrap();
     std::fs::remove_file(f.s.dir.path().join("bundles").join(format!("{sha}.p6b"))).unwrap();
     assert_eq!(f.beat(&d[1], &beat("1.0.0")), None);
     let r = f.rollout(1);

@@ -73,6 +73,14 @@ fn run_tiers(times: &mut Times, outcomes: &mut Vec<scenarios::Outcome>) -> Resul
         cmd!(sh, "cargo test --workspace --exclude p6os-qemu-tests").run()?;
         Ok(())
     })?;
+    // The console's whole suite again, on a throwaway PostgreSQL server
+    // (`p6os_console::testing::pg`): both storage backends pass the same tests.
+    times.tier("console tests on PostgreSQL", || {
+        let _r = sh.push_env("P6OS_TEST_DB_REQUIRED", "1");
+        let _p = sh.push_env("P6OS_TEST_DB", "postgres");
+        cmd!(sh, "cargo test -p p6os-console").run()?;
+        Ok(())
+    })?;
     times.tier(
         &format!(
             "fuzz: {} targets x {} s",

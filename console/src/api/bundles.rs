@@ -185,6 +185,10 @@ fn store(
     bundle: Bundle,
 ) -> Result<Stored, ApiError> {
     c.write(|tx| {
+        db::sql::hold(tx, db::sql::Lock::Bundles).map_err(|e| ApiError::from(db::DbError::Query {
+            what: "bundles lock",
+            source: e,
+        }))?;
         if let Some(existing) = bundles::get_in(tx, &bundle.sha256)? {
             if dir.join(format!("{}.p6b", bundle.sha256)).exists() {
                 return Ok(Stored::Existing(existing));

@@ -79,10 +79,10 @@ impl AppState {
             source,
         })?;
         remove_stale_uploads(&config.bundles);
-        let mut conn = db::open(&config.db)?;
-        let challenges = Challenges::new(db::secret(&mut conn, "pair-challenge")?);
+        let db = Db::open(&config.db)?;
+        let challenges = Challenges::new(db.run_now(|c| db::secret(c, "pair-challenge"))?);
         Ok(AppState(Arc::new(Inner {
-            db: Db::new(conn),
+            db,
             bundles: config.bundles,
             admin: Secret::new(config.admin_token.trim()),
             pairing: Secret::new(config.pairing_token.trim()),

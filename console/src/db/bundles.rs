@@ -62,7 +62,7 @@ pub fn list(conn: &mut Conn, page: &PageQuery) -> Result<Option<Page<Bundle>>, D
             .query(
                 &format!(
                     "SELECT {COLUMNS} FROM bundles
-                     WHERE ?1 IS NULL OR (name, arch, uploaded_at, version) >
+                     WHERE CAST(?1 AS TEXT) IS NULL OR (name, arch, uploaded_at, version) >
                          (SELECT name, arch, uploaded_at, version FROM bundles WHERE sha256 = ?1)
                      ORDER BY name, arch, uploaded_at, version LIMIT ?2"
                 ),

@@ -4,7 +4,7 @@
 use p6os_protocol::diagnostics::{content_path, DiagnosticsRequest, TTL_SECS};
 
 use super::appliances::add_event;
-use super::sql::{Row as SqlRow, Sql, SqlError};
+use super::sql::{hold, Lock, Row as SqlRow, Sql, SqlError};
 use super::{Conn, Context, DbError};
 use crate::args;
 use crate::diagnostics::{evictions, Caps, Row, MAX_ROWS_PER_APPLIANCE};
@@ -76,6 +76,7 @@ pub fn create(
     now: u64,
 ) -> Result<Created, DbError> {
     conn.write(|tx| {
+        hold(tx, Lock::Diagnostics).ctx("diagnostics lock")?;
         if !super::exists_in(tx, "SELECT 1 FROM appliances WHERE id = ?1", appliance)? {
             return Ok(Created::NoAppliance);
         }
@@ -156,6 +157,7 @@ pub fn store(
     caps: Caps,
 ) -> Result<Result<Row, crate::diagnostics::Refusal>, DbError> {
     conn.write(|tx| {
+        hold(tx, Lock::Diagnostics).ctx("diagnostics lock")?;
         let current = get_in(tx, up.id)?;
         if let Err(refusal) = crate::diagnostics::may_upload(current.as_ref(), up.device, up.now) {
             return Ok(Err(refusal));
@@ -246,7 +248,7 @@ pub fn list(
             .query(
                 &format!(
                     "SELECT {COLUMNS} FROM diagnostics
-                     WHERE appliance_id = ?1 AND (?2 IS NULL OR id < ?2)
+                     WHERE appliance_id = ?1 AND (CAST(?2 AS BIGINT) IS NULL OR id < ?2)
                      ORDER BY id DESC LIMIT ?3"
                 ),
                 &args![appliance, after, page.fetch()],

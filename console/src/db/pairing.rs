@@ -205,6 +205,8 @@ fn store_pending(tx: &mut dyn Sql, ask: &PairAsk, facts_json: &str) -> Result<Pa
         now,
         ..
     } = *ask;
+    // Two consoles (or connections) must not both count room for one more.
+    super::sql::hold(tx, super::sql::Lock::Pending).ctx("pending lock")?;
     let mut pending = count_pending(tx)?;
     if pending >= max_pending {
         let before = now.saturating_sub(pairing::PENDING_MAX_AGE_SECS);
@@ -230,7 +232,8 @@ fn store_pending(tx: &mut dyn Sql, ask: &PairAsk, facts_json: &str) -> Result<Pa
     tx.execute(
         "INSERT INTO appliances (id, status, name, labels_json, facts_json, created_at,
              requested_fingerprint)
-         VALUES (?1, 'pending', NULL, '{}', ?2, ?3, ?4)",
+         VALUES (?1, 'pending', NULL, '{}', ?2, ?3, ?4)
+         ON CONFLICT (id) DO NOTHING",
         &args![id, facts_json, now, fingerprint],
     )
     .ctx("store pending")?;

@@ -247,7 +247,10 @@ impl Holder {
 }
 
 /// The active rollout holding appliance `id`, if any (a manual desired version is refused).
+/// Holds the operator lock (PostgreSQL) until the caller's transaction ends: no rollout is
+/// created between this check and what the caller does next.
 pub fn holding_id(c: &mut dyn Sql, id: &str) -> Result<Option<Holder>, DbError> {
+    super::sql::hold(c, super::sql::Lock::Operator).ctx("operator lock")?;
     active_holding(c, "?1", &args![id])
 }
 
@@ -256,6 +259,7 @@ pub fn holding_selector(
     c: &mut dyn Sql,
     selector: &BTreeMap<String, String>,
 ) -> Result<Option<Holder>, DbError> {
+    super::sql::hold(c, super::sql::Lock::Operator).ctx("operator lock")?;
     let mut sql = String::from("SELECT id FROM appliances WHERE status != 'pending'");
     let mut args = Vec::new();
     selector_sql(c.dialect(), selector, &mut sql, &mut args);
@@ -280,6 +284,8 @@ pub fn create(conn: &mut Conn, req: &RolloutRequest, now: u64) -> Result<Created
 }
 
 fn create_in(tx: &mut dyn Sql, req: &RolloutRequest, now: u64) -> Result<Created, DbError> {
+    // Overlap checks and manual desires take turns with creations.
+    super::sql::hold(tx, super::sql::Lock::Operator).ctx("operator lock")?;
     let mut sql = String::from("SELECT id FROM appliances WHERE status != 'pending'");
     let mut args: Vec<Arg> = Vec::new();
     selector_sql(tx.dialect(), &req.selector, &mut sql, &mut args);

@@ -4,7 +4,8 @@
 //!
 //! The common dialect (what every statement of `db/` keeps to):
 //! - parameters are numbered, `?1`, `?2`, ... with no gaps (PostgreSQL must infer each
-//!   parameter's type from its use; rewritten to `$1`, ... for it);
+//!   parameter's type from its use; rewritten to `$1`, ... for it); a parameter whose first
+//!   use says nothing of its type (`?1 IS NULL`, a `SELECT` list) is `CAST(?1 AS ...)`;
 //! - integers are 64-bit (`BIGINT` columns on PostgreSQL): aggregates and `length()` that
 //!   PostgreSQL types otherwise are `CAST(... AS BIGINT)`;
 //! - `TRUE`/`FALSE`, `IS DISTINCT FROM`, `ON CONFLICT`, `RETURNING` (SQLite has them all);
@@ -48,6 +49,47 @@ impl Dialect {
             Dialect::Sqlite => "",
             Dialect::Postgres => " FOR UPDATE",
         }
+    }
+}
+
+/// What a transaction may need to hold alone across several statements (a count, then an
+/// insert that depends on it): PostgreSQL's transaction-level advisory locks. On SQLite a
+/// write transaction already excludes every other writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// The pending ids' cap.
+    Pending,
+    /// The diagnostics bundles' caps, and one outstanding request per appliance.
+    Diagnostics,
+    /// Operator changes that check rollouts, then set versions (and rollout creation).
+    Operator,
+    /// Bundle uploads (one row per sha256 and per name, version and arch).
+    Bundles,
+}
+
+impl Lock {
+    fn key(self) -> i64 {
+        // "p6os" in the high half; the lock in the low half.
+        0x7036_6f73_0000_0000
+            + match self {
+                Lock::Pending => 1,
+                Lock::Diagnostics => 2,
+                Lock::Operator => 3,
+                Lock::Bundles => 4,
+            }
+    }
+}
+
+/// Holds `lock` until the transaction ends (PostgreSQL); nothing on SQLite.
+pub fn hold(c: &mut dyn Sql, lock: Lock) -> Result<(), SqlError> {
+    match c.dialect() {
+        Dialect::Sqlite => Ok(()),
+        Dialect::Postgres => c
+            .execute(
+                "SELECT pg_advisory_xact_lock(?1)",
+                &[Arg::I64(Some(lock.key()))],
+            )
+            .map(|_| ()),
     }
 }
 

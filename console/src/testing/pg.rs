@@ -216,6 +216,43 @@ impl Drop for Cluster {
     }
 }
 
+/// The database a console test runs on: a SQLite file in `dir`, or with
+/// `P6OS_TEST_DB=postgres` a new database on this process's one test cluster (started at
+/// the first use, removed when the process ends).
+pub fn test_db(dir: &Path) -> crate::db::DbLocation {
+    if !on_postgres() {
+        return crate::db::DbLocation::Sqlite(dir.join("console.db"));
+    }
+    static CLUSTER: std::sync::OnceLock<Cluster> = std::sync::OnceLock::new();
+    let cluster = CLUSTER
+        .get_or_init(|| Cluster::start().unwrap_or_else(|e| panic!("P6OS_TEST_DB=postgres: {e}")));
+    let url = cluster
+        .create_database()
+        .unwrap_or_else(|e| panic!("P6OS_TEST_DB=postgres: a database for the test: {e}"));
+    crate::db::DbLocation::Postgres(url)
+}
+
+/// A connection of its own to a test's database (either backend), for what a test sets up
+/// or looks at outside the console's API: `probe(db).auto(|c| c.execute(...))`.
+pub fn probe(db: &crate::db::DbLocation) -> crate::db::Conn {
+    match db {
+        crate::db::DbLocation::Sqlite(path) => {
+            let c = rusqlite::Connection::open(path).expect("open the test database");
+            c.busy_timeout(Duration::from_secs(5))
+                .expect("busy timeout");
+            crate::db::Conn::Sqlite(c)
+        }
+        crate::db::DbLocation::Postgres(url) => crate::db::Conn::Postgres(Box::new(
+            crate::db::postgres::connect(url).expect("connect to the test database"),
+        )),
+    }
+}
+
+/// Whether the console tests run on PostgreSQL (`P6OS_TEST_DB=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("P6OS_TEST_DB").is_ok_and(|v| v == "postgres")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,8 @@ pub use p6os_bundle::testing::{other_key, trusted_key};
 pub struct Server {
     pub url: String,
     pub dir: TempDir,
+    /// The database (SQLite in `dir`, or PostgreSQL with `P6OS_TEST_DB=postgres`).
+    pub db: p6os_console::db::DbLocation,
     pub admin: String,
     pub pairing: String,
     pub console: TestConsole,
@@ -43,8 +45,9 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let admin = p6os_console::auth::new_token().unwrap();
         let pairing = p6os_console::auth::new_token().unwrap();
+        let db = p6os_console::testing::pg::test_db(dir.path());
         let mut config = Config {
-            db: dir.path().join("console.db"),
+            db: db.clone(),
             bundles: dir.path().join("bundles"),
             admin_token: admin.clone(),
             pairing_token: pairing.clone(),
@@ -55,6 +58,7 @@ impl Server {
             pairing_rate: p6os_console::limit::DEFAULT_PAIRING_RATE,
         };
         adjust(&mut config);
+        let db = config.db.clone();
         let console = TestConsole::start(
             config,
             Listen {
@@ -65,6 +69,7 @@ impl Server {
         Server {
             url: console.url(),
             dir,
+            db,
             admin,
             pairing,
             console,

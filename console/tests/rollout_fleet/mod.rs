@@ -2,6 +2,7 @@
 //! same database, with paired devices and a bundle.
 #![allow(dead_code)]
 
+use p6os_console::db::DbLocation;
 use std::sync::Arc;
 
 use crate::common::*;
@@ -22,9 +23,9 @@ pub struct Fleet {
     pub clock: Arc<ManualClock>,
 }
 
-fn config(dir: &std::path::Path, admin: &str, pairing: &str) -> Config {
+fn config(dir: &std::path::Path, db: &DbLocation, admin: &str, pairing: &str) -> Config {
     Config {
-        db: dir.join("console.db"),
+        db: db.clone(),
         bundles: dir.join("bundles"),
         admin_token: admin.into(),
         pairing_token: pairing.into(),
@@ -51,10 +52,12 @@ impl Fleet {
         let admin = p6os_console::auth::new_token().unwrap();
         let pairing = p6os_console::auth::new_token().unwrap();
         let clock = ManualClock::at(MONDAY_10H);
-        let console = TestConsole::start(config(dir.path(), &admin, &pairing), listen(&clock));
+        let db = p6os_console::testing::pg::test_db(dir.path());
+        let console = TestConsole::start(config(dir.path(), &db, &admin, &pairing), listen(&clock));
         let s = Server {
             url: console.url(),
             dir,
+            db,
             admin,
             pairing,
             console,
@@ -76,17 +79,19 @@ impl Fleet {
         let Fleet { s, clock } = self;
         let Server {
             dir,
+            db,
             admin,
             pairing,
             console,
             ..
         } = s;
         console.stop();
-        let console = TestConsole::start(config(dir.path(), &admin, &pairing), listen(&clock));
+        let console = TestConsole::start(config(dir.path(), &db, &admin, &pairing), listen(&clock));
         Fleet {
             s: Server {
                 url: console.url(),
                 dir,
+                db,
                 admin,
                 pairing,
                 console,

@@ -28,7 +28,7 @@ impl Console {
     /// With `tls`: https with that certificate and key.
     fn start_with(dir: &Path, port: u16, tls: Option<(PathBuf, PathBuf)>) -> Console {
         let config = Config {
-            db: dir.join("console.db"),
+            db: dir.join("console.db").into(),
             bundles: dir.join("bundles"),
             admin_token: ADMIN.into(),
             pairing_token: PAIRING.into(),

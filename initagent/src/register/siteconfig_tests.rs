@@ -320,7 +320,7 @@ fn the_loop_fetches_stages_reboots_and_reports_against_the_real_console() {
     let dir = tempfile::tempdir().unwrap();
     let console = TestConsole::start(
         Config {
-            db: dir.path().join("console.db"),
+            db: dir.path().join("console.db").into(),
             bundles: dir.path().join("bundles"),
             admin_token: ADMIN.into(),
             pairing_token: PAIRING.into(),

@@ -97,7 +97,11 @@ impl AppState {
     }
 }
 
-/// Removes `.upload-*.tmp` files that a killed console left in the bundles directory.
+/// Removes `.upload-*.tmp` files that a killed console left in the bundles directory, once
+/// they are an hour old: the directory may be shared by several consoles (one database),
+/// whose uploads in progress stay.
+const STALE_UPLOAD: std::time::Duration = std::time::Duration::from_secs(3600);
+
 fn remove_stale_uploads(dir: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -105,7 +109,13 @@ fn remove_stale_uploads(dir: &std::path::Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(".upload-") && name.ends_with(".tmp") {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_UPLOAD);
+        if name.starts_with(".upload-") && name.ends_with(".tmp") && old {
             if let Err(e) = std::fs::remove_file(entry.path()) {
                 tracing::warn!(
                     path = %entry.path().display(),
@@ -329,4 +339,33 @@ fn log_response<B>(response: &http::Response<B>, latency: Duration, _span: &Span
 /// `(status, json)` as a response.
 fn json<T: serde::Serialize>(status: StatusCode, body: T) -> Response {
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod stale_upload_tests {
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn only_uploads_older_than_an_hour_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join(".upload-fresh.tmp");
+        let old = dir.path().join(".upload-old.tmp");
+        let bundle = dir.path().join("abc.p6b");
+        for p in [&fresh, &old, &bundle] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        for p in [&old, &bundle] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(two_hours_ago)
+                .unwrap();
+        }
+        super::remove_stale_uploads(dir.path());
+        assert!(fresh.exists(), "another console's upload in progress");
+        assert!(!old.exists());
+        assert!(bundle.exists());
+    }
 }

@@ -33,6 +33,17 @@ pub enum Unavailable {
     Failed(String),
 }
 
+/// How much the server writes to disk before it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Nothing synced (`fsync=off`): a test's database dies with the test.
+    Off,
+    /// Commits answered before the WAL is flushed (`synchronous_commit=off`) but the WAL and
+    /// checkpoints synced: what SQLite's WAL with `synchronous=NORMAL` promises (a crash of
+    /// the machine may lose the last commits, never the database). For benchmarks.
+    LikeSqliteNormal,
+}
+
 /// Whether the caller must not skip when PostgreSQL is missing (`P6OS_TEST_DB_REQUIRED` set).
 pub fn required() -> bool {
     std::env::var_os("P6OS_TEST_DB_REQUIRED").is_some_and(|v| !v.is_empty())
@@ -83,6 +94,11 @@ impl Cluster {
     /// Makes a cluster in a new temporary directory and starts its server; returns when it
     /// accepts connections.
     pub fn start() -> Result<Cluster, Unavailable> {
+        Cluster::start_with(Durability::Off)
+    }
+
+    /// [`Cluster::start`] with the durability asked.
+    pub fn start_with(durability: Durability) -> Result<Cluster, Unavailable> {
         let bin = std::env::var_os("P6OS_PG_BIN")
             .map_or_else(|| PathBuf::from(DEFAULT_BIN), PathBuf::from);
         if !bin.join("initdb").is_file() || !bin.join("postgres").is_file() {
@@ -127,10 +143,13 @@ impl Cluster {
         }
         // The lifeline: when stdin closes (this process ended, or `Drop`), stop the server
         // (fast shutdown) and remove everything.
+        let durability_flags = match durability {
+            Durability::Off => "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            Durability::LikeSqliteNormal => "-c synchronous_commit=off",
+        };
         let script = r#"
-            "$1/postgres" -D "$2/data" -k "$2" -c listen_addresses= -c fsync=off \
-                -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
-                >"$2/log" 2>&1 &
+            "$1/postgres" -D "$2/data" -k "$2" -c listen_addresses= $3 \
+                -c max_connections=200 >"$2/log" 2>&1 &
             pid=$!
             read _ignored
             kill -INT "$pid" 2>/dev/null
@@ -144,6 +163,7 @@ impl Cluster {
             .arg("p6os-pg")
             .arg(&bin)
             .arg(&dir)
+            .arg(durability_flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

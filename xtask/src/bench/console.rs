@@ -1,5 +1,8 @@
-//! `cargo xtask bench console [--appliances N] [--clients C]`: the console under a fleet's
-//! load, over loopback. The release `p6os-console` serves a fresh database; the operator
+//! `cargo xtask bench console [--backend sqlite|postgres]... [--appliances N] [--clients C]`:
+//! the console under a fleet's load, over loopback, on each storage backend in turn (default:
+//! both, side by side). The release `p6os-console` serves a fresh database (a SQLite file, or a
+//! database on a throwaway PostgreSQL server from Debian's postgresql-15 with
+//! `synchronous_commit=off`, as durable as SQLite's `synchronous=NORMAL`); the operator
 //! registers N appliances (default 10,000), then N devices pair and send two rounds of
 //! heartbeats from C client threads (default 32); then a staged rollout of 2.0.0 to all of them
 //! (waves 1, 10%, 100%) while the devices keep reporting (a device handed the version reports
@@ -11,6 +14,7 @@
 //! than TCP handshakes; real devices open a connection per request every heartbeat interval,
 //! which at 10,000 devices and 60 s is ~170 requests per second.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -27,15 +31,32 @@ use xshell::{cmd, Shell};
 const PAIRING_TOKEN: &str = "bench-pairing-token";
 const ADMIN_TOKEN: &str = "bench-admin-token";
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
 struct Options {
     appliances: usize,
     clients: usize,
+    backends: Vec<Backend>,
 }
 
 fn options(args: &[&str]) -> Result<Options> {
     let mut o = Options {
         appliances: 10_000,
         clients: 32,
+        backends: Vec::new(),
     };
     for pair in args.chunks(2) {
         let value = || -> Result<usize> {
@@ -47,8 +68,19 @@ fn options(args: &[&str]) -> Result<Options> {
         match pair[0] {
             "--appliances" => o.appliances = value()?,
             "--clients" => o.clients = value()?,
-            a => bail!("unknown argument {a:?}: expected --appliances N, --clients C"),
+            "--backend" => o.backends.push(match pair.get(1).copied() {
+                Some("sqlite") => Backend::Sqlite,
+                Some("postgres") => Backend::Postgres,
+                other => bail!("--backend {other:?}: expected sqlite or postgres"),
+            }),
+            a => bail!(
+                "unknown argument {a:?}: expected --backend sqlite|postgres, --appliances N, \
+                 --clients C"
+            ),
         }
+    }
+    if o.backends.is_empty() {
+        o.backends = vec![Backend::Sqlite, Backend::Postgres];
     }
     ensure!(
         o.appliances > 0 && o.clients > 0,
@@ -82,7 +114,7 @@ impl Server {
     }
 }
 
-fn start(dir: &std::path::Path) -> Result<Server> {
+fn start(dir: &std::path::Path, db: &str) -> Result<Server> {
     fs::write(dir.join("admin.token"), ADMIN_TOKEN)?;
     fs::write(dir.join("pairing.token"), PAIRING_TOKEN)?;
     fs::write(
@@ -93,7 +125,7 @@ fn start(dir: &std::path::Path) -> Result<Server> {
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
         .arg("--db")
-        .arg(dir.join("console.db"))
+        .arg(db)
         .arg("--bundles")
         .arg(dir.join("bundles"))
         .arg("--admin-token-file")
@@ -158,19 +190,12 @@ struct Phase {
 }
 
 impl Phase {
-    fn print(&mut self) {
+    /// Requests per second, p50 and p99 in ms.
+    fn figures(&mut self) -> (f64, f64, f64) {
         self.latencies.sort_unstable();
         let n = self.latencies.len();
         let at = |q: f64| self.latencies[((n as f64 * q) as usize).min(n - 1)] as f64 / 1000.0;
-        println!(
-            "{:<12} {:>7} requests in {:>6.2} s: {:>7.0} req/s, p50 {:>6.2} ms, p99 {:>6.2} ms",
-            self.name,
-            n,
-            self.wall.as_secs_f64(),
-            n as f64 / self.wall.as_secs_f64(),
-            at(0.50),
-            at(0.99)
-        );
+        (n as f64 / self.wall.as_secs_f64(), at(0.50), at(0.99))
     }
 }
 
@@ -232,18 +257,116 @@ pub fn run(args: &[&str]) -> Result<()> {
         "cargo build --release -p p6os-console --bin p6os-console"
     )
     .run()?;
+    let mut runs = Vec::new();
+    for &backend in &o.backends {
+        runs.push(run_on(backend, &o)?);
+    }
+    println!(
+        "console bench: {} appliances, {} client threads, loopback",
+        o.appliances, o.clients
+    );
+    let mut header = format!("{:<12}", "phase");
+    for r in &runs {
+        let _ = write!(
+            header,
+            " | {:<8} {:>8} {:>9} {:>9}",
+            r.backend.name(),
+            "req/s",
+            "p50 ms",
+            "p99 ms"
+        );
+    }
+    println!("{header}");
+    for k in 0..runs[0].phases.len() {
+        let mut line = format!("{:<12}", runs[0].phases[k].name);
+        for r in &mut runs {
+            let p = &mut r.phases[k];
+            let (rate, p50, p99) = p.figures();
+            let _ = write!(line, " | {:<8} {:>8.0} {:>9.2} {:>9.2}", "", rate, p50, p99);
+        }
+        println!("{line}");
+    }
+    for r in &runs {
+        println!(
+            "{:<8}: console peak memory (VmHWM) {:.1} MiB; database {}",
+            r.backend.name(),
+            r.console_peak_kib as f64 / 1024.0,
+            r.database
+        );
+    }
+    Ok(())
+}
+
+/// One backend's figures.
+struct Run {
+    backend: Backend,
+    phases: Vec<Phase>,
+    console_peak_kib: u64,
+    /// How big the database got (file, or the server's memory and size).
+    database: String,
+}
+
+/// The summed proportional set size (`Pss`, KiB) of the processes whose command line
+/// mentions `needle` (the PostgreSQL server's processes: their shared memory counted once).
+fn pss_kib(needle: &str) -> u64 {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut total = 0;
+    for e in entries.flatten() {
+        let pid = e.file_name();
+        if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmd).contains(needle) {
+            continue;
+        }
+        let rollup = fs::read_to_string(e.path().join("smaps_rollup")).unwrap_or_default();
+        total += rollup
+            .lines()
+            .find_map(|l| l.strip_prefix("Pss:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
+fn run_on(backend: Backend, o: &Options) -> Result<Run> {
     let work = tempfile::Builder::new()
         .prefix("p6os-bench-console-")
         .tempdir_in("target")?;
-    let server = start(work.path())?;
+    let cluster = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(
+            p6os_console::testing::pg::Cluster::start_with(
+                p6os_console::testing::pg::Durability::LikeSqliteNormal,
+            )
+            .context("the PostgreSQL server for the bench")?,
+        ),
+    };
+    let db = match &cluster {
+        None => work.path().join("console.db").display().to_string(),
+        Some(c) => c.create_database().context("the bench database")?,
+    };
+    // The server's memory, sampled while the bench runs; its peak.
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let db_peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = cluster.as_ref().map(|c| {
+        let needle = c.socket_dir().display().to_string();
+        let (sampling, peak) = (sampling.clone(), db_peak.clone());
+        thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                peak.fetch_max(pss_kib(&needle), Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(500));
+            }
+        })
+    });
+    eprintln!("bench: {} on {}", backend.name(), db_display(&db));
+    let server = start(work.path(), &db)?;
     let base = Arc::new(server.url.clone());
-    println!(
-        "console bench: {} appliances, {} client threads, loopback {}",
-        o.appliances, o.clients, server.url
-    );
-
     let url = base.clone();
-    let mut register = phase("register", o.appliances, o.clients, move |agent, i| {
+    let register = phase("register", o.appliances, o.clients, move |agent, i| {
         let mut r = agent
             .post(&format!("{url}/api/v1/appliances"))
             .header("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
@@ -258,7 +381,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     );
     let (url, store) = (base.clone(), tokens.clone());
     // Each pairing is two requests: the device key gets a challenge, the signed challenge pairs.
-    let mut pair = phase("pair", o.appliances, o.clients, move |agent, i| {
+    let pair = phase("pair", o.appliances, o.clients, move |agent, i| {
         let key = DeviceSecret::from_seed(sha2::Sha256::digest(i.to_le_bytes()).into());
         let path = format!("{url}/api/v1/appliances/nuc-{i}/pair");
         let mut req = serde_json::json!({
@@ -283,7 +406,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         Ok(())
     })?;
     let (url, store) = (base.clone(), tokens.clone());
-    let mut beat = phase("heartbeat", 2 * o.appliances, o.clients, move |agent, k| {
+    let beat = phase("heartbeat", 2 * o.appliances, o.clients, move |agent, k| {
         let i = k % store.len();
         let token = store[i].get().context("not paired")?;
         let mut r = agent
@@ -293,19 +416,56 @@ pub fn run(args: &[&str]) -> Result<()> {
         let status = r.status().as_u16();
         expect(status, 200, "heartbeat", &r.body_mut().read_to_string()?)
     })?;
-    let mut rollout = rollout(&base, o.clients, &tokens)?;
-    let peak = server.peak_kib()?;
-    register.print();
-    pair.print();
-    beat.print();
-    rollout.print();
-    let db = fs::metadata(work.path().join("console.db"))?.len();
-    println!(
-        "console peak memory (VmHWM): {:.1} MiB; database {:.1} MiB",
-        peak as f64 / 1024.0,
-        db as f64 / (1 << 20) as f64
-    );
-    Ok(())
+    let rollout = rollout(&base, o.clients, &tokens)?;
+    let console_peak_kib = server.peak_kib()?;
+    sampling.store(false, Ordering::Relaxed);
+    if let Some(s) = sampler {
+        let _ = s.join();
+    }
+    let database = match backend {
+        Backend::Sqlite => format!(
+            "in the console's process; file {:.1} MiB",
+            fs::metadata(work.path().join("console.db"))?.len() as f64 / (1 << 20) as f64
+        ),
+        Backend::Postgres => format!(
+            "server peak memory (summed Pss) {:.1} MiB; data directory {:.1} MiB",
+            db_peak.load(Ordering::Relaxed) as f64 / 1024.0,
+            dir_size(cluster.as_ref().map(|c| c.socket_dir().join("data"))) as f64
+                / (1 << 20) as f64
+        ),
+    };
+    drop(server);
+    Ok(Run {
+        backend,
+        phases: vec![register, pair, beat, rollout],
+        console_peak_kib,
+        database,
+    })
+}
+
+fn db_display(db: &str) -> String {
+    if db.starts_with("postgres") {
+        "a throwaway PostgreSQL server".into()
+    } else {
+        db.to_string()
+    }
+}
+
+/// Bytes of the files below `dir`.
+fn dir_size(dir: Option<std::path::PathBuf>) -> u64 {
+    let Some(dir) = dir else { return 0 };
+    let mut total = 0;
+    let mut todo = vec![dir];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => todo.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
 
 /// Uploads a bundle of edge 2.0.0, creates a rollout to every appliance (1, 10%, 100%) and

@@ -34,6 +34,17 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Copy a fleet's whole state into an empty database (SQLite to PostgreSQL, or back),
+    /// keeping every id, token and event; stop the consoles on FROM first. Bundle files stay
+    /// in the bundles directory.
+    MigrateDb {
+        /// The database to copy: a file, or postgres://...
+        #[arg(long, value_name = "PATH|URL", value_parser = |s: &str| Ok::<_, std::convert::Infallible>(crate::db::DbLocation::parse(s)))]
+        from: crate::db::DbLocation,
+        /// The new, empty database: postgres://... (or a file)
+        #[arg(long, value_name = "URL|PATH", value_parser = |s: &str| Ok::<_, std::convert::Infallible>(crate::db::DbLocation::parse(s)))]
+        to: crate::db::DbLocation,
+    },
     /// Create DIR/admin.token and DIR/pairing.token (random, mode 0600; never overwritten);
     /// with --tls-name, also a private CA (DIR/ca.pem) and a certificate for those names
     /// (DIR/tls.crt, DIR/tls.key) for `serve --tls-cert --tls-key`.

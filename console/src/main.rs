@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args, admin_file.as_deref()),
         Command::Init { dir, tls_names } => init(&dir, &tls_names),
+        Command::MigrateDb { from, to } => migrate_db(&from, &to),
         Command::Appliances(c) => operator(&remote, |cl| client::appliances(cl, c)),
         Command::Bundles(c) => operator(&remote, |cl| client::bundles(cl, c)),
         Command::Desire(args) => operator(&remote, |cl| client::desire(cl, args)),
@@ -35,6 +36,31 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// `migrate-db`: the copy, then what was copied.
+fn migrate_db(
+    from: &p6os_console::db::DbLocation,
+    to: &p6os_console::db::DbLocation,
+) -> Result<(), Exit> {
+    use p6os_console::db;
+    if from == to {
+        return Err(Exit(2, "--from and --to name the same database".into()));
+    }
+    if let db::DbLocation::Sqlite(path) = from {
+        if !path.is_file() {
+            return Err(Exit(1, format!("no database {}", path.display())));
+        }
+    }
+    let mut source = db::connect(from).with_context(|| format!("opening {from}"))?;
+    let mut target = db::connect(to).with_context(|| format!("opening {to}"))?;
+    let copied = db::copy::copy(&mut source, &mut target)
+        .with_context(|| format!("copying {from} into {to}"))?;
+    for (table, n) in copied {
+        println!("{table}: {n} rows");
+    }
+    println!("copied {from} into {to}: start the consoles with --db on the new database");
+    Ok(())
 }
 
 /// A failure: exit status and message.

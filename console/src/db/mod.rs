@@ -7,6 +7,7 @@
 
 pub mod appliances;
 pub mod bundles;
+pub mod copy;
 pub mod diagnostics;
 pub mod pairing;
 pub mod postgres;
@@ -452,6 +453,19 @@ impl std::fmt::Display for DbLocation {
 impl std::fmt::Debug for DbLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{self}")
+    }
+}
+
+/// One connection to the database at `location`, migrated (not on a thread of an async
+/// runtime: the PostgreSQL client blocks). For commands like `migrate-db`.
+pub fn connect(location: &DbLocation) -> Result<Conn, DbError> {
+    match location {
+        DbLocation::Sqlite(path) => open(path),
+        DbLocation::Postgres(url) => {
+            let mut c = postgres::connect(url)?;
+            postgres::migrate(&mut c, url)?;
+            Ok(Conn::Postgres(Box::new(c)))
+        }
     }
 }
 

@@ -21,10 +21,13 @@ enum Kind {
 
 use Kind::{Bool, Bytes, Text, I64};
 
+/// A table: its name, its key (`ORDER BY`), its columns.
+type Table = (&'static str, &'static str, &'static [(&'static str, Kind)]);
+
 /// Every table in foreign-key order, with its key (the copy is read in key order, a page at a
 /// time) and columns. The schema test below fails when a migration adds a column not named
 /// here.
-const TABLES: &[(&str, &str, &[(&str, Kind)])] = &[
+const TABLES: &[Table] = &[
     ("secrets", "name", &[("name", Text), ("value", Bytes)]),
     (
         "appliances",

@@ -52,13 +52,104 @@ pub fn redacted_url(url: &str) -> String {
     }
 }
 
-/// Connects (no TLS yet: a Unix socket or a trusted network; see docs/console.md).
+/// How to reach the server: the URL for the `postgres` crate and the TLS to use. Our own
+/// parameters are taken out of the URL (the crate refuses what it does not know):
+/// `sslrootcert=FILE` (the PEM CA the server's certificate must chain to; default: the public
+/// web roots) and `sslmode=verify-full`/`verify-ca` (both mean `require` here: the
+/// certificate and the host name are always checked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub url: String,
+    pub tls: Option<Tls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub ca: Option<std::path::PathBuf>,
+}
+
+pub fn target(url: &str) -> Result<Target, DbError> {
+    let bad = |why: String| DbError::Unavailable(format!("{}: {why}", redacted_url(url)));
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, q),
+        None => (url, ""),
+    };
+    let mut kept = Vec::new();
+    let mut mode = "disable".to_string();
+    let mut ca = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslrootcert", v)) => ca = Some(std::path::PathBuf::from(v)),
+            Some(("sslmode", v)) => mode = v.to_string(),
+            _ => kept.push(pair),
+        }
+    }
+    if mode == "disable" && ca.is_some() {
+        return Err(bad("sslrootcert without sslmode=require".into()));
+    }
+    let tls = match mode.as_str() {
+        "disable" => None,
+        "require" | "verify-ca" | "verify-full" => Some(Tls { ca }),
+        "prefer" | "allow" => {
+            return Err(bad(format!(
+                "sslmode={mode} falls back to plain text when the server offers no TLS: use \
+                 sslmode=require (or disable, on a Unix socket or a trusted network)"
+            )))
+        }
+        other => return Err(bad(format!("unknown sslmode {other:?}"))),
+    };
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok(Target { url, tls })
+}
+
+fn client_config(tls: &Tls) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca {
+        Some(path) => {
+            for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?
+            {
+                let cert = cert.map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+                let _ = roots.add(cert.clone());
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Connects: in plain text, or over TLS with the server's certificate checked (see [`target`]).
 pub fn connect(url: &str) -> Result<PgConn, DbError> {
-    let client =
-        postgres::Client::connect(url, postgres::NoTls).map_err(|source| DbError::Connect {
-            url: redacted_url(url),
-            source: source.into(),
-        })?;
+    let t = target(url)?;
+    let failed = |source: postgres::Error| DbError::Connect {
+        url: redacted_url(url),
+        source: source.into(),
+    };
+    let client = match &t.tls {
+        None => postgres::Client::connect(&t.url, postgres::NoTls).map_err(failed)?,
+        Some(tls) => {
+            let config = client_config(tls)
+                .map_err(|e| DbError::Unavailable(format!("{}: {e}", redacted_url(url))))?;
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new(config);
+            postgres::Client::connect(&t.url, connector).map_err(failed)?
+        }
+    };
     Ok(PgConn {
         client,
         cache: StatementCache::default(),
@@ -211,6 +302,32 @@ fn worker(url: &str, first: Option<PgConn>, jobs: &Mutex<mpsc::Receiver<Job>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_tls_parameters_are_taken_out_of_the_url() {
+        let t = target("postgres://u@db.example/c?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=x").unwrap();
+        assert_eq!(t.url, "postgres://u@db.example/c?application_name=x");
+        assert_eq!(
+            t.tls,
+            Some(Tls {
+                ca: Some("/etc/ca.pem".into())
+            })
+        );
+        let t = target("postgres://u@localhost/c?host=/run/pg").unwrap();
+        assert_eq!(
+            (t.url.as_str(), t.tls),
+            ("postgres://u@localhost/c?host=/run/pg", None)
+        );
+        for bad in [
+            "postgres://u@h/c?sslmode=prefer",
+            "postgres://u@h/c?sslmode=maybe",
+            "postgres://u:pw@h/c?sslrootcert=/ca.pem",
+        ] {
+            let e = target(bad).unwrap_err().to_string();
+            assert!(!e.contains(":pw@"), "{e}");
+            assert!(e.contains("ssl"), "{e}");
+        }
+    }
 
     #[test]
     fn passwords_stay_out_of_messages() {

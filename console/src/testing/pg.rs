@@ -49,9 +49,12 @@ pub fn required() -> bool {
     std::env::var_os("P6OS_TEST_DB_REQUIRED").is_some_and(|v| !v.is_empty())
 }
 
-/// A running server on a Unix socket; stopped and removed when dropped.
+/// A running server on a Unix socket (and with [`Cluster::start_tls`] on a loopback port
+/// with TLS); stopped and removed when dropped.
 pub struct Cluster {
     dir: PathBuf,
+    /// The loopback TLS port, and the CA (PEM) of the server's certificate.
+    tls: Option<(u16, PathBuf)>,
     /// The shell that owns the server; its stdin is the lifeline.
     guard: Child,
     lifeline: Option<ChildStdin>,
@@ -99,6 +102,16 @@ impl Cluster {
 
     /// [`Cluster::start`] with the durability asked.
     pub fn start_with(durability: Durability) -> Result<Cluster, Unavailable> {
+        Cluster::start_inner(durability, false)
+    }
+
+    /// Also listening on a free port of 127.0.0.1 with TLS only there (a certificate for
+    /// 127.0.0.1 from a CA made for the test: [`Cluster::tls_url`]).
+    pub fn start_tls() -> Result<Cluster, Unavailable> {
+        Cluster::start_inner(Durability::Off, true)
+    }
+
+    fn start_inner(durability: Durability, tls: bool) -> Result<Cluster, Unavailable> {
         let bin = std::env::var_os("P6OS_PG_BIN")
             .map_or_else(|| PathBuf::from(DEFAULT_BIN), PathBuf::from);
         if !bin.join("initdb").is_file() || !bin.join("postgres").is_file() {
@@ -143,12 +156,45 @@ impl Cluster {
         }
         // The lifeline: when stdin closes (this process ended, or `Drop`), stop the server
         // (fast shutdown) and remove everything.
-        let durability_flags = match durability {
+        let mut flags = match durability {
             Durability::Off => "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             Durability::LikeSqliteNormal => "-c synchronous_commit=off",
-        };
+        }
+        .to_string();
+        let mut tls_at = None;
+        if tls {
+            let (ca, chain, key) = crate::tls::make_certificates(&["127.0.0.1".to_string()])
+                .map_err(|e| failed("test certificates", &e))?;
+            let write = |name: &str, text: &str, mode: u32| -> Result<PathBuf, Unavailable> {
+                let path = dir.join(name);
+                fs::write(&path, text).map_err(|e| failed(name, &e))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                    .map_err(|e| failed(name, &e))?;
+                if let Some((uid, gid)) = account {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                        .map_err(|e| failed(name, &e))?;
+                }
+                Ok(path)
+            };
+            let ca = write("ca.pem", &ca, 0o644)?;
+            write("server.crt", &chain, 0o644)?;
+            write("server.key", &key, 0o600)?;
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| failed("a free port", &e))?
+                .port();
+            flags.push_str(&format!(
+                " -c listen_addresses=127.0.0.1 -p {port} -c ssl=on \
+                 -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                dir.display()
+            ));
+            tls_at = Some((port, ca));
+        } else {
+            flags.push_str(" -c listen_addresses=");
+        }
+        let durability_flags = flags;
         let script = r#"
-            "$1/postgres" -D "$2/data" -k "$2" -c listen_addresses= $3 \
+            "$1/postgres" -D "$2/data" -k "$2" $3 \
                 -c max_connections=200 >"$2/log" 2>&1 &
             pid=$!
             read _ignored
@@ -172,6 +218,7 @@ impl Cluster {
         let lifeline = guard.stdin.take();
         let cluster = Cluster {
             dir,
+            tls: tls_at,
             guard,
             lifeline,
             user,
@@ -188,6 +235,11 @@ impl Cluster {
                 Ok(_) => return Ok(()),
                 Err(e) => last = e.to_string(),
             }
+            // A server that stopped at start-up says why in its log: no need to wait.
+            let log = fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+            if log.contains("FATAL") || log.contains("database system is shut down") {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         let log = fs::read_to_string(self.dir.join("log")).unwrap_or_default();
@@ -203,11 +255,25 @@ impl Cluster {
 
     /// A connection URL for database `db` over the Unix socket.
     pub fn url(&self, db: &str) -> String {
+        // The socket's name carries the port (`.s.PGSQL.<port>`).
+        let port = self.tls.as_ref().map_or(5432, |(p, _)| *p);
         format!(
-            "postgresql://{}@localhost/{db}?host={}",
+            "postgresql://{}@localhost:{port}/{db}?host={}",
             self.user,
             self.dir.display()
         )
+    }
+
+    /// A URL for database `db` over TLS on the loopback port, the certificate checked
+    /// against the test CA (`sslmode=require&sslrootcert=...`); `None` without
+    /// [`Cluster::start_tls`].
+    pub fn tls_url(&self, db: &str) -> Option<String> {
+        let (port, ca) = self.tls.as_ref()?;
+        Some(format!(
+            "postgresql://{}@127.0.0.1:{port}/{db}?sslmode=require&sslrootcert={}",
+            self.user,
+            ca.display()
+        ))
     }
 
     /// Creates a new, empty database (C collation) and returns its URL. Names are unique in
@@ -276,6 +342,48 @@ pub fn on_postgres() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_console_reaches_the_database_over_tls_and_checks_its_certificate() {
+        let cluster = match Cluster::start_tls() {
+            Ok(c) => c,
+            Err(e) if !required() => {
+                eprintln!("SKIPPED: {e}");
+                return;
+            }
+            Err(e) => panic!("{e} (P6OS_TEST_DB_REQUIRED is set)"),
+        };
+        let url = cluster.tls_url("postgres").unwrap();
+        let mut conn = crate::db::connect(&crate::db::DbLocation::Postgres(url.clone()))
+            .unwrap_or_else(|e| panic!("{}", crate::error::error_chain(&e)));
+        let ssl: bool = conn
+            .auto(|c| {
+                c.query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )?
+                .get(0)
+            })
+            .unwrap();
+        assert!(ssl, "the connection is not encrypted");
+        // Another CA: the server's certificate is refused.
+        let other = cluster.socket_dir().join("other-ca.pem");
+        let (ca, _, _) = crate::tls::make_certificates(&["127.0.0.1".to_string()]).unwrap();
+        fs::write(&other, ca).unwrap();
+        let (port, _) = cluster.tls.clone().unwrap();
+        let wrong = format!(
+            "postgresql://p6os@127.0.0.1:{port}/postgres?sslmode=require&sslrootcert={}",
+            other.display()
+        );
+        let e = crate::db::postgres::connect(&wrong).unwrap_err();
+        let chain = crate::error::error_chain(&e);
+        assert!(chain.contains("certificate"), "{chain}");
+        // Plain text to the TLS port works only where the operator asked for it: the
+        // console never downgrades `require`.
+        let e = crate::db::postgres::target(&url.replace("sslmode=require", "sslmode=prefer"))
+            .unwrap_err();
+        assert!(e.to_string().contains("require"), "{e}");
+    }
 
     #[test]
     fn a_cluster_serves_on_its_socket_and_is_removed_when_dropped() {

@@ -29,7 +29,7 @@ commands:
   bench flash        a 2 GiB image (~300 MB data) to a file and a loop device: p6os flash vs
                      bmaptool copy vs dd bs=4M conv=fsync, medians and ratios
   bench upgrade      time applying a bundle to a slot: p6os-agent vs zstd -dc | dd, then sha256sum
-  bench console [--appliances N] [--clients C]
+  bench console [--backend sqlite|postgres]... [--appliances N] [--clients C] [--no-rollout]
                      N simulated appliances (default 10000) pair and heartbeat over loopback:
                      throughput, p50/p99 latency, the console's peak memory
   deps               install (as root) or list the Debian packages the workflows need";

@@ -50,6 +50,8 @@ struct Options {
     appliances: usize,
     clients: usize,
     backends: Vec<Backend>,
+    /// `--no-rollout`: pair and heartbeats only (the 100,000-device runs).
+    rollout: bool,
 }
 
 fn options(args: &[&str]) -> Result<Options> {
@@ -57,7 +59,19 @@ fn options(args: &[&str]) -> Result<Options> {
         appliances: 10_000,
         clients: 32,
         backends: Vec::new(),
+        rollout: true,
     };
+    let args: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| {
+            let flag = *a == "--no-rollout";
+            if flag {
+                o.rollout = false;
+            }
+            !flag
+        })
+        .collect();
     for pair in args.chunks(2) {
         let value = || -> Result<usize> {
             let v = pair
@@ -75,7 +89,7 @@ fn options(args: &[&str]) -> Result<Options> {
             }),
             a => bail!(
                 "unknown argument {a:?}: expected --backend sqlite|postgres, --appliances N, \
-                 --clients C"
+                 --clients C, --no-rollout"
             ),
         }
     }
@@ -416,7 +430,10 @@ fn run_on(backend: Backend, o: &Options) -> Result<Run> {
         let status = r.status().as_u16();
         expect(status, 200, "heartbeat", &r.body_mut().read_to_string()?)
     })?;
-    let rollout = rollout(&base, o.clients, &tokens)?;
+    let mut phases = vec![register, pair, beat];
+    if o.rollout {
+        phases.push(rollout(&base, o.clients, &tokens)?);
+    }
     let console_peak_kib = server.peak_kib()?;
     sampling.store(false, Ordering::Relaxed);
     if let Some(s) = sampler {
@@ -437,7 +454,7 @@ fn run_on(backend: Backend, o: &Options) -> Result<Run> {
     drop(server);
     Ok(Run {
         backend,
-        phases: vec![register, pair, beat, rollout],
+        phases,
         console_peak_kib,
         database,
     })

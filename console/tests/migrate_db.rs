@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use p6os_console::db::DbLocation;
-use p6os_console::testing::pg::{required, Cluster};
+use p6os_console::testing::pg::{or_skip, Cluster};
 
 const VIEWS: &[&str] = &[
     "/api/v1/appliances?limit=500",
@@ -40,13 +40,8 @@ fn migrate(from: &str, to: &str) -> (i32, String, String) {
 
 #[test]
 fn a_fleet_moves_from_sqlite_to_postgresql_and_nothing_changes() {
-    let cluster = match Cluster::start() {
-        Ok(c) => c,
-        Err(e) if !required() => {
-            eprintln!("SKIPPED: {e}");
-            return;
-        }
-        Err(e) => panic!("{e} (P6OS_TEST_DB_REQUIRED is set)"),
+    let Some(cluster) = or_skip(Cluster::start()) else {
+        return;
     };
     let keep = tempfile::tempdir().unwrap();
     let file = keep.path().join("console.db");

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use p6os_console::testing::pg::{required, Cluster};
+use p6os_console::testing::pg::{or_skip, Cluster};
 use p6os_protocol::rollout::{Rollout, RolloutDevicePage, RolloutState};
 use p6os_protocol::{EventPage, HeartbeatResponse, PairResponse};
 
@@ -46,14 +46,7 @@ struct Shared {
 }
 
 fn setup() -> Option<(Cluster, Shared)> {
-    let cluster = match Cluster::start() {
-        Ok(c) => c,
-        Err(e) if !required() => {
-            eprintln!("SKIPPED: {e}");
-            return None;
-        }
-        Err(e) => panic!("{e} (P6OS_TEST_DB_REQUIRED is set)"),
-    };
+    let cluster = or_skip(Cluster::start())?;
     let db = cluster.create_database().unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

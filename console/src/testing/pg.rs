@@ -49,6 +49,20 @@ pub fn required() -> bool {
     std::env::var_os("P6OS_TEST_DB_REQUIRED").is_some_and(|v| !v.is_empty())
 }
 
+/// For a test: `started` (a [`Cluster::start`] or [`Cluster::start_tls`] result) when it
+/// worked; `None` after printing `SKIPPED` when PostgreSQL is unavailable and not
+/// [`required`]; a panic when it is required.
+pub fn or_skip(started: Result<Cluster, Unavailable>) -> Option<Cluster> {
+    match started {
+        Ok(c) => Some(c),
+        Err(e) if !required() => {
+            eprintln!("SKIPPED: {e}");
+            None
+        }
+        Err(e) => panic!("{e} (P6OS_TEST_DB_REQUIRED is set)"),
+    }
+}
+
 /// A running server on a Unix socket (and with [`Cluster::start_tls`] on a loopback port
 /// with TLS); stopped and removed when dropped.
 pub struct Cluster {
@@ -345,13 +359,8 @@ mod tests {
 
     #[test]
     fn the_console_reaches_the_database_over_tls_and_checks_its_certificate() {
-        let cluster = match Cluster::start_tls() {
-            Ok(c) => c,
-            Err(e) if !required() => {
-                eprintln!("SKIPPED: {e}");
-                return;
-            }
-            Err(e) => panic!("{e} (P6OS_TEST_DB_REQUIRED is set)"),
+        let Some(cluster) = or_skip(Cluster::start_tls()) else {
+            return;
         };
         let url = cluster.tls_url("postgres").unwrap();
         let mut conn = crate::db::connect(&crate::db::DbLocation::Postgres(url.clone()))
@@ -387,13 +396,8 @@ mod tests {
 
     #[test]
     fn a_cluster_serves_on_its_socket_and_is_removed_when_dropped() {
-        let cluster = match Cluster::start() {
-            Ok(c) => c,
-            Err(e) if !required() => {
-                eprintln!("SKIPPED: {e}");
-                return;
-            }
-            Err(e) => panic!("{e} (P6OS_TEST_DB_REQUIRED is set)"),
+        let Some(cluster) = or_skip(Cluster::start()) else {
+            return;
         };
         let dir = cluster.socket_dir().to_path_buf();
         let url = cluster.create_database().unwrap();

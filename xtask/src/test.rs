@@ -14,24 +14,31 @@ use crate::scenarios;
 /// Where the QEMU scenarios share their key, images and bundles (fresh each run).
 const FIXTURES: &str = "target/qemu-fixtures";
 
-/// Each tier's wall time, printed as a table at the end (also after a failure).
+/// Below this much free disk under `target/` at the start, the run warns: a cold run writes
+/// about this much (build artefacts, images, fixtures, fuzz corpora).
+const DISK_NEEDED: u64 = 20 << 30;
+
+/// Each tier's wall time and the disk left after it, printed as a table at the end (also after
+/// a failure).
 #[derive(Default)]
-struct Times(Vec<(String, Duration)>);
+struct Times(Vec<(String, Duration, Option<u64>)>);
 
 impl Times {
     fn tier<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let started = Instant::now();
         eprintln!("xtask: == {name}");
         let result = f();
-        self.0.push((name.to_string(), started.elapsed()));
+        self.0
+            .push((name.to_string(), started.elapsed(), free_disk()));
         result
     }
 
     fn print(&self, scenarios: &[scenarios::Outcome]) {
         let fmt = |d: Duration| format!("{:>3}:{:02}", d.as_secs() / 60, d.as_secs() % 60);
-        eprintln!("\nxtask: test times (wall clock, m:ss)");
-        for (name, took) in &self.0 {
-            eprintln!("  {name:<58} {}", fmt(*took));
+        eprintln!("\nxtask: test times (wall clock, m:ss; disk free after the tier)");
+        for (name, took, free) in &self.0 {
+            let free = free.map_or(String::new(), |b| format!("{:>6.1} GiB", gib(b)));
+            eprintln!("  {name:<58} {} {free}", fmt(*took));
         }
         for o in scenarios {
             let name = format!("{}::{}", o.scenario.file, o.scenario.test);
@@ -42,12 +49,41 @@ impl Times {
                 if o.passed { "" } else { "FAILED" }
             );
         }
-        let total: Duration = self.0.iter().map(|(_, d)| *d).sum();
+        let total: Duration = self.0.iter().map(|(_, d, _)| *d).sum();
         eprintln!("  {:<58} {}", "total", fmt(total));
     }
 }
 
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 30)
+}
+
+/// Free bytes on the file system that holds `target/` (None where it cannot be read).
+fn free_disk() -> Option<u64> {
+    let dir = if std::path::Path::new("target").is_dir() {
+        "target"
+    } else {
+        "."
+    };
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// Says up front when the disk is likely to run out (CI once did, mid-run, with a bare
+/// "No space left on device" from the linker).
+fn warn_if_disk_short() {
+    if let Some(free) = free_disk().filter(|&free| free < DISK_NEEDED) {
+        eprintln!(
+            "xtask: warning: {:.1} GiB free under target/; a cold run writes about {:.0} GiB \
+             (hint: `cargo clean` removes stale builds)",
+            gib(free),
+            gib(DISK_NEEDED)
+        );
+    }
+}
+
 pub fn run() -> Result<()> {
+    warn_if_disk_short();
     let mut times = Times::default();
     let mut outcomes = Vec::new();
     let result = run_tiers(&mut times, &mut outcomes);

@@ -19,8 +19,10 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     pub url: String,
-    /// File holding the admin token (else the environment variable P6OS_CONSOLE_ADMIN_TOKEN).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// File holding the token: for the operator commands a personal token (`tokens create`)
+    /// or the console's admin token (else P6OS_CONSOLE_TOKEN, then P6OS_CONSOLE_ADMIN_TOKEN);
+    /// for `serve`, the admin token (the bootstrap admin's).
+    #[arg(long, global = true, value_name = "FILE", visible_alias = "token-file")]
     pub admin_token_file: Option<PathBuf>,
     /// PEM CA certificate to trust for an https console (instead of Mozilla's roots), e.g. the
     /// `ca.pem` made by `init --tls-name`.
@@ -73,6 +75,20 @@ pub enum Command {
     /// their history.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Operator accounts (admins): roles, scopes, passwords, lock-outs.
+    #[command(subcommand)]
+    Users(crate::client::users::UsersCommand),
+    /// Personal API tokens for the CLI and scripts.
+    #[command(subcommand)]
+    Tokens(crate::client::users::TokensCommand),
+    /// The audit log of operator actions and logins (admins).
+    #[command(subcommand)]
+    Audit(crate::client::users::AuditCommand),
+    /// Who the token belongs to: user, role, scope.
+    Whoami {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@
 //! Logging goes through `tracing` ([`init_logging`] for the binary); tests install their own
 //! subscriber.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod limit;
 pub mod openapi;
 pub mod page;
 pub mod pairing;
+pub mod password;
 pub mod range;
 pub mod rollout;
 pub mod serve;

@@ -230,6 +230,42 @@ impl PairLimits {
     }
 }
 
+/// Login attempts from one source (IPv6: one /64): 10 at once, then one every 6 seconds. On
+/// top of the per-account back-off ([`crate::access::refused_until`]), which a guesser
+/// spreading over many accounts does not meet.
+pub fn login_per_source() -> Rate {
+    Rate {
+        burst: 10,
+        every_ms: 6_000,
+    }
+}
+
+/// The login limits, shared by the login handlers.
+pub struct LoginLimits {
+    source: Mutex<Limiter<IpAddr>>,
+    start: Instant,
+}
+
+impl Default for LoginLimits {
+    fn default() -> LoginLimits {
+        LoginLimits {
+            source: Mutex::new(Limiter::new(login_per_source(), MAX_TRACKED)),
+            start: Instant::now(),
+        }
+    }
+}
+
+impl LoginLimits {
+    /// `None` if a login from `ip` is allowed (and counts it), else how long until it would be.
+    pub fn source_wait(&self, ip: IpAddr) -> Option<Duration> {
+        let now = self.start.elapsed().as_millis() as u64;
+        match self.source.lock() {
+            Ok(mut l) => l.wait_ms(&source_key(ip), now).map(Duration::from_millis),
+            Err(_) => Some(Duration::from_secs(1)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,10 @@ fn main() -> ExitCode {
         Command::Rollouts(c) => operator(&remote, |cl| client::rollouts::rollouts(cl, c)),
         Command::Config(c) => operator(&remote, |cl| client::siteconfig::run(cl, c)),
         Command::Diagnostics(c) => operator(&remote, |cl| client::diagnostics(cl, c)),
+        Command::Users(c) => operator(&remote, |cl| client::users::users(cl, c)),
+        Command::Tokens(c) => operator(&remote, |cl| client::users::tokens(cl, c)),
+        Command::Audit(c) => operator(&remote, |cl| client::users::audit(cl, c)),
+        Command::Whoami { json } => operator(&remote, |cl| client::users::whoami(cl, json)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,7 +85,7 @@ struct Remote {
 
 fn operator(remote: &Remote, run: impl FnOnce(&Client) -> Result<(), Failure>) -> Result<(), Exit> {
     let go = || -> Result<(), Failure> {
-        let token = client::admin_token(remote.admin_file.as_deref())?;
+        let token = client::operator_token(remote.admin_file.as_deref())?;
         run(&Client::new(&remote.url, token, remote.ca.as_deref())?)
     };
     go().map_err(|f| Exit(f.exit_code(), f.to_string()))

@@ -11,16 +11,11 @@ use serde_json::{json, Map, Value};
 #[path = "openapi_siteconfig.rs"]
 mod siteconfig_ops;
 use siteconfig_ops::SITE_CONFIG_OPS;
+#[path = "openapi_users.rs"]
+mod user_ops;
+use user_ops::USER_OPS;
 
-#[derive(Clone, Copy)]
-enum Auth {
-    None,
-    /// The fleet's pairing token, in the body.
-    Pairing,
-    Admin,
-    Device,
-    AdminOrDevice,
-}
+use crate::access::Access;
 
 #[derive(Clone, Copy)]
 enum Body {
@@ -42,15 +37,23 @@ struct Op {
     method: &'static str,
     path: &'static str,
     summary: &'static str,
-    auth: Auth,
     body: Body,
     query: &'static [(&'static str, &'static str)],
     responses: &'static [(u16, &'static str, Out)],
 }
 
 const BAD: (u16, &str, Out) = (400, "bad input: ErrorBody.field names it", Out::Error);
-const UNAUTH: (u16, &str, Out) = (401, "missing or invalid bearer token", Out::Error);
-const FORBIDDEN: (u16, &str, Out) = (403, "this token may not do this", Out::Error);
+const UNAUTH: (u16, &str, Out) = (
+    401,
+    "missing or invalid credentials (token or session)",
+    Out::Error,
+);
+const FORBIDDEN: (u16, &str, Out) = (
+    403,
+    "these credentials may not do this (role; a device token on an operator route; a \
+     session request without its CSRF token)",
+    Out::Error,
+);
 const NOT_FOUND: (u16, &str, Out) = (404, "unknown id", Out::Error);
 const TOO_LARGE: (u16, &str, Out) = (413, "body over the limit", Out::Error);
 const MEDIA: (u16, &str, Out) = (415, "wrong Content-Type", Out::Error);
@@ -70,7 +73,6 @@ const OPS: &[Op] = &[
         method: "get",
         path: "/openapi.json",
         summary: "This document",
-        auth: Auth::None,
         body: Body::None,
         query: &[],
         responses: &[(200, "the OpenAPI document", Out::Any)],
@@ -80,7 +82,6 @@ const OPS: &[Op] = &[
         path: "/api/v1/appliances/{id}/pair",
         summary: "Pair a device by its key (the pairing token is in the body): without a \
                   proof the answer is a challenge to sign; with one, ready or pending",
-        auth: Auth::Pairing,
         body: Body::Json("PairRequest"),
         query: &[],
         responses: &[
@@ -116,7 +117,6 @@ const OPS: &[Op] = &[
         method: "post",
         path: "/api/v1/appliances/{id}/heartbeat",
         summary: "Report the device's state; learn the desired version and its bundle",
-        auth: Auth::Device,
         body: Body::Json("Heartbeat"),
         query: &[],
         responses: &[
@@ -140,7 +140,6 @@ const OPS: &[Op] = &[
         method: "get",
         path: "/api/v1/bundles/{sha256}/content",
         summary: "Download a bundle (Range, If-Range; always Content-Length)",
-        auth: Auth::AdminOrDevice,
         body: Body::None,
         query: &[],
         responses: &[
@@ -160,7 +159,6 @@ const OPS: &[Op] = &[
         method: "post",
         path: "/api/v1/appliances",
         summary: "Register an appliance id",
-        auth: Auth::Admin,
         body: Body::Json("RegisterRequest"),
         query: &[],
         responses: &[
@@ -181,7 +179,6 @@ const OPS: &[Op] = &[
         method: "get",
         path: "/api/v1/appliances",
         summary: "List appliances, sorted by id, a page at a time",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[
             ("status", "pending, unpaired or ready"),
@@ -201,7 +198,6 @@ const OPS: &[Op] = &[
         method: "get",
         path: "/api/v1/appliances/{id}",
         summary: "One appliance",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[],
         responses: &[
@@ -216,7 +212,6 @@ const OPS: &[Op] = &[
         method: "delete",
         path: "/api/v1/appliances/{id}",
         summary: "Forget an appliance and its events (its device token stops working)",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[],
         responses: &[
@@ -231,7 +226,6 @@ const OPS: &[Op] = &[
         method: "put",
         path: "/api/v1/appliances/{id}/desired",
         summary: "Set or clear one appliance's desired version",
-        auth: Auth::Admin,
         body: Body::Json("DesiredRequest"),
         query: &[],
         responses: &[
@@ -251,7 +245,6 @@ const OPS: &[Op] = &[
         summary: "Bind the id to the device key with this fingerprint (a pending id is \
                   registered; a paired one moves to the new key and its old token stops \
                   working)",
-        auth: Auth::Admin,
         body: Body::Json("ApproveRequest"),
         query: &[],
         responses: &[
@@ -268,7 +261,6 @@ const OPS: &[Op] = &[
         method: "put",
         path: "/api/v1/appliances/{id}/image",
         summary: "Set the image whose bundles the appliance gets (recorded at pairing)",
-        auth: Auth::Admin,
         body: Body::Json("ImageRequest"),
         query: &[],
         responses: &[
@@ -286,7 +278,6 @@ const OPS: &[Op] = &[
         path: "/api/v1/appliances/{id}/events",
         summary:
             "An appliance's events, oldest first, a page at a time (the newest 1,000 are kept)",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[LIMIT, ("after", "the previous page's `next` (a seq)")],
         responses: &[
@@ -301,7 +292,6 @@ const OPS: &[Op] = &[
         method: "put",
         path: "/api/v1/desired",
         summary: "Set or clear the desired version of every appliance matching a label selector",
-        auth: Auth::Admin,
         body: Body::Json("SelectorDesiredRequest"),
         query: &[],
         responses: &[
@@ -322,7 +312,6 @@ const OPS: &[Op] = &[
         method: "post",
         path: "/api/v1/bundles",
         summary: "Upload a signed .p6b bundle (verified before it is kept)",
-        auth: Auth::Admin,
         body: Body::Octets,
         query: &[],
         responses: &[
@@ -348,7 +337,6 @@ const OPS: &[Op] = &[
         method: "get",
         path: "/api/v1/bundles",
         summary: "List the bundles held, a page at a time",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[LIMIT, ("after", "the previous page's `next` (a sha256)")],
         responses: &[
@@ -372,7 +360,6 @@ const ROLLOUT_OPS: &[Op] = &[
         method: "post",
         path: "/api/v1/rollouts",
         summary: "Create a staged rollout of a version to the appliances a selector matches",
-        auth: Auth::Admin,
         body: Body::Json("RolloutRequest"),
         query: &[],
         responses: &[
@@ -398,7 +385,6 @@ const ROLLOUT_OPS: &[Op] = &[
         method: "get",
         path: "/api/v1/rollouts",
         summary: "List the rollouts, by id, a page at a time",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[
             LIMIT,
@@ -415,7 +401,6 @@ const ROLLOUT_OPS: &[Op] = &[
         method: "get",
         path: "/api/v1/rollouts/{id}",
         summary: "One rollout, with its totals in all and per wave",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[],
         responses: &[
@@ -430,7 +415,6 @@ const ROLLOUT_OPS: &[Op] = &[
         method: "get",
         path: "/api/v1/rollouts/{id}/devices",
         summary: "A rollout's members, by id, a page at a time",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[
             (
@@ -452,7 +436,6 @@ const ROLLOUT_OPS: &[Op] = &[
         method: "post",
         path: "/api/v1/rollouts/{id}/pause",
         summary: "Pause a running rollout: no member starts (those under way go on)",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[],
         responses: &[
@@ -468,7 +451,6 @@ const ROLLOUT_OPS: &[Op] = &[
         method: "post",
         path: "/api/v1/rollouts/{id}/resume",
         summary: "Resume a paused rollout; the failures so far are not counted again",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[],
         responses: &[
@@ -488,7 +470,6 @@ const ROLLOUT_OPS: &[Op] = &[
         method: "post",
         path: "/api/v1/rollouts/{id}/abort",
         summary: "Abort a rollout for good: members that have not started get no version",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[],
         responses: &[
@@ -509,7 +490,6 @@ const DIAGNOSTICS_OPS: &[Op] = &[
         path: "/api/v1/appliances/{id}/diagnostics",
         summary: "Ask an appliance for a diagnostics bundle (passed on in its next heartbeat \
                   answer); one request at a time",
-        auth: Auth::Admin,
         body: Body::Json("DiagnosticsCreate"),
         query: &[],
         responses: &[
@@ -531,7 +511,6 @@ const DIAGNOSTICS_OPS: &[Op] = &[
         method: "get",
         path: "/api/v1/appliances/{id}/diagnostics",
         summary: "An appliance's diagnostics requests, newest first, a page at a time",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[
             LIMIT,
@@ -549,7 +528,6 @@ const DIAGNOSTICS_OPS: &[Op] = &[
         method: "get",
         path: "/api/v1/diagnostics/{n}",
         summary: "One diagnostics request: its status, and the size and sha256 of its bundle",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[],
         responses: &[
@@ -564,7 +542,6 @@ const DIAGNOSTICS_OPS: &[Op] = &[
         method: "get",
         path: "/api/v1/diagnostics/{n}/content",
         summary: "Download a diagnostics bundle (.tar.zst; the ETag is its sha256)",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[],
         responses: &[
@@ -579,7 +556,6 @@ const DIAGNOSTICS_OPS: &[Op] = &[
         method: "put",
         path: "/api/v1/diagnostics/{n}/content",
         summary: "A device uploads the bundle of an outstanding request of its own",
-        auth: Auth::Device,
         body: Body::Octets,
         query: &[],
         responses: &[
@@ -599,16 +575,33 @@ fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
-fn operation(op: &Op) -> Value {
+/// The security requirement of a route, from what the router's table asks of its callers
+/// (`api::route_access`), and the role in `x-p6os-role`.
+fn security(access: Option<Access>) -> (Value, Option<&'static str>) {
+    let operator = [
+        json!({ "operatorToken": [] }),
+        json!({ "session": [], "csrf": [] }),
+    ];
+    match access {
+        None | Some(Access::Anyone) => (json!([]), None),
+        Some(Access::Device) => (json!([{ "deviceToken": [] }]), None),
+        Some(Access::DeviceOr(role)) => {
+            let mut all = vec![json!({ "deviceToken": [] })];
+            all.extend(operator);
+            (Value::Array(all), Some(role.as_str()))
+        }
+        Some(Access::Operator(role)) => (Value::Array(operator.to_vec()), Some(role.as_str())),
+    }
+}
+
+fn operation(op: &Op, access: Option<Access>) -> Value {
     let mut o = Map::new();
     o.insert("summary".into(), op.summary.into());
-    let security = match op.auth {
-        Auth::None | Auth::Pairing => json!([]),
-        Auth::Admin => json!([{ "adminToken": [] }]),
-        Auth::Device => json!([{ "deviceToken": [] }]),
-        Auth::AdminOrDevice => json!([{ "deviceToken": [] }, { "adminToken": [] }]),
-    };
+    let (security, role) = security(access);
     o.insert("security".into(), security);
+    if let Some(role) = role {
+        o.insert("x-p6os-role".into(), role.into());
+    }
     let mut params: Vec<Value> = op
         .path
         .split('/')
@@ -626,7 +619,7 @@ fn operation(op: &Op) -> Value {
         params.push(json!({ "name": name, "in": "query", "required": false,
                             "description": description, "schema": schema }));
     }
-    if matches!(op.auth, Auth::AdminOrDevice) {
+    if op.method == "get" && op.path == "/api/v1/bundles/{sha256}/content" {
         params.push(json!({ "name": "Range", "in": "header", "required": false,
                             "schema": { "type": "string" }, "description": "bytes=a-, bytes=a-b or bytes=-n" }));
         params.push(json!({ "name": "If-Range", "in": "header", "required": false,
@@ -717,21 +710,42 @@ fn schemas() -> Map<String, Value> {
         g.subschema_for::<p::diagnostics::Diagnostics>(),
         g.subschema_for::<p::diagnostics::DiagnosticsPage>(),
     );
+    let _ = (
+        g.subschema_for::<p::users::LoginRequest>(),
+        g.subschema_for::<p::users::LoginAnswer>(),
+        g.subschema_for::<p::users::Me>(),
+        g.subschema_for::<p::users::PasswordChange>(),
+        g.subschema_for::<p::users::UserRequest>(),
+        g.subschema_for::<p::users::UserUpdate>(),
+        g.subschema_for::<p::users::User>(),
+        g.subschema_for::<p::users::UserPage>(),
+        g.subschema_for::<p::users::TokenRequest>(),
+        g.subschema_for::<p::users::TokenCreated>(),
+        g.subschema_for::<p::users::TokenPage>(),
+        g.subschema_for::<p::users::AuditPage>(),
+        g.subschema_for::<p::users::AuditEntry>(),
+    );
     g.take_definitions(true)
 }
 
 fn build() -> Value {
+    let access = crate::api::route_access();
     let mut paths = Map::new();
     for op in OPS
         .iter()
         .chain(ROLLOUT_OPS)
         .chain(SITE_CONFIG_OPS)
         .chain(DIAGNOSTICS_OPS)
+        .chain(USER_OPS)
     {
         let entry = paths
             .entry(op.path.to_string())
             .or_insert_with(|| Value::Object(Map::new()));
-        entry[op.method] = operation(op);
+        let route = access
+            .iter()
+            .find(|(m, p, _)| m.as_str() == op.method && *p == op.path)
+            .map(|(_, _, a)| *a);
+        entry[op.method] = operation(op, route);
     }
     json!({
         "openapi": "3.1.0",
@@ -739,13 +753,17 @@ fn build() -> Value {
             "title": "P6OS console",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Appliances pair (fleet pairing token in the body), then report with their \
-                device token; operators use the admin token. Every error body is an ErrorBody. \
-                JSON bodies: at most 256 KiB, unknown fields refused."
+                device token. Operators use a personal API token (the console's admin token is the \
+                bootstrap admin's) or a web session; x-p6os-role names the role a route needs \
+                (viewer < operator < admin). Every error body is an ErrorBody. JSON bodies: at \
+                most 256 KiB, unknown fields refused."
         },
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "adminToken": { "type": "http", "scheme": "bearer", "description": "the console's admin token" },
+                "operatorToken": { "type": "http", "scheme": "bearer", "description": "a personal API token (p6ou_...), or the console's admin token (the bootstrap admin's)" },
+                "session": { "type": "apiKey", "in": "cookie", "name": "p6os_session", "description": "a web session (POST /api/v1/login); __Host-p6os_session over https" },
+                "csrf": { "type": "apiKey", "in": "header", "name": "X-CSRF-Token", "description": "with a session, every state-changing request carries the csrf the login returned" },
                 "deviceToken": { "type": "http", "scheme": "bearer", "description": "the token a device got when it paired" }
             },
             "schemas": schemas()

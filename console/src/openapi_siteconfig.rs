@@ -1,6 +1,6 @@
 //! The remote reconfiguration endpoints in `/openapi.json`.
 
-use super::{Auth, Body, Op, Out, BAD, FORBIDDEN, LIMIT, MEDIA, NOT_FOUND, TOO_LARGE, UNAUTH};
+use super::{Body, Op, Out, BAD, FORBIDDEN, LIMIT, MEDIA, NOT_FOUND, TOO_LARGE, UNAUTH};
 
 /// Remote reconfiguration (`api::siteconfig`).
 pub(super) const SITE_CONFIG_OPS: &[Op] = &[
@@ -10,7 +10,6 @@ pub(super) const SITE_CONFIG_OPS: &[Op] = &[
         summary: "Set a site configuration (unattended.yaml, checked like `p6os validate \
                   unattended`; optionally its `p6os config sign` signature) for one appliance \
                   (id) or every registered appliance matching a label selector",
-        auth: Auth::Admin,
         body: Body::Json("SetConfigRequest"),
         query: &[],
         responses: &[
@@ -37,7 +36,6 @@ pub(super) const SITE_CONFIG_OPS: &[Op] = &[
         path: "/api/v1/appliances/{id}/config",
         summary: "The site configuration set last for an appliance and its report, the \
                   document with every secret redacted",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[],
         responses: &[
@@ -53,7 +51,6 @@ pub(super) const SITE_CONFIG_OPS: &[Op] = &[
         path: "/api/v1/appliances/{id}/config/history",
         summary: "An appliance's site configurations and reports, newest first, a page at a \
                   time (the newest 100 are kept)",
-        auth: Auth::Admin,
         body: Body::None,
         query: &[LIMIT, ("after", "the previous page's `next` (a seq)")],
         responses: &[
@@ -69,7 +66,6 @@ pub(super) const SITE_CONFIG_OPS: &[Op] = &[
         path: "/api/v1/appliances/{id}/config/{config}",
         summary: "The document announced in the heartbeat's answer (HeartbeatResponse.config), \
                   for the device it was set for last only",
-        auth: Auth::Device,
         body: Body::None,
         query: &[],
         responses: &[
@@ -97,7 +93,6 @@ pub(super) const SITE_CONFIG_OPS: &[Op] = &[
         path: "/api/v1/appliances/{id}/config/report",
         summary: "Report on the configuration set last: applied, unchanged or refused (with \
                   the problems)",
-        auth: Auth::Device,
         body: Body::Json("ConfigReport"),
         query: &[],
         responses: &[

@@ -10,7 +10,8 @@
 //!   kept-alive connection), and between two pieces of a request body (tower-http's
 //!   `TimeoutBody`).
 //!
-//! Each request carries `ConnectInfo<SocketAddr>` (the peer) for handlers that want it.
+//! Each request carries `ConnectInfo<SocketAddr>` (the peer) and its [`Transport`] (http or
+//! https: the session cookie's name and flags depend on it) for handlers that want them.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,6 +30,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutBody;
 
+use crate::access::Transport;
 use crate::ServeError;
 
 /// File descriptors kept for the database, bundle files being served and the like.
@@ -195,10 +197,12 @@ pub async fn run(
         tokio::spawn(async move {
             let _held = (permit, slot);
             match acceptor {
-                None => connection(app, tcp, peer, &limits, watcher).await,
+                None => connection(app, tcp, peer, Transport::Http, &limits, watcher).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.client_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => connection(app, tls, peer, &limits, watcher).await,
+                        Ok(Ok(tls)) => {
+                            connection(app, tls, peer, Transport::Https, &limits, watcher).await
+                        }
                         Ok(Err(e)) => tracing::info!(%peer, error = %e, "tls handshake failed"),
                         Err(_) => tracing::info!(%peer, "tls handshake timed out"),
                     }
@@ -216,6 +220,7 @@ async fn connection<IO>(
     app: axum::Router,
     io: IO,
     peer: SocketAddr,
+    transport: Transport,
     limits: &Limits,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
@@ -224,6 +229,7 @@ async fn connection<IO>(
     let body_timeout = limits.client_timeout;
     let service = hyper::service::service_fn(move |mut req: axum::http::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(transport);
         let req = req.map(|body| axum::body::Body::new(TimeoutBody::new(body_timeout, body)));
         let mut app = app.clone();
         tower_service::Service::call(&mut app, req)

@@ -22,6 +22,7 @@ pub mod diagnostics;
 pub mod identity;
 pub mod rollout;
 pub mod siteconfig;
+pub mod users;
 
 use std::collections::BTreeMap;
 

@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use p6os_protocol::diagnostics::{Diagnostics, DiagnosticsCreate, DiagnosticsPage};
 use sha2::{Digest, Sha256};
 
-use super::extract::{content_length, drain, too_large, Admin, JsonBody, Param};
+use super::extract::{content_length, drain, too_large, JsonBody, Operator, Param};
 use super::{json, now, AppState};
 use crate::auth::{bearer, digest_hex, hex};
 use crate::core::check_id_field;
@@ -44,7 +44,7 @@ fn not_found(id: u64) -> ApiError {
 /// `POST /api/v1/appliances/{id}/diagnostics`: 201 a new request, 200 the outstanding one.
 pub async fn create(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(id): Param,
     JsonBody(req): JsonBody<DiagnosticsCreate>,
 ) -> Result<Response, ApiError> {
@@ -63,7 +63,7 @@ pub async fn create(
 /// `GET /api/v1/appliances/{id}/diagnostics?limit=&after=`: a page, newest first.
 pub async fn list(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(id): Param,
     RawQuery(query): RawQuery,
 ) -> Result<Json<DiagnosticsPage>, ApiError> {
@@ -105,7 +105,7 @@ pub async fn list(
 /// `GET /api/v1/diagnostics/{n}`.
 pub async fn get(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(n): Param,
 ) -> Result<Json<Diagnostics>, ApiError> {
     let n = number(&n)?;
@@ -120,7 +120,7 @@ pub async fn get(
 /// `GET /api/v1/diagnostics/{n}/content`: the bundle, with its sha256 as the `ETag`.
 pub async fn download(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(n): Param,
 ) -> Result<Response, ApiError> {
     let n = number(&n)?;

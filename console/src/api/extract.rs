@@ -1,4 +1,4 @@
-//! Extractors: who is calling (admin, device), the path parameter, and strict JSON bodies
+//! Extractors: who is calling (the operator the gate let in, a device), the path parameter, and strict JSON bodies
 //! whose errors name the field (`facts.cpu_count`).
 
 use std::time::Duration;
@@ -10,6 +10,7 @@ use p6os_protocol::MAX_JSON_BODY;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
+use crate::access::Principal;
 use crate::auth::{bearer, digest_hex};
 use crate::db::appliances;
 use crate::error::ApiError;
@@ -32,32 +33,21 @@ fn no_token() -> ApiError {
     ApiError::unauthorized("missing bearer token (Authorization: Bearer <token>)")
 }
 
-/// The admin token was presented.
-pub struct Admin;
+/// The operator the gate let in (`api::gate`: the route's `Access` names the role needed).
+pub struct Operator(pub Principal);
 
-impl FromRequestParts<AppState> for Admin {
+impl<S: Send + Sync> FromRequestParts<S> for Operator {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Admin, ApiError> {
-        authorize_admin(st, &parts.headers).await
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Operator, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Operator)
+            // Only a route declared `Access::Anyone` or `Access::Device` gets here without one.
+            .ok_or_else(|| ApiError::internal("an operator handler on a route without a gate"))
     }
-}
-
-/// 401 without a valid token, 403 for a device's token.
-pub async fn authorize_admin(st: &AppState, headers: &HeaderMap) -> Result<Admin, ApiError> {
-    let token = bearer(headers).ok_or_else(no_token)?;
-    if st.admin.matches(token) {
-        return Ok(Admin);
-    }
-    let hash = digest_hex(token);
-    let device = st
-        .db
-        .run(move |c| appliances::id_for_token(c, &hash).map_err(ApiError::from))
-        .await?;
-    Err(match device {
-        Some(_) => ApiError::forbidden("a device token cannot be used on operator endpoints"),
-        None => ApiError::unauthorized("invalid token"),
-    })
 }
 
 /// A bearer token that is not the admin token: the sha256 hex of what was presented, for the
@@ -78,9 +68,9 @@ impl FromRequestParts<AppState> for DeviceToken {
     }
 }
 
-/// The admin token, or the token of a paired device.
+/// An operator the gate let in, or the token of a paired device (checked here).
 pub enum Caller {
-    Admin,
+    Operator,
     Device,
 }
 
@@ -88,10 +78,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Caller, ApiError> {
-        let token = bearer(&parts.headers).ok_or_else(no_token)?;
-        if st.admin.matches(token) {
-            return Ok(Caller::Admin);
+        if parts.extensions.get::<Principal>().is_some() {
+            return Ok(Caller::Operator);
         }
+        let token = bearer(&parts.headers).ok_or_else(no_token)?;
         let hash = digest_hex(token);
         st.db
             .run(move |c| appliances::id_for_token(c, &hash).map_err(ApiError::from))

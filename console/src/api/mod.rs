@@ -1,16 +1,20 @@
 //! The HTTP API: state, routes, the request log (tower-http's `TraceLayer`: a `tracing` span
 //! per request and one event when it is answered), and the extractors every handler shares
-//! (bearer authentication, strict JSON bodies, path ids). Handlers live in `device`,
-//! `operator` and `bundles`; the contract they implement is `p6os_protocol`.
+//! (the caller, strict JSON bodies, path ids); every route behind its `gate`. Handlers live
+//! in `device`, `operator`, `bundles`, `rollouts`, `siteconfig`, `diagnostics`, `session` and
+//! `users`; the contract they implement is `p6os_protocol`.
 
 pub mod bodies;
 mod bundles;
 mod device;
 mod diagnostics;
 mod extract;
+pub mod gate;
 mod operator;
 mod rollouts;
+mod session;
 mod siteconfig;
+mod users;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,15 +26,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use p6os_bundle::keys::PublicKey;
+use p6os_protocol::users::Role;
 use p6os_protocol::API;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+use crate::access::Access;
 use crate::auth::Secret;
 use crate::clock::{Clock, SystemClock};
 use crate::db::{self, Db};
 use crate::error::{ApiError, InternalDetail};
-use crate::limit::PairLimits;
+use crate::limit::{LoginLimits, PairLimits};
 use crate::pairing::Challenges;
 use crate::{Config, ServeError};
 
@@ -49,6 +55,10 @@ pub struct Inner {
     pub max_pending: usize,
     pub challenges: Challenges,
     pub limits: PairLimits,
+    /// Login attempts per source address.
+    pub logins: LoginLimits,
+    /// Password hashes computed at once (`password::MAX_CONCURRENT`).
+    pub hashing: tokio::sync::Semaphore,
     /// Unix seconds for heartbeats and rollouts (tests drive it).
     pub clock: Arc<dyn Clock>,
 }
@@ -81,6 +91,8 @@ impl AppState {
         remove_stale_uploads(&config.bundles);
         let db = Db::open(&config.db)?;
         let challenges = Challenges::new(db.run_now(|c| db::secret(c, "pair-challenge"))?);
+        let now = clock.now();
+        db.run_now(move |c| db::users::ensure_bootstrap(c, now))?;
         Ok(AppState(Arc::new(Inner {
             db,
             bundles: config.bundles,
@@ -92,6 +104,8 @@ impl AppState {
             max_pending: config.max_pending,
             challenges,
             limits: PairLimits::new(config.pairing_rate, config.pending_retry_secs),
+            logins: LoginLimits::default(),
+            hashing: tokio::sync::Semaphore::new(crate::password::MAX_CONCURRENT),
             clock,
         })))
     }
@@ -170,28 +184,42 @@ impl Method {
     }
 }
 
-/// A router that remembers what it serves, so a test can hold `/openapi.json` to it.
-struct Routes {
+/// A router that remembers what it serves and who may call it, so a test can hold
+/// `/openapi.json` to it and walk every route with every kind of caller.
+struct Routes<'a> {
+    state: Option<&'a AppState>,
     router: Router<AppState>,
-    served: Vec<(Method, &'static str)>,
+    served: Vec<(Method, &'static str, Access)>,
 }
 
-impl Routes {
-    fn add<H, T>(self, method: Method, path: &'static str, handler: H) -> Routes
+impl Routes<'_> {
+    fn add<H, T>(self, method: Method, path: &'static str, access: Access, handler: H) -> Self
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.add_routed(method, path, on(method.filter(), handler))
+        self.add_routed(method, path, access, on(method.filter(), handler))
     }
 
+    /// A route behind its gate (`gate::gate`, holding callers to `access`).
     fn add_routed(
         mut self,
         method: Method,
         path: &'static str,
+        access: Access,
         routed: MethodRouter<AppState>,
-    ) -> Routes {
-        self.served.push((method, path));
+    ) -> Self {
+        self.served.push((method, path, access));
+        let routed = match self.state {
+            Some(st) => routed.route_layer(axum::middleware::from_fn_with_state(
+                gate::Gate {
+                    st: st.clone(),
+                    access,
+                },
+                gate::gate,
+            )),
+            None => routed,
+        };
         self.router = self.router.route(path, routed);
         self
     }
@@ -210,74 +238,178 @@ fn pair_route(state: Option<&AppState>) -> MethodRouter<AppState> {
     }
 }
 
-fn routes(state: Option<&AppState>) -> Routes {
+fn routes(state: Option<&AppState>) -> Routes<'_> {
+    use Access::{Anyone, Device, DeviceOr, Operator as Op};
     use Method::{Delete, Get, Post, Put};
+    use Role::{Admin, Operator, Viewer};
     const A: &str = "/api/v1/appliances";
     debug_assert!(A.starts_with(API));
     Routes {
+        state,
         router: Router::new(),
         served: Vec::new(),
     }
-    .add(Get, "/openapi.json", operator::openapi)
-    .add_routed(Post, "/api/v1/appliances/{id}/pair", pair_route(state))
-    .add(Post, "/api/v1/appliances/{id}/heartbeat", device::heartbeat)
-    .add(Get, "/api/v1/bundles/{sha256}/content", bundles::content)
-    .add(Post, A, operator::register)
-    .add(Get, A, operator::list)
-    .add(Get, "/api/v1/appliances/{id}", operator::get)
-    .add(Delete, "/api/v1/appliances/{id}", operator::delete)
+    .add(Get, "/openapi.json", Anyone, operator::openapi)
+    .add_routed(
+        Post,
+        "/api/v1/appliances/{id}/pair",
+        Anyone,
+        pair_route(state),
+    )
+    .add(
+        Post,
+        "/api/v1/appliances/{id}/heartbeat",
+        Device,
+        device::heartbeat,
+    )
+    .add(
+        Get,
+        "/api/v1/bundles/{sha256}/content",
+        DeviceOr(Viewer),
+        bundles::content,
+    )
+    .add(Post, A, Op(Operator), operator::register)
+    .add(Get, A, Op(Viewer), operator::list)
+    .add(Get, "/api/v1/appliances/{id}", Op(Viewer), operator::get)
+    .add(
+        Delete,
+        "/api/v1/appliances/{id}",
+        Op(Operator),
+        operator::delete,
+    )
     .add(
         Put,
         "/api/v1/appliances/{id}/desired",
+        Op(Operator),
         operator::set_desired,
     )
-    .add(Get, "/api/v1/appliances/{id}/events", operator::events)
-    .add(Post, "/api/v1/appliances/{id}/approve", operator::approve)
-    .add(Put, "/api/v1/appliances/{id}/image", operator::set_image)
-    .add(Put, "/api/v1/desired", operator::set_desired_by_selector)
-    .add(Post, "/api/v1/bundles", bundles::upload)
-    .add(Get, "/api/v1/bundles", bundles::list)
-    .add(Post, "/api/v1/rollouts", rollouts::create)
-    .add(Get, "/api/v1/rollouts", rollouts::list)
-    .add(Get, "/api/v1/rollouts/{id}", rollouts::get)
-    .add(Get, "/api/v1/rollouts/{id}/devices", rollouts::devices)
-    .add(Post, "/api/v1/rollouts/{id}/pause", rollouts::pause)
-    .add(Post, "/api/v1/rollouts/{id}/resume", rollouts::resume)
-    .add(Post, "/api/v1/rollouts/{id}/abort", rollouts::abort)
-    .add(Put, "/api/v1/config", siteconfig::set)
-    .add(Get, "/api/v1/appliances/{id}/config", siteconfig::show)
+    .add(
+        Get,
+        "/api/v1/appliances/{id}/events",
+        Op(Viewer),
+        operator::events,
+    )
+    .add(
+        Post,
+        "/api/v1/appliances/{id}/approve",
+        Op(Operator),
+        operator::approve,
+    )
+    .add(
+        Put,
+        "/api/v1/appliances/{id}/image",
+        Op(Operator),
+        operator::set_image,
+    )
+    .add(
+        Put,
+        "/api/v1/desired",
+        Op(Operator),
+        operator::set_desired_by_selector,
+    )
+    .add(Post, "/api/v1/bundles", Op(Operator), bundles::upload)
+    .add(Get, "/api/v1/bundles", Op(Viewer), bundles::list)
+    .add(Post, "/api/v1/rollouts", Op(Operator), rollouts::create)
+    .add(Get, "/api/v1/rollouts", Op(Viewer), rollouts::list)
+    .add(Get, "/api/v1/rollouts/{id}", Op(Viewer), rollouts::get)
+    .add(
+        Get,
+        "/api/v1/rollouts/{id}/devices",
+        Op(Viewer),
+        rollouts::devices,
+    )
+    .add(
+        Post,
+        "/api/v1/rollouts/{id}/pause",
+        Op(Operator),
+        rollouts::pause,
+    )
+    .add(
+        Post,
+        "/api/v1/rollouts/{id}/resume",
+        Op(Operator),
+        rollouts::resume,
+    )
+    .add(
+        Post,
+        "/api/v1/rollouts/{id}/abort",
+        Op(Operator),
+        rollouts::abort,
+    )
+    .add(Put, "/api/v1/config", Op(Operator), siteconfig::set)
+    .add(
+        Get,
+        "/api/v1/appliances/{id}/config",
+        Op(Viewer),
+        siteconfig::show,
+    )
     .add(
         Get,
         "/api/v1/appliances/{id}/config/history",
+        Op(Viewer),
         siteconfig::history,
     )
     .add(
         Get,
         "/api/v1/appliances/{id}/config/{config}",
+        Device,
         siteconfig::document,
     )
     .add(
         Post,
         "/api/v1/appliances/{id}/config/report",
+        Device,
         siteconfig::report,
     )
     .add(
         Post,
         "/api/v1/appliances/{id}/diagnostics",
+        Op(Operator),
         diagnostics::create,
     )
     .add(
         Get,
         "/api/v1/appliances/{id}/diagnostics",
+        Op(Viewer),
         diagnostics::list,
     )
-    .add(Get, "/api/v1/diagnostics/{n}", diagnostics::get)
+    .add(Get, "/api/v1/diagnostics/{n}", Op(Viewer), diagnostics::get)
     .add(
         Get,
         "/api/v1/diagnostics/{n}/content",
+        Op(Operator),
         diagnostics::download,
     )
-    .add(Put, "/api/v1/diagnostics/{n}/content", diagnostics::upload)
+    .add(
+        Put,
+        "/api/v1/diagnostics/{n}/content",
+        Device,
+        diagnostics::upload,
+    )
+    .add(Post, "/api/v1/login", Anyone, session::login)
+    .add(Post, "/api/v1/logout", Op(Viewer), session::logout)
+    .add(Get, "/api/v1/me", Op(Viewer), session::me)
+    .add(
+        Put,
+        "/api/v1/me/password",
+        Op(Viewer),
+        session::change_password,
+    )
+    .add(Post, "/api/v1/users", Op(Admin), users::create)
+    .add(Get, "/api/v1/users", Op(Admin), users::list)
+    .add(Get, "/api/v1/users/{name}", Op(Admin), users::get)
+    .add(Put, "/api/v1/users/{name}", Op(Admin), users::update)
+    .add(Delete, "/api/v1/users/{name}", Op(Admin), users::delete)
+    .add(Post, "/api/v1/tokens", Op(Viewer), users::create_token)
+    .add(Get, "/api/v1/tokens", Op(Viewer), users::list_tokens)
+    .add(
+        Delete,
+        "/api/v1/tokens/{id}",
+        Op(Viewer),
+        users::revoke_token,
+    )
+    .add(Get, "/api/v1/audit", Op(Admin), users::audit_log)
+    .add(Get, "/api/v1/audit/export", Op(Admin), users::audit_export)
 }
 
 /// Every (method, path) the router serves, paths in the router's (and OpenAPI's) `{param}`
@@ -286,8 +418,13 @@ pub fn served_routes() -> Vec<(&'static str, &'static str)> {
     routes(None)
         .served
         .into_iter()
-        .map(|(m, p)| (m.as_str(), p))
+        .map(|(m, p, _)| (m.as_str(), p))
         .collect()
+}
+
+/// Every route with what it asks of its caller.
+pub fn route_access() -> Vec<(Method, &'static str, Access)> {
+    routes(None).served
 }
 
 /// The application: routes, JSON 404/405, and the request log.

@@ -1,4 +1,4 @@
-//! Operator endpoints (admin token): the fleet, desired versions, events, and the API document.
+//! Operator endpoints: the fleet, desired versions, events, and the API document.
 
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -10,7 +10,8 @@ use p6os_protocol::{
     ImageRequest, RegisterRequest, SelectorDesiredRequest,
 };
 
-use super::extract::{Admin, JsonBody, Param};
+use super::extract::{JsonBody, Operator, Param};
+use super::gate::require_covers;
 use super::{json, now, AppState};
 use crate::core::{check_id_field, check_labels, check_name, check_version_field, ListFilter};
 use crate::db::appliances::{self, Registered};
@@ -30,12 +31,15 @@ pub async fn openapi() -> Json<serde_json::Value> {
 /// `POST /api/v1/appliances`: 201, or 409 if the id is already registered.
 pub async fn register(
     State(st): State<AppState>,
-    _: Admin,
+    Operator(who): Operator,
     JsonBody(req): JsonBody<RegisterRequest>,
 ) -> Result<Response, ApiError> {
     check_id_field(&req.id)?;
     check_name(&req.name, "name")?;
     check_labels(&req.labels, "labels")?;
+    if !who.scope.admits(&req.labels) {
+        return Err(require_covers(&who, &req.labels, "labels").unwrap_err());
+    }
     if let Some(fp) = &req.fingerprint {
         check_fingerprint(fp).map_err(|e| ApiError::field("fingerprint", e))?;
     }
@@ -56,7 +60,7 @@ pub async fn register(
 /// `POST /api/v1/appliances/{id}/approve`: bind the id to the device key with this fingerprint.
 pub async fn approve(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(id): Param,
     JsonBody(req): JsonBody<ApproveRequest>,
 ) -> Result<Json<Appliance>, ApiError> {
@@ -76,7 +80,7 @@ pub async fn approve(
 /// `PUT /api/v1/appliances/{id}/image`: the image whose bundles the device gets.
 pub async fn set_image(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(id): Param,
     JsonBody(req): JsonBody<ImageRequest>,
 ) -> Result<Json<Appliance>, ApiError> {
@@ -95,12 +99,22 @@ pub async fn set_image(
 /// `GET /api/v1/appliances?status=&label=k=v&version=&limit=&after=`: a page, by id.
 pub async fn list(
     State(st): State<AppState>,
-    _: Admin,
+    Operator(who): Operator,
     RawQuery(query): RawQuery,
 ) -> Result<Json<AppliancePage>, ApiError> {
     let mut pairs = query_pairs(query.as_deref())?;
     let page = PageQuery::take(&mut pairs)?;
-    let filter = ListFilter::parse(&pairs)?;
+    let mut filter = ListFilter::parse(&pairs)?;
+    // A scoped operator sees their appliances only; a filter outside the scope sees none.
+    match who.scope.narrow(&filter.labels) {
+        Ok(labels) => filter.labels = labels,
+        Err(_) => {
+            return Ok(Json(AppliancePage {
+                items: Vec::new(),
+                next: None,
+            }))
+        }
+    }
     let (items, next) = st
         .db
         .run(move |c| appliances::list(c, &filter, &page).map_err(ApiError::from))
@@ -111,7 +125,7 @@ pub async fn list(
 /// `GET /api/v1/appliances/{id}`.
 pub async fn get(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(id): Param,
 ) -> Result<Json<Appliance>, ApiError> {
     check_id_field(&id)?;
@@ -127,7 +141,7 @@ pub async fn get(
 /// `DELETE /api/v1/appliances/{id}`: 204; its device token stops working.
 pub async fn delete(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(id): Param,
 ) -> Result<Response, ApiError> {
     check_id_field(&id)?;
@@ -154,7 +168,7 @@ pub async fn delete(
 /// `PUT /api/v1/appliances/{id}/desired`.
 pub async fn set_desired(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(id): Param,
     JsonBody(req): JsonBody<DesiredRequest>,
 ) -> Result<Json<Appliance>, ApiError> {
@@ -186,7 +200,7 @@ pub async fn set_desired(
 /// `PUT /api/v1/desired`: every appliance whose labels include the (non-empty) selector.
 pub async fn set_desired_by_selector(
     State(st): State<AppState>,
-    _: Admin,
+    Operator(who): Operator,
     JsonBody(req): JsonBody<SelectorDesiredRequest>,
 ) -> Result<Json<DesiredResponse>, ApiError> {
     if req.selector.is_empty() {
@@ -196,6 +210,7 @@ pub async fn set_desired_by_selector(
         ));
     }
     check_labels(&req.selector, "selector")?;
+    require_covers(&who, &req.selector, "selector")?;
     check_version_field(&req.version, "version")?;
     let matched = st
         .db
@@ -221,7 +236,7 @@ pub async fn set_desired_by_selector(
 /// `MAX_EVENTS` are kept).
 pub async fn events(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(id): Param,
     RawQuery(query): RawQuery,
 ) -> Result<Json<EventPage>, ApiError> {

@@ -9,7 +9,8 @@ use p6os_protocol::rollout::{
     DeviceState, Rollout, RolloutDevicePage, RolloutPage, RolloutRequest,
 };
 
-use super::extract::{Admin, JsonBody, Param};
+use super::extract::{JsonBody, Operator, Param};
+use super::gate::require_covers;
 use super::{json, AppState};
 use crate::db::rollouts::{self, Acted, Created};
 use crate::error::ApiError;
@@ -31,10 +32,11 @@ fn unknown(id: u64) -> ApiError {
 /// of the version); 409 when a member is in another active rollout (named).
 pub async fn create(
     State(st): State<AppState>,
-    _: Admin,
+    Operator(who): Operator,
     JsonBody(req): JsonBody<RolloutRequest>,
 ) -> Result<Response, ApiError> {
     check_request(&req)?;
+    require_covers(&who, &req.selector, "selector")?;
     let now = st.clock.now();
     let version = req.version.clone();
     let created = st
@@ -58,7 +60,7 @@ pub async fn create(
 /// `GET /api/v1/rollouts?limit=&after=`: a page, by id.
 pub async fn list(
     State(st): State<AppState>,
-    _: Admin,
+    Operator(who): Operator,
     RawQuery(query): RawQuery,
 ) -> Result<Json<RolloutPage>, ApiError> {
     let page = PageQuery::only(query_pairs(query.as_deref())?)?;
@@ -74,13 +76,19 @@ pub async fn list(
         .db
         .run(move |c| rollouts::list(c, after, &page).map_err(ApiError::from))
         .await?;
+    // A scoped operator sees the rollouts that stay within their scope (a page may come
+    // out shorter; `next` still follows the whole list).
+    let items = items
+        .into_iter()
+        .filter(|r| who.scope.covers(&r.request.selector))
+        .collect();
     Ok(Json(RolloutPage { items, next }))
 }
 
 /// `GET /api/v1/rollouts/{id}`: the rollout with its totals, in all and per wave.
 pub async fn get(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(id): Param,
 ) -> Result<Json<Rollout>, ApiError> {
     let id = rollout_id(&id)?;
@@ -94,7 +102,7 @@ pub async fn get(
 /// `GET /api/v1/rollouts/{id}/devices?state=&limit=&after=`: a page of members, by id.
 pub async fn devices(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(id): Param,
     RawQuery(query): RawQuery,
 ) -> Result<Json<RolloutDevicePage>, ApiError> {
@@ -147,7 +155,7 @@ async fn act(st: AppState, id: String, action: Action) -> Result<Json<Rollout>, 
 /// `POST /api/v1/rollouts/{id}/pause`: no member starts until resumed (those under way go on).
 pub async fn pause(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(id): Param,
 ) -> Result<Json<Rollout>, ApiError> {
     act(st, id, Action::Pause).await
@@ -156,7 +164,7 @@ pub async fn pause(
 /// `POST /api/v1/rollouts/{id}/resume`: the failures so far are acknowledged.
 pub async fn resume(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(id): Param,
 ) -> Result<Json<Rollout>, ApiError> {
     act(st, id, Action::Resume).await
@@ -165,7 +173,7 @@ pub async fn resume(
 /// `POST /api/v1/rollouts/{id}/abort`: for good; members not started get no version.
 pub async fn abort(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(id): Param,
 ) -> Result<Json<Rollout>, ApiError> {
     act(st, id, Action::Abort).await

@@ -13,7 +13,8 @@ use p6os_protocol::siteconfig::{
 };
 use p6os_protocol::API;
 
-use super::extract::{parse_json, Admin, DeviceToken, JsonBody, Param, RawJson};
+use super::extract::{parse_json, DeviceToken, JsonBody, Operator, Param, RawJson};
+use super::gate::{in_scope, require_covers};
 use super::{json, now, AppState};
 use crate::core::check_id_field;
 use crate::db::siteconfig::{self as store, NewConfig, Reported};
@@ -40,10 +41,14 @@ fn unknown(id: &str) -> ApiError {
 /// stored when there is one) and sets it for the target.
 pub async fn set(
     State(st): State<AppState>,
-    _: Admin,
+    Operator(who): Operator,
     JsonBody(req): JsonBody<SetConfigRequest>,
 ) -> Result<Json<SetConfigResponse>, Refused> {
     let target = core::target(&req)?;
+    match &target {
+        Target::Id(id) => in_scope(&st, &who.scope, id).await?,
+        Target::Selector(s) => require_covers(&who, s, "selector")?,
+    }
     let checked = core::check(&req.document, req.signature.as_deref(), &target)?;
     let redacted_json = db::to_json(&checked.redacted);
     let (digest, serial) = (checked.digest.clone(), checked.serial);
@@ -84,7 +89,7 @@ pub async fn set(
 /// `GET /api/v1/appliances/{id}/config`: the current configuration, secrets redacted.
 pub async fn show(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(id): Param,
 ) -> Result<Json<ConfigShow>, ApiError> {
     check_id_field(&id)?;
@@ -112,7 +117,7 @@ pub async fn show(
 /// `GET /api/v1/appliances/{id}/config/history?limit=&after=`: newest first.
 pub async fn history(
     State(st): State<AppState>,
-    _: Admin,
+    _: Operator,
     Param(id): Param,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ConfigHistoryPage>, ApiError> {

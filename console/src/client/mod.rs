@@ -5,6 +5,7 @@ mod diagnostics;
 pub mod format;
 pub mod rollouts;
 pub mod siteconfig;
+pub mod users;
 
 pub use diagnostics::diagnostics;
 
@@ -46,10 +47,23 @@ impl Failure {
     }
 }
 
-/// The admin token: the file (trimmed), else `P6OS_CONSOLE_ADMIN_TOKEN`.
-pub fn admin_token(file: Option<&Path>) -> Result<String, Failure> {
-    crate::read_token(file, "P6OS_CONSOLE_ADMIN_TOKEN", "--admin-token-file")
-        .map_err(Failure::Usage)
+/// The operator's token: the file (trimmed), else `P6OS_CONSOLE_TOKEN` (a personal token),
+/// else `P6OS_CONSOLE_ADMIN_TOKEN` (the console's admin token).
+pub fn operator_token(file: Option<&Path>) -> Result<String, Failure> {
+    if file.is_none() {
+        if let Ok(t) = crate::read_token(None, "P6OS_CONSOLE_TOKEN", "--token-file") {
+            return Ok(t);
+        }
+    }
+    crate::read_token(file, "P6OS_CONSOLE_ADMIN_TOKEN", "--token-file").map_err(|e| {
+        Failure::Usage(if file.is_some() {
+            e
+        } else {
+            "no token: give --token-file FILE, or set P6OS_CONSOLE_TOKEN (a personal token) \
+             or P6OS_CONSOLE_ADMIN_TOKEN"
+                .into()
+        })
+    })
 }
 
 /// A client of one console.

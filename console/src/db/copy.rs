@@ -148,6 +148,59 @@ const TABLES: &[Table] = &[
             ("content", Bytes),
         ],
     ),
+    (
+        "users",
+        "id",
+        &[
+            ("id", I64),
+            ("name", Text),
+            ("role", Text),
+            ("scope_json", Text),
+            ("password_hash", Text),
+            ("disabled", Bool),
+            ("failed_logins", I64),
+            ("refused_until", I64),
+            ("created_at", I64),
+        ],
+    ),
+    (
+        "api_tokens",
+        "id",
+        &[
+            ("id", I64),
+            ("user_id", I64),
+            ("name", Text),
+            ("token_hash", Text),
+            ("created_at", I64),
+            ("expires_at", I64),
+            ("last_used", I64),
+        ],
+    ),
+    (
+        "sessions",
+        "id_hash",
+        &[
+            ("id_hash", Text),
+            ("user_id", I64),
+            ("csrf", Text),
+            ("created_at", I64),
+            ("last_seen", I64),
+        ],
+    ),
+    (
+        "audit",
+        "seq",
+        &[
+            ("seq", I64),
+            ("at_ms", I64),
+            ("actor", Text),
+            ("via", Text),
+            ("source", Text),
+            ("action", Text),
+            ("target", Text),
+            ("status", I64),
+        ],
+    ),
 ];
 
 /// Identity columns whose next value must follow the copied rows (PostgreSQL).
@@ -157,6 +210,9 @@ const IDENTITIES: &[(&str, &str)] = &[
     ("site_configs", "id"),
     ("appliance_configs", "seq"),
     ("diagnostics", "id"),
+    ("users", "id"),
+    ("api_tokens", "id"),
+    ("audit", "seq"),
 ];
 
 /// Rows read and written at a time.

@@ -6,6 +6,7 @@
 //! last transactions (the WAL is synced only at checkpoints) but never corrupts the database.
 
 pub mod appliances;
+pub mod audit;
 pub mod bundles;
 pub mod copy;
 pub mod diagnostics;
@@ -14,6 +15,7 @@ pub mod postgres;
 pub mod rollouts;
 pub mod siteconfig;
 pub mod sql;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -234,6 +236,8 @@ pub const MIGRATIONS: &[Migration] = &[
     );
     CREATE INDEX diagnostics_by_appliance ON diagnostics(appliance_id, id);"#,
     },
+    // Operators (`users.rs`): accounts, personal API tokens, web sessions, the audit log.
+    users::MIGRATION,
 ];
 
 #[derive(Debug, thiserror::Error)]

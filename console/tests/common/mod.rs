@@ -40,8 +40,21 @@ impl Server {
         Server::start_with(filter, |_| {})
     }
 
+    /// With a clock the test drives.
+    pub fn start_clocked(clock: std::sync::Arc<p6os_console::clock::ManualClock>) -> Server {
+        Server::start_full("info", |_| {}, Some(clock))
+    }
+
     /// With the log filtered by `filter`, and `adjust` applied to the configuration.
     pub fn start_with(filter: &str, adjust: impl FnOnce(&mut Config)) -> Server {
+        Server::start_full(filter, adjust, None)
+    }
+
+    fn start_full(
+        filter: &str,
+        adjust: impl FnOnce(&mut Config),
+        clock: Option<std::sync::Arc<p6os_console::clock::ManualClock>>,
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let admin = p6os_console::auth::new_token().unwrap();
         let pairing = p6os_console::auth::new_token().unwrap();
@@ -63,6 +76,7 @@ impl Server {
             config,
             Listen {
                 log_filter: filter.into(),
+                clock: clock.map(|c| c as std::sync::Arc<dyn p6os_console::clock::Clock>),
                 ..Listen::default()
             },
         );

@@ -35,6 +35,7 @@ pub mod siteconfig;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
+pub mod ui;
 
 use std::future::Future;
 use std::path::PathBuf;

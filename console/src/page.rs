@@ -66,7 +66,6 @@ impl PageQuery {
         }
     }
 
-    /// How many rows to ask the database for: one more than a page.
     /// The cursor of a newest-first list keyed by a number: rows below `after`, or all
     /// (`i64::MAX`) on the first page. An `after` that is not a number is a 400 naming it.
     pub fn below(&self) -> Result<i64, ApiError> {
@@ -78,6 +77,7 @@ impl PageQuery {
         }
     }
 
+    /// How many rows to ask the database for: one more than a page.
     pub fn fetch(&self) -> i64 {
         self.limit as i64 + 1
     }

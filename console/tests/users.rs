@@ -132,6 +132,20 @@ const EXPECTED_ACCESS: &[(&str, &str)] = &[
     ("DELETE /api/v1/tokens/{id}", "viewer"),
     ("GET /api/v1/audit", "admin"),
     ("GET /api/v1/audit/export", "admin"),
+    ("GET /", "anyone"),
+    ("GET /ui/assets/app.js", "anyone"),
+    ("GET /ui/assets/app.css", "anyone"),
+    ("GET /ui/login", "anyone"),
+    ("POST /ui/login", "anyone"),
+    ("GET /ui/", "viewer"),
+    ("GET /ui/pending", "viewer"),
+    ("GET /ui/appliances/{id}", "viewer"),
+    ("GET /ui/bundles", "viewer"),
+    ("GET /ui/rollouts", "viewer"),
+    ("GET /ui/rollouts/{id}", "viewer"),
+    ("GET /ui/configs", "viewer"),
+    ("GET /ui/users", "viewer"),
+    ("GET /ui/audit", "admin"),
 ];
 
 fn describe(access: Access) -> String {
@@ -205,7 +219,14 @@ fn every_route_holds_every_caller_to_its_access() {
         let what = format!("{m} {route}");
 
         let r = s.call(&m, &path, None, body());
-        assert_eq!(r.status, 401, "nobody: {what}: {}", r.text());
+        if p6os_console::api::is_page(route) {
+            // A page sends the browser to the login, and back here afterwards.
+            assert_eq!(r.status, 303, "nobody: {what}: {}", r.text());
+            let to = r.header("location").unwrap_or_default();
+            assert!(to.starts_with("/ui/login?next=%2Fui%2F"), "{what}: {to}");
+        } else {
+            assert_eq!(r.status, 401, "nobody: {what}: {}", r.text());
+        }
 
         let r = s.call(&m, &path, Some(&device), body());
         match access {

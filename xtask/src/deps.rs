@@ -41,6 +41,9 @@ pub const TOOLS: &[(&str, &str)] = &[
     // The console's tests and benchmark start a throwaway PostgreSQL server
     // (`p6os_console::testing::pg`); the package also makes the `postgres` account it runs as.
     ("/usr/lib/postgresql/15/bin/initdb", "postgresql-15"),
+    // The web console's browser tests drive a headless Chromium through WebDriver.
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
     ("cc", "gcc"),
     // libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`.
     ("c++", "g++"),

@@ -104,8 +104,10 @@ fn run_tiers(times: &mut Times, outcomes: &mut Vec<scenarios::Outcome>) -> Resul
     times.tier("unit, golden and integration tests", || {
         let _a = sh.push_env("P6OS_AGENT", &agent);
         let _i = sh.push_env("P6OS_TEST_IMAGE", &image);
-        // Tests that need a PostgreSQL server fail here rather than skip (deps installs it).
+        // Tests that need a PostgreSQL server or Chromium fail here rather than skip (deps
+        // installs them).
         let _p = sh.push_env("P6OS_TEST_DB_REQUIRED", "1");
+        let _b = sh.push_env("P6OS_BROWSER_REQUIRED", "1");
         cmd!(sh, "cargo test --workspace --exclude p6os-qemu-tests").run()?;
         Ok(())
     })?;
@@ -113,6 +115,7 @@ fn run_tiers(times: &mut Times, outcomes: &mut Vec<scenarios::Outcome>) -> Resul
     // (`p6os_console::testing::pg`): both storage backends pass the same tests.
     times.tier("console tests on PostgreSQL", || {
         let _r = sh.push_env("P6OS_TEST_DB_REQUIRED", "1");
+        let _b = sh.push_env("P6OS_BROWSER_REQUIRED", "1");
         let _p = sh.push_env("P6OS_TEST_DB", "postgres");
         cmd!(sh, "cargo test -p p6os-console").run()?;
         Ok(())

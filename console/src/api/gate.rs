@@ -282,7 +282,13 @@ pub fn require_covers(
 /// Refuses a request before its handler, draining its body first (a client still sending
 /// gets the answer rather than a reset).
 async fn refuse(req: Request, e: ApiError) -> Response {
-    drain(req.into_body(), e).await.into_response()
+    let path = req.uri().path().to_string();
+    let e = drain(req.into_body(), e).await;
+    if crate::api::is_page(&path) {
+        crate::ui::layout::refusal(&e, &path)
+    } else {
+        e.into_response()
+    }
 }
 
 /// The middleware (see the module documentation).

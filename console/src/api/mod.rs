@@ -8,11 +8,11 @@ pub mod bodies;
 mod bundles;
 mod device;
 mod diagnostics;
-mod extract;
+pub mod extract;
 pub mod gate;
 mod operator;
 mod rollouts;
-mod session;
+pub mod session;
 mod siteconfig;
 mod users;
 
@@ -38,7 +38,7 @@ use crate::db::{self, Db};
 use crate::error::{ApiError, InternalDetail};
 use crate::limit::{LoginLimits, PairLimits};
 use crate::pairing::Challenges;
-use crate::{Config, ServeError};
+use crate::{ui, Config, ServeError};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -410,16 +410,36 @@ fn routes(state: Option<&AppState>) -> Routes<'_> {
     )
     .add(Get, "/api/v1/audit", Op(Admin), users::audit_log)
     .add(Get, "/api/v1/audit/export", Op(Admin), users::audit_export)
+    .add(Get, "/", Anyone, ui::root)
+    .add(Get, "/ui/assets/app.js", Anyone, ui::app_js)
+    .add(Get, "/ui/assets/app.css", Anyone, ui::app_css)
+    .add(Get, "/ui/login", Anyone, ui::login::page)
+    .add(Post, "/ui/login", Anyone, ui::login::submit)
+    .add(Get, "/ui/", Op(Viewer), ui::fleet::overview)
+    .add(Get, "/ui/pending", Op(Viewer), ui::fleet::pending)
+    .add(Get, "/ui/appliances/{id}", Op(Viewer), ui::fleet::appliance)
+    .add(Get, "/ui/bundles", Op(Viewer), ui::ops::bundles_page)
+    .add(Get, "/ui/rollouts", Op(Viewer), ui::ops::rollouts_page)
+    .add(Get, "/ui/rollouts/{id}", Op(Viewer), ui::ops::rollout_page)
+    .add(Get, "/ui/configs", Op(Viewer), ui::ops::configs_page)
+    .add(Get, "/ui/users", Op(Viewer), ui::admin::users_page)
+    .add(Get, "/ui/audit", Op(Admin), ui::admin::audit_page)
 }
 
-/// Every (method, path) the router serves, paths in the router's (and OpenAPI's) `{param}`
-/// syntax.
+/// Every (method, path) of the API the router serves (not the web console's pages), paths in
+/// the router's (and OpenAPI's) `{param}` syntax.
 pub fn served_routes() -> Vec<(&'static str, &'static str)> {
     routes(None)
         .served
         .into_iter()
+        .filter(|(_, p, _)| !is_page(p))
         .map(|(m, p, _)| (m.as_str(), p))
         .collect()
+}
+
+/// Whether a route is the web console's (HTML), not the API's.
+pub fn is_page(path: &str) -> bool {
+    path == "/" || path.starts_with("/ui/")
 }
 
 /// Every route with what it asks of its caller.

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod bundles;
 pub mod copy;
 pub mod diagnostics;
+pub mod fleet;
 pub mod pairing;
 pub mod postgres;
 pub mod rollouts;

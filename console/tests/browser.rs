@@ -310,6 +310,7 @@ async fn operators_approve_roll_out_and_watch_viewers_are_refused() {
         f.beat(&d[0], &running("2.0.0", Health::Good));
     });
     wait_text(&b, "#rollout", "1 of 2 blessed").await;
+    shoot(&b, "rollout-progress").await;
     tokio::task::block_in_place(|| {
         assert_eq!(f.beat(&d[1], &beat("1.0.0")).as_deref(), Some("2.0.0"));
         f.beat(&d[1], &running("2.0.0", Health::Good));
@@ -340,6 +341,22 @@ async fn operators_approve_roll_out_and_watch_viewers_are_refused() {
         b.goto(&format!("{base}{path}")).await.unwrap();
         shoot(&b, name).await;
     }
+    // A tablet held upright: nothing runs off the side of the page.
+    b.set_window_size(800, 1200).await.unwrap();
+    for path in ["/ui/", "/ui/rollouts/1", "/ui/appliances/evil"] {
+        b.goto(&format!("{base}{path}")).await.unwrap();
+        let fits = b
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(fits, json!(true), "{path} is wider than a tablet");
+    }
+    b.goto(&format!("{base}/ui/")).await.unwrap();
+    shoot(&b, "fleet-tablet").await;
+    b.set_window_size(1280, 900).await.unwrap();
     // Keyboard: the skip link is the first stop and leads to the content.
     b.goto(&format!("{base}/ui/")).await.unwrap();
     let first = b

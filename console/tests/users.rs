@@ -636,6 +636,54 @@ fn a_scoped_operator_sees_and_acts_on_their_appliances_only() {
         r.text()
     );
     assert_eq!(get("/appliances/s-1/events").status, 404);
+    // The same id percent-encoded (the handler decodes its path) is refused all the same,
+    // and so are malformed or unknown ones.
+    for path in [
+        "/appliances/%73-1",
+        "/appliances/%73-1/events",
+        "/appliances/nope",
+        "/diagnostics/%31",
+    ] {
+        let r = get(path);
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+    }
+    let r = s.call(
+        "DELETE",
+        &format!("{API}/appliances/%73-1"),
+        Some(&nora),
+        Body::None,
+    );
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        s.admin("GET", &format!("{API}/appliances/%73-1"), Body::None)
+            .status,
+        200
+    );
+    // An admin is never scoped: nora cannot become one with her scope.
+    let r = s.admin(
+        "PUT",
+        &format!("{API}/users/nora"),
+        Body::json(&serde_json::json!({ "role": "admin" })),
+    );
+    assert_eq!(
+        (r.status, r.field().as_deref()),
+        (400, Some("scope")),
+        "{}",
+        r.text()
+    );
+    let r = s.admin(
+        "POST",
+        &format!("{API}/users"),
+        Body::json(&serde_json::json!({
+            "name": "boss", "role": "admin", "scope": { "region": "north" }
+        })),
+    );
+    assert_eq!(
+        (r.status, r.field().as_deref()),
+        (400, Some("scope")),
+        "{}",
+        r.text()
+    );
     let r = s.call(
         "PUT",
         &format!("{API}/appliances/s-1/desired"),

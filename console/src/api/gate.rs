@@ -197,45 +197,44 @@ pub fn route_target<'a>(matched: &str, path: &'a str) -> Option<Target<'a>> {
 }
 
 /// 404 (as for an unknown object, so a scoped user learns nothing of what is outside) unless
-/// the object `target` names is in `scope`. Objects that do not exist pass: the handler says so.
+/// the object `target` names exists and is in `scope`. The name is taken from the raw path:
+/// anything that is not exactly a stored id (percent-encoded, malformed, unknown) is refused
+/// here, so the handler (which decodes its path) cannot be led to another object.
 async fn check_scope(st: &AppState, scope: &Scope, target: Target<'_>) -> Result<(), ApiError> {
     let scope = scope.clone();
     match target {
         Target::Appliance(id) => in_scope(st, &scope, id).await,
         Target::Diagnostics(n) => {
-            let Ok(n) = n.parse::<u64>() else {
-                return Ok(());
-            };
+            let missing = || ApiError::not_found(format!("no diagnostics {n}"));
+            let number = n.parse::<u64>().map_err(|_| missing())?;
             let row = st
                 .db
-                .run(move |c| diagnostics::get(c, n).map_err(ApiError::from))
-                .await?;
-            match row {
-                Some(r) => in_scope(st, &scope, &r.appliance_id)
-                    .await
-                    .map_err(|_| ApiError::not_found(format!("no diagnostics {n}"))),
-                None => Ok(()),
-            }
+                .run(move |c| diagnostics::get(c, number).map_err(ApiError::from))
+                .await?
+                .ok_or_else(missing)?;
+            in_scope(st, &scope, &row.appliance_id)
+                .await
+                .map_err(|_| missing())
         }
         Target::Rollout(id) => {
-            let Ok(id) = id.parse::<u64>() else {
-                return Ok(());
-            };
+            let missing = || ApiError::not_found(format!("no rollout {id}"));
+            let number = id.parse::<u64>().map_err(|_| missing())?;
             let rollout = st
                 .db
-                .run(move |c| rollouts::get(c, id).map_err(ApiError::from))
-                .await?;
-            match rollout {
-                Some(r) if !scope.covers(&r.request.selector) => {
-                    Err(ApiError::not_found(format!("no rollout {id}")))
-                }
-                _ => Ok(()),
+                .run(move |c| rollouts::get(c, number).map_err(ApiError::from))
+                .await?
+                .ok_or_else(missing)?;
+            if scope.covers(&rollout.request.selector) {
+                Ok(())
+            } else {
+                Err(missing())
             }
         }
     }
 }
 
-/// 404 unless appliance `id` is in `scope` (or does not exist).
+/// 404 unless appliance `id` (exactly as given: never decoded) exists and is in `scope`; the
+/// whole fleet passes without a look.
 pub async fn in_scope(st: &AppState, scope: &Scope, id: &str) -> Result<(), ApiError> {
     if scope.whole_fleet() {
         return Ok(());
@@ -246,10 +245,8 @@ pub async fn in_scope(st: &AppState, scope: &Scope, id: &str) -> Result<(), ApiE
         .run(move |c| appliances::get(c, &key).map_err(ApiError::from))
         .await?;
     match found {
-        Some(a) if !scope.admits(&a.labels) => {
-            Err(ApiError::not_found(format!("no appliance {id}")))
-        }
-        _ => Ok(()),
+        Some(a) if scope.admits(&a.labels) => Ok(()),
+        _ => Err(ApiError::not_found(format!("no appliance {id}"))),
     }
 }
 

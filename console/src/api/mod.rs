@@ -58,7 +58,7 @@ pub struct Inner {
     /// Login attempts per source address.
     pub logins: LoginLimits,
     /// Password hashes computed at once (`password::MAX_CONCURRENT`).
-    pub hashing: tokio::sync::Semaphore,
+    pub hashing: Arc<tokio::sync::Semaphore>,
     /// Unix seconds for heartbeats and rollouts (tests drive it).
     pub clock: Arc<dyn Clock>,
 }
@@ -105,7 +105,7 @@ impl AppState {
             challenges,
             limits: PairLimits::new(config.pairing_rate, config.pending_retry_secs),
             logins: LoginLimits::default(),
-            hashing: tokio::sync::Semaphore::new(crate::password::MAX_CONCURRENT),
+            hashing: Arc::new(tokio::sync::Semaphore::new(crate::password::MAX_CONCURRENT)),
             clock,
         })))
     }

@@ -38,11 +38,9 @@ pub async fn verify_password(
     password: String,
     stored: Option<String>,
 ) -> Result<bool, ApiError> {
-    let _slot = tokio::time::timeout(HASHING_WAIT, st.hashing.acquire())
-        .await
-        .map_err(|_| busy())?
-        .map_err(|_| busy())?;
+    let slot = hashing_slot(st).await?;
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let real = stored.is_some();
         let ok = password::verify(&password, stored.as_deref().unwrap_or(password::decoy()));
         real && ok
@@ -53,14 +51,24 @@ pub async fn verify_password(
 
 /// Hashes `password` on a blocking thread, within the same limit as [`verify_password`].
 pub async fn hash_password(st: &AppState, password: String) -> Result<String, ApiError> {
-    let _slot = tokio::time::timeout(HASHING_WAIT, st.hashing.acquire())
+    let slot = hashing_slot(st).await?;
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        password::hash(&password)
+    })
+    .await
+    .map_err(|_| ApiError::internal("the password thread stopped"))?
+    .map_err(ApiError::internal)
+}
+
+/// One of the [`password::MAX_CONCURRENT`] hashing slots. The blocking closure owns it: a
+/// client that hangs up drops its request's future, not the hash under way, so the slot stays
+/// taken until the hash ends.
+async fn hashing_slot(st: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    tokio::time::timeout(HASHING_WAIT, st.hashing.clone().acquire_owned())
         .await
         .map_err(|_| busy())?
-        .map_err(|_| busy())?;
-    tokio::task::spawn_blocking(move || password::hash(&password))
-        .await
-        .map_err(|_| ApiError::internal("the password thread stopped"))?
-        .map_err(ApiError::internal)
+        .map_err(|_| busy())
 }
 
 fn busy() -> ApiError {
@@ -101,7 +109,18 @@ pub async fn log_in(
         target: "/api/v1/login".to_string(),
         status: status.as_u16(),
     };
-    let outcome = check_login(st, &req, source, transport).await;
+    // Refused by the per-source limit: nothing is checked, nothing recorded (a flood of
+    // these must not push operators' actions out of the capped audit log).
+    if let Some(wait) = st.logins.source_wait(source) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many logins from this address: try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        ));
+    }
+    let outcome = check_login(st, &req, transport).await;
     let entry = match &outcome {
         Ok(_) => audit_entry("login", StatusCode::OK),
         Err(e) => audit_entry("login-refused", e.status),
@@ -113,49 +132,35 @@ pub async fn log_in(
 async fn check_login(
     st: &AppState,
     req: &LoginRequest,
-    source: IpAddr,
     transport: Transport,
 ) -> Result<Started, ApiError> {
-    if let Some(wait) = st.logins.source_wait(source) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many logins from this address: try again in {} s",
-                wait.as_secs().max(1)
-            ),
-        ));
-    }
     let now = st.clock.now();
-    let user = if check_user_name(&req.user).is_ok() {
+    let attempt = if check_user_name(&req.user).is_ok() {
         let name = req.user.clone();
         st.db
-            .run(move |c| users::get(c, &name).map_err(ApiError::from))
+            .run(move |c| users::count_attempt(c, &name, now).map_err(ApiError::from))
             .await?
     } else {
-        None
+        users::Attempt::Unknown
     };
-    if let Some(u) = &user {
-        if u.refused_until > now {
+    let user = match attempt {
+        users::Attempt::Unknown => None,
+        users::Attempt::Refused(until) => {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
                     "too many failed logins for this account: try again in {} s (an admin \
                      can unlock it)",
-                    u.refused_until - now
+                    until.saturating_sub(now)
                 ),
-            ));
+            ))
         }
-    }
+        users::Attempt::Counted(u) => Some(*u),
+    };
     let usable = user.as_ref().filter(|u| !u.disabled);
     let stored = usable.and_then(|u| u.password_hash.clone());
     let password_ok = verify_password(st, req.password.clone(), stored).await?;
     let Some(user) = usable.filter(|_| password_ok) else {
-        if user.is_some() {
-            let name = req.user.clone();
-            st.db
-                .run(move |c| users::login_failed(c, &name, now).map_err(ApiError::from))
-                .await?;
-        }
         return Err(refused());
     };
     let session = new_token().map_err(ApiError::internal)?;
@@ -249,6 +254,22 @@ pub async fn change_password(
         .await?
         .ok_or_else(|| ApiError::not_found("your account is gone"))?;
     if let Some(stored) = user.password_hash.clone() {
+        // Checking the current password is a login attempt: it backs off the same way.
+        let now = st.clock.now();
+        let name = who.user.clone();
+        let attempt = st
+            .db
+            .run(move |c| users::count_attempt(c, &name, now).map_err(ApiError::from))
+            .await?;
+        if let users::Attempt::Refused(until) = attempt {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many wrong passwords: try again in {} s",
+                    until.saturating_sub(now)
+                ),
+            ));
+        }
         let current = req.current.clone().unwrap_or_default();
         if !verify_password(&st, current, Some(stored)).await? {
             return Err(ApiError::field("current", "the current password is wrong"));

@@ -25,6 +25,14 @@ fn unknown_user(name: &str) -> ApiError {
     ApiError::not_found(format!("no user {name}"))
 }
 
+/// Admins manage accounts and tokens, which no scope can bound: an admin has the whole fleet.
+fn admin_unscoped() -> ApiError {
+    ApiError::field(
+        "scope",
+        "an admin always has the whole fleet: give a scope to operators and viewers only",
+    )
+}
+
 fn check_name_field(name: &str, field: &str) -> Result<(), ApiError> {
     check_user_name(name).map_err(|e| ApiError::field(field, e))
 }
@@ -37,6 +45,9 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     check_name_field(&req.name, "name")?;
     check_labels(&req.scope, "scope")?;
+    if req.role == Role::Admin && !req.scope.is_empty() {
+        return Err(admin_unscoped());
+    }
     let hash = match req.password.clone() {
         Some(p) => {
             check_password(&p).map_err(|e| ApiError::field("password", e))?;
@@ -128,6 +139,17 @@ pub async fn update(
     }
     if let Some(scope) = &req.scope {
         check_labels(scope, "scope")?;
+    }
+    let key = name.clone();
+    let current = st
+        .db
+        .run(move |c| users::get(c, &key).map_err(ApiError::from))
+        .await?
+        .ok_or_else(|| unknown_user(&name))?;
+    let role = req.role.unwrap_or(current.role);
+    let scope = req.scope.as_ref().unwrap_or(&current.scope);
+    if role == Role::Admin && !scope.is_empty() {
+        return Err(admin_unscoped());
     }
     let hash = match req.password.clone() {
         Some(p) => {

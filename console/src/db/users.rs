@@ -237,7 +237,9 @@ pub fn update(
         let scope = update.scope.as_ref().unwrap_or(&user.scope);
         let hash = password_hash.or(user.password_hash.as_deref());
         let disabled = update.disabled.unwrap_or(user.disabled);
-        let (failed, refused) = if update.unlock {
+        // A new password also ends a back-off (an admin's reset, or the user's own change
+        // after the current password was checked).
+        let (failed, refused) = if update.unlock || password_hash.is_some() {
             (0, 0)
         } else {
             (user.failed_logins, user.refused_until)
@@ -276,21 +278,38 @@ pub fn delete(conn: &mut Conn, name: &str) -> Result<bool, DbError> {
     })
 }
 
-/// A failed login of `name`: counts it and sets the back-off (see
-/// [`access::refused_until`]). Unknown names store nothing.
-pub fn login_failed(conn: &mut Conn, name: &str, now: u64) -> Result<(), DbError> {
+/// What [`count_attempt`] decided.
+#[derive(Debug, Clone)]
+pub enum Attempt {
+    /// No such user: nothing stored.
+    Unknown,
+    /// The account backs off until then (Unix seconds): the password must not be checked.
+    Refused(u64),
+    /// Counted as a failure (and the back-off set) until a success resets it: the password
+    /// may be checked.
+    Counted(Box<UserRow>),
+}
+
+/// A login attempt for `name` at `now`, in one write transaction: refused while the account
+/// backs off, else counted as failed *before* its password is checked (see
+/// [`access::refused_until`]), so parallel guesses each count and none slips through a
+/// back-off.
+pub fn count_attempt(conn: &mut Conn, name: &str, now: u64) -> Result<Attempt, DbError> {
     conn.write(|tx| {
         let Some(user) = get_in(tx, name)? else {
-            return Ok(());
+            return Ok(Attempt::Unknown);
         };
+        if user.refused_until > now {
+            return Ok(Attempt::Refused(user.refused_until));
+        }
         let failures = user.failed_logins.saturating_add(1);
         let until = access::refused_until(failures, now).unwrap_or(0);
         tx.execute(
             "UPDATE users SET failed_logins = ?2, refused_until = ?3 WHERE id = ?1",
             &args![user.id, failures, until],
         )
-        .ctx("count a failed login")
-        .map(drop)
+        .ctx("count a login attempt")?;
+        Ok(Attempt::Counted(Box::new(user)))
     })
 }
 

@@ -43,6 +43,24 @@ fn appears(path: &Path, ms: u64) -> bool {
     path.exists()
 }
 
+/// Held while a test picks a free loop device (`losetup --find`) and while one detaches and
+/// reattaches its own: otherwise a test running in parallel can take the freed `/dev/loopN`.
+static LOOP_SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `losetup DEV FILE`, retried for up to 5 s while the kernel still finishes the previous
+/// detach (`losetup --detach` returns before it does) or udev's probe holds the device.
+fn reattach(dev: &str, file: &str) -> Result<String, String> {
+    let start = Instant::now();
+    loop {
+        match run("losetup", &[dev, file]) {
+            Err(e) if e.contains("busy") && start.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A loop device over a sparse file in a temp dir; detached in `Drop`.
 struct Loop {
     dev: PathBuf,
@@ -97,7 +115,10 @@ impl Loop {
         } else {
             vec!["--find", "--show", img]
         };
-        let dev = PathBuf::from(run("losetup", &args)?);
+        let dev = {
+            let _setup = LOOP_SETUP.lock().unwrap_or_else(|p| p.into_inner());
+            PathBuf::from(run("losetup", &args)?)
+        };
         let l = Loop { dev, _dir: dir };
         if partitioned && !appears(&l.part(), 500) {
             // Kernels without the GPT parser (CONFIG_EFI_PARTITION=n) find nothing: partx adds
@@ -442,8 +463,11 @@ fn a_loop_device_reattached_to_another_file_after_the_confirmation_is_not_writte
     // number.
     let other = dir.path().join("other.img");
     std::fs::write(&other, vec![0xeeu8; 4 * MIB as usize]).unwrap();
-    run("losetup", &["--detach", lo.path()]).unwrap();
-    run("losetup", &[lo.path(), other.to_str().unwrap()]).unwrap();
+    {
+        let _setup = LOOP_SETUP.lock().unwrap_or_else(|p| p.into_inner());
+        run("losetup", &["--detach", lo.path()]).unwrap();
+        reattach(lo.path(), other.to_str().unwrap()).unwrap();
+    }
     let err =
         write_image(&image, &lo.dev, &confirmed, None, None, &Progress::silent()).unwrap_err();
     assert!(matches!(err, FlashError::TargetChanged { .. }), "{err}");

@@ -25,13 +25,14 @@ impl BootEntry {
         version: &str,
         slot: Slot,
         rootfs: RootFsFormat,
+        verity: Option<&p6os_layout::verity::Params>,
         extra: &[String],
     ) -> BootEntry {
         BootEntry {
             title: p6os_layout::esp::title(name, version, slot),
             version: version.into(),
             slot,
-            options: p6os_layout::esp::options(slot, rootfs.layout(), extra),
+            options: p6os_layout::esp::options(slot, rootfs.layout(), verity, extra),
         }
     }
 
@@ -69,6 +70,7 @@ mod tests {
             "1.0.0",
             Slot::A,
             RootFsFormat::Squashfs,
+            None,
             &["quiet".into()],
         );
         assert_eq!(
@@ -76,5 +78,23 @@ mod tests {
             "title P6OS tiny 1.0.0 (slot a)\nsort-key p6os\nversion 1.0.0\nlinux /p6os/a/vmlinuz\n\
              initrd /p6os/a/initrd.img\noptions p6os.slot=a root=PARTLABEL=p6os-root-a rootfstype=squashfs ro console=ttyS0 quiet\n"
         );
+        let verity = p6os_layout::verity::Params {
+            data_blocks: 7,
+            salt: [1; 32],
+            root_hash: [2; 32],
+        };
+        let e = BootEntry::new(
+            "tiny",
+            "1.0.0",
+            Slot::B,
+            RootFsFormat::Squashfs,
+            Some(&verity),
+            &[],
+        );
+        assert!(e.render().contains(&format!(
+            "console=ttyS0 p6os.verity=7:{}:{}\n",
+            "01".repeat(32),
+            "02".repeat(32)
+        )));
     }
 }

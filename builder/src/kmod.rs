@@ -254,7 +254,8 @@ fn modinfo(data: &[u8]) -> Vec<(&str, String)> {
 
 /// The filesystems of the on-disk contract, loaded whatever the hardware: the slot's
 /// filesystem, state (ext4), the ESP (vfat with its code pages), overlay, efivarfs and ISO 9660
-/// for NoCloud-style configuration drives. Disks and NICs come from the module classes.
+/// for NoCloud-style configuration drives, and dm-verity for protected slots. Disks and NICs come
+/// from the module classes.
 pub fn filesystem_modules(rootfs: RootFsFormat) -> Vec<String> {
     let fs = match rootfs {
         RootFsFormat::Erofs => "erofs",
@@ -269,6 +270,7 @@ pub fn filesystem_modules(rootfs: RootFsFormat) -> Vec<String> {
         "overlay",
         "efivarfs",
         "isofs",
+        "dm_verity",
     ]
     .map(str::to_string)
     .to_vec()

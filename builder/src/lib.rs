@@ -24,3 +24,4 @@ pub mod rootfs;
 pub mod statefs;
 pub mod tree;
 pub mod units;
+pub mod verity;

@@ -238,9 +238,17 @@ fn layout_matches_golden_and_inspect_json() {
         "loader.conf",
         mtools(&["mtype", "-i", &esp, "::/loader/loader.conf"])
     );
+    // The root hash changes with every input (the agent's build too): checked against the
+    // manifest, then left out of the golden file.
+    let entry = mtools(&["mtype", "-i", &esp, "::/loader/entries/p6os-1.0.0-a.conf"]);
+    let verity = format!(
+        "p6os.verity={}",
+        manifest["slot_a"]["rootfs"]["verity"].as_str().unwrap()
+    );
+    assert!(entry.contains(&format!(" {verity} ")), "{entry}");
     insta::assert_snapshot!(
         "entry",
-        mtools(&["mtype", "-i", &esp, "::/loader/entries/p6os-1.0.0-a.conf"])
+        entry.replace(&verity, "p6os.verity=<blocks>:<salt>:<root hash>")
     );
 }
 
@@ -914,4 +922,75 @@ fn preloaded_images_need_a_container_runtime_and_their_pinned_digest() {
     let r = recipe_with(dir.path(), |t| t + &images(&"0".repeat(64)));
     let err = build_fails(&r, &dir.path().join("out"));
     assert!(err.contains("sha256 mismatch: the recipe pins"), "{err}");
+}
+
+/// Slot A's dm-verity tree is the one `veritysetup` (Debian's cryptsetup-bin) writes for the
+/// same data and salt, byte for byte, and `veritysetup verify` accepts it with the manifest's
+/// root hash; one byte changed in the filesystem and verify refuses.
+#[test]
+fn the_verity_tree_is_veritysetups() {
+    let img = &builds().images[0];
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(img.with_file_name("tiny-1.0.0.manifest.json")).unwrap())
+            .unwrap();
+    let rootfs = &manifest["slot_a"]["rootfs"];
+    let params = p6os_layout::verity::Params::parse(rootfs["verity"].as_str().unwrap()).unwrap();
+    let size = rootfs["size"].as_u64().unwrap();
+    assert_eq!(size, params.total_size());
+    let (first, _) = partition(img, "p6os-root-a");
+    let mut slot = vec![0u8; size as usize];
+    fs::File::open(img)
+        .and_then(|mut f| {
+            use std::io::{Read, Seek, SeekFrom};
+            f.seek(SeekFrom::Start(first * 512))?;
+            f.read_exact(&mut slot)
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.img");
+    fs::write(&ours, &slot).unwrap();
+    let value = params.value();
+    let fields: Vec<&str> = value.split(':').collect();
+    let (salt, root) = (fields[1], fields[2]);
+    let offset = format!("--hash-offset={}", params.hash_offset());
+    let salt_arg = format!("--salt={salt}");
+    let blocks = format!("--data-blocks={}", params.data_blocks);
+    let veritysetup = |args: &[&str]| {
+        Command::new("veritysetup")
+            .args(args)
+            .output()
+            .expect("veritysetup (package cryptsetup-bin)")
+    };
+    let common = ["--no-superblock", &offset, &salt_arg, &blocks];
+    let ours_arg = ours.to_str().unwrap();
+    let mut verify = vec!["verify"];
+    verify.extend(common);
+    verify.extend([ours_arg, ours_arg, root]);
+    let o = veritysetup(&verify);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // veritysetup's own tree over the same data, into a copy whose tree is zeroed.
+    let theirs = dir.path().join("theirs.img");
+    let mut data = slot[..params.hash_offset() as usize].to_vec();
+    fs::write(&theirs, &data).unwrap();
+    let theirs_arg = theirs.to_str().unwrap();
+    let mut format = vec!["format"];
+    format.extend(common);
+    format.extend([theirs_arg, theirs_arg]);
+    let o = veritysetup(&format);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        text.contains(&format!("Root hash:      \t{root}")),
+        "{text}"
+    );
+    assert!(fs::read(&theirs).unwrap() == slot, "the trees differ");
+
+    // One byte of the filesystem changed: refused.
+    data[4096 * 3 + 7] ^= 0x10;
+    let mut changed = data;
+    changed.extend_from_slice(&slot[params.hash_offset() as usize..]);
+    fs::write(&ours, &changed).unwrap();
+    let o = veritysetup(&verify);
+    assert!(!o.status.success(), "verify accepted a changed filesystem");
 }

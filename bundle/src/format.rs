@@ -97,6 +97,24 @@ impl Manifest {
         self.payloads.iter().find(|p| p.kind == kind)
     }
 
+    /// The dm-verity parameters of the root filesystem, from the slot manifest: its root hash
+    /// goes on the new slot's command line. `None` for an unprotected slot.
+    pub fn verity(&self) -> Result<Option<p6os_layout::verity::Params>, BundleError> {
+        match self
+            .slot_manifest
+            .get("rootfs")
+            .and_then(|r| r.get("verity"))
+        {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(v)) => p6os_layout::verity::Params::parse(v)
+                .map(Some)
+                .map_err(|e| BundleError::Manifest(e.to_string())),
+            Some(other) => Err(BundleError::Manifest(format!(
+                "slot_manifest.rootfs.verity is {other}, not a string"
+            ))),
+        }
+    }
+
     /// Bytes of all payloads, compressed: the header plus this is the file size.
     pub fn compressed_total(&self) -> u64 {
         self.payloads.iter().map(|p| p.compressed_size).sum()
@@ -221,6 +239,16 @@ fn check_manifest(m: &Manifest) -> Result<(), BundleError> {
     }
     if m.tries == 0 {
         return bad("tries is 0".into());
+    }
+    // A protected root filesystem carries its whole tree: nothing past it, nothing missing.
+    if let Some(v) = m.verity()? {
+        let size = m.payload(PayloadKind::Rootfs).map_or(0, |p| p.size);
+        if size != v.total_size() {
+            return bad(format!(
+                "the rootfs payload has {size} bytes; its verity parameters say {}",
+                v.total_size()
+            ));
+        }
     }
     Ok(())
 }

@@ -303,3 +303,42 @@ fn a_damaged_floor_file_refuses_every_downgrade_and_names_the_file() {
     m.version = "3.1.0".into();
     assert!(problems(&m, &device, Downgrade::Refuse).is_empty());
 }
+
+#[test]
+fn verity_parameters_must_describe_the_rootfs_payload_exactly() {
+    let (kernel, initrd, data) = payloads();
+    let mut tree = p6os_layout::verity::TreeBuilder::new([9; 32]);
+    tree.update(&data);
+    let tree = tree.finish().unwrap();
+    let mut rootfs = data.clone();
+    rootfs.resize(tree.params.hash_offset() as usize, 0);
+    rootfs.extend_from_slice(&tree.bytes);
+    let with = |verity: serde_json::Value, rootfs: Vec<u8>| {
+        let mut m = manifest();
+        m.slot_manifest = serde_json::json!({"name": "tiny", "rootfs": {"verity": verity}});
+        TestBundle {
+            manifest: m,
+            kernel: kernel.clone(),
+            initrd: initrd.clone(),
+            rootfs,
+            level: 1,
+        }
+        .sign(&key())
+    };
+    let good = with(tree.params.value().into(), rootfs.clone());
+    let header = read_header(&mut Cursor::new(&good)).unwrap();
+    assert_eq!(header.manifest.verity().unwrap(), Some(tree.params));
+    assert!(read_all(&good).is_ok());
+    // The tree left out, a malformed value, a value of another type: the header is refused.
+    for (verity, rootfs) in [
+        (tree.params.value().into(), data.clone()),
+        ("1:2:3".into(), rootfs.clone()),
+        (serde_json::json!(7), rootfs.clone()),
+    ] {
+        let bad = with(verity, rootfs);
+        let err = read_header(&mut Cursor::new(&bad)).unwrap_err();
+        assert!(matches!(err, BundleError::Manifest(_)), "{err}");
+    }
+    // No verity: an unprotected slot.
+    assert_eq!(manifest().verity().unwrap(), None);
+}

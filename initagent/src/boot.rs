@@ -12,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::bootdisk::{self, Choice, Failure, Outcome, Request};
+use crate::bootfail;
 use crate::cli::VERSION;
 use crate::cmdline::{Cmdline, CmdlineError};
 use crate::efivar::{self, Lookup};
@@ -21,8 +22,10 @@ use crate::loader;
 use crate::log;
 use crate::modules;
 use crate::plan::{self, Source, Step};
+use crate::slots::BootFailure;
 use crate::sys::{self, ModuleLoad};
 use crate::uevent::{self, BlockDevice};
+use p6os_layout::{EntryName, Slot};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -33,6 +36,18 @@ pub enum BootError {
     #[error("cannot create directory {path}")]
     MakeDir {
         path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// EIO from the verity device: what it returns for a block that does not match.
+    #[error(
+        "cannot mount {device} on {target} ({fstype}): a block of the slot does not match its \
+         dm-verity root hash (the slot was changed or is damaged)"
+    )]
+    VerityMount {
+        device: String,
+        target: String,
+        fstype: &'static str,
         #[source]
         source: io::Error,
     },
@@ -86,6 +101,8 @@ pub enum BootError {
     },
     #[error("boot plan ended without exec")]
     NoExec,
+    #[error("cannot set up the slot's dm-verity device")]
+    Verity(#[from] crate::dm::DmError),
 }
 
 /// Runs the initramfs stage. Returns only on error (the caller logs it and reboots).
@@ -128,7 +145,10 @@ pub fn run(init_args: &[String]) -> Result<Infallible, BootError> {
     );
     let modules = read_module_list();
     for step in plan::plan_boot(&cmdline, &modules, init_args) {
-        executor.run(&step)?;
+        if let Err(e) = executor.run(&step) {
+            executor.note_failure(cmdline.slot, &e);
+            return Err(e);
+        }
     }
     Err(BootError::NoExec)
 }
@@ -169,6 +189,13 @@ struct Executor {
     data_dirs: Vec<String>,
     /// Kernel name of the boot disk, filled by WaitForPartitions.
     boot_disk: Option<String>,
+    /// Partition label -> its dm-verity device, filled by OpenVerity.
+    verity_devices: HashMap<String, String>,
+    /// The boot entry the loader started (`LoaderEntrySelected`), filled by
+    /// ReadLoaderVariables.
+    selected_entry: Option<String>,
+    /// Whether the plan mounted the state partition.
+    state_mounted: bool,
 }
 
 impl Executor {
@@ -190,17 +217,59 @@ impl Executor {
                         .get(label)
                         .cloned()
                         .ok_or_else(|| BootError::Unresolved(label.clone()))?,
+                    Source::Verity(label) => self
+                        .verity_devices
+                        .get(label)
+                        .cloned()
+                        .ok_or_else(|| BootError::Unresolved(label.clone()))?,
                 };
-                sys::mount(m, &device).map_err(|source| BootError::Mount {
-                    device: device.clone(),
-                    target: m.target.clone(),
-                    fstype: m.fstype,
-                    options: m.options(),
-                    source,
+                sys::mount(m, &device).map_err(|source| {
+                    match (&m.source, source.raw_os_error()) {
+                        (Source::Verity(_), Some(libc::EIO)) => BootError::VerityMount {
+                            device: device.clone(),
+                            target: m.target.clone(),
+                            fstype: m.fstype,
+                            source,
+                        },
+                        _ => BootError::Mount {
+                            device: device.clone(),
+                            target: m.target.clone(),
+                            fstype: m.fstype,
+                            options: m.options(),
+                            source,
+                        },
+                    }
                 })?;
                 info!("{}", plan::describe_mount(m, &device));
+                if m.role == plan::Role::State {
+                    self.state_mounted = true;
+                }
             }
             Step::LoadModules { paths } => load_modules(paths),
+            Step::OpenVerity {
+                label,
+                name,
+                params,
+            } => {
+                let partition = self
+                    .devices
+                    .get(label)
+                    .cloned()
+                    .ok_or_else(|| BootError::Unresolved(label.clone()))?;
+                let number =
+                    crate::dm::device_number(&partition).map_err(|source| BootError::Read {
+                        path: "the slot's device node",
+                        source,
+                    })?;
+                let (sectors, table) = params.table(&number);
+                let node = crate::dm::create_read_only(name, sectors, "verity", &table)?;
+                info!(
+                    "dm-verity {name} ({node}) over {partition}: {} blocks, root hash {}",
+                    params.data_blocks,
+                    params.value().rsplit(':').next().unwrap_or_default()
+                );
+                self.verity_devices.insert(label.clone(), node);
+            }
             Step::FindDataDirs { dirs, root } => {
                 // The slot's own directories (not followed through symlinks).
                 self.data_dirs = dirs
@@ -318,10 +387,48 @@ impl Executor {
         Ok(())
     }
 
+    /// Leaves a note on the state partition saying why `slot` did not start, for the slot
+    /// that runs next (`bootfail`). Only for a trial entry of ours: a blessed slot that fails
+    /// has no fallback to explain. Best effort: the reboot follows whatever happens here.
+    fn note_failure(&mut self, slot: Slot, error: &BootError) {
+        let Some(entry) = self.selected_entry.as_deref().and_then(EntryName::parse) else {
+            return;
+        };
+        if entry.slot != slot || entry.counter.is_blessed() {
+            return;
+        }
+        let Some(device) = self.devices.get(plan::STATE_PARTLABEL).cloned() else {
+            return;
+        };
+        let failure = BootFailure {
+            slot,
+            version: entry.version.clone(),
+            reason: format!("slot {slot} did not start: {}", log::error_chain(error)),
+        };
+        let mounted_here = !self.state_mounted;
+        if mounted_here {
+            let _ = sys::mkdir_p(plan::STATE_DIR, 0o755);
+            if let Err(e) = sys::mount_state(&device, plan::STATE_DIR) {
+                warn!("cannot mount {device} to note why slot {slot} failed: {e}");
+                return;
+            }
+        }
+        match bootfail::write_below(plan::STATE_DIR, &failure) {
+            Ok(()) => info!("noted on the state partition why slot {slot} did not start"),
+            Err(e) => warn!("cannot note why slot {slot} did not start: {e}"),
+        }
+        if mounted_here {
+            let _ = sys::unmount(plan::STATE_DIR);
+        }
+    }
+
     fn read_loader_variables(&mut self) {
         loader::ensure_efivarfs();
         let vars = loader::read_all();
         info!("{}", efivar::describe_entry(&vars.entry));
+        if let Lookup::Found(entry) = &vars.entry {
+            self.selected_entry = Some(entry.clone());
+        }
         match &vars.device_part_uuid {
             Lookup::Found(uuid) => self.boot_part_uuid = Some(uuid.clone()),
             Lookup::Absent => {}

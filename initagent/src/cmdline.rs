@@ -25,6 +25,9 @@ pub enum CmdlineError {
     BadRootwait(String),
     #[error("invalid p6os.init={0:?} on the kernel command line: expected an absolute path")]
     BadInit(String),
+    /// A protected slot whose parameters cannot be read must not be mounted unprotected.
+    #[error("{0} (the slot is not mounted without its verity protection)")]
+    BadVerity(#[from] p6os_layout::verity::VerityError),
 }
 
 /// Parameters in command-line order; a parameter without `=` has no value.
@@ -124,6 +127,8 @@ pub struct Cmdline {
     /// `p6os.config=` as given; checked by `firstboot::source` (a bad value must not stop
     /// the boot).
     pub config: Option<String>,
+    /// `p6os.verity=`: the slot is mounted through dm-verity with these parameters.
+    pub verity: Option<p6os_layout::verity::Params>,
 }
 
 impl Cmdline {
@@ -155,12 +160,17 @@ impl Cmdline {
         let config = params
             .last("p6os.config")
             .map(|v| v.unwrap_or("").to_string());
+        let verity = match params.last(p6os_layout::verity::CMDLINE_KEY) {
+            None => None,
+            Some(v) => Some(p6os_layout::verity::Params::parse(v.unwrap_or(""))?),
+        };
         Ok(Cmdline {
             slot,
             rootfstype,
             init,
             rootwait,
             config,
+            verity,
         })
     }
 }
@@ -206,8 +216,27 @@ mod tests {
                 init: "/sbin/init".into(),
                 rootwait: Duration::from_secs(30),
                 config: None,
+                verity: None,
             }
         );
+    }
+
+    #[test]
+    fn verity_parameters_are_read_and_a_bad_value_fails_the_boot() {
+        let value = format!("12:{}:{}", "ab".repeat(32), "cd".repeat(32));
+        let c = Cmdline::parse(&format!("{TYPICAL} p6os.verity={value}")).unwrap();
+        let v = c.verity.unwrap();
+        assert_eq!(v.data_blocks, 12);
+        assert_eq!(v.root_hash, [0xcd; 32]);
+        for bad in ["p6os.verity", "p6os.verity=", "p6os.verity=12:ab:cd"] {
+            assert!(
+                matches!(
+                    Cmdline::parse(&format!("{TYPICAL} {bad}")),
+                    Err(CmdlineError::BadVerity(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

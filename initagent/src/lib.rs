@@ -18,10 +18,12 @@ pub mod log;
 
 pub mod boot;
 pub mod bootdisk;
+pub mod bootfail;
 pub mod cli;
 pub mod clock;
 pub mod cmdline;
 pub mod diagnostics;
+pub mod dm;
 pub mod efivar;
 pub mod fatal;
 pub mod firstboot;

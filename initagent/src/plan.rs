@@ -42,11 +42,13 @@ pub enum Role {
     Overlay,
 }
 
-/// Mount source: a fixed name (`proc`, `overlay`) or a partition found by GPT label.
+/// Mount source: a fixed name (`proc`, `overlay`), a partition found by GPT label, or the
+/// dm-verity device `OpenVerity` made over such a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Named(&'static str),
     Partition(String),
+    Verity(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +140,14 @@ pub enum Step {
         label: String,
         target: String,
     },
+    /// Set up the read-only dm-verity device `name` over partition `label` (data and hash tree
+    /// on it, `params` from the command line); a `Source::Verity(label)` mount uses it. Reads
+    /// of a changed block then fail: the boot fails and boot counting falls back.
+    OpenVerity {
+        label: String,
+        name: String,
+        params: p6os_layout::verity::Params,
+    },
     /// Fail unless `path` exists (not following a final symlink).
     RequireFile {
         path: String,
@@ -189,6 +199,7 @@ impl fmt::Display for Source {
         match self {
             Source::Named(name) => f.write_str(name),
             Source::Partition(label) => write!(f, "PARTLABEL={label}"),
+            Source::Verity(label) => write!(f, "verity over PARTLABEL={label}"),
         }
     }
 }
@@ -267,6 +278,11 @@ pub fn plan_efivarfs(mount_points: &[String], efivars_dir_exists: bool) -> Efiva
     }
 }
 
+/// The device-mapper name of a slot's verity device (`/dev/mapper/p6os-root-a` where udev runs).
+pub fn verity_name(slot: crate::cmdline::Slot) -> String {
+    format!("{}-verity", slot.partlabel())
+}
+
 /// First steps of the initramfs stage, before anything can be read or logged to kmsg.
 pub fn plan_early() -> Vec<Step> {
     vec![
@@ -303,9 +319,20 @@ pub fn plan_boot(cmdline: &Cmdline, modules: &[String], init_args: &[String]) ->
         ],
         timeout: cmdline.rootwait,
     });
+    let source = match cmdline.verity {
+        Some(params) => {
+            steps.push(Step::OpenVerity {
+                label: root_label.clone(),
+                name: verity_name(cmdline.slot),
+                params,
+            });
+            Source::Verity(root_label)
+        }
+        None => Source::Partition(root_label),
+    };
     steps.push(Step::Mount(Mount {
         role: Role::Root,
-        source: Source::Partition(root_label),
+        source,
         target: SYSROOT.to_string(),
         fstype: cmdline.rootfstype.as_str(),
         flags: vec![Flag::ReadOnly],
@@ -418,6 +445,7 @@ mod tests {
             init: "/sbin/init".into(),
             rootwait: Duration::from_secs(30),
             config: None,
+            verity: None,
         }
     }
 
@@ -547,6 +575,41 @@ mod tests {
     }
 
     #[test]
+    fn a_protected_slot_is_mounted_through_its_verity_device_only() {
+        let params = p6os_layout::verity::Params {
+            data_blocks: 9,
+            salt: [1; 32],
+            root_hash: [2; 32],
+        };
+        let mut c = cmdline(Slot::B, RootFs::Squashfs);
+        c.verity = Some(params);
+        let plan = plan_boot(&c, &[], &[]);
+        let mut expected = expected_plan("b", "squashfs", &[]);
+        let at = expected
+            .iter()
+            .position(|s| matches!(s, Step::Mount(m) if m.role == Role::Root))
+            .unwrap();
+        let Step::Mount(root) = &mut expected[at] else {
+            unreachable!()
+        };
+        root.source = Source::Verity("p6os-root-b".into());
+        expected.insert(
+            at,
+            Step::OpenVerity {
+                label: "p6os-root-b".into(),
+                name: "p6os-root-b-verity".into(),
+                params,
+            },
+        );
+        assert_eq!(plan, expected);
+        // The raw partition is mounted nowhere.
+        assert!(!plan.iter().any(|s| matches!(
+            s,
+            Step::Mount(m) if m.source == Source::Partition("p6os-root-b".into())
+        )));
+    }
+
+    #[test]
     fn plan_for_slot_b_erofs_without_modules() {
         assert_eq!(
             plan_boot(&cmdline(Slot::B, RootFs::Erofs), &[], &[]),
@@ -664,7 +727,9 @@ mod tests {
             .filter_map(|s| match s {
                 Step::Mount(m) => Some(match &m.source {
                     Source::Named(name) => describe_mount(m, name),
-                    Source::Partition(_) => describe_mount(m, devices.next().unwrap()),
+                    Source::Partition(_) | Source::Verity(_) => {
+                        describe_mount(m, devices.next().unwrap())
+                    }
                 }),
                 _ => None,
             })

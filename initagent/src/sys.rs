@@ -96,6 +96,19 @@ pub fn remount_read_write_esp(target: &str) -> io::Result<()> {
     Ok(rustix::mount::mount_remount(target, ESP_READ_WRITE, "")?)
 }
 
+/// Mounts the state partition (ext4) read-write, nosuid, nodev, noexec: for the note of a boot
+/// that fails before the plan mounts it.
+pub fn mount_state(device: &str, target: &str) -> io::Result<()> {
+    rustix::mount::mount(
+        device,
+        target,
+        "ext4",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC | MountFlags::NOATIME,
+        None,
+    )?;
+    Ok(())
+}
+
 pub fn mount_move(from: &str, to: &str) -> io::Result<()> {
     Ok(rustix::mount::mount_move(from, to)?)
 }

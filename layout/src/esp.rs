@@ -67,8 +67,14 @@ pub fn loader_conf() -> String {
     "timeout 0\neditor no\ndefault p6os-*\nauto-entries no\nauto-firmware no\n".to_string()
 }
 
-/// The kernel command line of a slot: the agent finds everything from it.
-pub fn options(slot: Slot, rootfs: RootFs, extra: &[String]) -> Vec<String> {
+/// The kernel command line of a slot: the agent finds everything from it (a protected slot's
+/// verity parameters too).
+pub fn options(
+    slot: Slot,
+    rootfs: RootFs,
+    verity: Option<&crate::verity::Params>,
+    extra: &[String],
+) -> Vec<String> {
     let mut options = vec![
         format!("p6os.slot={slot}"),
         format!("root=PARTLABEL={}", slot.partlabel()),
@@ -76,6 +82,7 @@ pub fn options(slot: Slot, rootfs: RootFs, extra: &[String]) -> Vec<String> {
         "ro".to_string(),
         CONSOLE.to_string(),
     ];
+    options.extend(verity.map(|v| v.cmdline()));
     options.extend(extra.iter().cloned());
     options
 }
@@ -107,7 +114,7 @@ mod tests {
             &title("tiny", "1.0.0", Slot::A),
             "1.0.0",
             Slot::A,
-            &options(Slot::A, RootFs::Squashfs, &["quiet".into()]),
+            &options(Slot::A, RootFs::Squashfs, None, &["quiet".into()]),
         );
         assert_eq!(
             text,

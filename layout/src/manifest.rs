@@ -43,6 +43,10 @@ pub struct Payload {
     pub format: String,
     pub size: u64,
     pub sha256: String,
+    /// Root filesystems protected by dm-verity: the hash tree follows the filesystem inside
+    /// `size` ([`crate::verity`]). Absent for unprotected slots and in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verity: Option<crate::verity::Params>,
 }
 
 /// Why a slot identity cannot be used.
@@ -133,6 +137,7 @@ mod tests {
             format: f.into(),
             size: 1,
             sha256: "00".into(),
+            verity: None,
         };
         let m = SlotManifest {
             identity: SlotIdentity {

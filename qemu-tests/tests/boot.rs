@@ -11,7 +11,11 @@ const CMD: Duration = Duration::from_secs(30);
 #[test]
 fn tiny_image_boots_to_the_ready_line() {
     let mut vm = VmConfig::new(test_image()).unwrap().start("boot").unwrap();
-    vm.wait_for_line("p6os-agent: mounted root", BOOT).unwrap();
+    // The slot is protected: its root is the dm-verity device, never the partition itself.
+    let verity = vm.wait_for_line("p6os-agent: dm-verity", BOOT).unwrap();
+    assert!(verity.contains("p6os-root-a-verity (/dev/dm-"), "{verity}");
+    let root = vm.wait_for_line("p6os-agent: mounted root", BOOT).unwrap();
+    assert!(root.contains("mounted root /dev/dm-"), "{root}");
     let ready = vm.wait_for_line("p6os-agent: ready", BOOT).unwrap();
     assert!(
         ready

@@ -172,3 +172,59 @@ fn a_kernel_that_cannot_boot_falls_back_as_well() {
     assert_eq!(s["last_upgrade"]["outcome"], "rolled_back", "{s:#}");
     assert_eq!(s["booted"], "a", "{s:#}");
 }
+
+#[test]
+fn a_changed_byte_in_the_new_slot_fails_its_boots_and_falls_back_with_the_reason() {
+    let f = Fixture::new().unwrap();
+    let image = f.image(&f.recipe("1.0.0", "", None).unwrap()).unwrap();
+    let v2 = f
+        .bundle_disk(&f.recipe("2.0.0", "", None).unwrap())
+        .unwrap();
+    let mut config = VmConfig::new(&image).unwrap();
+    config.extra_drives = vec![v2];
+    let mut vm = config.start("verity").unwrap();
+    vm.wait_for_line("p6os-agent: ready slot=a version=1.0.0", BOOT)
+        .unwrap();
+    let out = run(
+        &mut vm,
+        "UP",
+        &format!("{AGENT} upgrade --no-reboot /dev/vdb; echo rc=$?"),
+    );
+    assert!(
+        out.contains("installed 2.0.0 into slot b") && out.contains("rc=0"),
+        "{out}"
+    );
+    // Byte 1000 of slot b (inside its squashfs, in the first block that mount reads) changes
+    // after the agent wrote and verified it: what a bad sector or someone with the disk does.
+    let flip = "p=/dev/vda3; v=$(dd if=$p bs=1 skip=1000 count=1 2>/dev/null | od -An -tu1 | tr -d ' '); \
+                n=$(( (v + 1) % 256 )); printf \"\\\\$(printf %o $n)\" | dd of=$p bs=1 seek=1000 conv=notrunc 2>/dev/null; \
+                sync; echo flipped=$v-$n";
+    let out = run(&mut vm, "FLIP", flip);
+    assert!(out.contains("flipped="), "{out}");
+    vm.send_line("reboot").unwrap();
+    let fell = vm.wait_for_line("fell back to slot a", BOOT * 3).unwrap();
+    let log = vm.console_log();
+    let failed_tries = log
+        .lines()
+        .filter(|l| l.contains("fatal:") && l.contains("does not match its dm-verity root hash"))
+        .count();
+    // Each fatal line reaches the serial console twice (stderr and the kernel log).
+    assert!(
+        failed_tries >= 3,
+        "slot b should fail each of its 3 tries on the changed block"
+    );
+    assert!(!log.contains("ready slot=b"), "slot b came up");
+    assert!(log.contains("dm-verity p6os-root-b-verity"));
+    assert!(fell.contains("dm-verity root hash"), "{fell}");
+    let s = status(&mut vm, "S1");
+    assert_eq!(s["booted"], "a", "{s:#}");
+    assert_eq!(s["last_upgrade"]["outcome"], "rolled_back", "{s:#}");
+    assert!(
+        s["last_upgrade"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("slot b did not start"),
+        "{s:#}"
+    );
+    assert_eq!(slot(&s, "a")["state"], "blessed", "{s:#}");
+}

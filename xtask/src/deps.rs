@@ -44,6 +44,8 @@ pub const TOOLS: &[(&str, &str)] = &[
     // The web console's browser tests drive a headless Chromium through WebDriver.
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
+    // The builder's dm-verity trees are checked against veritysetup's.
+    ("veritysetup", "cryptsetup-bin"),
     ("cc", "gcc"),
     // libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`.
     ("c++", "g++"),

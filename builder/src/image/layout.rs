@@ -51,12 +51,14 @@ pub(super) fn esp_files(
     vmlinuz: Vec<u8>,
     initrd: Vec<u8>,
     slot_json: Vec<u8>,
+    verity: Option<&p6os_layout::verity::Params>,
 ) -> Vec<FatFile> {
     let entry = BootEntry::new(
         &def.name,
         &def.version,
         Slot::A,
         def.rootfs,
+        verity,
         &def.boot.kernel_args,
     );
     let entry_name = EntryName::new(&def.version, Slot::A, Counter::Blessed);

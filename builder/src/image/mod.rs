@@ -204,6 +204,7 @@ fn payload(format: &str, data: &[u8]) -> Payload {
         format: format.into(),
         size: data.len() as u64,
         sha256: sha256_bytes(data),
+        verity: None,
     }
 }
 

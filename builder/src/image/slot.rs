@@ -88,6 +88,22 @@ pub fn make_slot(
     ));
     let rootfs_path = work.join("rootfs.img");
     rootfs::build(root, def.rootfs, &rootfs_path)?;
+    // The salt comes from the build inputs: the same recipe gives the same tree.
+    let verity = match def.boot.verity {
+        true => {
+            let salt = p6os_layout::verity::salt_for(&identity.recipe_digest);
+            let params =
+                crate::verity::append_tree(&rootfs_path, salt).map_err(io_at(&rootfs_path))?;
+            say(&format!(
+                "dm-verity: {} data blocks, tree of {} KiB, root hash {}",
+                params.data_blocks,
+                p6os_layout::verity::tree_size(params.data_blocks) >> 10,
+                params.value().rsplit(':').next().unwrap_or_default()
+            ));
+            Some(params)
+        }
+        false => None,
+    };
     let rootfs_len = fs::metadata(&rootfs_path)
         .map_err(io_at(&rootfs_path))?
         .len();
@@ -107,6 +123,7 @@ pub fn make_slot(
             format: def.rootfs.as_str().into(),
             size: rootfs_len,
             sha256: rootfs_sha256,
+            verity,
         },
         kernel: payload("vmlinuz", vmlinuz),
         initrd: payload("initrd.img", initrd),

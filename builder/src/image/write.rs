@@ -63,7 +63,14 @@ pub(super) fn write(
         &say,
     )?;
     let slot_json = serde_json::to_vec_pretty(&slot_manifest).expect("serializable");
-    let esp_files = super::layout::esp_files(def, efi, vmlinuz, initrd, slot_json);
+    let esp_files = super::layout::esp_files(
+        def,
+        efi,
+        vmlinuz,
+        initrd,
+        slot_json,
+        slot_manifest.rootfs.verity.as_ref(),
+    );
 
     // Write the image: sparse file, GPT, ESP, slot A, state.
     say(&format!(

@@ -145,6 +145,15 @@ pub struct BootOptions {
     /// kernel layer already uses is an error.
     #[serde(default)]
     pub initramfs: ModuleClasses,
+    /// Protect the slots with dm-verity (a hash tree after each slot's filesystem, its root
+    /// hash on the kernel command line): a changed byte is a read error, not a changed system.
+    /// On by default.
+    #[serde(default = "default_verity")]
+    pub verity: bool,
+}
+
+fn default_verity() -> bool {
+    true
 }
 
 /// Initramfs module classes: a class name (`sata`, `intel-nic`) -> kernel module names
@@ -161,6 +170,7 @@ impl Default for BootOptions {
             tries: default_tries(),
             kernel_args: Vec::new(),
             initramfs: ModuleClasses::new(),
+            verity: default_verity(),
         }
     }
 }

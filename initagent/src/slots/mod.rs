@@ -132,7 +132,28 @@ pub enum Outcome {
     Failed { version: String, reason: String },
 }
 
+/// Why the initramfs could not start a slot (its root did not verify or mount, its init was
+/// missing): written to the state partition before the reboot, read by the slot that runs
+/// next, so a fallback says why instead of "did not come up".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootFailure {
+    pub slot: Slot,
+    pub version: String,
+    pub reason: String,
+}
+
 impl Record {
+    /// The record with `failure` as its trial's reason, when the failure is that trial's and
+    /// the trial has no reason of its own yet (a failed health check says more).
+    pub fn with_boot_failure(mut self, failure: &BootFailure) -> Record {
+        if let Some(t) = self.trial.as_mut().filter(|t| {
+            t.slot == failure.slot && t.version == failure.version && t.last_failure.is_none()
+        }) {
+            t.last_failure = Some(failure.reason.clone());
+        }
+        self
+    }
+
     /// `version` has rolled back before: its reason.
     pub fn rolled_back_reason(&self, version: &str) -> Option<&str> {
         self.rolled_back

@@ -891,11 +891,42 @@ fn scenario_kernel_never_reaches_the_agent() {
     // The same with the record lost.
     let lost = View {
         record: Record::default(),
-        ..view
+        ..view.clone()
     };
     assert!(
         matches!(assess(&lost), Assessment::FellBack { reason, .. } if reason == DEFAULT_FALLBACK_REASON)
     );
+    // The initramfs left a note on why slot b did not start: the fallback says so.
+    let failure = BootFailure {
+        slot: Slot::B,
+        version: "2.0.0".into(),
+        reason: "dm-verity: the root does not verify".into(),
+    };
+    let noted = View {
+        record: view.record.clone().with_boot_failure(&failure),
+        ..view.clone()
+    };
+    assert!(
+        matches!(assess(&noted), Assessment::FellBack { reason, .. } if reason == failure.reason)
+    );
+    // A note about another slot, another version, or a trial with a reason of its own
+    // changes nothing.
+    for other in [
+        BootFailure {
+            slot: Slot::A,
+            ..failure.clone()
+        },
+        BootFailure {
+            version: "1.0.0".into(),
+            ..failure.clone()
+        },
+    ] {
+        assert_eq!(view.record.clone().with_boot_failure(&other), view.record);
+    }
+    let mut reasoned = view.record.clone();
+    reasoned.trial.as_mut().unwrap().last_failure = Some("health".into());
+    assert_eq!(reasoned.clone().with_boot_failure(&failure), reasoned);
+    assert_eq!(lost.record.clone().with_boot_failure(&failure), lost.record);
 }
 
 #[test]

@@ -202,11 +202,16 @@ pub fn read_entries(esp: &Path) -> Result<Vec<Entry>, MachineError> {
 }
 
 /// The record; a missing or unreadable one is empty (the entries still tell the truth).
+/// The initramfs's note on why the trial did not start (`bootfail`) fills in its reason.
 pub fn read_record() -> Record {
-    fs::read(RECORD_PATH)
+    let record: Record = fs::read(RECORD_PATH)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    match crate::bootfail::read() {
+        Some(failure) => record.with_boot_failure(&failure),
+        None => record,
+    }
 }
 
 /// The recorded security floor at `path`: absent only when there is no file; a file that
@@ -279,6 +284,7 @@ pub fn trusted_keys() -> Vec<PublicKey> {
 pub struct EntryText<'a> {
     pub name: &'a str,
     pub rootfs_type: p6os_layout::RootFs,
+    pub verity: Option<p6os_layout::verity::Params>,
     pub kernel_args: &'a [String],
 }
 
@@ -314,7 +320,7 @@ pub fn execute(
                     &esp::title(t.name, &e.image_version, e.slot),
                     &e.sort_version.to_string(),
                     e.slot,
-                    &esp::options(e.slot, t.rootfs_type, t.kernel_args),
+                    &esp::options(e.slot, t.rootfs_type, t.verity.as_ref(), t.kernel_args),
                 );
                 replace(&dir.join(&e.file_name), body.as_bytes())?;
                 sync(&dir)?;

@@ -182,6 +182,8 @@ pub fn install_from(
     ));
     machine::execute(&machine.esp, &plan.before_write(), None)
         .map_err(|e| Failure::Failed(error_chain(&e)))?;
+    // A note about an earlier trial must not explain this one.
+    crate::bootfail::clear();
     let started = Instant::now();
     let result = install::install(
         r,
@@ -210,6 +212,8 @@ pub fn install_from(
     let text = EntryText {
         name: &m.name,
         rootfs_type: m.rootfs_type,
+        // Checked when the header was read.
+        verity: m.verity().ok().flatten(),
         kernel_args: &m.kernel_args,
     };
     let after = machine::execute(&machine.esp, &plan.after_write(), Some(&text))

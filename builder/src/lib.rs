@@ -21,6 +21,7 @@ pub mod outputs;
 pub mod progress;
 pub mod recipe;
 pub mod rootfs;
+pub mod secureboot;
 pub mod statefs;
 pub mod tree;
 pub mod units;

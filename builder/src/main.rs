@@ -103,10 +103,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Make an ed25519 key pair for signing bundles or configuration: DIR/p6os.key (0600) and DIR/p6os.pub.
+    /// Make an ed25519 key pair for signing bundles or configuration: DIR/p6os.key (0600) and
+    /// DIR/p6os.pub; with --secure-boot, the Secure Boot keys PK, KEK and db.
     Keygen {
         #[arg(long)]
         out: PathBuf,
+        /// Make Secure Boot keys instead: PK, KEK and db (RSA-2048, PKCS#8 `.key` 0600 and
+        /// self-signed `.crt`); db signs the boot loader and kernels, the certificates are what a
+        /// machine enrolls (docs/verified-boot.md). Name the directory in the recipe's
+        /// `boot.secure_boot.keys`.
+        #[arg(long)]
+        secure_boot: bool,
     },
     /// Build a signed update bundle `<name>-<version>.p6b` from a recipe (or `bundle inspect FILE`).
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -457,7 +464,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::Keygen { out } => {
+        Command::Keygen {
+            out,
+            secure_boot: true,
+        } => {
+            p6os_builder::secureboot::generate(&out, "made by p6os keygen")?;
+            for k in p6os_builder::secureboot::KEYS {
+                println!(
+                    "{k}: {} (secret, keep it off devices) and {}",
+                    out.join(format!("{k}.key")).display(),
+                    out.join(format!("{k}.crt")).display()
+                );
+            }
+            println!(
+                "name {} in the recipe's boot.secure_boot.keys",
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen {
+            out,
+            secure_boot: false,
+        } => {
             let public = bundle::keygen(&out)?;
             println!(
                 "key {}: {} (secret, keep it off devices) and {} (name it in the recipe's upgrades.trusted_keys, or upgrades.config_keys for `p6os config sign`)",

@@ -1,5 +1,5 @@
 //! The texts the agent reads at boot, from arbitrary bytes: the kernel command line
-//! (`p6os.config=` included), uevent files, `modules.load`, `/proc/self/mountinfo`, and boot
+//! (`p6os.config=` and `p6os.verity=` included), uevent files, `modules.load`, `/proc/self/mountinfo`, and boot
 //! entry file names. Errors or empty values, never a panic.
 
 #![no_main]
@@ -12,6 +12,12 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     if let Ok(c) = cmdline::Cmdline::parse(&text) {
         assert!(!c.init.is_empty());
+        // Verity parameters that parse describe a slot whose tree follows its data.
+        if let Some(v) = c.verity {
+            assert!(v.data_blocks > 0 && v.total_size() > v.hash_offset());
+            let value = v.value();
+            assert_eq!(p6os_layout::verity::Params::parse(&value), Ok(v));
+        }
     }
     let params = cmdline::Params::parse(&text);
     if let Some(Some(value)) = params.last("p6os.config") {

@@ -46,6 +46,12 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("chromedriver", "chromium-driver"),
     // The builder's dm-verity trees are checked against veritysetup's.
     ("veritysetup", "cryptsetup-bin"),
+    // Secure Boot: signatures checked against sbsign/sbverify; the stub the tests build on.
+    ("sbverify", "sbsigntool"),
+    (
+        "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        "systemd-boot-efi",
+    ),
     ("cc", "gcc"),
     // libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`.
     ("c++", "g++"),

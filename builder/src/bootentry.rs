@@ -7,37 +7,31 @@ pub use p6os_layout::entry::{Counter, EntryName};
 pub use p6os_layout::esp::loader_conf;
 pub use p6os_layout::Slot;
 
-use crate::recipe::RootFsFormat;
-
-/// A Boot Loader Specification entry for one slot.
+/// A Boot Loader Specification entry for one slot: it starts the slot's unified kernel image,
+/// whose own command line says the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootEntry {
     pub title: String,
     pub version: String,
     pub slot: Slot,
-    pub options: Vec<String>,
 }
 
 impl BootEntry {
-    /// The kernel command line for `slot`: the agent finds everything from it.
-    pub fn new(
-        name: &str,
-        version: &str,
-        slot: Slot,
-        rootfs: RootFsFormat,
-        verity: Option<&p6os_layout::verity::Params>,
-        extra: &[String],
-    ) -> BootEntry {
+    pub fn new(name: &str, version: &str, slot: Slot) -> BootEntry {
         BootEntry {
             title: p6os_layout::esp::title(name, version, slot),
             version: version.into(),
             slot,
-            options: p6os_layout::esp::options(slot, rootfs.layout(), verity, extra),
         }
     }
 
     pub fn render(&self) -> String {
-        p6os_layout::esp::entry_text(&self.title, &self.version, self.slot, &self.options)
+        p6os_layout::esp::entry_text(
+            &self.title,
+            &self.version,
+            self.slot,
+            &p6os_layout::esp::EntryBoot::Uki,
+        )
     }
 }
 
@@ -65,36 +59,9 @@ mod tests {
 
     #[test]
     fn entry_text_is_stable() {
-        let e = BootEntry::new(
-            "tiny",
-            "1.0.0",
-            Slot::A,
-            RootFsFormat::Squashfs,
-            None,
-            &["quiet".into()],
-        );
         assert_eq!(
-            e.render(),
-            "title P6OS tiny 1.0.0 (slot a)\nsort-key p6os\nversion 1.0.0\nlinux /p6os/a/vmlinuz\n\
-             initrd /p6os/a/initrd.img\noptions p6os.slot=a root=PARTLABEL=p6os-root-a rootfstype=squashfs ro console=ttyS0 quiet\n"
+            BootEntry::new("tiny", "1.0.0", Slot::A).render(),
+            "title P6OS tiny 1.0.0 (slot a)\nsort-key p6os\nversion 1.0.0\nefi /p6os/a/p6os.efi\n"
         );
-        let verity = p6os_layout::verity::Params {
-            data_blocks: 7,
-            salt: [1; 32],
-            root_hash: [2; 32],
-        };
-        let e = BootEntry::new(
-            "tiny",
-            "1.0.0",
-            Slot::B,
-            RootFsFormat::Squashfs,
-            Some(&verity),
-            &[],
-        );
-        assert!(e.render().contains(&format!(
-            "console=ttyS0 p6os.verity=7:{}:{}\n",
-            "01".repeat(32),
-            "02".repeat(32)
-        )));
     }
 }

@@ -99,7 +99,12 @@ pub fn build(
         def,
         &prepared.root,
         prepared.identity.clone(),
-        (&prepared.vmlinuz, &prepared.initrd),
+        &image::uki::BootParts {
+            stub: &prepared.stub,
+            vmlinuz: &prepared.vmlinuz,
+            initrd: &prepared.initrd,
+            signer: prepared.signer.as_ref(),
+        },
         prepared.release.clone(),
         &prepared.agent_sha256,
         work.path(),
@@ -125,7 +130,8 @@ pub fn build(
     let path = opts.out_dir.join(format!("{base}.p6b"));
     let tmp = work.path().join("bundle.p6b");
     say(&format!(
-        "bundle: kernel {} KiB, initramfs {} KiB, root filesystem {} MiB, signing with key {}",
+        "bundle: unified kernel image {} KiB (kernel {} KiB, initramfs {} KiB), root filesystem {} MiB, signing with key {}",
+        slot.uki.len() / 1024,
         prepared.vmlinuz.len() / 1024,
         prepared.initrd.len() / 1024,
         rootfs.len() >> 20,
@@ -138,12 +144,8 @@ pub fn build(
         manifest,
         &[
             PayloadInput {
-                kind: PayloadKind::Kernel,
-                data: &prepared.vmlinuz,
-            },
-            PayloadInput {
-                kind: PayloadKind::Initrd,
-                data: &prepared.initrd,
+                kind: PayloadKind::Uki,
+                data: &slot.uki,
             },
             PayloadInput {
                 kind: PayloadKind::Rootfs,

@@ -238,18 +238,50 @@ fn layout_matches_golden_and_inspect_json() {
         "loader.conf",
         mtools(&["mtype", "-i", &esp, "::/loader/loader.conf"])
     );
-    // The root hash changes with every input (the agent's build too): checked against the
-    // manifest, then left out of the golden file.
-    let entry = mtools(&["mtype", "-i", &esp, "::/loader/entries/p6os-1.0.0-a.conf"]);
-    let verity = format!(
-        "p6os.verity={}",
-        manifest["slot_a"]["rootfs"]["verity"].as_str().unwrap()
-    );
-    assert!(entry.contains(&format!(" {verity} ")), "{entry}");
     insta::assert_snapshot!(
         "entry",
-        entry.replace(&verity, "p6os.verity=<blocks>:<salt>:<root hash>")
+        mtools(&["mtype", "-i", &esp, "::/loader/entries/p6os-1.0.0-a.conf"])
     );
+    // The unified kernel image: its command line carries the slot's verity root hash (which
+    // changes with every input, the agent's build too: checked against the manifest), its
+    // os-release the version, and it is signed with the development key.
+    let dir = tempfile::tempdir().unwrap();
+    let uki_path = dir.path().join("p6os.efi");
+    mtools(&[
+        "mcopy",
+        "-i",
+        &esp,
+        "::/p6os/a/p6os.efi",
+        uki_path.to_str().unwrap(),
+    ]);
+    let uki = fs::read(&uki_path).unwrap();
+    let section = |name: &str| {
+        String::from_utf8(
+            p6os_efi::pe::section_data(&uki, name)
+                .unwrap()
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap()
+    };
+    let verity = manifest["slot_a"]["rootfs"]["verity"].as_str().unwrap();
+    assert_eq!(
+        section(".cmdline"),
+        format!("rootfstype=squashfs ro console=ttyS0 p6os.verity={verity} panic=10 quiet")
+    );
+    assert!(section(".osrel").contains("IMAGE_VERSION=1.0.0\n"));
+    assert_eq!(
+        manifest["slot_a"]["uki"]["sha256"].as_str().unwrap(),
+        sha256(&uki_path)
+    );
+    let (dev_keys, _) = p6os_builder::secureboot::dev_keys().unwrap();
+    let v = Command::new("sbverify")
+        .arg("--cert")
+        .arg(dev_keys.join("db.crt"))
+        .arg(&uki_path)
+        .output()
+        .expect("sbverify (package sbsigntool)");
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
 }
 
 #[test]
@@ -503,6 +535,9 @@ fn builds_as_an_ordinary_user() {
     if home_cache.join("blobs").is_dir() {
         copy_tree(&home_cache.join("blobs"), &cache.join("blobs"));
     }
+    // The same development keys (a copy nobody can read), as the builds compared with.
+    let (dev_keys, _) = p6os_builder::secureboot::dev_keys().unwrap();
+    copy_tree(&dev_keys, &root.join("dev-keys"));
     // The checkout may sit in a directory nobody cannot enter (e.g. /root): run a copy.
     let p6os = root.join("p6os");
     fs::copy(P6OS, &p6os).unwrap();
@@ -525,7 +560,8 @@ fn builds_as_an_ordinary_user() {
         .arg(&agent)
         .arg("--cache")
         .arg(&cache)
-        .env("HOME", root));
+        .env("HOME", root)
+        .env("P6OS_DEV_KEYS", root.join("dev-keys")));
     assert!(o.status.success(), "build as nobody failed");
     assert_eq!(
         sha256(&out.join("tiny-1.0.0.img")),
@@ -993,4 +1029,62 @@ fn the_verity_tree_is_veritysetups() {
     fs::write(&ours, &changed).unwrap();
     let o = veritysetup(&verify);
     assert!(!o.status.success(), "verify accepted a changed filesystem");
+}
+
+#[test]
+fn secure_boot_keys_are_checked_and_unsigned_images_carry_no_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    // Keys that are not there, and a value that is neither a mode nor a key directory.
+    let r = recipe_with(dir.path(), |t| {
+        t.replace("boot:\n", "boot:\n  secure_boot: {keys: no-such-keys}\n")
+    });
+    let o = run(Command::new(P6OS).arg("validate").arg("recipe").arg(&r));
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.yaml:17:23: boot.secure_boot.keys: cannot sign with")
+            && err.contains("no-such-keys/db.key")
+            && err.contains("p6os keygen --secure-boot"),
+        "{err}"
+    );
+    let r = recipe_with(dir.path(), |t| {
+        t.replace("boot:\n", "boot:\n  secure_boot: sometimes\n")
+    });
+    let o = run(Command::new(P6OS).arg("validate").arg("recipe").arg(&r));
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("boot.secure_boot"), "{err}");
+    // `unsigned`: the same image, without signatures.
+    let r = recipe_with(dir.path(), |t| {
+        t.replace("boot:\n", "boot:\n  secure_boot: unsigned\n")
+    });
+    let out = dir.path().join("out");
+    let o = run(Command::new(P6OS)
+        .arg("build")
+        .arg(&r)
+        .arg("--out")
+        .arg(&out)
+        .arg("--agent")
+        .arg(agent())
+        .args(["--format", "raw"]));
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("secure boot: unsigned"));
+    let img = out.join("tiny-1.0.0.img");
+    let esp = format!("{}@@{}", img.display(), partition(&img, "p6os-esp").0 * 512);
+    for (file, what) in [
+        ("::/p6os/a/p6os.efi", "uki"),
+        ("::/EFI/BOOT/BOOTX64.EFI", "boot loader"),
+    ] {
+        let copy = dir.path().join(what);
+        let c = Command::new("mcopy")
+            .args(["-i", &esp, file])
+            .arg(&copy)
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .status()
+            .unwrap();
+        assert!(c.success());
+        let bytes = fs::read(&copy).unwrap();
+        let layout = p6os_efi::pe::Layout::parse(&bytes).unwrap();
+        assert!(!layout.is_signed(), "{what} is signed");
+    }
 }

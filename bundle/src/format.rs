@@ -34,6 +34,9 @@ pub enum PayloadKind {
     Kernel,
     Initrd,
     Rootfs,
+    /// A unified kernel image (kernel, initramfs, command line; signed for Secure Boot): in
+    /// place of `kernel` and `initrd`.
+    Uki,
 }
 
 impl PayloadKind {
@@ -42,6 +45,7 @@ impl PayloadKind {
             PayloadKind::Kernel => "kernel",
             PayloadKind::Initrd => "initrd",
             PayloadKind::Rootfs => "rootfs",
+            PayloadKind::Uki => "uki",
         }
     }
 }
@@ -217,14 +221,35 @@ fn check_manifest(m: &Manifest) -> Result<(), BundleError> {
     if m.format != FORMAT {
         return bad(format!("format {} (this reader knows {FORMAT})", m.format));
     }
+    // A root filesystem and what boots it: a unified kernel image, or (older builders) a
+    // kernel and an initramfs; each once.
+    let count = |kind| m.payloads.iter().filter(|p| p.kind == kind).count();
+    let expected: &[PayloadKind] = match count(PayloadKind::Uki) {
+        0 => &[
+            PayloadKind::Kernel,
+            PayloadKind::Initrd,
+            PayloadKind::Rootfs,
+        ],
+        _ => &[PayloadKind::Uki, PayloadKind::Rootfs],
+    };
     for kind in [
         PayloadKind::Kernel,
         PayloadKind::Initrd,
         PayloadKind::Rootfs,
+        PayloadKind::Uki,
     ] {
-        let n = m.payloads.iter().filter(|p| p.kind == kind).count();
-        if n != 1 {
-            return bad(format!("{n} {} payloads (expected one)", kind.as_str()));
+        let n = count(kind);
+        let want = usize::from(expected.contains(&kind));
+        if n != want {
+            return bad(format!(
+                "{n} {} payloads (expected {})",
+                kind.as_str(),
+                if want == 1 {
+                    "one"
+                } else {
+                    "none beside a uki"
+                }
+            ));
         }
     }
     for p in &m.payloads {

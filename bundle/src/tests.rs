@@ -342,3 +342,46 @@ fn verity_parameters_must_describe_the_rootfs_payload_exactly() {
     // No verity: an unprotected slot.
     assert_eq!(manifest().verity().unwrap(), None);
 }
+
+#[test]
+fn a_bundle_boots_its_slot_with_a_uki_or_a_kernel_and_initramfs_never_both() {
+    let (kernel, initrd, rootfs) = payloads();
+    let uki = b"MZ unified kernel image".repeat(100);
+    let write = |kinds: &[(PayloadKind, &[u8])]| {
+        let inputs: Vec<PayloadInput> = kinds
+            .iter()
+            .map(|(kind, data)| PayloadInput { kind: *kind, data })
+            .collect();
+        let mut out = Vec::new();
+        write_bundle(&mut out, manifest(), &inputs, &key(), 1).unwrap();
+        read_header(&mut Cursor::new(&out)).map(|h| h.manifest)
+    };
+    let m = write(&[(PayloadKind::Uki, &uki), (PayloadKind::Rootfs, &rootfs)]).unwrap();
+    assert_eq!(m.payload(PayloadKind::Uki).unwrap().size, uki.len() as u64);
+    assert!(write(&[
+        (PayloadKind::Kernel, &kernel),
+        (PayloadKind::Initrd, &initrd),
+        (PayloadKind::Rootfs, &rootfs)
+    ])
+    .is_ok());
+    for bad in [
+        vec![
+            (PayloadKind::Uki, &uki[..]),
+            (PayloadKind::Kernel, &kernel[..]),
+            (PayloadKind::Rootfs, &rootfs[..]),
+        ],
+        vec![(PayloadKind::Uki, &uki[..])],
+        vec![
+            (PayloadKind::Uki, &uki[..]),
+            (PayloadKind::Uki, &uki[..]),
+            (PayloadKind::Rootfs, &rootfs[..]),
+        ],
+        vec![
+            (PayloadKind::Kernel, &kernel[..]),
+            (PayloadKind::Rootfs, &rootfs[..]),
+        ],
+    ] {
+        let err = write(&bad).unwrap_err();
+        assert!(matches!(err, BundleError::Manifest(_)), "{err}");
+    }
+}

@@ -59,6 +59,11 @@ impl Signer {
         })
     }
 
+    /// The signer's certificate (DER).
+    pub fn certificate(&self) -> &[u8] {
+        &self.certificate
+    }
+
     /// The image with its Authenticode signature appended (padded to 8 bytes first, as the
     /// certificate table must start there; the padding is part of the digest).
     pub fn sign(&self, image: &[u8]) -> Result<Vec<u8>, EfiError> {

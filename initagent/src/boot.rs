@@ -135,7 +135,11 @@ pub fn run(init_args: &[String]) -> Result<Infallible, BootError> {
         path: "/proc/cmdline",
         source,
     })?;
-    let cmdline = Cmdline::parse(&text)?;
+    let modules = read_module_list();
+    for step in plan::plan_devices(&modules) {
+        executor.run(&step)?;
+    }
+    let cmdline = Cmdline::parse(&text, executor.selected_entry.as_deref())?;
     info!(
         "slot {}, rootfstype {}, init {}, rootwait {} s",
         cmdline.slot,
@@ -143,8 +147,7 @@ pub fn run(init_args: &[String]) -> Result<Infallible, BootError> {
         cmdline.init,
         cmdline.rootwait.as_secs()
     );
-    let modules = read_module_list();
-    for step in plan::plan_boot(&cmdline, &modules, init_args) {
+    for step in plan::plan_root(&cmdline, init_args) {
         if let Err(e) = executor.run(&step) {
             executor.note_failure(cmdline.slot, &e);
             return Err(e);

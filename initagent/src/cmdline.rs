@@ -13,7 +13,10 @@ pub use p6os_layout::{RootFs, Slot};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CmdlineError {
-    #[error("missing p6os.slot= on the kernel command line")]
+    #[error(
+        "no p6os.slot= on the kernel command line, and the boot loader named no P6OS entry \
+         (LoaderEntrySelected): the slot is unknown"
+    )]
     MissingSlot,
     #[error("invalid p6os.slot={0:?} on the kernel command line: expected a or b")]
     BadSlot(String),
@@ -132,9 +135,11 @@ pub struct Cmdline {
 }
 
 impl Cmdline {
-    pub fn parse(line: &str) -> Result<Cmdline, CmdlineError> {
+    /// `selected_entry` is the boot loader's `LoaderEntrySelected`: the slot comes from
+    /// `p6os.slot=` or, for unified kernel images (whose command line names no slot), from it.
+    pub fn parse(line: &str, selected_entry: Option<&str>) -> Result<Cmdline, CmdlineError> {
         let params = Params::parse(line);
-        let slot = slot_from_params(&params)?;
+        let slot = slot_from_params(&params, selected_entry)?;
         let rootfstype = match params.last("rootfstype") {
             None => return Err(CmdlineError::MissingRootFs),
             Some(v) => {
@@ -175,18 +180,24 @@ impl Cmdline {
     }
 }
 
-/// Only the slot (service mode needs nothing else).
-pub fn slot_from_cmdline(line: &str) -> Result<Slot, CmdlineError> {
-    slot_from_params(&Params::parse(line))
+/// Only the slot (service mode needs nothing else), as [`Cmdline::parse`] finds it.
+pub fn slot_from_cmdline(line: &str, selected_entry: Option<&str>) -> Result<Slot, CmdlineError> {
+    slot_from_params(&Params::parse(line), selected_entry)
 }
 
-fn slot_from_params(params: &Params) -> Result<Slot, CmdlineError> {
+/// `p6os.slot=` when given, else the slot of the P6OS entry the loader started. Under Secure
+/// Boot the entry's name is not signed: naming the other slot there only maps that slot's
+/// partition under this image's verity root hash, which then fails to read.
+fn slot_from_params(params: &Params, selected_entry: Option<&str>) -> Result<Slot, CmdlineError> {
     match params.last("p6os.slot") {
-        None => Err(CmdlineError::MissingSlot),
         Some(v) => {
             let v = v.unwrap_or("");
             Slot::parse(v).ok_or_else(|| CmdlineError::BadSlot(v.to_string()))
         }
+        None => selected_entry
+            .and_then(p6os_layout::EntryName::parse)
+            .map(|e| e.slot)
+            .ok_or(CmdlineError::MissingSlot),
     }
 }
 
@@ -207,7 +218,7 @@ mod tests {
 
     #[test]
     fn typical_line() {
-        let c = Cmdline::parse(TYPICAL).unwrap();
+        let c = Cmdline::parse(TYPICAL, None).unwrap();
         assert_eq!(
             c,
             Cmdline {
@@ -224,14 +235,14 @@ mod tests {
     #[test]
     fn verity_parameters_are_read_and_a_bad_value_fails_the_boot() {
         let value = format!("12:{}:{}", "ab".repeat(32), "cd".repeat(32));
-        let c = Cmdline::parse(&format!("{TYPICAL} p6os.verity={value}")).unwrap();
+        let c = Cmdline::parse(&format!("{TYPICAL} p6os.verity={value}"), None).unwrap();
         let v = c.verity.unwrap();
         assert_eq!(v.data_blocks, 12);
         assert_eq!(v.root_hash, [0xcd; 32]);
         for bad in ["p6os.verity", "p6os.verity=", "p6os.verity=12:ab:cd"] {
             assert!(
                 matches!(
-                    Cmdline::parse(&format!("{TYPICAL} {bad}")),
+                    Cmdline::parse(&format!("{TYPICAL} {bad}"), None),
                     Err(CmdlineError::BadVerity(_))
                 ),
                 "{bad}"
@@ -243,6 +254,7 @@ mod tests {
     fn slot_b_erofs_with_options() {
         let c = Cmdline::parse(
             "p6os.slot=b rootfstype=erofs p6os.init=/usr/lib/p6os/p6os-agent p6os.rootwait=5",
+            None,
         )
         .unwrap();
         assert_eq!(c.slot, Slot::B);
@@ -255,10 +267,43 @@ mod tests {
     #[test]
     fn missing_slot() {
         assert_eq!(
-            Cmdline::parse("rootfstype=erofs"),
+            Cmdline::parse("rootfstype=erofs", None),
             Err(CmdlineError::MissingSlot)
         );
-        assert_eq!(slot_from_cmdline(""), Err(CmdlineError::MissingSlot));
+        assert_eq!(slot_from_cmdline("", None), Err(CmdlineError::MissingSlot));
+    }
+
+    #[test]
+    fn without_p6os_slot_the_loaders_entry_names_the_slot() {
+        let uki = "rootfstype=squashfs ro console=ttyS0";
+        for (entry, slot) in [
+            ("p6os-2.0.0-b+2-1.conf", Slot::B),
+            ("p6os-1.0.0-a.conf", Slot::A),
+        ] {
+            assert_eq!(Cmdline::parse(uki, Some(entry)).unwrap().slot, slot);
+            assert_eq!(slot_from_cmdline(uki, Some(entry)), Ok(slot));
+        }
+        for entry in [
+            None,
+            Some("auto-windows"),
+            Some("p6os-1.0.0-c.conf"),
+            Some(""),
+        ] {
+            assert_eq!(
+                Cmdline::parse(uki, entry),
+                Err(CmdlineError::MissingSlot),
+                "{entry:?}"
+            );
+        }
+        // An explicit p6os.slot= wins; a bad one is an error whatever the entry says.
+        let line = format!("{uki} p6os.slot=a");
+        assert_eq!(
+            Cmdline::parse(&line, Some("p6os-1.0.0-b.conf"))
+                .unwrap()
+                .slot,
+            Slot::A
+        );
+        assert!(Cmdline::parse(&format!("{uki} p6os.slot=x"), Some("p6os-1.0.0-b.conf")).is_err());
     }
 
     #[test]
@@ -271,7 +316,7 @@ mod tests {
             ("p6os.slot=ab rootfstype=erofs", "ab"),
         ] {
             assert_eq!(
-                Cmdline::parse(line),
+                Cmdline::parse(line, None),
                 Err(CmdlineError::BadSlot(value.into())),
                 "{line}"
             );
@@ -281,11 +326,11 @@ mod tests {
     #[test]
     fn rootfstype_missing_or_unsupported() {
         assert_eq!(
-            Cmdline::parse("p6os.slot=a"),
+            Cmdline::parse("p6os.slot=a", None),
             Err(CmdlineError::MissingRootFs)
         );
         assert_eq!(
-            Cmdline::parse("p6os.slot=a rootfstype=ext4"),
+            Cmdline::parse("p6os.slot=a rootfstype=ext4", None),
             Err(CmdlineError::BadRootFs("ext4".into()))
         );
     }
@@ -293,23 +338,23 @@ mod tests {
     #[test]
     fn bad_rootwait_and_init() {
         assert_eq!(
-            Cmdline::parse("p6os.slot=a rootfstype=erofs p6os.rootwait=-1"),
+            Cmdline::parse("p6os.slot=a rootfstype=erofs p6os.rootwait=-1", None),
             Err(CmdlineError::BadRootwait("-1".into()))
         );
         assert_eq!(
-            Cmdline::parse("p6os.slot=a rootfstype=erofs p6os.rootwait=2.5"),
+            Cmdline::parse("p6os.slot=a rootfstype=erofs p6os.rootwait=2.5", None),
             Err(CmdlineError::BadRootwait("2.5".into()))
         );
         assert_eq!(
-            Cmdline::parse("p6os.slot=a rootfstype=erofs p6os.init=sbin/init"),
+            Cmdline::parse("p6os.slot=a rootfstype=erofs p6os.init=sbin/init", None),
             Err(CmdlineError::BadInit("sbin/init".into()))
         );
         assert_eq!(
-            Cmdline::parse("p6os.slot=a rootfstype=erofs p6os.init"),
+            Cmdline::parse("p6os.slot=a rootfstype=erofs p6os.init", None),
             Err(CmdlineError::BadInit("".into()))
         );
         assert_eq!(
-            Cmdline::parse("p6os.slot=a rootfstype=erofs p6os.init=/"),
+            Cmdline::parse("p6os.slot=a rootfstype=erofs p6os.init=/", None),
             Err(CmdlineError::BadInit("/".into()))
         );
     }
@@ -318,15 +363,19 @@ mod tests {
     fn duplicates_last_wins() {
         let c = Cmdline::parse(
             "p6os.slot=a rootfstype=squashfs p6os.slot=b rootfstype=erofs p6os.rootwait=1 p6os.rootwait=0",
+            None,
         )
         .unwrap();
         assert_eq!(c.slot, Slot::B);
         assert_eq!(c.rootfstype, RootFs::Erofs);
         assert_eq!(c.rootwait, Duration::ZERO);
         // A bad earlier value is overridden by a good later one, and vice versa.
-        assert_eq!(slot_from_cmdline("p6os.slot=x p6os.slot=a"), Ok(Slot::A));
         assert_eq!(
-            slot_from_cmdline("p6os.slot=a p6os.slot=x"),
+            slot_from_cmdline("p6os.slot=x p6os.slot=a", None),
+            Ok(Slot::A)
+        );
+        assert_eq!(
+            slot_from_cmdline("p6os.slot=a p6os.slot=x", None),
             Err(CmdlineError::BadSlot("x".into()))
         );
     }
@@ -337,8 +386,11 @@ mod tests {
             pairs(r#"a="b c" "d=e f" g=h"#),
             vec![p("a", Some("b c")), p("d", Some("e f")), p("g", Some("h"))]
         );
-        let c = Cmdline::parse(r#"p6os.slot="b" rootfstype="erofs" p6os.init="/sbin/my init""#)
-            .unwrap();
+        let c = Cmdline::parse(
+            r#"p6os.slot="b" rootfstype="erofs" p6os.init="/sbin/my init""#,
+            None,
+        )
+        .unwrap();
         assert_eq!(c.slot, Slot::B);
         assert_eq!(c.init, "/sbin/my init");
         // A quoted flag without a value.
@@ -361,7 +413,7 @@ mod tests {
             "\t\n",
         ] {
             let _ = Params::parse(line);
-            let _ = Cmdline::parse(line);
+            let _ = Cmdline::parse(line, None);
         }
         assert_eq!(pairs("a=\"\""), vec![p("a", Some(""))]);
         assert_eq!(pairs("a=\""), vec![p("a", Some(""))]);
@@ -378,13 +430,16 @@ mod tests {
 
     #[test]
     fn stops_at_double_dash() {
-        assert_eq!(slot_from_cmdline("p6os.slot=a -- p6os.slot=b"), Ok(Slot::A));
+        assert_eq!(
+            slot_from_cmdline("p6os.slot=a -- p6os.slot=b", None),
+            Ok(Slot::A)
+        );
         assert_eq!(pairs("x -- y"), vec![p("x", None)]);
     }
 
     #[test]
     fn whitespace_variants() {
-        let c = Cmdline::parse("  p6os.slot=b\trootfstype=squashfs  \n").unwrap();
+        let c = Cmdline::parse("  p6os.slot=b\trootfstype=squashfs  \n", None).unwrap();
         assert_eq!(c.slot, Slot::B);
     }
 }

@@ -51,6 +51,15 @@ pub fn read_entry() -> Lookup {
 }
 
 /// Both variables the initramfs stage uses.
+/// `LoaderEntrySelected`, when it is set and readable (efivarfs mounted: by the initramfs, or
+/// by systemd).
+pub fn selected_entry() -> Option<String> {
+    match read_entry() {
+        Lookup::Found(entry) => Some(entry),
+        _ => None,
+    }
+}
+
 pub fn read_all() -> LoaderVariables {
     LoaderVariables {
         entry: read_entry(),

@@ -302,7 +302,14 @@ pub fn plan_early() -> Vec<Step> {
 /// The rest of the initramfs stage: from loading modules to exec'ing the slot's init.
 /// `init_args` are the arguments the kernel gave `/init`; they are passed on.
 pub fn plan_boot(cmdline: &Cmdline, modules: &[String], init_args: &[String]) -> Vec<Step> {
-    let root_label = cmdline.slot.partlabel().to_string();
+    let mut steps = plan_devices(modules);
+    steps.extend(plan_root(cmdline, init_args));
+    steps
+}
+
+/// The modules, then the boot loader's variables (which entry started: the slot of a unified
+/// kernel image). Before the command line is read.
+pub fn plan_devices(modules: &[String]) -> Vec<Step> {
     let mut steps = Vec::new();
     if !modules.is_empty() {
         steps.push(Step::LoadModules {
@@ -311,6 +318,13 @@ pub fn plan_boot(cmdline: &Cmdline, modules: &[String], init_args: &[String]) ->
     }
     // After the modules: efivarfs may be one.
     steps.push(Step::ReadLoaderVariables);
+    steps
+}
+
+/// From finding the slot's partitions to exec'ing its init.
+pub fn plan_root(cmdline: &Cmdline, init_args: &[String]) -> Vec<Step> {
+    let root_label = cmdline.slot.partlabel().to_string();
+    let mut steps = Vec::new();
     steps.push(Step::WaitForPartitions {
         labels: vec![
             root_label.clone(),

@@ -127,7 +127,10 @@ pub fn run() -> i32 {
 fn read_slot() -> String {
     let slot = fs::read_to_string("/proc/cmdline")
         .map_err(|e| format!("cannot read /proc/cmdline: {e}"))
-        .and_then(|text| cmdline::slot_from_cmdline(&text).map_err(|e| e.to_string()));
+        .and_then(|text| {
+            cmdline::slot_from_cmdline(&text, crate::loader::selected_entry().as_deref())
+                .map_err(|e| e.to_string())
+        });
     match slot {
         Ok(slot) => slot.as_str().to_string(),
         Err(e) => {

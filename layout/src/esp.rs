@@ -5,7 +5,8 @@
 //! /EFI/BOOT/BOOTX64.EFI                              systemd-boot
 //! /loader/loader.conf                                timeout 0, editor no, default p6os-*
 //! /loader/entries/p6os-<ver>-<slot>[+L[-D]].conf     Boot Loader Specification type #1
-//! /p6os/<slot>/vmlinuz, initrd.img, manifest.json    per slot
+//! /p6os/<slot>/p6os.efi, manifest.json               per slot: a unified kernel image
+//! /p6os/<slot>/vmlinuz, initrd.img, manifest.json    per slot, from bundles of older builders
 //! /p6os/unattended.yaml                              optional site configuration
 //! ```
 //! Paths are absolute and `/`-separated; callers join them to a mount point or hand them to the
@@ -22,6 +23,9 @@ pub const ENTRIES_DIR: &str = "/loader/entries";
 pub const UNATTENDED: &str = "/p6os/unattended.yaml";
 /// File names of a slot's directory, in the order upgrades write them (the manifest last).
 pub const KERNEL_FILE: &str = "vmlinuz";
+/// The unified kernel image (kernel, initramfs, command line, os-release; signed for Secure
+/// Boot), started by the entry's `efi` line.
+pub const UKI_FILE: &str = "p6os.efi";
 pub const INITRD_FILE: &str = "initrd.img";
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// Suffix of the temporary names ESP files are written under (then fsync, rename).
@@ -67,8 +71,36 @@ pub fn loader_conf() -> String {
     "timeout 0\neditor no\ndefault p6os-*\nauto-entries no\nauto-firmware no\n".to_string()
 }
 
-/// The kernel command line of a slot: the agent finds everything from it (a protected slot's
-/// verity parameters too).
+/// The command line inside a slot's unified kernel image. It names no slot (the same signed
+/// image goes into either): the agent takes the slot from the entry the loader started
+/// (`LoaderEntrySelected`) and finds the rest here, the verity parameters of a protected
+/// slot included. Under Secure Boot the stub ignores every other command line.
+pub fn uki_cmdline(
+    rootfs: RootFs,
+    verity: Option<&crate::verity::Params>,
+    extra: &[String],
+) -> String {
+    let mut options = vec![
+        format!("rootfstype={rootfs}"),
+        "ro".to_string(),
+        CONSOLE.to_string(),
+    ];
+    options.extend(verity.map(|v| v.cmdline()));
+    options.extend(extra.iter().cloned());
+    options.join(" ")
+}
+
+/// How an entry starts its slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryBoot {
+    /// `efi /p6os/<slot>/p6os.efi`: the unified kernel image, its own command line.
+    Uki,
+    /// `linux`, `initrd` and `options` (bundles of builders before unified kernel images).
+    Split { options: Vec<String> },
+}
+
+/// The kernel command line of a slot started as [`EntryBoot::Split`]: the agent finds
+/// everything from it (a protected slot's verity parameters too).
 pub fn options(
     slot: Slot,
     rootfs: RootFs,
@@ -95,13 +127,17 @@ pub fn title(name: &str, version: &str, slot: Slot) -> String {
 /// A Boot Loader Specification entry: the text the builder writes for a fresh image and the
 /// agent writes for an upgraded slot. `sort_version` orders entries (highest boots first;
 /// `sort-key p6os` on all).
-pub fn entry_text(title: &str, sort_version: &str, slot: Slot, options: &[String]) -> String {
-    format!(
-        "title {title}\nsort-key p6os\nversion {sort_version}\nlinux {}\ninitrd {}\noptions {}\n",
-        slot_file(slot, KERNEL_FILE),
-        slot_file(slot, INITRD_FILE),
-        options.join(" "),
-    )
+pub fn entry_text(title: &str, sort_version: &str, slot: Slot, boot: &EntryBoot) -> String {
+    let head = format!("title {title}\nsort-key p6os\nversion {sort_version}\n");
+    match boot {
+        EntryBoot::Uki => format!("{head}efi {}\n", slot_file(slot, UKI_FILE)),
+        EntryBoot::Split { options } => format!(
+            "{head}linux {}\ninitrd {}\noptions {}\n",
+            slot_file(slot, KERNEL_FILE),
+            slot_file(slot, INITRD_FILE),
+            options.join(" "),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -114,7 +150,9 @@ mod tests {
             &title("tiny", "1.0.0", Slot::A),
             "1.0.0",
             Slot::A,
-            &options(Slot::A, RootFs::Squashfs, None, &["quiet".into()]),
+            &EntryBoot::Split {
+                options: options(Slot::A, RootFs::Squashfs, None, &["quiet".into()]),
+            },
         );
         assert_eq!(
             text,
@@ -123,6 +161,19 @@ mod tests {
              rootfstype=squashfs ro console=ttyS0 quiet\n"
         );
         assert_eq!(slot_dir(Slot::B), "/p6os/b");
+        assert_eq!(
+            entry_text(
+                &title("tiny", "2.0.0", Slot::B),
+                "7",
+                Slot::B,
+                &EntryBoot::Uki
+            ),
+            "title P6OS tiny 2.0.0 (slot b)\nsort-key p6os\nversion 7\nefi /p6os/b/p6os.efi\n"
+        );
+        assert_eq!(
+            uki_cmdline(RootFs::Erofs, None, &["quiet".into()]),
+            "rootfstype=erofs ro console=ttyS0 quiet"
+        );
         assert_eq!(entry_path("p6os-1-a.conf"), "/loader/entries/p6os-1-a.conf");
     }
 

@@ -30,8 +30,13 @@ pub struct SlotManifest {
     #[serde(flatten)]
     pub identity: SlotIdentity,
     pub rootfs: Payload,
+    /// The kernel and initramfs (inside the unified kernel image when there is one).
     pub kernel: Payload,
     pub initrd: Payload,
+    /// The unified kernel image on the ESP (`p6os.efi`), signed when the image is. Absent in
+    /// manifests of builders before unified kernel images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uki: Option<Payload>,
     pub kernel_release: String,
     pub agent_sha256: String,
 }
@@ -150,6 +155,7 @@ mod tests {
             rootfs: p("squashfs"),
             kernel: p("vmlinuz"),
             initrd: p("initrd.img"),
+            uki: Some(p("p6os.efi")),
             kernel_release: "6.1.0".into(),
             agent_sha256: "cd".into(),
         };

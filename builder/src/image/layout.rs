@@ -43,24 +43,15 @@ pub(super) fn disk(digest: &str, p: &Partitions) -> Gpt {
     )
 }
 
-/// The ESP of a fresh image: systemd-boot, its configuration, slot A's entry, kernel,
-/// initramfs and manifest.
+/// The ESP of a fresh image: systemd-boot, its configuration, slot A's entry, unified kernel
+/// image and manifest.
 pub(super) fn esp_files(
     def: &RecipeFile,
     efi: Vec<u8>,
-    vmlinuz: Vec<u8>,
-    initrd: Vec<u8>,
+    uki: Vec<u8>,
     slot_json: Vec<u8>,
-    verity: Option<&p6os_layout::verity::Params>,
 ) -> Vec<FatFile> {
-    let entry = BootEntry::new(
-        &def.name,
-        &def.version,
-        Slot::A,
-        def.rootfs,
-        verity,
-        &def.boot.kernel_args,
-    );
+    let entry = BootEntry::new(&def.name, &def.version, Slot::A);
     let entry_name = EntryName::new(&def.version, Slot::A, Counter::Blessed);
     vec![
         FatFile {
@@ -76,12 +67,8 @@ pub(super) fn esp_files(
             data: entry.render().into_bytes(),
         },
         FatFile {
-            path: esp::slot_file(Slot::A, esp::KERNEL_FILE),
-            data: vmlinuz,
-        },
-        FatFile {
-            path: esp::slot_file(Slot::A, esp::INITRD_FILE),
-            data: initrd,
+            path: esp::slot_file(Slot::A, esp::UKI_FILE),
+            data: uki,
         },
         FatFile {
             path: esp::slot_file(Slot::A, esp::MANIFEST_FILE),

@@ -25,12 +25,14 @@ use crate::recipe::Recipe;
 use crate::rootfs;
 use crate::statefs;
 use crate::tree::{Kind, Tree};
+use p6os_layout::esp;
 
 mod boot;
 mod layers;
 mod layout;
 mod root;
 mod slot;
+pub mod uki;
 mod write;
 
 use slot::{copy_sparse, remove_stale_work_dirs};
@@ -73,8 +75,18 @@ pub enum BuildError {
     },
     #[error("kernel layer: {0}")]
     Kernel(#[from] kmod::KmodError),
-    #[error("boot loader layer has no {BOOTLOADER_EFI}\n  hint: the layer should install Debian's systemd-boot-efi")]
-    NoBootloader,
+    #[error(
+        "boot loader layer has no {0}\n  hint: the layer should install Debian's systemd-boot-efi"
+    )]
+    NoBootloader(&'static str),
+    #[error("{what}: {source}")]
+    Efi {
+        what: String,
+        #[source]
+        source: p6os_efi::EfiError,
+    },
+    #[error("secure boot keys: {0}")]
+    Keys(#[from] crate::secureboot::KeyError),
     #[error("root filesystem: {0}")]
     RootFs(#[from] rootfs::RootFsError),
     #[error(
@@ -152,6 +164,7 @@ fn recipe_digest(
     layers: &[LayerRecord],
     bootloader: &LayerRecord,
     agent_sha256: &str,
+    signing_certificate: Option<String>,
 ) -> String {
     #[derive(Serialize)]
     struct Inputs<'a> {
@@ -163,6 +176,9 @@ fn recipe_digest(
         trusted_keys: Vec<String>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         config_keys: Vec<String>,
+        /// sha256 of the Secure Boot db certificate whose key signs the EFI binaries.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signing_certificate: Option<String>,
     }
     let json = serde_json::to_vec(&Inputs {
         recipe: &recipe.def,
@@ -182,6 +198,7 @@ fn recipe_digest(
             .iter()
             .map(|k| k.to_file())
             .collect(),
+        signing_certificate,
     })
     .expect("serializable");
     sha256_bytes(&json)
@@ -219,7 +236,12 @@ pub struct Prepared {
     pub boot_record: LayerRecord,
     /// The merged root filesystem of slot A.
     pub root: Tree,
+    /// systemd-boot, signed when the image is.
     pub efi: Vec<u8>,
+    /// systemd-stub, for the slot's unified kernel image.
+    pub stub: Vec<u8>,
+    /// What signs the unified kernel images (none: `secure_boot: unsigned`).
+    pub signer: Option<p6os_efi::authenticode::Signer>,
     pub vmlinuz: Vec<u8>,
     pub initrd: Vec<u8>,
     pub release: String,
@@ -243,11 +265,22 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
         boot,
         new_lock,
     } = layers::resolve(recipe, opts)?;
-    let efi = file_data(&boot.tree, BOOTLOADER_EFI).ok_or(BuildError::NoBootloader)?;
+    let efi =
+        file_data(&boot.tree, BOOTLOADER_EFI).ok_or(BuildError::NoBootloader(BOOTLOADER_EFI))?;
+    let stub =
+        file_data(&boot.tree, uki::STUB_EFI).ok_or(BuildError::NoBootloader(uki::STUB_EFI))?;
+    let signer = uki::signer(&recipe.signing, &say)?;
+    let efi = uki::sign(signer.as_ref(), esp::BOOTLOADER, efi)?;
 
     let records: Vec<LayerRecord> = loaded.iter().map(layers::record).collect();
     let boot_record = layers::record(&boot);
-    let digest = recipe_digest(recipe, &records, &boot_record, &agent_sha256);
+    let digest = recipe_digest(
+        recipe,
+        &records,
+        &boot_record,
+        &agent_sha256,
+        signer.as_ref().map(|s| sha256_bytes(s.certificate())),
+    );
     let identity = SlotIdentity {
         name: def.name.clone(),
         version: def.version.clone(),
@@ -271,6 +304,8 @@ pub fn prepare(recipe: &Recipe, opts: &BuildOptions) -> Result<Prepared, BuildEr
         boot_record,
         root,
         efi,
+        stub,
+        signer,
         vmlinuz,
         initrd,
         release,

@@ -61,20 +61,22 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// A slot's root filesystem (in the work directory) and the manifest describing it.
+/// A slot's root filesystem (in the work directory), its unified kernel image and the manifest
+/// describing both.
 pub struct SlotFiles {
     pub rootfs_path: PathBuf,
+    pub uki: Vec<u8>,
     pub manifest: SlotManifest,
 }
 
-/// Makes a slot's root filesystem from the merged tree and checks it fits the slot: shared by
-/// images (slot A) and update bundles.
+/// Makes a slot's root filesystem from the merged tree (checked to fit the slot, with its
+/// verity tree) and its unified kernel image: shared by images (slot A) and update bundles.
 #[allow(clippy::too_many_arguments)]
 pub fn make_slot(
     def: &crate::recipe::RecipeFile,
     root: &Tree,
     identity: SlotIdentity,
-    (vmlinuz, initrd): (&[u8], &[u8]),
+    boot: &super::uki::BootParts,
     kernel_release: String,
     agent_sha256: &str,
     work: &Path,
@@ -117,6 +119,7 @@ pub fn make_slot(
         });
     }
     let rootfs_sha256 = fetch::sha256_file(&rootfs_path).map_err(io_at(&rootfs_path))?;
+    let uki = super::uki::make(def, boot, verity.as_ref())?;
     let manifest = SlotManifest {
         identity,
         rootfs: Payload {
@@ -125,13 +128,15 @@ pub fn make_slot(
             sha256: rootfs_sha256,
             verity,
         },
-        kernel: payload("vmlinuz", vmlinuz),
-        initrd: payload("initrd.img", initrd),
+        kernel: payload("vmlinuz", boot.vmlinuz),
+        initrd: payload("initrd.img", boot.initrd),
+        uki: Some(payload(p6os_layout::esp::UKI_FILE, &uki)),
         kernel_release,
         agent_sha256: agent_sha256.to_string(),
     };
     Ok(SlotFiles {
         rootfs_path,
+        uki,
         manifest,
     })
 }

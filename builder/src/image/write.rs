@@ -30,6 +30,8 @@ pub(super) fn write(
         boot_record,
         root,
         efi,
+        stub,
+        signer,
         vmlinuz,
         initrd,
         release,
@@ -51,26 +53,25 @@ pub(super) fn write(
 
     let SlotFiles {
         rootfs_path,
+        uki,
         manifest: slot_manifest,
     } = make_slot(
         def,
         &root,
         identity,
-        (&vmlinuz, &initrd),
+        &super::uki::BootParts {
+            stub: &stub,
+            vmlinuz: &vmlinuz,
+            initrd: &initrd,
+            signer: signer.as_ref(),
+        },
         release,
         &agent_sha256,
         work.path(),
         &say,
     )?;
     let slot_json = serde_json::to_vec_pretty(&slot_manifest).expect("serializable");
-    let esp_files = super::layout::esp_files(
-        def,
-        efi,
-        vmlinuz,
-        initrd,
-        slot_json,
-        slot_manifest.rootfs.verity.as_ref(),
-    );
+    let esp_files = super::layout::esp_files(def, efi, uki, slot_json);
 
     // Write the image: sparse file, GPT, ESP, slot A, state.
     say(&format!(

@@ -150,6 +150,49 @@ pub struct BootOptions {
     /// On by default.
     #[serde(default = "default_verity")]
     pub verity: bool,
+    /// Who signs the boot loader and the unified kernel images for UEFI Secure Boot:
+    /// `development` (the default: development keys made on first use, outside the
+    /// repository, with a warning), `{keys: DIR}` (a directory from `p6os keygen
+    /// --secure-boot`, relative to the recipe), or `unsigned`.
+    #[serde(default)]
+    pub secure_boot: SecureBoot,
+}
+
+/// The recipe's `boot.secure_boot`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SecureBoot {
+    Mode(SigningMode),
+    Keys {
+        /// A directory from `p6os keygen --secure-boot` (`db.key`, `db.crt`), relative to the
+        /// recipe.
+        keys: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SigningMode {
+    /// Development keys made on first use (`$P6OS_DEV_KEYS`, else
+    /// `~/.local/share/p6os/dev-keys/secure-boot`): for machines enrolled for development only.
+    Development,
+    /// No signatures: boots only with Secure Boot off.
+    Unsigned,
+}
+
+impl Default for SecureBoot {
+    fn default() -> Self {
+        SecureBoot::Mode(SigningMode::Development)
+    }
+}
+
+/// The checked `boot.secure_boot`: what signs this recipe's EFI binaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signing {
+    Development,
+    Unsigned,
+    /// A key directory (checked: `db.key` and `db.crt` load and belong together).
+    Keys(PathBuf),
 }
 
 fn default_verity() -> bool {
@@ -171,6 +214,7 @@ impl Default for BootOptions {
             kernel_args: Vec::new(),
             initramfs: ModuleClasses::new(),
             verity: default_verity(),
+            secure_boot: SecureBoot::default(),
         }
     }
 }
@@ -342,6 +386,7 @@ pub struct Recipe {
     /// The checked default unattended.yaml, if the recipe names one.
     pub unattended: Option<Vec<u8>>,
     pub upgrades: upgrades::CheckedUpgrades,
+    pub signing: Signing,
 }
 
 impl Recipe {
@@ -550,6 +595,21 @@ pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
         }
     }
     let upgrades = upgrades::check(path, &tree, dir, &def.upgrades, &def.version, &mut diags);
+    let signing = match &def.boot.secure_boot {
+        SecureBoot::Mode(SigningMode::Development) => Signing::Development,
+        SecureBoot::Mode(SigningMode::Unsigned) => Signing::Unsigned,
+        SecureBoot::Keys { keys } => {
+            let keys = dir.join(keys);
+            if let Err(e) = crate::secureboot::load_signer(&keys) {
+                diags.push(at(
+                    &[key("boot"), key("secure_boot"), key("keys")],
+                    format!("cannot sign with `{}`: {e}", keys.display()),
+                    Some("make keys with `p6os keygen --secure-boot --out DIR`; paths are relative to the recipe".into()),
+                ));
+            }
+            Signing::Keys(keys)
+        }
+    };
     for (i, image) in def.images.iter().enumerate() {
         let field = |k: &str| [key("images"), Seg::Index(i), key(k)];
         if !dir.join(&image.file).is_file() {
@@ -575,6 +635,7 @@ pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
             bootloader,
             unattended,
             upgrades,
+            signing,
         }),
         _ => {
             diags.sort();

@@ -84,26 +84,27 @@ pub fn install<R: Read>(
     progress: &mut dyn FnMut(PayloadKind, u64, u64),
 ) -> Result<(), InstallError> {
     let m = &header.manifest;
-    let mut kernel = Vec::new();
-    let mut initrd = Vec::new();
+    // What goes on the ESP, held until every payload has matched its signed size and hash.
+    let mut esp_files: Vec<(&str, Vec<u8>)> = Vec::new();
     for p in &m.payloads {
         let total = p.size;
         let kind = p.kind;
-        match kind {
-            PayloadKind::Kernel => {
-                format::copy_payload(r, p, &mut kernel, |n| progress(kind, n, total))?
-            }
-            PayloadKind::Initrd => {
-                format::copy_payload(r, p, &mut initrd, |n| progress(kind, n, total))?
-            }
+        let esp_name = match kind {
+            PayloadKind::Kernel => esp::KERNEL_FILE,
+            PayloadKind::Initrd => esp::INITRD_FILE,
+            PayloadKind::Uki => esp::UKI_FILE,
             PayloadKind::Rootfs => {
-                write_rootfs(r, p, target.device, &mut |n| progress(kind, n, total))?
+                write_rootfs(r, p, target.device, &mut |n| progress(kind, n, total))?;
+                continue;
             }
-        }
+        };
+        let mut data = Vec::new();
+        format::copy_payload(r, p, &mut data, |n| progress(kind, n, total))?;
+        esp_files.push((esp_name, data));
     }
-    // Every payload matched its signed size and hash: now the ESP. The slot's old files go
-    // first (its entry is already gone, so nothing refers to them): a small ESP holds both
-    // slots' kernels plus one being written, not a third copy or a cut upgrade's leftovers.
+    // Now the ESP. The slot's old files go first (its entry is already gone, so nothing
+    // refers to them): a small ESP holds both slots' kernels plus one being written, not a
+    // third copy or a cut upgrade's leftovers. The manifest is written last.
     let dir = target
         .esp
         .join(esp::slot_dir(target.slot).trim_start_matches('/'));
@@ -111,11 +112,8 @@ pub fn install<R: Read>(
     info!("upgrade: esp: removing slot {}'s old files", target.slot);
     clear_dir(&dir)?;
     let slot_manifest = serde_json::to_vec_pretty(&m.slot_manifest).unwrap_or_default();
-    for (name, data) in [
-        (esp::KERNEL_FILE, &kernel),
-        (esp::INITRD_FILE, &initrd),
-        (esp::MANIFEST_FILE, &slot_manifest),
-    ] {
+    esp_files.push((esp::MANIFEST_FILE, slot_manifest));
+    for (name, data) in &esp_files {
         info!(
             "upgrade: esp: writing {}",
             esp::slot_file(target.slot, name)

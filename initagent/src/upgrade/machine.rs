@@ -75,8 +75,8 @@ impl Machine {
     fn open_with(access: Access) -> Result<Machine, MachineError> {
         let text = fs::read_to_string("/proc/cmdline")
             .map_err(io_err("cannot read", Path::new("/proc/cmdline")))?;
-        let booted =
-            cmdline::slot_from_cmdline(&text).map_err(|e| MachineError::Context(e.to_string()))?;
+        let booted = cmdline::slot_from_cmdline(&text, crate::loader::selected_entry().as_deref())
+            .map_err(|e| MachineError::Context(e.to_string()))?;
         let identity = fs::read_to_string(MANIFEST_PATH)
             .map_err(|e| e.to_string())
             .and_then(|t| Manifest::parse(&t).map_err(|e| e.to_string()))
@@ -283,9 +283,18 @@ pub fn trusted_keys() -> Vec<PublicKey> {
 /// Entry text needs what the bundle knows; other actions do not.
 pub struct EntryText<'a> {
     pub name: &'a str,
-    pub rootfs_type: p6os_layout::RootFs,
-    pub verity: Option<p6os_layout::verity::Params>,
-    pub kernel_args: &'a [String],
+    /// A unified kernel image (its own command line), or a kernel and initramfs with these.
+    pub boot: EntryFiles<'a>,
+}
+
+/// What the new slot's entry starts.
+pub enum EntryFiles<'a> {
+    Uki,
+    Split {
+        rootfs_type: p6os_layout::RootFs,
+        verity: Option<p6os_layout::verity::Params>,
+        kernel_args: &'a [String],
+    },
 }
 
 pub enum AfterActions {
@@ -320,7 +329,21 @@ pub fn execute(
                     &esp::title(t.name, &e.image_version, e.slot),
                     &e.sort_version.to_string(),
                     e.slot,
-                    &esp::options(e.slot, t.rootfs_type, t.verity.as_ref(), t.kernel_args),
+                    &match &t.boot {
+                        EntryFiles::Uki => esp::EntryBoot::Uki,
+                        EntryFiles::Split {
+                            rootfs_type,
+                            verity,
+                            kernel_args,
+                        } => esp::EntryBoot::Split {
+                            options: esp::options(
+                                e.slot,
+                                *rootfs_type,
+                                verity.as_ref(),
+                                kernel_args,
+                            ),
+                        },
+                    },
                 );
                 replace(&dir.join(&e.file_name), body.as_bytes())?;
                 sync(&dir)?;

@@ -25,7 +25,7 @@ use crate::cmdline::Slot;
 use crate::log::error_chain;
 use crate::plan::STATE_PARTLABEL;
 use crate::slots::{self, Counter, Outcome, UpgradeRequest};
-use machine::{AfterActions, EntryText, Machine};
+use machine::{AfterActions, EntryFiles, EntryText, Machine};
 
 const READ_BUFFER: usize = 4 << 20;
 
@@ -211,10 +211,15 @@ pub fn install_from(
     }
     let text = EntryText {
         name: &m.name,
-        rootfs_type: m.rootfs_type,
-        // Checked when the header was read.
-        verity: m.verity().ok().flatten(),
-        kernel_args: &m.kernel_args,
+        boot: match m.payload(PayloadKind::Uki) {
+            Some(_) => EntryFiles::Uki,
+            None => EntryFiles::Split {
+                rootfs_type: m.rootfs_type,
+                // Checked when the header was read.
+                verity: m.verity().ok().flatten(),
+                kernel_args: &m.kernel_args,
+            },
+        },
     };
     let after = machine::execute(&machine.esp, &plan.after_write(), Some(&text))
         .map_err(|e| Failure::Failed(error_chain(&e)))?;

@@ -84,6 +84,7 @@ pub fn run() -> Result<()> {
             PayloadKind::Rootfs => target.clone(),
             PayloadKind::Kernel => pipeline_esp.join("vmlinuz"),
             PayloadKind::Initrd => pipeline_esp.join("initrd.img"),
+            PayloadKind::Uki => pipeline_esp.join("p6os.efi"),
         };
         script.push_str(&format!(
             "zstd -q -dc '{}' | dd of='{}' bs=4M conv=notrunc,fsync status=none\n\

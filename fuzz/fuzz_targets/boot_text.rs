@@ -10,7 +10,8 @@ use p6os_layout::EntryName;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    if let Ok(c) = cmdline::Cmdline::parse(&text) {
+    // The first line stands for the loader's LoaderEntrySelected.
+    if let Ok(c) = cmdline::Cmdline::parse(&text, text.lines().next()) {
         assert!(!c.init.is_empty());
         // Verity parameters that parse describe a slot whose tree follows its data.
         if let Some(v) = c.verity {

@@ -429,6 +429,13 @@ impl Executor {
         loader::ensure_efivarfs();
         let vars = loader::read_all();
         info!("{}", efivar::describe_entry(&vars.entry));
+        match loader::secure_boot() {
+            Some(true) => {
+                info!("secure boot: on (the firmware checked the boot loader and kernel image)")
+            }
+            Some(false) => info!("secure boot: off"),
+            None => {}
+        }
         if let Lookup::Found(entry) = &vars.entry {
             self.selected_entry = Some(entry.clone());
         }

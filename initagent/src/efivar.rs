@@ -21,6 +21,23 @@ pub const MAX_VARIABLE_SIZE: usize = 4096;
 /// efivarfs prefixes the value with its 32-bit attributes.
 const ATTRIBUTES_LEN: usize = 4;
 
+/// The UEFI global variables' vendor GUID (`SecureBoot` is one).
+pub const GLOBAL_VENDOR: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
+
+/// `SecureBoot-<global GUID>`.
+pub fn secure_boot_path() -> String {
+    format!("{EFIVARS_DIR}/SecureBoot-{GLOBAL_VENDOR}")
+}
+
+/// A one-byte boolean variable (`SecureBoot`): 4 bytes of attributes, then 0 or 1.
+pub fn decode_flag(bytes: &[u8]) -> Option<bool> {
+    match bytes {
+        [_, _, _, _, 0] => Some(false),
+        [_, _, _, _, 1] => Some(true),
+        _ => None,
+    }
+}
+
 /// The efivarfs path of the Boot Loader Interface variable `name`.
 pub fn loader_variable_path(name: &str) -> String {
     format!("{EFIVARS_DIR}/{name}-{LOADER_VENDOR}")
@@ -127,6 +144,21 @@ pub fn describe_entry(entry: &Lookup) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secure_boot_is_one_byte_after_the_attributes() {
+        assert_eq!(decode_flag(&[6, 0, 0, 0, 1]), Some(true));
+        assert_eq!(decode_flag(&[6, 0, 0, 0, 0]), Some(false));
+        for bad in [
+            &[][..],
+            &[6, 0, 0, 0],
+            &[6, 0, 0, 0, 2],
+            &[6, 0, 0, 0, 1, 0],
+        ] {
+            assert_eq!(decode_flag(bad), None, "{bad:?}");
+        }
+        assert!(secure_boot_path().ends_with("/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"));
+    }
 
     /// A variable file as efivarfs shows it: attributes, then `text` in UTF-16LE.
     fn var(text: &str, nul: bool) -> Vec<u8> {

@@ -50,7 +50,6 @@ pub fn read_entry() -> Lookup {
     read(efivar::LOADER_ENTRY_SELECTED, efivar::decode_string)
 }
 
-/// Both variables the initramfs stage uses.
 /// `LoaderEntrySelected`, when it is set and readable (efivarfs mounted: by the initramfs, or
 /// by systemd).
 pub fn selected_entry() -> Option<String> {
@@ -60,6 +59,14 @@ pub fn selected_entry() -> Option<String> {
     }
 }
 
+/// The firmware's `SecureBoot` variable: whether it checks what it starts. `None` when it
+/// cannot be read (not UEFI, no efivarfs).
+pub fn secure_boot() -> Option<bool> {
+    let bytes = sys::read_capped(&efivar::secure_boot_path(), efivar::MAX_VARIABLE_SIZE).ok()?;
+    efivar::decode_flag(&bytes)
+}
+
+/// Both variables the initramfs stage uses.
 pub fn read_all() -> LoaderVariables {
     LoaderVariables {
         entry: read_entry(),

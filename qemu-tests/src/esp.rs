@@ -75,3 +75,50 @@ pub fn fsck(disk_image: &Path) -> Result<String> {
     }
     Ok(text)
 }
+
+/// `mtools` on the image's ESP: `-i IMAGE@@OFFSET`.
+fn mtools(disk_image: &Path, program: &str, args: &[&str]) -> Result<Vec<u8>> {
+    let (offset, _) = first_partition(&mut File::open(disk_image)?)?;
+    let out = Command::new(program)
+        .arg("-i")
+        .arg(format!("{}@@{offset}", disk_image.display()))
+        .args(args)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .with_context(|| format!("running {program} (install mtools)"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out.stdout)
+}
+
+/// A file of the image's ESP (`/p6os/a/p6os.efi`), read from the host.
+pub fn read_file(disk_image: &Path, path: &str) -> Result<Vec<u8>> {
+    let tmp = tempfile::NamedTempFile::new()?;
+    let dest = tmp.path().to_str().context("temp path")?.to_string();
+    mtools(disk_image, "mcopy", &["-o", &format!("::{path}"), &dest])?;
+    Ok(std::fs::read(tmp.path())?)
+}
+
+/// Replaces a file of the image's ESP from the host (what someone with the disk can do).
+pub fn write_file(disk_image: &Path, path: &str, data: &[u8]) -> Result<()> {
+    let tmp = tempfile::NamedTempFile::new()?;
+    std::fs::write(tmp.path(), data)?;
+    let src = tmp.path().to_str().context("temp path")?.to_string();
+    mtools(disk_image, "mcopy", &["-o", &src, &format!("::{path}")])?;
+    Ok(())
+}
+
+/// The names in an ESP directory (`/loader/entries`).
+pub fn list_dir(disk_image: &Path, dir: &str) -> Result<Vec<String>> {
+    let out = mtools(disk_image, "mdir", &["-b", &format!("::{dir}")])?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.rsplit('/').next())
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect())
+}

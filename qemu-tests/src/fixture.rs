@@ -20,6 +20,10 @@ pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub public_key: PathBuf,
     pub secret_key: PathBuf,
+    /// Secure Boot keys (`p6os keygen --secure-boot`) that sign this fixture's images.
+    pub secure_boot_keys: PathBuf,
+    /// Other Secure Boot keys, never enrolled: what an attacker's signature looks like.
+    pub other_secure_boot_keys: PathBuf,
     /// Where images and bundles are built: `$P6OS_FIXTURES` (shared by the run) or `dir`.
     cache: PathBuf,
 }
@@ -117,9 +121,21 @@ impl Fixture {
             run(Command::new(p6os_cli()).arg("keygen").arg("--out").arg(tmp))?;
             Ok(())
         })?;
+        let secure_boot_keys = cache.join("secure-boot-keys");
+        let other_secure_boot_keys = cache.join("other-secure-boot-keys");
+        for dir in [&secure_boot_keys, &other_secure_boot_keys] {
+            once(dir, |tmp| {
+                run(Command::new(p6os_cli())
+                    .args(["keygen", "--secure-boot", "--out"])
+                    .arg(tmp))?;
+                Ok(())
+            })?;
+        }
         Ok(Fixture {
             public_key: keys.join("p6os.pub"),
             secret_key: keys.join("p6os.key"),
+            secure_boot_keys,
+            other_secure_boot_keys,
             dir,
             cache,
         })
@@ -143,6 +159,13 @@ impl Fixture {
                 &format!("kernel_args: {args}"),
             );
         }
+        text = text.replace(
+            "boot:\n",
+            &format!(
+                "boot:\n  secure_boot: {{keys: {}}}\n",
+                self.secure_boot_keys.display()
+            ),
+        );
         text.push_str(&format!(
             "upgrades:\n  trusted_keys: [{}]\n{upgrades_extra}",
             self.public_key.display()
@@ -150,6 +173,29 @@ impl Fixture {
         let path = self.dir.path().join(format!("tiny-{version}.yaml"));
         fs::write(&path, text)?;
         Ok(path)
+    }
+
+    /// The tiny recipe at `version` as [`Fixture::recipe`] makes it, but signed with the other
+    /// Secure Boot keys (never enrolled).
+    pub fn recipe_signed_by_others(&self, version: &str) -> Result<PathBuf> {
+        let path = self.recipe(version, "", None)?;
+        let text = fs::read_to_string(&path)?.replace(
+            &self.secure_boot_keys.display().to_string(),
+            &self.other_secure_boot_keys.display().to_string(),
+        );
+        let other = self.dir.path().join(format!("tiny-{version}-others.yaml"));
+        fs::write(&other, text)?;
+        Ok(other)
+    }
+
+    /// An OVMF variable store with this fixture's Secure Boot keys enrolled, made once per run.
+    pub fn secure_boot_vars(&self) -> Result<PathBuf> {
+        let dir = self.cache.join("secure-boot-vars");
+        once(&dir, |tmp| {
+            crate::secure_boot::enrolled_vars(&self.secure_boot_keys, &tmp.join("OVMF_VARS.fd"))?;
+            Ok(())
+        })?;
+        Ok(dir.join("OVMF_VARS.fd"))
     }
 
     /// `recipes/<name>.yaml` at `version`, trusting this fixture's key, with `extra` YAML
@@ -180,8 +226,12 @@ impl Fixture {
     /// (scenarios inject configurations into their images, and run in parallel).
     pub fn image(&self, recipe: &Path) -> Result<PathBuf> {
         let shared = self.shared_image(recipe)?;
-        let name = shared.file_name().context("image has a name")?;
-        let own = self.dir.path().join(name);
+        // Named after the recipe file: two recipes of one image name get two copies.
+        let stem = recipe.file_stem().context("recipe has a name")?;
+        let own = self
+            .dir
+            .path()
+            .join(format!("{}.img", stem.to_string_lossy()));
         crate::vm::copy_image(&shared, &own)?;
         Ok(own)
     }

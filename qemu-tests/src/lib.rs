@@ -4,6 +4,7 @@ pub mod console;
 pub mod esp;
 pub mod fixture;
 pub mod oci;
+pub mod secure_boot;
 pub mod ssh;
 pub mod vm;
 

@@ -13,6 +13,18 @@ use anyhow::{bail, Context, Result};
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF built with Secure Boot (and SMM, which protects its variables from the guest).
+pub const OVMF_CODE_SECURE_BOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+
+/// The firmware a VM boots with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Firmware {
+    /// OVMF without Secure Boot.
+    Plain,
+    /// OVMF with Secure Boot on, starting from this variable store (keys enrolled:
+    /// [`crate::secure_boot::enrolled_vars`]); each VM gets a copy.
+    SecureBoot { vars: PathBuf },
+}
 
 /// How to start a VM.
 #[derive(Debug, Clone)]
@@ -31,6 +43,7 @@ pub struct VmConfig {
     /// What the guest's hardware clock reads at start (`2001-01-01T00:00:00`: a dead CMOS
     /// battery); the host's time (UTC) when `None`.
     pub rtc_base: Option<String>,
+    pub firmware: Firmware,
 }
 
 /// The guest's network card, as QEMU models them.
@@ -129,14 +142,31 @@ impl VmConfig {
             boot_bus: Bus::Virtio,
             nic: Nic::Virtio,
             rtc_base: None,
+            firmware: Firmware::Plain,
         })
+    }
+
+    /// The variable store each VM starts from.
+    fn vars_template(&self) -> &Path {
+        match &self.firmware {
+            Firmware::Plain => Path::new(OVMF_VARS),
+            Firmware::SecureBoot { vars } => vars,
+        }
     }
 
     fn command(&self, disk: &Path, vars: &Path) -> Command {
         let mut c = Command::new("qemu-system-x86_64");
+        let (machine, code) = match self.firmware {
+            Firmware::Plain => ("q35", OVMF_CODE),
+            Firmware::SecureBoot { .. } => ("q35,smm=on", OVMF_CODE_SECURE_BOOT),
+        };
         c.args([
-            "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1",
+            "-machine", machine, "-accel", "tcg", "-cpu", "max", "-smp", "1",
         ]);
+        if let Firmware::SecureBoot { .. } = self.firmware {
+            // Only SMM code may write the variable store: the guest cannot change the keys.
+            c.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+        }
         c.args([
             "-m",
             &self.memory_mib.to_string(),
@@ -146,7 +176,7 @@ impl VmConfig {
             "-no-user-config",
         ]);
         c.arg("-drive").arg(format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+            "if=pflash,format=raw,unit=0,readonly=on,file={code}"
         ));
         c.arg("-drive").arg(format!(
             "if=pflash,format=raw,unit=1,file={}",
@@ -203,7 +233,7 @@ impl VmConfig {
 
     fn boot(&self, name: &str, dir: tempfile::TempDir, disk: &Path) -> Result<Vm> {
         let vars = dir.path().join("OVMF_VARS.fd");
-        fs::copy(OVMF_VARS, &vars).context("copying the OVMF variable store")?;
+        fs::copy(self.vars_template(), &vars).context("copying the OVMF variable store")?;
         let log_path = dir.path().join("console.log");
         let mut child = self
             .command(disk, &vars)
@@ -245,7 +275,7 @@ impl VmConfig {
     pub fn run_interactive(&self) -> Result<()> {
         let dir = tempfile::tempdir()?;
         let vars = dir.path().join("OVMF_VARS.fd");
-        fs::copy(OVMF_VARS, &vars)?;
+        fs::copy(self.vars_template(), &vars)?;
         eprintln!("qemu: serial console on this terminal; Ctrl-A X quits");
         let status = self
             .command(&self.image, &vars)

@@ -173,7 +173,7 @@ fn the_default_image_is_reconfigured_by_the_console_and_sends_diagnostics() {
     assert!(files["journal/boot.txt"].contains("p6os"), "no journal");
     assert!(files["config/console-result.json"].contains("refused"));
     assert!(files["config/applied.json"].contains("console"));
-    assert!(files["boot/entries/p6os-1.0.0-a.conf"].contains("p6os.slot=a"));
+    assert!(files["boot/entries/p6os-1.0.0-a.conf"].contains("efi /p6os/a/p6os.efi"));
     let text = String::from_utf8_lossy(&tar);
     for secret in [SITE_HASH, PAIRING_TOKEN, ADMIN_TOKEN] {
         assert!(!text.contains(secret), "a secret in the diagnostics bundle");

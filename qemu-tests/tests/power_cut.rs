@@ -1,10 +1,11 @@
-//! Power cuts during upgrades: QEMU is killed at random instants while the slot is written,
-//! in every phase that writes the ESP (the slot's old files removed, the kernel, the initramfs,
-//! the manifest with the entry and the record, the agent's repair of the ESP at the next boot)
-//! and during the first trial boot (the loader's counter rename, the blessing). After each cut
-//! the machine must come up on a good slot by itself, the ESP must pass `fsck.vfat -n` once the
-//! agent has used it, and an upgrade run after the last cut must complete, on a 64 MiB ESP that
-//! holds two slots' kernels and initramfs with little room to spare. The test prints every cut
+//! Power cuts during upgrades, under Secure Boot (OVMF with the fixture's keys enrolled, every
+//! image and bundle signed): QEMU is killed at random instants while the slot is written, in
+//! every phase that writes the ESP (the slot's old files removed, the unified kernel image, the
+//! manifest with the entry and the record, the agent's repair of the ESP at the next boot) and
+//! during the first trial boot (the loader's counter rename, the blessing). After each cut the
+//! machine must come up on a good, signed slot by itself, the ESP must pass `fsck.vfat -n` once
+//! the agent has used it, and an upgrade run after the last cut must complete, on a 64 MiB ESP
+//! that holds two slots' kernel images with little room to spare. The test prints every cut
 //! (phase and delay) and the seed (`P6OS_CUT_SEED` replays a run).
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use p6os_qemu_tests::esp;
 use p6os_qemu_tests::fixture::Fixture;
-use p6os_qemu_tests::vm::{copy_image, Vm, VmConfig};
+use p6os_qemu_tests::vm::{copy_image, Firmware, Vm, VmConfig};
 
 const BOOT: Duration = Duration::from_secs(240);
 const CMD: Duration = Duration::from_secs(120);
@@ -41,12 +42,10 @@ impl Rng {
 enum Phase {
     /// While the root filesystem streams into the other slot.
     WritingSlot,
-    /// The target slot's old kernel, initramfs and manifest removed from the ESP.
+    /// The target slot's old kernel image and manifest removed from the ESP.
     EspOldFiles,
-    /// `vmlinuz.new` written, synced, renamed.
+    /// `p6os.efi.new` (the signed unified kernel image) written, synced, renamed.
     EspKernel,
-    /// `initrd.img.new` written, synced, renamed.
-    EspInitrd,
     /// The manifest, then the boot entry, then the record.
     EspManifestAndEntry,
     /// The agent repairing the ESP at the boot after a cut (lost clusters, leftovers).
@@ -59,14 +58,13 @@ enum Phase {
 impl Phase {
     /// The console line the phase starts at, and how long after it the cut may come (ms):
     /// a little longer than the phase takes under TCG, so cuts land inside it and just after.
-    /// Measured on the tiny image (2 cores, TCG): the kernel ~680 ms, the initramfs ~370 ms,
-    /// manifest + entry + record ~50 ms, the repair a few ms.
+    /// Measured on the tiny image (2 cores, TCG): the kernel image ~1050 ms (kernel and
+    /// initramfs), manifest + entry + record ~50 ms, the repair a few ms.
     fn start_and_window(self) -> (&'static str, u64) {
         match self {
             Phase::WritingSlot => ("upgrade: rootfs 10%", 1500),
             Phase::EspOldFiles => ("upgrade: esp: removing slot", 60),
-            Phase::EspKernel => ("upgrade: esp: writing /p6os/SLOT/vmlinuz", 750),
-            Phase::EspInitrd => ("upgrade: esp: writing /p6os/SLOT/initrd.img", 450),
+            Phase::EspKernel => ("upgrade: esp: writing /p6os/SLOT/p6os.efi", 1200),
             Phase::EspManifestAndEntry => ("upgrade: esp: writing /p6os/SLOT/manifest.json", 80),
             Phase::EspRepair => (REPAIRING, 40),
             Phase::TrialBoot => ("p6os-agent: rebooting", 12_000),
@@ -79,7 +77,7 @@ impl Phase {
 const SCHEDULE: [Phase; 8] = [
     Phase::EspKernel,
     Phase::EspRepair,
-    Phase::EspInitrd,
+    Phase::EspKernel,
     Phase::EspRepair,
     Phase::EspOldFiles,
     Phase::EspManifestAndEntry,
@@ -170,6 +168,9 @@ fn power_cuts_during_upgrades_always_leave_a_good_slot_and_a_clean_esp() {
     copy_image(&image, &disk).unwrap();
     let mut config = VmConfig::new(&disk).unwrap();
     config.extra_drives = bundles;
+    config.firmware = Firmware::SecureBoot {
+        vars: f.secure_boot_vars().unwrap(),
+    };
     eprintln!("power cuts: fixtures ready after {:.0?}", started.elapsed());
 
     let mut cuts: Vec<(Phase, Duration)> = Vec::new();
@@ -242,19 +243,22 @@ fn power_cuts_during_upgrades_always_leave_a_good_slot_and_a_clean_esp() {
     .unwrap();
     vm.wait_for_line(&format!("slot {other} {BLESSED}"), CMD)
         .unwrap();
+    assert!(
+        vm.console_log().contains("p6os-agent: secure boot: on"),
+        "the kernel did not run under Secure Boot"
+    );
     check_esp(&mut vm, &disk, "the final upgrade");
     fscks += 2;
     let count = |p: Phase| cuts.iter().filter(|c| c.0 == p).count();
     assert!(cuts.len() >= 20);
     eprintln!(
-        "power cuts: {} cuts (slot {}, old ESP files {}, kernel {}, initramfs {}, manifest+entry {}, \
+        "power cuts: {} cuts (slot {}, old ESP files {}, kernel image {}, manifest+entry {}, \
          ESP repair {}, trial boot {}); {repairs} boots repaired the ESP; fsck.vfat -n clean {fscks} times; \
          every restart came up on a good slot; the final upgrade to {want} completed; {:.0?} in all",
         cuts.len(),
         count(Phase::WritingSlot),
         count(Phase::EspOldFiles),
         count(Phase::EspKernel),
-        count(Phase::EspInitrd),
         count(Phase::EspManifestAndEntry),
         count(Phase::EspRepair),
         count(Phase::TrialBoot),

@@ -1,12 +1,13 @@
 //! A/B upgrades end to end on the tiny image: bundles built by the test with its own key,
 //! attached as raw disks, installed by `p6os-agent upgrade`, then boot counting, health
-//! checks, blessing and fallback by the real systemd-boot under OVMF.
+//! checks, blessing and fallback by the real systemd-boot under OVMF (A -> B -> A and a slot
+//! that does not verify under Secure Boot, with the fixture's keys enrolled).
 
 use std::time::Duration;
 
 use p6os_qemu_tests::fixture::Fixture;
 use p6os_qemu_tests::slot;
-use p6os_qemu_tests::vm::{Vm, VmConfig};
+use p6os_qemu_tests::vm::{Firmware, Vm, VmConfig};
 
 const BOOT: Duration = Duration::from_secs(240);
 const CMD: Duration = Duration::from_secs(60);
@@ -32,6 +33,9 @@ fn upgrade_to_b_then_back_to_a_each_blessed_after_health_checks() {
         .unwrap();
     let mut config = VmConfig::new(&image).unwrap();
     config.extra_drives = vec![v2, v3];
+    config.firmware = Firmware::SecureBoot {
+        vars: f.secure_boot_vars().unwrap(),
+    };
     let mut vm = config.start("upgrade").unwrap();
     vm.wait_for_line("p6os-agent: ready slot=a version=1.0.0", BOOT)
         .unwrap();
@@ -79,6 +83,12 @@ fn upgrade_to_b_then_back_to_a_each_blessed_after_health_checks() {
     let s = status(&mut vm, "S3");
     assert_eq!(s["booted"], "b", "{s:#}");
     assert_eq!(s["last_upgrade"]["outcome"], "rolled_back", "{s:#}");
+    // Every one of these boots ran under Secure Boot.
+    let log = vm.console_log();
+    assert!(
+        log.matches("p6os-agent: secure boot: on").count() >= 4,
+        "not every boot ran under Secure Boot"
+    );
     assert!(
         s["rolled_back"]
             .as_array()
@@ -182,6 +192,9 @@ fn a_changed_byte_in_the_new_slot_fails_its_boots_and_falls_back_with_the_reason
         .unwrap();
     let mut config = VmConfig::new(&image).unwrap();
     config.extra_drives = vec![v2];
+    config.firmware = Firmware::SecureBoot {
+        vars: f.secure_boot_vars().unwrap(),
+    };
     let mut vm = config.start("verity").unwrap();
     vm.wait_for_line("p6os-agent: ready slot=a version=1.0.0", BOOT)
         .unwrap();

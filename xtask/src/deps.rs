@@ -373,6 +373,58 @@ impl Action {
     }
 }
 
+/// virt-firmware from PyPI, pinned: `virt-fw-vars` enrolls the tests' Secure Boot keys into
+/// OVMF variable stores. Not packaged in bookworm.
+const VIRT_FIRMWARE: &str = "virt-firmware==26.10";
+
+/// `target/tools/virt-firmware/bin/virt-fw-vars`, installed into its own venv when missing
+/// (Debian's python3 and python3-venv; `ensure` installs those). Checked by running it, after
+/// installing too.
+pub fn ensure_virt_firmware() -> Result<std::path::PathBuf> {
+    let venv = crate::root().join("target/tools/virt-firmware");
+    let tool = venv.join("bin/virt-fw-vars");
+    let works = |tool: &std::path::Path| {
+        Command::new(tool)
+            .arg("--help")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works(&tool) {
+        return Ok(tool);
+    }
+    eprintln!(
+        "xtask: installing {VIRT_FIRMWARE} (PyPI) into {}",
+        venv.display()
+    );
+    let _ = std::fs::remove_dir_all(&venv);
+    // Debian's interpreter, whatever a PATH shim (pyenv) points `python3` at.
+    let made = Command::new("/usr/bin/python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv)
+        .status()
+        .context("running /usr/bin/python3 -m venv")?;
+    if !made.success() {
+        bail!("python3 -m venv {} failed ({made})", venv.display());
+    }
+    let pip = Command::new(venv.join("bin/pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            VIRT_FIRMWARE,
+        ])
+        .status()
+        .context("running pip")?;
+    if !pip.success() || !works(&tool) {
+        bail!(
+            "{VIRT_FIRMWARE} did not install into {} (pip: {pip})",
+            venv.display()
+        );
+    }
+    Ok(tool)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,8 @@ commands:
   bench flash        a 2 GiB image (~300 MB data) to a file and a loop device: p6os flash vs
                      bmaptool copy vs dd bs=4M conv=fsync, medians and ratios
   bench upgrade      time applying a bundle to a slot: p6os-agent vs zstd -dc | dd, then sha256sum
+  bench verity       verified boot's costs: hash tree vs veritysetup, signing vs sbsign, the tiny
+                     build with vs without verity and signing, boot time with vs without verity
   bench console [--backend sqlite|postgres]... [--appliances N] [--clients C] [--no-rollout]
                      N simulated appliances (default 10000) pair and heartbeat over loopback:
                      throughput, p50/p99 latency, the console's peak memory
@@ -71,6 +73,7 @@ fn run() -> Result<()> {
         ["bench", "build"] => bench::build::run(),
         ["bench", "flash"] => bench::flash::run_bench(),
         ["bench", "upgrade"] => bench::upgrade::run(),
+        ["bench", "verity"] => bench::verity::run(),
         ["bench", "console", rest @ ..] => bench::console::run(rest),
         ["help" | "--help" | "-h"] | [] => {
             println!("{USAGE}");

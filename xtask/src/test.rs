@@ -172,6 +172,10 @@ fn qemu_tier(
         cmd!(sh, "cargo build --quiet -p p6os-console --bin p6os-console").run()?;
         scenarios::discover()
     })?;
+    let virt_fw_vars = times.tier(
+        "set-up: virt-firmware (PyPI)",
+        crate::deps::ensure_virt_firmware,
+    )?;
     let fixtures = root.join(FIXTURES);
     let _ = std::fs::remove_dir_all(&fixtures);
     std::fs::create_dir_all(&fixtures)?;
@@ -182,6 +186,7 @@ fn qemu_tier(
         ("P6OS_CLI", cli),
         ("P6OS_CONSOLE", console),
         ("P6OS_FIXTURES", fixtures),
+        ("P6OS_VIRT_FW_VARS", virt_fw_vars),
     ];
     for (name, path) in &env {
         ensure!(path.exists(), "{name}: {} is missing", path.display());

@@ -1,4 +1,4 @@
-//! `cargo xtask bench image|upgrade`: P6OS next to the standard tools doing the same job, in
+//! `cargo xtask bench image|upgrade|verity`: P6OS next to the standard tools doing the same job, in
 //! the same run, interleaved, medians of `P6OS_BENCH_RUNS` (default 5) runs printed as a ratio.
 //! `cargo xtask bench console`: the console under a simulated fleet (no standard tool does that
 //! job; throughput, latency percentiles and peak memory are printed).
@@ -8,6 +8,7 @@ pub mod console;
 pub mod flash;
 pub mod image;
 pub mod upgrade;
+pub mod verity;
 
 /// Timed runs per side (after one untimed warm-up each): `P6OS_BENCH_RUNS`, default 5.
 pub fn runs() -> anyhow::Result<usize> {

@@ -1054,6 +1054,25 @@ fn secure_boot_keys_are_checked_and_unsigned_images_carry_no_signature() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("boot.secure_boot"), "{err}");
+    // A signed image without verity, and kernel arguments that would override the builder's.
+    let r = recipe_with(dir.path(), |t| {
+        t.replace(
+            "boot:\n",
+            "boot:\n  verity: false\n  kernel_args: [p6os.verity=1:2:3, p6os.slot=b]\n",
+        )
+        .replace("  kernel_args: [panic=10, quiet]\n", "")
+    });
+    let o = run(Command::new(P6OS).arg("validate").arg("recipe").arg(&r));
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for expected in [
+        "boot.verity: a signed image needs verity",
+        "boot.kernel_args[0]: `p6os.verity=` is set by the builder",
+        "boot.kernel_args[1]: `p6os.slot=` is set by the builder",
+        "3 problems found",
+    ] {
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
     // `unsigned`: the same image, without signatures.
     let r = recipe_with(dir.path(), |t| {
         t.replace("boot:\n", "boot:\n  secure_boot: unsigned\n")

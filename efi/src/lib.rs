@@ -5,6 +5,7 @@
 //! Architecture invariant: no I/O, no clock, no randomness in what is written; bytes in,
 //! bytes out. Parsers never panic on untrusted input (the `pe` fuzz target).
 
+#[cfg(feature = "sign")]
 pub mod authenticode;
 pub mod pe;
 #[doc(hidden)]

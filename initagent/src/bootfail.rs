@@ -22,28 +22,53 @@ const FILE: &str = "boot-failure.json";
 /// Reasons are cut to this many bytes (a note is small and goes to the console).
 const MAX_REASON: usize = 2000;
 
-/// The note, if there is one that parses.
+/// The note, if there is one that parses: a regular file (not a link, FIFO or device) of at
+/// most 4 KiB, its reason cut to [`MAX_REASON`] bytes and stripped of control characters
+/// (whoever holds the disk writes what it says).
 pub fn read() -> Option<BootFailure> {
-    let bytes = std::fs::read(PATH).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    use std::io::Read;
+    let fd = rustix::fs::open(
+        PATH,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    if !rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd).ok()?.st_mode).is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    File::from(fd).take(4096).read_to_end(&mut bytes).ok()?;
+    let mut failure: BootFailure = serde_json::from_slice(&bytes).ok()?;
+    failure.reason = clean(&failure.reason);
+    Some(failure)
 }
 
-/// Removes the note (a new trial starts; the fallback has been recorded).
-pub fn clear() {
-    let _ = std::fs::remove_file(PATH);
+/// At most [`MAX_REASON`] bytes, no control characters.
+fn clean(reason: &str) -> String {
+    let mut out = String::new();
+    for c in reason.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > MAX_REASON {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Removes the note (a new trial starts).
+pub fn clear() -> std::io::Result<()> {
+    match std::fs::remove_file(PATH) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Writes the note below `state` (the state partition's mount point): each directory made
 /// or opened without following symlinks, the file under a temporary name, synced, renamed.
 pub fn write_below(state: &str, failure: &BootFailure) -> io::Result<()> {
     let mut failure = failure.clone();
-    if failure.reason.len() > MAX_REASON {
-        let mut end = MAX_REASON;
-        while !failure.reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        failure.reason.truncate(end);
-    }
+    failure.reason = clean(&failure.reason);
     let nofollow_dir = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut dir: OwnedFd = rustix::fs::open(state, nofollow_dir, Mode::empty())?;
     for name in IN_STATE {
@@ -95,6 +120,12 @@ mod tests {
         assert_eq!(read.slot, Slot::B);
         assert_eq!(read.reason.len(), MAX_REASON);
         assert!(read.reason.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn reasons_are_cut_and_lose_control_characters() {
+        assert_eq!(clean("a\u{1b}[31mb\nc"), "a [31mb c");
+        assert_eq!(clean(&"x".repeat(5000)).len(), MAX_REASON);
     }
 
     #[test]

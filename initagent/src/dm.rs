@@ -172,6 +172,8 @@ pub fn create_read_only(
     let start = Instant::now();
     while !Path::new(&node).exists() {
         if start.elapsed() > Duration::from_secs(5) {
+            let mut remove = header(name, 0, 0, &[]);
+            let _ = ioctl(&control, Command::DevRemove, &mut remove);
             return Err(DmError::NoNode {
                 name: name.to_string(),
                 major,

@@ -481,20 +481,31 @@ pub fn load(path: &Path) -> Result<Recipe, Diagnostics> {
         ));
     }
     for (i, arg) in def.boot.kernel_args.iter().enumerate() {
-        let reserved = ["p6os.slot=", "rootfstype=", "root="];
+        // The builder's own: the kernel takes the last of a repeated parameter, so one here
+        // would override the slot's (its verity root hash, say).
+        let reserved = ["p6os.slot", "p6os.verity", "rootfstype", "root"];
         if arg.is_empty() || arg.chars().any(char::is_whitespace) {
             diags.push(at(
                 &[key("boot"), key("kernel_args"), Seg::Index(i)],
                 format!("invalid argument `{arg}`"),
                 Some("one argument per list item, without spaces".into()),
             ));
-        } else if let Some(r) = reserved.iter().find(|r| arg.starts_with(*r)) {
+        } else if let Some(r) = reserved.iter().find(|r| arg.split('=').next() == Some(**r)) {
             diags.push(at(
                 &[key("boot"), key("kernel_args"), Seg::Index(i)],
-                format!("`{r}` is set by the builder"),
+                format!("`{r}=` is set by the builder"),
                 None,
             ));
         }
+    }
+    // A signed kernel image would vouch for a root that nothing checks.
+    if !def.boot.verity && def.boot.secure_boot != SecureBoot::Mode(SigningMode::Unsigned) {
+        diags.push(at(
+            &[key("boot"), key("verity")],
+            "a signed image needs verity: Secure Boot would check the kernel but not the slot"
+                .into(),
+            Some("keep `verity: true`, or also set `secure_boot: unsigned`".into()),
+        ));
     }
 
     let dir = path.parent().unwrap_or(Path::new("."));

@@ -146,8 +146,11 @@ impl Record {
     /// The record with `failure` as its trial's reason, when the failure is that trial's and
     /// the trial has no reason of its own yet (a failed health check says more).
     pub fn with_boot_failure(mut self, failure: &BootFailure) -> Record {
+        // The loader reports entry names in lower case: versions compare without case.
         if let Some(t) = self.trial.as_mut().filter(|t| {
-            t.slot == failure.slot && t.version == failure.version && t.last_failure.is_none()
+            t.slot == failure.slot
+                && t.version.eq_ignore_ascii_case(&failure.version)
+                && t.last_failure.is_none()
         }) {
             t.last_failure = Some(failure.reason.clone());
         }

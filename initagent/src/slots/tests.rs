@@ -1440,3 +1440,25 @@ fn a_rollback_to_a_slot_below_the_security_floor_is_refused_naming_the_floor() {
         assert!(plan_rollback(&v, floor.as_ref()).is_ok(), "{floor:?}");
     }
 }
+
+#[test]
+fn a_boot_failure_note_matches_its_trial_whatever_the_case_of_the_version() {
+    // systemd-boot reports entry names in lower case.
+    let record = Record {
+        trial: Some(Trial {
+            slot: Slot::B,
+            version: "2.0.0-RC1".into(),
+            last_failure: None,
+        }),
+        ..Record::default()
+    };
+    let noted = record.with_boot_failure(&BootFailure {
+        slot: Slot::B,
+        version: "2.0.0-rc1".into(),
+        reason: "did not verify".into(),
+    });
+    assert_eq!(
+        noted.trial.unwrap().last_failure.as_deref(),
+        Some("did not verify")
+    );
+}

@@ -22,6 +22,10 @@ pub enum InstallError {
     Bundle(#[from] BundleError),
     #[error("the bundle cannot be installed here:\n  {}", .0.join("\n  "))]
     Incompatible(Vec<String>),
+    /// The firmware would refuse to start the new slot, and a refused trial does not come
+    /// back by itself (the loader returns to the firmware): nothing is installed.
+    #[error("Secure Boot is on and {0}: the firmware would not start the new slot")]
+    NotBootable(&'static str),
     #[error("{what} {path}")]
     Io {
         what: &'static str,
@@ -66,6 +70,46 @@ pub fn verify_then_rewind<R: Read + Seek>(r: &mut R, header: &Header) -> Result<
     Ok(())
 }
 
+/// What the firmware checks before it starts a kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// Secure Boot is on: only a signed unified kernel image can start.
+    SecureBoot,
+    /// Secure Boot is off (or not known: no UEFI variables).
+    Unchecked,
+}
+
+impl Firmware {
+    /// This machine's, from the `SecureBoot` variable.
+    pub fn of_this_machine() -> Firmware {
+        match crate::loader::secure_boot() {
+            Some(true) => Firmware::SecureBoot,
+            _ => Firmware::Unchecked,
+        }
+    }
+
+    /// Why the firmware would refuse a bundle with these payloads, judged from its manifest
+    /// alone (before anything is written).
+    pub fn refuses_manifest(self, m: &format::Manifest) -> Option<&'static str> {
+        match (self, m.payload(PayloadKind::Uki)) {
+            (Firmware::SecureBoot, None) => {
+                Some("the bundle has a kernel and an initramfs, not a signed kernel image")
+            }
+            _ => None,
+        }
+    }
+
+    /// Why the firmware would refuse this kernel image (whether a key in its db signed it is
+    /// the firmware's to check; that it is signed at all is checked here).
+    pub fn refuses_image(self, image: &[u8]) -> Option<&'static str> {
+        let signed = p6os_efi::pe::Layout::parse(image).is_ok_and(|l| l.is_signed());
+        match (self, signed) {
+            (Firmware::SecureBoot, false) => Some("the bundle's kernel image is not signed"),
+            _ => None,
+        }
+    }
+}
+
 /// Where one slot's bits go.
 pub struct Target<'a> {
     pub slot: Slot,
@@ -73,6 +117,7 @@ pub struct Target<'a> {
     pub device: &'a Path,
     /// The mounted ESP.
     pub esp: &'a Path,
+    pub firmware: Firmware,
 }
 
 /// Streams the payloads after `header` from `r` into `target`, verifying each against the
@@ -100,6 +145,12 @@ pub fn install<R: Read>(
         };
         let mut data = Vec::new();
         format::copy_payload(r, p, &mut data, |n| progress(kind, n, total))?;
+        // The kernel image comes before the root filesystem: refused before the slot is written.
+        if kind == PayloadKind::Uki {
+            if let Some(why) = target.firmware.refuses_image(&data) {
+                return Err(InstallError::NotBootable(why));
+            }
+        }
         esp_files.push((esp_name, data));
     }
     // Now the ESP. The slot's old files go first (its entry is already gone, so nothing
@@ -179,4 +230,53 @@ pub fn sync_dir(dir: &Path) -> Result<(), InstallError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("cannot fsync", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_secure_boot_only_a_signed_kernel_image_is_installed() {
+        let with = |kinds: &[PayloadKind]| {
+            let mut m = p6os_bundle::testing::manifest("tiny", "2.0.0");
+            m.payloads = kinds
+                .iter()
+                .map(|&kind| format::Payload {
+                    kind,
+                    size: 1,
+                    sha256: String::new(),
+                    compressed_size: 1,
+                    compressed_sha256: String::new(),
+                })
+                .collect();
+            m
+        };
+        let split = with(&[
+            PayloadKind::Kernel,
+            PayloadKind::Initrd,
+            PayloadKind::Rootfs,
+        ]);
+        let uki = with(&[PayloadKind::Uki, PayloadKind::Rootfs]);
+        let unsigned = p6os_efi::testing::tiny_pe(&[(".text", 0x300)], 0x1000, 0x200);
+        let mut signed = unsigned.clone();
+        // A certificate table entry (offset, size) marks an image signed.
+        let layout = p6os_efi::pe::Layout::parse(&signed).unwrap();
+        let end = signed.len() as u32;
+        signed[layout.cert_directory..layout.cert_directory + 4]
+            .copy_from_slice(&end.to_le_bytes());
+        signed.extend_from_slice(&[0; 8]);
+        signed[layout.cert_directory + 4..layout.cert_directory + 8]
+            .copy_from_slice(&8u32.to_le_bytes());
+
+        let sb = Firmware::SecureBoot;
+        assert!(sb.refuses_manifest(&split).is_some());
+        assert_eq!(sb.refuses_manifest(&uki), None);
+        assert!(sb.refuses_image(&unsigned).is_some());
+        assert!(sb.refuses_image(b"not a PE image").is_some());
+        assert_eq!(sb.refuses_image(&signed), None);
+        let off = Firmware::Unchecked;
+        assert_eq!(off.refuses_manifest(&split), None);
+        assert_eq!(off.refuses_image(&unsigned), None);
+    }
 }

@@ -150,6 +150,10 @@ pub fn install_from(
     // failure to try again, not a verdict on the bundle.
     let judge = |e: install::InstallError| verdict::judge(&e);
     let header = install::check(r, &keys, &device, downgrade).map_err(judge)?;
+    let firmware = install::Firmware::of_this_machine();
+    if let Some(why) = firmware.refuses_manifest(&header.manifest) {
+        return Err(judge(install::InstallError::NotBootable(why)));
+    }
     // A file or device is read twice: every payload's bytes are checked before anything is
     // changed. A download is read once: damage shows at the end, after the other slot's entry
     // was removed (the running slot and its entry are never touched).
@@ -180,10 +184,13 @@ pub fn install_from(
         m.key_id,
         plan.target.as_str()
     ));
+    // A note about an earlier trial must not explain this one: gone before the new trial is
+    // recorded.
+    crate::bootfail::clear().map_err(|e| {
+        Failure::Impossible(format!("cannot remove {}: {e}", crate::bootfail::PATH))
+    })?;
     machine::execute(&machine.esp, &plan.before_write(), None)
         .map_err(|e| Failure::Failed(error_chain(&e)))?;
-    // A note about an earlier trial must not explain this one.
-    crate::bootfail::clear();
     let started = Instant::now();
     let result = install::install(
         r,
@@ -192,6 +199,7 @@ pub fn install_from(
             slot: plan.target,
             device: Path::new(&device_path),
             esp: &machine.esp,
+            firmware,
         },
         progress,
     );
@@ -484,6 +492,7 @@ pub fn install_into(args: &InstallIntoArgs) -> i32 {
         slot: Slot::B,
         device: Path::new(&args.slot_file),
         esp: Path::new(&args.esp_dir),
+        firmware: install::Firmware::Unchecked,
     };
     match install::install(&mut r, &header, &target, &mut |_, _, _| {}) {
         Ok(()) => {

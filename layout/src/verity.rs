@@ -205,6 +205,18 @@ impl TreeBuilder {
         }
     }
 
+    /// Feeds the digests of whole blocks that the caller hashed with [`block_digests`] (on
+    /// several cores, say). Only between whole blocks: refused (`false`, nothing taken) while
+    /// a partial block is pending or when `digests` is not whole digests.
+    pub fn push_digests(&mut self, digests: &[u8]) -> bool {
+        if !self.partial.is_empty() || !digests.len().is_multiple_of(DIGEST) {
+            return false;
+        }
+        self.level0.extend_from_slice(digests);
+        self.blocks += (digests.len() / DIGEST) as u64;
+        true
+    }
+
     fn push_block(&mut self, block: &[u8]) {
         let digest = salted(&self.salt, block);
         self.level0.extend_from_slice(&digest);
@@ -259,6 +271,14 @@ impl TreeBuilder {
             digests = next;
         }
     }
+}
+
+/// The level-0 digests of `data`'s whole blocks (a trailing partial block is left out), for
+/// [`TreeBuilder::push_digests`].
+pub fn block_digests(salt: &[u8; 32], data: &[u8]) -> Vec<u8> {
+    data.chunks_exact(BLOCK as usize)
+        .flat_map(|b| salted(salt, b))
+        .collect()
 }
 
 /// Digests packed into hash blocks, the last one zero-filled.
@@ -332,6 +352,21 @@ mod tests {
         let mut padded = data.clone();
         padded.resize(padded_len(data.len() as u64) as usize, 0);
         assert_eq!(tree_of(&padded, salt), whole);
+    }
+
+    #[test]
+    fn digests_hashed_elsewhere_give_the_same_tree() {
+        let data: Vec<u8> = (0..(BLOCK * 300)).map(|i| (i * 13 % 251) as u8).collect();
+        let salt = salt_for("x");
+        let mut b = TreeBuilder::new(salt);
+        let (first, rest) = data.split_at(BLOCK as usize * 100);
+        assert!(b.push_digests(&block_digests(&salt, first)));
+        b.update(&rest[..10]);
+        // Not while a partial block is pending, and only whole digests.
+        assert!(!b.push_digests(&block_digests(&salt, &rest[10..])));
+        b.update(&rest[10..]);
+        assert!(!b.push_digests(&[0; 31]));
+        assert_eq!(b.finish().unwrap(), tree_of(&data, salt));
     }
 
     #[test]

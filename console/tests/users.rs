@@ -960,3 +960,31 @@ fn the_cli_manages_users_tokens_and_reads_the_audit_log() {
     let (code, _, err) = cli(&s, &["users", "delete", "nora"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_pages_own_refreshes_do_not_keep_its_session_alive() {
+    let clock = ManualClock::at(1_000_000);
+    let s = Server::start_clocked(clock.clone());
+    add_user(&s, "vera", "viewer", Some(PASSWORD));
+    let sess = session(&s, "vera", PASSWORD);
+    let me = format!("{API}/me");
+    let get = |headers: &[(&str, &str)]| {
+        let mut all = vec![("Cookie", sess.cookie.as_str())];
+        all.extend_from_slice(headers);
+        call(&s.url, "GET", &me, None, Body::None, &all).status
+    };
+    // Someone works for 50 minutes: the idle clock starts again with each request.
+    for _ in 0..5 {
+        clock.advance(10 * 60);
+        assert_eq!(get(&[]), 200);
+    }
+    // Then only the page refreshes itself, every 3 s as the script does (in 10-minute
+    // steps here): an hour after the last use, the session has ended.
+    for _ in 0..5 {
+        clock.advance(10 * 60);
+        assert_eq!(get(&[("X-P6OS-Live", "1")]), 200);
+    }
+    clock.advance(10 * 60);
+    assert_eq!(get(&[("X-P6OS-Live", "1")]), 401);
+    assert_eq!(get(&[]), 401);
+}

@@ -72,6 +72,9 @@ fn bootstrap() -> Principal {
     }
 }
 
+/// Sent by the pages' script on its live refreshes (`ui/assets/app.js`).
+const LIVE_HEADER: &str = "x-p6os-live";
+
 async fn authenticate(
     st: &AppState,
     headers: &HeaderMap,
@@ -97,8 +100,13 @@ async fn authenticate(
         return Ok(Credential::Nothing);
     };
     let hash = digest_hex(&session);
+    // The pages' own refreshes say so; a forged header only leaves the session's clock alone.
+    let used = match headers.contains_key(LIVE_HEADER) {
+        true => users::SessionUse::Refresh,
+        false => users::SessionUse::Activity,
+    };
     st.db
-        .run(move |c| users::session_principal(c, &hash, now).map_err(ApiError::from))
+        .run(move |c| users::session_principal(c, &hash, now, used).map_err(ApiError::from))
         .await?
         .map(Credential::Operator)
         .ok_or_else(|| ApiError::unauthorized("your session has ended: log in again"))

@@ -347,10 +347,21 @@ pub fn login_succeeded(
 
 /// The operator of a live session (its last use recorded at most once a minute); `None` for
 /// an unknown, expired or disabled user's session (an expired one is deleted).
+/// What a session's request says about its user, for the idle timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionUse {
+    /// Someone used the page: the session's idle clock starts again.
+    Activity,
+    /// The page refreshed itself (`X-P6OS-Live`): a tab left open does not keep the session
+    /// alive for ever.
+    Refresh,
+}
+
 pub fn session_principal(
     conn: &mut Conn,
     session_hash: &str,
     now: u64,
+    used: SessionUse,
 ) -> Result<Option<Principal>, DbError> {
     conn.auto(|c| {
         let Some(r) = c
@@ -374,7 +385,7 @@ pub fn session_principal(
             .ctx("end an expired session")?;
             return Ok(None);
         }
-        if now >= last_seen + access::SESSION_TOUCH_SECS {
+        if used == SessionUse::Activity && now >= last_seen + access::SESSION_TOUCH_SECS {
             c.execute(
                 "UPDATE sessions SET last_seen = ?2 WHERE id_hash = ?1",
                 &args![session_hash, now],

@@ -111,14 +111,3 @@ pub fn write_file(disk_image: &Path, path: &str, data: &[u8]) -> Result<()> {
     mtools(disk_image, "mcopy", &["-o", &src, &format!("::{path}")])?;
     Ok(())
 }
-
-/// The names in an ESP directory (`/loader/entries`).
-pub fn list_dir(disk_image: &Path, dir: &str) -> Result<Vec<String>> {
-    let out = mtools(disk_image, "mdir", &["-b", &format!("::{dir}")])?;
-    Ok(String::from_utf8_lossy(&out)
-        .lines()
-        .filter_map(|l| l.rsplit('/').next())
-        .filter(|n| !n.is_empty())
-        .map(str::to_string)
-        .collect())
-}

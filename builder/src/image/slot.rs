@@ -1,7 +1,7 @@
 //! The slot's root filesystem (shared by images and bundles) and the image's disk writes.
 
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{io_at, payload, BuildError};
@@ -9,6 +9,7 @@ use crate::fetch;
 use crate::manifest::{Payload, SlotIdentity, SlotManifest};
 use crate::rootfs;
 use crate::tree::Tree;
+use crate::verity::read_full;
 
 /// Removes `.<name>-<version>.*` work directories left by a build that was killed.
 pub(super) fn remove_stale_work_dirs(out_dir: &Path, base: &str) {
@@ -48,17 +49,6 @@ pub(super) fn copy_sparse(
             pos += chunk.len() as u64;
         }
     }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
 }
 
 /// A slot's root filesystem (in the work directory), its unified kernel image and the manifest

@@ -20,19 +20,9 @@ use super::image::median;
 
 const RECIPE: &str = crate::DEFAULT_RECIPE;
 
-fn p6os(args: &[&str], agent: &Path, cache: &Path) -> Result<f64> {
+fn p6os(cli: &Path, args: &[&str], agent: &Path, cache: &Path) -> Result<f64> {
     let start = Instant::now();
-    let status = Command::new("cargo")
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "builder",
-            "--bin",
-            "p6os",
-            "--",
-        ])
+    let status = Command::new(cli)
         .args(args)
         .arg("--agent")
         .arg(agent)
@@ -52,19 +42,7 @@ fn mib(bytes: u64) -> String {
 pub fn run() -> Result<()> {
     crate::deps::ensure()?;
     let agent = crate::agent::build()?;
-    // Build the CLI once, untimed; the runs call the binary itself.
-    let built = Command::new("cargo")
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "builder",
-            "--bin",
-            "p6os",
-        ])
-        .status()?;
-    ensure!(built.success(), "building p6os");
+    let cli = super::release_cli()?;
     let work = tempfile::Builder::new()
         .prefix("p6os-bench-build-")
         .tempdir_in("target")?;
@@ -96,12 +74,13 @@ pub fn run() -> Result<()> {
     );
 
     eprintln!("bench: cold build (empty cache: mmdebstrap, downloads, everything)");
-    let cold = p6os(&["build", r, "--out", o], &agent, &cache)?;
+    let cold = p6os(&cli, &["build", r, "--out", o], &agent, &cache)?;
     eprintln!("bench: warm rebuilds after a one-file change");
     let mut warm = Vec::new();
     for i in 0..super::runs()?.min(3) {
         write_layer(&format!("change {i}"))?;
         warm.push(p6os(
+            &cli,
             &["build", r, "--out", o, "--format", "raw"],
             &agent,
             &cache,
@@ -121,6 +100,7 @@ pub fn run() -> Result<()> {
     let key = keys.join("p6os.key");
     let bundles = w.join("bundles");
     let bundle_secs = p6os(
+        &cli,
         &[
             "bundle",
             r,

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use p6os_builder::gpt::{Gpt, TYPE_ESP, TYPE_ROOT_X86_64, TYPE_VAR};
 use p6os_builder::outputs::{write_outputs, OutputFormat};
 
@@ -105,19 +105,7 @@ fn bench_target(p6os: &Path, image: &Path, bmap: &Path, target: &Path, label: &s
 
 pub fn run_bench() -> Result<()> {
     crate::deps::ensure()?;
-    let built = Command::new("cargo")
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "builder",
-            "--bin",
-            "p6os",
-        ])
-        .status()?;
-    ensure!(built.success(), "building p6os");
-    let p6os = crate::root().join("target/release/p6os");
+    let p6os = super::release_cli()?;
     let work = tempfile::Builder::new()
         .prefix("p6os-bench-flash-")
         .tempdir_in("target")?;

@@ -60,11 +60,7 @@ pub fn run() -> Result<()> {
     crate::deps::ensure()?;
     sh(SFDISK, &[])?;
     let agent = crate::agent::build()?;
-    sh(
-        "cargo build --quiet --release -p p6os-builder --bin p6os",
-        &[],
-    )?;
-    let p6os = crate::root().join("target/release/p6os");
+    let p6os = super::release_cli()?;
     let runs = super::runs()?;
     let work = tempfile::Builder::new().prefix("p6os-bench.").tempdir()?;
     let w = work.path();

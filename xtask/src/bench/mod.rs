@@ -17,6 +17,24 @@ pub fn runs() -> anyhow::Result<usize> {
     Ok(runs.context("P6OS_BENCH_RUNS")?.max(1))
 }
 
+/// Builds the `p6os` CLI (release, untimed) and returns its path: the runs call the binary
+/// itself, never `cargo run`.
+pub fn release_cli() -> anyhow::Result<std::path::PathBuf> {
+    let built = std::process::Command::new("cargo")
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "p6os-builder",
+            "--bin",
+            "p6os",
+        ])
+        .status()?;
+    anyhow::ensure!(built.success(), "building p6os failed");
+    Ok(crate::root().join("target/release/p6os"))
+}
+
 /// Runs `cmd` to completion and returns its wall seconds; fails with its stderr.
 pub fn wall_seconds(cmd: &mut std::process::Command) -> anyhow::Result<f64> {
     let start = std::time::Instant::now();

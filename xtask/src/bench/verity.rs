@@ -26,19 +26,7 @@ const TREE_BYTES: usize = 512 << 20;
 pub fn run() -> Result<()> {
     crate::deps::ensure()?;
     let agent = crate::agent::build()?;
-    let built = Command::new("cargo")
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "p6os-builder",
-            "--bin",
-            "p6os",
-        ])
-        .status()?;
-    ensure!(built.success(), "building p6os failed");
-    let p6os = crate::root().join("target/release/p6os");
+    let p6os = super::release_cli()?;
     let runs = super::runs()?;
     let work = tempfile::Builder::new()
         .prefix("p6os-bench-verity.")

@@ -53,6 +53,19 @@ pub fn load<T: DeserializeOwned + JsonSchema>(
     file: &Path,
     text: &str,
 ) -> Result<Loaded<T>, Diagnostics> {
+    load_with(file, text, &|_, _| None)
+}
+
+/// What to say about a key the schema does not know, when a format knows better than "unknown
+/// field" (a key of another tool's format, say): the message and the hint.
+pub type ForeignKeys<'a> = dyn Fn(&[Seg], &str) -> Option<(String, String)> + 'a;
+
+/// [`load`], with `foreign` asked first about every unknown key (its path and name).
+pub fn load_with<T: DeserializeOwned + JsonSchema>(
+    file: &Path,
+    text: &str,
+    foreign: &ForeignKeys,
+) -> Result<Loaded<T>, Diagnostics> {
     let tree = parse(file, text)?;
     let schema = schemars::schema_for!(T);
     let schema = schema.as_value();
@@ -60,6 +73,7 @@ pub fn load<T: DeserializeOwned + JsonSchema>(
         file,
         defs: schema.get("$defs").and_then(Value::as_object),
         diags: Diagnostics::default(),
+        foreign,
     };
     checker.check(&tree, schema, &mut Vec::new());
     if !checker.diags.is_empty() {
@@ -175,6 +189,7 @@ struct Checker<'a> {
     file: &'a Path,
     defs: Option<&'a Map<String, Value>>,
     diags: Diagnostics,
+    foreign: &'a ForeignKeys<'a>,
 }
 
 fn is_null(node: &Node) -> bool {
@@ -256,6 +271,14 @@ impl<'a> Checker<'a> {
                         Some(sub) => self.check(value, sub, path),
                         None => match schema.get("additionalProperties") {
                             Some(Value::Bool(false)) => {
+                                if let Some((message, hint)) =
+                                    (self.foreign)(&path[..path.len() - 1], name)
+                                {
+                                    let k = Node::Scalar(key.clone());
+                                    self.error(&k, path, message, Some(hint));
+                                    path.pop();
+                                    continue;
+                                }
                                 let candidates =
                                     props.into_iter().flat_map(|p| p.keys().map(String::as_str));
                                 let hint = did_you_mean(name, candidates)
@@ -436,11 +459,17 @@ impl<'a> Checker<'a> {
             }
         }
         let mut best: Option<Diagnostics> = None;
-        for v in variants {
+        // An optional value that is given is judged as the value: "expected nothing" is never
+        // the most useful answer about a mapping with a wrong key.
+        let only_null =
+            |v: &Value| self.resolve(v).get("type").and_then(Value::as_str) == Some("null");
+        let given = !is_null(node) && variants.iter().any(|v| !only_null(v));
+        for v in variants.iter().filter(|v| !(given && only_null(v))) {
             let mut trial = Checker {
                 file: self.file,
                 defs: self.defs,
                 diags: Diagnostics::default(),
+                foreign: self.foreign,
             };
             trial.check(node, v, path);
             if trial.diags.is_empty() {

@@ -52,6 +52,8 @@ pub const TOOLS: &[(&str, &str)] = &[
         "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
         "systemd-boot-efi",
     ),
+    // `p6os site` is driven in a real terminal: tmux send-keys and capture-pane.
+    ("tmux", "tmux"),
     ("cc", "gcc"),
     // libfuzzer-sys compiles libFuzzer (C++) for `cargo xtask fuzz`.
     ("c++", "g++"),

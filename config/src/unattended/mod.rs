@@ -8,6 +8,7 @@
 //! no secret value is ever echoed in a diagnostic.
 
 mod checks;
+mod cloudinit;
 mod redact;
 mod syntax;
 mod types;
@@ -35,19 +36,35 @@ pub fn schema() -> serde_json::Value {
 
 /// Parses and checks a whole document; every problem at once.
 pub fn load(file: &Path, text: &str) -> Result<Unattended, Diagnostics> {
-    let Loaded { value, tree } = match yamlcheck::load::<Unattended>(file, text) {
-        Ok(loaded) => loaded,
-        Err(mut diags) => {
-            // Every problem at once: the sections whose own shape is right still get their
-            // checks (a bad CIDR is reported beside an unknown key elsewhere).
-            if let Ok(tree) = yamlcheck::parse(file, text) {
-                diags.extend(checks::check(file, &tree, &well_formed_sections(&tree)));
-                diags.sort();
+    let Loaded { value, tree } =
+        match yamlcheck::load_with::<Unattended>(file, text, &cloudinit::answer) {
+            Ok(loaded) => loaded,
+            Err(mut diags) => {
+                // Every problem at once: the sections whose own shape is right still get their
+                // checks (a bad CIDR is reported beside an unknown key elsewhere).
+                if let Ok(tree) = yamlcheck::parse(file, text) {
+                    diags.extend(checks::check(file, &tree, &well_formed_sections(&tree)));
+                    diags.sort();
+                }
+                return Err(diags);
             }
-            return Err(diags);
-        }
-    };
+        };
     checks::check(file, &tree, &value).into_result(value)
+}
+
+/// A document for an editor: every section that reads on its own, and every problem of the
+/// whole (empty when [`load`] would accept it). Sections with a problem of shape are left out
+/// (at their defaults); the problems say which.
+pub fn load_for_editing(file: &Path, text: &str) -> (Unattended, Diagnostics) {
+    match load(file, text) {
+        Ok(u) => (u, Diagnostics::default()),
+        Err(diags) => {
+            let u = yamlcheck::parse(file, text)
+                .map(|tree| well_formed_sections(&tree))
+                .unwrap_or_default();
+            (u, diags)
+        }
+    }
 }
 
 /// The top-level sections of a document that deserialize on their own; the others are left

@@ -161,7 +161,7 @@ fn file_paths_hashes_groups_and_modes() {
         "users[0].groups[0]: `Adm` is not a valid group name",
         "users[0].passwd: not a password hash",
         "write_files[0].path: `/etc/` is outside the writable overlays",
-        "write_files[1].path: `/var/lib/p6os/applied.json` is managed by the agent",
+        "write_files[1].path: `/var/lib/p6os/applied.json` is the agent's own state",
         "write_files[2].permissions: `+644` is not an octal mode",
         "write_files[3].path: `/etc/a` is written twice (also write_files[2])",
     ] {
@@ -399,4 +399,108 @@ fn appliance_ids_and_labels_follow_the_console_rules() {
         "appliance: {id: store-12-nuc, labels: {site: store-12}}\n"
     )
     .is_ok());
+}
+
+/// A cloud-init document gets an answer per key: why P6OS does not take it and what to use.
+#[test]
+fn cloud_init_keys_are_answered_with_what_to_use_instead() {
+    let text = "\
+#cloud-config
+packages: [htop]
+runcmd: [echo hi]
+bootcmd: [echo early]
+ssh_authorized_keys: [ssh-ed25519 AAAA]
+ssh_pwauth: false
+users:
+  - name: ops
+    lock_passwd: true
+    plain_text_passwd: hunter2
+network:
+  version: 2
+  ethernets: {}
+hostnme: x
+";
+    let errs = load(Path::new("u.yaml"), text).unwrap_err();
+    let by_field = |f: &str| {
+        errs.iter()
+            .find(|d| d.field == f)
+            .unwrap_or_else(|| panic!("nothing about {f} in {errs}"))
+    };
+    let hint = |f: &str| by_field(f).hint.clone().unwrap_or_default();
+    assert!(by_field("packages")
+        .message
+        .contains("installs nothing at boot"));
+    assert!(hint("packages").contains("layer"), "{}", hint("packages"));
+    for f in ["runcmd", "bootcmd"] {
+        assert!(
+            by_field(f).message.contains("immutable")
+                || by_field(f).message.contains("no such hook")
+        );
+        assert!(hint(f).contains("DaemonSet"), "{}", hint(f));
+    }
+    assert!(hint("ssh_authorized_keys").contains("users:"));
+    assert!(hint("ssh_pwauth").contains("password_authentication"));
+    assert!(hint("users[0].lock_passwd").contains("passwd"));
+    assert!(by_field("users[0].plain_text_passwd")
+        .message
+        .contains("clear text"));
+    assert!(hint("network.version").contains("interfaces"));
+    assert!(hint("network.ethernets").contains("interfaces"));
+    // Not cloud-init: the usual answer.
+    assert_eq!(hint("hostnme"), "did you mean `hostname`?");
+    // Nothing says "unknown field" about a key it has an answer for.
+    assert_eq!(
+        errs.iter()
+            .filter(|d| d.message.starts_with("unknown field"))
+            .count(),
+        1,
+        "{errs}"
+    );
+    // The line points at the key.
+    assert_eq!(by_field("runcmd").line, 3);
+}
+
+#[test]
+fn no_proxy_takes_a_list_or_the_comma_separated_text_of_environment_variables() {
+    let read = |text: &str| {
+        load(Path::new("u.yaml"), text)
+            .unwrap()
+            .proxy
+            .unwrap()
+            .no_proxy
+    };
+    let want = vec!["localhost", "127.0.0.1", ".store.example", "10.0.0.0/8"];
+    assert_eq!(
+        read("proxy:\n  no_proxy: [localhost, 127.0.0.1, .store.example, 10.0.0.0/8]\n"),
+        want
+    );
+    assert_eq!(
+        read("proxy:\n  no_proxy: \"localhost,127.0.0.1, .store.example,,10.0.0.0/8\"\n"),
+        want
+    );
+    assert_eq!(read("proxy:\n  no_proxy: localhost\n"), vec!["localhost"]);
+    let errs = errors("proxy:\n  no_proxy: {a: b}\n").join("\n");
+    assert!(errs.contains("proxy.no_proxy"), "{errs}");
+}
+
+/// Each path the agent writes gets the setting that writes it, not a hint about accounts.
+#[test]
+fn files_the_agent_writes_are_answered_with_their_setting() {
+    let text = "hostname: a\nproxy: {http_proxy: \"http://p:3128\"}\nwrite_files:\n  - path: /var/lib/p6os/x\n  - path: /etc/hostname\n  - path: /etc/environment\n  - path: /etc/shadow\n  - path: /etc/timezone\n";
+    let errs = load(Path::new("u.yaml"), text).unwrap_err();
+    let hint = |f: &str| {
+        errs.iter()
+            .find(|d| d.field == f)
+            .and_then(|d| d.hint.clone())
+            .unwrap_or_else(|| panic!("no hint for {f} in {errs}"))
+    };
+    assert!(!hint("write_files[0].path").contains("users"));
+    assert!(hint("write_files[1].path").contains("hostname"));
+    assert!(hint("write_files[2].path").contains("proxy"));
+    assert!(hint("write_files[3].path").contains("passwd"));
+    // No timezone set: the agent does not write /etc/timezone, the file may.
+    assert!(
+        errs.iter().all(|d| d.field != "write_files[4].path"),
+        "{errs}"
+    );
 }

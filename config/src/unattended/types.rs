@@ -149,8 +149,36 @@ pub struct Proxy {
     pub http_proxy: Option<String>,
     #[serde(default)]
     pub https_proxy: Option<String>,
-    #[serde(default)]
+    /// Hosts, domains (`.example.com`) and networks reached without the proxy: a list, or
+    /// the comma-separated text environment variables use (`localhost,127.0.0.1,.corp`).
+    #[serde(default, deserialize_with = "list_or_commas")]
+    #[schemars(with = "ListOrCommas")]
     pub no_proxy: Vec<String>,
+}
+
+/// A list of names, or one text of names separated by commas (and blanks).
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // read through `list_or_commas`; the schema comes from here
+enum ListOrCommas {
+    List(Vec<String>),
+    Text(String),
+}
+
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(match ListOrCommas::deserialize(d)? {
+        ListOrCommas::List(list) => list,
+        ListOrCommas::Text(text) => split_commas(&text),
+    })
+}
+
+/// `a, b,c` -> `[a, b, c]`: commas and blanks separate, empty entries are dropped (as curl
+/// reads `no_proxy`).
+pub fn split_commas(text: &str) -> Vec<String> {
+    text.split([',', ' ', '\t', '\n'])
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]

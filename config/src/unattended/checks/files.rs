@@ -20,13 +20,11 @@ impl Check<'_> {
                     format!("`{}` is outside the writable overlays", f.path),
                     Some("a file under /etc or /var (the rest of the system is read-only)"),
                 );
-            } else if f.path.starts_with("/var/lib/p6os/")
-                || ["/etc/passwd", "/etc/shadow", "/etc/group"].contains(&f.path.as_str())
-            {
+            } else if let Some((what, hint)) = agent_file(&f.path, self.sections) {
                 self.err(
                     at(&base, &[k("path")]),
-                    format!("`{}` is managed by the agent", f.path),
-                    Some("use the `users` section for accounts"),
+                    format!("`{}` is {what}", f.path),
+                    Some(hint),
                 );
             } else if let Some(first) = files[..i].iter().position(|o| o.path == f.path) {
                 self.err(
@@ -62,4 +60,115 @@ impl Check<'_> {
             }
         }
     }
+}
+
+/// Which sections of the document are set, for [`agent_file`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Sections {
+    pub hostname: bool,
+    pub timezone: bool,
+    pub ssh: bool,
+    pub proxy: bool,
+    pub console: bool,
+}
+
+/// A `write_files` path the agent owns (its state) or writes itself from a section that is
+/// set: what it is, and the setting to use instead.
+fn agent_file(path: &str, set: Sections) -> Option<(&'static str, &'static str)> {
+    if path.starts_with("/var/lib/p6os/") {
+        return Some((
+            "the agent's own state (identity, applied configuration, upgrades)",
+            "nothing else may write there; the sections of this file are how to change what the agent does",
+        ));
+    }
+    let rendered: &[(&str, bool, &str, &str)] = &[
+        (
+            "/etc/passwd",
+            true,
+            "the accounts database, written by the agent",
+            "list accounts in `users` (name, groups, ssh_authorized_keys, passwd, sudo)",
+        ),
+        (
+            "/etc/shadow",
+            true,
+            "the password database, written by the agent",
+            "give `users[].passwd` a crypt hash (`mkpasswd -m yescrypt`)",
+        ),
+        (
+            "/etc/group",
+            true,
+            "the groups database, written by the agent",
+            "list the groups in `users[].groups`",
+        ),
+        (
+            "/etc/gshadow",
+            true,
+            "the groups database, written by the agent",
+            "list the groups in `users[].groups`",
+        ),
+        (
+            "/etc/hostname",
+            set.hostname,
+            "written by the agent from `hostname`",
+            "set `hostname` alone",
+        ),
+        (
+            "/etc/hosts",
+            set.hostname,
+            "written by the agent from `hostname`",
+            "set `hostname` alone, or leave `hostname` out to write /etc/hosts yourself",
+        ),
+        (
+            "/etc/timezone",
+            set.timezone,
+            "written by the agent from `timezone`",
+            "set `timezone` alone",
+        ),
+        (
+            "/etc/localtime",
+            set.timezone,
+            "written by the agent from `timezone`",
+            "set `timezone` alone",
+        ),
+        (
+            "/etc/ssh/sshd_config.d/p6os.conf",
+            set.ssh,
+            "written by the agent from `ssh`",
+            "set the `ssh` section, or write another file in /etc/ssh/sshd_config.d",
+        ),
+        (
+            "/etc/environment",
+            set.proxy,
+            "written by the agent from `proxy`",
+            "set the `proxy` section alone",
+        ),
+        (
+            "/etc/profile.d/p6os-proxy.sh",
+            set.proxy,
+            "written by the agent from `proxy`",
+            "set the `proxy` section alone",
+        ),
+        (
+            "/etc/systemd/system.conf.d/p6os-proxy.conf",
+            set.proxy,
+            "written by the agent from `proxy`",
+            "set the `proxy` section alone",
+        ),
+        (
+            "/etc/p6os/console.json",
+            set.console,
+            "written by the agent from `console`",
+            "set the `console` section",
+        ),
+        (
+            "/etc/p6os/appliance.json",
+            true,
+            "written by the agent from `appliance`",
+            "set the `appliance` section (id, name, labels)",
+        ),
+    ];
+    rendered
+        .iter()
+        .find(|(p, when, _, _)| *p == path && *when)
+        .map(|(_, _, what, hint)| (*what, *hint))
 }

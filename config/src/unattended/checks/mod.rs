@@ -25,6 +25,13 @@ pub(super) fn check(file: &Path, tree: &marked_yaml::Node, u: &Unattended) -> Di
         file,
         tree,
         diags: Diagnostics::default(),
+        sections: files::Sections {
+            hostname: u.hostname.is_some(),
+            timezone: u.timezone.is_some(),
+            ssh: u.ssh.is_some(),
+            proxy: u.proxy.is_some(),
+            console: u.console.is_some(),
+        },
     };
     c.document(u);
     c.diags
@@ -34,6 +41,8 @@ struct Check<'a> {
     file: &'a Path,
     tree: &'a marked_yaml::Node,
     diags: Diagnostics,
+    /// Which sections are set (the files the agent writes from them).
+    sections: files::Sections,
 }
 
 fn k(s: &str) -> Seg {

@@ -151,14 +151,14 @@ fn existing_users_keep_ids_and_move_home_to_var() {
 #[test]
 fn write_files_owner_must_exist_and_paths_must_not_collide() {
     let errors = render(
-        &load("write_files:\n  - {path: /etc/a, owner: nobody}\n  - {path: /etc/hostname, content: x}\nhostname: h\n"),
+        &load("write_files:\n  - {path: /etc/a, owner: nobody}\n  - {path: /etc/resolv.conf, content: x}\nnetwork:\n  interfaces: [{name: eth0, dhcp: true}]\n  dns: {servers: [10.0.0.1]}\n"),
         &minimal_base(),
     )
     .unwrap_err();
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[0].contains("`nobody` is not a user"), "{errors:?}");
     assert!(
-        errors[1].contains("/etc/hostname would be written twice"),
+        errors[1].contains("/etc/resolv.conf would be written twice"),
         "{errors:?}"
     );
     // A user the document creates can own files.

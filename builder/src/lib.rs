@@ -22,6 +22,7 @@ pub mod progress;
 pub mod recipe;
 pub mod rootfs;
 pub mod secureboot;
+pub mod site;
 pub mod statefs;
 pub mod tree;
 pub mod units;

@@ -27,6 +27,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Set up a site's unattended.yaml on screens, without writing YAML: opens FILE (default
+    /// unattended.yaml; a new document when it does not exist), checks every setting as it is
+    /// typed, saves FILE (0600: it holds secrets).
+    Site {
+        file: Option<PathBuf>,
+        /// After leaving, also write the saved document into this image's ESP (as `config inject`).
+        #[arg(long, value_name = "IMAGE")]
+        inject: Option<PathBuf>,
+        /// After leaving, flash IMAGE (see --image) onto this disk with the saved document on
+        /// its ESP (as `flash --config`, with its checks and confirmation).
+        #[arg(long, value_name = "DISK", requires = "image")]
+        flash: Option<PathBuf>,
+        /// The image for --flash.
+        #[arg(long, value_name = "IMAGE")]
+        image: Option<PathBuf>,
+    },
     /// Check a file and report every problem at once (exit 1 when there is one).
     Validate { kind: FileKind, file: PathBuf },
     /// Print the JSON Schema of a file format.
@@ -250,6 +266,56 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Site {
+            file,
+            inject,
+            flash: flash_target,
+            image,
+        } => {
+            use std::io::IsTerminal;
+            let file = file.unwrap_or_else(|| PathBuf::from("unattended.yaml"));
+            if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+                anyhow::bail!(
+                    "p6os site needs a terminal; in scripts, check a file with `p6os validate unattended` and write it with `p6os config inject`"
+                );
+            }
+            let also = match (&inject, &flash_target) {
+                (Some(i), _) => Some(format!("into {}", i.display())),
+                (None, Some(t)) => Some(format!("onto {} with the image", t.display())),
+                (None, None) => None,
+            };
+            let session = p6os_builder::site::run(&file, also)?;
+            let Some(saved) = session.saved else {
+                println!("nothing saved");
+                return Ok(ExitCode::SUCCESS);
+            };
+            println!("saved {}", saved.display());
+            if let Some(image) = inject {
+                match p6os_builder::inject::inject(&image, &saved) {
+                    Ok(()) => println!(
+                        "wrote {} into {}",
+                        p6os_builder::inject::ESP_CONFIG_PATH,
+                        image.display()
+                    ),
+                    Err(e) => {
+                        eprintln!("error: {}", p6os_builder::diag::error_chain(&e));
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
+            if let (Some(target), Some(image)) = (flash_target, image) {
+                return flash(FlashArgs {
+                    image,
+                    target,
+                    config: Some(saved),
+                    bmap: None,
+                    confirm: Confirm::Ask,
+                    force: Force::No,
+                    mode: ProgressMode::Human,
+                });
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate { kind, file } => {
             let result = match kind {
                 FileKind::Recipe => recipe::load(&file).map(|_| ()),

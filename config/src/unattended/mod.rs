@@ -9,6 +9,7 @@
 
 mod checks;
 mod cloudinit;
+mod emit;
 mod redact;
 mod syntax;
 mod types;
@@ -18,6 +19,7 @@ use std::path::Path;
 use crate::diag::Diagnostics;
 use crate::yamlcheck::{self, Loaded};
 
+pub use emit::{to_yaml, HEADER};
 pub use ipnet::IpNet;
 pub use redact::{extra_arg_looks_secret, REDACTED};
 pub use syntax::{

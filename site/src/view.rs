@@ -246,15 +246,20 @@ fn draw_fields(frame: &mut Frame, app: &App, area: Rect) -> String {
 
 /// One field: its label, its value (stars for secrets), the cursor while typing.
 fn field_line(app: &App, f: &Field, focused: bool, width: usize) -> Line<'static> {
+    let label = format!("{:<w$} ", f.label, w = LABEL_WIDTH);
+    if !focused {
+        // A secret set shows as eight stars, whatever its length.
+        let shown = match f.kind {
+            Kind::Secret if !f.value.is_empty() => "********".to_string(),
+            _ => f.value.clone(),
+        };
+        let text = fit(&shown, width, 0);
+        return Line::from(vec![Span::raw(label), Span::raw(format!("[{text}]"))]);
+    }
     let shown: String = match f.kind {
         Kind::Secret => "*".repeat(f.value.chars().count()),
         _ => f.value.clone(),
     };
-    let label = format!("{:<w$} ", f.label, w = LABEL_WIDTH);
-    if !focused {
-        let text = fit(&shown, width, shown.chars().count());
-        return Line::from(vec![Span::raw(label), Span::raw(format!("[{text}]"))]);
-    }
     let cursor = app.cursor().unwrap_or(shown.chars().count());
     let text = fit(&shown, width, cursor);
     let mut spans = vec![Span::styled(label, bold()), Span::raw("[")];
@@ -348,7 +353,7 @@ fn draw_review(frame: &mut Frame, app: &App, area: Rect) -> String {
         }
         ReviewView::Changes => {
             lines.push(Line::styled(
-                "Changes against the file opened (- before, + after; secrets hidden):",
+                "Changes (- before, + after), secrets hidden:",
                 bold(),
             ));
             let changes = review::changes(app);

@@ -5,6 +5,7 @@ pub use p6os_config::{diag, size, yamlcheck};
 pub mod bootentry;
 pub mod bundle;
 pub mod cache;
+pub mod configdrive;
 pub mod esp;
 pub use p6os_fat as fat;
 pub mod fetch;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use p6os_builder::flash::check::Confirm;
 use p6os_builder::flash::target::Force;
 use p6os_builder::outputs::OutputFormat;
 use p6os_builder::progress::{self, ProgressMode};
@@ -222,6 +223,21 @@ enum ConfigCommand {
     /// Check FILE (as the agent will) and write it to IMAGE's ESP as /p6os/unattended.yaml
     /// (with FILE.sig as /p6os/unattended.yaml.sig when it exists).
     Inject { image: PathBuf, file: PathBuf },
+    /// Check FILE and make TARGET (a USB stick, or an image file) a configuration drive: one
+    /// FAT32 filesystem labelled P6OS-CONFIG over all of it, holding FILE as /unattended.yaml
+    /// (and FILE.sig as /unattended.yaml.sig when it exists). Everything on TARGET is lost.
+    Drive {
+        /// A whole disk (/dev/sdX, /dev/disk/by-id/...) or an existing regular file (one under
+        /// 64 MiB is made 64 MiB).
+        target: PathBuf,
+        file: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Also write to a disk that is not removable (a fixed disk).
+        #[arg(long)]
+        force: bool,
+    },
     /// Check FILE and sign its exact bytes: FILE.sig, which a provisioned device needs beside
     /// the document (on the drive or the ESP) to accept it.
     Sign {
@@ -502,6 +518,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Config {
             command:
+                ConfigCommand::Drive {
+                    target,
+                    file,
+                    yes,
+                    force,
+                },
+        } => {
+            let confirm = if yes { Confirm::Yes } else { Confirm::Ask };
+            let force = if force { Force::Yes } else { Force::No };
+            let report = p6os_builder::configdrive::from_file(&target, &file, confirm, force)
+                .with_context(|| {
+                    format!("writing a configuration drive to {}", target.display())
+                })?;
+            let Some(report) = report else {
+                return Ok(ExitCode::FAILURE);
+            };
+            println!("{}: {report}", target.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            command:
                 ConfigCommand::Sign {
                     file,
                     key,
@@ -617,12 +654,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Confirm {
-    Ask,
-    Yes,
-}
-
 struct FlashArgs {
     image: PathBuf,
     target: PathBuf,
@@ -635,56 +666,16 @@ struct FlashArgs {
 
 /// `p6os flash`: every refusal at once, the confirmation, then the write.
 fn flash(a: FlashArgs) -> anyhow::Result<ExitCode> {
-    use flash::identity::{self, Identity};
-    use p6os_builder::flash::{self, target};
-    use std::io::{BufRead, IsTerminal, Write};
+    use p6os_builder::flash::{self, check};
     let (plan, _) = flash::plan_for(&a.image, a.bmap.as_deref())
         .with_context(|| format!("reading {}", a.image.display()))?;
-    // Who the target is, first: the checks below, what is shown and what is written must all
-    // be that one (a disk swapped meanwhile is not written).
-    let first = Identity::of_path(&a.target)
-        .with_context(|| format!("inspecting {}", a.target.display()))?;
-    let info =
-        target::inspect(&a.target).with_context(|| format!("inspecting {}", a.target.display()))?;
-    let refusals = target::refusals(&info, plan.image_size, a.force);
-    if !refusals.is_empty() {
-        for r in &refusals {
-            // Messages that start with "it" are about the target: name it first.
-            let text = r.to_string();
-            if text.starts_with("it ") {
-                eprintln!("error: {}: {text}", a.target.display());
-            } else {
-                eprintln!("error: {text}");
-            }
-        }
-        eprintln!("nothing was written");
+    let image = a.image.display().to_string();
+    let confirmed =
+        check::check_and_confirm(&a.target, plan.image_size, a.force, a.confirm, &image)
+            .with_context(|| format!("inspecting {}", a.target.display()))?;
+    let Some(confirmed) = confirmed else {
         return Ok(ExitCode::FAILURE);
-    }
-    // Still the one identified first, after the checks; shown, recorded, and compared again
-    // with the descriptor the write opens.
-    let confirmed = identity::still_the_same(&a.target, &first)
-        .with_context(|| format!("inspecting {}", a.target.display()))?;
-    if a.confirm == Confirm::Ask && info.kind != target::TargetKind::RegularFile {
-        if !std::io::stdin().is_terminal() {
-            eprintln!(
-                "error: no terminal to confirm on: pass --yes to write to {}
-nothing was written",
-                a.target.display()
-            );
-            return Ok(ExitCode::FAILURE);
-        }
-        eprint!(
-            "{}",
-            identity::prompt(&target::describe(&info), &confirmed, &a.image)
-        );
-        std::io::stderr().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if answer.trim() != "yes" {
-            eprintln!("nothing was written");
-            return Ok(ExitCode::FAILURE);
-        }
-    }
+    };
     let progress = progress::new(a.mode);
     let report = flash::write_image(
         &a.image,

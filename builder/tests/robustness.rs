@@ -96,7 +96,7 @@ proptest! {
             p6os_builder::fat::FatFile { path: "/loader/entries/p6os-1-a.conf".into(), data: b"title x\n".to_vec() },
             p6os_builder::fat::FatFile { path: "/p6os/a/manifest.json".into(), data: vec![b'{'; 3000] },
         ];
-        p6os_builder::fat::format(&mut disk, 0, size as u64, &p6os_builder::fat::FormatOptions { volume_id: 7 }, &files).unwrap();
+        p6os_builder::fat::format(&mut disk, 0, size as u64, &p6os_builder::fat::FormatOptions { volume_id: 7, label: None }, &files).unwrap();
         let mut bytes = disk.into_inner();
         for (pos, val) in flips {
             bytes[pos] ^= val;

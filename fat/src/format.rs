@@ -6,7 +6,7 @@ use std::io::{Seek, Write};
 use super::names::{fold, lfn_entries, plain_short_name, short_name_for};
 use super::{
     boot_sector, dot_entries, fsinfo_sector, short_entry, split_path, write_at, FatError, FatFile,
-    FormatOptions, Geometry, ATTR_ARCHIVE, ATTR_DIRECTORY, DIR_ENTRY_SIZE, FAT_EOC,
+    FormatOptions, Geometry, ATTR_ARCHIVE, ATTR_DIRECTORY, ATTR_VOLUME_ID, DIR_ENTRY_SIZE, FAT_EOC,
     MAX_DIR_ENTRIES, MEDIA, SECTOR_SIZE,
 };
 
@@ -38,6 +38,8 @@ struct Plan<'a> {
     chains: Vec<(u32, u32)>,
     /// (first cluster, bytes) of every directory and file, in allocation order.
     writes: Vec<(u32, Blob<'a>)>,
+    /// The root directory's volume label entry, first in it.
+    label: Option<[u8; 11]>,
 }
 
 enum Blob<'a> {
@@ -85,13 +87,14 @@ pub fn format(
         next: 2,
         chains: Vec::new(),
         writes: Vec::new(),
+        label: opts.label.as_ref().map(|l| *l.as_bytes()),
     };
     let root = lay_out(&tree, "/", None, &mut plan)?;
     debug_assert_eq!(root, geo.root_cluster);
 
     // Hidden sectors is informational; saturate for offsets beyond 2 TiB.
     let hidden = u32::try_from(offset / SECTOR_SIZE).unwrap_or(u32::MAX);
-    let boot = boot_sector(&geo, hidden, opts.volume_id);
+    let boot = boot_sector(&geo, hidden, opts);
     let used = plan.next - 2;
     let free = u64::from(geo.cluster_count) - used;
     let next_free = if free == 0 {
@@ -217,7 +220,13 @@ fn lay_out<'a>(
         .filter_map(|n| plain_short_name(n.name()))
         .collect();
     let mut named = Vec::with_capacity(dir.children.len());
-    let mut slots = if parent.is_some() { 2 } else { 0 };
+    // `.` and `..` in a subdirectory; the volume label entry, if any, in the root.
+    let label = plan.label.filter(|_| parent.is_none());
+    let mut slots = if parent.is_some() {
+        2
+    } else {
+        usize::from(label.is_some())
+    };
     for node in dir.children.values() {
         let name = node.name();
         let (short, lfn) = match plain_short_name(name) {
@@ -245,6 +254,9 @@ fn lay_out<'a>(
         for e in dot_entries(own, parent) {
             data.extend_from_slice(&e);
         }
+    }
+    if let Some(label) = label {
+        data.extend_from_slice(&short_entry(&label, ATTR_VOLUME_ID, 0, 0));
     }
     for (node, short, lfn) in named {
         for e in &lfn {

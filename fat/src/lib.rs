@@ -32,6 +32,7 @@ mod tests;
 mod tool_tests;
 
 pub use format::format;
+pub use names::VolumeLabel;
 pub use reader::FatVolume;
 pub use repair::{Removal, Repair, MAX_DEPTH, MAX_DIRS, MAX_ENTRIES};
 
@@ -100,6 +101,8 @@ pub enum FatError {
     InvalidPath { path: String, reason: String },
     #[error("invalid file name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
+    #[error("invalid volume label {label:?}: {reason}")]
+    InvalidLabel { label: String, reason: String },
     #[error("no such file or directory: {path}")]
     NotFound { path: String },
     #[error("not a directory: {path}")]
@@ -139,6 +142,9 @@ pub struct FatFile {
 pub struct FormatOptions {
     /// Volume serial number (derive it from a seed for reproducible images).
     pub volume_id: u32,
+    /// Written to the boot sectors and as the root directory's first entry, as `mkfs.fat -n`
+    /// does; `None`: `NO NAME` in the boot sectors and no entry.
+    pub label: Option<VolumeLabel>,
 }
 
 /// An entry of a directory listing.
@@ -375,7 +381,8 @@ pub fn min_volume_size() -> u64 {
         * SECTOR_SIZE
 }
 
-fn max_volume_size() -> u64 {
+/// Largest region [`format`] accepts (4 KiB clusters, [`MAX_CLUSTERS`] clusters).
+pub fn max_volume_size() -> u64 {
     let fat = u64::from(MAX_CLUSTERS + 2).div_ceil(SECTOR_SIZE / 4);
     let sectors =
         u64::from(RESERVED_SECTORS) + u64::from(NUM_FATS) * fat + u64::from(MAX_CLUSTERS) * 8;
@@ -383,7 +390,7 @@ fn max_volume_size() -> u64 {
 }
 
 /// Boot sector of a new volume.
-fn boot_sector(geo: &Geometry, hidden_sectors: u32, volume_id: u32) -> [u8; 512] {
+fn boot_sector(geo: &Geometry, hidden_sectors: u32, opts: &FormatOptions) -> [u8; 512] {
     let mut bs = [0u8; 512];
     bs[0..3].copy_from_slice(&[0xEB, 0x58, 0x90]);
     bs[3..11].copy_from_slice(b"P6OS    ");
@@ -405,8 +412,12 @@ fn boot_sector(geo: &Geometry, hidden_sectors: u32, volume_id: u32) -> [u8; 512]
     put16(&mut bs, 50, geo.backup_boot_sector as u16);
     bs[64] = 0x80; // drive number
     bs[66] = 0x29; // extended boot signature
-    put32(&mut bs, 67, volume_id);
-    bs[71..82].copy_from_slice(b"NO NAME    ");
+    put32(&mut bs, 67, opts.volume_id);
+    let label = opts
+        .label
+        .as_ref()
+        .map_or(b"NO NAME    ", VolumeLabel::as_bytes);
+    bs[71..82].copy_from_slice(label);
     bs[82..90].copy_from_slice(b"FAT32   ");
     // Boot code at 0x5A (the jump target): cli; hlt; jmp back to hlt. An ESP is never booted
     // through this sector.

@@ -47,6 +47,55 @@ pub(crate) fn validate_name(name: &str) -> Result<(), FatError> {
     Ok(())
 }
 
+/// A volume label: 1 to 11 of `A-Z`, `0-9`, space (not first) and the punctuation of short
+/// names, as `mkfs.fat -n` takes it; stored space-padded in the boot sector and as the root
+/// directory's label entry. Lower case is refused rather than folded (what is written is what
+/// was asked for); `NO NAME` is what a volume without a label says, so it is refused too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeLabel([u8; 11]);
+
+impl VolumeLabel {
+    pub fn new(label: &str) -> Result<VolumeLabel, FatError> {
+        let fail = |reason: &str| {
+            Err(FatError::InvalidLabel {
+                label: label.to_string(),
+                reason: reason.to_string(),
+            })
+        };
+        let bytes = label.as_bytes();
+        if bytes.is_empty() || bytes.len() > 11 {
+            return fail("a label has 1 to 11 characters");
+        }
+        if bytes[0] == b' ' || bytes[bytes.len() - 1] == b' ' {
+            return fail("a label neither starts nor ends with a space");
+        }
+        if bytes.iter().any(u8::is_ascii_lowercase) {
+            return fail("a label is upper case (FAT stores it so)");
+        }
+        if !bytes.iter().all(|&b| b == b' ' || is_short_char(b)) {
+            return fail("a label takes only A-Z, 0-9, space and !#$%&'()-@^_`{}~");
+        }
+        if label == "NO NAME" {
+            return fail("NO NAME means no label");
+        }
+        let mut padded = [b' '; 11];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        Ok(VolumeLabel(padded))
+    }
+
+    /// The 11 bytes on disk, space-padded.
+    pub fn as_bytes(&self) -> &[u8; 11] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for VolumeLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only ASCII is ever stored.
+        f.write_str(String::from_utf8_lossy(&self.0).trim_end())
+    }
+}
+
 fn pack(base: &[u8], ext: &[u8]) -> [u8; 11] {
     let mut out = [b' '; 11];
     out[..base.len()].copy_from_slice(base);

@@ -12,6 +12,7 @@ pub(super) const MIB: u64 = 1 << 20;
 pub(super) fn opts() -> FormatOptions {
     FormatOptions {
         volume_id: 0x1234_ABCD,
+        label: None,
     }
 }
 
@@ -306,6 +307,74 @@ fn boot_sector_fields() {
     let g = Geometry::for_new_volume(64 * MIB).unwrap();
     let root = &vol[g.cluster_pos(2) as usize..][..512];
     assert!(root.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn volume_labels_are_checked() {
+    let label = VolumeLabel::new("P6OS-CONFIG").unwrap();
+    assert_eq!(label.as_bytes(), b"P6OS-CONFIG");
+    assert_eq!(VolumeLabel::new("ESP").unwrap().as_bytes(), b"ESP        ");
+    assert_eq!(VolumeLabel::new("A B_1").unwrap().to_string(), "A B_1");
+    for (bad, why) in [
+        ("", "1 to 11"),
+        ("P6OS-CONFIG1", "1 to 11"),
+        (" ESP", "space"),
+        ("ESP ", "space"),
+        ("cidata", "upper case"),
+        ("A.B", "only A-Z"),
+        ("A/B", "only A-Z"),
+        ("ÉTÉ", "only A-Z"),
+        ("NO NAME", "no label"),
+    ] {
+        let err = VolumeLabel::new(bad).unwrap_err();
+        assert!(
+            matches!(&err, FatError::InvalidLabel { label, .. } if label == bad)
+                && err.to_string().contains(why),
+            "{bad:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_label_goes_to_both_boot_sectors_and_first_in_the_root() {
+    let size = 64 * MIB;
+    let opts = FormatOptions {
+        label: Some(VolumeLabel::new("P6OS-CONFIG").unwrap()),
+        ..opts()
+    };
+    let files = [file("/unattended.yaml", b"hostname: a\n".to_vec())];
+    let mut dev = Cursor::new(vec![0u8; (OFFSET + size) as usize]);
+    format(&mut dev, OFFSET, size, &opts, &files).unwrap();
+    let img = dev.into_inner();
+    let vol = &img[OFFSET as usize..];
+    assert_eq!(&vol[71..82], b"P6OS-CONFIG");
+    assert_eq!(&vol[6 * 512 + 71..6 * 512 + 82], b"P6OS-CONFIG");
+    let g = Geometry::for_new_volume(size).unwrap();
+    let root = &vol[g.cluster_pos(2) as usize..][..64];
+    assert_eq!(&root[..11], b"P6OS-CONFIG");
+    assert_eq!(root[11], ATTR_VOLUME_ID);
+    assert_eq!(entry_cluster(&root[..32]), 0);
+    // Then the file: its long name's entry first.
+    assert_eq!(root[32 + 11], ATTR_LFN);
+
+    // Not listed, not in the way of the reader, the writer or the repair.
+    let mut vol = FatVolume::open(Cursor::new(img), OFFSET, size).unwrap();
+    let names: Vec<String> = vol
+        .read_dir("/")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["unattended.yaml"]);
+    vol.write_file("/unattended.yaml.sig", b"sig\n").unwrap();
+    vol.rename("/unattended.yaml", "/user-data").unwrap();
+    assert_eq!(vol.read_file("/user-data").unwrap(), b"hostname: a\n");
+    assert!(vol.plan_repair(&|_, _| false).unwrap().is_clean());
+    let img = vol.into_inner().into_inner();
+    assert_eq!(
+        &img[OFFSET as usize + 71..OFFSET as usize + 82],
+        b"P6OS-CONFIG"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -177,6 +177,29 @@ fn tools_accept_big_directory() {
 }
 
 #[test]
+fn tools_read_the_label() {
+    let size = 40 * MIB;
+    let img = image_file(size);
+    let opts = FormatOptions {
+        label: Some(VolumeLabel::new("P6OS-CONFIG").unwrap()),
+        ..opts()
+    };
+    let files = [file("/unattended.yaml", b"hostname: a\n".to_vec())];
+    format(&mut img.reopen().unwrap(), OFFSET, size, &opts, &files).unwrap();
+    let summary = fsck(img.path(), size);
+    // fsck.fat counts the label entry as a file, as on a volume from `mkfs.fat -n`.
+    assert!(summary.contains("2 files"), "{summary}");
+    let said = String::from_utf8(mtools("mlabel", img.path(), &["-s", "::"])).unwrap();
+    assert_eq!(said.trim(), "Volume label is P6OS-CONFIG");
+    assert_eq!(mtype(img.path(), "/unattended.yaml"), b"hostname: a\n");
+    let listing = mdir(img.path(), "/");
+    assert!(
+        listing.contains("Volume in drive : is P6OS-CONFIG"),
+        "{listing}"
+    );
+}
+
+#[test]
 fn tools_accept_modified_volume() {
     let size = 64 * MIB;
     let files = esp_files();

@@ -132,8 +132,8 @@ pub fn still_the_same(path: &Path, before: &Identity) -> Result<Identity, io::Er
 
 /// The confirmation question: the target as described, then the identity that is recorded and
 /// checked again before the first write (disk sequence number and serial: what the user
-/// confirms is what is recorded).
-pub fn prompt(description: &str, identity: &Identity, image: &Path) -> String {
+/// confirms is what is recorded). `writing` names what goes onto it (an image, a drive).
+pub fn prompt(description: &str, identity: &Identity, writing: &str) -> String {
     let mut who = identity.to_string();
     if let Identity::Block {
         diskseq, serial, ..
@@ -147,8 +147,7 @@ pub fn prompt(description: &str, identity: &Identity, image: &Path) -> String {
         }
     }
     format!(
-        "{description}\nidentity: {who}\nwrite {} onto it? everything on it is lost. type yes: ",
-        image.display()
+        "{description}\nidentity: {who}\nwrite {writing} onto it? everything on it is lost. type yes: "
     )
 }
 
@@ -183,7 +182,7 @@ mod tests {
             serial: Some("SN-1234".into()),
             model: Some("Stick".into()),
         };
-        let text = prompt("/dev/sdb: USB stick, 8 GiB", &id, Path::new("tiny.img"));
+        let text = prompt("/dev/sdb: USB stick, 8 GiB", &id, "tiny.img");
         assert!(text.contains("disk sequence 42"), "{text}");
         assert!(text.contains("serial SN-1234"), "{text}");
         assert!(text.ends_with("type yes: "), "{text}");
@@ -194,7 +193,7 @@ mod tests {
             serial: None,
             model: None,
         };
-        let text = prompt("/dev/loop0", &old, Path::new("tiny.img"));
+        let text = prompt("/dev/loop0", &old, "tiny.img");
         assert!(text.contains("no disk sequence number"), "{text}");
         assert!(text.contains("no serial"), "{text}");
     }

@@ -7,8 +7,9 @@
 //! Nothing is written before the image, its bmap, the configuration and the target passed
 //! their checks ([`target::refusals`]).
 
+pub mod check;
 pub mod identity;
-mod open;
+pub(crate) mod open;
 pub mod plan;
 pub mod target;
 #[cfg(test)]
@@ -447,7 +448,7 @@ fn image_range_sha256(image: &Path, r: &Range) -> Result<[u8; 32], FlashError> {
 /// Zeroes `len` bytes at `pos` without sending them: `BLKZEROOUT` on a block device (the
 /// device's write-zeroes, or the kernel writing them), `FALLOC_FL_ZERO_RANGE` on a file.
 /// `false` when neither works (then the zeros are written like any data).
-fn zero_range(f: &File, pos: u64, len: usize) -> bool {
+pub(crate) fn zero_range(f: &File, pos: u64, len: usize) -> bool {
     use std::os::fd::AsRawFd;
     const BLKZEROOUT: libc::c_ulong = 0x127f;
     let fd = f.as_raw_fd();
@@ -467,7 +468,7 @@ fn zero_range(f: &File, pos: u64, len: usize) -> bool {
 
 /// Asks the kernel to forget cached pages of `f` (and a block device's buffer cache), so that
 /// reads come from the medium.
-fn drop_caches(f: &File) {
+pub(crate) fn drop_caches(f: &File) {
     use std::os::fd::AsRawFd;
     // SAFETY: advisory calls on a descriptor we own; no memory is passed.
     unsafe {

@@ -13,7 +13,7 @@ use super::{io_at, FlashError};
 /// on block devices when the kernel allows it. The opened descriptor must be the `expected`
 /// target (checked on the descriptor, before anything is written); a regular file is then made
 /// the image's size.
-pub(super) fn open_target(
+pub(crate) fn open_target(
     target: &Path,
     image_size: u64,
     expected: &Identity,
@@ -37,7 +37,7 @@ pub(super) fn open_target(
 
 /// Whether the target's descriptor bypasses the page cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Direct {
+pub(crate) enum Direct {
     Yes,
     No,
 }
@@ -68,7 +68,7 @@ fn open_for_writing(target: &Path) -> io::Result<(File, Direct)> {
 
 /// The path that opens the very file behind `f` again (`/proc/self/fd/N`: the same inode, not
 /// whatever the target's path names by then), for the other ways of opening it.
-pub(super) fn same_file(f: &File) -> PathBuf {
+pub(crate) fn same_file(f: &File) -> PathBuf {
     use std::os::fd::AsRawFd;
     PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
 }

@@ -95,7 +95,10 @@ pub(super) fn write(
         &mut f,
         esp.offset(),
         esp.size(),
-        &FormatOptions { volume_id },
+        &FormatOptions {
+            volume_id,
+            label: None,
+        },
         &esp_files,
     )?;
     let slot_a = gpt

@@ -43,6 +43,10 @@ enum Command {
         /// The image for --flash.
         #[arg(long, value_name = "IMAGE")]
         image: Option<PathBuf>,
+        /// After leaving, make this USB stick a configuration drive with the saved document
+        /// (as `config drive`, with its checks and confirmation).
+        #[arg(long, value_name = "STICK")]
+        drive: Option<PathBuf>,
     },
     /// Check a file and report every problem at once (exit 1 when there is one).
     Validate { kind: FileKind, file: PathBuf },
@@ -287,6 +291,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             inject,
             flash: flash_target,
             image,
+            drive,
         } => {
             use std::io::IsTerminal;
             let file = file.unwrap_or_else(|| PathBuf::from("unattended.yaml"));
@@ -295,11 +300,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "p6os site needs a terminal; in scripts, check a file with `p6os validate unattended` and write it with `p6os config inject`"
                 );
             }
-            let also = match (&inject, &flash_target) {
-                (Some(i), _) => Some(format!("into {}", i.display())),
-                (None, Some(t)) => Some(format!("onto {} with the image", t.display())),
-                (None, None) => None,
-            };
+            let mut also: Vec<String> = Vec::new();
+            if let Some(i) = &inject {
+                also.push(format!("into {}", i.display()));
+            }
+            if let Some(t) = &flash_target {
+                also.push(format!("onto {} with the image", t.display()));
+            }
+            if let Some(d) = &drive {
+                also.push(format!("onto the stick {}", d.display()));
+            }
+            let also = (!also.is_empty()).then(|| also.join(" and "));
             let session = p6os_builder::site::run(&file, also)?;
             let Some(saved) = session.saved else {
                 println!("nothing saved");
@@ -317,6 +328,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         eprintln!("error: {}", p6os_builder::diag::error_chain(&e));
                         return Ok(ExitCode::FAILURE);
                     }
+                }
+            }
+            if let Some(stick) = drive {
+                let report =
+                    p6os_builder::configdrive::from_file(&stick, &saved, Confirm::Ask, Force::No)
+                        .with_context(|| {
+                        format!("writing a configuration drive to {}", stick.display())
+                    })?;
+                match report {
+                    Some(report) => println!("{}: {report}", stick.display()),
+                    None => return Ok(ExitCode::FAILURE),
                 }
             }
             if let (Some(target), Some(image)) = (flash_target, image) {

@@ -3,7 +3,7 @@
 //! drop, and the console log printed when the test thread panics.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -319,17 +319,27 @@ fn spawn_reader(
     mut log: Option<fs::File>,
 ) {
     std::thread::spawn(move || {
-        let mut reader = BufReader::new(stream);
-        let mut buf = Vec::new();
+        // Chunks as they come, not lines: a full-screen program on the serial console (the
+        // site setup screens) draws without newlines. A character split between two reads
+        // waits for its other bytes.
+        let mut stream = stream;
+        let mut buf = [0u8; 4096];
+        let mut pending: Vec<u8> = Vec::new();
         loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
+            match stream.read(&mut buf) {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {
+                Ok(n) => {
                     if let Some(l) = log.as_mut() {
-                        let _ = l.write_all(&buf);
+                        let _ = l.write_all(&buf[..n]);
                     }
-                    let text = String::from_utf8_lossy(&buf).replace('\r', "");
+                    pending.extend_from_slice(&buf[..n]);
+                    let complete = match std::str::from_utf8(&pending) {
+                        Ok(_) => pending.len(),
+                        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                        Err(_) => pending.len(),
+                    };
+                    let text = String::from_utf8_lossy(&pending[..complete]).replace('\r', "");
+                    pending.drain(..complete);
                     console.text.lock().expect("console lock").push_str(&text);
                     console.changed.notify_all();
                 }
@@ -338,6 +348,9 @@ fn spawn_reader(
         console.changed.notify_all();
     });
 }
+
+/// How long a match waits for the end of its line.
+const LINE_GRACE: Duration = Duration::from_millis(1500);
 
 /// A running VM. Dropping it kills QEMU; if the test is failing, the console log is printed.
 pub struct Vm {
@@ -370,15 +383,27 @@ impl Vm {
                 .filter_map(|(i, n)| text[cursor..].find(n).map(|at| (at, i)))
                 .min()
         };
+        // A match whose line has not ended yet gets a moment for the rest of it (log lines
+        // arrive in pieces now); a screen drawn without newlines is returned as it is after that.
+        let mut line_grace: Option<Instant> = None;
         loop {
             if let Some((found, which)) = find(&text, self.cursor) {
                 let start = self.cursor
                     + text[self.cursor..found + self.cursor]
                         .rfind('\n')
                         .map_or(0, |i| i + 1);
-                let end = text[self.cursor + found..]
-                    .find('\n')
-                    .map_or(text.len(), |i| self.cursor + found + i);
+                let newline = text[self.cursor + found..].find('\n');
+                let grace = *line_grace.get_or_insert_with(|| Instant::now() + LINE_GRACE);
+                if newline.is_none() && Instant::now() < grace {
+                    text = self
+                        .console
+                        .changed
+                        .wait_timeout(text, Duration::from_millis(50))
+                        .expect("console lock")
+                        .0;
+                    continue;
+                }
+                let end = newline.map_or(text.len(), |i| self.cursor + found + i);
                 let line = text[start..end].to_string();
                 self.cursor = end;
                 return Ok((which, line));
@@ -414,6 +439,44 @@ impl Vm {
                 .expect("console lock")
                 .0;
         }
+    }
+
+    /// Types bytes on the serial console as they are (control keys: `\x0e` is Ctrl-N, `\t` Tab).
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("vm stdin closed")?;
+        stdin.write_all(bytes)?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Waits until the screen a full-screen program draws on the serial console (from its last
+    /// switch to the alternate screen, as an 80x24 terminal shows it) contains `needle`;
+    /// returns the screen. Such programs redraw only what changed, so their words are not in
+    /// the byte stream as written: only a terminal emulator sees them.
+    pub fn wait_for_screen(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return Ok(screen);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "vm {}: `{needle}` not on the screen within {timeout:?}; the screen:\n{screen}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The screen as an 80x24 terminal shows it, from the last switch to the alternate screen.
+    pub fn screen(&self) -> String {
+        let text = self.console.text.lock().expect("console lock").clone();
+        let start = text.rfind("\x1b[?1049h").unwrap_or(0);
+        let mut parser = vt100::Parser::new(24, 80, 0);
+        parser.process(text[start..].as_bytes());
+        parser.screen().contents()
     }
 
     /// Types a line on the serial console.

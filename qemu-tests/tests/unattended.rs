@@ -97,6 +97,9 @@ fn config_vm(image: &Path) -> VmConfig {
 fn injected_config_is_applied_at_first_boot_and_only_then() {
     let (f, image) = image_with_config(&site_config());
     let mut vm = config_vm(&image).start_in_place("unattended").unwrap();
+    // A new device announces the site setup pause; nobody presses a key, the boot goes on
+    // with the document found.
+    vm.wait_for_line("press any key within", BOOT).unwrap();
     vm.wait_for_line("using unattended.yaml from the ESP", BOOT)
         .unwrap();
     let applied = vm

@@ -41,6 +41,9 @@ pub fn run(
 ) -> io::Result<Outcome> {
     let _raw = RawMode::enter()?;
     let size = screen_size()?;
+    // Cleared here, not by ratatui's `clear` (which asks the terminal where its cursor is:
+    // a serial line may never answer).
+    execute!(io::stdout(), terminal::Clear(terminal::ClearType::All))?;
     let backend = CrosstermBackend::new(io::stdout());
     let mut term = Terminal::with_options(
         backend,
@@ -48,7 +51,6 @@ pub fn run(
             viewport: Viewport::Fixed(Rect::new(0, 0, size.0, size.1)),
         },
     )?;
-    term.clear()?;
     let mut last = None;
     loop {
         term.draw(|f| view::draw(f, app))?;
@@ -100,7 +102,8 @@ fn screen_size() -> io::Result<(u16, u16)> {
     let probed = cursor::position();
     execute!(out, cursor::RestorePosition)?;
     Ok(match probed {
-        Ok((x, y)) if x >= 10 && y >= 5 => (x + 1, y + 1),
+        // A terminal that does not clamp the cursor would claim a huge screen: cap it.
+        Ok((x, y)) if x >= 10 && y >= 5 => ((x + 1).min(400), (y + 1).min(200)),
         _ => (view::MIN_WIDTH, view::MIN_HEIGHT),
     })
 }

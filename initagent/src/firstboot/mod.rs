@@ -14,6 +14,7 @@ mod apply;
 pub(crate) mod beneath;
 pub mod console;
 pub mod render;
+pub mod setup;
 pub mod source;
 pub mod trust;
 pub mod txn;
@@ -103,7 +104,12 @@ fn run_steps(ctx: &Context) -> &'static str {
     let from_console = staged.as_ref().and_then(|s| gate.console(s, &layout));
     let (Chosen { origin, bytes }, serial, kind) = match from_console {
         Some(chosen) => chosen,
-        None => match discover(ctx, &gate) {
+        None => match site_setup(
+            discover(ctx, &gate),
+            &gate.provisioning,
+            &layout,
+            &machine_id,
+        ) {
             Choice::Apply { candidate, serial } => (candidate.item, serial, candidate.kind),
             Choice::KeepApplied => {
                 info!(
@@ -136,6 +142,57 @@ fn run_steps(ctx: &Context) -> &'static str {
         console::finish(&layout, &report);
     }
     status
+}
+
+/// The site setup screens at the console ([`setup`]), when this boot offers them: a document
+/// saved there replaces what discovery chose (it is applied as one from a configuration drive:
+/// the same checks, the same transaction, and a later change needs a signed document).
+fn site_setup(
+    choice: Choice<Chosen>,
+    provisioning: &Provisioning,
+    layout: &txn::Layout,
+    machine_id: &str,
+) -> Choice<Chosen> {
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let (setting, note) = setup::setting(&cmdline);
+    if let Some(note) = note {
+        warn!("site setup: {note}");
+    }
+    let pause = match setup::decide(setting, provisioning) {
+        setup::Decision::Offer(pause) => pause,
+        setup::Decision::NotOffered(why) => {
+            info!("site setup at the console not offered: {why}");
+            return choice;
+        }
+    };
+    let found = match &choice {
+        Choice::Apply { candidate, .. } => Some((
+            candidate.item.origin.to_string(),
+            candidate.item.bytes.clone(),
+        )),
+        _ => None,
+    };
+    // The agent's own rendering against this slot (a file owner the slot lacks...): the screens
+    // save nothing the apply step would refuse.
+    let base = read_base(layout, machine_id.to_string());
+    let check: p6os_site::ExtraCheck =
+        Box::new(move |doc| render::render(doc, &base).err().unwrap_or_default());
+    let found_ref = found.as_ref().map(|(o, b)| (o.as_str(), b.as_slice()));
+    match setup::offer(pause, found_ref, check) {
+        Some(bytes) => Choice::Apply {
+            candidate: Candidate {
+                kind: SourceKind::Writable,
+                digest: applied::sha256(&bytes),
+                signature: Signature::Absent,
+                item: Chosen {
+                    origin: Origin::Typed,
+                    bytes,
+                },
+            },
+            serial: None,
+        },
+        None => choice,
+    }
 }
 
 /// What stood in the way of a change, and the steps left for the next boot.
@@ -171,6 +228,7 @@ fn origin_name(origin: &Origin) -> String {
         Origin::Esp => format!("esp:{}", source::ESP_CONFIG_PATH),
         Origin::Baked => source::BAKED_CONFIG_PATH.to_string(),
         Origin::Console { config } => format!("console:config-{config}"),
+        Origin::Typed => "typed at the console".to_string(),
     }
 }
 

@@ -195,6 +195,8 @@ pub enum Origin {
     Console {
         config: u64,
     },
+    /// Typed on the setup screens at the device's own console (`super::setup`).
+    Typed,
 }
 
 impl fmt::Display for Origin {
@@ -205,6 +207,7 @@ impl fmt::Display for Origin {
             Origin::Esp => write!(f, "the ESP ({ESP_CONFIG_PATH})"),
             Origin::Baked => write!(f, "the image's default ({BAKED_CONFIG_PATH})"),
             Origin::Console { config } => write!(f, "the console (site configuration {config})"),
+            Origin::Typed => write!(f, "the setup screens at the device's console"),
         }
     }
 }

@@ -475,7 +475,7 @@ impl Vm {
         let text = self.console.text.lock().expect("console lock").clone();
         let start = text.rfind("\x1b[?1049h").unwrap_or(0);
         let mut parser = vt100::Parser::new(24, 80, 0);
-        parser.process(text[start..].as_bytes());
+        parser.process(&text.as_bytes()[start..]);
         parser.screen().contents()
     }
 

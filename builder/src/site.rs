@@ -6,13 +6,13 @@
 //! written 0600, through a temporary file renamed over the old one, so a crash leaves the old
 //! file or the new one, never half of either.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use p6os_config::unattended::{to_yaml, Unattended};
-use p6os_site::terminal::{self, AfterSave, Outcome};
+use p6os_site::terminal::{self, AfterSave, Idle, Outcome};
 use p6os_site::App;
 
 /// What `p6os site` ends with.
@@ -34,10 +34,21 @@ pub fn run(file: &Path, also: Option<String>) -> anyhow::Result<Session> {
         Some(more) => format!("{}, then {more} when you leave", file.display()),
         None => file.display().to_string(),
     };
-    let outcome = terminal::run(&mut app, |doc: &Unattended| {
-        write_private(file, to_yaml(doc).as_bytes())
-            .map(|()| AfterSave::Stay(format!("saved to {}", file.display())))
-            .map_err(|e| format!("cannot write {}: {e}", file.display()))
+    let outcome = terminal::run(&mut app, Idle::Wait, |doc: &Unattended| {
+        let text = to_yaml(doc);
+        let before = fs::read(file).ok();
+        write_private(file, text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        let mut said = format!("saved to {}", file.display());
+        if before.as_deref() != Some(text.as_bytes()) {
+            if let Some(old) = set_aside_signature(file) {
+                said.push_str(&format!(
+                    "; its signature no longer matches, moved to {} (sign it again: p6os config sign)",
+                    old.display()
+                ));
+            }
+        }
+        Ok(AfterSave::Stay(said))
     })?;
     let Outcome::Done(saved) = outcome;
     Ok(Session {
@@ -45,7 +56,18 @@ pub fn run(file: &Path, also: Option<String>) -> anyhow::Result<Session> {
     })
 }
 
-/// Writes `bytes` to `path` with mode 0600, atomically (temporary file, fsync, rename).
+/// A `FILE.sig` beside a file whose bytes changed signs nothing any more: a device would
+/// ignore the new document for it. Moved to `FILE.sig.old`; its new name, if there was one.
+fn set_aside_signature(file: &Path) -> Option<PathBuf> {
+    let sig = crate::inject::signature_path(file);
+    let mut old = sig.clone().into_os_string();
+    old.push(".old");
+    let old = PathBuf::from(old);
+    fs::rename(&sig, &old).ok().map(|()| old)
+}
+
+/// Writes `bytes` to `path` with mode 0600, atomically: a temporary file of a random name made
+/// with O_EXCL in the same directory (never a link someone placed), fsync, rename.
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
@@ -54,17 +76,14 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::other("not a file name"))?;
-    let tmp = dir.join(format!(".{}.p6os-site.tmp", name.to_string_lossy()));
-    let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".p6os-site")
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -73,8 +92,6 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
 
     #[test]
@@ -94,5 +111,16 @@ mod tests {
             1,
             "no temporary file left"
         );
+    }
+
+    #[test]
+    fn a_signature_of_the_old_bytes_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("u.yaml");
+        fs::write(dir.path().join("u.yaml.sig"), "sig").unwrap();
+        let old = set_aside_signature(&file).unwrap();
+        assert_eq!(old, dir.path().join("u.yaml.sig.old"));
+        assert!(!dir.path().join("u.yaml.sig").exists());
+        assert!(set_aside_signature(&file).is_none(), "nothing to move");
     }
 }

@@ -141,6 +141,12 @@ impl Fixture {
         })
     }
 
+    /// The kernel arguments of [`Fixture::recipe`] when a scenario gives none.
+    const NO_SETUP_PAUSE: &'static str = "[panic=10, quiet, p6os.setup=off]";
+
+    /// The tiny recipe's own kernel arguments (the site setup pause on), for [`Fixture::recipe`].
+    pub const TINY_ARGS: &'static str = "[panic=10, quiet]";
+
     /// The tiny recipe at `version`, trusting this fixture's key, with `extra` YAML appended
     /// under `upgrades:` (e.g. health checks) and `boot_args` replacing the kernel arguments.
     pub fn recipe(
@@ -153,12 +159,14 @@ impl Fixture {
         let mut text = fs::read_to_string(repo().join("recipes/tiny.yaml"))?
             .replace("../images", images.to_str().unwrap_or_default())
             .replace("version: 1.0.0", &format!("version: {version}"));
-        if let Some(args) = boot_args {
-            text = text.replace(
-                "kernel_args: [panic=10, quiet]",
-                &format!("kernel_args: {args}"),
-            );
-        }
+        // Without arguments of its own a scenario gets the recipe's with the site setup pause
+        // off (`p6os.setup=off`): it boots devices that are never configured, many times, and
+        // is not about the pause (`site_setup` and `unattended` ask for the recipe's own).
+        let args = boot_args.unwrap_or(Self::NO_SETUP_PAUSE);
+        text = text.replace(
+            "kernel_args: [panic=10, quiet]",
+            &format!("kernel_args: {args}"),
+        );
         text = text.replace(
             "boot:\n",
             &format!(

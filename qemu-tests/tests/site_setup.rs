@@ -52,7 +52,9 @@ fn text(vm: &mut Vm, s: &str) {
 #[test]
 fn typed_at_the_serial_console_the_device_boots_with_the_host_name_and_account() {
     let f = Fixture::new().unwrap();
-    let image = f.image(&f.recipe("1.0.0", "", None).unwrap()).unwrap();
+    let image = f
+        .image(&f.recipe("1.0.0", "", Some(Fixture::TINY_ARGS)).unwrap())
+        .unwrap();
     let mut config = VmConfig::new(&image).unwrap();
     config.network = Network::UserRestricted;
     let mut vm = config.start_in_place("site-setup").unwrap();

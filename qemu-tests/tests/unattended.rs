@@ -61,7 +61,10 @@ console:
 fn image_with_config(config: &str) -> (Fixture, PathBuf) {
     let f = Fixture::new().unwrap();
     let extra = format!("  config_keys: [{}]\n", f.public_key.display());
-    let image = f.image(&f.recipe("1.0.0", &extra, None).unwrap()).unwrap();
+    // The recipe's own kernel arguments: the site setup pause on (nobody answers it here).
+    let image = f
+        .image(&f.recipe("1.0.0", &extra, Some(Fixture::TINY_ARGS)).unwrap())
+        .unwrap();
     f.inject(&image, config).unwrap();
     (f, image)
 }

@@ -191,23 +191,41 @@ impl App {
         let mut out: Vec<String> = self
             .unread
             .iter()
-            .map(|((page, _), (text, why))| format!("{}: `{text}`: {why}", page.section.title()))
+            .map(|((page, _), (text, why))| format!("{}: `{text}`: {why}", page.name()))
             .collect();
         out.sort();
         for d in &self.problems {
-            let place = if d.field.is_empty() {
-                String::new()
-            } else {
-                format!("{}: ", d.field)
-            };
             let hint = d
                 .hint
                 .as_deref()
                 .map_or(String::new(), |h| format!(" ({h})"));
-            out.push(format!("{place}{}{hint}", d.message));
+            out.push(format!("{}: {}{hint}", self.place(&d.field), d.message));
         }
         out.extend(self.extra.iter().cloned());
         out
+    }
+
+    /// Where a problem at a document path is, in the pages' words (`Account 1 / Groups`); the
+    /// path itself for a setting no page shows.
+    pub fn place(&self, path: &str) -> String {
+        for page in &self.pages {
+            if let Some(f) = fields::fields(&self.doc, *page)
+                .iter()
+                .find(|f| is_under(path, &f.path))
+            {
+                return format!("{} / {}", page.name(), f.label);
+            }
+        }
+        for page in &self.pages {
+            if page_path(&self.doc, *page).is_some_and(|p| is_under(path, &p)) {
+                return page.name();
+            }
+        }
+        if path.is_empty() {
+            "the document".to_string()
+        } else {
+            format!("setting {path} (not on these pages)")
+        }
     }
 
     /// Whether the document differs from the one opened.
@@ -241,7 +259,8 @@ impl App {
             return self.answer(q, key);
         }
         match key {
-            Key::Ctrl('q') | Key::Esc => {
+            // Not Esc: over a serial line a lone Esc is also the start of an arrow key.
+            Key::Ctrl('q') | Key::Ctrl('x') => {
                 self.commit();
                 if self.changed() {
                     self.question = Some(Question::QuitUnsaved);
@@ -251,7 +270,8 @@ impl App {
             }
             Key::Ctrl('n') | Key::PageDown => self.go_to_page(self.page + 1),
             Key::Ctrl('p') | Key::PageUp => self.go_to_page(self.page.saturating_sub(1)),
-            Key::Ctrl('s') => {
+            // Ctrl-W too: a terminal with software flow control keeps Ctrl-S (XOFF) to itself.
+            Key::Ctrl('s') | Key::Ctrl('w') => {
                 let on_review = self.current_page().section == Section::Review;
                 self.go_to_page(self.pages.len() - 1);
                 if on_review {
@@ -282,6 +302,7 @@ impl App {
             (Question::RemoveEntry, true) => {
                 let page = self.current_page();
                 if let Some(i) = page.entry {
+                    self.editing = None;
                     fields::remove_entry(&mut self.doc, page.section, i);
                     self.unread.retain(|(p, _), _| p.section != page.section);
                     self.field = 0;
@@ -441,9 +462,10 @@ impl App {
             _ => {}
         }
         self.editing = Some((text.clone(), cursor));
-        // Live: the document follows every key, and so do the problems shown. A new SSH key
-        // is added only when the field is left (its page would grow under the cursor).
-        if !matches!(field.id, FieldId::UserKey(_)) || field.label != "New SSH key" {
+        // Live: the document follows every key, and so do the problems shown. An SSH key is
+        // set when the field is left: adding or emptying one adds or removes a field, and the
+        // fields after it would move under the cursor.
+        if !matches!(field.id, FieldId::UserKey(_)) {
             self.apply(field, &text);
         }
     }
@@ -451,7 +473,9 @@ impl App {
     /// Sets `field` from `text` and checks the document again.
     fn apply(&mut self, field: &Field, text: &str) {
         let page = self.current_page();
-        match fields::set(&mut self.doc, page, field.id, text) {
+        let set = fields::set(&mut self.doc, page, field.id, text);
+        let moved = set.is_ok() && field.id == FieldId::RegistryHost;
+        match set {
             Ok(()) => {
                 self.unread.remove(&(page, field.id));
             }
@@ -462,7 +486,7 @@ impl App {
         }
         self.check();
         // A renamed registry moves to its new place among the pages.
-        if field.id == FieldId::RegistryHost {
+        if moved {
             if let Some(i) = fields::registry_hosts(&self.doc)
                 .iter()
                 .position(|h| h == text.trim())
@@ -483,7 +507,7 @@ impl App {
         if let Some((text, _)) = self.editing.take() {
             let fields = self.current_fields();
             if let Some(field) = fields.get(self.field) {
-                if field.label == "New SSH key" {
+                if matches!(field.id, FieldId::UserKey(_)) {
                     self.apply(field, &text);
                 }
             }
@@ -502,6 +526,8 @@ fn page_path(doc: &Unattended, page: Page) -> Option<String> {
         (Section::Appliance, _) => "appliance".into(),
         (Section::Host, _) => "ntp".into(),
         (Section::Network, Some(i)) => format!("network.interfaces[{i}]"),
+        // No port yet: a problem of the network section as a whole (name servers without a port).
+        (Section::Network, None) => "network".into(),
         (Section::Dns, _) => "network.dns".into(),
         (Section::Proxy, _) => "proxy".into(),
         (Section::Kubernetes, _) => "kubernetes".into(),

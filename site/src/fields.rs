@@ -86,6 +86,16 @@ pub struct Page {
     pub entry: Option<usize>,
 }
 
+impl Page {
+    /// Its name in the list of pages: `Account 2`, `Proxy`.
+    pub fn name(&self) -> String {
+        match self.entry {
+            Some(e) => format!("{} {}", self.section.title(), e + 1),
+            None => self.section.title().to_string(),
+        }
+    }
+}
+
 /// The pages of `doc`, in order.
 pub fn pages(doc: &Unattended) -> Vec<Page> {
     let mut out = Vec::new();

@@ -26,6 +26,15 @@ pub enum AfterSave {
     Leave,
 }
 
+/// What the screens do when no key comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idle {
+    /// Wait for the operator (a workstation).
+    Wait,
+    /// Leave without saving after this long without a key (an appliance's boot goes on).
+    LeaveAfter(std::time::Duration),
+}
+
 /// How the screens ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -37,6 +46,7 @@ pub enum Outcome {
 /// `save` writes a document where it belongs: `Err` is shown and the screens stay.
 pub fn run(
     app: &mut App,
+    idle: Idle,
     mut save: impl FnMut(&Unattended) -> Result<AfterSave, String>,
 ) -> io::Result<Outcome> {
     let _raw = RawMode::enter()?;
@@ -54,7 +64,17 @@ pub fn run(
     let mut last = None;
     loop {
         term.draw(|f| view::draw(f, app))?;
-        let Some(key) = read_key()? else { continue };
+        let key = match idle {
+            Idle::Wait => read_key()?,
+            Idle::LeaveAfter(limit) => {
+                if !event::poll(limit)? {
+                    // Nobody there (or a noisy line opened the screens): leave unsaved.
+                    return Ok(Outcome::Done(last));
+                }
+                read_key()?
+            }
+        };
+        let Some(key) = key else { continue };
         match app.handle(key) {
             Step::Continue => {}
             Step::Quit => return Ok(Outcome::Done(last)),
@@ -103,7 +123,9 @@ fn screen_size() -> io::Result<(u16, u16)> {
     execute!(out, cursor::RestorePosition)?;
     Ok(match probed {
         // A terminal that does not clamp the cursor would claim a huge screen: cap it.
-        Ok((x, y)) if x >= 10 && y >= 5 => ((x + 1).min(400), (y + 1).min(200)),
+        Ok((x, y)) if x >= 10 && y >= 5 => {
+            (x.saturating_add(1).min(400), y.saturating_add(1).min(200))
+        }
         _ => (view::MIN_WIDTH, view::MIN_HEIGHT),
     })
 }

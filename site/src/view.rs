@@ -10,6 +10,8 @@ use ratatui::Frame;
 
 use crate::app::{App, Question, ReviewView};
 use crate::fields::{Field, Kind, Section};
+use p6os_config::unattended::redact_userinfo;
+
 use crate::review;
 
 /// The smallest screen the pages are laid out for.
@@ -85,7 +87,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     };
     frame.render_widget(Paragraph::new(status_text).style(bold()), status);
     let key_help = match page.section {
-        Section::Review => "^S save  Tab document/changes  Up/Down scroll  ^P back  ^Q quit",
+        Section::Review => "^S or ^W save  Tab document/changes  Up/Down scroll  ^P back  ^Q quit",
         _ if page.section.is_list() => {
             "Tab next  ^N/^P page  ^A add  ^D remove  ^S review  ^Q quit"
         }
@@ -119,10 +121,7 @@ fn draw_nav(frame: &mut Frame, app: &App, area: Rect) {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let name = match p.entry {
-                Some(e) => format!("{} {}", p.section.title(), e + 1),
-                None => p.section.title().to_string(),
-            };
+            let name = p.name();
             let bad = page_has_problems(app, i);
             let mark = match (i == app.page, bad) {
                 (true, _) => ">",
@@ -179,7 +178,7 @@ pub fn start_lines(app: &App) -> Vec<Line<'static>> {
         Line::raw(""),
         Line::raw("Each setting is checked as you type: a problem shows under it with a '!', and its page is marked '!' in the list on the left. Settings these pages do not show are kept as they are."),
         Line::raw(""),
-        Line::raw("Move with Tab, Enter and the arrow keys. Next page: Ctrl-N or Page Down; back: Ctrl-P or Page Up. Review and save: Ctrl-S. Leave: Ctrl-Q."),
+        Line::raw("Move with Tab, Enter and the arrow keys. Next page: Ctrl-N or Page Down; back: Ctrl-P or Page Up. Review and save: Ctrl-S (or Ctrl-W). Leave: Ctrl-Q."),
     ];
     if !app.opened_problems.is_empty() {
         lines.push(Line::raw(""));
@@ -210,7 +209,11 @@ fn draw_fields(frame: &mut Frame, app: &App, area: Rect) -> String {
         } else {
             String::new()
         };
-        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), area);
+        let mut lines = vec![Line::raw(text)];
+        for p in app.page_problems() {
+            lines.push(Line::raw(format!("! {p}")));
+        }
+        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), area);
         return String::new();
     }
     let focused = app.field.min(fields.len() - 1);
@@ -249,8 +252,15 @@ fn field_line(app: &App, f: &Field, focused: bool, width: usize) -> Line<'static
     let label = format!("{:<w$} ", f.label, w = LABEL_WIDTH);
     if !focused {
         // A secret set shows as eight stars, whatever its length.
+        // A URL's login (a proxy's `user:password@`) shows only while its field is edited.
         let shown = match f.kind {
             Kind::Secret if !f.value.is_empty() => "********".to_string(),
+            _ if f.value.contains("://") => f
+                .value
+                .split(", ")
+                .map(redact_userinfo)
+                .collect::<Vec<_>>()
+                .join(", "),
             _ => f.value.clone(),
         };
         let text = fit(&shown, width, 0);

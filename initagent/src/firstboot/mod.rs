@@ -165,12 +165,17 @@ fn site_setup(
             return choice;
         }
     };
-    let found = match &choice {
-        Choice::Apply { candidate, .. } => Some((
-            candidate.item.origin.to_string(),
-            candidate.item.bytes.clone(),
-        )),
-        _ => None,
+    // The serial of a signed document found stays the floor: the stick it came from, left in,
+    // is then a replay and does not undo what was typed over it.
+    let (found, serial) = match &choice {
+        Choice::Apply { candidate, serial } => (
+            Some((
+                candidate.item.origin.to_string(),
+                candidate.item.bytes.clone(),
+            )),
+            *serial,
+        ),
+        _ => (None, None),
     };
     // The agent's own rendering against this slot (a file owner the slot lacks...): the screens
     // save nothing the apply step would refuse.
@@ -189,7 +194,7 @@ fn site_setup(
                     bytes,
                 },
             },
-            serial: None,
+            serial,
         },
         None => choice,
     }

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use p6os_config::unattended::{to_yaml, Unattended};
-use p6os_site::terminal::{self, AfterSave, Outcome};
+use p6os_site::terminal::{self, AfterSave, Idle, Outcome};
 use p6os_site::{App, ExtraCheck};
 
 use super::trust::Provisioning;
@@ -30,6 +30,9 @@ use crate::cmdline::Params;
 /// The kernel argument.
 pub const CMDLINE_KEY: &str = "p6os.setup";
 pub const DEFAULT_PAUSE: Duration = Duration::from_secs(3);
+/// The screens leave without saving after this long without a key: a noisy serial line (or a
+/// key pressed by chance) must not hold the boot for ever.
+const IDLE: Duration = Duration::from_secs(15 * 60);
 const MAX_PAUSE_SECS: u64 = 600;
 
 /// What the kernel command line asks for.
@@ -113,6 +116,7 @@ fn console_names() -> Vec<String> {
     if !names.iter().any(|n| n == "tty1") && Path::new("/dev/tty1").exists() {
         names.push("tty1".to_string());
     }
+    names.sort();
     names.dedup();
     names
 }
@@ -172,8 +176,14 @@ pub fn offer(pause: Duration, found: Option<(&str, &[u8])>, check: ExtraCheck) -
     let shown_as = found.map_or("new unattended.yaml".to_string(), |(origin, _)| {
         origin.to_string()
     });
-    let app = App::open(Path::new(&shown_as), text).with_extra_check(check);
+    let mut app = App::open(Path::new(&shown_as), text).with_extra_check(check);
+    app.destination = "this appliance: it is applied at once and the boot goes on".to_string();
+    let original = app.original.clone();
     match screens(&console, app) {
+        Ok(Some(doc)) if *doc == original && found.is_some() => {
+            info!("site setup: saved unchanged; the document found is applied as it is");
+            None
+        }
         Ok(Some(doc)) => {
             info!("site setup: a document was saved on {}", console.name);
             Some(to_yaml(&doc).into_bytes())
@@ -197,15 +207,13 @@ fn wait_for_key(consoles: &mut [Console], pause: Duration, what: &str) -> Option
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            for c in consoles.iter_mut() {
-                let _ = c.file.write_all(b"\r\n");
-            }
             return None;
         }
         let secs = left.as_secs() + 1;
         if secs != shown {
+            // A whole line each second: serial consoles and their logs see it at once.
             shown = secs;
-            let line = format!("\rp6os-agent: press any key within {secs} s {what} ");
+            let line = format!("p6os-agent: press any key within {secs} s {what}\r\n");
             for c in consoles.iter_mut() {
                 let _ = c.file.write_all(line.as_bytes());
             }
@@ -244,7 +252,7 @@ fn screens(console: &Console, mut app: App) -> std::io::Result<Option<Box<Unatte
         // Cooked settings back: crossterm makes its own raw mode and undoes it.
         let _ = rustix::termios::tcsetattr(&console.file, rustix::termios::OptionalActions::Now, t);
     }
-    let outcome = terminal::run(&mut app, |_| Ok(AfterSave::Leave))?;
+    let outcome = terminal::run(&mut app, Idle::LeaveAfter(IDLE), |_| Ok(AfterSave::Leave))?;
     let Outcome::Done(saved) = outcome;
     Ok(saved)
 }
@@ -265,10 +273,12 @@ impl StdioOn {
         ];
         let flags = fcntl_getfl(tty)?;
         fcntl_setfl(tty, flags - OFlags::NONBLOCK)?;
+        // From here on, dropping puts the saved descriptors back, however far this got.
+        let on = StdioOn { saved };
         rustix::stdio::dup2_stdin(tty)?;
         rustix::stdio::dup2_stdout(tty)?;
         rustix::stdio::dup2_stderr(tty)?;
-        Ok(StdioOn { saved })
+        Ok(on)
     }
 }
 

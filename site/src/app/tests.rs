@@ -136,6 +136,11 @@ fn a_problem_shows_under_its_field_and_on_the_page_list() {
     assert!(matches!(app.handle(Key::Ctrl('s')), Step::Continue));
     let review = screen(&app);
     assert!(review.contains("not saved: 1 problem"), "{review}");
+    assert!(
+        app.all_problems()[0].starts_with("Network port 1 / Fixed addresses: `192.168.42.300/24`"),
+        "the place in the pages' words: {:?}",
+        app.all_problems()
+    );
     insta::assert_snapshot!("review_refuses_with_a_problem", review);
 }
 
@@ -173,7 +178,7 @@ fn questions_before_leaving_unsaved_and_removing() {
     assert_eq!(app.handle(Key::Char('y')), Step::Quit);
     // Nothing changed: leaves at once.
     let mut same = site();
-    assert_eq!(same.handle(Key::Esc), Step::Quit);
+    assert_eq!(same.handle(Key::Ctrl('q')), Step::Quit);
 }
 
 /// A whole new document typed from scratch, key by key, as over a serial line.
@@ -228,4 +233,81 @@ fn the_extra_check_of_the_appliance_blocks_saving() {
     assert!(app
         .all_problems()
         .contains(&"the slot refuses a".to_string()));
+}
+
+/// Emptying the first of two SSH keys and typing on does not touch the second.
+#[test]
+fn ssh_keys_change_when_their_field_is_left() {
+    let mut app = site();
+    go_to(&mut app, Section::Users, Some(0));
+    let second =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO2nd0000000000000000000000000000000000000000 two";
+    app.doc.users[0].ssh_authorized_keys.push(second.into());
+    keys(&mut app, &[Key::Tab, Key::Tab, Key::Ctrl('u')]);
+    typed(
+        &mut app,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO1st0000000000000000000000000000000000000000 one",
+    );
+    assert_eq!(
+        app.doc.users[0].ssh_authorized_keys[1], second,
+        "not yet, and never key 2"
+    );
+    keys(&mut app, &[Key::Tab]);
+    assert!(app.doc.users[0].ssh_authorized_keys[0].ends_with(" one"));
+    assert_eq!(app.doc.users[0].ssh_authorized_keys[1], second);
+}
+
+#[test]
+fn a_registry_name_taken_keeps_the_page_and_the_other_registry() {
+    let mut app = site();
+    keys(&mut app, &[]);
+    go_to(&mut app, Section::Registries, Some(0));
+    keys(&mut app, &[Key::Ctrl('a')]);
+    let page = app.page;
+    typed(&mut app, "docker.io");
+    assert_eq!(app.page, page, "stays on the new registry's page");
+    assert!(screen(&app).contains("has a page of its own already"));
+    let r = app.doc.registries.as_ref().unwrap();
+    assert_eq!(r.configs["docker.io"].username.as_deref(), Some("pull"));
+}
+
+#[test]
+fn esc_never_leaves_and_ctrl_w_saves_where_ctrl_s_is_flow_control() {
+    let mut app = site();
+    assert_eq!(app.handle(Key::Esc), Step::Continue);
+    assert_eq!(app.question, None);
+    assert_eq!(
+        app.handle(Key::Ctrl('w')),
+        Step::Continue,
+        "to the review page"
+    );
+    assert!(matches!(app.handle(Key::Ctrl('w')), Step::Save(_)));
+}
+
+#[test]
+fn a_proxy_login_shows_only_while_its_field_is_edited() {
+    let mut app = App::open(
+        Path::new("p.yaml"),
+        Some("proxy: {http_proxy: \"http://u:hunter2@proxy.example:3128\"}\n"),
+    );
+    go_to(&mut app, Section::Proxy, None);
+    keys(&mut app, &[Key::Tab]);
+    let shown = screen(&app);
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("http://***@proxy.example:3128"), "{shown}");
+}
+
+#[test]
+fn name_servers_without_a_port_are_a_problem_on_the_network_page() {
+    let mut app = App::open(Path::new("n.yaml"), None);
+    go_to(&mut app, Section::Dns, None);
+    typed(&mut app, "10.0.0.1");
+    go_to(&mut app, Section::Network, None);
+    let shown = screen(&app);
+    assert!(shown.contains("! missing field `interfaces`"), "{shown}");
+    assert!(
+        app.all_problems()[0].starts_with("Network port:"),
+        "{:?}",
+        app.all_problems()
+    );
 }

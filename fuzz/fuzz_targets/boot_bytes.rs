@@ -16,6 +16,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = efivar::decode_string(data);
     if let Some(uuid) = efivar::decode_part_uuid(data) {
-        assert_eq!(efivar::normalize_guid(&uuid).as_deref(), Some(uuid.as_str()));
+        assert_eq!(
+            efivar::normalize_guid(&uuid).as_deref(),
+            Some(uuid.as_str())
+        );
     }
 });

@@ -25,6 +25,7 @@ pub const TARGETS: &[&str] = &[
     "fat_repair",
     "console_bodies",
     "pe",
+    "site_keys",
 ];
 /// Seconds per target for `cargo xtask fuzz`.
 pub const DEFAULT_SECONDS: u64 = 20;
@@ -329,6 +330,20 @@ fn seeds(target: &str) -> Result<PathBuf> {
                 bytes.extend_from_slice(body.as_bytes());
                 std::fs::write(dir.join(format!("body-{kind}")), bytes)?;
             }
+        }
+        "site_keys" => {
+            // Byte 0: the document opened (odd: a whole site), bytes 1-2: the screen size,
+            // then (key kind, value) pairs: a walk through every page, typing on each.
+            let mut walk = vec![1u8, 70, 21];
+            for _ in 0..12 {
+                walk.extend_from_slice(&[14, 13]); // Ctrl-N: the next page
+                walk.extend_from_slice(&[20, 33, 20, 40, 1, 0, 20, 50]); // text, Tab, text
+            }
+            walk.extend_from_slice(&[14, 18, 14, 18]); // Ctrl-S twice: review, save
+            n += 1;
+            std::fs::write(dir.join("walk"), walk)?;
+            n += 1;
+            std::fs::write(dir.join("new"), [0u8, 70, 21, 14, 13, 14, 0, 20, 40])?;
         }
         _ => bail!("no seeds for fuzz target `{target}`"),
     }

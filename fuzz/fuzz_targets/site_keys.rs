@@ -44,9 +44,8 @@ fuzz_target!(|data: &[u8]| {
     let text = (start % 2 == 1).then_some(SITE);
     let mut app = App::open(Path::new("fuzz.yaml"), text);
     let size = (10 + (*w as u16) % 190, 3 + (*h as u16) % 70);
-    let Ok(mut term) = Terminal::new(TestBackend::new(size.0, size.1)) else {
-        return;
-    };
+    // The test backend cannot fail (its error type is uninhabited).
+    let mut term = Terminal::new(TestBackend::new(size.0, size.1)).unwrap_or_else(|e| match e {});
     for (i, pair) in rest.chunks(2).enumerate() {
         let k = key(pair[0], pair.get(1).copied().unwrap_or(0));
         match app.handle(k) {

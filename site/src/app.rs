@@ -5,7 +5,8 @@
 //! After every change the whole document is checked with the code of `p6os validate
 //! unattended` (and, on the appliance, the agent's own rendering against its slot), and each
 //! problem is shown beside the field it is about. Saving is possible only without a problem, so
-//! the screens cannot produce a document the agent refuses.
+//! the screens cannot produce a document the validator refuses (nor, on the appliance, one its
+//! slot refuses; a workstation does not know the slot it is for).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,8 @@
 //! (the state machine of keys: pure), `view` (drawing with ratatui), `review` (the document and
 //! its changes, secrets hidden), `terminal` (the I/O shell: a real terminal through crossterm).
 //! The document type, its checks and its text are `p6os_config::unattended`'s: the screens
-//! cannot produce a document `p6os validate unattended` or the agent would refuse.
+//! cannot produce a document `p6os validate unattended` refuses (on the appliance, nor one its
+//! slot refuses: the agent's rendering is checked too).
 
 pub mod app;
 pub mod fields;
